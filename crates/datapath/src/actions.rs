@@ -1,0 +1,99 @@
+//! What a flow does: the action list of a megaflow.
+//!
+//! An empty list drops the packet. Actions run in order on the packet; `Output` sends a
+//! copy of the packet as it is at that point.
+
+use crate::PortId;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Outer header parameters of a VXLAN encapsulation (`set(tunnel(...))`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TunnelAttrs {
+    /// VXLAN network identifier (24 bits).
+    pub vni: u32,
+    /// Outer source IP; `None` lets the tunnel resolver pick the route's source.
+    pub src: Option<IpAddr>,
+    /// Outer destination IP (the remote VTEP).
+    pub dst: IpAddr,
+    /// Outer TOS.
+    pub tos: u8,
+    /// Outer TTL (0 means the datapath default, 64).
+    pub ttl: u8,
+    /// Outer UDP destination port (4789 by default).
+    pub tp_dst: u16,
+    /// Whether to compute the outer UDP checksum.
+    pub csum: bool,
+    /// Whether to set DF on the outer IPv4 header.
+    pub df: bool,
+}
+
+impl TunnelAttrs {
+    /// Encapsulation with the defaults for a VNI and remote VTEP.
+    pub fn vxlan(vni: u32, dst: IpAddr) -> Self {
+        Self {
+            vni,
+            src: None,
+            dst,
+            tos: 0,
+            ttl: 64,
+            tp_dst: 4789,
+            csum: false,
+            df: false,
+        }
+    }
+}
+
+/// One datapath action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Action {
+    /// Send the packet out of a port. Out of a tunnel port, it is encapsulated with the
+    /// tunnel attributes set by a preceding [`Action::SetTunnel`].
+    Output(PortId),
+    /// Push an 802.1Q/802.1ad tag.
+    PushVlan {
+        /// 0x8100 or 0x88a8.
+        tpid: u16,
+        /// The tag control information (PCP, DEI, VID).
+        tci: u16,
+    },
+    /// Remove the outermost VLAN tag.
+    PopVlan,
+    /// Set the tunnel metadata used by the next output to a tunnel port.
+    SetTunnel(TunnelAttrs),
+    /// Send the packet to the slow path.
+    Userspace,
+}
+
+/// An immutable, cheaply cloned action list. Empty means drop.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Actions(Arc<[Action]>);
+
+impl Actions {
+    /// The drop action list.
+    pub fn drop() -> Self {
+        Self(Arc::from(Vec::new()))
+    }
+
+    /// Builds an action list.
+    pub fn new(list: Vec<Action>) -> Self {
+        Self(Arc::from(list))
+    }
+
+    /// The actions, in order.
+    pub fn as_slice(&self) -> &[Action] {
+        &self.0
+    }
+
+    /// Whether the list drops the packet.
+    pub fn is_drop(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<Vec<Action>> for Actions {
+    fn from(v: Vec<Action>) -> Self {
+        Self::new(v)
+    }
+}

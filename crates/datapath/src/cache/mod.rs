@@ -1,0 +1,1 @@
+//! Flow cache: exact-match cache and megaflow classifier.

@@ -1,0 +1,5 @@
+//! Flow keys, masks and megaflows.
+
+mod key;
+
+pub use key::{FlowKey, FlowMask, Megaflow, frag, tun_flags, vlan};

@@ -1,0 +1,1 @@
+//! Ports: the port trait, in-memory queues and AF_PACKET sockets.

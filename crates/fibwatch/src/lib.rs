@@ -1,0 +1,1 @@
+//! flowd FIB watcher (see docs/architecture.md).

@@ -1,0 +1,1 @@
+//! flowd offload layer (see docs/architecture.md).

@@ -1,0 +1,1 @@
+//! flowd: daemon and CLI wiring of the datapath, offload and fibwatch crates.
