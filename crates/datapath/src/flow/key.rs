@@ -52,7 +52,7 @@ pub mod vlan {
 
 /// Every field a flow can match. See the module documentation for the conventions.
 #[repr(C, align(8))]
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Pod, Zeroable, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Pod, Zeroable, Default)]
 pub struct FlowKey {
     /// Outer source IP of a decapsulated packet (IPv4 in the first 4 bytes).
     pub tun_src: [u8; 16],
@@ -210,7 +210,7 @@ pub fn addr_from(b: [u8; 16], v6: bool) -> IpAddr {
 /// A wildcard mask of the same shape as [`FlowKey`]: a one bit means "the flow matches
 /// this bit of the key", a zero bit means "any value".
 #[repr(transparent)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Pod, Zeroable, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Pod, Zeroable, Default)]
 pub struct FlowMask(pub FlowKey);
 
 impl FlowMask {
@@ -267,7 +267,7 @@ impl std::ops::DerefMut for FlowMask {
 }
 
 /// A megaflow: a key already ANDed with its mask, and the mask.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Megaflow {
     /// The masked key (every bit outside `mask` is zero).
     pub key: FlowKey,

@@ -2,4 +2,4 @@
 
 mod key;
 
-pub use key::{FlowKey, FlowMask, Megaflow, frag, tun_flags, vlan};
+pub use key::{FlowKey, FlowMask, KEY_WORDS, Megaflow, addr_from, addr_to, frag, tun_flags, vlan};
