@@ -28,6 +28,8 @@ pub mod tun_flags {
     pub const DONT_FRAGMENT: u16 = 1 << 3;
     /// The VXLAN header carries a valid VNI (the I flag).
     pub const KEY: u16 = 1 << 4;
+    /// Every defined bit.
+    pub const ALL: u16 = PRESENT | IPV6 | CSUM | DONT_FRAGMENT | KEY;
 }
 
 /// Values of [`FlowKey::ip_frag`] (bit flags, as in OVS's `frag(...)`).
