@@ -12,8 +12,11 @@
 
 pub mod actions;
 pub mod cache;
+pub mod dpif;
+pub mod exec;
 pub mod flow;
 pub mod port;
+pub mod slowpath;
 pub mod tunnel;
 pub mod wire;
 

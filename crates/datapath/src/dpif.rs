@@ -1,0 +1,572 @@
+//! [`Datapath`]: one datapath thread's ports, flow cache and packet loop.
+//!
+//! Per received batch: each frame from an uplink that is VXLAN to a local VTEP is
+//! decapsulated (its key gets `in_port` = the tunnel port and the outer headers as tunnel
+//! metadata); the key is extracted and looked up in the [`FlowCache`] (EMC, then the
+//! megaflow classifier); a hit runs the flow's actions through the [`Executor`] into the
+//! ports' transmit batches, a miss goes to the [`MissHandler`] (the upcall). Transmit
+//! batches are flushed at the end of every receive batch.
+//!
+//! # Thread-safety
+//! A `Datapath` is owned by its thread; nothing on the per-packet path locks or
+//! allocates. Flow changes arrive as [`FlowOp`]s and slow-path decisions for upcalled
+//! packets as [`PacketOut`]s, both through bounded queues drained between batches.
+
+use crate::PortId;
+use crate::actions::Actions;
+use crate::cache::{CacheConfig, FlowCache, FlowOp, key_hash};
+use crate::exec::{ExecEnv, ExecStats, Executor, PacketSink};
+use crate::flow::{FlowKey, TunnelMeta};
+use crate::port::{PacketBatch, Poller, Port, PortError};
+use crate::tunnel::TunnelResolver;
+use crate::wire::vxlan;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError};
+
+/// What a port is to the datapath.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PortRole {
+    /// A VF representor: traffic from and to a VM.
+    Representor,
+    /// A physical uplink (VXLAN underlay).
+    Uplink,
+    /// The VXLAN tunnel port: virtual; outputs to it encapsulate, decapsulated packets
+    /// arrive from it.
+    Tunnel,
+}
+
+/// Datapath settings.
+#[derive(Debug, Clone)]
+pub struct DpConfig {
+    /// Frames per receive batch.
+    pub batch: usize,
+    /// Largest frame received or sent (bytes, L2).
+    pub max_frame: usize,
+    /// UDP port VXLAN arrives on.
+    pub vxlan_port: u16,
+    /// Local VTEP addresses: VXLAN to one of these is decapsulated.
+    pub local_vteps: Vec<IpAddr>,
+    /// Cache sizing.
+    pub cache: CacheConfig,
+}
+
+impl Default for DpConfig {
+    fn default() -> Self {
+        Self {
+            batch: 32,
+            max_frame: 9216 + 18,
+            vxlan_port: 4789,
+            local_vteps: Vec::new(),
+            cache: CacheConfig::default(),
+        }
+    }
+}
+
+/// A packet that missed the cache, handed to the slow path.
+#[derive(Debug)]
+pub struct Miss<'a> {
+    /// The key (for decapsulated packets, with `in_port` = the tunnel port).
+    pub key: &'a FlowKey,
+    /// The frame (the inner frame for decapsulated packets).
+    pub frame: &'a [u8],
+    /// The caller's clock.
+    pub now: u64,
+}
+
+/// What the slow path did with a miss.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MissVerdict {
+    /// Decided synchronously: execute these actions on the packet now.
+    Execute(Actions),
+    /// Queued for a handler thread; its decision comes back as a [`PacketOut`].
+    Queued,
+    /// Dropped (upcall queue full); counted by the handler.
+    Dropped,
+}
+
+/// The slow path, as the datapath sees it.
+pub trait MissHandler: Send {
+    /// Handles one miss without blocking.
+    fn miss(&mut self, miss: Miss<'_>) -> MissVerdict;
+}
+
+/// Drops every miss (a datapath with static flows only).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DropMisses;
+
+impl MissHandler for DropMisses {
+    fn miss(&mut self, _: Miss<'_>) -> MissVerdict {
+        MissVerdict::Dropped
+    }
+}
+
+/// A slow-path decision for an upcalled packet, executed by the datapath thread.
+#[derive(Debug, Clone)]
+pub struct PacketOut {
+    /// The packet's key (with tunnel metadata, if it was decapsulated).
+    pub key: FlowKey,
+    /// The frame.
+    pub frame: Vec<u8>,
+    /// What to do with it.
+    pub actions: Actions,
+}
+
+/// Datapath counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DpStats {
+    /// Frames received.
+    pub rx: u64,
+    /// Frames decapsulated from VXLAN.
+    pub decap: u64,
+    /// Cache hits (EMC or megaflow).
+    pub hits: u64,
+    /// Cache misses handed to the slow path.
+    pub misses: u64,
+    /// Misses the slow path dropped (upcall queue full).
+    pub upcall_drops: u64,
+    /// Frames dropped on receive (truncated, empty).
+    pub rx_dropped: u64,
+    /// Packet-outs executed.
+    pub packet_outs: u64,
+    /// Frames dropped by a port on transmit.
+    pub tx_dropped: u64,
+    /// Execution counters.
+    pub exec: ExecStats,
+}
+
+struct DpPort {
+    role: PortRole,
+    io: Option<Box<dyn Port>>,
+    tx: PacketBatch,
+}
+
+/// The transmit side, as the executor sees it.
+struct TxSink<'a> {
+    ports: &'a mut [Option<DpPort>],
+    tx_dropped: &'a mut u64,
+}
+
+impl TxSink<'_> {
+    /// The transmit batch of `port`, flushed first if it is full.
+    fn batch(&mut self, port: PortId) -> Option<&mut PacketBatch> {
+        let p = self.ports.get_mut(port.0 as usize)?.as_mut()?;
+        let io = p.io.as_mut()?;
+        if p.tx.is_full() {
+            flush_port(io.as_mut(), &mut p.tx, self.tx_dropped);
+        }
+        Some(&mut p.tx)
+    }
+}
+
+impl PacketSink for TxSink<'_> {
+    fn send(&mut self, port: PortId, frame: &[u8]) -> bool {
+        self.batch(port).is_some_and(|b| b.push(frame))
+    }
+
+    fn send_with(&mut self, port: PortId, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
+        self.batch(port).is_some_and(|b| b.push_with(fill))
+    }
+}
+
+fn flush_port(io: &mut dyn Port, tx: &mut PacketBatch, dropped: &mut u64) {
+    if tx.is_empty() {
+        return;
+    }
+    let sent = io.send(tx).unwrap_or(0);
+    *dropped += (tx.len() - sent) as u64;
+    tx.clear();
+}
+
+/// One datapath thread's state.
+pub struct Datapath {
+    cfg: DpConfig,
+    ports: Vec<Option<DpPort>>,
+    tunnel_port: Option<PortId>,
+    cache: FlowCache,
+    flow_ops: Option<Receiver<FlowOp>>,
+    packet_outs: Option<Receiver<PacketOut>>,
+    exec: Executor,
+    resolver: Arc<dyn TunnelResolver>,
+    miss: Box<dyn MissHandler>,
+    rx: PacketBatch,
+    stats: DpStats,
+    poller: Option<(Poller, Vec<PortId>, Vec<PortId>)>,
+    ready: Vec<usize>,
+}
+
+impl Datapath {
+    /// A datapath with no ports.
+    pub fn new(
+        cfg: DpConfig,
+        resolver: Arc<dyn TunnelResolver>,
+        miss: Box<dyn MissHandler>,
+    ) -> Self {
+        Self {
+            rx: PacketBatch::new(cfg.batch, cfg.max_frame),
+            cache: FlowCache::new(cfg.cache),
+            cfg,
+            ports: Vec::new(),
+            tunnel_port: None,
+            flow_ops: None,
+            packet_outs: None,
+            exec: Executor::new(),
+            resolver,
+            miss,
+            stats: DpStats::default(),
+            poller: None,
+            ready: Vec::new(),
+        }
+    }
+
+    /// Adds a port. The tunnel port has no I/O (`io` = None); other ports must have one.
+    pub fn add_port(&mut self, id: PortId, role: PortRole, io: Option<Box<dyn Port>>) {
+        let idx = id.0 as usize;
+        if self.ports.len() <= idx {
+            self.ports.resize_with(idx + 1, || None);
+        }
+        if role == PortRole::Tunnel {
+            self.tunnel_port = Some(id);
+        }
+        self.ports[idx] = Some(DpPort {
+            role,
+            io,
+            tx: PacketBatch::new(self.cfg.batch, self.cfg.max_frame + 128),
+        });
+        self.poller = None;
+    }
+
+    /// Connects the queue of flow changes from the flow table.
+    pub fn set_flow_ops(&mut self, rx: Receiver<FlowOp>) {
+        self.flow_ops = Some(rx);
+    }
+
+    /// Connects the queue of slow-path decisions for upcalled packets.
+    pub fn set_packet_outs(&mut self, rx: Receiver<PacketOut>) {
+        self.packet_outs = Some(rx);
+    }
+
+    /// The flow cache (for direct installs in tests and single-threaded setups).
+    pub fn cache_mut(&mut self) -> &mut FlowCache {
+        &mut self.cache
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> DpStats {
+        DpStats {
+            exec: self.exec.stats,
+            ..self.stats
+        }
+    }
+
+    /// Applies queued flow changes and executes queued packet-outs.
+    pub fn drain_queues(&mut self, now: u64) {
+        if let Some(q) = &self.flow_ops {
+            self.cache.drain(q, 4096);
+        }
+        let Some(q) = self.packet_outs.take() else {
+            return;
+        };
+        for _ in 0..1024 {
+            match q.try_recv() {
+                Ok(po) => {
+                    self.stats.packet_outs += 1;
+                    self.execute(&po.key, &po.frame, &po.actions);
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        self.packet_outs = Some(q);
+        self.flush();
+        let _ = now;
+    }
+
+    /// Executes `actions` on a frame whose key is `key`.
+    pub fn execute(&mut self, key: &FlowKey, frame: &[u8], actions: &Actions) {
+        let env = ExecEnv {
+            resolver: self.resolver.as_ref(),
+            tunnel_port: self.tunnel_port,
+        };
+        let mut sink = TxSink {
+            ports: &mut self.ports,
+            tx_dropped: &mut self.stats.tx_dropped,
+        };
+        self.exec
+            .execute(frame, key_hash(key), actions.as_slice(), &env, &mut sink);
+    }
+
+    /// Receives one batch from `port` and processes it. Returns the frames received.
+    pub fn poll_port(&mut self, port: PortId, now: u64) -> Result<usize, PortError> {
+        let Some(Some(p)) = self.ports.get_mut(port.0 as usize) else {
+            return Ok(0);
+        };
+        let role = p.role;
+        let Some(io) = p.io.as_mut() else {
+            return Ok(0);
+        };
+        let mut rx = std::mem::replace(&mut self.rx, PacketBatch::new(0, 0));
+        rx.clear();
+        let n = io.recv(&mut rx);
+        if let Ok(n) = n
+            && n > 0
+        {
+            self.process(port, role, &rx, now);
+        }
+        self.rx = rx;
+        n
+    }
+
+    /// Processes a received batch.
+    pub fn process(&mut self, in_port: PortId, role: PortRole, batch: &PacketBatch, now: u64) {
+        for frame in batch.iter() {
+            self.stats.rx += 1;
+            if frame.is_empty() {
+                self.stats.rx_dropped += 1;
+                continue;
+            }
+            self.process_one(in_port, role, frame, now);
+        }
+        self.flush();
+    }
+
+    fn process_one(&mut self, in_port: PortId, role: PortRole, frame: &[u8], now: u64) {
+        let (key, inner) = match self.try_decap(role, frame) {
+            Some((meta, inner, tport)) => {
+                self.stats.decap += 1;
+                (FlowKey::extract(inner, tport, Some(&meta)), inner)
+            }
+            None => (FlowKey::extract(frame, in_port, None), frame),
+        };
+        let hash = key_hash(&key);
+        let env = ExecEnv {
+            resolver: self.resolver.as_ref(),
+            tunnel_port: self.tunnel_port,
+        };
+        let mut sink = TxSink {
+            ports: &mut self.ports,
+            tx_dropped: &mut self.stats.tx_dropped,
+        };
+        if let Some(entry) = self.cache.lookup_hashed(&key, hash) {
+            self.stats.hits += 1;
+            entry.record(1, inner.len() as u64, key.tcp_flags, now);
+            let up = self
+                .exec
+                .execute(inner, hash, entry.actions().as_slice(), &env, &mut sink);
+            if !up {
+                return;
+            }
+        }
+        self.stats.misses += 1;
+        let verdict = self.miss.miss(Miss {
+            key: &key,
+            frame: inner,
+            now,
+        });
+        match verdict {
+            MissVerdict::Execute(actions) => {
+                self.exec
+                    .execute(inner, hash, actions.as_slice(), &env, &mut sink);
+            }
+            MissVerdict::Queued => {}
+            MissVerdict::Dropped => self.stats.upcall_drops += 1,
+        }
+    }
+
+    /// If `frame` arrived on an uplink and is VXLAN to a local VTEP, its tunnel metadata,
+    /// inner frame and the tunnel port.
+    fn try_decap<'f>(
+        &self,
+        role: PortRole,
+        frame: &'f [u8],
+    ) -> Option<(TunnelMeta, &'f [u8], PortId)> {
+        if role != PortRole::Uplink {
+            return None;
+        }
+        let tport = self.tunnel_port?;
+        let d = vxlan::decapsulate(frame, self.cfg.vxlan_port).ok()??;
+        if !self.cfg.local_vteps.contains(&d.dst) {
+            return None;
+        }
+        let inner = frame.get(d.inner_offset..d.inner_offset + d.inner_len)?;
+        Some((TunnelMeta::from(&d), inner, tport))
+    }
+
+    /// Sends every port's pending transmit batch.
+    pub fn flush(&mut self) {
+        for p in self.ports.iter_mut().flatten() {
+            if let Some(io) = p.io.as_mut() {
+                flush_port(io.as_mut(), &mut p.tx, &mut self.stats.tx_dropped);
+            }
+        }
+    }
+
+    /// Waits up to `timeout_ms` for traffic on the kernel-backed ports, then processes one
+    /// batch from each readable port and drains the queues. Ports without a file
+    /// descriptor (in-memory) are polled every call.
+    pub fn run_once(&mut self, timeout_ms: i32, now: u64) -> Result<usize, PortError> {
+        self.drain_queues(now);
+        let (mut poller, fd_ids, mem_ids) = match self.poller.take() {
+            Some(p) => p,
+            None => self.build_poller(),
+        };
+        let mut ready = std::mem::take(&mut self.ready);
+        let waited = poller.wait(timeout_ms, &mut ready);
+        let mut result = waited.map(|()| 0).map_err(|source| PortError::Io {
+            op: "poll",
+            port: "*".into(),
+            source,
+        });
+        let ids = ready.iter().filter_map(|&i| fd_ids.get(i)).chain(&mem_ids);
+        for &id in ids {
+            let Ok(total) = result.as_mut() else { break };
+            match self.poll_port(id, now) {
+                Ok(n) => *total += n,
+                Err(e) => result = Err(e),
+            }
+        }
+        self.poller = Some((poller, fd_ids, mem_ids));
+        self.ready = ready;
+        result
+    }
+
+    /// A poller over the ports with a file descriptor, their ids, and the other ports.
+    fn build_poller(&self) -> (Poller, Vec<PortId>, Vec<PortId>) {
+        let mut fds = Vec::new();
+        let mut fd_ids = Vec::new();
+        let mut mem_ids = Vec::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            let Some(io) = p.as_ref().and_then(|p| p.io.as_ref()) else {
+                continue;
+            };
+            match io.raw_fd() {
+                Some(fd) => {
+                    fds.push(fd);
+                    fd_ids.push(PortId(i as u32));
+                }
+                None => mem_ids.push(PortId(i as u32)),
+            }
+        }
+        (Poller::new(&fds), fd_ids, mem_ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::FlowEntry;
+    use crate::flow::Megaflow;
+    use crate::port::{MemPort, MemPortHandle};
+    use crate::tunnel::{StaticResolver, TunnelRoute};
+    use crate::FlowId;
+
+    const REP: PortId = PortId(1);
+    const UPLINK: PortId = PortId(2);
+    const TUN: PortId = PortId(3);
+
+    fn datapath() -> (Datapath, MemPortHandle, MemPortHandle) {
+        let mut r = StaticResolver::new();
+        r.insert(
+            "192.168.203.56".parse().unwrap(),
+            TunnelRoute {
+                egress: UPLINK,
+                src_ip: "192.168.203.51".parse().unwrap(),
+                src_mac: [2, 0, 0, 0, 0, 0x51],
+                dst_mac: [2, 0, 0, 0, 0, 0x56],
+                mtu: 1500,
+            },
+        );
+        let cfg = DpConfig {
+            local_vteps: vec!["192.168.203.51".parse().unwrap()],
+            ..DpConfig::default()
+        };
+        let mut dp = Datapath::new(cfg, Arc::new(r), Box::new(DropMisses));
+        let (rep, rep_h) = MemPort::new("rep0", 1450);
+        let (up, up_h) = MemPort::new("up0", 1500);
+        dp.add_port(REP, PortRole::Representor, Some(Box::new(rep)));
+        dp.add_port(UPLINK, PortRole::Uplink, Some(Box::new(up)));
+        dp.add_port(TUN, PortRole::Tunnel, None);
+        (dp, rep_h, up_h)
+    }
+
+    fn install(dp: &mut Datapath, id: u64, flow: &str, actions: &str) {
+        let mf: Megaflow = flow.parse().unwrap();
+        let e = FlowEntry::new(
+            FlowId(id),
+            &mf.key,
+            Arc::new(mf.mask),
+            actions.parse().unwrap(),
+            0,
+        );
+        dp.cache_mut().insert(Arc::new(e));
+    }
+
+    fn inner_frame() -> Vec<u8> {
+        let mut f = vec![0u8; 64];
+        f[..6].copy_from_slice(&[0x82, 0x8a, 0x29, 0xad, 0x4e, 0xef]);
+        f[6..12].copy_from_slice(&[0xe4, 0x11, 0x11, 0x11, 0x11, 0x10]);
+        f[12..14].copy_from_slice(&[0x88, 0xb5]);
+        f
+    }
+
+    #[test]
+    fn encap_then_decap_with_static_flows() {
+        let (mut dp, rep, up) = datapath();
+        install(
+            &mut dp,
+            1,
+            "in_port(1)",
+            "set(tunnel(tun_id=0x10,dst=192.168.203.56,ttl=64,tp_dst=4789)),3",
+        );
+        install(
+            &mut dp,
+            2,
+            "tunnel(tun_id=0x10,src=192.168.203.56),in_port(3)",
+            "1",
+        );
+        rep.inject(&inner_frame());
+        assert_eq!(dp.run_once(0, 1).unwrap(), 1);
+        let sent = up.take_sent();
+        assert_eq!(sent.len(), 1);
+        let outer = &sent[0];
+        assert_eq!(&outer[..6], &[2, 0, 0, 0, 0, 0x56]);
+        let d = vxlan::decapsulate(outer, 4789).unwrap().unwrap();
+        assert_eq!(d.vni, 0x10);
+        assert_eq!(d.inner(outer), &inner_frame()[..]);
+
+        // The remote VTEP's answer: the same packet with the addresses swapped.
+        let mut reply = outer.clone();
+        let (src_ip, dst_ip) = (26..30, 30..34);
+        let s: Vec<u8> = reply[src_ip.clone()].to_vec();
+        reply.copy_within(dst_ip.clone(), src_ip.start);
+        reply[dst_ip].copy_from_slice(&s);
+        up.inject(&reply);
+        dp.run_once(0, 2).unwrap();
+        assert_eq!(rep.take_sent(), vec![inner_frame()]);
+        let st = dp.stats();
+        assert_eq!((st.rx, st.decap, st.hits, st.misses), (2, 1, 2, 0));
+    }
+
+    #[test]
+    fn miss_goes_to_the_handler_and_vxlan_to_others_is_not_decapsulated() {
+        let (mut dp, rep, up) = datapath();
+        rep.inject(&inner_frame());
+        dp.run_once(0, 1).unwrap();
+        assert_eq!(dp.stats().misses, 1);
+        assert_eq!(dp.stats().upcall_drops, 1);
+        // VXLAN to an address that is not a local VTEP stays a plain uplink packet.
+        install(
+            &mut dp,
+            1,
+            "in_port(1)",
+            "set(tunnel(tun_id=0x10,dst=192.168.203.56,ttl=64,tp_dst=4789)),3",
+        );
+        rep.inject(&inner_frame());
+        dp.run_once(0, 2).unwrap();
+        let outer = up.take_sent().remove(0);
+        up.inject(&outer); // destined to .56, not to us
+        dp.run_once(0, 3).unwrap();
+        assert_eq!(dp.stats().decap, 0);
+    }
+}

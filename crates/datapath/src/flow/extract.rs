@@ -1,0 +1,608 @@
+//! Flow key extraction: a frame (plus ingress port and tunnel metadata) -> [`FlowKey`].
+//!
+//! Extraction reads [`crate::wire`] views only, never allocates and never panics. It
+//! fills the key layer by layer and stops at the first layer that is truncated or
+//! malformed, leaving that layer's fields and everything after zero: a frame whose TCP
+//! header is cut short gives a key with Ethernet and IP fields set and ports/flags zero.
+//! This is what Open vSwitch's `flow_extract` does, and what the slow path and the
+//! offload translation expect.
+//!
+//! Conventions (those of [`FlowKey`], plus):
+//! - up to two VLAN tags (TPID 0x8100 or 0x88a8) fill `vlan_tci[0..2]` (outer first)
+//!   with [`vlan::PRESENT`] set, and `vlan_tpid`; a truncated tag stops extraction with
+//!   `eth_type` = that tag's TPID; a third tag is not parsed (`eth_type` = its TPID);
+//! - an 802.3 frame (length < 0x600 in the ethertype position) gets `eth_type` =
+//!   [`ETH_TYPE_NONE`] (0x05ff), as OVS's `FLOW_DL_TYPE_NONE`; nothing further is parsed;
+//! - IPv4: a header that fails `check_len` (truncated, IHL < 5, total length beyond the
+//!   frame) or a version other than 4 leaves every L3 field zero; the header checksum is
+//!   not verified (the datapath forwards, it does not judge);
+//! - IPv6: hop-by-hop, routing, destination-options, AH and fragment headers are
+//!   skipped; `ip_proto` is the upper-layer protocol; if the extension chain is cut
+//!   short, `ip_proto` stays 0 (addresses, TOS and hop limit are kept);
+//! - fragments set [`frag::ANY`]; non-first fragments also [`frag::LATER`] and carry no
+//!   L4 fields;
+//! - ARP/RARP (Ethernet/IPv4 only): opcode in `ip_proto` when it fits 8 bits, SPA/TPA in
+//!   the first 4 bytes of `ip_src`/`ip_dst`, SHA/THA in `arp_sha`/`arp_tha`;
+//! - TCP needs a full header (data offset valid and within the packet); UDP 8 bytes;
+//!   SCTP 12 bytes (ports only); ICMP/ICMPv6 8 bytes (type in `tp_src`, code in
+//!   `tp_dst`); `tcp_flags` holds the low 12 bits of the flags word.
+
+#![deny(unsafe_code)]
+
+use super::key::{FlowKey, addr_to, frag, tun_flags, vlan};
+use crate::PortId;
+use crate::wire::arp::ArpPacket;
+use crate::wire::ethernet::{self, EthernetFrame, ethertype};
+use crate::wire::icmp::IcmpPacket;
+use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::ipv6::{self, Ipv6Packet, skip_extension_headers};
+use crate::wire::tcp::{self, TcpPacket};
+use crate::wire::vlan::{self as vlan_wire, VlanTag, is_tpid};
+use crate::wire::{Decap, ip_proto};
+use std::net::IpAddr;
+
+/// `eth_type` of an 802.3 (length-field) frame, as Open vSwitch's `FLOW_DL_TYPE_NONE`.
+pub const ETH_TYPE_NONE: u16 = 0x05ff;
+
+/// Tunnel metadata of a decapsulated packet, copied into the key's `tun_*` fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TunnelMeta {
+    /// Outer source IP (remote VTEP).
+    pub src: IpAddr,
+    /// Outer destination IP (local VTEP).
+    pub dst: IpAddr,
+    /// VNI (24 bits).
+    pub vni: u32,
+    /// Outer TOS.
+    pub tos: u8,
+    /// Outer TTL.
+    pub ttl: u8,
+    /// Outer UDP destination port.
+    pub tp_dst: u16,
+    /// [`tun_flags`] bits. `PRESENT` is always set in the key, and `IPV6` follows the
+    /// family of `src`, whatever this field says.
+    pub flags: u16,
+}
+
+impl From<&Decap> for TunnelMeta {
+    fn from(d: &Decap) -> Self {
+        let mut flags = tun_flags::PRESENT | tun_flags::KEY;
+        if d.src.is_ipv6() {
+            flags |= tun_flags::IPV6;
+        }
+        if d.udp_csum {
+            flags |= tun_flags::CSUM;
+        }
+        if d.df {
+            flags |= tun_flags::DONT_FRAGMENT;
+        }
+        Self {
+            src: d.src,
+            dst: d.dst,
+            vni: d.vni,
+            tos: d.tos,
+            ttl: d.ttl,
+            tp_dst: d.udp_dst,
+            flags,
+        }
+    }
+}
+
+impl From<Decap> for TunnelMeta {
+    fn from(d: Decap) -> Self {
+        Self::from(&d)
+    }
+}
+
+/// Where the layers of a frame start, as found by [`extract_with_offsets`] (for actions
+/// that edit headers in place: VLAN push/pop, TTL, checksums).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Offsets {
+    /// Number of VLAN tags parsed (0..=2); they occupy bytes `12..12 + 4 * vlans` with
+    /// the ethertype after them.
+    pub vlans: u8,
+    /// Start of the L3 header (end of the L2 header), once Ethernet and the tags parsed.
+    pub l3: Option<usize>,
+    /// Start of the L4 header, once the IP header (and IPv6 extension headers) parsed
+    /// and the packet is not a later fragment. The L4 header itself may be truncated.
+    pub l4: Option<usize>,
+}
+
+impl FlowKey {
+    /// Extracts the flow key of `frame`, received on `in_port`, decapsulated from
+    /// `tunnel` if given. Never panics, never allocates; see the module documentation.
+    pub fn extract(frame: &[u8], in_port: PortId, tunnel: Option<&TunnelMeta>) -> FlowKey {
+        extract_with_offsets(frame, in_port, tunnel).0
+    }
+
+    /// A 32-bit hash of the inner flow (Ethernet, IP and L4 fields; not the ingress port
+    /// nor tunnel metadata), stable across runs. Feed it to
+    /// [`crate::wire::vxlan::source_port`] for the outer UDP source port.
+    pub fn flow_hash(&self) -> u32 {
+        let mut k = *self;
+        k.in_port = 0;
+        k.tun_src = [0; 16];
+        k.tun_dst = [0; 16];
+        k.tun_vni = 0;
+        k.tun_tp_dst = 0;
+        k.tun_tos = 0;
+        k.tun_ttl = 0;
+        k.tun_flags = 0;
+        let mut h: u64 = 0x243f_6a88_85a3_08d3;
+        for w in k.words() {
+            h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            h ^= h >> 29;
+        }
+        h ^= h >> 32;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        (h >> 32) as u32 ^ h as u32
+    }
+}
+
+/// [`FlowKey::extract`], also returning where each layer starts.
+pub fn extract_with_offsets(
+    frame: &[u8],
+    in_port: PortId,
+    tunnel: Option<&TunnelMeta>,
+) -> (FlowKey, Offsets) {
+    let mut key = FlowKey {
+        in_port: in_port.0,
+        ..FlowKey::default()
+    };
+    if let Some(t) = tunnel {
+        set_tunnel(&mut key, t);
+    }
+    let mut off = Offsets::default();
+    extract_l2(&mut key, &mut off, frame);
+    (key, off)
+}
+
+fn set_tunnel(key: &mut FlowKey, t: &TunnelMeta) {
+    key.tun_src = addr_to(t.src);
+    key.tun_dst = addr_to(t.dst);
+    key.tun_vni = t.vni & crate::wire::vxlan::MAX_VNI;
+    key.tun_tos = t.tos;
+    key.tun_ttl = t.ttl;
+    key.tun_tp_dst = t.tp_dst;
+    let family = if t.src.is_ipv6() { tun_flags::IPV6 } else { 0 };
+    key.tun_flags = (t.flags & !tun_flags::IPV6) | tun_flags::PRESENT | family;
+}
+
+fn extract_l2(key: &mut FlowKey, off: &mut Offsets, frame: &[u8]) {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return;
+    };
+    key.eth_dst = eth.dst_addr();
+    key.eth_src = eth.src_addr();
+    let mut etype = eth.ethertype();
+    let mut at = ethernet::HEADER_LEN;
+    for (tci, tpid) in key.vlan_tci.iter_mut().zip(key.vlan_tpid.iter_mut()) {
+        if !is_tpid(etype) {
+            break;
+        }
+        let Some(tag) = frame.get(at..).and_then(|b| VlanTag::new_checked(b).ok()) else {
+            break;
+        };
+        *tci = tag.tci() | vlan::PRESENT;
+        *tpid = etype;
+        etype = tag.ethertype();
+        at += vlan_wire::HEADER_LEN;
+        off.vlans += 1;
+    }
+    if etype < ethertype::MIN {
+        key.eth_type = ETH_TYPE_NONE;
+        return;
+    }
+    key.eth_type = etype;
+    if is_tpid(etype) && frame.len() < at + vlan_wire::HEADER_LEN {
+        // A truncated tag: no L2 end.
+        return;
+    }
+    off.l3 = Some(at);
+    let Some(l3) = frame.get(at..) else {
+        return;
+    };
+    match etype {
+        ethertype::IPV4 => extract_ipv4(key, off, l3, at),
+        ethertype::IPV6 => extract_ipv6(key, off, l3, at),
+        ethertype::ARP | ethertype::RARP => extract_arp(key, l3),
+        _ => {}
+    }
+}
+
+fn extract_ipv4(key: &mut FlowKey, off: &mut Offsets, l3: &[u8], base: usize) {
+    let Ok(ip) = Ipv4Packet::new_checked(l3) else {
+        return;
+    };
+    if ip.version() != 4 {
+        return;
+    }
+    key.ip_src = addr_to(IpAddr::V4(ip.src_addr()));
+    key.ip_dst = addr_to(IpAddr::V4(ip.dst_addr()));
+    key.ip_proto = ip.protocol();
+    key.ip_tos = ip.tos();
+    key.ip_ttl = ip.ttl();
+    if ip.is_fragment() {
+        key.ip_frag |= frag::ANY;
+        if ip.frag_offset() != 0 {
+            key.ip_frag |= frag::LATER;
+            return;
+        }
+    }
+    off.l4 = Some(base + usize::from(ip.header_len()));
+    extract_l4(key, ip.protocol(), ip.payload(), false);
+}
+
+fn extract_ipv6(key: &mut FlowKey, off: &mut Offsets, l3: &[u8], base: usize) {
+    let Ok(ip) = Ipv6Packet::new_checked(l3) else {
+        return;
+    };
+    if ip.version() != 6 {
+        return;
+    }
+    key.ip_src = ip.src_addr().octets();
+    key.ip_dst = ip.dst_addr().octets();
+    key.ip_tos = ip.traffic_class();
+    key.ip_ttl = ip.hop_limit();
+    let Ok(ext) = skip_extension_headers(ip.next_header(), ip.payload()) else {
+        return;
+    };
+    key.ip_proto = ext.protocol;
+    if let Some(f) = ext.frag {
+        key.ip_frag |= frag::ANY;
+        if f.offset != 0 {
+            key.ip_frag |= frag::LATER;
+            return;
+        }
+    }
+    let Some(l4) = ip.payload().get(ext.offset..) else {
+        return;
+    };
+    off.l4 = Some(base + ipv6::HEADER_LEN + ext.offset);
+    extract_l4(key, ext.protocol, l4, true);
+}
+
+fn extract_arp(key: &mut FlowKey, l3: &[u8]) {
+    let Ok(p) = ArpPacket::new_checked(l3) else {
+        return;
+    };
+    if !p.is_eth_ipv4() {
+        return;
+    }
+    if let Ok(op) = u8::try_from(p.operation()) {
+        key.ip_proto = op;
+    }
+    if let (Ok(spa), Ok(tpa)) = (<[u8; 4]>::try_from(p.spa()), <[u8; 4]>::try_from(p.tpa())) {
+        key.ip_src = addr_to(IpAddr::from(spa));
+        key.ip_dst = addr_to(IpAddr::from(tpa));
+    }
+    if let (Ok(sha), Ok(tha)) = (<[u8; 6]>::try_from(p.sha()), <[u8; 6]>::try_from(p.tha())) {
+        key.arp_sha = sha;
+        key.arp_tha = tha;
+    }
+}
+
+/// Source and destination ports of a header of at least `min` bytes.
+fn ports(l4: &[u8], min: usize) -> Option<(u16, u16)> {
+    if l4.len() < min {
+        return None;
+    }
+    match l4.get(..4)? {
+        [a, b, c, d] => Some((u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d]))),
+        _ => None,
+    }
+}
+
+fn extract_l4(key: &mut FlowKey, proto: u8, l4: &[u8], v6: bool) {
+    match proto {
+        ip_proto::TCP => {
+            if let Ok(t) = TcpPacket::new_checked(l4) {
+                key.tp_src = t.src_port();
+                key.tp_dst = t.dst_port();
+                key.tcp_flags = t.flags() & tcp::flags::MASK;
+            }
+        }
+        ip_proto::UDP | ip_proto::SCTP => {
+            let min = if proto == ip_proto::UDP { 8 } else { 12 };
+            if let Some((s, d)) = ports(l4, min) {
+                key.tp_src = s;
+                key.tp_dst = d;
+            }
+        }
+        ip_proto::ICMP if !v6 => icmp(key, l4),
+        ip_proto::ICMPV6 if v6 => icmp(key, l4),
+        _ => {}
+    }
+}
+
+fn icmp(key: &mut FlowKey, l4: &[u8]) {
+    if let Ok(m) = IcmpPacket::new_checked(l4) {
+        key.tp_src = u16::from(m.msg_type());
+        key.tp_dst = u16::from(m.code());
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::wire::testutil::*;
+    use crate::wire::vxlan::{IANA_PORT, OuterHeaders, decapsulate, encapsulate};
+    use proptest::prelude::*;
+    use std::net::Ipv4Addr;
+
+    fn v4(a: &str) -> [u8; 16] {
+        addr_to(a.parse().unwrap())
+    }
+
+    fn inner(cap: &str) -> Vec<u8> {
+        let b = hex(cap);
+        let d = decapsulate(&b, IANA_PORT).unwrap().unwrap();
+        d.inner(&b).to_vec()
+    }
+
+    #[test]
+    fn real_ping() {
+        let f = inner(VXLAN_V4_PING);
+        let (k, off) = extract_with_offsets(&f, PortId(3), None);
+        assert_eq!(k.in_port, 3);
+        assert_eq!(k.eth_src, [0x3e, 0x36, 0x93, 0x1e, 0x66, 0x94]);
+        assert_eq!(k.eth_dst, [0x7e, 0x02, 0xbd, 0x12, 0xa8, 0xde]);
+        assert_eq!(k.eth_type, 0x0800);
+        assert_eq!(k.ip_src, v4("10.0.0.1"));
+        assert_eq!(k.ip_dst, v4("10.0.0.2"));
+        assert_eq!((k.ip_proto, k.ip_ttl, k.ip_tos, k.ip_frag), (1, 64, 0, 0));
+        assert_eq!((k.tp_src, k.tp_dst, k.tcp_flags), (8, 0, 0));
+        assert_eq!(k.vlan_tci, [0, 0]);
+        assert!(!k.has_tunnel());
+        assert_eq!(
+            off,
+            Offsets {
+                vlans: 0,
+                l3: Some(14),
+                l4: Some(34)
+            }
+        );
+        assert_eq!(k.pad, [0; 6]);
+    }
+
+    #[test]
+    fn real_arp() {
+        let f = inner(VXLAN_V4_ARP);
+        let k = FlowKey::extract(&f, PortId(1), None);
+        assert_eq!(k.eth_type, 0x0806);
+        assert_eq!(k.ip_proto, 1);
+        assert_eq!(k.ip_src, v4("10.0.0.1"));
+        assert_eq!(k.ip_dst, v4("10.0.0.2"));
+        assert_eq!(k.arp_sha, [0x3e, 0x36, 0x93, 0x1e, 0x66, 0x94]);
+        assert_eq!(k.arp_tha, [0; 6]);
+        assert_eq!(k.eth_dst, [0xff; 6]);
+    }
+
+    #[test]
+    fn real_tcp_syn_and_udp() {
+        let k = FlowKey::extract(&inner(VXLAN_V6_TCP_SYN), PortId(1), None);
+        assert_eq!((k.ip_proto, k.tp_src, k.tp_dst), (6, 44748, 80));
+        assert_eq!(k.tcp_flags, tcp::flags::SYN);
+        assert_eq!(k.ip_frag, 0);
+        let k = FlowKey::extract(&inner(VXLAN_V6_UDP), PortId(1), None);
+        assert_eq!((k.ip_proto, k.tp_src, k.tp_dst), (17, 51927, 5353));
+        assert_eq!(k.ip_src, v4("10.0.6.1"));
+    }
+
+    #[test]
+    fn real_icmpv6() {
+        let f = hex(ICMPV6_RS);
+        let k = FlowKey::extract(&f, PortId(1), None);
+        assert_eq!(k.eth_type, 0x86dd);
+        assert_eq!(
+            k.ip_src_addr(),
+            Some("fe80::3c36:93ff:fe1e:6694".parse().unwrap())
+        );
+        assert_eq!(k.ip_dst_addr(), Some("ff02::2".parse().unwrap()));
+        assert_eq!(
+            (k.ip_proto, k.ip_ttl, k.tp_src, k.tp_dst),
+            (58, 255, 133, 0)
+        );
+    }
+
+    #[test]
+    fn outer_frame_and_tunnel_meta() {
+        let b = hex(VXLAN_V4_PING);
+        let outer = FlowKey::extract(&b, PortId(9), None);
+        assert_eq!(
+            (outer.ip_proto, outer.tp_src, outer.tp_dst),
+            (17, 48592, 4789)
+        );
+        let d = decapsulate(&b, IANA_PORT).unwrap().unwrap();
+        let meta = TunnelMeta::from(&d);
+        let k = FlowKey::extract(d.inner(&b), PortId(9), Some(&meta));
+        assert!(k.has_tunnel());
+        assert_eq!(k.tunnel_src(), Some("192.168.203.56".parse().unwrap()));
+        assert_eq!(k.tunnel_dst(), Some("192.168.203.51".parse().unwrap()));
+        assert_eq!(
+            (k.tun_vni, k.tun_ttl, k.tun_tos, k.tun_tp_dst),
+            (16, 64, 0, 4789)
+        );
+        assert_eq!(k.tun_flags, tun_flags::PRESENT | tun_flags::KEY);
+        let b6 = hex(VXLAN_V6_UDP);
+        let d6 = decapsulate(&b6, IANA_PORT).unwrap().unwrap();
+        let k6 = FlowKey::extract(d6.inner(&b6), PortId(9), Some(&d6.into()));
+        assert_eq!(
+            k6.tun_flags,
+            tun_flags::PRESENT | tun_flags::KEY | tun_flags::IPV6 | tun_flags::CSUM
+        );
+        assert_eq!(k6.tunnel_src(), Some("fd00::56".parse().unwrap()));
+        // Same inner flow, same hash, whatever the port or tunnel.
+        let plain = FlowKey::extract(d.inner(&b), PortId(1), None);
+        assert_eq!(plain.flow_hash(), k.flow_hash());
+        assert_ne!(plain.flow_hash(), outer.flow_hash());
+    }
+
+    #[test]
+    fn qinq_and_offsets() {
+        let f = hex("ffff ffff ffff 0200 0000 0001 88a8 a064 8100 00c8 0800
+             4500 001c 0000 0000 4011 0000 0a00 0001 0a00 0002 0035 0035 0008 0000");
+        let (k, off) = extract_with_offsets(&f, PortId(1), None);
+        assert_eq!(k.vlan_tpid, [0x88a8, 0x8100]);
+        assert_eq!(k.vlan_tci, [0xa064 | vlan::PRESENT, 0x00c8 | vlan::PRESENT]);
+        assert_eq!(k.eth_type, 0x0800);
+        assert_eq!((k.tp_src, k.tp_dst), (53, 53));
+        assert_eq!(
+            off,
+            Offsets {
+                vlans: 2,
+                l3: Some(22),
+                l4: Some(42)
+            }
+        );
+        // Truncated second tag: eth_type is its TPID, nothing after.
+        let (k, off) = extract_with_offsets(&f[..20], PortId(1), None);
+        assert_eq!(k.vlan_tci, [0xa064 | vlan::PRESENT, 0]);
+        assert_eq!(k.eth_type, 0x8100);
+        assert_eq!(
+            off,
+            Offsets {
+                vlans: 1,
+                l3: None,
+                l4: None
+            }
+        );
+        // 802.3 length field.
+        let mut llc = f.clone();
+        llc[12] = 0x00;
+        llc[13] = 0x40;
+        assert_eq!(
+            FlowKey::extract(&llc, PortId(1), None).eth_type,
+            ETH_TYPE_NONE
+        );
+    }
+
+    #[test]
+    fn truncated_tcp_keeps_l3() {
+        let f = inner(VXLAN_V6_TCP_SYN);
+        // Cut inside the TCP header, keeping the IPv4 total length consistent.
+        let mut cut = f[..14 + 20 + 30].to_vec();
+        let mut ip = Ipv4Packet::new_unchecked(&mut cut[14..34]);
+        ip.set_total_len(50);
+        let k = FlowKey::extract(&cut, PortId(1), None);
+        assert_eq!(k.ip_src, v4("10.0.6.1"));
+        assert_eq!(k.ip_proto, 6);
+        assert_eq!((k.tp_src, k.tp_dst, k.tcp_flags), (0, 0, 0));
+        // Cut without fixing the total length: the IPv4 header is not trusted at all.
+        let k = FlowKey::extract(&f[..14 + 20 + 30], PortId(1), None);
+        assert_eq!((k.eth_type, k.ip_proto, k.ip_src), (0x0800, 0, [0; 16]));
+    }
+
+    #[test]
+    fn fragments() {
+        let mut f = inner(VXLAN_V4_PING);
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[14..34]);
+        ip.set_frag(false, true, 0);
+        let k = FlowKey::extract(&f, PortId(1), None);
+        assert_eq!(k.ip_frag, frag::ANY);
+        assert_eq!(k.tp_src, 8);
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[14..34]);
+        ip.set_frag(false, false, 1480);
+        let (k, off) = extract_with_offsets(&f, PortId(1), None);
+        assert_eq!(k.ip_frag, frag::ANY | frag::LATER);
+        assert_eq!((k.ip_proto, k.tp_src, off.l4), (1, 0, None));
+
+        // IPv6 UDP behind hop-by-hop and a first fragment.
+        let f6 = hex("3333 0000 0001 0200 0000 0001 86dd
+             6000 0000 0018 0040 fe80 0000 0000 0000 0000 0000 0000 0001
+             ff02 0000 0000 0000 0000 0000 0000 0001
+             2c00 0104 0000 0000 1100 0001 0000 0007 1234 0035 0008 0000");
+        let (k, off) = extract_with_offsets(&f6, PortId(1), None);
+        assert_eq!((k.ip_proto, k.ip_frag, k.ip_ttl), (17, frag::ANY, 64));
+        assert_eq!((k.tp_src, k.tp_dst), (0x1234, 53));
+        assert_eq!(off.l4, Some(14 + 40 + 16));
+    }
+
+    #[test]
+    fn every_prefix_of_every_capture_is_safe() {
+        for cap in [
+            VXLAN_V4_PING,
+            VXLAN_V4_ARP,
+            VXLAN_V6_UDP,
+            VXLAN_V6_TCP_SYN,
+            ICMPV6_RS,
+        ] {
+            let b = hex(cap);
+            let full = FlowKey::extract(&b, PortId(1), None);
+            for n in 0..b.len() {
+                let k = FlowKey::extract(&b[..n], PortId(1), None);
+                // A prefix never invents information: each non-zero field equals the
+                // full frame's.
+                if k.eth_type != 0 && is_tpid(k.eth_type) {
+                    continue;
+                }
+                for (a, f) in k.as_bytes().iter().zip(full.as_bytes()) {
+                    assert!(*a == 0 || a == f, "len {n}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn encapsulated_key_hash_gives_source_port() {
+        let f = inner(VXLAN_V4_PING);
+        let k = FlowKey::extract(&f, PortId(1), None);
+        let port = crate::wire::vxlan::source_port(k.flow_hash());
+        assert!(port >= 49152);
+        let outer = OuterHeaders {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            src_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            dst_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
+            tos: 0,
+            ttl: 64,
+            df: true,
+            udp_src: port,
+            udp_dst: IANA_PORT,
+            vni: 42,
+            udp_csum: true,
+        };
+        let mut out = [0u8; 256];
+        let n = encapsulate(&f, &outer, &mut out).unwrap();
+        let d = decapsulate(&out[..n], IANA_PORT).unwrap().unwrap();
+        let k2 = FlowKey::extract(d.inner(&out[..n]), PortId(1), Some(&d.into()));
+        assert_eq!(k2.flow_hash(), k.flow_hash());
+        assert_eq!(
+            k2.tun_flags,
+            tun_flags::PRESENT | tun_flags::KEY | tun_flags::CSUM | tun_flags::DONT_FRAGMENT
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let k = FlowKey::extract(&b, PortId(1), None);
+            prop_assert_eq!(k.pad, [0; 6]);
+            if let Ok(Some(d)) = decapsulate(&b, IANA_PORT) {
+                let _ = FlowKey::extract(d.inner(&b), PortId(1), Some(&d.into()));
+            }
+        }
+
+        #[test]
+        fn random_ip_payloads_never_panic(
+            etype in prop_oneof![Just(0x0800u16), Just(0x86dd), Just(0x0806), Just(0x8100), Just(0x88a8)],
+            body in proptest::collection::vec(any::<u8>(), 0..120),
+            ver in any::<bool>(),
+        ) {
+            let mut f = vec![0u8; 12];
+            f.extend_from_slice(&etype.to_be_bytes());
+            f.extend_from_slice(&body);
+            if let Some(b) = f.get_mut(14) {
+                // Make a plausible version nibble likely.
+                let v = match (etype, ver) { (0x0800, true) => 0x45, (0x86dd, true) => 0x60, _ => *b };
+                *b = v;
+            }
+            let (k, off) = extract_with_offsets(&f, PortId(1), None);
+            if let Some(l4) = off.l4 { prop_assert!(l4 <= f.len()); }
+            if let Some(l3) = off.l3 { prop_assert!(l3 <= f.len()); }
+            let _ = k.flow_hash();
+            let _ = decapsulate(&f, IANA_PORT);
+        }
+    }
+}

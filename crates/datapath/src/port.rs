@@ -1,1 +1,0 @@
-//! Ports: the port trait, in-memory queues and AF_PACKET sockets.

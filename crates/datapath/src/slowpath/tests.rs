@@ -1,0 +1,392 @@
+//! NORMAL, learning, aging, flooding, isolation and traces.
+
+use super::*;
+use crate::actions::{Action, TunnelAttrs};
+use crate::flow::{FlowMask, addr_to, tun_flags, vlan};
+use crate::PortId;
+use std::net::IpAddr;
+
+pub(crate) const TUN: PortId = PortId(100);
+pub(crate) const NET16: NetworkId = NetworkId(16);
+pub(crate) const NET17: NetworkId = NetworkId(17);
+pub(crate) const NET20: NetworkId = NetworkId(20);
+
+pub(crate) fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+pub(crate) fn mac(last: u8) -> Mac {
+    Mac([0x02, 0, 0, 0, 0, last])
+}
+
+pub(crate) fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// VNI 16: ports 1, 2 and VTEPs .2, .3; VNI 17: port 3 and VTEP .2; VLAN 20: port 4
+/// tagged 20 and port 5 untagged.
+pub(crate) fn lab() -> SlowPath {
+    let mut sp = SlowPath::with_normal(MacConfig::default());
+    let seg = |vni, remotes: &[&str]| {
+        Some(VxlanSegment::new(
+            vni,
+            TUN,
+            ip("10.0.0.1"),
+            remotes.iter().map(|r| ip(r)).collect(),
+        ))
+    };
+    let untagged = |p| Attachment::untagged(PortId(p));
+    sp.add_network(
+        NET16,
+        Network {
+            members: vec![untagged(1), untagged(2)],
+            vxlan: seg(16, &["10.0.0.2", "10.0.0.3"]),
+        },
+    )
+    .unwrap();
+    sp.add_network(
+        NET17,
+        Network {
+            members: vec![untagged(3)],
+            vxlan: seg(17, &["10.0.0.2"]),
+        },
+    )
+    .unwrap();
+    sp.add_network(
+        NET20,
+        Network {
+            members: vec![Attachment::tagged(PortId(4), 20), untagged(5)],
+            vxlan: None,
+        },
+    )
+    .unwrap();
+    sp
+}
+
+pub(crate) fn frame(in_port: u32, src: Mac, dst: Mac) -> FlowKey {
+    let mut k = FlowKey::default();
+    k.in_port = in_port;
+    k.eth_src = src.0;
+    k.eth_dst = dst.0;
+    k.eth_type = 0x0800;
+    k.ip_src = addr_to(ip("192.168.0.1"));
+    k.ip_dst = addr_to(ip("192.168.0.2"));
+    k.ip_proto = 6;
+    k.tp_src = 40000;
+    k.tp_dst = 80;
+    k
+}
+
+pub(crate) fn from_vtep(vni: u32, vtep: &str, src: Mac, dst: Mac) -> FlowKey {
+    let mut k = frame(TUN.0, src, dst);
+    k.tun_flags = tun_flags::PRESENT | tun_flags::KEY;
+    k.tun_vni = vni;
+    k.tun_src = addr_to(ip(vtep));
+    k.tun_dst = addr_to(ip("10.0.0.1"));
+    k.tun_tp_dst = 4789;
+    k
+}
+
+fn encap(vni: u32, vtep: &str) -> [Action; 2] {
+    let attrs = TunnelAttrs {
+        src: Some(ip("10.0.0.1")),
+        ..TunnelAttrs::vxlan(vni, ip(vtep))
+    };
+    [Action::SetTunnel(attrs), Action::Output(TUN)]
+}
+
+fn out(p: u32) -> Action {
+    Action::Output(PortId(p))
+}
+
+fn acts(x: &Xlation) -> Vec<Action> {
+    x.actions.as_slice().to_vec()
+}
+
+#[test]
+fn unknown_unicast_floods_locally_and_head_end() {
+    let mut sp = lab();
+    let (x, changes) = sp.upcall(&frame(1, mac(0xa), mac(0xb)), secs(0));
+    let mut want = vec![out(2)];
+    want.extend(encap(16, "10.0.0.2"));
+    want.extend(encap(16, "10.0.0.3"));
+    assert_eq!(acts(&x), want);
+    assert_eq!(changes, vec![Change::Mac((NET16, mac(0xa)))]);
+    assert!(!x.needs_learning, "learned before the final translation");
+    // Consulted: in_port, the outer tag, the MACs; nothing of L3/L4.
+    assert_eq!(x.mask.in_port, u32::MAX);
+    assert_eq!(x.mask.eth_src, [0xff; 6]);
+    assert_eq!(x.mask.eth_dst, [0xff; 6]);
+    assert_eq!(x.mask.vlan_tci[0], vlan::PRESENT | vlan::VID_MASK);
+    assert_eq!(x.mask.ip_dst, [0; 16]);
+    assert_eq!(x.mask.tp_dst, 0);
+    assert_eq!(x.mask.eth_type, 0);
+}
+
+#[test]
+fn broadcast_consults_only_the_group_bit() {
+    let sp = lab();
+    let mut k = frame(1, mac(0xa), mac::BROADCAST);
+    k.eth_type = 0x0806; // ARP is a frame like any other
+    let x = sp.xlate(&k, secs(0));
+    assert_eq!(acts(&x).len(), 5);
+    assert_eq!(x.mask.eth_dst, [1, 0, 0, 0, 0, 0]);
+    assert!(x.needs_learning);
+}
+
+#[test]
+fn learned_stations_get_unicast() {
+    let mut sp = lab();
+    sp.upcall(&frame(1, mac(0xa), mac(0xb)), secs(0));
+    let (x, _) = sp.upcall(&frame(2, mac(0xb), mac(0xa)), secs(1));
+    assert_eq!(acts(&x), vec![out(1)]);
+    let (x, ch) = sp.upcall(&frame(1, mac(0xa), mac(0xb)), secs(2));
+    assert_eq!(acts(&x), vec![out(2)]);
+    assert!(ch.is_empty());
+    assert_eq!(sp.macs().stats().learned, 2);
+}
+
+#[test]
+fn remote_stations_are_learned_from_vxlan() {
+    let mut sp = lab();
+    let (x, ch) = sp.upcall(&from_vtep(16, "10.0.0.3", mac(0xc), mac::BROADCAST), secs(0));
+    // From the tunnel: local members only (split horizon).
+    assert_eq!(acts(&x), vec![out(1), out(2)]);
+    assert_eq!(ch, vec![Change::Mac((NET16, mac(0xc)))]);
+    assert_eq!(x.mask.tun_src, [0xff; 16]);
+    assert_eq!(x.mask.tun_vni, u32::MAX);
+    let e = sp.macs().lookup(NET16, mac(0xc), secs(0)).unwrap();
+    assert_eq!(e.location(), Location::Remote(ip("10.0.0.3")));
+    let x = sp.xlate(&frame(2, mac(0xa), mac(0xc)), secs(1));
+    assert_eq!(acts(&x), encap(16, "10.0.0.3").to_vec());
+    // A VTEP's frame to a station behind a VTEP is never relayed.
+    let x = sp.xlate(&from_vtep(16, "10.0.0.2", mac(0xd), mac(0xc)), secs(1));
+    assert!(x.actions.is_drop());
+}
+
+#[test]
+fn station_move_is_counted_and_revalidated() {
+    let mut sp = lab();
+    let k1 = frame(1, mac(0xa), mac(0xb));
+    let (x1, _) = sp.upcall(&k1, secs(0));
+    let mf1 = x1.megaflow(&k1);
+    let k2 = frame(2, mac(0xb), mac(0xa));
+    let (x2, _) = sp.upcall(&k2, secs(0));
+    let mf2 = x2.megaflow(&k2);
+    assert_eq!(acts(&x2), vec![out(1)]);
+    // A moves from port 1 to port 2.
+    let (x3, ch) = sp.upcall(&frame(2, mac(0xa), mac::BROADCAST), secs(5));
+    assert_eq!(sp.macs().stats().moves, 1);
+    assert_eq!(ch, vec![Change::Mac((NET16, mac(0xa)))]);
+    assert!(!x3.needs_learning);
+    let c = ch[0];
+    assert!(c.affects(&mf1, &x1.meta) && c.affects(&mf2, &x2.meta));
+    // The old flow from port 1 must come up again to relearn; the one to A now hairpins.
+    assert_eq!(
+        sp.revalidate(&mf1, &x1.actions, &x1.meta, secs(5)),
+        Revalidation::Delete
+    );
+    match sp.revalidate(&mf2, &x2.actions, &x2.meta, secs(5)) {
+        Revalidation::Modify(x) => assert!(x.actions.is_drop()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn stations_age_out() {
+    let mut sp = lab();
+    sp.upcall(&frame(1, mac(0xa), mac(0xb)), secs(0));
+    let k = frame(2, mac(0xb), mac(0xa));
+    let (x, _) = sp.upcall(&k, secs(10));
+    assert_eq!(acts(&x), vec![out(1)]);
+    // A flow keeps its source alive: refresh at its `used` time.
+    sp.refresh(&x.meta, secs(200));
+    assert!(sp.expire(secs(301)).contains(&Change::Mac((NET16, mac(0xa)))));
+    assert!(sp.macs().lookup(NET16, mac(0xb), secs(301)).is_some());
+    assert_eq!(acts(&sp.xlate(&k, secs(301))).len(), 5, "A unknown: flood");
+    assert!(sp.expire(secs(501)).contains(&Change::Mac((NET16, mac(0xb)))));
+    assert!(sp.macs().is_empty());
+}
+
+#[test]
+fn static_macs_avoid_flooding() {
+    let mut sp = lab();
+    let c = sp
+        .set_static_mac(NET16, mac(0xd), Location::Remote(ip("10.0.0.3")))
+        .unwrap();
+    assert_eq!(c, Change::Mac((NET16, mac(0xd))));
+    let x = sp.xlate(&frame(1, mac(0xa), mac(0xd)), secs(0));
+    assert_eq!(acts(&x), encap(16, "10.0.0.3").to_vec());
+    // Learning never overrides a static entry, and it never ages.
+    let (_, ch) = sp.upcall(&frame(2, mac(0xd), mac::BROADCAST), secs(1));
+    assert!(ch.is_empty());
+    assert!(sp.expire(secs(100_000)).is_empty());
+    let x = sp.xlate(&frame(1, mac(0xa), mac(0xd)), secs(100_000));
+    assert_eq!(acts(&x), encap(16, "10.0.0.3").to_vec());
+    // Refused configurations.
+    assert_eq!(
+        sp.set_static_mac(NET16, mac::BROADCAST, Location::Remote(ip("10.0.0.3"))),
+        Err(SlowPathError::GroupMac(mac::BROADCAST))
+    );
+    let foreign = Location::Local(Attachment::untagged(PortId(3)));
+    assert!(sp.set_static_mac(NET16, mac(0xe), foreign).is_err());
+    let remote = Location::Remote(ip("10.0.0.9"));
+    assert!(sp.set_static_mac(NET20, mac(0xe), remote).is_err());
+    assert!(sp.set_static_mac(NetworkId(99), mac(0xe), remote).is_err());
+}
+
+#[test]
+fn vnis_are_isolated() {
+    let mut sp = lab();
+    sp.upcall(&frame(1, mac(0xa), mac::BROADCAST), secs(0));
+    // VNI 17 does not see VNI 16's stations, and floods only to its own members.
+    let (x, _) = sp.upcall(&from_vtep(17, "10.0.0.2", mac(0xf), mac(0xa)), secs(1));
+    assert_eq!(acts(&x), vec![out(3)]);
+    let (x, _) = sp.upcall(&frame(3, mac(0xa), mac::BROADCAST), secs(1));
+    assert_eq!(acts(&x), encap(17, "10.0.0.2").to_vec());
+    assert_eq!(
+        sp.macs().lookup(NET16, mac(0xa), secs(1)).unwrap().location(),
+        Location::Local(Attachment::untagged(PortId(1)))
+    );
+    // An unconfigured VNI, and a port in no network, are dropped.
+    let x = sp.xlate(&from_vtep(99, "10.0.0.2", mac(0xf), mac::BROADCAST), secs(1));
+    assert!(x.actions.is_drop());
+    assert!(sp.xlate(&frame(42, mac(0xa), mac(0xb)), secs(1)).actions.is_drop());
+}
+
+#[test]
+fn vlan_networks_tag_and_untag() {
+    let sp = lab();
+    let mut k = frame(4, mac(0xa), mac::BROADCAST);
+    k.vlan_tci[0] = vlan::PRESENT | 20;
+    k.vlan_tpid[0] = 0x8100;
+    assert_eq!(acts(&sp.xlate(&k, secs(0))), vec![Action::PopVlan, out(5)]);
+    let x = sp.xlate(&frame(5, mac(0xb), mac::BROADCAST), secs(0));
+    assert_eq!(
+        acts(&x),
+        vec![
+            Action::PushVlan {
+                tpid: 0x8100,
+                tci: 20
+            },
+            out(4)
+        ]
+    );
+    // Untagged on the trunk, or another VLAN: in no network.
+    assert!(sp.xlate(&frame(4, mac(0xa), mac::BROADCAST), secs(0)).actions.is_drop());
+    k.vlan_tci[0] = vlan::PRESENT | 21;
+    assert!(sp.xlate(&k, secs(0)).actions.is_drop());
+}
+
+#[test]
+fn hairpin_and_group_sources_are_dropped() {
+    let mut sp = lab();
+    sp.upcall(&frame(1, mac(0xa), mac::BROADCAST), secs(0));
+    sp.upcall(&frame(1, mac(0xb), mac::BROADCAST), secs(0));
+    assert!(sp.xlate(&frame(1, mac(0xb), mac(0xa)), secs(1)).actions.is_drop());
+    let x = sp.xlate(&frame(1, mac::BROADCAST, mac(0xa)), secs(1));
+    assert!(x.actions.is_drop() && !x.needs_learning);
+}
+
+#[test]
+fn rules_take_precedence_and_unwildcard_little() {
+    let mut sp = lab();
+    let mut key = FlowKey::default();
+    key.eth_type = 0x0800;
+    key.ip_proto = 6;
+    key.tp_dst = 22;
+    let mut mask = FlowMask::default();
+    mask.eth_type = 0xffff;
+    mask.ip_proto = 0xff;
+    mask.tp_dst = 0xffff;
+    let (id, _) = sp
+        .add_rule(Rule::new(100, &key, &mask, vec![RuleAction::Drop]))
+        .unwrap();
+    let mut ssh = frame(1, mac(0xa), mac(0xb));
+    ssh.tp_dst = 22;
+    let x = sp.xlate(&ssh, secs(0));
+    assert!(x.actions.is_drop());
+    assert_eq!(x.meta.rule.map(|r| r.id), Some(id));
+    // HTTP passes the ACL: tp_dst un-wildcarded only to its first differing bit.
+    let x = sp.xlate(&frame(1, mac(0xa), mac(0xb)), secs(0));
+    assert_eq!(acts(&x).len(), 5);
+    assert_eq!(x.mask.tp_dst, 0xffc0, "80 vs 22 first differ at 0x40");
+    assert_eq!(x.mask.ip_src, [0; 16]);
+}
+
+#[test]
+fn rule_actions_push_pop_and_tunnel() {
+    let mut sp = SlowPath::new(MacConfig::default());
+    let attrs = TunnelAttrs::vxlan(5, ip("10.9.9.9"));
+    let actions = vec![
+        RuleAction::PushVlan {
+            tpid: 0x8100,
+            tci: 7,
+        },
+        RuleAction::Output(PortId(2)),
+        RuleAction::PopVlan,
+        RuleAction::Tunnel { port: TUN, attrs },
+        RuleAction::Drop,
+        RuleAction::Output(PortId(3)),
+    ];
+    sp.add_rule(Rule::catch_all(1, actions)).unwrap();
+    let x = sp.xlate(&frame(1, mac(1), mac(2)), secs(0));
+    assert_eq!(
+        acts(&x),
+        vec![
+            Action::PushVlan {
+                tpid: 0x8100,
+                tci: 7
+            },
+            out(2),
+            Action::PopVlan,
+            Action::SetTunnel(attrs),
+            Action::Output(TUN)
+        ]
+    );
+    assert!(x.mask.is_wildcard_all());
+    // With no rules at all, everything drops and nothing is consulted.
+    let empty = SlowPath::new(MacConfig::default());
+    let x = empty.xlate(&frame(1, mac(1), mac(2)), secs(0));
+    assert!(x.actions.is_drop() && x.mask.is_wildcard_all());
+}
+
+#[test]
+fn trace_explains_each_step() {
+    let mut sp = lab();
+    sp.set_static_mac(NET16, mac(0xd), Location::Remote(ip("10.0.0.3")))
+        .unwrap();
+    let t = sp.trace(&frame(1, mac(0xa), mac::BROADCAST), secs(0));
+    let text = t.to_string();
+    assert!(text.contains("rule #1 (priority 0): match, actions=NORMAL"), "{text}");
+    assert!(text.contains("NORMAL: network 16, from port 1"), "{text}");
+    assert!(text.contains("learn (new or moved)"), "{text}");
+    assert!(text.contains("head-end to VTEPs [10.0.0.2, 10.0.0.3]"), "{text}");
+    assert!(text.contains("consulted: in_port, vlan_tci0/0x1fff, eth_src, eth_dst/0x10000000000"), "{text}");
+    let t = sp.trace(&frame(1, mac(0xa), mac(0xd)), secs(0));
+    assert!(t.to_string().contains("destination 02:00:00:00:00:0d is at remote VTEP 10.0.0.3"));
+    assert_eq!(t.xlation, sp.xlate(&t.key, secs(0)));
+}
+
+#[test]
+fn network_changes_are_validated_and_reported() {
+    let mut sp = lab();
+    let bad = Network {
+        members: vec![Attachment::untagged(PortId(1))],
+        vxlan: None,
+    };
+    assert!(sp.add_network(NetworkId(5), bad).is_err());
+    sp.upcall(&frame(1, mac(0xa), mac::BROADCAST), secs(0));
+    assert_eq!(sp.remove_network(NET16), Ok(Change::Networks));
+    assert!(sp.macs().is_empty());
+    assert!(sp.xlate(&frame(1, mac(0xa), mac::BROADCAST), secs(0)).actions.is_drop());
+}
+
+#[test]
+#[ignore]
+fn print_trace() {
+    let mut sp = lab();
+    sp.upcall(&frame(2, mac(0xb), mac::BROADCAST), secs(0));
+    println!("{}", sp.trace(&frame(1, mac(0xa), mac::BROADCAST), secs(0)));
+    println!("{}", sp.trace(&frame(1, mac(0xa), mac(0xb)), secs(0)));
+}

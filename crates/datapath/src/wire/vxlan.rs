@@ -1,0 +1,674 @@
+//! VXLAN (RFC 7348): the 8-byte header, and encapsulation/decapsulation of whole frames.
+//!
+//! ```text
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |R|R|R|R|I|R|R|R|            Reserved                           |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |                VXLAN Network Identifier (VNI) |   Reserved    |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! ```
+//!
+//! [`encapsulate`] writes outer Ethernet + IPv4/IPv6 + UDP + VXLAN in front of an inner
+//! frame into a caller-owned buffer; [`decapsulate`] recognises such a frame and returns
+//! the outer metadata and where the inner frame lies, without copying. Neither
+//! allocates.
+
+use super::ethernet::{self, EthernetFrame, EthernetRepr, ethertype};
+use super::ipv4::{self, Ipv4Packet, Ipv4Repr};
+use super::ipv6::{self, Ipv6Packet, Ipv6Repr, skip_extension_headers};
+use super::udp::{self, UdpPacket, UdpRepr};
+use super::{Error, Result, be32, ip_proto, put32};
+use std::net::IpAddr;
+
+mod field {
+    pub const FLAGS: usize = 0;
+    pub const VNI: usize = 4;
+    pub const PAYLOAD: usize = 8;
+}
+
+/// Length of the VXLAN header.
+pub const HEADER_LEN: usize = field::PAYLOAD;
+
+/// The I flag: the VNI is valid. Must be set (RFC 7348 section 5).
+pub const FLAG_I: u8 = 0x08;
+
+/// The IANA-assigned VXLAN UDP port.
+pub const IANA_PORT: u16 = 4789;
+
+/// Largest VNI (24 bits).
+pub const MAX_VNI: u32 = 0x00ff_ffff;
+
+/// Bytes VXLAN over IPv4 adds: 14 Ethernet + 20 IPv4 + 8 UDP + 8 VXLAN.
+pub const VXLAN_OVERHEAD_V4: usize = ethernet::HEADER_LEN + ipv4::HEADER_LEN + UDP_VXLAN;
+/// Bytes VXLAN over IPv6 adds: 14 Ethernet + 40 IPv6 + 8 UDP + 8 VXLAN.
+pub const VXLAN_OVERHEAD_V6: usize = ethernet::HEADER_LEN + ipv6::HEADER_LEN + UDP_VXLAN;
+
+const UDP_VXLAN: usize = udp::HEADER_LEN + HEADER_LEN;
+
+const _: () = assert!(VXLAN_OVERHEAD_V4 == 50 && VXLAN_OVERHEAD_V6 == 70);
+
+/// A zero-copy view of a VXLAN header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VxlanHeader<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> VxlanHeader<T> {
+    /// Wraps a buffer without checking its length.
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+
+    /// Wraps a buffer, checking it holds the 8-byte header.
+    pub fn new_checked(buffer: T) -> Result<Self> {
+        let h = Self::new_unchecked(buffer);
+        h.check_len()?;
+        Ok(h)
+    }
+
+    /// Ensures every accessor is in bounds.
+    pub fn check_len(&self) -> Result<()> {
+        if self.buffer.as_ref().len() < HEADER_LEN {
+            Err(Error::Truncated)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The flags byte.
+    pub fn flags(&self) -> u8 {
+        self.buffer.as_ref()[field::FLAGS]
+    }
+
+    /// Whether the I flag (valid VNI) is set.
+    pub fn i_flag(&self) -> bool {
+        self.flags() & FLAG_I != 0
+    }
+
+    /// The 24-bit VNI.
+    pub fn vni(&self) -> u32 {
+        be32(self.buffer.as_ref(), field::VNI) >> 8
+    }
+
+    /// The inner frame.
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::PAYLOAD..]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> VxlanHeader<T> {
+    /// Sets the flags byte and zeroes the 24 reserved bits after it.
+    pub fn set_flags(&mut self, v: u8) {
+        put32(self.buffer.as_mut(), field::FLAGS, u32::from(v) << 24);
+    }
+
+    /// Sets the VNI (low 24 bits of `vni`) and zeroes the reserved byte after it.
+    pub fn set_vni(&mut self, vni: u32) {
+        put32(self.buffer.as_mut(), field::VNI, (vni & MAX_VNI) << 8);
+    }
+}
+
+/// A VXLAN header with the I flag set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VxlanRepr {
+    /// The VNI (24 bits).
+    pub vni: u32,
+}
+
+impl VxlanRepr {
+    /// Parses a header; a clear I flag is [`Error::Malformed`]. Reserved bits are ignored
+    /// on receipt, as RFC 7348 requires.
+    pub fn parse<T: AsRef<[u8]>>(h: &VxlanHeader<T>) -> Result<Self> {
+        h.check_len()?;
+        if !h.i_flag() {
+            return Err(Error::Malformed);
+        }
+        Ok(Self { vni: h.vni() })
+    }
+
+    /// Bytes written by [`emit`](Self::emit).
+    pub const fn buffer_len(&self) -> usize {
+        HEADER_LEN
+    }
+
+    /// Writes the header (I flag, VNI, reserved bits zero).
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, h: &mut VxlanHeader<T>) {
+        h.set_flags(FLAG_I);
+        h.set_vni(self.vni);
+    }
+}
+
+/// Outer headers for [`encapsulate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OuterHeaders {
+    /// Outer Ethernet source (the uplink's MAC).
+    pub src_mac: [u8; 6],
+    /// Outer Ethernet destination (the next hop's MAC).
+    pub dst_mac: [u8; 6],
+    /// Outer source IP (local VTEP). Same family as `dst_ip`.
+    pub src_ip: IpAddr,
+    /// Outer destination IP (remote VTEP).
+    pub dst_ip: IpAddr,
+    /// Outer TOS / traffic class.
+    pub tos: u8,
+    /// Outer TTL / hop limit.
+    pub ttl: u8,
+    /// Set DF on the outer IPv4 header (ignored for IPv6, which never fragments en route).
+    pub df: bool,
+    /// Outer UDP source port (see [`source_port`]).
+    pub udp_src: u16,
+    /// Outer UDP destination port (usually [`IANA_PORT`]).
+    pub udp_dst: u16,
+    /// VNI (24 bits).
+    pub vni: u32,
+    /// Compute the outer UDP checksum over IPv4 (always computed over IPv6).
+    pub udp_csum: bool,
+}
+
+/// The outer UDP source port for an inner flow hash: RFC 7348 section 5 recommends a
+/// hash of the inner headers, in the dynamic range 49152..=65535, so that ECMP and RSS
+/// spread flows while each flow keeps one path. The high bits of `hash` choose the port
+/// (Linux's `udp_flow_src_port` does the same); any well-mixed 32-bit hash works, e.g.
+/// `FlowKey::flow_hash`.
+pub const fn source_port(hash: u32) -> u16 {
+    const MIN: u32 = 49152;
+    const SPAN: u64 = 65536 - MIN as u64;
+    (MIN + ((hash as u64 * SPAN) >> 32) as u32) as u16
+}
+
+/// Writes `outer` headers followed by `inner_frame` into `out`, returning the number of
+/// bytes written (`VXLAN_OVERHEAD_V4/V6 + inner_frame.len()`).
+///
+/// The IPv4 header checksum is always filled; the UDP checksum when `outer.udp_csum`, and
+/// always over IPv6 (a zero UDP checksum over IPv6 needs the RFC 6935/6936 exceptions on
+/// the receiver; computing it is always safe). The IPv4 identification is 0 (RFC 6864
+/// permits it for atomic datagrams, i.e. with DF); callers that send non-DF packets and
+/// care about fragment reassembly can set it with [`Ipv4Packet::set_ident`] and refill the
+/// checksum.
+///
+/// Errors: [`Error::BufferTooSmall`] if `out` is too short, [`Error::TooLarge`] if the
+/// lengths overflow their 16-bit fields, [`Error::Malformed`] if the IPs are of
+/// different families or the VNI exceeds 24 bits.
+pub fn encapsulate(inner_frame: &[u8], outer: &OuterHeaders, out: &mut [u8]) -> Result<usize> {
+    if outer.vni > MAX_VNI {
+        return Err(Error::Malformed);
+    }
+    let v6 = match (outer.src_ip, outer.dst_ip) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => false,
+        (IpAddr::V6(_), IpAddr::V6(_)) => true,
+        _ => return Err(Error::Malformed),
+    };
+    let overhead = if v6 {
+        VXLAN_OVERHEAD_V6
+    } else {
+        VXLAN_OVERHEAD_V4
+    };
+    let l3_len = overhead - ethernet::HEADER_LEN;
+    let udp_len = inner_frame.len() + UDP_VXLAN;
+    // The IPv4 total length covers the IP header too; IPv6's payload length does not.
+    let limit = if v6 {
+        udp_len
+    } else {
+        l3_len + inner_frame.len()
+    };
+    let ip_len = u16::try_from(limit).map_err(|_| Error::TooLarge)?;
+    let total = overhead + inner_frame.len();
+    let out = out.get_mut(..total).ok_or(Error::BufferTooSmall)?;
+    let (headers, inner_out) = out.split_at_mut(overhead);
+    inner_out.copy_from_slice(inner_frame);
+
+    let (eth_buf, l3_buf) = headers.split_at_mut(ethernet::HEADER_LEN);
+    EthernetRepr {
+        src_addr: outer.src_mac,
+        dst_addr: outer.dst_mac,
+        ethertype: if v6 { ethertype::IPV6 } else { ethertype::IPV4 },
+    }
+    .emit(&mut EthernetFrame::new_unchecked(eth_buf));
+
+    let ip_hdr_len = if v6 {
+        ipv6::HEADER_LEN
+    } else {
+        ipv4::HEADER_LEN
+    };
+    let (ip_buf, udp_vx_buf) = l3_buf.split_at_mut(ip_hdr_len);
+    match (outer.src_ip, outer.dst_ip) {
+        (IpAddr::V4(src_addr), IpAddr::V4(dst_addr)) => {
+            let repr = Ipv4Repr {
+                src_addr,
+                dst_addr,
+                protocol: ip_proto::UDP,
+                payload_len: ip_len - ipv4::HEADER_LEN as u16,
+                ttl: outer.ttl,
+                tos: outer.tos,
+                ident: 0,
+                dont_frag: outer.df,
+                more_frags: false,
+                frag_offset: 0,
+            };
+            // The view covers only the header: emit reads nothing past it.
+            repr.emit(&mut Ipv4Packet::new_unchecked(ip_buf))?;
+        }
+        (IpAddr::V6(src_addr), IpAddr::V6(dst_addr)) => Ipv6Repr {
+            src_addr,
+            dst_addr,
+            next_header: ip_proto::UDP,
+            payload_len: ip_len,
+            hop_limit: outer.ttl,
+            traffic_class: outer.tos,
+            flow_label: 0,
+        }
+        .emit(&mut Ipv6Packet::new_unchecked(ip_buf)),
+        _ => return Err(Error::Malformed),
+    }
+
+    let (udp_buf, vx_buf) = udp_vx_buf.split_at_mut(udp::HEADER_LEN);
+    VxlanRepr { vni: outer.vni }.emit(&mut VxlanHeader::new_unchecked(vx_buf));
+    UdpRepr {
+        src_port: outer.udp_src,
+        dst_port: outer.udp_dst,
+    }
+    .emit(
+        &mut UdpPacket::new_unchecked(udp_buf),
+        udp_len - udp::HEADER_LEN,
+        None,
+    )?;
+    if v6 || outer.udp_csum {
+        let udp_start = ethernet::HEADER_LEN + ip_hdr_len;
+        let seg = out.get_mut(udp_start..).ok_or(Error::BufferTooSmall)?;
+        UdpPacket::new_unchecked(seg).fill_checksum(&outer.src_ip, &outer.dst_ip);
+    }
+    Ok(total)
+}
+
+/// What [`decapsulate`] found in a VXLAN frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Decap {
+    /// Outer source IP (remote VTEP).
+    pub src: IpAddr,
+    /// Outer destination IP (local VTEP).
+    pub dst: IpAddr,
+    /// Outer TOS / traffic class.
+    pub tos: u8,
+    /// Outer TTL / hop limit.
+    pub ttl: u8,
+    /// Outer IPv4 DF flag (false over IPv6).
+    pub df: bool,
+    /// Outer UDP source port.
+    pub udp_src: u16,
+    /// Outer UDP destination port.
+    pub udp_dst: u16,
+    /// Whether the outer UDP checksum was non-zero.
+    pub udp_csum: bool,
+    /// The VNI.
+    pub vni: u32,
+    /// Offset of the inner Ethernet frame in the outer frame.
+    pub inner_offset: usize,
+    /// Length of the inner Ethernet frame.
+    pub inner_len: usize,
+}
+
+impl Decap {
+    /// The inner frame's byte range in the outer frame.
+    pub fn inner_range(&self) -> core::ops::Range<usize> {
+        self.inner_offset..self.inner_offset + self.inner_len
+    }
+
+    /// The inner frame, sliced from the outer `frame` this was decapsulated from (empty if
+    /// given another, shorter frame).
+    pub fn inner<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
+        frame.get(self.inner_range()).unwrap_or(&[])
+    }
+}
+
+/// Recognises a VXLAN frame: plain Ethernet (no VLAN tag: uplink tags are stripped
+/// before flowd sees the frame), IPv4 (options allowed, header checksum verified) or
+/// IPv6 (extension headers skipped), not fragmented, UDP to `vxlan_port`, VXLAN with the
+/// I flag.
+///
+/// Returns `Ok(None)` for a well-formed frame that is not VXLAN (other ethertype or
+/// protocol, other port, a fragment). Returns an error when the headers on the way are
+/// truncated or malformed, the IPv4 header checksum fails, the VXLAN I flag is clear, or
+/// the inner frame is shorter than an Ethernet header. The outer UDP checksum is not
+/// verified (the NIC does it with RX checksum offload; [`UdpPacket::verify_checksum`]
+/// is there for callers that need it).
+pub fn decapsulate(frame: &[u8], vxlan_port: u16) -> Result<Option<Decap>> {
+    let eth = EthernetFrame::new_checked(frame)?;
+    let outer = match eth.ethertype() {
+        ethertype::IPV4 => outer_ipv4(eth.payload())?,
+        ethertype::IPV6 => outer_ipv6(eth.payload())?,
+        _ => None,
+    };
+    let Some((mut d, l4_range)) = outer else {
+        return Ok(None);
+    };
+    let udp_offset = l4_range.start;
+    let l4 = eth.payload().get(l4_range).ok_or(Error::Truncated)?;
+    let udp = UdpPacket::new_checked(l4)?;
+    if udp.dst_port() != vxlan_port {
+        return Ok(None);
+    }
+    let vx = VxlanRepr::parse(&VxlanHeader::new_checked(udp.payload())?)?;
+    let inner_len = usize::from(udp.len()) - UDP_VXLAN.min(usize::from(udp.len()));
+    if inner_len < ethernet::HEADER_LEN {
+        return Err(Error::Truncated);
+    }
+    d.udp_src = udp.src_port();
+    d.udp_dst = udp.dst_port();
+    d.udp_csum = udp.checksum() != 0;
+    d.vni = vx.vni;
+    d.inner_offset = ethernet::HEADER_LEN + udp_offset + UDP_VXLAN;
+    d.inner_len = inner_len;
+    Ok(Some(d))
+}
+
+fn blank(src: IpAddr, dst: IpAddr, tos: u8, ttl: u8, df: bool) -> Decap {
+    Decap {
+        src,
+        dst,
+        tos,
+        ttl,
+        df,
+        udp_src: 0,
+        udp_dst: 0,
+        udp_csum: false,
+        vni: 0,
+        inner_offset: 0,
+        inner_len: 0,
+    }
+}
+
+/// The outer IP header's metadata and the range of its payload (the UDP datagram) in
+/// the L3 buffer, or `None` if not a non-fragmented UDP packet.
+type Outer = Option<(Decap, core::ops::Range<usize>)>;
+
+fn outer_ipv4(l3: &[u8]) -> Result<Outer> {
+    let ip = Ipv4Packet::new_checked(l3)?;
+    if ip.version() != 4 {
+        return Err(Error::Malformed);
+    }
+    if ip.protocol() != ip_proto::UDP || ip.is_fragment() {
+        return Ok(None);
+    }
+    if !ip.verify_checksum() {
+        return Err(Error::Checksum);
+    }
+    let d = blank(
+        IpAddr::V4(ip.src_addr()),
+        IpAddr::V4(ip.dst_addr()),
+        ip.tos(),
+        ip.ttl(),
+        ip.dont_frag(),
+    );
+    // UDP is bounded by the IPv4 total length (Ethernet padding excluded).
+    let range = usize::from(ip.header_len())..usize::from(ip.total_len());
+    Ok(Some((d, range)))
+}
+
+fn outer_ipv6(l3: &[u8]) -> Result<Outer> {
+    let ip = Ipv6Packet::new_checked(l3)?;
+    if ip.version() != 6 {
+        return Err(Error::Malformed);
+    }
+    let ext = skip_extension_headers(ip.next_header(), ip.payload())?;
+    if ext.protocol != ip_proto::UDP || ext.frag.is_some() {
+        return Ok(None);
+    }
+    let d = blank(
+        IpAddr::V6(ip.src_addr()),
+        IpAddr::V6(ip.dst_addr()),
+        ip.traffic_class(),
+        ip.hop_limit(),
+        false,
+    );
+    let end = ipv6::HEADER_LEN + usize::from(ip.payload_len());
+    Ok(Some((d, ipv6::HEADER_LEN + ext.offset..end)))
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::wire::testutil::*;
+    use proptest::prelude::*;
+
+    fn v4_outer() -> OuterHeaders {
+        OuterHeaders {
+            src_mac: [0xe2, 0x1a, 0xff, 0xcc, 0xd0, 0x28],
+            dst_mac: [0x86, 0xb0, 0xc4, 0x13, 0x39, 0x75],
+            src_ip: "192.168.203.56".parse().unwrap(),
+            dst_ip: "192.168.203.51".parse().unwrap(),
+            tos: 0,
+            ttl: 64,
+            df: false,
+            udp_src: 48592,
+            udp_dst: IANA_PORT,
+            vni: 16,
+            udp_csum: false,
+        }
+    }
+
+    #[test]
+    fn decap_real_v4_ping() {
+        let b = hex(VXLAN_V4_PING);
+        let d = decapsulate(&b, IANA_PORT).unwrap().unwrap();
+        assert_eq!(d.src, "192.168.203.56".parse::<IpAddr>().unwrap());
+        assert_eq!(d.dst, "192.168.203.51".parse::<IpAddr>().unwrap());
+        assert_eq!((d.tos, d.ttl, d.df), (0, 64, false));
+        assert_eq!((d.udp_src, d.udp_dst, d.udp_csum), (48592, 4789, false));
+        assert_eq!(d.vni, 16);
+        assert_eq!(d.inner_offset, INNER_V4);
+        assert_eq!(d.inner_len, b.len() - INNER_V4);
+        assert_eq!(&d.inner(&b)[12..14], &[0x08, 0x00]);
+        assert_eq!(decapsulate(&b, 8472), Ok(None));
+    }
+
+    #[test]
+    fn decap_real_v6() {
+        for (cap, csum) in [(VXLAN_V6_UDP, 0xbeef), (VXLAN_V6_TCP_SYN, 0xf1dc)] {
+            let b = hex(cap);
+            let d = decapsulate(&b, IANA_PORT).unwrap().unwrap();
+            assert_eq!(d.src, "fd00::56".parse::<IpAddr>().unwrap());
+            assert_eq!(d.dst, "fd00::51".parse::<IpAddr>().unwrap());
+            assert_eq!((d.vni, d.ttl, d.udp_csum), (16, 64, true));
+            assert_eq!(d.inner_offset, INNER_V6);
+            assert_eq!(d.inner_len, b.len() - INNER_V6);
+            let udp = UdpPacket::new_checked(&b[54..]).unwrap();
+            assert_eq!(udp.checksum(), csum);
+            assert!(udp.verify_checksum(&d.src, &d.dst));
+        }
+    }
+
+    #[test]
+    fn encap_matches_kernel_v4() {
+        let cap = hex(VXLAN_V4_PING);
+        let mut out = [0u8; 256];
+        let n = encapsulate(&cap[INNER_V4..], &v4_outer(), &mut out).unwrap();
+        assert_eq!(n, cap.len());
+        // The kernel used IP id 0x591e; flowd writes 0. Patch it and refill the checksum.
+        let mut ours = out[..n].to_vec();
+        let mut ip = Ipv4Packet::new_unchecked(&mut ours[14..34]);
+        ip.set_ident(0x591e);
+        ip.fill_checksum();
+        assert_eq!(ours, cap);
+    }
+
+    #[test]
+    fn encap_matches_kernel_v6_with_checksum() {
+        for cap in [VXLAN_V6_UDP, VXLAN_V6_TCP_SYN] {
+            let cap = hex(cap);
+            let udp_src = UdpPacket::new_checked(&cap[54..]).unwrap().src_port();
+            let outer = OuterHeaders {
+                src_ip: "fd00::56".parse().unwrap(),
+                dst_ip: "fd00::51".parse().unwrap(),
+                udp_src,
+                udp_csum: false, // ignored: always computed over IPv6
+                ..v4_outer()
+            };
+            let mut out = [0u8; 256];
+            let n = encapsulate(&cap[INNER_V6..], &outer, &mut out).unwrap();
+            assert_eq!(&out[..n], &cap[..]);
+        }
+    }
+
+    #[test]
+    fn encap_errors() {
+        let inner = [0u8; 60];
+        let mut out = [0u8; 109];
+        assert_eq!(
+            encapsulate(&inner, &v4_outer(), &mut out),
+            Err(Error::BufferTooSmall)
+        );
+        let mut out = [0u8; 110];
+        assert_eq!(encapsulate(&inner, &v4_outer(), &mut out), Ok(110));
+        let mixed = OuterHeaders {
+            dst_ip: "::1".parse().unwrap(),
+            ..v4_outer()
+        };
+        assert_eq!(encapsulate(&inner, &mixed, &mut out), Err(Error::Malformed));
+        let big_vni = OuterHeaders {
+            vni: 1 << 24,
+            ..v4_outer()
+        };
+        assert_eq!(
+            encapsulate(&inner, &big_vni, &mut out),
+            Err(Error::Malformed)
+        );
+        let huge = vec![0u8; 65535 - 35];
+        let mut out = vec![0u8; 70000];
+        assert_eq!(
+            encapsulate(&huge, &v4_outer(), &mut out),
+            Err(Error::TooLarge)
+        );
+        assert!(encapsulate(&huge[..65535 - 36], &v4_outer(), &mut out).is_ok());
+    }
+
+    #[test]
+    fn every_prefix_is_an_error_not_a_panic() {
+        for cap in [VXLAN_V4_PING, VXLAN_V4_ARP, VXLAN_V6_UDP, VXLAN_V6_TCP_SYN] {
+            let b = hex(cap);
+            for n in 0..b.len() {
+                let r = decapsulate(&b[..n], IANA_PORT);
+                assert!(r.is_err(), "len {n}: {r:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn not_vxlan_and_malformed() {
+        let mut b = hex(VXLAN_V4_PING);
+        b[42] = 0; // clear the I flag
+        assert_eq!(decapsulate(&b, IANA_PORT), Err(Error::Malformed));
+        let mut b = hex(VXLAN_V4_PING);
+        b[23] = 6; // protocol TCP (checksum now stale, but not UDP: not ours)
+        assert_eq!(decapsulate(&b, IANA_PORT), Ok(None));
+        let mut b = hex(VXLAN_V4_PING);
+        b[22] = 1; // TTL changed: header checksum fails
+        assert_eq!(decapsulate(&b, IANA_PORT), Err(Error::Checksum));
+        let mut b = hex(VXLAN_V4_PING);
+        b[12] = 0x86;
+        b[13] = 0xdd;
+        assert!(decapsulate(&b, IANA_PORT).is_err());
+        b[12] = 0x08;
+        b[13] = 0x06;
+        assert_eq!(decapsulate(&b, IANA_PORT), Ok(None));
+        // A fragment is not decapsulated.
+        let mut b = hex(VXLAN_V4_PING);
+        let mut ip = Ipv4Packet::new_unchecked(&mut b[14..34]);
+        ip.set_frag(false, true, 0);
+        ip.fill_checksum();
+        assert_eq!(decapsulate(&b, IANA_PORT), Ok(None));
+        // Ethernet padding after the IPv4 total length is ignored.
+        let mut b = hex(VXLAN_V4_PING);
+        let len = b.len();
+        b.extend_from_slice(&[0xee; 10]);
+        let d = decapsulate(&b, IANA_PORT).unwrap().unwrap();
+        assert_eq!(d.inner_range().end, len);
+    }
+
+    #[test]
+    fn source_port_range() {
+        assert_eq!(source_port(0), 49152);
+        assert_eq!(source_port(u32::MAX), 65535);
+        assert_eq!(source_port(0x8000_0000), 49152 + 8192);
+    }
+
+    #[test]
+    fn header_round_trip() {
+        let mut buf = [0xffu8; 8];
+        VxlanRepr { vni: 0xabcdef }.emit(&mut VxlanHeader::new_unchecked(&mut buf[..]));
+        assert_eq!(buf, [0x08, 0, 0, 0, 0xab, 0xcd, 0xef, 0]);
+        let h = VxlanHeader::new_checked(&buf[..]).unwrap();
+        assert_eq!(VxlanRepr::parse(&h), Ok(VxlanRepr { vni: 0xabcdef }));
+        assert_eq!(
+            VxlanHeader::new_checked(&buf[..7]).unwrap_err(),
+            Error::Truncated
+        );
+    }
+
+    fn arb_outer() -> impl Strategy<Value = OuterHeaders> {
+        (
+            any::<bool>(),
+            any::<[u8; 16]>(),
+            any::<[u8; 16]>(),
+            any::<(u8, u8, bool, u16, u16, bool)>(),
+            0..=MAX_VNI,
+            any::<([u8; 6], [u8; 6])>(),
+        )
+            .prop_map(|(v6, s, d, (tos, ttl, df, us, ud, csum), vni, (sm, dm))| {
+                let (src_ip, dst_ip) = if v6 {
+                    (IpAddr::from(s), IpAddr::from(d))
+                } else {
+                    (
+                        IpAddr::from([s[0], s[1], s[2], s[3]]),
+                        IpAddr::from([d[0], d[1], d[2], d[3]]),
+                    )
+                };
+                OuterHeaders {
+                    src_mac: sm,
+                    dst_mac: dm,
+                    src_ip,
+                    dst_ip,
+                    tos,
+                    ttl,
+                    df,
+                    udp_src: us,
+                    udp_dst: ud,
+                    vni,
+                    udp_csum: csum,
+                }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..200), port in any::<u16>()) {
+            let _ = decapsulate(&b, port);
+            let _ = decapsulate(&b, IANA_PORT);
+        }
+
+        #[test]
+        fn mutated_capture_never_panics(i in 0usize..92, v in any::<u8>(), cut in 0usize..93) {
+            let mut b = hex(VXLAN_V4_PING);
+            b[i] = v;
+            let _ = decapsulate(&b[..cut], IANA_PORT);
+            if let Ok(Some(d)) = decapsulate(&b, IANA_PORT) {
+                prop_assert!(d.inner_range().end <= b.len());
+            }
+        }
+
+        #[test]
+        fn encap_decap_round_trip(outer in arb_outer(), inner in proptest::collection::vec(any::<u8>(), 14..300)) {
+            let mut out = [0u8; 400];
+            let n = encapsulate(&inner, &outer, &mut out).unwrap();
+            let frame = &out[..n];
+            let d = decapsulate(frame, outer.udp_dst).unwrap().unwrap();
+            prop_assert_eq!(d.inner(frame), &inner[..]);
+            prop_assert_eq!((d.src, d.dst, d.vni, d.ttl, d.tos), (outer.src_ip, outer.dst_ip, outer.vni, outer.ttl, outer.tos));
+            prop_assert_eq!((d.udp_src, d.udp_dst), (outer.udp_src, outer.udp_dst));
+            prop_assert_eq!(d.df, outer.df && outer.src_ip.is_ipv4());
+            let udp_at = if outer.src_ip.is_ipv6() { 54 } else { 34 };
+            let udp = UdpPacket::new_checked(&frame[udp_at..]).unwrap();
+            prop_assert!(udp.verify_checksum(&outer.src_ip, &outer.dst_ip));
+            prop_assert_eq!(d.udp_csum, outer.udp_csum || outer.src_ip.is_ipv6());
+        }
+    }
+}
