@@ -49,6 +49,7 @@ pub struct AfPacketPort {
     name: String,
     ifindex: IfIndex,
     mtu: u32,
+    mac: [u8; 6],
     fd: OwnedFd,
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
@@ -70,16 +71,38 @@ fn sys_err(op: &'static str, port: &str) -> PortError {
     }
 }
 
-/// Reads `/sys/class/net/<name>/<attr>` as a number.
-fn sysfs_u32(name: &str, attr: &str) -> Result<u32, PortError> {
-    let path = format!("/sys/class/net/{name}/{attr}");
-    let text =
-        std::fs::read_to_string(&path).map_err(|_| PortError::NoSuchInterface(name.to_string()))?;
-    text.trim().parse().map_err(|_| PortError::Io {
-        op: "read sysfs",
-        port: name.to_string(),
-        source: io::Error::new(io::ErrorKind::InvalidData, path),
-    })
+/// An interface request for `name`; None if the name does not fit.
+fn ifreq(name: &str) -> Option<libc::ifreq> {
+    // SAFETY: all-zero is a valid ifreq.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= req.ifr_name.len() || bytes.contains(&0) {
+        return None;
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    Some(req)
+}
+
+/// Runs an interface ioctl on `fd` (whose network namespace decides which `name` is
+/// meant: sysfs would show the mounter's namespace instead).
+fn if_ioctl(fd: i32, name: &str, req: libc::c_ulong) -> Result<libc::ifreq, PortError> {
+    let mut r = ifreq(name).ok_or_else(|| PortError::NoSuchInterface(name.to_string()))?;
+    // SAFETY: `r` is a valid ifreq for the call; these requests only fill its union.
+    let rc = unsafe { libc::ioctl(fd, req as _, &mut r) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ENODEV) => PortError::NoSuchInterface(name.to_string()),
+            _ => PortError::Io {
+                op: "ioctl",
+                port: name.to_string(),
+                source: e,
+            },
+        });
+    }
+    Ok(r)
 }
 
 fn setsockopt_int(fd: i32, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
@@ -104,8 +127,6 @@ impl AfPacketPort {
     /// Opens a non-blocking AF_PACKET socket on interface `name`, able to receive batches
     /// of up to `batch` frames.
     pub fn open(name: &str, batch: usize) -> Result<Self, PortError> {
-        let ifindex = sysfs_u32(name, "ifindex")?;
-        let mtu = sysfs_u32(name, "mtu")?;
         // SAFETY: plain system call; the result is checked.
         let raw = unsafe {
             libc::socket(
@@ -119,6 +140,22 @@ impl AfPacketPort {
         }
         // SAFETY: `raw` is a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY (union reads): each request fills the member read after it.
+        let ifindex = unsafe {
+            if_ioctl(raw, name, libc::SIOCGIFINDEX)?
+                .ifr_ifru
+                .ifru_ifindex
+        } as u32;
+        let mtu = unsafe { if_ioctl(raw, name, libc::SIOCGIFMTU)?.ifr_ifru.ifru_mtu } as u32;
+        let hw = unsafe {
+            if_ioctl(raw, name, libc::SIOCGIFHWADDR)?
+                .ifr_ifru
+                .ifru_hwaddr
+        };
+        let mut mac = [0u8; 6];
+        for (d, s) in mac.iter_mut().zip(hw.sa_data) {
+            *d = s as u8;
+        }
         let opt_err = |op, e| PortError::Io {
             op,
             port: name.to_string(),
@@ -168,6 +205,7 @@ impl AfPacketPort {
             name: name.to_string(),
             ifindex: IfIndex(ifindex),
             mtu,
+            mac,
             fd,
             // SAFETY: all-zero mmsghdr/iovec are valid (null pointers, zero lengths).
             hdrs: vec![unsafe { std::mem::zeroed() }; batch],
@@ -176,6 +214,11 @@ impl AfPacketPort {
             truncated: 0,
             tx_dropped: 0,
         })
+    }
+
+    /// The interface's MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
     }
 
     /// Frames received larger than a batch slot (dropped).
