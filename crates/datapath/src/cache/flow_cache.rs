@@ -37,19 +37,37 @@ pub enum FlowOp {
 pub struct CacheConfig {
     /// EMC slots (rounded up to a power of two); 0 disables the EMC.
     pub emc_entries: usize,
+    /// Insert into the EMC on one megaflow hit in this many (at least 1). Above 1, a
+    /// short flow rarely enters the EMC, so many flows do not thrash it (OVS's
+    /// `emc-insert-inv-prob`, applied by a counter rather than a random draw).
+    pub emc_insert_every: u32,
 }
 
 impl Default for CacheConfig {
     /// 8192 EMC slots, as in Open vSwitch (about 1.2 MB).
     fn default() -> Self {
-        Self { emc_entries: 8192 }
+        Self {
+            emc_entries: 8192,
+            emc_insert_every: 1,
+        }
     }
 }
 
 impl CacheConfig {
     /// A configuration with `emc_entries` EMC slots.
     pub fn with_emc_entries(emc_entries: usize) -> Self {
-        Self { emc_entries }
+        Self {
+            emc_entries,
+            ..Self::default()
+        }
+    }
+
+    /// This configuration, inserting into the EMC on one megaflow hit in `n`.
+    pub fn emc_insert_every(self, n: u32) -> Self {
+        Self {
+            emc_insert_every: n.max(1),
+            ..self
+        }
     }
 }
 
@@ -70,6 +88,8 @@ pub struct FlowCache {
     emc: Option<ExactMatchCache>,
     classifier: Classifier,
     counters: CacheCounters,
+    emc_insert_every: u32,
+    emc_insert_countdown: u32,
 }
 
 impl Default for FlowCache {
@@ -85,6 +105,8 @@ impl FlowCache {
             emc: (config.emc_entries > 0).then(|| ExactMatchCache::new(config.emc_entries)),
             classifier: Classifier::new(),
             counters: CacheCounters::default(),
+            emc_insert_every: config.emc_insert_every.max(1),
+            emc_insert_countdown: 1,
         }
     }
 
@@ -109,8 +131,12 @@ impl FlowCache {
         match self.classifier.lookup(key) {
             Some(entry) => {
                 self.counters.megaflow_hits += 1;
-                if let Some(emc) = &mut self.emc {
-                    emc.insert(key, hash, entry);
+                self.emc_insert_countdown = self.emc_insert_countdown.saturating_sub(1);
+                if self.emc_insert_countdown == 0 {
+                    self.emc_insert_countdown = self.emc_insert_every;
+                    if let Some(emc) = &mut self.emc {
+                        emc.insert(key, hash, entry);
+                    }
                 }
                 Some(entry)
             }
@@ -267,6 +293,16 @@ mod tests {
                 misses: 1
             }
         );
+        assert_eq!(c.emc().map(|e| e.occupied()), Some(2));
+    }
+
+    #[test]
+    fn emc_insertion_can_be_sparse() {
+        let mut c = FlowCache::new(CacheConfig::default().emc_insert_every(4));
+        c.apply(FlowOp::Put(port_entry(1, 3)));
+        for sport in 0..8 {
+            assert!(c.lookup(&pkt(3, sport)).is_some());
+        }
         assert_eq!(c.emc().map(|e| e.occupied()), Some(2));
     }
 

@@ -18,9 +18,12 @@
 //! and a `dead` flag that makes a deletion effective at once in every tier.
 //!
 //! Memory per megaflow, with one datapath thread (measured by `cargo bench --bench
-//! cache`): the entry (208 bytes with its `Arc` header: 128 for the masked key), one
-//! bucket in the datapath subtable (9 bytes, at 44–87 % load), one slab slot and one
-//! bucket in the table's mask group (8 + 5 bytes). Masks and action lists are shared.
+//! cache` at 1M flows: 247 bytes): the entry (208 bytes with its `Arc` header, of which
+//! 128 are the masked key), one bucket of the datapath subtable (9 bytes, at 44–87 %
+//! load), the table's slab slot and mask-group bucket (8 + 5 bytes), and a share of the
+//! fixed EMC array. Masks are shared per subtable; action lists are shared `Arc`s, so a
+//! flow with its own list adds that list's allocation. Each further datapath thread adds
+//! one subtable bucket per flow.
 
 mod classifier;
 mod emc;

@@ -110,3 +110,35 @@ mod tests {
         assert_eq!(p.mtu(), 1500);
     }
 }
+
+/// A port that receives nothing and counts (then discards) what is sent to it: the sink
+/// of benchmarks.
+#[derive(Debug, Default)]
+pub struct NullPort {
+    /// Frames sent to the port.
+    pub sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Port for NullPort {
+    fn name(&self) -> &str {
+        "null"
+    }
+
+    fn ifindex(&self) -> Option<IfIndex> {
+        None
+    }
+
+    fn mtu(&self) -> u32 {
+        9000
+    }
+
+    fn recv(&mut self, _: &mut PacketBatch) -> Result<usize, PortError> {
+        Ok(0)
+    }
+
+    fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
+        self.sent
+            .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(batch.len())
+    }
+}

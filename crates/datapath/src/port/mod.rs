@@ -12,7 +12,7 @@ mod mem;
 
 pub use afpacket::{AfPacketPort, Poller};
 pub use batch::PacketBatch;
-pub use mem::{MemPort, MemPortHandle};
+pub use mem::{MemPort, MemPortHandle, NullPort};
 
 use crate::IfIndex;
 

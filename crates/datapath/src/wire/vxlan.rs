@@ -310,7 +310,7 @@ pub struct Decap {
 impl Decap {
     /// The inner frame's byte range in the outer frame.
     pub fn inner_range(&self) -> core::ops::Range<usize> {
-        self.inner_offset..self.inner_offset + self.inner_len
+        self.inner_offset..self.inner_offset.saturating_add(self.inner_len)
     }
 
     /// The inner frame, sliced from the outer `frame` this was decapsulated from (empty if
