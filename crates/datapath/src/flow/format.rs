@@ -415,8 +415,10 @@ impl FlowKey {
     /// The mask of the fields meaningful for this packet's protocols (what an exact-match
     /// flow for it consults): used to print a packet's key without irrelevant zeros.
     pub fn relevant_mask(&self) -> FlowMask {
-        let mut m = FlowMask::default();
-        m.in_port = u32::MAX;
+        let mut m = FlowMask(FlowKey {
+            in_port: u32::MAX,
+            ..FlowKey::default()
+        });
         if self.has_tunnel() {
             m.tun_vni = u32::MAX;
             let n = if self.tun_flags & tun_flags::IPV6 != 0 {

@@ -310,28 +310,36 @@ mod tests {
     #[test]
     fn size_and_words() {
         assert_eq!(KEY_WORDS, 16);
-        let mut k = FlowKey::default();
-        k.in_port = 7;
+        let k = FlowKey {
+            in_port: 7,
+            ..FlowKey::default()
+        };
         assert_ne!(k.words().iter().copied().fold(0, |a, w| a | w), 0);
     }
 
     #[test]
     fn exact_mask_keeps_everything_but_padding() {
-        let mut k = FlowKey::default();
-        k.eth_type = 0x0800;
-        k.ip_src = addr_to("10.0.0.1".parse().unwrap());
-        k.tp_dst = 4789;
+        let k = FlowKey {
+            eth_type: 0x0800,
+            ip_src: addr_to("10.0.0.1".parse().unwrap()),
+            tp_dst: 4789,
+            ..FlowKey::default()
+        };
         assert_eq!(k.masked(&FlowMask::exact()), k);
         assert_eq!(k.masked(&FlowMask::wildcard_all()), FlowKey::default());
     }
 
     #[test]
     fn megaflow_match_and_overlap() {
-        let mut key = FlowKey::default();
-        key.eth_type = 0x0800;
-        key.ip_dst = addr_to("10.1.2.3".parse().unwrap());
-        let mut mask = FlowMask::default();
-        mask.eth_type = 0xffff;
+        let key = FlowKey {
+            eth_type: 0x0800,
+            ip_dst: addr_to("10.1.2.3".parse().unwrap()),
+            ..FlowKey::default()
+        };
+        let mut mask = FlowMask(FlowKey {
+            eth_type: 0xffff,
+            ..FlowKey::default()
+        });
         mask.ip_dst[..3].copy_from_slice(&[0xff, 0xff, 0xff]);
         let mf = Megaflow::new(&key, &mask);
         let mut other = key;
@@ -340,8 +348,10 @@ mod tests {
         other.ip_dst[2] = 9;
         assert!(!mf.matches(&other));
 
-        let mut m2 = FlowMask::default();
-        m2.eth_type = 0xffff;
+        let m2 = FlowMask(FlowKey {
+            eth_type: 0xffff,
+            ..FlowKey::default()
+        });
         let wide = Megaflow::new(&key, &m2);
         assert!(mf.overlaps(&wide));
         let mut k3 = key;

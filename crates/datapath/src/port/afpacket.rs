@@ -24,6 +24,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const PACKET_AUXDATA: libc::c_int = 8;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
 const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 const ETH_P_ALL: u16 = 0x0003;
@@ -106,11 +107,20 @@ fn if_ioctl(fd: i32, name: &str, req: libc::c_ulong) -> Result<libc::ifreq, Port
 }
 
 fn setsockopt_int(fd: i32, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
+    setsockopt_sol(fd, libc::SOL_PACKET, opt, val)
+}
+
+fn setsockopt_sol(
+    fd: i32,
+    level: libc::c_int,
+    opt: libc::c_int,
+    val: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: `val` outlives the call and its size is passed.
     let r = unsafe {
         libc::setsockopt(
             fd,
-            libc::SOL_PACKET,
+            level,
             opt,
             (&val as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
@@ -162,6 +172,13 @@ impl AfPacketPort {
             source: e,
         };
         setsockopt_int(raw, PACKET_AUXDATA, 1).map_err(|e| opt_err("PACKET_AUXDATA", e))?;
+        // Bursts from a VM outrun one batch: give the socket room (as root, beyond
+        // rmem_max); failure only means the default size.
+        let _ = setsockopt_sol(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4 << 20);
+        let _ = setsockopt_sol(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20);
+        // Transmit straight to the driver: flowd's batches are its queue, and the qdisc
+        // layer would only add a lock and a copy of bookkeeping per frame.
+        let _ = setsockopt_int(raw, PACKET_QDISC_BYPASS, 1);
         // Kernels before 4.20 lack the option: outgoing frames then come back, and the
         // datapath drops them as they carry our own source MACs; not fatal.
         let _ = setsockopt_int(raw, PACKET_IGNORE_OUTGOING, 1);

@@ -50,14 +50,32 @@ pub(crate) const FIELDS: [Field; 27] = [
     f("tun_vni", offset_of!(FlowKey, tun_vni), 4, Host, false),
     f("tun_src", offset_of!(FlowKey, tun_src), 16, Network, true),
     f("tun_dst", offset_of!(FlowKey, tun_dst), 16, Network, true),
-    f("tun_tp_dst", offset_of!(FlowKey, tun_tp_dst), 2, Host, false),
+    f(
+        "tun_tp_dst",
+        offset_of!(FlowKey, tun_tp_dst),
+        2,
+        Host,
+        false,
+    ),
     f("tun_tos", offset_of!(FlowKey, tun_tos), 1, Host, false),
     f("tun_ttl", offset_of!(FlowKey, tun_ttl), 1, Host, false),
     f("eth_type", offset_of!(FlowKey, eth_type), 2, Host, false),
     f("vlan_tci0", offset_of!(FlowKey, vlan_tci), 2, Host, false),
-    f("vlan_tci1", offset_of!(FlowKey, vlan_tci) + 2, 2, Host, false),
+    f(
+        "vlan_tci1",
+        offset_of!(FlowKey, vlan_tci) + 2,
+        2,
+        Host,
+        false,
+    ),
     f("vlan_tpid0", offset_of!(FlowKey, vlan_tpid), 2, Host, false),
-    f("vlan_tpid1", offset_of!(FlowKey, vlan_tpid) + 2, 2, Host, false),
+    f(
+        "vlan_tpid1",
+        offset_of!(FlowKey, vlan_tpid) + 2,
+        2,
+        Host,
+        false,
+    ),
     f("eth_src", offset_of!(FlowKey, eth_src), 6, Network, false),
     f("eth_dst", offset_of!(FlowKey, eth_dst), 6, Network, false),
     f("ip_proto", offset_of!(FlowKey, ip_proto), 1, Host, false),
@@ -119,7 +137,9 @@ impl Field {
     pub(crate) fn get(&self, key: &FlowKey) -> u128 {
         let bytes = &key.as_bytes()[self.offset..self.offset + self.len];
         match self.order {
-            Network => bytes.iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b)),
+            Network => bytes
+                .iter()
+                .fold(0u128, |acc, b| (acc << 8) | u128::from(*b)),
             Host => {
                 let mut buf = [0u8; 16];
                 buf[..self.len].copy_from_slice(bytes);
@@ -223,7 +243,7 @@ mod tests {
         let mut m = FlowKey::zeroed();
         by("tp_dst").or_into(&mut m, 0xff00);
         assert_eq!(m.tp_dst, 0xff00);
-        by("eth_dst").or_into(&mut m, 0x01_0000_0000_00);
+        by("eth_dst").or_into(&mut m, 0x0100_0000_0000);
         assert_eq!(m.eth_dst, [1, 0, 0, 0, 0, 0]);
         by("vlan_tci0").or_into(&mut m, 0x0fff);
         assert_eq!(m.vlan_tci, [0x0fff, 0]);

@@ -9,8 +9,9 @@
 //! atomic), so handlers share the table behind a read lock and only take the write lock
 //! to learn a new or moved station.
 
+use super::hash::FastMap;
 use super::network::{Attachment, NetworkId};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -136,7 +137,7 @@ pub struct MacStats {
 #[derive(Debug, Default)]
 pub struct MacTable {
     config: MacConfig,
-    map: HashMap<(NetworkId, [u8; 6]), MacEntry>,
+    map: FastMap<(NetworkId, [u8; 6]), MacEntry>,
     /// Learned entries, oldest learned first: (key, seq); stale when the entry's seq differs.
     order: VecDeque<((NetworkId, [u8; 6]), u64)>,
     seq: u64,
@@ -226,9 +227,7 @@ impl MacTable {
         if is_group(mac) {
             return (LearnOutcome::Refused, Vec::new());
         }
-        let existing = self
-            .lookup(net, mac, now)
-            .map(|e| (e.kind, e.location));
+        let existing = self.lookup(net, mac, now).map(|e| (e.kind, e.location));
         let outcome = match existing {
             Some((MacKind::Static, l)) if l != loc => return (LearnOutcome::Refused, Vec::new()),
             Some((_, l)) if l == loc => {
@@ -252,7 +251,13 @@ impl MacTable {
         (outcome, changed)
     }
 
-    fn insert(&mut self, key: (NetworkId, [u8; 6]), location: Location, kind: MacKind, now: Duration) {
+    fn insert(
+        &mut self,
+        key: (NetworkId, [u8; 6]),
+        location: Location,
+        kind: MacKind,
+        now: Duration,
+    ) {
         self.seq += 1;
         let entry = MacEntry {
             location,
@@ -303,7 +308,10 @@ impl MacTable {
     }
 
     /// Removes every entry of a network (or those matching `pred`), returning them.
-    pub fn remove_where(&mut self, mut pred: impl FnMut(&MacKey, &MacEntry) -> bool) -> Vec<MacKey> {
+    pub fn remove_where(
+        &mut self,
+        mut pred: impl FnMut(&MacKey, &MacEntry) -> bool,
+    ) -> Vec<MacKey> {
         let mut gone = Vec::new();
         self.map.retain(|k, e| {
             let key = (k.0, Mac(k.1));
@@ -350,14 +358,20 @@ mod tests {
         assert_eq!(t.learn(NET, A, port(1), secs(0)).0, LearnOutcome::Learned);
         assert!(!t.would_change(NET, A, port(1), secs(1)));
         assert!(t.would_change(NET, A, port(2), secs(1)));
-        assert_eq!(t.learn(NET, A, port(1), secs(100)).0, LearnOutcome::Refreshed);
+        assert_eq!(
+            t.learn(NET, A, port(1), secs(100)).0,
+            LearnOutcome::Refreshed
+        );
         let (o, changed) = t.learn(NET, A, port(2), secs(200));
         assert_eq!(o, LearnOutcome::Moved { from: port(1) });
         assert_eq!(changed, vec![(NET, A)]);
         assert_eq!(t.stats().moves, 1);
         t.refresh(NET, A, port(2), secs(400));
         assert!(t.expire(secs(700)).is_empty());
-        assert!(t.lookup(NET, A, secs(701)).is_none(), "treated as absent once aged");
+        assert!(
+            t.lookup(NET, A, secs(701)).is_none(),
+            "treated as absent once aged"
+        );
         assert_eq!(t.expire(secs(701)), vec![(NET, A)]);
         assert!(t.is_empty());
     }
@@ -370,7 +384,10 @@ mod tests {
         assert_eq!(t.learn(NET, A, port(1), secs(0)).0, LearnOutcome::Refused);
         assert!(!t.would_change(NET, A, port(1), secs(0)));
         assert!(t.expire(secs(1_000_000)).is_empty());
-        assert_eq!(t.lookup(NET, A, secs(1_000_000)).unwrap().location(), remote);
+        assert_eq!(
+            t.lookup(NET, A, secs(1_000_000)).unwrap().location(),
+            remote
+        );
     }
 
     #[test]

@@ -34,13 +34,16 @@
 //! only to change configuration or to learn a new or moved station (refreshing a known
 //! station's age is atomic and needs only the read lock).
 
+mod engine;
 pub mod error;
 mod fields;
+mod hash;
 pub mod mac;
 pub mod network;
 mod normal;
 pub mod rules;
 pub mod trace;
+pub mod upcall;
 mod xlate;
 
 #[cfg(test)]
@@ -48,8 +51,13 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
+pub use engine::{
+    DeleteReason, Engine, EngineConfig, FlowObserver, NoObserver, RevalStats, SweepReport,
+};
 pub use error::SlowPathError;
-pub use mac::{LearnOutcome, Location, Mac, MacConfig, MacEntry, MacKey, MacKind, MacStats, MacTable};
+pub use mac::{
+    LearnOutcome, Location, Mac, MacConfig, MacEntry, MacKey, MacKind, MacStats, MacTable,
+};
 pub use network::{Attachment, Network, NetworkId, Networks, VxlanSegment};
 pub use rules::{Rule, RuleAction, RuleChange, RuleEntry, RuleId, RuleTable};
 pub use trace::{Trace, TraceStep};
@@ -93,6 +101,56 @@ impl Change {
     }
 }
 
+/// Many changes at once, as the revalidator sees them: which flows they may affect, in
+/// constant time per flow (a MAC set instead of one check per change).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeSet {
+    all: bool,
+    rule_priority: Option<u16>,
+    macs: std::collections::HashSet<[u8; 6]>,
+}
+
+impl ChangeSet {
+    /// Collects changes.
+    pub fn new(changes: &[Change]) -> Self {
+        let mut set = Self::default();
+        for c in changes {
+            match c {
+                Change::Rules(r) => {
+                    set.rule_priority = set.rule_priority.max(Some(r.priority));
+                }
+                Change::Networks => set.all = true,
+                Change::Mac((_, mac)) => {
+                    set.macs.insert(mac.0);
+                }
+            }
+        }
+        set
+    }
+
+    /// Whether there is no change.
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.rule_priority.is_none() && self.macs.is_empty()
+    }
+
+    /// Whether some change may affect the flow (see [`Change::affects`]).
+    pub fn affects(&self, flow: &Megaflow, meta: &FlowMeta) -> bool {
+        if self.all {
+            return true;
+        }
+        if let Some(p) = self.rule_priority
+            && meta.rule.is_none_or(|r| r.priority <= p)
+        {
+            return true;
+        }
+        let full = [0xff; 6];
+        meta.normal
+            && !self.macs.is_empty()
+            && ((flow.mask.eth_src == full && self.macs.contains(&flow.key.eth_src))
+                || (flow.mask.eth_dst == full && self.macs.contains(&flow.key.eth_dst)))
+    }
+}
+
 /// What revalidation decided for a flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -100,7 +158,7 @@ pub enum Revalidation {
     /// Still correct.
     Keep,
     /// Same megaflow, new actions or metadata: modify it in place.
-    Modify(Xlation),
+    Modify(Box<Xlation>),
     /// Delete it: its mask changed, or its next packet must come up to be learned.
     Delete,
 }
@@ -169,7 +227,11 @@ impl SlowPath {
     }
 
     /// Replaces a network's configuration (e.g. its remote VTEPs).
-    pub fn replace_network(&mut self, id: NetworkId, net: Network) -> Result<Change, SlowPathError> {
+    pub fn replace_network(
+        &mut self,
+        id: NetworkId,
+        net: Network,
+    ) -> Result<Change, SlowPathError> {
         self.networks.replace(id, net)?;
         Ok(Change::Networks)
     }
@@ -283,7 +345,7 @@ impl SlowPath {
         if x.needs_learning || x.mask != flow.mask {
             Revalidation::Delete
         } else if x.actions != *actions || x.meta != *meta {
-            Revalidation::Modify(x)
+            Revalidation::Modify(Box::new(x))
         } else {
             Revalidation::Keep
         }

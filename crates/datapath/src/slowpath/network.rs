@@ -7,8 +7,9 @@
 //! and a port is either a tunnel port or a member port.
 
 use super::error::SlowPathError;
+use super::hash::FastMap;
 use crate::PortId;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// A network's identity, chosen by the configuration.
@@ -99,15 +100,15 @@ pub(crate) enum PortRole<'a> {
     /// A member port: its attachments.
     Member(&'a [(Option<u16>, NetworkId)]),
     /// A tunnel port: VNI -> network.
-    Tunnel(&'a HashMap<u32, NetworkId>),
+    Tunnel(&'a FastMap<u32, NetworkId>),
 }
 
 /// Every network, indexed by attachment and by (tunnel port, VNI).
 #[derive(Debug, Clone, Default)]
 pub struct Networks {
     nets: BTreeMap<NetworkId, Network>,
-    members: HashMap<PortId, Vec<(Option<u16>, NetworkId)>>,
-    tunnels: HashMap<PortId, HashMap<u32, NetworkId>>,
+    members: FastMap<PortId, Vec<(Option<u16>, NetworkId)>>,
+    tunnels: FastMap<PortId, FastMap<u32, NetworkId>>,
 }
 
 impl Networks {
@@ -211,9 +212,10 @@ impl Networks {
         if self.tunnels.contains_key(&m.port) {
             return Err(SlowPathError::PortRoleConflict(m.port));
         }
-        let taken = self.members.get(&m.port).and_then(|l| {
-            l.iter().find(|(v, _)| *v == m.vlan).map(|(_, n)| *n)
-        });
+        let taken = self
+            .members
+            .get(&m.port)
+            .and_then(|l| l.iter().find(|(v, _)| *v == m.vlan).map(|(_, n)| *n));
         match taken {
             Some(network) => Err(SlowPathError::AttachmentInUse {
                 port: m.port,

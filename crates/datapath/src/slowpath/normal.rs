@@ -20,9 +20,9 @@ use super::mac::{Location, is_group};
 use super::network::{Attachment, Network, NetworkId, PortRole, VxlanSegment};
 use super::trace::TraceStep;
 use super::xlate::{Ctx, LearnRef, Tracer};
+use crate::PortId;
 use crate::actions::{Action, TunnelAttrs};
 use crate::flow::tun_flags;
-use crate::PortId;
 use std::net::IpAddr;
 
 /// Where a frame entered its network.
@@ -33,7 +33,7 @@ struct Ingress {
 }
 
 impl Ingress {
-    fn from_tunnel(&self) -> bool {
+    fn is_from_tunnel(&self) -> bool {
         matches!(self.from, Location::Remote(_))
     }
 }
@@ -95,7 +95,8 @@ impl<T: Tracer> Ctx<'_, T> {
         let port = PortId(self.key.in_port);
         match self.env.networks.role(port) {
             PortRole::None => {
-                self.trace.step(|| TraceStep::NoNetwork { port, vlan: None });
+                self.trace
+                    .step(|| TraceStep::NoNetwork { port, vlan: None });
                 None
             }
             PortRole::Member(list) => {
@@ -116,7 +117,7 @@ impl<T: Tracer> Ctx<'_, T> {
     fn tunnel_ingress(
         &mut self,
         port: PortId,
-        map: &std::collections::HashMap<u32, NetworkId>,
+        map: &super::hash::FastMap<u32, NetworkId>,
     ) -> Option<Ingress> {
         self.wc.tun_flags |= tun_flags::PRESENT | tun_flags::IPV6;
         self.wc.tun_vni = u32::MAX;
@@ -156,8 +157,10 @@ impl<T: Tracer> Ctx<'_, T> {
         match location {
             Location::Local(a) => self.output_local(a),
             Location::Remote(vtep) => match &net.vxlan {
-                Some(seg) if !ing.from_tunnel() => self.encap(seg, vtep),
-                _ => self.trace.step(|| TraceStep::SplitHorizon { mac: dst, vtep }),
+                Some(seg) if !ing.is_from_tunnel() => self.encap(seg, vtep),
+                _ => self
+                    .trace
+                    .step(|| TraceStep::SplitHorizon { mac: dst, vtep }),
             },
         }
     }
@@ -169,7 +172,7 @@ impl<T: Tracer> Ctx<'_, T> {
             .filter(|a| Location::Local(**a) != ing.from)
             .map(|a| Target::Local(*a))
             .collect();
-        let seg = net.vxlan.as_ref().filter(|_| !ing.from_tunnel());
+        let seg = net.vxlan.as_ref().filter(|_| !ing.is_from_tunnel());
         if let Some(seg) = seg {
             targets.extend(seg.remotes.iter().map(|ip| Target::Remote(*ip)));
         }

@@ -8,9 +8,9 @@
 
 use super::error::SlowPathError;
 use super::fields::{FIELDS, PAD};
+use crate::PortId;
 use crate::actions::TunnelAttrs;
 use crate::flow::{FlowKey, FlowMask, Megaflow};
-use crate::PortId;
 
 /// The most actions a rule may have.
 pub const MAX_RULE_ACTIONS: usize = 64;
@@ -281,6 +281,7 @@ impl RuleTable {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
 

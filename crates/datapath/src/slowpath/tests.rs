@@ -1,9 +1,10 @@
 //! NORMAL, learning, aging, flooding, isolation and traces.
+#![allow(clippy::field_reassign_with_default)]
 
 use super::*;
+use crate::PortId;
 use crate::actions::{Action, TunnelAttrs};
 use crate::flow::{FlowMask, addr_to, tun_flags, vlan};
-use crate::PortId;
 use std::net::IpAddr;
 
 pub(crate) const TUN: PortId = PortId(100);
@@ -149,7 +150,10 @@ fn learned_stations_get_unicast() {
 #[test]
 fn remote_stations_are_learned_from_vxlan() {
     let mut sp = lab();
-    let (x, ch) = sp.upcall(&from_vtep(16, "10.0.0.3", mac(0xc), mac::BROADCAST), secs(0));
+    let (x, ch) = sp.upcall(
+        &from_vtep(16, "10.0.0.3", mac(0xc), mac::BROADCAST),
+        secs(0),
+    );
     // From the tunnel: local members only (split horizon).
     assert_eq!(acts(&x), vec![out(1), out(2)]);
     assert_eq!(ch, vec![Change::Mac((NET16, mac(0xc)))]);
@@ -201,10 +205,16 @@ fn stations_age_out() {
     assert_eq!(acts(&x), vec![out(1)]);
     // A flow keeps its source alive: refresh at its `used` time.
     sp.refresh(&x.meta, secs(200));
-    assert!(sp.expire(secs(301)).contains(&Change::Mac((NET16, mac(0xa)))));
+    assert!(
+        sp.expire(secs(301))
+            .contains(&Change::Mac((NET16, mac(0xa))))
+    );
     assert!(sp.macs().lookup(NET16, mac(0xb), secs(301)).is_some());
     assert_eq!(acts(&sp.xlate(&k, secs(301))).len(), 5, "A unknown: flood");
-    assert!(sp.expire(secs(501)).contains(&Change::Mac((NET16, mac(0xb)))));
+    assert!(
+        sp.expire(secs(501))
+            .contains(&Change::Mac((NET16, mac(0xb))))
+    );
     assert!(sp.macs().is_empty());
 }
 
@@ -245,13 +255,23 @@ fn vnis_are_isolated() {
     let (x, _) = sp.upcall(&frame(3, mac(0xa), mac::BROADCAST), secs(1));
     assert_eq!(acts(&x), encap(17, "10.0.0.2").to_vec());
     assert_eq!(
-        sp.macs().lookup(NET16, mac(0xa), secs(1)).unwrap().location(),
+        sp.macs()
+            .lookup(NET16, mac(0xa), secs(1))
+            .unwrap()
+            .location(),
         Location::Local(Attachment::untagged(PortId(1)))
     );
     // An unconfigured VNI, and a port in no network, are dropped.
-    let x = sp.xlate(&from_vtep(99, "10.0.0.2", mac(0xf), mac::BROADCAST), secs(1));
+    let x = sp.xlate(
+        &from_vtep(99, "10.0.0.2", mac(0xf), mac::BROADCAST),
+        secs(1),
+    );
     assert!(x.actions.is_drop());
-    assert!(sp.xlate(&frame(42, mac(0xa), mac(0xb)), secs(1)).actions.is_drop());
+    assert!(
+        sp.xlate(&frame(42, mac(0xa), mac(0xb)), secs(1))
+            .actions
+            .is_drop()
+    );
 }
 
 #[test]
@@ -273,7 +293,11 @@ fn vlan_networks_tag_and_untag() {
         ]
     );
     // Untagged on the trunk, or another VLAN: in no network.
-    assert!(sp.xlate(&frame(4, mac(0xa), mac::BROADCAST), secs(0)).actions.is_drop());
+    assert!(
+        sp.xlate(&frame(4, mac(0xa), mac::BROADCAST), secs(0))
+            .actions
+            .is_drop()
+    );
     k.vlan_tci[0] = vlan::PRESENT | 21;
     assert!(sp.xlate(&k, secs(0)).actions.is_drop());
 }
@@ -283,7 +307,11 @@ fn hairpin_and_group_sources_are_dropped() {
     let mut sp = lab();
     sp.upcall(&frame(1, mac(0xa), mac::BROADCAST), secs(0));
     sp.upcall(&frame(1, mac(0xb), mac::BROADCAST), secs(0));
-    assert!(sp.xlate(&frame(1, mac(0xb), mac(0xa)), secs(1)).actions.is_drop());
+    assert!(
+        sp.xlate(&frame(1, mac(0xb), mac(0xa)), secs(1))
+            .actions
+            .is_drop()
+    );
     let x = sp.xlate(&frame(1, mac::BROADCAST, mac(0xa)), secs(1));
     assert!(x.actions.is_drop() && !x.needs_learning);
 }
@@ -358,13 +386,25 @@ fn trace_explains_each_step() {
         .unwrap();
     let t = sp.trace(&frame(1, mac(0xa), mac::BROADCAST), secs(0));
     let text = t.to_string();
-    assert!(text.contains("rule #1 (priority 0): match, actions=NORMAL"), "{text}");
+    assert!(
+        text.contains("rule #1 (priority 0): match, actions=NORMAL"),
+        "{text}"
+    );
     assert!(text.contains("NORMAL: network 16, from port 1"), "{text}");
     assert!(text.contains("learn (new or moved)"), "{text}");
-    assert!(text.contains("head-end to VTEPs [10.0.0.2, 10.0.0.3]"), "{text}");
-    assert!(text.contains("consulted: in_port, vlan_tci0/0x1fff, eth_src, eth_dst/0x10000000000"), "{text}");
+    assert!(
+        text.contains("head-end to VTEPs [10.0.0.2, 10.0.0.3]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("consulted: in_port, vlan_tci0/0x1fff, eth_src, eth_dst/0x10000000000"),
+        "{text}"
+    );
     let t = sp.trace(&frame(1, mac(0xa), mac(0xd)), secs(0));
-    assert!(t.to_string().contains("destination 02:00:00:00:00:0d is at remote VTEP 10.0.0.3"));
+    assert!(
+        t.to_string()
+            .contains("destination 02:00:00:00:00:0d is at remote VTEP 10.0.0.3")
+    );
     assert_eq!(t.xlation, sp.xlate(&t.key, secs(0)));
 }
 
@@ -379,14 +419,225 @@ fn network_changes_are_validated_and_reported() {
     sp.upcall(&frame(1, mac(0xa), mac::BROADCAST), secs(0));
     assert_eq!(sp.remove_network(NET16), Ok(Change::Networks));
     assert!(sp.macs().is_empty());
-    assert!(sp.xlate(&frame(1, mac(0xa), mac::BROADCAST), secs(0)).actions.is_drop());
+    assert!(
+        sp.xlate(&frame(1, mac(0xa), mac::BROADCAST), secs(0))
+            .actions
+            .is_drop()
+    );
 }
 
-#[test]
-#[ignore]
-fn print_trace() {
-    let mut sp = lab();
-    sp.upcall(&frame(2, mac(0xb), mac::BROADCAST), secs(0));
-    println!("{}", sp.trace(&frame(1, mac(0xa), mac::BROADCAST), secs(0)));
-    println!("{}", sp.trace(&frame(1, mac(0xa), mac(0xb)), secs(0)));
+mod engine {
+    use super::*;
+    use crate::cache::{FlowEntry, FlowTable};
+    use crate::slowpath::upcall::{
+        Upcall, UpcallConfig, UpcallCounters, UpcallDrop, upcall_queues,
+    };
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    struct Recorder {
+        events: Mutex<Vec<String>>,
+        keep_alive: std::sync::atomic::AtomicU64,
+    }
+
+    impl FlowObserver for Recorder {
+        fn installed(&self, f: &Arc<FlowEntry>) {
+            self.events.lock().unwrap().push(format!("add {}", f.id()));
+        }
+        fn modified(&self, old: &Arc<FlowEntry>, new: &Arc<FlowEntry>) {
+            self.events
+                .lock()
+                .unwrap()
+                .push(format!("mod {} {}", old.id(), new.id()));
+        }
+        fn deleted(&self, f: &Arc<FlowEntry>, why: DeleteReason) {
+            self.events
+                .lock()
+                .unwrap()
+                .push(format!("del {} {why:?}", f.id()));
+        }
+        fn refresh_used(&self, flows: &[Arc<FlowEntry>]) {
+            let now = self.keep_alive.load(std::sync::atomic::Ordering::Relaxed);
+            if now > 0 {
+                flows.iter().for_each(|f| f.touch(now));
+            }
+        }
+    }
+
+    fn engine(limit: usize) -> (Engine, Arc<Recorder>) {
+        let rec = Arc::new(Recorder::default());
+        let cfg = EngineConfig {
+            flow_limit: limit,
+            ..EngineConfig::default()
+        };
+        let table = Arc::new(FlowTable::new(limit));
+        let counters = Arc::new(UpcallCounters::default());
+        (Engine::new(lab(), table, rec.clone(), cfg, counters), rec)
+    }
+
+    fn up(k: FlowKey) -> Upcall {
+        Upcall {
+            key: k,
+            in_port: PortId(k.in_port),
+            packet: vec![k.eth_src[5]; 60],
+        }
+    }
+
+    fn events(rec: &Recorder) -> Vec<String> {
+        std::mem::take(&mut *rec.events.lock().unwrap())
+    }
+
+    #[test]
+    fn full_queue_drops_and_counts() {
+        let counters = Arc::new(UpcallCounters::default());
+        let cfg = UpcallConfig {
+            capacity: 2,
+            max_frame: 100,
+            ..UpcallConfig::default()
+        };
+        let (tx, rx) = upcall_queues(cfg, counters.clone());
+        let k = frame(1, mac(0xa), mac(0xb));
+        assert!(tx.send(&k, &[0; 60]).is_ok());
+        assert!(tx.send(&k, &[0; 60]).is_ok());
+        assert_eq!(tx.send(&k, &[0; 60]), Err(UpcallDrop::QueueFull));
+        assert_eq!(tx.send(&k, &[0; 101]), Err(UpcallDrop::TooBig(101)));
+        let s = counters.snapshot();
+        assert_eq!((s.queued, s.queue_full, s.dropped_other), (2, 1, 1));
+        assert_eq!(rx[0].try_iter().count(), 2);
+    }
+
+    #[test]
+    fn handler_installs_coalesces_and_returns_packets() {
+        let (e, rec) = engine(100);
+        let k = frame(1, mac(0xa), mac(0xb));
+        let v = e.handle(vec![up(k), up(k), up(k)], secs(0));
+        assert_eq!(v.len(), 3);
+        assert!(
+            v.iter()
+                .all(|v| v.packet == vec![0xa; 60] && v.actions.as_slice().len() == 5)
+        );
+        assert!(v.iter().all(|x| x.flow == v[0].flow && x.flow.is_some()));
+        let s = e.counters().snapshot();
+        assert_eq!((s.translated, s.coalesced, s.installed), (1, 2, 1));
+        assert_eq!(e.table().len(), 1);
+        assert_eq!(events(&rec).len(), 1);
+        // Learning queued a change; the sweep finds nothing stale.
+        let r = e.sweep(secs(1));
+        assert_eq!((r.revalidated, r.modified, r.stale), (1, 0, 0));
+    }
+
+    #[test]
+    fn learning_revalidates_flooded_flows() {
+        let (e, rec) = engine(100);
+        let to_b = frame(1, mac(0xa), mac(0xb));
+        e.handle(vec![up(to_b)], secs(0));
+        e.sweep(secs(0));
+        // B speaks: the flow that flooded to B must now go to port 2 only.
+        e.handle(vec![up(frame(2, mac(0xb), mac::BROADCAST))], secs(1));
+        let r = e.sweep(secs(1));
+        assert_eq!(r.modified, 1);
+        let f = e.table().lookup(&to_b).unwrap();
+        assert_eq!(f.actions().as_slice(), &[Action::Output(PortId(2))]);
+        assert!(events(&rec).iter().any(|ev| ev.starts_with("mod")));
+    }
+
+    #[test]
+    fn rule_changes_fix_or_delete_flows() {
+        let (e, rec) = engine(100);
+        for i in 0..10 {
+            e.handle(vec![up(frame(1, mac(0xa), mac(0x10 + i)))], secs(0));
+        }
+        e.sweep(secs(0));
+        events(&rec);
+        let mut key = FlowKey::default();
+        key.in_port = 1;
+        let mut mask = FlowMask::default();
+        mask.in_port = u32::MAX;
+        let id = e.configure(|sp| {
+            let (id, c) = sp
+                .add_rule(Rule::new(10, &key, &mask, vec![RuleAction::Drop]))
+                .unwrap();
+            (id, vec![c])
+        });
+        let r = e.sweep(secs(1));
+        // Masks shrink to in_port only: every flow is deleted, none survive stale.
+        assert_eq!((r.revalidated, r.stale), (10, 10));
+        assert!(e.table().is_empty());
+        let v = e.handle(vec![up(frame(1, mac(0xa), mac(0x10)))], secs(1));
+        assert!(v[0].actions.is_drop());
+        assert_eq!(
+            e.flow_meta(v[0].flow.unwrap()).unwrap().rule.unwrap().id,
+            id
+        );
+        assert_eq!(
+            events(&rec)
+                .iter()
+                .filter(|ev| ev.contains("Stale"))
+                .count(),
+            10
+        );
+    }
+
+    #[test]
+    fn idle_flows_are_deleted_unless_offload_keeps_them_used() {
+        let (e, rec) = engine(100);
+        e.handle(vec![up(frame(1, mac(0xa), mac(0xb)))], secs(0));
+        e.handle(vec![up(frame(2, mac(0xb), mac(0xa)))], secs(0));
+        assert_eq!(e.sweep(secs(10)).idle, 0);
+        rec.keep_alive
+            .store(15_000, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(e.sweep(secs(20)).idle, 0, "offload counters moved used");
+        rec.keep_alive
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(e.sweep(secs(26)).idle, 2);
+        assert!(e.table().is_empty());
+        assert!(events(&rec).iter().any(|ev| ev.ends_with("Idle")));
+    }
+
+    #[test]
+    fn flow_limit_evicts_least_recently_used() {
+        let (e, _) = engine(10);
+        for i in 0..12 {
+            e.handle(vec![up(frame(1, mac(0xa), mac(0x10 + i)))], secs(0));
+        }
+        let s = e.counters().snapshot();
+        assert_eq!((s.installed, s.install_failed), (10, 2));
+        let first = e.table().lookup(&frame(1, mac(0xa), mac(0x10))).unwrap();
+        first.touch(500);
+        let r = e.sweep(secs(1));
+        assert_eq!(r.evicted, 1);
+        assert!(
+            e.table().get(first.id()).is_some(),
+            "recently used survives"
+        );
+    }
+
+    #[test]
+    fn handler_thread_and_revalidator_run_and_stop() {
+        let (e, _) = engine(100);
+        let e = Arc::new(e);
+        let counters = e.counters().clone();
+        let (tx, mut rx) = upcall_queues(UpcallConfig::default(), counters);
+        let rx = rx.remove(0);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clock = || Duration::from_secs(1);
+        let got = std::thread::scope(|s| {
+            let (e2, stop2) = (&e, &stop);
+            let h = s.spawn(move || {
+                let (e, stop) = (e2, stop2);
+                let mut got = Vec::new();
+                e.run_handler(&rx, &clock, stop, &mut |v| got.extend(v));
+                got
+            });
+            s.spawn(|| e.run_revalidator(&clock, &stop, Duration::from_millis(10)));
+            tx.send(&frame(1, mac(0xa), mac(0xb)), &[1; 60]).unwrap();
+            while e.counters().snapshot().translated == 0 {
+                std::thread::yield_now();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            h.join().unwrap()
+        });
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].packet, vec![1; 60]);
+    }
 }

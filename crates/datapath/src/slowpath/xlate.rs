@@ -140,7 +140,12 @@ pub(crate) struct Ctx<'a, T: Tracer> {
 }
 
 /// Translates `key`.
-pub(crate) fn xlate<T: Tracer>(env: Env<'_>, key: &FlowKey, now: Duration, trace: &mut T) -> Xlation {
+pub(crate) fn xlate<T: Tracer>(
+    env: Env<'_>,
+    key: &FlowKey,
+    now: Duration,
+    trace: &mut T,
+) -> Xlation {
     let mut cx = Ctx {
         env,
         key,

@@ -1,0 +1,602 @@
+//! [`Engine`]: the slow path shared by handler threads and the revalidator.
+//!
+//! - **Handlers** ([`Engine::handle`]) translate a batch of upcalls, learning sources as
+//!   a side effect, install each megaflow into the [`FlowTable`] and return every packet
+//!   with its actions ([`Verdict`]). Misses of a flow already installed in the same batch
+//!   are answered from it (coalesced); a racing duplicate install returns the existing
+//!   entry.
+//! - **The revalidator** ([`Engine::sweep`]) deletes flows idle longer than `max_idle`,
+//!   keeps MAC stations behind used flows alive and ages out the others, re-translates
+//!   the flows that pending [`Change`]s may affect (modifying or deleting the stale
+//!   ones), and evicts the least recently used flows when the table is full.
+//! - **Observers** ([`FlowObserver`]) learn of every install, modify and delete (offload
+//!   follows the table), and refresh `used` of offloaded flows before each sweep.
+//!
+//! Time is passed in as a [`Duration`] since the epoch of the caller's monotonic clock;
+//! the flow table's `used` values are milliseconds of that same clock.
+//!
+//! # Thread-safety
+//! The [`SlowPath`] sits behind an `RwLock`: translations take the read lock, learning a
+//! new or moved station and configuration changes the write lock. Per-flow metadata
+//! (for revalidation) is behind a mutex held briefly. A handler that translated before a
+//! change and installs after the revalidator swept for it would leave a stale flow: a
+//! sequence number bumped by every change detects this, and the handler rechecks its
+//! flow.
+
+use super::hash::FastMap;
+use super::upcall::{Upcall, UpcallCounters, Verdict};
+use super::{Change, ChangeSet, FlowMeta, Revalidation, SlowPath, Xlation};
+use crate::FlowId;
+use crate::actions::Actions;
+use crate::cache::key_hash;
+use crate::cache::{FlowEntry, FlowTable};
+use crate::flow::{FlowKey, FlowMask, Megaflow};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
+use std::time::Duration;
+
+/// Why a flow was deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeleteReason {
+    /// Idle longer than `max_idle`.
+    Idle,
+    /// Evicted (least recently used) to stay under the flow limit.
+    Evicted,
+    /// Its translation changed mask, or its source must be learned again.
+    Stale,
+}
+
+/// Hooks for whoever mirrors the flow table (offload).
+pub trait FlowObserver: Send + Sync {
+    /// A flow was installed.
+    fn installed(&self, _flow: &Arc<FlowEntry>) {}
+    /// A flow's actions changed: `old` was replaced by `new` (same megaflow).
+    fn modified(&self, _old: &Arc<FlowEntry>, _new: &Arc<FlowEntry>) {}
+    /// A flow was deleted.
+    fn deleted(&self, _flow: &Arc<FlowEntry>, _reason: DeleteReason) {}
+    /// Before each sweep: move `used` (and stats) of offloaded flows forward from their
+    /// hardware counters, with [`FlowEntry::record`] or [`FlowEntry::touch`].
+    fn refresh_used(&self, _flows: &[Arc<FlowEntry>]) {}
+}
+
+/// An observer that does nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoObserver;
+
+impl FlowObserver for NoObserver {}
+
+/// Engine settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Flows idle longer than this are deleted (default 10 s).
+    pub max_idle: Duration,
+    /// The most flows (default 200,000); at the limit the revalidator evicts the least
+    /// recently used tenth.
+    pub flow_limit: usize,
+    /// Most upcalls a handler takes at once (default 64).
+    pub batch: usize,
+    /// Threads a sweep re-translates on when many flows are affected (default: the
+    /// machine's parallelism, at most 4).
+    pub revalidator_threads: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_idle: Duration::from_secs(10),
+            flow_limit: 200_000,
+            batch: 64,
+            revalidator_threads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(4),
+        }
+    }
+}
+
+/// What one sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Flows in the table at the start.
+    pub flows: usize,
+    /// Deleted for idleness.
+    pub idle: usize,
+    /// Re-translated because a change may affect them.
+    pub revalidated: usize,
+    /// Given new actions.
+    pub modified: usize,
+    /// Deleted as stale.
+    pub stale: usize,
+    /// Evicted for the flow limit.
+    pub evicted: usize,
+    /// MAC stations aged out.
+    pub macs_expired: usize,
+}
+
+/// Revalidator counters (totals of the sweeps).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RevalStats {
+    /// Sweeps run.
+    pub sweeps: u64,
+    /// Totals.
+    pub total: SweepReport,
+}
+
+/// The slow path shared by handlers and the revalidator. See the module docs.
+pub struct Engine {
+    sp: RwLock<SlowPath>,
+    table: Arc<FlowTable>,
+    metas: Mutex<FastMap<FlowId, FlowMeta>>,
+    pending: Mutex<Vec<Change>>,
+    wake: Condvar,
+    seq: AtomicU64,
+    observer: Arc<dyn FlowObserver>,
+    config: EngineConfig,
+    counters: Arc<UpcallCounters>,
+    reval: Mutex<RevalStats>,
+    /// `used` value (ms) up to which stations were refreshed by the last sweep.
+    refreshed_to: AtomicU64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("table", &self.table)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Below this many live flows a sweep re-translates on its own thread.
+const PARALLEL_MIN: usize = 16_384;
+
+fn ms(t: Duration) -> u64 {
+    u64::try_from(t.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A handler's memory of what it decided earlier in the batch.
+struct Decided {
+    megaflow: Megaflow,
+    actions: Actions,
+    flow: Option<FlowId>,
+}
+
+/// The batch's decisions, indexed by masked-key hash per distinct mask.
+#[derive(Default)]
+struct Batch {
+    masks: Vec<FlowMask>,
+    index: FastMap<(usize, u64), usize>,
+    decided: Vec<Decided>,
+}
+
+impl Batch {
+    fn find(&self, key: &FlowKey) -> Option<&Decided> {
+        self.masks.iter().enumerate().find_map(|(mi, m)| {
+            let i = *self.index.get(&(mi, key_hash(&key.masked(m))))?;
+            self.decided.get(i).filter(|d| d.megaflow.matches(key))
+        })
+    }
+
+    fn push(&mut self, d: Decided) {
+        let mi = match self.masks.iter().position(|m| *m == d.megaflow.mask) {
+            Some(mi) => mi,
+            None => {
+                self.masks.push(d.megaflow.mask);
+                self.masks.len() - 1
+            }
+        };
+        let h = key_hash(&d.megaflow.key);
+        self.index.insert((mi, h), self.decided.len());
+        self.decided.push(d);
+    }
+}
+
+impl Engine {
+    /// An engine over a slow path and a flow table (whose limit it sets).
+    pub fn new(
+        sp: SlowPath,
+        table: Arc<FlowTable>,
+        observer: Arc<dyn FlowObserver>,
+        config: EngineConfig,
+        counters: Arc<UpcallCounters>,
+    ) -> Self {
+        table.set_limit(config.flow_limit);
+        Self {
+            sp: RwLock::new(sp),
+            table,
+            metas: Mutex::new(FastMap::default()),
+            pending: Mutex::new(Vec::new()),
+            wake: Condvar::new(),
+            seq: AtomicU64::new(0),
+            observer,
+            config,
+            counters,
+            reval: Mutex::new(RevalStats::default()),
+            refreshed_to: AtomicU64::new(0),
+        }
+    }
+
+    /// The slow path, for translations and traces.
+    pub fn read(&self) -> RwLockReadGuard<'_, SlowPath> {
+        self.sp.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, SlowPath> {
+        self.sp.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Changes the configuration: `f` returns its result and the changes it made, which
+    /// are queued for revalidation.
+    pub fn configure<R>(&self, f: impl FnOnce(&mut SlowPath) -> (R, Vec<Change>)) -> R {
+        let (r, changes) = f(&mut self.write());
+        self.notify(changes);
+        r
+    }
+
+    /// Queues changes for the revalidator and wakes it.
+    pub fn notify(&self, changes: impl IntoIterator<Item = Change>) {
+        let mut p = lock(&self.pending);
+        let before = p.len();
+        p.extend(changes);
+        if p.len() > before {
+            self.seq.fetch_add(1, Ordering::AcqRel);
+            self.wake.notify_all();
+        }
+    }
+
+    /// The flow table.
+    pub fn table(&self) -> &Arc<FlowTable> {
+        &self.table
+    }
+
+    /// The upcall counters.
+    pub fn counters(&self) -> &Arc<UpcallCounters> {
+        &self.counters
+    }
+
+    /// The revalidator's counters.
+    pub fn reval_stats(&self) -> RevalStats {
+        *lock(&self.reval)
+    }
+
+    /// The metadata kept for an installed flow.
+    pub fn flow_meta(&self, id: FlowId) -> Option<FlowMeta> {
+        lock(&self.metas).get(&id).copied()
+    }
+
+    /// Handles a batch of upcalls: one verdict per upcall, in order.
+    pub fn handle(&self, batch: Vec<Upcall>, now: Duration) -> Vec<Verdict> {
+        let mut decided = Batch::default();
+        batch
+            .into_iter()
+            .map(|up| self.handle_one(up, now, &mut decided))
+            .collect()
+    }
+
+    fn handle_one(&self, up: Upcall, now: Duration, decided: &mut Batch) -> Verdict {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some(d) = decided.find(&up.key) {
+            self.counters.coalesced.fetch_add(1, Relaxed);
+            return Verdict {
+                in_port: up.in_port,
+                packet: up.packet,
+                actions: d.actions.clone(),
+                flow: d.flow,
+            };
+        }
+        let seq = self.seq.load(Ordering::Acquire);
+        let (x, changes) = self.translate(&up, now);
+        self.counters.translated.fetch_add(1, Relaxed);
+        let megaflow = x.megaflow(&up.key);
+        let flow = self.install(&megaflow, &x, now, seq);
+        self.notify(changes);
+        decided.push(Decided {
+            megaflow,
+            actions: x.actions.clone(),
+            flow,
+        });
+        Verdict {
+            in_port: up.in_port,
+            packet: up.packet,
+            actions: x.actions,
+            flow,
+        }
+    }
+
+    fn translate(&self, up: &Upcall, now: Duration) -> (Xlation, Vec<Change>) {
+        {
+            let sp = self.read();
+            let x = sp.xlate(&up.key, now);
+            if !x.needs_learning {
+                sp.refresh(&x.meta, now);
+                return (x, Vec::new());
+            }
+        }
+        self.write().upcall(&up.key, now)
+    }
+
+    fn install(&self, mf: &Megaflow, x: &Xlation, now: Duration, seq: u64) -> Option<FlowId> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if x.needs_learning {
+            return None;
+        }
+        let Ok(entry) = self.table.put(mf, x.actions.clone(), ms(now)) else {
+            self.counters.install_failed.fetch_add(1, Relaxed);
+            return None;
+        };
+        if lock(&self.metas).insert(entry.id(), x.meta).is_none() {
+            self.counters.installed.fetch_add(1, Relaxed);
+            self.observer.installed(&entry);
+        } else {
+            self.counters.coalesced.fetch_add(1, Relaxed);
+        }
+        if self.seq.load(Ordering::Acquire) != seq {
+            // A change raced this translation: check the flow against it now.
+            return self.recheck(&entry, now);
+        }
+        Some(entry.id())
+    }
+
+    fn recheck(&self, entry: &Arc<FlowEntry>, now: Duration) -> Option<FlowId> {
+        let meta = self.flow_meta(entry.id()).unwrap_or_default();
+        let r = self
+            .read()
+            .revalidate(&entry.megaflow(), entry.actions(), &meta, now);
+        self.apply(entry, r, &mut SweepReport::default())
+    }
+
+    /// Applies a revalidation decision; returns the flow's id after it (if still there).
+    fn apply(
+        &self,
+        entry: &Arc<FlowEntry>,
+        r: Revalidation,
+        report: &mut SweepReport,
+    ) -> Option<FlowId> {
+        match r {
+            Revalidation::Keep => Some(entry.id()),
+            Revalidation::Modify(x) => {
+                report.modified += 1;
+                self.replace(entry, &x)
+            }
+            _ => {
+                report.stale += 1;
+                self.delete(entry, DeleteReason::Stale);
+                None
+            }
+        }
+    }
+
+    fn replace(&self, old: &Arc<FlowEntry>, x: &Xlation) -> Option<FlowId> {
+        self.table.remove(old.id())?;
+        lock(&self.metas).remove(&old.id());
+        match self
+            .table
+            .put(&old.megaflow(), x.actions.clone(), old.used())
+        {
+            Ok(new) => {
+                lock(&self.metas).insert(new.id(), x.meta);
+                self.observer.modified(old, &new);
+                Some(new.id())
+            }
+            Err(_) => {
+                self.observer.deleted(old, DeleteReason::Stale);
+                None
+            }
+        }
+    }
+
+    fn delete(&self, entry: &Arc<FlowEntry>, reason: DeleteReason) {
+        if self.table.remove(entry.id()).is_some() {
+            lock(&self.metas).remove(&entry.id());
+            self.observer.deleted(entry, reason);
+        }
+    }
+
+    /// One revalidator pass at `now`. See the module docs.
+    pub fn sweep(&self, now: Duration) -> SweepReport {
+        let flows = self.table.snapshot();
+        self.observer.refresh_used(&flows);
+        let mut report = SweepReport {
+            flows: flows.len(),
+            ..SweepReport::default()
+        };
+        let live = self.delete_idle(flows, now, &mut report);
+        let changes = self.age_stations(&live, now, &mut report);
+        self.revalidate(&live, &ChangeSet::new(&changes), now, &mut report);
+        self.enforce_limit(&mut report);
+        self.account(&report);
+        report
+    }
+
+    fn delete_idle(
+        &self,
+        flows: Vec<Arc<FlowEntry>>,
+        now: Duration,
+        report: &mut SweepReport,
+    ) -> Vec<(Arc<FlowEntry>, FlowMeta)> {
+        let (now, idle) = (ms(now), ms(self.config.max_idle));
+        let (old, live): (Vec<_>, Vec<_>) = flows
+            .into_iter()
+            .partition(|e| now.saturating_sub(e.used()) > idle);
+        for e in &old {
+            self.delete(e, DeleteReason::Idle);
+        }
+        report.idle = old.len();
+        let mut metas = lock(&self.metas);
+        if metas.len() > live.len() {
+            // Flows removed behind our back (e.g. a flush): forget their metadata, but
+            // not that of flows installed since the snapshot.
+            let ids: FastMap<FlowId, ()> = live.iter().map(|e| (e.id(), ())).collect();
+            metas.retain(|id, _| ids.contains_key(id) || self.table.get(*id).is_some());
+        }
+        live.into_iter()
+            .map(|e| {
+                let m = metas.get(&e.id()).copied().unwrap_or_default();
+                (e, m)
+            })
+            .collect()
+    }
+
+    /// Refreshes stations behind live flows, ages out the others, and takes the pending
+    /// changes.
+    fn age_stations(
+        &self,
+        live: &[(Arc<FlowEntry>, FlowMeta)],
+        now: Duration,
+        report: &mut SweepReport,
+    ) -> Vec<Change> {
+        {
+            // Only flows used since the last sweep can move a station's age forward.
+            let since = self.refreshed_to.swap(ms(now), Ordering::Relaxed);
+            let sp = self.read();
+            for (e, m) in live.iter().filter(|(e, _)| e.used() > since) {
+                sp.refresh(m, Duration::from_millis(e.used()));
+            }
+        }
+        let expired = self.write().expire(now);
+        report.macs_expired = expired.len();
+        let mut changes = std::mem::take(&mut *lock(&self.pending));
+        changes.extend(expired);
+        changes
+    }
+
+    fn revalidate(
+        &self,
+        live: &[(Arc<FlowEntry>, FlowMeta)],
+        set: &ChangeSet,
+        now: Duration,
+        report: &mut SweepReport,
+    ) {
+        if set.is_empty() {
+            return;
+        }
+        let decisions = self.decide(live, set, now);
+        report.revalidated = decisions.len();
+        for (i, r) in decisions {
+            if let (Some((e, _)), Some(r)) = (live.get(i), r) {
+                self.apply(e, r, report);
+            }
+        }
+    }
+
+    /// The flows the changes may affect, re-translated, on up to `revalidator_threads`
+    /// threads for large tables: (index in `live`, decision, `None` when kept).
+    fn decide(
+        &self,
+        live: &[(Arc<FlowEntry>, FlowMeta)],
+        set: &ChangeSet,
+        now: Duration,
+    ) -> Vec<(usize, Option<Revalidation>)> {
+        let sp = self.read();
+        let sp: &SlowPath = &sp;
+        let threads = if live.len() >= PARALLEL_MIN {
+            self.config.revalidator_threads.max(1)
+        } else {
+            1
+        };
+        let chunk = live.len().div_ceil(threads).max(1);
+        let part = |base: usize, flows: &[(Arc<FlowEntry>, FlowMeta)]| {
+            flows
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (e, m))| {
+                    let mf = e.megaflow();
+                    set.affects(&mf, m).then(|| {
+                        let r = sp.revalidate(&mf, e.actions(), m, now);
+                        (base + i, (r != Revalidation::Keep).then_some(r))
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        if threads == 1 {
+            return part(0, live);
+        }
+        std::thread::scope(|s| {
+            let handles: Vec<_> = live
+                .chunks(chunk)
+                .enumerate()
+                .map(|(c, flows)| s.spawn(move || part(c * chunk, flows)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    }
+
+    fn enforce_limit(&self, report: &mut SweepReport) {
+        let (len, limit) = (self.table.len(), self.config.flow_limit);
+        if len < limit {
+            return;
+        }
+        let target = limit - limit / 10;
+        for e in self.table.lru_candidates(len - target) {
+            self.delete(&e, DeleteReason::Evicted);
+            report.evicted += 1;
+        }
+    }
+
+    fn account(&self, r: &SweepReport) {
+        let mut s = lock(&self.reval);
+        s.sweeps += 1;
+        let t = &mut s.total;
+        t.flows = r.flows;
+        t.idle += r.idle;
+        t.revalidated += r.revalidated;
+        t.modified += r.modified;
+        t.stale += r.stale;
+        t.evicted += r.evicted;
+        t.macs_expired += r.macs_expired;
+    }
+
+    /// Runs a handler thread's loop until `stop`: takes up to a batch of upcalls (waiting
+    /// up to 100 ms for the first), handles them and passes the verdicts to `deliver`.
+    pub fn run_handler(
+        &self,
+        rx: &Receiver<Upcall>,
+        clock: &dyn Fn() -> Duration,
+        stop: &AtomicBool,
+        deliver: &mut dyn FnMut(Vec<Verdict>),
+    ) {
+        while !stop.load(Ordering::Relaxed) {
+            let first = match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(up) => up,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter().take(self.config.batch.saturating_sub(1)));
+            deliver(self.handle(batch, clock()));
+        }
+    }
+
+    /// Runs the revalidator's loop until `stop`: a sweep every `interval`, or as soon as
+    /// changes are notified.
+    pub fn run_revalidator(
+        &self,
+        clock: &dyn Fn() -> Duration,
+        stop: &AtomicBool,
+        interval: Duration,
+    ) {
+        while !stop.load(Ordering::Relaxed) {
+            {
+                let pending = lock(&self.pending);
+                if pending.is_empty() {
+                    drop(
+                        self.wake
+                            .wait_timeout(pending, interval)
+                            .unwrap_or_else(PoisonError::into_inner),
+                    );
+                }
+            }
+            self.sweep(clock());
+        }
+    }
+}
