@@ -1,1 +1,5 @@
 //! flowd: daemon and CLI wiring of the datapath, offload and fibwatch crates.
+
+pub mod config;
+pub mod control;
+pub mod switch;

@@ -285,6 +285,7 @@ impl Engine {
         if let Some(d) = decided.find(&up.key) {
             self.counters.coalesced.fetch_add(1, Relaxed);
             return Verdict {
+                key: up.key,
                 in_port: up.in_port,
                 packet: up.packet,
                 actions: d.actions.clone(),
@@ -303,6 +304,7 @@ impl Engine {
             flow,
         });
         Verdict {
+            key: up.key,
             in_port: up.in_port,
             packet: up.packet,
             actions: x.actions,

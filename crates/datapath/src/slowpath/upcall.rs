@@ -32,6 +32,9 @@ pub struct Upcall {
 /// A handled upcall: the packet and what to do with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
+    /// The packet's key (with the tunnel metadata of a decapsulated packet, which the
+    /// inner frame alone does not carry).
+    pub key: FlowKey,
     /// The ingress port.
     pub in_port: PortId,
     /// The frame, as received.
