@@ -131,6 +131,8 @@ pub struct DpStats {
     pub rx_dropped: u64,
     /// Packet-outs executed.
     pub packet_outs: u64,
+    /// Hits on flows a tc filter carries (seen by the tap, forwarded by tc, not here).
+    pub tc_carried: u64,
     /// Frames dropped by a port on transmit.
     pub tx_dropped: u64,
     /// Execution counters.
@@ -350,6 +352,12 @@ impl Datapath {
         };
         if let Some(entry) = self.cache.lookup_hashed(&key, hash) {
             self.stats.hits += 1;
+            if entry.in_tc() {
+                // A copy of a packet tc forwards itself (taps run before tc ingress):
+                // tc's counters account for it; forwarding it here would duplicate it.
+                self.stats.tc_carried += 1;
+                return;
+            }
             entry.record(1, inner.len() as u64, key.tcp_flags, now);
             let up = self
                 .exec
@@ -546,6 +554,22 @@ mod tests {
         assert_eq!(rep.take_sent(), vec![inner_frame()]);
         let st = dp.stats();
         assert_eq!((st.rx, st.decap, st.hits, st.misses), (2, 1, 2, 0));
+    }
+
+    #[test]
+    fn flows_carried_by_tc_are_counted_not_forwarded() {
+        let (mut dp, rep, up) = datapath();
+        install(&mut dp, 1, "in_port(1)", "2");
+        rep.inject(&inner_frame());
+        dp.run_once(0, 1).unwrap();
+        assert_eq!(up.take_sent().len(), 1);
+        let entry = dp.cache_mut().iter().next().cloned().expect("flow");
+        entry.set_in_tc(true);
+        rep.inject(&inner_frame());
+        dp.run_once(0, 2).unwrap();
+        assert!(up.take_sent().is_empty(), "tc forwards it, not us");
+        assert_eq!(dp.stats().tc_carried, 1);
+        assert_eq!(entry.stats().packets, 1, "tc's counters account for it");
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub struct FlowEntry {
     used: AtomicU64,
     tcp_flags: AtomicU16,
     dead: AtomicBool,
+    in_tc: AtomicBool,
 }
 
 impl FlowEntry {
@@ -63,6 +64,7 @@ impl FlowEntry {
             used: AtomicU64::new(now),
             tcp_flags: AtomicU16::new(0),
             dead: AtomicBool::new(false),
+            in_tc: AtomicBool::new(false),
         }
     }
 
@@ -157,6 +159,20 @@ impl FlowEntry {
     /// Marks the flow deleted (irreversible).
     pub(crate) fn kill(&self) {
         self.dead.store(true, Relaxed);
+    }
+
+    /// Whether a tc filter on the ingress device carries this flow. AF_PACKET taps see a
+    /// packet before tc ingress does, so the datapath must not forward (again) what tc
+    /// already forwards: it only counts such hits. Set by the offload layer once the
+    /// kernel acknowledged the filter, cleared when the filter goes.
+    #[inline]
+    pub fn in_tc(&self) -> bool {
+        self.in_tc.load(Relaxed)
+    }
+
+    /// Records whether a tc filter carries this flow (see [`Self::in_tc`]).
+    pub fn set_in_tc(&self, carried: bool) {
+        self.in_tc.store(carried, Relaxed);
     }
 }
 
