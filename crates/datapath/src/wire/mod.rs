@@ -148,7 +148,7 @@ pub(crate) mod testutil {
             .filter(|c| c.is_ascii_hexdigit())
             .map(|c| (c as char).to_digit(16).unwrap() as u8)
             .collect();
-        assert!(digits.len() % 2 == 0, "odd hex length");
+        assert!(digits.len().is_multiple_of(2), "odd hex length");
         digits.chunks(2).map(|p| p[0] << 4 | p[1]).collect()
     }
 

@@ -1,0 +1,182 @@
+//! flowctl: talks to a running flowd over its control socket.
+//!
+//! Exit codes: 0 success, 1 error from the daemon (or no daemon), 2 usage error.
+
+use clap::{Args, Parser, Subcommand};
+use datapath::Megaflow;
+use flowd::config::{DEFAULT_CONTROL_SOCKET, RuleActionsConfig};
+use flowd::control::proto::FlowFilter;
+use flowd::control::{Request, Response, format, request};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "flowctl",
+    version,
+    about = "Inspect and control a running flowd"
+)]
+struct Cli {
+    /// The daemon's control socket.
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET)]
+    socket: PathBuf,
+    /// Print the daemon's answer as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List flows with their counters and where they run.
+    DumpFlows {
+        /// Only flows carried by a tc filter (or the simulated eswitch).
+        #[arg(long, conflicts_with = "software")]
+        offloaded: bool,
+        /// Only flows in flowd's software datapath.
+        #[arg(long)]
+        software: bool,
+    },
+    /// List ports.
+    Show,
+    /// List remote tunnel endpoints and how they resolve.
+    Tunnels,
+    /// Show what the slow path does with a flow, and why.
+    ///
+    /// FLOW is in datapath syntax, e.g.
+    /// `in_port(1),eth(src=02:00:00:00:00:01,dst=02:00:00:00:00:02),eth_type(0x0800)`.
+    Trace {
+        /// The flow in datapath syntax.
+        flow: String,
+    },
+    /// Delete every flow; traffic re-creates what it needs.
+    DelFlows,
+    /// Show counters.
+    Stats,
+    /// Add, delete or list rules.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Re-read the configuration file and apply what changed.
+    Reload,
+}
+
+#[derive(Subcommand, Debug)]
+enum RulesCommand {
+    /// Add a rule.
+    Add(RuleAdd),
+    /// Delete the rule with this priority and match.
+    Del {
+        /// Its priority.
+        #[arg(long)]
+        priority: u16,
+        /// Its match in datapath flow syntax.
+        #[arg(long = "match", value_name = "MATCH")]
+        matches: String,
+    },
+    /// List rules.
+    List,
+}
+
+#[derive(Args, Debug)]
+struct RuleAdd {
+    /// Higher wins.
+    #[arg(long)]
+    priority: u16,
+    /// Match in datapath flow syntax (`<all>` matches everything).
+    #[arg(long = "match", value_name = "MATCH")]
+    matches: String,
+    /// Datapath actions, `normal` or `drop`.
+    #[arg(long)]
+    actions: String,
+}
+
+/// A usage error found after clap: the message, for exit code 2.
+struct Usage(String);
+
+fn check_flow(what: &str, text: &str) -> Result<String, Usage> {
+    text.parse::<Megaflow>()
+        .map(|m| m.to_string())
+        .map_err(|e| Usage(format!("bad {what} `{text}`: {e}")))
+}
+
+fn to_request(cmd: Command) -> Result<Request, Usage> {
+    Ok(match cmd {
+        Command::DumpFlows {
+            offloaded,
+            software,
+        } => Request::DumpFlows {
+            filter: match (offloaded, software) {
+                (true, _) => FlowFilter::Offloaded,
+                (_, true) => FlowFilter::Software,
+                _ => FlowFilter::All,
+            },
+        },
+        Command::Show => Request::Show,
+        Command::Tunnels => Request::Tunnels,
+        Command::Trace { flow } => {
+            check_flow("flow", &flow)?;
+            Request::Trace { flow }
+        }
+        Command::DelFlows => Request::DelFlows,
+        Command::Stats => Request::Stats,
+        Command::Rules { command } => match command {
+            RulesCommand::Add(a) => {
+                check_flow("match", &a.matches)?;
+                a.actions
+                    .parse::<RuleActionsConfig>()
+                    .map_err(|e| Usage(format!("bad actions `{}`: {e}", a.actions)))?;
+                Request::RulesAdd {
+                    priority: a.priority,
+                    r#match: a.matches,
+                    actions: a.actions,
+                }
+            }
+            RulesCommand::Del { priority, matches } => {
+                check_flow("match", &matches)?;
+                Request::RulesDel {
+                    priority,
+                    r#match: matches,
+                }
+            }
+            RulesCommand::List => Request::RulesList,
+        },
+        Command::Reload => Request::Reload,
+    })
+}
+
+fn print(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`flowctl dump-flows | head`) is not an error.
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let req = match to_request(cli.command) {
+        Ok(r) => r,
+        Err(Usage(msg)) => {
+            eprintln!("flowctl: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    match request(&cli.socket, &req) {
+        Ok(Response::Ok(body)) if cli.json => {
+            let json = serde_json::to_string_pretty(&body.to_json()).unwrap_or_default();
+            print(&(json + "\n"))
+        }
+        Ok(Response::Ok(body)) => print(&format::body(&body)),
+        Ok(Response::Err { message }) => {
+            eprintln!("flowctl: {message}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("flowctl: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

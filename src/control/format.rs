@@ -1,0 +1,395 @@
+//! flowctl's human output.
+//!
+//! `dump-flows` prints one line per flow the way `ovs-appctl dpctl/dump-flows -m` does:
+//! ```text
+//! in_port(1),eth_type(0x0800), packets:10, bytes:1000, used:0.512s, offloaded:yes dp:tc in_hw, actions:2
+//! in_port(2),eth_type(0x0800), packets:3, bytes:300, used:never, offloaded:no (mtu: 1500 + 50 > 1500), actions:set(tunnel(...)),100
+//! ```
+//! A tc filter the hardware refused but the kernel's software tc path carries reads
+//! `offloaded:yes dp:tc not_in_hw`: tc, not flowd, forwards it. The other commands print
+//! aligned tables.
+
+use super::proto::{
+    DoneBody, FlowRow, Placement, PortRow, ResponseBody, RuleRow, StatsBody, TraceBody, TunnelRow,
+};
+use std::fmt::Write;
+
+/// Human text for a response body (ends with a newline unless empty).
+pub fn body(b: &ResponseBody) -> String {
+    match b {
+        ResponseBody::Flows(f) => flows(f),
+        ResponseBody::Ports(p) => ports(p),
+        ResponseBody::Tunnels(t) => tunnels(t),
+        ResponseBody::Trace(t) => trace(t),
+        ResponseBody::Stats(s) => stats(s),
+        ResponseBody::Rules(r) => rules(r),
+        ResponseBody::Done(d) => done(d),
+    }
+}
+
+/// `used:` as OVS prints it: seconds with milliseconds, or `never`.
+pub fn used(ms_ago: Option<u64>) -> String {
+    match ms_ago {
+        Some(ms) => format!("{}.{:03}s", ms / 1000, ms % 1000),
+        None => "never".to_string(),
+    }
+}
+
+/// Where a flow lives: `offloaded:yes dp:tc in_hw` or `offloaded:no (reason)`.
+pub fn placement(p: &Placement) -> String {
+    if p.offloaded {
+        let mut s = format!("offloaded:yes dp:{}", p.dp);
+        match p.in_hw {
+            Some(true) => s.push_str(" in_hw"),
+            Some(false) => s.push_str(" not_in_hw"),
+            None => {}
+        }
+        s
+    } else {
+        match &p.reason {
+            Some(r) => format!("offloaded:no ({r})"),
+            None => "offloaded:no".to_string(),
+        }
+    }
+}
+
+/// One `dump-flows` line, without the newline.
+pub fn flow(f: &FlowRow) -> String {
+    format!(
+        "{}, packets:{}, bytes:{}, used:{}, {}, actions:{}",
+        f.flow,
+        f.packets,
+        f.bytes,
+        used(f.used_ms_ago),
+        placement(&f.placement),
+        f.actions
+    )
+}
+
+/// All `dump-flows` lines.
+pub fn flows(list: &[FlowRow]) -> String {
+    list.iter().map(|f| flow(f) + "\n").collect()
+}
+
+/// An aligned table: columns separated by two spaces, the last one not padded.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = w.saturating_sub(cell.chars().count());
+            line.push_str(cell);
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".to_string(), T::to_string)
+}
+
+/// `show`.
+pub fn ports(list: &[PortRow]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|p| {
+            vec![
+                p.id.to_string(),
+                p.name.clone(),
+                opt(&p.ifindex),
+                p.role.clone(),
+                opt(&p.mtu),
+                opt(&p.switch_id),
+                opt(&p.vf),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "NAME", "IFINDEX", "ROLE", "MTU", "SWITCH_ID", "VF"],
+        &rows,
+    )
+}
+
+/// `tunnels`.
+pub fn tunnels(list: &[TunnelRow]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|t| {
+            vec![
+                t.endpoint.clone(),
+                opt(&t.uplink),
+                opt(&t.source_ip),
+                opt(&t.next_hop),
+                opt(&t.mac),
+                opt(&t.path_mtu),
+                t.flows.to_string(),
+                t.offloaded.to_string(),
+                t.software.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ENDPOINT",
+            "UPLINK",
+            "SOURCE",
+            "NEXT_HOP",
+            "MAC",
+            "PMTU",
+            "FLOWS",
+            "OFFLOADED",
+            "SOFTWARE",
+        ],
+        &rows,
+    )
+}
+
+/// `trace`: the steps, then the megaflow and the datapath actions.
+pub fn trace(t: &TraceBody) -> String {
+    let mut out = String::new();
+    for l in &t.lines {
+        out.push_str(l);
+        out.push('\n');
+    }
+    if !t.lines.is_empty() {
+        out.push('\n');
+    }
+    let _ = writeln!(out, "Megaflow: {}", t.megaflow);
+    let _ = writeln!(out, "Datapath actions: {}", t.actions);
+    out
+}
+
+/// `stats`: a two-column table; counters by reason or kind indented under their name.
+pub fn stats(s: &StatsBody) -> String {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut row = |name: String, v: u64| rows.push(vec![name, v.to_string()]);
+    row("upcalls".into(), s.upcalls);
+    row("upcall_drops".into(), s.upcall_drops);
+    row("flows".into(), s.flows);
+    row("flows_offloaded".into(), s.flows_offloaded);
+    row("flow_setups".into(), s.flow_setups);
+    row("offload_ok".into(), s.offload_ok);
+    row(
+        "offload_failed".into(),
+        s.offload_failed_by_reason.values().sum(),
+    );
+    for (k, v) in &s.offload_failed_by_reason {
+        row(format!("  {k}"), *v);
+    }
+    row("migrations".into(), s.migrations_by_kind.values().sum());
+    for (k, v) in &s.migrations_by_kind {
+        row(format!("  {k}"), *v);
+    }
+    row("fib_events".into(), s.fib_events);
+    row("resyncs".into(), s.resyncs);
+    row("revalidator_runs".into(), s.revalidator_runs);
+    for (k, v) in &s.other {
+        row(k.clone(), *v);
+    }
+    table(&["COUNTER", "VALUE"], &rows)
+}
+
+/// `rules list`.
+pub fn rules(list: &[RuleRow]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                r.priority.to_string(),
+                r.origin.clone(),
+                r.r#match.clone(),
+                r.actions.clone(),
+            ]
+        })
+        .collect();
+    table(&["ID", "PRIORITY", "ORIGIN", "MATCH", "ACTIONS"], &rows)
+}
+
+/// A change command's message.
+pub fn done(d: &DoneBody) -> String {
+    if d.message.is_empty() {
+        String::new()
+    } else {
+        format!("{}\n", d.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn row(placement: Placement, used: Option<u64>) -> FlowRow {
+        FlowRow {
+            id: 7,
+            flow: "in_port(1),eth_type(0x0800)".into(),
+            packets: 10,
+            bytes: 1000,
+            used_ms_ago: used,
+            placement,
+            actions: "2".into(),
+        }
+    }
+
+    fn tc(in_hw: Option<bool>) -> Placement {
+        Placement {
+            offloaded: true,
+            dp: "tc".into(),
+            in_hw,
+            reason: None,
+            device: Some("rep0".into()),
+        }
+    }
+
+    #[test]
+    fn flow_lines() {
+        assert_eq!(
+            flow(&row(tc(Some(true)), Some(512))),
+            "in_port(1),eth_type(0x0800), packets:10, bytes:1000, used:0.512s, offloaded:yes dp:tc in_hw, actions:2"
+        );
+        assert_eq!(
+            flow(&row(tc(Some(false)), Some(61_005))),
+            "in_port(1),eth_type(0x0800), packets:10, bytes:1000, used:61.005s, offloaded:yes dp:tc not_in_hw, actions:2"
+        );
+        let sim = Placement {
+            dp: "sim".into(),
+            ..tc(None)
+        };
+        assert!(flow(&row(sim, None)).contains("used:never, offloaded:yes dp:sim, actions:2"));
+        let sw = Placement {
+            offloaded: false,
+            dp: "sw".into(),
+            in_hw: None,
+            reason: Some("mtu: 1500 + 50 > 1500".into()),
+            device: None,
+        };
+        assert_eq!(
+            flow(&row(sw, Some(0))),
+            "in_port(1),eth_type(0x0800), packets:10, bytes:1000, used:0.000s, offloaded:no (mtu: 1500 + 50 > 1500), actions:2"
+        );
+        let bare = Placement {
+            offloaded: false,
+            dp: "sw".into(),
+            ..Default::default()
+        };
+        assert!(flow(&row(bare, None)).contains(", offloaded:no, actions:2"));
+        assert_eq!(flows(&[]), "");
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(
+            &["A", "LONG"],
+            &[vec!["xxx".into(), "y".into()], vec!["z".into(), "".into()]],
+        );
+        assert_eq!(t, "A    LONG\nxxx  y\nz\n");
+        let p = ports(&[
+            PortRow {
+                name: "rep0".into(),
+                ifindex: Some(12),
+                id: 1,
+                role: "representor".into(),
+                mtu: Some(1500),
+                switch_id: Some("00aabbccddee".into()),
+                vf: Some(0),
+            },
+            PortRow {
+                name: "vxlan_sys_4789".into(),
+                ifindex: None,
+                id: 100,
+                role: "tunnel".into(),
+                mtu: None,
+                switch_id: None,
+                vf: None,
+            },
+        ]);
+        assert_eq!(
+            p,
+            "ID   NAME            IFINDEX  ROLE         MTU   SWITCH_ID     VF\n\
+             1    rep0            12       representor  1500  00aabbccddee  0\n\
+             100  vxlan_sys_4789  -        tunnel       -     -             -\n"
+        );
+    }
+
+    #[test]
+    fn tunnels_table() {
+        let t = tunnels(&[TunnelRow {
+            endpoint: "198.51.100.2".into(),
+            uplink: Some("up0".into()),
+            source_ip: Some("192.0.2.1".into()),
+            next_hop: Some("192.0.2.254".into()),
+            mac: Some("02:00:00:00:00:fe".into()),
+            path_mtu: Some(1500),
+            flows: 4,
+            offloaded: 3,
+            software: 1,
+        }]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("ENDPOINT      UPLINK  SOURCE     NEXT_HOP"));
+        assert!(lines[1].starts_with("198.51.100.2  up0     192.0.2.1  192.0.2.254"));
+        assert!(lines[1].ends_with("1500  4      3          1"));
+    }
+
+    #[test]
+    fn stats_and_trace() {
+        let s = StatsBody {
+            upcalls: 12,
+            offload_failed_by_reason: BTreeMap::from([("mtu".into(), 2), ("neighbour".into(), 1)]),
+            ..Default::default()
+        };
+        let out = stats(&s);
+        assert!(out.contains("\nupcalls           12\n"), "{out}");
+        assert!(
+            out.contains("\noffload_failed    3\n  mtu             2\n  neighbour       1\n"),
+            "{out}"
+        );
+        assert!(out.contains("\nmigrations        0\nfib_events"), "{out}");
+        let t = trace(&TraceBody {
+            lines: vec![
+                "rule 3: priority 100 in_port(1)".into(),
+                "  -> NORMAL".into(),
+            ],
+            actions: "2".into(),
+            megaflow: "in_port(1),eth(dst=02:00:00:00:00:02)".into(),
+        });
+        assert_eq!(
+            t,
+            "rule 3: priority 100 in_port(1)\n  -> NORMAL\n\nMegaflow: in_port(1),eth(dst=02:00:00:00:00:02)\nDatapath actions: 2\n"
+        );
+    }
+
+    #[test]
+    fn rules_and_done() {
+        let r = rules(&[RuleRow {
+            id: 1,
+            priority: 100,
+            r#match: "in_port(1)".into(),
+            actions: "normal".into(),
+            origin: "config".into(),
+        }]);
+        assert_eq!(
+            r,
+            "ID  PRIORITY  ORIGIN  MATCH       ACTIONS\n1   100       config  in_port(1)  normal\n"
+        );
+        assert_eq!(
+            done(&DoneBody::message("deleted 3 flows")),
+            "deleted 3 flows\n"
+        );
+        assert_eq!(body(&ResponseBody::Done(DoneBody::default())), "");
+    }
+}

@@ -1,0 +1,15 @@
+//! The control socket: flowctl's protocol ([`proto`]), the daemon's server ([`server`]),
+//! the blocking client ([`client`]) and flowctl's human output ([`format`]).
+//!
+//! Newline-delimited JSON over a Unix socket (mode 0600 in a 0700 directory, so only
+//! root talks to the daemon). The daemon implements [`ControlHandler`]; the server calls
+//! it on tokio's blocking pool, one request at a time per connection.
+
+pub mod client;
+pub mod format;
+pub mod proto;
+pub mod server;
+
+pub use client::{ClientError, request};
+pub use proto::{FlowFilter, Request, Response, ResponseBody};
+pub use server::{ControlHandler, ControlServer, ServeError, ServerOptions, serve};

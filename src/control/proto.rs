@@ -1,0 +1,472 @@
+//! The control protocol: one JSON object per line each way over a Unix socket.
+//!
+//! A request names its command in `"command"`:
+//! `{"command":"dump_flows","filter":"offloaded"}`, `{"command":"show"}`,
+//! `{"command":"rules_add","priority":100,"match":"in_port(1)","actions":"normal"}`.
+//! The answer is `{"ok":{"type":"flows","data":[...]}}` or `{"err":{"message":"..."}}`.
+//! Unknown fields are ignored and fields added later carry `#[serde(default)]`, so older
+//! clients and daemons keep understanding each other.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The largest request line the server accepts, in bytes (newline included).
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// Which flows `dump-flows` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowFilter {
+    /// Every flow.
+    #[default]
+    All,
+    /// Flows with a filter installed (tc or simulated eswitch).
+    Offloaded,
+    /// Flows in flowd's software datapath only.
+    Software,
+}
+
+impl FlowFilter {
+    /// Whether a flow placed as `p` passes the filter.
+    pub fn accepts(self, p: &Placement) -> bool {
+        match self {
+            FlowFilter::All => true,
+            FlowFilter::Offloaded => p.offloaded,
+            FlowFilter::Software => !p.offloaded,
+        }
+    }
+}
+
+/// What flowctl asks the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Request {
+    /// List flows.
+    DumpFlows {
+        /// Which ones.
+        #[serde(default)]
+        filter: FlowFilter,
+    },
+    /// List ports.
+    Show,
+    /// List remote tunnel endpoints and how they resolve.
+    Tunnels,
+    /// Explain what the slow path does with a flow (datapath flow syntax).
+    Trace {
+        /// The flow, e.g. `in_port(1),eth(src=..,dst=..),eth_type(0x0800)`.
+        flow: String,
+    },
+    /// Delete every flow (software and offloaded); they come back on the next packet.
+    DelFlows,
+    /// Counters.
+    Stats,
+    /// Add a rule at run time.
+    RulesAdd {
+        /// Higher wins.
+        priority: u16,
+        /// Datapath flow syntax.
+        r#match: String,
+        /// Datapath actions, `normal` or `drop`.
+        actions: String,
+    },
+    /// Delete the rule with this priority and match.
+    RulesDel {
+        /// Its priority.
+        priority: u16,
+        /// Its match, in datapath flow syntax.
+        r#match: String,
+    },
+    /// List rules.
+    RulesList,
+    /// Re-read the configuration file and apply what changed.
+    Reload,
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    /// Success, with a body.
+    Ok(ResponseBody),
+    /// Failure, with a message for the operator.
+    Err {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl Response {
+    /// An error response.
+    pub fn err(message: impl Into<String>) -> Self {
+        Response::Err {
+            message: message.into(),
+        }
+    }
+}
+
+/// A successful answer's content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ResponseBody {
+    /// `dump-flows`.
+    Flows(Vec<FlowRow>),
+    /// `show`.
+    Ports(Vec<PortRow>),
+    /// `tunnels`.
+    Tunnels(Vec<TunnelRow>),
+    /// `trace`.
+    Trace(TraceBody),
+    /// `stats`.
+    Stats(StatsBody),
+    /// `rules list`.
+    Rules(Vec<RuleRow>),
+    /// A command that changes something (`del-flows`, `rules add|del`, `reload`).
+    Done(DoneBody),
+}
+
+impl ResponseBody {
+    /// The body's content as JSON, without the type tag (what `--json` prints).
+    pub fn to_json(&self) -> serde_json::Value {
+        let tagged = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        match tagged {
+            serde_json::Value::Object(mut m) => m.remove("data").unwrap_or(serde_json::Value::Null),
+            other => other,
+        }
+    }
+}
+
+/// Where a flow lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Placement {
+    /// Whether a filter carries it.
+    pub offloaded: bool,
+    /// `tc`, `sim` or `sw`.
+    pub dp: String,
+    /// For tc filters: whether the hardware holds it (`in_hw`) or only the kernel's
+    /// software tc path (`not_in_hw`); `None` when unknown or not applicable.
+    #[serde(default)]
+    pub in_hw: Option<bool>,
+    /// Why the flow is in software.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The device the filter sits on.
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+/// One flow in `dump-flows`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowRow {
+    /// The flow's id.
+    pub id: u64,
+    /// The masked key in datapath syntax.
+    pub flow: String,
+    /// Packets (software and offloaded together).
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Milliseconds since the last packet; `None` if never used.
+    pub used_ms_ago: Option<u64>,
+    /// Where the flow lives.
+    pub placement: Placement,
+    /// Its actions in datapath syntax.
+    pub actions: String,
+}
+
+/// One port in `show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRow {
+    /// Netdev name.
+    pub name: String,
+    /// Interface index, if the netdev exists.
+    pub ifindex: Option<u32>,
+    /// Datapath port number.
+    pub id: u32,
+    /// `representor`, `uplink` or `tunnel`.
+    pub role: String,
+    /// MTU, if known.
+    pub mtu: Option<u32>,
+    /// Switch id (hex), if any.
+    pub switch_id: Option<String>,
+    /// VF number for representors.
+    pub vf: Option<u32>,
+}
+
+/// One remote tunnel endpoint in `tunnels`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelRow {
+    /// The remote VTEP address.
+    pub endpoint: String,
+    /// The egress uplink, if resolved.
+    pub uplink: Option<String>,
+    /// The outer source address.
+    pub source_ip: Option<String>,
+    /// The next hop (gateway, or the endpoint when on-link).
+    pub next_hop: Option<String>,
+    /// The next hop's MAC, if resolved.
+    pub mac: Option<String>,
+    /// The path MTU (the uplink's MTU).
+    pub path_mtu: Option<u32>,
+    /// Flows toward this endpoint.
+    pub flows: u64,
+    /// Of which offloaded.
+    pub offloaded: u64,
+    /// Of which in software.
+    pub software: u64,
+}
+
+/// `trace`'s answer: the slow path's reasoning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceBody {
+    /// The steps, one per line, already indented.
+    pub lines: Vec<String>,
+    /// The resulting datapath actions.
+    pub actions: String,
+    /// The megaflow that would be installed.
+    pub megaflow: String,
+}
+
+/// `stats`: named counters. Unknown counters go in `other`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct StatsBody {
+    /// Misses sent to the slow path.
+    pub upcalls: u64,
+    /// Misses dropped because the upcall queue was full.
+    pub upcall_drops: u64,
+    /// Flows in the cache now.
+    pub flows: u64,
+    /// Of which offloaded.
+    pub flows_offloaded: u64,
+    /// Flows installed since start.
+    pub flow_setups: u64,
+    /// Successful offloads since start.
+    pub offload_ok: u64,
+    /// Refused or failed offloads by reason (`mtu`, `neighbour`, `switch_id`, ...).
+    pub offload_failed_by_reason: BTreeMap<String, u64>,
+    /// Migrations by kind (`moved`, `to_software`, `to_hardware`, ...).
+    pub migrations_by_kind: BTreeMap<String, u64>,
+    /// Route, neighbour and link events seen.
+    pub fib_events: u64,
+    /// Full re-dumps after a netlink overrun.
+    pub resyncs: u64,
+    /// Revalidator passes.
+    pub revalidator_runs: u64,
+    /// Other counters.
+    pub other: BTreeMap<String, u64>,
+}
+
+/// One rule in `rules list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRow {
+    /// The rule's id.
+    pub id: u64,
+    /// Higher wins.
+    pub priority: u16,
+    /// Datapath flow syntax.
+    pub r#match: String,
+    /// Actions (datapath syntax, `normal` or `drop`).
+    pub actions: String,
+    /// `config` (from the file) or `runtime` (`flowctl rules add`).
+    #[serde(default)]
+    pub origin: String,
+}
+
+/// The answer to a command that changes something.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DoneBody {
+    /// What was done, for a human.
+    pub message: String,
+    /// How many things were affected (flows deleted, rules added...), when it applies.
+    #[serde(default)]
+    pub count: Option<u64>,
+}
+
+impl DoneBody {
+    /// A body with a message.
+    pub fn message(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            count: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt_req(r: Request) {
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(!s.contains('\n'));
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r, "{s}");
+    }
+
+    fn rt_resp(r: Response) {
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(!s.contains('\n'));
+        assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), r, "{s}");
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        for r in [
+            Request::DumpFlows {
+                filter: FlowFilter::All,
+            },
+            Request::DumpFlows {
+                filter: FlowFilter::Offloaded,
+            },
+            Request::DumpFlows {
+                filter: FlowFilter::Software,
+            },
+            Request::Show,
+            Request::Tunnels,
+            Request::Trace {
+                flow: "in_port(1),eth_type(0x0800)".into(),
+            },
+            Request::DelFlows,
+            Request::Stats,
+            Request::RulesAdd {
+                priority: 5,
+                r#match: "in_port(1)".into(),
+                actions: "normal".into(),
+            },
+            Request::RulesDel {
+                priority: 5,
+                r#match: "in_port(1)".into(),
+            },
+            Request::RulesList,
+            Request::Reload,
+        ] {
+            rt_req(r);
+        }
+    }
+
+    #[test]
+    fn request_wire_form() {
+        let s = serde_json::to_string(&Request::RulesDel {
+            priority: 7,
+            r#match: "in_port(2)".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            s,
+            r#"{"command":"rules_del","priority":7,"match":"in_port(2)"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"command":"dump_flows"}"#).unwrap(),
+            Request::DumpFlows {
+                filter: FlowFilter::All
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Show).unwrap(),
+            r#"{"command":"show"}"#
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"command":"explode"}"#).is_err());
+        // Fields a newer client adds are ignored by an older daemon.
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"command":"show","x":1}"#).unwrap(),
+            Request::Show
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"command":"trace"}"#).is_err());
+        assert!(
+            serde_json::from_str::<Request>(
+                r#"{"command":"rules_add","priority":-1,"match":"","actions":""}"#
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let flow = FlowRow {
+            id: 1,
+            flow: "in_port(1),eth_type(0x0800)".into(),
+            packets: 10,
+            bytes: 1000,
+            used_ms_ago: Some(512),
+            placement: Placement {
+                offloaded: true,
+                dp: "tc".into(),
+                in_hw: Some(true),
+                reason: None,
+                device: Some("rep0".into()),
+            },
+            actions: "2".into(),
+        };
+        let mut stats = StatsBody {
+            upcalls: 3,
+            ..Default::default()
+        };
+        stats.offload_failed_by_reason.insert("mtu".into(), 2);
+        for r in [
+            Response::Ok(ResponseBody::Flows(vec![flow])),
+            Response::Ok(ResponseBody::Flows(vec![])),
+            Response::Ok(ResponseBody::Ports(vec![PortRow {
+                name: "rep0".into(),
+                ifindex: Some(7),
+                id: 1,
+                role: "representor".into(),
+                mtu: Some(1500),
+                switch_id: Some("00aabb".into()),
+                vf: Some(0),
+            }])),
+            Response::Ok(ResponseBody::Tunnels(vec![TunnelRow {
+                endpoint: "198.51.100.2".into(),
+                uplink: None,
+                source_ip: None,
+                next_hop: None,
+                mac: None,
+                path_mtu: None,
+                flows: 0,
+                offloaded: 0,
+                software: 0,
+            }])),
+            Response::Ok(ResponseBody::Trace(TraceBody {
+                lines: vec!["rule 1".into()],
+                actions: "drop".into(),
+                megaflow: "in_port(1)".into(),
+            })),
+            Response::Ok(ResponseBody::Stats(stats)),
+            Response::Ok(ResponseBody::Rules(vec![RuleRow {
+                id: 1,
+                priority: 1,
+                r#match: "<all>".into(),
+                actions: "normal".into(),
+                origin: "config".into(),
+            }])),
+            Response::Ok(ResponseBody::Done(DoneBody {
+                message: "deleted 3 flows".into(),
+                count: Some(3),
+            })),
+            Response::err("no such rule"),
+        ] {
+            rt_resp(r);
+        }
+    }
+
+    #[test]
+    fn response_wire_form_and_json_body() {
+        let r = Response::err("boom");
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"err":{"message":"boom"}}"#
+        );
+        let body = ResponseBody::Done(DoneBody::message("ok"));
+        assert_eq!(
+            serde_json::to_string(&Response::Ok(body.clone())).unwrap(),
+            r#"{"ok":{"type":"done","data":{"message":"ok","count":null}}}"#
+        );
+        assert_eq!(
+            body.to_json(),
+            serde_json::json!({"message": "ok", "count": null})
+        );
+        // Stats from a newer daemon with counters this client does not know still parse.
+        let s: StatsBody = serde_json::from_str(r#"{"upcalls":1}"#).unwrap();
+        assert_eq!(s.upcalls, 1);
+    }
+}
