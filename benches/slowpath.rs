@@ -75,7 +75,7 @@ fn slow_path() -> (SlowPath, RuleId) {
         vxlan: Some(VxlanSegment::new(
             16,
             TUNNEL,
-            ip("10.0.0.1"),
+            Some(ip("10.0.0.1")),
             vec![ip("10.0.0.2"), ip("10.0.0.3")],
         )),
     };

@@ -108,11 +108,11 @@ fn slowpath(local: IpAddr, remote: IpAddr) -> SlowPath {
             Attachment::untagged(PortId(1)),
             Attachment::untagged(PortId(2)),
         ],
-        vxlan: Some(VxlanSegment::new(16, TUNNEL, local, vec![remote])),
+        vxlan: Some(VxlanSegment::new(16, TUNNEL, Some(local), vec![remote])),
     };
     let vni17 = Network {
         members: vec![Attachment::untagged(PortId(3))],
-        vxlan: Some(VxlanSegment::new(17, TUNNEL, local, vec![])),
+        vxlan: Some(VxlanSegment::new(17, TUNNEL, Some(local), vec![])),
     };
     sp.add_network(NetworkId(16), vni16).expect("VNI 16");
     sp.add_network(NetworkId(17), vni17).expect("VNI 17");

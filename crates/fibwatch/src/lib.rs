@@ -1,1 +1,100 @@
-//! flowd FIB watcher (see docs/architecture.md).
+//! flowd's FIB watcher: keeps, for every tunneled flow, which uplink, source IP and
+//! next-hop MAC its remote tunnel endpoint resolves to, and moves exactly the affected
+//! flows when the kernel's routes, rules, neighbours or links change.
+//!
+//! # Design
+//! ```text
+//! rtnetlink events ─┐                        ┌─> Decision channel (bounded) -> offload
+//!   (netlink)       ├─> Mirror ──Dirty──> TunnelIndex
+//! dumps (resync) ───┘   (links, addresses,     (endpoint -> flows + resolution)
+//!                        routes, rules, neighs)
+//! ```
+//! - [`netlink`] is the only module that sees netlink types. It subscribes to the link,
+//!   neighbour, IPv4/IPv6 address, route and rule groups, dumps, probes neighbours, and
+//!   turns messages into flowd's own [`Change`]s (`ipnet`, [`IfIndex`], own structs).
+//! - [`Mirror`] holds the state, each entry tagged with the generation it was last seen
+//!   in. Applying a change records what it may affect in a [`Dirty`] set: the route
+//!   prefix, the (interface, neighbour) pair, the link (state, MTU, MAC, addresses), or
+//!   everything for a policy rule change.
+//! - [`fib`] resolves an endpoint from the mirror like the kernel's output lookup: rules
+//!   (from, to, fwmark/mask, iif, oif, goto, suppress_prefixlength, terminal actions),
+//!   longest prefix match per table, throw/unreachable semantics, ECMP next hops, source
+//!   address selection, neighbour state, path MTU (route `mtu`, else link MTU). Tests
+//!   check it against `ip route get`.
+//! - [`TunnelIndex`] maps endpoint IP -> flows (encap flows by outer destination, decap
+//!   flows by outer source) and the endpoint's resolution. Endpoints are kept sorted
+//!   (`BTreeMap<IpAddr, _>`), so the endpoints inside a changed prefix are a range scan;
+//!   reverse maps from next hop and from link serve neighbour and link changes. Only
+//!   those endpoints are re-resolved: the cost follows the affected endpoints and their
+//!   flows, never the total number of flows (see `benches/fibwatch.rs`).
+//! - Decisions are plain messages ([`Decision`]): `Offload` (first placement), `Move`,
+//!   `ToSoftware { reason }`, `BackToOffload`. A flow whose placement did not change gets
+//!   no message at all ([`DecisionKind::Unchanged`] exists for consumers that want to
+//!   represent it, and is never sent). A software flow whose reason changes gets a
+//!   `ToSoftware { from: None }` (no rule operation, the recorded reason changes). An
+//!   offloaded flow whose only change is its path MTU (still large enough) or gateway IP
+//!   with the same MAC and uplink gets nothing: the rule would not change. Decap flows
+//!   only care about the uplink and local address (no MTU or next-hop MAC check).
+//! - Software reasons, checked in this order: no route; uplink down; uplink on a
+//!   different switch id than the flow's representor (uplink ids come from a
+//!   [`SwitchIds`] implementation: the kernel's `phys_switch_id`, or a static map);
+//!   representor MTU + encap overhead (50 IPv4, 70 IPv6) > path MTU; next hop unresolved.
+//!   While a next hop is unresolved the watcher asks the kernel to resolve it
+//!   (RTM_NEWNEIGH with NTF_USE), at most once per `probe_interval` per next hop.
+//!
+//! # ECMP
+//! A flow keeps one next hop: FNV-1a over (remote endpoint, fixed local address if any,
+//! VNI), modulo the total weight of the route's live next hops in kernel order, picks it
+//! ([`ecmp_pick`]). The hash does not depend on the route or on the kernel's random
+//! multipath seed, so a flow stays on its next hop across restarts and across changes
+//! that keep the next-hop set. `ip route get` agrees on the route and the set of next
+//! hops, not necessarily on which one (the kernel hashes its own fields with a
+//! per-boot seed).
+//!
+//! # Coalescing
+//! The first change after a quiet period opens a window ([`Config::coalesce`]). Every
+//! change is applied to the mirror immediately and its dirty entries accumulate; when
+//! the window closes, affected endpoints are re-resolved once and each flow's new
+//! placement is compared with the last one announced. Nothing is lost (the mirror saw
+//! every change; the dirty set is a union), and a route that flaps back within the
+//! window produces no decision.
+//!
+//! # Resync
+//! The watcher subscribes before it dumps. Events queued during the dump are applied
+//! after it; each event carries its object's full state at that time, so the last one
+//! per object wins and the mirror converges. On ENOBUFS (events lost) it discards what
+//! is queued, bumps the generation, re-dumps everything, upserts, and sweeps entries of
+//! older generations: the mirror then equals a fresh dump, and only actual differences
+//! mark entries dirty. The kernel removes IPv4 routes silently when a link goes down or
+//! an address goes away, and flags next hops dead without notice: such link/address
+//! changes trigger a route-only re-dump before decisions are made.
+//!
+//! # Limits
+//! Routes are identified by (table, prefix, tos, metric); IPv4 alternative routes with
+//! equal metric (`ip route append`) and IPv6 `append` notifications collapse to the last
+//! one seen. Rules with selectors fibwatch cannot evaluate for a tunnel packet (tun_id,
+//! l3mdev, suppress_ifgroup) never match. IPv6 source selection is a simplified RFC 6724.
+
+pub mod error;
+pub mod fib;
+pub mod index;
+pub mod mirror;
+pub mod model;
+pub mod netlink;
+pub mod sys;
+pub mod watcher;
+
+pub use datapath::{FlowId, IfIndex};
+pub use error::{Error, Result};
+pub use fib::{Hop, LookupKey, NoRoute, Paths};
+pub use index::{
+    ApplyStats, Decision, DecisionKind, FlowInfo, KernelSwitchIds, Placement, Resolution, Role,
+    SoftwareReason, StaticSwitchIds, SwitchIds, TunnelIndex, ecmp_pick, tunnel_hash,
+};
+pub use mirror::{Dirty, Kinds, Mirror};
+pub use model::{
+    Address, Change, Family, Link, Mac, Neighbour, NextHop, NudState, Route, RouteKey, RouteKind,
+    Rule, RuleAction, SwitchId,
+};
+pub use sys::{enter_netns, in_netns};
+pub use watcher::{Config, Watcher, WatcherStats, dump_mirror};

@@ -62,8 +62,10 @@ pub struct VxlanSegment {
     pub vni: u32,
     /// The datapath tunnel port that encapsulates and decapsulates.
     pub port: PortId,
-    /// The local VTEP IP (outer source).
-    pub local_ip: IpAddr,
+    /// The local VTEP IP (outer source). `None`: the source follows the route to each
+    /// remote VTEP (the tunnel resolver's preferred source), as when every uplink has
+    /// its own VTEP address.
+    pub local_ip: Option<IpAddr>,
     /// Remote VTEPs, each sent a copy of flooded frames (head-end replication).
     pub remotes: Vec<IpAddr>,
     /// Outer UDP destination port (4789).
@@ -72,7 +74,7 @@ pub struct VxlanSegment {
 
 impl VxlanSegment {
     /// A segment with the standard UDP port.
-    pub fn new(vni: u32, port: PortId, local_ip: IpAddr, remotes: Vec<IpAddr>) -> Self {
+    pub fn new(vni: u32, port: PortId, local_ip: Option<IpAddr>, remotes: Vec<IpAddr>) -> Self {
         Self {
             vni,
             port,
@@ -258,7 +260,7 @@ mod tests {
     use super::*;
 
     fn seg(vni: u32) -> VxlanSegment {
-        VxlanSegment::new(vni, PortId(100), "10.0.0.1".parse().unwrap(), vec![])
+        VxlanSegment::new(vni, PortId(100), Some("10.0.0.1".parse().unwrap()), vec![])
     }
 
     #[test]

@@ -208,7 +208,7 @@ impl<T: Tracer> Ctx<'_, T> {
     fn encap(&mut self, seg: &VxlanSegment, vtep: IpAddr) {
         self.set_vlan(None);
         let attrs = TunnelAttrs {
-            src: Some(seg.local_ip),
+            src: seg.local_ip,
             tp_dst: seg.udp_port,
             ..TunnelAttrs::vxlan(seg.vni, vtep)
         };

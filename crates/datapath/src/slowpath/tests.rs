@@ -32,7 +32,7 @@ pub(crate) fn lab() -> SlowPath {
         Some(VxlanSegment::new(
             vni,
             TUN,
-            ip("10.0.0.1"),
+            Some(ip("10.0.0.1")),
             remotes.iter().map(|r| ip(r)).collect(),
         ))
     };

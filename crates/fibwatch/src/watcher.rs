@@ -1,0 +1,480 @@
+//! The watcher thread: owns the sockets, the mirror and the tunnel index.
+//!
+//! Loop: poll the event socket and a wake-up eventfd; handle control messages (register,
+//! unregister, snapshot, resync); read up to a bounded number of datagrams and apply them
+//! to the mirror, accumulating a [`Dirty`] set; once the coalescing window that the first
+//! pending change opened has passed, re-dump routes if a link or address change made the
+//! kernel change routes silently, let the index compute decisions, send them on the
+//! bounded decision channel (blocking when it is full: backpressure, and a socket overrun
+//! is recovered by a resync), and probe next hops that flows wait for.
+
+use crate::error::{Error, Result};
+use crate::index::{ApplyStats, Decision, FlowInfo, SwitchIds, TunnelIndex};
+use crate::mirror::{Dirty, Kinds, Mirror};
+use crate::model::{Change, NudState};
+use crate::netlink::{EventSocket, Received, Requester};
+use crate::sys::{EventFd, enter_netns, poll_readable};
+use datapath::{FlowId, IfIndex};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Watcher settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Changes are coalesced for this long after the first one before decisions are made.
+    pub coalesce: Duration,
+    /// Network namespace file to watch (None: the namespace of the caller of `spawn`).
+    pub netns: Option<PathBuf>,
+    /// Capacity of the decision channel.
+    pub decision_capacity: usize,
+    /// Capacity of the control channel.
+    pub control_capacity: usize,
+    /// Event socket receive buffer (forced past rmem_max when privileged).
+    pub rcvbuf: usize,
+    /// Minimum interval between two probes of the same unresolved next hop.
+    pub probe_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            coalesce: Duration::from_millis(20),
+            netns: None,
+            decision_capacity: 1 << 16,
+            control_capacity: 1024,
+            rcvbuf: 8 << 20,
+            probe_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatcherStats {
+    /// Changes read from the event socket.
+    pub changes: u64,
+    /// Event socket overruns (each followed by a full resync).
+    pub overruns: u64,
+    /// Full resyncs (initial dump included).
+    pub full_resyncs: u64,
+    /// Route-only resyncs (after link/address changes).
+    pub route_resyncs: u64,
+    /// Decisions sent.
+    pub decisions: u64,
+    /// Neighbour probes sent.
+    pub probes: u64,
+    /// Loop errors (each recovered by a full resync).
+    pub errors: u64,
+    /// Undecodable netlink messages skipped.
+    pub undecodable: u64,
+    /// Counters of the last index update.
+    pub last_apply: ApplyStats,
+}
+
+enum Control {
+    Register(Box<FlowInfo>),
+    Unregister(FlowId),
+    Mirror(SyncSender<Mirror>),
+    Stats(SyncSender<WatcherStats>),
+    Resync,
+    Stop,
+}
+
+/// A running watcher. Dropping it stops the thread.
+pub struct Watcher {
+    ctl: SyncSender<Control>,
+    wake: Arc<EventFd>,
+    decisions: Receiver<Decision>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher").finish_non_exhaustive()
+    }
+}
+
+impl Watcher {
+    /// Starts the watcher thread: it enters `config.netns` if set, subscribes, dumps, and
+    /// returns once the mirror holds the initial dump.
+    pub fn spawn(config: Config, switch_ids: Box<dyn SwitchIds>) -> Result<Self> {
+        let (ctl, ctl_rx) = sync_channel(config.control_capacity);
+        let (out_tx, decisions) = sync_channel(config.decision_capacity);
+        let (ready_tx, ready_rx) = sync_channel(1);
+        let wake = Arc::new(EventFd::new()?);
+        let thread_wake = Arc::clone(&wake);
+        let thread = std::thread::Builder::new()
+            .name("fibwatch".into())
+            .spawn(move || {
+                let res = Loop::start(config, switch_ids, thread_wake, out_tx, ctl_rx);
+                match res {
+                    Ok(mut l) => {
+                        let _ = ready_tx.send(Ok(()));
+                        l.run()
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        Ok(())
+                    }
+                }
+            })
+            .map_err(|source| Error::Socket {
+                op: "spawn thread",
+                source,
+            })?;
+        ready_rx.recv().map_err(|_| Error::Stopped)??;
+        Ok(Watcher {
+            ctl,
+            wake,
+            decisions,
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, c: Control) -> Result<()> {
+        self.ctl.send(c).map_err(|_| Error::Stopped)?;
+        self.wake.wake();
+        Ok(())
+    }
+
+    /// Registers a tunneled flow; its first placement arrives on [`decisions`](Self::decisions).
+    pub fn register(&self, info: FlowInfo) -> Result<()> {
+        self.send(Control::Register(Box::new(info)))
+    }
+
+    /// Forgets a flow.
+    pub fn unregister(&self, flow: FlowId) -> Result<()> {
+        self.send(Control::Unregister(flow))
+    }
+
+    /// The decision stream.
+    pub fn decisions(&self) -> &Receiver<Decision> {
+        &self.decisions
+    }
+
+    /// A copy of the current mirror.
+    pub fn mirror(&self) -> Result<Mirror> {
+        let (tx, rx) = sync_channel(1);
+        self.send(Control::Mirror(tx))?;
+        rx.recv().map_err(|_| Error::Stopped)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Result<WatcherStats> {
+        let (tx, rx) = sync_channel(1);
+        self.send(Control::Stats(tx))?;
+        rx.recv().map_err(|_| Error::Stopped)
+    }
+
+    /// Forces a full resync.
+    pub fn resync(&self) -> Result<()> {
+        self.send(Control::Resync)
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.ctl.try_send(Control::Stop);
+        self.wake.wake();
+        if let Some(t) = self.thread.take() {
+            // Unblock a thread waiting on a full decision channel.
+            while !t.is_finished() {
+                while self.decisions.try_recv().is_ok() {}
+                std::thread::sleep(Duration::from_millis(1));
+                let _ = self.ctl.try_send(Control::Stop);
+                self.wake.wake();
+            }
+            match t.join() {
+                Ok(Err(e)) => tracing::warn!(error = %e, "fibwatch thread ended with an error"),
+                Err(_) => tracing::error!("fibwatch thread panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+}
+
+/// Longest wait for a quiet socket before the re-dump that follows an overrun.
+const MAX_RESYNC_DELAY: Duration = Duration::from_millis(500);
+
+/// Datagrams read per loop turn before control messages are looked at again.
+const READ_BUDGET: usize = 512;
+
+struct Loop {
+    cfg: Config,
+    events: EventSocket,
+    req: Requester,
+    wake: Arc<EventFd>,
+    out: SyncSender<Decision>,
+    ctl: Receiver<Control>,
+    mirror: Mirror,
+    index: TunnelIndex,
+    dirty: Dirty,
+    deadline: Option<Instant>,
+    route_resync: bool,
+    /// Set by an overrun: (first overrun, last event seen) while waiting for a quiet
+    /// moment to re-dump.
+    overrun: Option<(Instant, Instant)>,
+    probed: HashMap<(IfIndex, IpAddr), Instant>,
+    next_probe: Instant,
+    stats: WatcherStats,
+    scratch: Vec<Change>,
+}
+
+impl Loop {
+    fn start(
+        cfg: Config,
+        switch_ids: Box<dyn SwitchIds>,
+        wake: Arc<EventFd>,
+        out: SyncSender<Decision>,
+        ctl: Receiver<Control>,
+    ) -> Result<Self> {
+        if let Some(ns) = &cfg.netns {
+            enter_netns(ns)?;
+        }
+        // Subscribe first, then dump: nothing that happens in between is missed.
+        let events = EventSocket::open(cfg.rcvbuf)?;
+        let req = Requester::open()?;
+        let mut l = Loop {
+            cfg,
+            events,
+            req,
+            wake,
+            out,
+            ctl,
+            mirror: Mirror::new(),
+            index: TunnelIndex::new(switch_ids),
+            dirty: Dirty::default(),
+            deadline: None,
+            route_resync: false,
+            overrun: None,
+            probed: HashMap::new(),
+            next_probe: Instant::now(),
+            stats: WatcherStats::default(),
+            scratch: Vec::new(),
+        };
+        l.resync(Kinds::ALL)?;
+        l.dirty = Dirty::default();
+        Ok(l)
+    }
+
+    fn run(&mut self) -> Result<()> {
+        loop {
+            match self.turn() {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => {
+                    // Never die on a netlink error: count it and recover by a full resync
+                    // once things are quiet (as after an overrun).
+                    self.stats.errors += 1;
+                    tracing::warn!(error = %e, "fibwatch loop error; will resynchronise");
+                    let now = Instant::now();
+                    self.overrun = Some((self.overrun.map_or(now, |(f, _)| f), now));
+                    std::thread::sleep(self.cfg.coalesce.min(MAX_RESYNC_DELAY));
+                }
+            }
+        }
+    }
+
+    /// One turn of the loop; false to stop.
+    fn turn(&mut self) -> Result<bool> {
+        let now = Instant::now();
+        let timeout = match self.deadline {
+            Some(d) => d.saturating_duration_since(now),
+            None => self.cfg.probe_interval.min(Duration::from_millis(500)),
+        };
+        poll_readable(&[self.events.fd(), self.wake.fd()], timeout);
+        self.wake.drain();
+        while let Ok(c) = self.ctl.try_recv() {
+            if !self.control(c)? {
+                return Ok(false);
+            }
+        }
+        self.read_events()?;
+        self.resync_after_overrun()?;
+        if self.overrun.is_none() && (!self.dirty.is_empty() || self.route_resync) {
+            let d = *self
+                .deadline
+                .get_or_insert_with(|| Instant::now() + self.cfg.coalesce);
+            if Instant::now() >= d {
+                self.flush()?;
+            }
+        }
+        if Instant::now() >= self.next_probe {
+            self.probe_waiting();
+        }
+        Ok(true)
+    }
+
+    /// Handles one control message; false to stop.
+    fn control(&mut self, c: Control) -> Result<bool> {
+        match c {
+            Control::Register(info) => {
+                let d = self.index.register(&self.mirror, *info);
+                self.emit(vec![d]);
+            }
+            Control::Unregister(id) => {
+                self.index.unregister(id);
+            }
+            Control::Mirror(tx) => {
+                let _ = tx.send(self.mirror.clone());
+            }
+            Control::Stats(tx) => {
+                let mut s = self.stats;
+                s.undecodable = self.events.undecodable;
+                s.last_apply = self.index.last_stats();
+                let _ = tx.send(s);
+            }
+            Control::Resync => {
+                self.resync(Kinds::ALL)?;
+                self.flush()?;
+            }
+            Control::Stop => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn read_events(&mut self) -> Result<()> {
+        for _ in 0..READ_BUDGET {
+            self.scratch.clear();
+            match self.events.recv(&mut self.scratch)? {
+                Received::Changes(_) if self.overrun.is_some() => {
+                    // The dump that follows covers these.
+                    self.stats.changes += self.scratch.len() as u64;
+                    if let Some((_, last)) = &mut self.overrun {
+                        *last = Instant::now();
+                    }
+                }
+                Received::Changes(_) => {
+                    let changes = std::mem::take(&mut self.scratch);
+                    self.stats.changes += changes.len() as u64;
+                    for c in changes {
+                        let applied = self.mirror.apply(c, &mut self.dirty);
+                        self.route_resync |= applied.resync_routes;
+                    }
+                }
+                Received::WouldBlock => return Ok(()),
+                Received::Overrun => {
+                    self.stats.overruns += 1;
+                    tracing::warn!("netlink event socket overran; resynchronising");
+                    let now = Instant::now();
+                    let first = self.overrun.map_or(now, |(f, _)| f);
+                    self.overrun = Some((first, now));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After an overrun, queued and incoming events are dropped (they predate the dump
+    /// that follows) until the socket has been quiet for one coalescing window, or for at
+    /// most [`MAX_RESYNC_DELAY`] during a storm; then everything is re-dumped once.
+    fn resync_after_overrun(&mut self) -> Result<()> {
+        let Some((first, last)) = self.overrun else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if now.duration_since(last) < self.cfg.coalesce
+            && now.duration_since(first) < MAX_RESYNC_DELAY
+        {
+            self.deadline = Some(last + self.cfg.coalesce);
+            return Ok(());
+        }
+        self.resync(Kinds::ALL)?;
+        self.overrun = None;
+        self.flush()
+    }
+
+    /// Re-dumps `kinds` under a new generation and sweeps what the dump lacks.
+    fn resync(&mut self, kinds: Kinds) -> Result<()> {
+        self.mirror.bump_generation();
+        let changes = self.req.dump_kinds(kinds)?;
+        for c in changes {
+            // Dumped routes after a link change are authoritative: no further resync.
+            let _ = self.mirror.apply(c, &mut self.dirty);
+        }
+        self.mirror.sweep(kinds, &mut self.dirty);
+        if kinds == Kinds::ALL {
+            self.stats.full_resyncs += 1;
+            self.route_resync = false;
+        } else {
+            self.stats.route_resyncs += 1;
+        }
+        tracing::debug!(
+            generation = self.mirror.generation(),
+            routes = self.mirror.route_count(),
+            "resynced"
+        );
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.route_resync {
+            self.route_resync = false;
+            self.resync(Kinds::ROUTES)?;
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        self.deadline = None;
+        let decisions = self.index.apply(&self.mirror, &dirty);
+        self.emit(decisions);
+        self.probe_waiting();
+        Ok(())
+    }
+
+    fn emit(&mut self, decisions: Vec<Decision>) {
+        for d in decisions {
+            self.stats.decisions += 1;
+            tracing::debug!(flow = %d.flow, endpoint = %d.endpoint, kind = ?d.kind, "decision");
+            match self.out.try_send(d) {
+                Ok(()) => {}
+                Err(TrySendError::Full(d)) => {
+                    // Backpressure: wait for the consumer (events queue up meanwhile; an
+                    // overrun is recovered by a resync).
+                    let _ = self.out.send(d);
+                }
+                Err(TrySendError::Disconnected(_)) => {}
+            }
+        }
+    }
+
+    /// Asks the kernel to resolve next hops that flows are waiting for.
+    fn probe_waiting(&mut self) {
+        let now = Instant::now();
+        self.next_probe = now + self.cfg.probe_interval;
+        let waiting = self.index.unresolved_next_hops();
+        self.probed.retain(|k, _| waiting.contains(k));
+        for (ifindex, ip) in waiting {
+            let state = self.mirror.neighbour(ifindex, ip).map(|n| n.state);
+            if state.is_some_and(NudState::is_resolving) {
+                continue;
+            }
+            if self
+                .probed
+                .get(&(ifindex, ip))
+                .is_some_and(|t| now.duration_since(*t) < self.cfg.probe_interval)
+            {
+                continue;
+            }
+            self.probed.insert((ifindex, ip), now);
+            self.stats.probes += 1;
+            if let Err(e) = self.req.probe_neighbour(ifindex, ip) {
+                tracing::debug!(%ifindex, %ip, error = %e, "neighbour probe refused");
+            }
+        }
+    }
+}
+
+/// Dumps the current namespace's state into a fresh mirror (what a resync would build).
+pub fn dump_mirror() -> Result<Mirror> {
+    let mut req = Requester::open()?;
+    let mut m = Mirror::new();
+    let mut dirty = Dirty::default();
+    for c in req.dump_kinds(Kinds::ALL)? {
+        m.apply(c, &mut dirty);
+    }
+    Ok(m)
+}

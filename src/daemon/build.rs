@@ -1,0 +1,280 @@
+//! From a validated [`Config`] to the switch's parts: the slow path's networks, rules
+//! and static MACs, and the datapath's ports.
+//!
+//! Conventions (documented in docs/operations.md):
+//! - the rule table always ends in a priority-0 `normal` rule, so a config without rules
+//!   is an L2 learning switch;
+//! - a VLAN network attaches its representors untagged and every uplink tagged with the
+//!   network's VLAN id;
+//! - a VNI network without `local_vtep` lets the tunnel source follow the route to each
+//!   remote VTEP (one VTEP address per uplink).
+
+use crate::config::{
+    Config, MacLocation, NetworkConfig, PortRole as CfgRole, RuleActionsConfig, RuleConfig,
+    Segment,
+};
+use datapath::actions::Action;
+use datapath::dpif::PortRole;
+use datapath::port::{AfPacketPort, Port, PortError};
+use datapath::slowpath::{
+    Attachment, Location, MacConfig, Network, NetworkId, Rule, RuleAction, SlowPath,
+    SlowPathError, VxlanSegment,
+};
+use datapath::PortId;
+use std::net::IpAddr;
+
+/// Why the configuration could not be turned into a running switch.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A port's netdev could not be opened.
+    #[error("port `{name}`: {source}")]
+    Port {
+        /// The port.
+        name: String,
+        /// Why.
+        #[source]
+        source: PortError,
+    },
+    /// The slow path refused a network, rule or static MAC.
+    #[error("{what}: {source}")]
+    SlowPath {
+        /// Which item.
+        what: String,
+        /// Why.
+        #[source]
+        source: SlowPathError,
+    },
+    /// A rule's datapath actions cannot be a rule (e.g. `userspace`).
+    #[error("rule at priority {0}: action `{1}` is not allowed in a rule")]
+    RuleAction(u16, String),
+}
+
+/// The network id of the `index`-th configured network.
+pub fn network_id(cfg: &NetworkConfig) -> NetworkId {
+    match cfg.segment {
+        Segment::Vni(v) => NetworkId(v),
+        // VLAN networks live above the 24-bit VNI space.
+        Segment::Vlan(v) => NetworkId(0x0100_0000 | u32::from(v)),
+    }
+}
+
+/// The slow path a configuration describes.
+pub fn slowpath(cfg: &Config) -> Result<SlowPath, BuildError> {
+    let mut sp = SlowPath::with_normal(MacConfig::default());
+    for net in &cfg.networks {
+        let id = network_id(net);
+        sp.add_network(id, network(cfg, net))
+            .map_err(|source| BuildError::SlowPath {
+                what: format!("network `{}`", net.name),
+                source,
+            })?;
+        for m in &net.static_macs {
+            let loc = match &m.location {
+                MacLocation::Vtep(ip) => Location::Remote(*ip),
+                MacLocation::Port(p) => {
+                    let port = cfg.port(p).map_or(PortId(0), |p| p.id);
+                    Location::Local(Attachment::untagged(port))
+                }
+            };
+            sp.set_static_mac(id, m.mac, loc)
+                .map_err(|source| BuildError::SlowPath {
+                    what: format!("network `{}`: static MAC {}", net.name, m.mac),
+                    source,
+                })?;
+        }
+    }
+    for r in &cfg.rules {
+        sp.add_rule(rule(cfg, r)?)
+            .map_err(|source| BuildError::SlowPath {
+                what: format!("rule at priority {}", r.priority),
+                source,
+            })?;
+    }
+    Ok(sp)
+}
+
+/// The slow path's view of one network.
+pub fn network(cfg: &Config, net: &NetworkConfig) -> Network {
+    let members = net
+        .members
+        .iter()
+        .filter_map(|m| cfg.port(m))
+        .map(|p| Attachment::untagged(p.id));
+    match net.segment {
+        Segment::Vni(vni) => Network {
+            members: members.collect(),
+            vxlan: cfg.tunnel_port().map(|t| {
+                VxlanSegment::new(vni, t.id, net.local_vtep, net.remote_vteps.clone())
+            }),
+        },
+        Segment::Vlan(vid) => {
+            let uplinks = cfg
+                .ports
+                .iter()
+                .filter(|p| p.role == CfgRole::Uplink)
+                .map(|p| Attachment::tagged(p.id, vid));
+            Network {
+                members: members.chain(uplinks).collect(),
+                vxlan: None,
+            }
+        }
+    }
+}
+
+/// A configured rule as the slow path's rule.
+pub fn rule(cfg: &Config, r: &RuleConfig) -> Result<Rule, BuildError> {
+    let actions = match &r.actions {
+        RuleActionsConfig::Normal => vec![RuleAction::Normal],
+        RuleActionsConfig::Datapath(list) => rule_actions(cfg, r.priority, list.as_slice())?,
+    };
+    Ok(Rule::new(r.priority, &r.matches.key, &r.matches.mask, actions))
+}
+
+fn rule_actions(cfg: &Config, prio: u16, list: &[Action]) -> Result<Vec<RuleAction>, BuildError> {
+    let tunnel = cfg.tunnel_port().map(|t| t.id);
+    let mut out = Vec::new();
+    let mut pending_tunnel = None;
+    for a in list {
+        match *a {
+            Action::SetTunnel(attrs) => pending_tunnel = Some(attrs),
+            Action::Output(p) if Some(p) == tunnel => match pending_tunnel.take() {
+                Some(attrs) => out.push(RuleAction::Tunnel { port: p, attrs }),
+                None => return Err(BuildError::RuleAction(prio, format!("{a} without set(tunnel)"))),
+            },
+            Action::Output(p) => out.push(RuleAction::Output(p)),
+            Action::PushVlan { tpid, tci } => out.push(RuleAction::PushVlan { tpid, tci }),
+            Action::PopVlan => out.push(RuleAction::PopVlan),
+            ref other => return Err(BuildError::RuleAction(prio, other.to_string())),
+        }
+    }
+    if out.is_empty() {
+        out.push(RuleAction::Drop);
+    }
+    Ok(out)
+}
+
+/// The datapath's role for a configured port.
+pub fn role(r: CfgRole) -> PortRole {
+    match r {
+        CfgRole::Representor => PortRole::Representor,
+        CfgRole::Uplink => PortRole::Uplink,
+        CfgRole::Tunnel => PortRole::Tunnel,
+    }
+}
+
+/// Opens every configured port's netdev (the tunnel port has none: it is virtual to the
+/// software datapath). Fails on the first port that cannot be opened: a switch with a
+/// missing port is not started half-configured.
+pub fn open_ports(
+    cfg: &Config,
+    batch: usize,
+) -> Result<Vec<(PortId, PortRole, Option<Box<dyn Port>>)>, BuildError> {
+    cfg.ports
+        .iter()
+        .map(|p| {
+            let io: Option<Box<dyn Port>> = match p.role {
+                CfgRole::Tunnel => None,
+                _ => Some(Box::new(AfPacketPort::open(&p.name, batch).map_err(
+                    |source| BuildError::Port {
+                        name: p.name.clone(),
+                        source,
+                    },
+                )?)),
+            };
+            Ok((p.id, role(p.role), io))
+        })
+        .collect()
+}
+
+/// Local VTEP addresses: VXLAN to one of these is decapsulated. The networks' explicit
+/// `local_vtep`s, plus `extra` (addresses of the uplinks, for networks whose source
+/// follows the route).
+pub fn local_vteps(cfg: &Config, extra: &[IpAddr]) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = cfg
+        .networks
+        .iter()
+        .filter_map(|n| n.local_vtep)
+        .chain(extra.iter().copied())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: &str = r#"
+[[port]]
+name = "rep0"
+role = "representor"
+[[port]]
+name = "rep1"
+role = "representor"
+[[port]]
+name = "up0"
+role = "uplink"
+id = 10
+[[port]]
+name = "vxlan_sys_4789"
+role = "tunnel"
+id = 100
+[[network]]
+name = "a"
+vni = 16
+members = ["rep0"]
+remote_vteps = ["192.0.2.2"]
+static_macs = [{ mac = "02:00:00:00:00:02", vtep = "192.0.2.2" }]
+[[network]]
+name = "b"
+vlan = 30
+members = ["rep1"]
+[[rule]]
+priority = 100
+match = "in_port(1),eth_type(0x86dd)"
+actions = "drop"
+[[rule]]
+priority = 90
+match = "in_port(2)"
+actions = "set(tunnel(tun_id=0x10,dst=192.0.2.2,ttl=64,tp_dst=4789)),100"
+"#;
+
+    #[test]
+    fn config_becomes_networks_rules_and_macs() {
+        let cfg: Config = CFG.parse().expect("config");
+        let sp = slowpath(&cfg).expect("slow path");
+        // normal + two rules
+        assert_eq!(sp.rules().len(), 3);
+        let a = sp.networks().get(NetworkId(16)).expect("vni 16");
+        assert_eq!(a.members, vec![Attachment::untagged(PortId(1))]);
+        let seg = a.vxlan.as_ref().expect("segment");
+        assert_eq!((seg.port, seg.local_ip), (PortId(100), None));
+        let b = sp.networks().get(NetworkId(0x0100_0000 | 30)).expect("vlan 30");
+        assert_eq!(
+            b.members,
+            vec![Attachment::untagged(PortId(2)), Attachment::tagged(PortId(10), 30)]
+        );
+        assert_eq!(sp.macs().len(), 1);
+    }
+
+    #[test]
+    fn userspace_is_not_a_rule_action() {
+        let text = CFG.replace(r#"actions = "drop""#, r#"actions = "userspace""#);
+        let cfg: Config = text.parse().expect("config");
+        let e = slowpath(&cfg).err().expect("refused");
+        assert!(e.to_string().contains("userspace"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_netdev_is_a_clear_error() {
+        let text = CFG.replace("rep0", "flowd-nosuch0");
+        let cfg: Config = text.parse().expect("config");
+        let e = open_ports(&cfg, 8).err().expect("no such netdev");
+        assert_eq!(
+            e.to_string(),
+            "port `flowd-nosuch0`: no such interface `flowd-nosuch0`"
+        );
+    }
+}
