@@ -179,6 +179,9 @@ pub enum DecisionKind {
         reason: SoftwareReason,
         /// Where it was offloaded, if it was.
         from: Option<Resolution>,
+        /// The path the software datapath uses meanwhile, if there is one (e.g. an MTU
+        /// or switch-id refusal still has a route; no route or an uplink down has none).
+        current: Option<Resolution>,
     },
     /// The reason cleared: offload again.
     BackToOffload {
@@ -300,9 +303,10 @@ impl TunnelIndex {
         let placement = self.place(fib, &info);
         let kind = match &placement {
             Placement::Offload(to) => DecisionKind::Offload { to: *to },
-            Placement::Software(reason, _) => DecisionKind::ToSoftware {
+            Placement::Software(reason, current) => DecisionKind::ToSoftware {
                 reason: reason.clone(),
                 from: None,
+                current: *current,
             },
         };
         let decision = Decision {
@@ -541,17 +545,21 @@ fn transition(old: &Placement, new: &Placement, role: Role) -> Option<DecisionKi
         (Placement::Offload(a), Placement::Offload(b)) => a
             .needs_rewrite(b, role)
             .then_some(DecisionKind::Move { from: *a, to: *b }),
-        (Placement::Offload(a), Placement::Software(r, _)) => Some(DecisionKind::ToSoftware {
-            reason: r.clone(),
-            from: Some(*a),
-        }),
+        (Placement::Offload(a), Placement::Software(r, current)) => {
+            Some(DecisionKind::ToSoftware {
+                reason: r.clone(),
+                from: Some(*a),
+                current: *current,
+            })
+        }
         (Placement::Software(..), Placement::Offload(b)) => {
             Some(DecisionKind::BackToOffload { to: *b })
         }
-        (Placement::Software(ra, _), Placement::Software(rb, _)) => {
-            (ra != rb).then(|| DecisionKind::ToSoftware {
+        (Placement::Software(ra, ca), Placement::Software(rb, cb)) => {
+            (ra != rb || ca != cb).then(|| DecisionKind::ToSoftware {
                 reason: rb.clone(),
                 from: None,
+                current: *cb,
             })
         }
     }

@@ -78,6 +78,7 @@ pub struct WatcherStats {
 
 enum Control {
     Register(Box<FlowInfo>),
+    RegisterSync(Box<FlowInfo>, SyncSender<Decision>),
     Unregister(FlowId),
     Mirror(SyncSender<Mirror>),
     Stats(SyncSender<WatcherStats>),
@@ -145,6 +146,15 @@ impl Watcher {
     /// Registers a tunneled flow; its first placement arrives on [`decisions`](Self::decisions).
     pub fn register(&self, info: FlowInfo) -> Result<()> {
         self.send(Control::Register(Box::new(info)))
+    }
+
+    /// Registers a tunneled flow and returns its first placement directly (not on the
+    /// decision stream): the caller needs the resolution before the flow's first packet
+    /// is encapsulated. Later changes arrive on the stream as usual.
+    pub fn register_sync(&self, info: FlowInfo) -> Result<Decision> {
+        let (tx, rx) = sync_channel(1);
+        self.send(Control::RegisterSync(Box::new(info), tx))?;
+        rx.recv().map_err(|_| Error::Stopped)
     }
 
     /// Forgets a flow.
@@ -315,7 +325,20 @@ impl Loop {
         match c {
             Control::Register(info) => {
                 let d = self.index.register(&self.mirror, *info);
+                let probe = needs_probe(&d);
                 self.emit(vec![d]);
+                if probe {
+                    self.probe_waiting();
+                }
+            }
+            Control::RegisterSync(info, tx) => {
+                let d = self.index.register(&self.mirror, *info);
+                let probe = needs_probe(&d);
+                self.stats.decisions += 1;
+                let _ = tx.send(d);
+                if probe {
+                    self.probe_waiting();
+                }
             }
             Control::Unregister(id) => {
                 self.index.unregister(id);
@@ -466,6 +489,17 @@ impl Loop {
             }
         }
     }
+}
+
+/// Whether a new flow waits for a next hop the watcher should ask the kernel to resolve.
+fn needs_probe(d: &Decision) -> bool {
+    matches!(
+        d.kind,
+        crate::index::DecisionKind::ToSoftware {
+            reason: crate::index::SoftwareReason::NextHopUnresolved { .. },
+            ..
+        }
+    )
 }
 
 /// Dumps the current namespace's state into a fresh mirror (what a resync would build).
