@@ -120,12 +120,9 @@ fn run(lab: &Lab, flows: u16) -> Run {
     let remote_mac = lab.remote.mac("eth0");
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
-    let hv = Netns {
-        name: lab.hv.name.clone(),
-    };
+    let hv = Netns::borrowed(&lab.hv.name.clone());
     let worker = std::thread::spawn(move || {
-        hv.enter();
-        std::mem::forget(hv);
+        common::enter(&hv);
         pin_to_cpu(1);
         let rep = AfPacketPort::open("rep0", 64).expect("open rep0");
         let up = AfPacketPort::open("up0", 64).expect("open up0");

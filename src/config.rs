@@ -117,12 +117,42 @@ impl fmt::Display for OffloadPolicy {
     }
 }
 
+/// Where offloaded flows go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OffloadBackendKind {
+    /// Linux tc flower over netlink (the default; on a kernel without cls_flower every
+    /// install fails and flows stay in software with the kernel's reason).
+    #[default]
+    Tc,
+    /// The simulated eswitch (tests and labs on kernels without cls_flower): rules are
+    /// kept and counted in flowd; traffic still crosses flowd's software datapath.
+    Sim,
+    /// tc when the kernel has cls_flower, else the simulated eswitch (labs).
+    Auto,
+}
+
+impl fmt::Display for OffloadBackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OffloadBackendKind::Tc => "tc",
+            OffloadBackendKind::Sim => "sim",
+            OffloadBackendKind::Auto => "auto",
+        })
+    }
+}
+
 /// `[offload]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OffloadConfig {
     /// The tc policy (default `none`).
     pub policy: OffloadPolicy,
+    /// The backend (default `tc`).
+    pub backend: OffloadBackendKind,
+    /// Milliseconds fibwatch waits after a routing change before deciding (coalescing
+    /// a flapping route; default 20).
+    pub coalesce_ms: Option<u64>,
 }
 
 /// `[metrics]`.
@@ -205,6 +235,17 @@ pub struct PortConfig {
     pub switch_id: Option<String>,
     /// An MTU to set on the netdev.
     pub mtu: Option<u32>,
+}
+
+impl PortConfig {
+    /// The declared switch id as bytes (validated hex, so always decodable).
+    pub fn switch_id_bytes(&self) -> Option<Vec<u8>> {
+        let hex = self.switch_id.as_deref()?;
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect()
+    }
 }
 
 /// A network's segment: its VXLAN VNI or its VLAN id.
@@ -560,7 +601,7 @@ fn parse_switch_id(s: &Spanned<String>, errs: &mut Errors) -> Option<String> {
         .unwrap_or(raw)
         .to_ascii_lowercase();
     let ok = !hex.is_empty()
-        && hex.len() % 2 == 0
+        && hex.len().is_multiple_of(2)
         && hex.len() <= 2 * MAX_SWITCH_ID_BYTES
         && hex.bytes().all(|b| b.is_ascii_hexdigit());
     if ok {
@@ -818,29 +859,14 @@ fn build_network(
         .iter()
         .filter_map(|v| parse_ip(v, "remote_vteps", errs))
         .collect();
-    if let (None, Some(first)) = (&r.local_vtep, r.remote_vteps.first())
-        && !matches!(segment, Some(Segment::Vlan(_)))
-    {
-        errs.at(
-            first.span(),
-            format!("network `{name}` has `remote_vteps` but no `local_vtep` to send from"),
-        );
-    }
     match segment {
-        Some(Segment::Vni(_)) => {
-            if r.local_vtep.is_none() && r.remote_vteps.is_empty() {
-                errs.at(
-                    r.name.span(),
-                    format!("network `{name}` has a vni but no `local_vtep`"),
-                );
-            }
-            if !ports.has_tunnel && !ports.tunnel_reported.replace(true) {
-                errs.at(
-                    r.vni.as_ref().map_or(r.name.span(), |v| v.span()),
-                    format!("network `{name}` has a vni but no port has role = \"tunnel\""),
-                );
-            }
+        Some(Segment::Vni(_)) if !ports.has_tunnel && !ports.tunnel_reported.replace(true) => {
+            errs.at(
+                r.vni.as_ref().map_or(r.name.span(), |v| v.span()),
+                format!("network `{name}` has a vni but no port has role = \"tunnel\""),
+            );
         }
+        Some(Segment::Vni(_)) => {}
         Some(Segment::Vlan(_)) => {
             if let Some(v) = &r.local_vtep {
                 errs.at(
@@ -1365,7 +1391,6 @@ mod tests {
                 "33:24: bad MAC address `02:00:00:00:00:zz` (expected xx:xx:xx:xx:xx:xx)",
                 "38:8: network `b` has both `vni` and `vlan`; give one",
                 "42:8: network `c` has neither `vni` nor `vlan`; give one",
-                "44:17: network `c` has `remote_vteps` but no `local_vtep` to send from",
                 "48:9: bad rule match `in_port(1),bogus(3)`: unknown field `bogus`",
                 "49:11: bad rule actions `output(x)`: bad value for `output`: `x`",
                 "51:2: unknown section `wat`, expected one of datapath, offload, metrics, control, discovery, port, network, rule",
@@ -1468,10 +1493,6 @@ mod tests {
             (
                 "[[network]]\nname = \"n\"\nvlan = 4095\n",
                 "vlan 4095 out of range",
-            ),
-            (
-                "[[network]]\nname = \"n\"\nvni = 1\n",
-                "has a vni but no `local_vtep`",
             ),
             (
                 "[[network]]\nname = \"n\"\nvni = 1\nlocal_vtep = \"10.0.0.1\"\nremote_vteps = [\"2001:db8::1\"]\n",

@@ -2,4 +2,7 @@
 
 pub mod config;
 pub mod control;
+pub mod daemon;
+pub mod lab;
+pub mod netns;
 pub mod switch;

@@ -30,14 +30,20 @@ struct Lab {
 
 fn build_lab() -> Lab {
     let (hv, vf, remote) = (Netns::new("fdhv"), Netns::new("fdvf"), Netns::new("fdrm"));
-    hv.ip(&format!("link add rep0 type veth peer name vf0 netns {}", vf.name));
+    hv.ip(&format!(
+        "link add rep0 type veth peer name vf0 netns {}",
+        vf.name
+    ));
     vf.ip("addr add 1.1.1.2/24 dev vf0");
     vf.ip("link set vf0 address e4:11:11:11:11:10 mtu 1450 up");
     // VMs' checksum offload leaves UDP/TCP checksums partial on a veth; ping computes
     // its own, but keep the VF honest for any traffic.
     vf.exec("ethtool -K vf0 tx off");
     hv.ip("link set rep0 mtu 1450 up");
-    hv.ip(&format!("link add up0 type veth peer name eth0 netns {}", remote.name));
+    hv.ip(&format!(
+        "link add up0 type veth peer name eth0 netns {}",
+        remote.name
+    ));
     hv.ip("addr add 192.168.203.51/24 dev up0");
     hv.ip("link set up0 up");
     remote.ip("addr add 192.168.203.56/24 dev eth0");
@@ -74,12 +80,9 @@ fn ping_through_software_vxlan_against_kernel_vxlan() {
     let remote_mac = lab.remote.mac("eth0");
     let stop = Arc::new(AtomicBool::new(false));
     let (hv_name, stop2) = (lab.hv.name.clone(), stop.clone());
-    let hv = Netns {
-        name: hv_name.clone(),
-    };
+    let hv = Netns::borrowed(&hv_name.clone());
     let worker = std::thread::spawn(move || {
-        hv.enter();
-        std::mem::forget(hv); // the Lab's guard deletes it
+        common::enter(&hv);
         let rep = AfPacketPort::open("rep0", 32).expect("open rep0");
         let up = AfPacketPort::open("up0", 32).expect("open up0");
         let mut resolver = StaticResolver::new();
@@ -124,13 +127,20 @@ fn ping_through_software_vxlan_against_kernel_vxlan() {
     let (ok, out) = lab.vf.try_exec("ping -c 3 -i 0.2 -W 2 1.1.1.3");
     stop.store(true, Ordering::Relaxed);
     let stats = worker.join().expect("datapath thread");
-    assert!(ok, "ping over flowd's VXLAN failed:\n{out}\nstats: {stats:?}");
+    assert!(
+        ok,
+        "ping over flowd's VXLAN failed:\n{out}\nstats: {stats:?}"
+    );
     assert!(out.contains("3 received"), "{out}");
     // ARP request + 3 echo requests went out encapsulated; ARP reply + 3 echo replies
     // came back decapsulated.
     assert!(stats.decap >= 4, "{stats:?}");
     assert!(stats.exec.outputs >= 8, "{stats:?}");
-    assert_eq!(stats.exec.no_route + stats.exec.encap_too_big, 0, "{stats:?}");
+    assert_eq!(
+        stats.exec.no_route + stats.exec.encap_too_big,
+        0,
+        "{stats:?}"
+    );
     // The remote kernel learned the VF's MAC behind our VTEP: it accepted our packets.
     let fdb = lab.remote.exec("bridge fdb show dev vxlan16");
     assert!(

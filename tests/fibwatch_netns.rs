@@ -501,6 +501,7 @@ fn uplink_down_and_mtu() {
             to_software(k, |r| *r
                 == SoftwareReason::MtuTooSmall {
                     needed: 1500,
+                    overhead: 50,
                     path_mtu: 1450
                 }),
             "{k:#?}"

@@ -71,9 +71,7 @@ fn build_lab() -> Lab {
 fn open_ports(hv: &Netns) -> (Vec<SwitchPort>, [u8; 6], u32) {
     let name = hv.name.clone();
     std::thread::spawn(move || {
-        let ns = Netns { name };
-        ns.enter();
-        std::mem::forget(ns);
+        common::enter(&Netns::borrowed(&name));
         let mut ports = Vec::new();
         for i in 1..=3u32 {
             let p = AfPacketPort::open(&format!("rep{i}"), 32).expect("open rep");

@@ -10,17 +10,17 @@
 //!   remote VTEP (one VTEP address per uplink).
 
 use crate::config::{
-    Config, MacLocation, NetworkConfig, PortRole as CfgRole, RuleActionsConfig, RuleConfig,
-    Segment,
+    Config, MacLocation, NetworkConfig, PortRole as CfgRole, RuleActionsConfig, RuleConfig, Segment,
 };
+use crate::switch::SwitchPort;
+use datapath::PortId;
 use datapath::actions::Action;
 use datapath::dpif::PortRole;
 use datapath::port::{AfPacketPort, Port, PortError};
 use datapath::slowpath::{
-    Attachment, Location, MacConfig, Network, NetworkId, Rule, RuleAction, SlowPath,
-    SlowPathError, VxlanSegment,
+    Attachment, Location, MacConfig, Network, NetworkId, Rule, RuleAction, SlowPath, SlowPathError,
+    VxlanSegment,
 };
-use datapath::PortId;
 use std::net::IpAddr;
 
 /// Why the configuration could not be turned into a running switch.
@@ -104,9 +104,9 @@ pub fn network(cfg: &Config, net: &NetworkConfig) -> Network {
     match net.segment {
         Segment::Vni(vni) => Network {
             members: members.collect(),
-            vxlan: cfg.tunnel_port().map(|t| {
-                VxlanSegment::new(vni, t.id, net.local_vtep, net.remote_vteps.clone())
-            }),
+            vxlan: cfg
+                .tunnel_port()
+                .map(|t| VxlanSegment::new(vni, t.id, net.local_vtep, net.remote_vteps.clone())),
         },
         Segment::Vlan(vid) => {
             let uplinks = cfg
@@ -128,7 +128,12 @@ pub fn rule(cfg: &Config, r: &RuleConfig) -> Result<Rule, BuildError> {
         RuleActionsConfig::Normal => vec![RuleAction::Normal],
         RuleActionsConfig::Datapath(list) => rule_actions(cfg, r.priority, list.as_slice())?,
     };
-    Ok(Rule::new(r.priority, &r.matches.key, &r.matches.mask, actions))
+    Ok(Rule::new(
+        r.priority,
+        &r.matches.key,
+        &r.matches.mask,
+        actions,
+    ))
 }
 
 fn rule_actions(cfg: &Config, prio: u16, list: &[Action]) -> Result<Vec<RuleAction>, BuildError> {
@@ -140,7 +145,12 @@ fn rule_actions(cfg: &Config, prio: u16, list: &[Action]) -> Result<Vec<RuleActi
             Action::SetTunnel(attrs) => pending_tunnel = Some(attrs),
             Action::Output(p) if Some(p) == tunnel => match pending_tunnel.take() {
                 Some(attrs) => out.push(RuleAction::Tunnel { port: p, attrs }),
-                None => return Err(BuildError::RuleAction(prio, format!("{a} without set(tunnel)"))),
+                None => {
+                    return Err(BuildError::RuleAction(
+                        prio,
+                        format!("{a} without set(tunnel)"),
+                    ));
+                }
             },
             Action::Output(p) => out.push(RuleAction::Output(p)),
             Action::PushVlan { tpid, tci } => out.push(RuleAction::PushVlan { tpid, tci }),
@@ -166,10 +176,7 @@ pub fn role(r: CfgRole) -> PortRole {
 /// Opens every configured port's netdev (the tunnel port has none: it is virtual to the
 /// software datapath). Fails on the first port that cannot be opened: a switch with a
 /// missing port is not started half-configured.
-pub fn open_ports(
-    cfg: &Config,
-    batch: usize,
-) -> Result<Vec<(PortId, PortRole, Option<Box<dyn Port>>)>, BuildError> {
+pub fn open_ports(cfg: &Config, batch: usize) -> Result<Vec<SwitchPort>, BuildError> {
     cfg.ports
         .iter()
         .map(|p| {
@@ -182,7 +189,11 @@ pub fn open_ports(
                     },
                 )?)),
             };
-            Ok((p.id, role(p.role), io))
+            Ok(SwitchPort {
+                id: p.id,
+                role: role(p.role),
+                io,
+            })
         })
         .collect()
 }
@@ -251,10 +262,16 @@ actions = "set(tunnel(tun_id=0x10,dst=192.0.2.2,ttl=64,tp_dst=4789)),100"
         assert_eq!(a.members, vec![Attachment::untagged(PortId(1))]);
         let seg = a.vxlan.as_ref().expect("segment");
         assert_eq!((seg.port, seg.local_ip), (PortId(100), None));
-        let b = sp.networks().get(NetworkId(0x0100_0000 | 30)).expect("vlan 30");
+        let b = sp
+            .networks()
+            .get(NetworkId(0x0100_0000 | 30))
+            .expect("vlan 30");
         assert_eq!(
             b.members,
-            vec![Attachment::untagged(PortId(2)), Attachment::tagged(PortId(10), 30)]
+            vec![
+                Attachment::untagged(PortId(2)),
+                Attachment::tagged(PortId(10), 30)
+            ]
         );
         assert_eq!(sp.macs().len(), 1);
     }
@@ -263,7 +280,9 @@ actions = "set(tunnel(tun_id=0x10,dst=192.0.2.2,ttl=64,tp_dst=4789)),100"
     fn userspace_is_not_a_rule_action() {
         let text = CFG.replace(r#"actions = "drop""#, r#"actions = "userspace""#);
         let cfg: Config = text.parse().expect("config");
-        let e = slowpath(&cfg).err().expect("refused");
+        let Err(e) = slowpath(&cfg) else {
+            panic!("userspace must be refused in a rule");
+        };
         assert!(e.to_string().contains("userspace"), "{e}");
     }
 
@@ -271,7 +290,9 @@ actions = "set(tunnel(tun_id=0x10,dst=192.0.2.2,ttl=64,tp_dst=4789)),100"
     fn a_missing_netdev_is_a_clear_error() {
         let text = CFG.replace("rep0", "flowd-nosuch0");
         let cfg: Config = text.parse().expect("config");
-        let e = open_ports(&cfg, 8).err().expect("no such netdev");
+        let Err(e) = open_ports(&cfg, 8) else {
+            panic!("a missing netdev must be refused");
+        };
         assert_eq!(
             e.to_string(),
             "port `flowd-nosuch0`: no such interface `flowd-nosuch0`"

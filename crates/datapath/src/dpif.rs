@@ -463,11 +463,11 @@ impl Datapath {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FlowId;
     use crate::cache::FlowEntry;
     use crate::flow::Megaflow;
     use crate::port::{MemPort, MemPortHandle};
     use crate::tunnel::{StaticResolver, TunnelRoute};
-    use crate::FlowId;
 
     const REP: PortId = PortId(1);
     const UPLINK: PortId = PortId(2);

@@ -135,11 +135,37 @@ pub enum SoftwareReason {
     MtuTooSmall {
         /// Representor MTU + overhead.
         needed: u32,
+        /// The encapsulation overhead (50 over IPv4, 70 over IPv6).
+        overhead: u32,
         /// Path MTU.
         path_mtu: u32,
     },
     /// The uplink is administratively or operationally down.
     UplinkDown,
+}
+
+impl std::fmt::Display for SoftwareReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SoftwareReason::NoRoute => f.write_str("no route"),
+            SoftwareReason::NextHopUnresolved { neighbour } => {
+                write!(f, "neighbour: next hop {neighbour} unresolved")
+            }
+            SoftwareReason::SwitchMismatch => {
+                f.write_str("switch id: uplink not on the representor's eswitch")
+            }
+            SoftwareReason::MtuTooSmall {
+                needed,
+                overhead,
+                path_mtu,
+            } => write!(
+                f,
+                "mtu: {} + {overhead} > {path_mtu}",
+                needed.saturating_sub(*overhead)
+            ),
+            SoftwareReason::UplinkDown => f.write_str("uplink down"),
+        }
+    }
 }
 
 /// Where a flow is.
@@ -471,6 +497,7 @@ impl TunnelIndex {
         {
             Some(SoftwareReason::MtuTooSmall {
                 needed: info.rep_mtu + Family::of(&info.endpoint).vxlan_overhead(),
+                overhead: Family::of(&info.endpoint).vxlan_overhead(),
                 path_mtu: hop.mtu,
             })
         } else if info.role == Role::Encap && hop.mac.is_none() {

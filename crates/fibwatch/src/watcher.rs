@@ -18,8 +18,8 @@ use datapath::{FlowId, IfIndex};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -90,7 +90,7 @@ enum Control {
 pub struct Watcher {
     ctl: SyncSender<Control>,
     wake: Arc<EventFd>,
-    decisions: Receiver<Decision>,
+    decisions: Mutex<Receiver<Decision>>,
     thread: Option<JoinHandle<Result<()>>>,
 }
 
@@ -132,7 +132,7 @@ impl Watcher {
         Ok(Watcher {
             ctl,
             wake,
-            decisions,
+            decisions: Mutex::new(decisions),
             thread: Some(thread),
         })
     }
@@ -162,9 +162,12 @@ impl Watcher {
         self.send(Control::Unregister(flow))
     }
 
-    /// The decision stream.
-    pub fn decisions(&self) -> &Receiver<Decision> {
-        &self.decisions
+    /// The decision stream (one consumer at a time: the receiver is behind a lock so
+    /// that a `Watcher` can be shared between threads).
+    pub fn decisions(&self) -> MutexGuard<'_, Receiver<Decision>> {
+        self.decisions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A copy of the current mirror.
@@ -194,7 +197,7 @@ impl Drop for Watcher {
         if let Some(t) = self.thread.take() {
             // Unblock a thread waiting on a full decision channel.
             while !t.is_finished() {
-                while self.decisions.try_recv().is_ok() {}
+                while self.decisions().try_recv().is_ok() {}
                 std::thread::sleep(Duration::from_millis(1));
                 let _ = self.ctl.try_send(Control::Stop);
                 self.wake.wake();

@@ -251,8 +251,18 @@ fn write_tunnel(out: &mut String, k: &FlowKey, m: &FlowKey) {
     g.end();
 }
 
+/// The mask of a flow that matches "no tag" in a VLAN slot (as NORMAL's megaflows do):
+/// the present bit and the VID, printed as `vlan(none)`.
+const VLAN_NONE_MASK: u16 = vlan::PRESENT | vlan::VID_MASK;
+
 fn write_vlan(out: &mut String, name: &str, tci: u16, tpid: u16, mtci: u16, mtpid: u16) {
     if mtci == 0 && mtpid == 0 {
+        return;
+    }
+    if tci == 0 && tpid == 0 && mtci == VLAN_NONE_MASK && mtpid == 0 {
+        let g = Group::new(out, name);
+        g.out.push_str("none");
+        g.end();
         return;
     }
     let mut g = Group::new(out, name);
@@ -754,6 +764,10 @@ impl Builder {
 
     fn vlan(&mut self, idx: usize, args: &str) -> Result<(), ParseError> {
         let (k, m) = (&mut self.k, &mut self.m);
+        if args.trim() == "none" {
+            m.vlan_tci[idx] = VLAN_NONE_MASK;
+            return Ok(());
+        }
         // A printed vlan group always means "a tag is present".
         k.vlan_tci[idx] |= vlan::PRESENT;
         m.vlan_tci[idx] |= vlan::PRESENT;
@@ -1014,6 +1028,7 @@ mod tests {
         rt("in_port(2),vlan(vid=10,pcp=0),eth_type(0x86dd),\
             ipv6(src=2001:db8::/32,proto=58,hlimit=255),icmpv6(type=135,code=0)");
         rt("in_port(1),vlan(tpid=0x88a8,vid=100),cvlan(vid=20),eth_type(0x0800)");
+        rt("in_port(1),eth(src=e4:11:11:11:11:10),vlan(none)");
         rt(
             "eth(src=00:00:00:00:00:00/01:00:00:00:00:00),eth_type(0x0800),\
             ipv4(src=10.0.0.1/255.0.255.1,proto=6,tos=0xfc/0xfc),tcp(dst=80),tcp_flags(0x002/0x012)",

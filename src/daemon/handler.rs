@@ -1,0 +1,523 @@
+//! The control socket's requests, answered from the running daemon.
+
+use super::Daemon;
+use crate::config::{Config, RuleActionsConfig, RuleConfig};
+use crate::control::proto::{
+    DoneBody, FlowFilter, FlowRow, Placement, Request, Response, ResponseBody, RuleRow, StatsBody,
+    TraceBody, TunnelRow,
+};
+use crate::control::server::ControlHandler;
+use datapath::Megaflow;
+use datapath::cache::FlowEntry;
+use offload::backend::HwState;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Answers flowctl.
+pub struct Handler(pub Arc<Daemon>);
+
+fn placement(d: &Daemon, e: &FlowEntry) -> Placement {
+    let Some(o) = &d.offload else {
+        return Placement {
+            offloaded: false,
+            dp: "sw".into(),
+            reason: Some("offload off".into()),
+            ..Placement::default()
+        };
+    };
+    match o.placement(e.id()) {
+        Some(offload::Placement::Offloaded {
+            backend,
+            device,
+            in_hw,
+        }) => Placement {
+            offloaded: true,
+            dp: backend.to_string(),
+            in_hw: match in_hw {
+                HwState::InHw { .. } => Some(true),
+                HwState::NotInHw => Some(false),
+                _ => None,
+            },
+            reason: None,
+            device: Some(device),
+        },
+        Some(offload::Placement::Software { reason }) => Placement {
+            offloaded: false,
+            dp: "sw".into(),
+            reason: Some(reason.to_string()),
+            ..Placement::default()
+        },
+        _ => Placement {
+            offloaded: false,
+            dp: "sw".into(),
+            reason: Some("pending".into()),
+            ..Placement::default()
+        },
+    }
+}
+
+fn flow_row(d: &Daemon, e: &FlowEntry, now_ms: u64) -> FlowRow {
+    let mut st = e.stats();
+    if let Some(rs) = d.offload.as_ref().and_then(|o| o.stats(e.id())) {
+        // An offloaded flow's packets are counted by tc (and the hardware), not here.
+        st.packets += rs.packets;
+        st.bytes += rs.bytes;
+    }
+    FlowRow {
+        id: e.id().0,
+        flow: e.megaflow().to_string(),
+        packets: st.packets,
+        bytes: st.bytes,
+        used_ms_ago: (st.packets > 0).then(|| now_ms.saturating_sub(st.used)),
+        placement: placement(d, e),
+        actions: e.actions().to_string(),
+    }
+}
+
+/// The category of a software reason, for counters (`mtu`, `neighbour`, ...).
+fn reason_category(reason: &str) -> String {
+    reason
+        .split([':', ' '])
+        .next()
+        .unwrap_or(reason)
+        .to_string()
+}
+
+impl Handler {
+    fn dump_flows(&self, filter: FlowFilter) -> ResponseBody {
+        let d = &self.0;
+        let now = d.switch.clock().now_ms();
+        let rows = d
+            .switch
+            .engine()
+            .table()
+            .snapshot()
+            .iter()
+            .map(|e| flow_row(d, e, now))
+            .filter(|r| filter.accepts(&r.placement))
+            .collect();
+        ResponseBody::Flows(rows)
+    }
+
+    fn tunnels(&self) -> ResponseBody {
+        let d = &self.0;
+        let by_ep = d.hooks.flows_by_endpoint();
+        let table = d.switch.engine().table();
+        let rows = d
+            .routes
+            .endpoints()
+            .into_iter()
+            .map(|(ep, st)| {
+                let flows = by_ep.get(&ep).cloned().unwrap_or_default();
+                let offloaded = flows
+                    .iter()
+                    .filter(|f| {
+                        table.get(**f).is_some()
+                            && d.offload
+                                .as_ref()
+                                .and_then(|o| o.placement(**f))
+                                .is_some_and(|p| p.is_offloaded())
+                    })
+                    .count() as u64;
+                let res = st.resolution.as_ref();
+                let uplink = res.and_then(|r| {
+                    d.ports
+                        .iter()
+                        .find(|p| p.ifindex == Some(r.ifindex.0))
+                        .map(|p| p.name.clone())
+                        .or_else(|| Some(format!("ifindex {}", r.ifindex)))
+                });
+                TunnelRow {
+                    endpoint: ep.to_string(),
+                    uplink,
+                    source_ip: res.and_then(|r| r.src).map(|s| s.to_string()),
+                    next_hop: res.map(|r| r.gateway.unwrap_or(ep).to_string()),
+                    mac: res
+                        .and_then(|r| r.next_hop_mac)
+                        .map(|m| datapath::flow::Mac(m).to_string())
+                        .or_else(|| st.problem.clone().map(|p| format!("({p})"))),
+                    path_mtu: res.map(|r| r.mtu),
+                    flows: flows.len() as u64,
+                    offloaded,
+                    software: flows.len() as u64 - offloaded,
+                }
+            })
+            .collect();
+        ResponseBody::Tunnels(rows)
+    }
+
+    fn trace(&self, flow: &str) -> Response {
+        let mf: Megaflow = match flow.parse() {
+            Ok(m) => m,
+            Err(e) => return Response::err(format!("bad flow: {e}")),
+        };
+        let d = &self.0;
+        let trace = d
+            .switch
+            .engine()
+            .read()
+            .trace(&mf.key, d.switch.clock().now());
+        let text = trace.to_string();
+        ResponseBody::Trace(TraceBody {
+            lines: text.lines().map(str::to_string).collect(),
+            actions: trace.xlation.actions.to_string(),
+            megaflow: Megaflow::new(&mf.key, &trace.xlation.mask).to_string(),
+        })
+        .into()
+    }
+
+    fn stats(&self) -> ResponseBody {
+        let d = &self.0;
+        let up = d.switch.engine().counters().snapshot();
+        let dp = d.switch.datapath_stats();
+        let flows = d.switch.engine().table().snapshot();
+        let mut offloaded = 0;
+        let mut failed: BTreeMap<String, u64> = BTreeMap::new();
+        if let Some(o) = &d.offload {
+            for e in &flows {
+                match o.placement(e.id()) {
+                    Some(p) if p.is_offloaded() => offloaded += 1,
+                    Some(offload::Placement::Software { reason }) => {
+                        *failed
+                            .entry(reason_category(&reason.to_string()))
+                            .or_default() += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let fib = d.watcher.as_ref().and_then(|w| w.stats().ok());
+        let reval = d.switch.engine().reval_stats();
+        let mut other = BTreeMap::from([
+            ("rx_packets".to_string(), dp.rx),
+            ("cache_hits".to_string(), dp.hits),
+            ("decapsulated".to_string(), dp.decap),
+            ("tc_carried".to_string(), dp.tc_carried),
+            ("encap_no_route".to_string(), dp.exec.no_route),
+            ("encap_too_big".to_string(), dp.exec.encap_too_big),
+            ("tx_dropped".to_string(), dp.tx_dropped + dp.exec.sink_drops),
+            ("packet_out_drops".to_string(), d.switch.packet_out_drops()),
+            ("flows_expired_idle".to_string(), reval.total.idle as u64),
+            ("flows_evicted".to_string(), reval.total.evicted as u64),
+            (
+                "offload_queue_drops".to_string(),
+                d.offload.as_ref().map_or(0, |o| o.drops()),
+            ),
+        ]);
+        other.insert(
+            "stale_decisions".into(),
+            d.counters.stale_decisions.load(Ordering::Relaxed),
+        );
+        ResponseBody::Stats(StatsBody {
+            upcalls: up.queued,
+            upcall_drops: up.queue_full + up.dropped_other,
+            flows: flows.len() as u64,
+            flows_offloaded: offloaded,
+            flow_setups: up.installed,
+            offload_ok: offloaded,
+            offload_failed_by_reason: failed,
+            migrations_by_kind: d
+                .counters
+                .migrations
+                .lock()
+                .map(|m| m.clone())
+                .unwrap_or_default(),
+            fib_events: fib.map_or(0, |f| f.changes),
+            resyncs: fib.map_or(0, |f| f.full_resyncs.saturating_sub(1)),
+            revalidator_runs: reval.sweeps,
+            other,
+        })
+    }
+
+    fn rules_list(&self) -> ResponseBody {
+        let sp = self.0.switch.engine().read();
+        let cfg_rules: Vec<(u16, String)> = self
+            .0
+            .config
+            .lock()
+            .map(|c| c.rules.iter().map(RuleConfig::key).collect())
+            .unwrap_or_default();
+        let rows = sp
+            .rules()
+            .entries()
+            .iter()
+            .map(|e| {
+                let key = (e.rule.priority, e.rule.matches.to_string());
+                let origin = if e.rule.priority == 0 && e.rule.matches.mask.is_wildcard_all() {
+                    "default"
+                } else if cfg_rules.contains(&key) {
+                    "config"
+                } else {
+                    "runtime"
+                };
+                RuleRow {
+                    id: e.id.0,
+                    priority: e.rule.priority,
+                    r#match: e.rule.matches.to_string(),
+                    actions: e
+                        .rule
+                        .actions
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    origin: origin.into(),
+                }
+            })
+            .collect();
+        ResponseBody::Rules(rows)
+    }
+
+    fn rules_add(&self, priority: u16, m: &str, actions: &str) -> Response {
+        let d = &self.0;
+        let matches: Megaflow = match m.parse() {
+            Ok(v) => v,
+            Err(e) => return Response::err(format!("bad match: {e}")),
+        };
+        let actions: RuleActionsConfig = match actions.parse() {
+            Ok(v) => v,
+            Err(e) => return Response::err(format!("bad actions: {e}")),
+        };
+        let rc = RuleConfig {
+            priority,
+            matches,
+            actions,
+        };
+        let cfg = d.config.lock().map(|c| c.clone());
+        let Ok(cfg) = cfg else {
+            return Response::err("configuration unavailable");
+        };
+        let rule = match super::build::rule(&cfg, &rc) {
+            Ok(r) => r,
+            Err(e) => return Response::err(e.to_string()),
+        };
+        let res = d.switch.engine().configure(|sp| match sp.add_rule(rule) {
+            Ok((id, change)) => (Ok(id), vec![change]),
+            Err(e) => (Err(e), vec![]),
+        });
+        match res {
+            Ok(id) => done(format!("rule {} added", id.0), Some(id.0)),
+            Err(e) => Response::err(e.to_string()),
+        }
+    }
+
+    fn rules_del(&self, priority: u16, m: &str) -> Response {
+        let d = &self.0;
+        let matches: Megaflow = match m.parse() {
+            Ok(v) => v,
+            Err(e) => return Response::err(format!("bad match: {e}")),
+        };
+        let id = d
+            .switch
+            .engine()
+            .read()
+            .rules()
+            .entries()
+            .iter()
+            .find(|e| e.rule.priority == priority && e.rule.matches == matches)
+            .map(|e| e.id);
+        let Some(id) = id else {
+            return Response::err(format!(
+                "no rule with priority {priority} and match {matches}"
+            ));
+        };
+        let res = d.switch.engine().configure(|sp| match sp.delete_rule(id) {
+            Ok(change) => (Ok(()), vec![change]),
+            Err(e) => (Err(e), vec![]),
+        });
+        match res {
+            Ok(()) => done(format!("rule {} deleted", id.0), Some(id.0)),
+            Err(e) => Response::err(e.to_string()),
+        }
+    }
+
+    fn reload(&self) -> Response {
+        match self.0.reload() {
+            Ok(lines) => done(
+                if lines.is_empty() {
+                    "no change".to_string()
+                } else {
+                    lines.join("; ")
+                },
+                None,
+            ),
+            Err(e) => Response::err(e),
+        }
+    }
+}
+
+fn done(message: String, count: Option<u64>) -> Response {
+    Response::Ok(ResponseBody::Done(DoneBody { message, count }))
+}
+
+impl From<ResponseBody> for Response {
+    fn from(b: ResponseBody) -> Self {
+        Response::Ok(b)
+    }
+}
+
+impl ControlHandler for Handler {
+    fn handle(&self, req: Request) -> Response {
+        match req {
+            Request::DumpFlows { filter } => self.dump_flows(filter).into(),
+            Request::Show => ResponseBody::Ports(self.0.ports.clone()).into(),
+            Request::Tunnels => self.tunnels().into(),
+            Request::Trace { flow } => self.trace(&flow),
+            Request::DelFlows => {
+                let n = self.0.delete_flows();
+                done(format!("{n} flows deleted"), Some(n as u64))
+            }
+            Request::Stats => self.stats().into(),
+            Request::RulesAdd {
+                priority,
+                r#match,
+                actions,
+            } => self.rules_add(priority, &r#match, &actions),
+            Request::RulesDel { priority, r#match } => self.rules_del(priority, &r#match),
+            Request::RulesList => self.rules_list().into(),
+            Request::Reload => self.reload(),
+        }
+    }
+}
+
+impl Daemon {
+    /// Re-reads the configuration file and applies what changed: networks, static MACs
+    /// and configured rules (runtime rules stay). Flows the changes do not affect stay
+    /// installed (the revalidator re-translates only affected flows). Port and other
+    /// section changes need a restart and are reported as such.
+    pub fn reload(&self) -> Result<Vec<String>, String> {
+        let Some(path) = &self.config_path else {
+            return Err("no configuration file to reload".into());
+        };
+        let mut new = Config::load(path).map_err(|e| e.to_string())?;
+        let mut cur = self
+            .config
+            .lock()
+            .map_err(|_| "configuration lock poisoned")?;
+        new.inherit_port_ids(&cur);
+        let diff = Config::diff(&cur, &new);
+        if diff.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut lines = diff.summary();
+        let restart = !diff.ports_added.is_empty()
+            || !diff.ports_removed.is_empty()
+            || !diff.ports_changed.is_empty()
+            || diff.datapath_changed
+            || diff.offload_changed
+            || diff.control_changed
+            || diff.metrics_changed
+            || diff.discovery_changed;
+        if restart {
+            lines.push(
+                "not applied: port, datapath, offload, control and metrics changes need a \
+                 restart (systemctl restart flowd; add --keep-offloads to keep traffic)"
+                    .into(),
+            );
+        }
+        self.apply_networks_and_rules(&cur, &new)
+            .map_err(|e| e.to_string())?;
+        // Keep the sections that were not applied as they are in force.
+        let applied = Config {
+            networks: new.networks.clone(),
+            rules: new.rules.clone(),
+            ..cur.clone()
+        };
+        *cur = applied;
+        Ok(lines)
+    }
+
+    fn apply_networks_and_rules(
+        &self,
+        cur: &Config,
+        new: &Config,
+    ) -> Result<(), super::build::BuildError> {
+        use super::build::{network, network_id, rule};
+        let engine = self.switch.engine();
+        // Build everything first: a bad item changes nothing.
+        let nets: Vec<_> = new
+            .networks
+            .iter()
+            .map(|n| (network_id(n), network(new, n), n))
+            .collect();
+        let new_rules = new
+            .rules
+            .iter()
+            .filter(|r| !cur.rules.contains(r))
+            .map(|r| rule(new, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let gone_rules: Vec<(u16, String)> = cur
+            .rules
+            .iter()
+            .filter(|r| !new.rules.contains(r))
+            .map(RuleConfig::key)
+            .collect();
+        let gone_nets: Vec<_> = cur
+            .networks
+            .iter()
+            .filter(|n| !new.networks.iter().any(|m| network_id(m) == network_id(n)))
+            .map(network_id)
+            .collect();
+        engine.configure(|sp| {
+            let mut changes = Vec::new();
+            for id in gone_nets {
+                if let Ok(c) = sp.remove_network(id) {
+                    changes.push(c);
+                }
+            }
+            for (id, net, cfgnet) in nets {
+                let existing = sp.networks().get(id).cloned();
+                let res = match existing {
+                    Some(old) if old == net => Ok(None),
+                    Some(_) => sp.replace_network(id, net).map(Some),
+                    None => sp.add_network(id, net).map(Some),
+                };
+                match res {
+                    Ok(Some(c)) => changes.push(c),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(network = %cfgnet.name, error = %e, "reload"),
+                }
+            }
+            let ids: Vec<_> = sp
+                .rules()
+                .entries()
+                .iter()
+                .filter(|e| gone_rules.contains(&(e.rule.priority, e.rule.matches.to_string())))
+                .map(|e| e.id)
+                .collect();
+            for id in ids {
+                if let Ok(c) = sp.delete_rule(id) {
+                    changes.push(c);
+                }
+            }
+            for r in new_rules {
+                if let Ok((_, c)) = sp.add_rule(r) {
+                    changes.push(c);
+                }
+            }
+            ((), changes)
+        });
+        Ok(())
+    }
+}
+
+/// Wraps a daemon for the control server.
+pub fn handler(d: Arc<Daemon>) -> Arc<dyn ControlHandler> {
+    Arc::new(Handler(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reason_category;
+
+    #[test]
+    fn reasons_group_by_their_first_word() {
+        assert_eq!(reason_category("mtu: 1500 + 50 > 1500"), "mtu");
+        assert_eq!(
+            reason_category("neighbour: next hop unresolved"),
+            "neighbour"
+        );
+        assert_eq!(reason_category("pending"), "pending");
+    }
+}

@@ -1,0 +1,266 @@
+//! [`FlowHooks`]: what the daemon does when the slow path installs, changes or deletes a
+//! flow: register its tunnel endpoints with fibwatch, keep the route table current, offer
+//! the flow to the offload worker, and move `used` forward from tc's counters.
+//!
+//! A flow may reach several remote endpoints (head-end replication of a flood), but
+//! fibwatch tracks one endpoint per registration, so each (flow, endpoint) pair is its
+//! own *tunnel registration* with an id of its own; decisions about a registration are
+//! mapped back to its flow.
+
+use super::routes::RouteTable;
+use datapath::FlowId;
+use datapath::actions::Action;
+use datapath::cache::FlowEntry;
+use datapath::flow::tun_flags;
+use datapath::slowpath::{DeleteReason, FlowObserver};
+use fibwatch::{DecisionKind, FlowInfo, Role, SwitchId, Watcher};
+use offload::worker::OffloadWorker;
+use offload::{FlowRequest, PortTable};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// One tunnel endpoint of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelUse {
+    /// The remote endpoint.
+    pub endpoint: IpAddr,
+    /// Encap (toward it) or decap (from it).
+    pub role: Role,
+    /// The VNI.
+    pub vni: u32,
+    /// A fixed outer source address, if the action sets one.
+    pub local: Option<IpAddr>,
+}
+
+/// The tunnel endpoints a flow uses: the destinations of its `set(tunnel)` actions, or
+/// the outer source it matches when it comes from the tunnel port.
+pub fn tunnel_uses(entry: &FlowEntry, tunnel_port: Option<datapath::PortId>) -> Vec<TunnelUse> {
+    let mut uses: Vec<TunnelUse> = entry
+        .actions()
+        .as_slice()
+        .iter()
+        .filter_map(|a| match a {
+            Action::SetTunnel(t) => Some(TunnelUse {
+                endpoint: t.dst,
+                role: Role::Encap,
+                vni: t.vni,
+                local: t.src,
+            }),
+            _ => None,
+        })
+        .collect();
+    let key = entry.key();
+    let from_tunnel =
+        tunnel_port.is_some_and(|p| key.in_port == p.0) && key.tun_flags & tun_flags::PRESENT != 0;
+    let src_matched = entry.mask().tun_src != [0; 16];
+    if from_tunnel
+        && src_matched
+        && let Some(src) = key.tunnel_src()
+    {
+        uses.push(TunnelUse {
+            endpoint: src,
+            role: Role::Decap,
+            vni: key.tun_vni,
+            local: key.tunnel_dst().filter(|_| entry.mask().tun_dst != [0; 16]),
+        });
+    }
+    uses.dedup();
+    uses
+}
+
+/// Counters the daemon reports.
+#[derive(Debug, Default)]
+pub struct HookCounters {
+    /// Flows offered to the offload worker.
+    pub offered: AtomicU64,
+    /// Tunnel registrations made.
+    pub registrations: AtomicU64,
+    /// Registration failures (fibwatch stopped).
+    pub registration_errors: AtomicU64,
+}
+
+/// The daemon's flow observer.
+pub struct FlowHooks {
+    /// fibwatch, when running.
+    pub watcher: Option<Arc<Watcher>>,
+    /// The routes the datapath and offload validation use.
+    pub routes: Arc<RouteTable>,
+    /// The offload worker, unless offload is off.
+    pub offload: Option<Arc<OffloadWorker>>,
+    /// The ports as offload knows them (MTU, switch id per port).
+    pub ports: PortTable,
+    /// The tunnel port.
+    pub tunnel_port: Option<datapath::PortId>,
+    /// The switch's clock origin (to turn tc's "last used" into the cache's `used`).
+    pub epoch: Instant,
+    /// Registration id -> flow.
+    regs: Mutex<Registrations>,
+    /// Counters.
+    pub counters: HookCounters,
+}
+
+#[derive(Default)]
+struct Registrations {
+    next: u64,
+    by_reg: HashMap<FlowId, (FlowId, IpAddr)>,
+    by_flow: HashMap<FlowId, Vec<FlowId>>,
+}
+
+impl FlowHooks {
+    /// Hooks over these parts.
+    pub fn new(
+        watcher: Option<Arc<Watcher>>,
+        routes: Arc<RouteTable>,
+        offload: Option<Arc<OffloadWorker>>,
+        ports: PortTable,
+        tunnel_port: Option<datapath::PortId>,
+        epoch: Instant,
+    ) -> Self {
+        Self {
+            watcher,
+            routes,
+            offload,
+            ports,
+            tunnel_port,
+            epoch,
+            regs: Mutex::new(Registrations::default()),
+            counters: HookCounters::default(),
+        }
+    }
+
+    /// The flow (and endpoint) a tunnel registration belongs to.
+    pub fn flow_of(&self, reg: FlowId) -> Option<(FlowId, IpAddr)> {
+        self.regs.lock().ok()?.by_reg.get(&reg).copied()
+    }
+
+    /// Registrations per endpoint: (flows, registration ids).
+    pub fn flows_by_endpoint(&self) -> HashMap<IpAddr, Vec<FlowId>> {
+        let mut out: HashMap<IpAddr, Vec<FlowId>> = HashMap::new();
+        if let Ok(r) = self.regs.lock() {
+            for (flow, ep) in r.by_reg.values() {
+                out.entry(*ep).or_default().push(*flow);
+            }
+        }
+        out
+    }
+
+    fn register(&self, entry: &FlowEntry) {
+        let Some(w) = &self.watcher else { return };
+        let rep = self.ports.get(datapath::PortId(entry.key().in_port));
+        for u in tunnel_uses(entry, self.tunnel_port) {
+            let reg = {
+                let Ok(mut r) = self.regs.lock() else { return };
+                r.next += 1;
+                let reg = FlowId((1 << 63) | r.next);
+                r.by_reg.insert(reg, (entry.id(), u.endpoint));
+                r.by_flow.entry(entry.id()).or_default().push(reg);
+                reg
+            };
+            let info = FlowInfo {
+                id: reg,
+                endpoint: u.endpoint,
+                role: u.role,
+                vni: u.vni,
+                local: u.local,
+                mark: 0,
+                rep_mtu: rep.map_or(1500, |p| p.mtu),
+                switch_id: rep.and_then(|p| p.switch_id.clone()).map(SwitchId),
+            };
+            self.counters.registrations.fetch_add(1, Ordering::Relaxed);
+            match w.register_sync(info) {
+                Ok(d) => self.apply_route(d.endpoint, &d.kind),
+                Err(e) => {
+                    self.counters
+                        .registration_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(flow = %entry.id(), error = %e, "fibwatch registration failed");
+                }
+            }
+        }
+    }
+
+    /// Records what a decision says about its endpoint's path.
+    pub fn apply_route(&self, endpoint: IpAddr, kind: &DecisionKind) {
+        match kind {
+            DecisionKind::Offload { to }
+            | DecisionKind::Move { to, .. }
+            | DecisionKind::BackToOffload { to } => self.routes.update(endpoint, Some(*to), None),
+            DecisionKind::ToSoftware {
+                reason, current, ..
+            } => self
+                .routes
+                .update(endpoint, *current, Some(reason.to_string())),
+            _ => {}
+        }
+    }
+
+    fn unregister(&self, flow: FlowId) {
+        let regs = match self.regs.lock() {
+            Ok(mut r) => {
+                let regs = r.by_flow.remove(&flow).unwrap_or_default();
+                for reg in &regs {
+                    r.by_reg.remove(reg);
+                }
+                regs
+            }
+            Err(_) => return,
+        };
+        if let Some(w) = &self.watcher {
+            for reg in regs {
+                let _ = w.unregister(reg);
+            }
+        }
+    }
+
+    /// Offers a flow (again) to the offload worker.
+    pub fn offer(&self, entry: &FlowEntry) {
+        if let Some(o) = &self.offload {
+            self.counters.offered.fetch_add(1, Ordering::Relaxed);
+            o.offer(FlowRequest::Put {
+                flow: entry.id(),
+                megaflow: entry.megaflow(),
+                actions: entry.actions().clone(),
+            });
+        }
+    }
+
+    fn withdraw(&self, flow: FlowId) {
+        if let Some(o) = &self.offload {
+            o.offer(FlowRequest::Remove { flow });
+        }
+    }
+}
+
+impl FlowObserver for FlowHooks {
+    fn installed(&self, flow: &Arc<FlowEntry>) {
+        self.register(flow);
+        self.offer(flow);
+    }
+
+    fn modified(&self, old: &Arc<FlowEntry>, new: &Arc<FlowEntry>) {
+        self.unregister(old.id());
+        self.withdraw(old.id());
+        self.register(new);
+        self.offer(new);
+    }
+
+    fn deleted(&self, flow: &Arc<FlowEntry>, _reason: DeleteReason) {
+        self.unregister(flow.id());
+        self.withdraw(flow.id());
+    }
+
+    fn refresh_used(&self, flows: &[Arc<FlowEntry>]) {
+        let Some(o) = &self.offload else { return };
+        let now = self.epoch.elapsed().as_millis() as u64;
+        for f in flows {
+            if let Some(st) = o.stats(f.id())
+                && let Some(ago) = st.last_used_ms_ago
+            {
+                f.touch(now.saturating_sub(ago));
+            }
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! `flowd lab`: a whole hypervisor in network namespaces, with flowd running on it.
+//!
+//! ```text
+//!  fl-vf0: vf0 1.1.1.2 (VNI 16) --rep0-\                 /-- eth1 192.168.1.2 --\
+//!  fl-vf1: vf1 2.2.2.2 (VNI 17) --rep1--[fl-hv: flowd]--up1 192.168.1.1          fl-remote: lo 10.0.0.2 (VTEP)
+//!                                        vxlan_sys_4789 up2 192.168.2.1 -- eth2 192.168.2.2   vxlan16 1.1.1.3, vxlan17 2.2.2.3
+//! ```
+//! Each uplink has its own subnet (its own VTEP address) and the remote namespace runs
+//! strict reverse-path filtering, so a packet that still carries uplink 1's source
+//! address after the route moved to uplink 2 is dropped there: only a real migration
+//! restores traffic.
+//!
+//! The lab: builds all that, starts the daemon in `fl-hv`, pings from both VFs, prints
+//! `dump-flows` and `tunnels`, then replaces the route to the remote VTEP from uplink 1
+//! to uplink 2 under a steady ping and reports the migration and the packets lost, then
+//! lowers uplink 2's MTU to show an MTU refusal, and tears everything down (also on
+//! Ctrl-C or failure). It uses tc flower where the kernel has it, else the simulated
+//! eswitch, and says which; `--vm` runs the same inside a VM with Debian's kernel.
+
+use crate::control::client;
+use crate::control::format;
+use crate::control::proto::{FlowFilter, Request, Response, ResponseBody};
+use crate::netns::{Netns, can_netns, try_sh};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const SOCKET: &str = "/run/flowd-lab/flowd.sock";
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// The lab's namespaces and daemon; dropping it tears everything down.
+struct Lab {
+    daemon: Option<Child>,
+    dir: PathBuf,
+    // Field order is drop order: the daemon goes first, then the namespaces.
+    vfs: Vec<Netns>,
+    remote: Netns,
+    hv: Netns,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            // SAFETY: sending SIGTERM to our own child.
+            unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = d.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn step(title: &str) {
+    println!("\n=== {title}");
+}
+
+fn check(r: Result<String, String>) -> Result<String, String> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        return Err("interrupted".into());
+    }
+    r
+}
+
+fn build() -> Result<Lab, String> {
+    let dir = std::env::temp_dir().join(format!("flowd-lab-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let hv = Netns::named("fl-hv")?;
+    let remote = Netns::named("fl-remote")?;
+    let vfs = vec![Netns::named("fl-vf0")?, Netns::named("fl-vf1")?];
+    let lab = Lab {
+        daemon: None,
+        dir,
+        vfs,
+        remote,
+        hv,
+    };
+    let (hv, rm) = (&lab.hv, &lab.remote);
+    for (i, (vf, ip)) in lab.vfs.iter().zip(["1.1.1.2", "2.2.2.2"]).enumerate() {
+        check(hv.try_ip(&format!(
+            "link add rep{i} type veth peer name vf{i} netns {}",
+            vf.name
+        )))?;
+        check(vf.try_ip(&format!("addr add {ip}/24 dev vf{i}")))?;
+        check(vf.try_ip(&format!(
+            "link set vf{i} address e4:11:11:11:11:1{i} mtu 1450 up"
+        )))?;
+        check(hv.try_ip(&format!("link set rep{i} mtu 1450 up")))?;
+        // A VM's checksum offload leaves partial checksums on a veth.
+        let _ = vf.try_exec(&format!("ethtool -K vf{i} tx off"));
+    }
+    for (n, sub) in [(1, "192.168.1"), (2, "192.168.2")] {
+        check(hv.try_ip(&format!(
+            "link add up{n} type veth peer name eth{n} netns {}",
+            rm.name
+        )))?;
+        check(hv.try_ip(&format!("addr add {sub}.1/24 dev up{n}")))?;
+        check(hv.try_ip(&format!("link set up{n} up")))?;
+        check(rm.try_ip(&format!("addr add {sub}.2/24 dev eth{n}")))?;
+        check(rm.try_ip(&format!("link set eth{n} up")))?;
+    }
+    check(rm.try_ip("addr add 10.0.0.2/32 dev lo"))?;
+    for s in ["all", "default", "eth1", "eth2"] {
+        let _ = rm.try_exec(&format!("sysctl -qw net.ipv4.conf.{s}.rp_filter=1"));
+    }
+    for (vni, ip, mac) in [
+        (16, "1.1.1.3", "82:8a:29:ad:4e:ef"),
+        (17, "2.2.2.3", "82:8a:29:ad:4e:f0"),
+    ] {
+        check(rm.try_ip(&format!(
+            "link add vxlan{vni} type vxlan id {vni} local 10.0.0.2 dstport 4789"
+        )))?;
+        check(rm.try_ip(&format!("addr add {ip}/24 dev vxlan{vni}")))?;
+        check(rm.try_ip(&format!("link set vxlan{vni} address {mac} mtu 1450 up")))?;
+    }
+    check(hv.try_ip("link add vxlan_sys_4789 type vxlan dstport 4789 external"))?;
+    check(hv.try_ip("link set vxlan_sys_4789 up"))?;
+    check(hv.try_ip("route add 10.0.0.2/32 via 192.168.1.2 dev up1"))?;
+    // Resolve the underlay neighbours (the kernel does it for flowd's fibwatch too).
+    let _ = hv.try_exec("ping -c 1 -W 1 192.168.1.2");
+    let _ = hv.try_exec("ping -c 1 -W 1 192.168.2.2");
+    Ok(lab)
+}
+
+fn config_text(backend: &str) -> String {
+    format!(
+        r#"# Written by `flowd lab`.
+[datapath]
+max_idle_ms = 10000
+
+[offload]
+policy = "skip_hw"
+backend = "{backend}"
+coalesce_ms = 10
+
+[control]
+socket = "{SOCKET}"
+
+[[port]]
+name = "rep0"
+role = "representor"
+vf = 0
+switch_id = "0x00aabbccddee"
+
+[[port]]
+name = "rep1"
+role = "representor"
+vf = 1
+switch_id = "0x00aabbccddee"
+
+[[port]]
+name = "up1"
+role = "uplink"
+id = 11
+switch_id = "0x00aabbccddee"
+
+[[port]]
+name = "up2"
+role = "uplink"
+id = 12
+switch_id = "0x00aabbccddee"
+
+[[port]]
+name = "vxlan_sys_4789"
+role = "tunnel"
+id = 100
+
+[[network]]
+name = "tenant-a"
+vni = 16
+members = ["rep0"]
+remote_vteps = ["10.0.0.2"]
+
+[[network]]
+name = "tenant-b"
+vni = 17
+members = ["rep1"]
+remote_vteps = ["10.0.0.2"]
+"#
+    )
+}
+
+fn request(req: Request) -> Result<ResponseBody, String> {
+    match client::request(Path::new(SOCKET), &req) {
+        Ok(Response::Ok(body)) => Ok(body),
+        Ok(Response::Err { message }) => Err(message),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn show(req: Request) -> Result<(), String> {
+    let body = request(req)?;
+    print!("{}", format::body(&body));
+    Ok(())
+}
+
+fn start_daemon(lab: &mut Lab, backend: &str) -> Result<(), String> {
+    let cfg = lab.dir.join("flowd.toml");
+    std::fs::write(&cfg, config_text(backend)).map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(lab.dir.join("flowd.log")).map_err(|e| e.to_string())?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", &lab.hv.name])
+        .arg(&exe)
+        .arg("--config")
+        .arg(&cfg)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("start flowd: {e}"))?;
+    lab.daemon = Some(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if request(Request::Show).is_ok() {
+            return Ok(());
+        }
+        if let Some(Ok(Some(st))) = lab.daemon.as_mut().map(Child::try_wait) {
+            let log = std::fs::read_to_string(lab.dir.join("flowd.log")).unwrap_or_default();
+            return Err(format!("flowd exited ({st}):\n{log}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err("flowd did not answer on its control socket within 20 s".into())
+}
+
+/// `N packets transmitted, M received` of a ping's output.
+pub fn ping_counts(out: &str) -> Option<(u64, u64)> {
+    let line = out.lines().find(|l| l.contains("packets transmitted"))?;
+    let mut nums = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u64>().ok());
+    Some((nums.next()??, nums.next()??))
+}
+
+/// The longest gap between consecutive replies of `ping -D`, in milliseconds.
+pub fn longest_gap_ms(out: &str) -> Option<f64> {
+    let times: Vec<f64> = out
+        .lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+        .collect();
+    times
+        .windows(2)
+        .map(|w| (w[1] - w[0]) * 1000.0)
+        .fold(None, |m: Option<f64>, g| Some(m.map_or(g, |m| m.max(g))))
+}
+
+fn ping(vf: &Netns, dst: &str, count: u32) -> Result<(), String> {
+    let (ok, out) = vf.try_exec(&format!("ping -c {count} -i 0.2 -W 2 {dst}"));
+    let (tx, rx) = ping_counts(&out).unwrap_or((0, 0));
+    println!("{} -> {dst}: {rx}/{tx} replies", vf.name);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("ping {dst} from {} failed:\n{out}", vf.name))
+    }
+}
+
+fn failover(lab: &Lab) -> Result<(), String> {
+    step("route change: 10.0.0.2 moves from up1 to up2 under a steady ping (100 packets/s)");
+    let vf = lab.vfs[0].name.clone();
+    let pinger = std::thread::spawn(move || {
+        Netns::borrowed(&vf).try_exec("ping -D -c 500 -i 0.01 -W 1 1.1.1.3")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let up2_before = lab.hv.counter("up2", "tx_packets");
+    let t0 = Instant::now();
+    check(
+        lab.hv
+            .try_ip("route replace 10.0.0.2/32 via 192.168.2.2 dev up2"),
+    )?;
+    let mut first_up2 = None;
+    while t0.elapsed() < Duration::from_secs(3) {
+        if lab.hv.counter("up2", "tx_packets") > up2_before + 1 {
+            first_up2 = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (_, out) = pinger.join().map_err(|_| "ping thread panicked")?;
+    let (tx, rx) = ping_counts(&out).unwrap_or((0, 0));
+    match first_up2 {
+        Some(t) => println!(
+            "first packets over up2 {:.1} ms after the route change",
+            t.as_secs_f64() * 1e3
+        ),
+        None => println!("no packet left over up2 within 3 s of the route change"),
+    }
+    println!(
+        "steady ping: {tx} sent, {rx} received, {} lost; longest gap between replies {:.1} ms",
+        tx.saturating_sub(rx),
+        longest_gap_ms(&out).unwrap_or(0.0)
+    );
+    show(Request::Tunnels)?;
+    let _ = show(Request::Stats);
+    if rx + 50 < tx {
+        return Err("the stream did not recover after the route change".into());
+    }
+    Ok(())
+}
+
+fn mtu_refusal(lab: &Lab) -> Result<(), String> {
+    step("MTU refusal: up2's MTU drops to 1480 (< representor 1450 + VXLAN 50)");
+    check(lab.hv.try_ip("link set up2 mtu 1480"))?;
+    std::thread::sleep(Duration::from_millis(300));
+    ping(&lab.vfs[0], "1.1.1.3", 3)?;
+    std::thread::sleep(Duration::from_millis(300));
+    show(Request::DumpFlows {
+        filter: FlowFilter::Software,
+    })
+}
+
+fn run(lab: &mut Lab) -> Result<(), String> {
+    let flower = crate::daemon::kernel_has_flower();
+    let backend = if flower { "tc" } else { "sim" };
+    println!(
+        "offload backend: {}",
+        if flower {
+            "tc flower (this kernel has cls_flower): filters carry the traffic"
+        } else {
+            "simulated eswitch (this kernel has no cls_flower): flowd's software datapath carries the traffic, the simulated eswitch holds the rules"
+        }
+    );
+    step("starting flowd in fl-hv");
+    start_daemon(lab, backend)?;
+    show(Request::Show)?;
+    step("traffic: each VF pings a host behind the remote VTEP");
+    ping(&lab.vfs[0], "1.1.1.3", 5)?;
+    ping(&lab.vfs[1], "2.2.2.3", 5)?;
+    std::thread::sleep(Duration::from_millis(300));
+    step("flowctl dump-flows");
+    show(Request::DumpFlows {
+        filter: FlowFilter::All,
+    })?;
+    step("flowctl tunnels");
+    show(Request::Tunnels)?;
+    failover(lab)?;
+    mtu_refusal(lab)?;
+    Ok(())
+}
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+fn vm_run() -> Option<PathBuf> {
+    let mut candidates = vec![PathBuf::from("../shared/lab/vm-run")];
+    if let Ok(exe) = std::env::current_exe() {
+        candidates.extend(exe.ancestors().map(|a| a.join("../shared/lab/vm-run")));
+    }
+    candidates.into_iter().find(|p| p.exists())
+}
+
+/// `flowd lab [--vm] [--hold]`.
+pub fn main(vm: bool, hold: bool) -> ExitCode {
+    if vm {
+        let Some(runner) = vm_run() else {
+            eprintln!("flowd lab --vm: ../shared/lab/vm-run not found");
+            return ExitCode::from(1);
+        };
+        let exe = std::env::current_exe().unwrap_or_default();
+        println!("booting Debian's kernel in a VM (25-60 s) and running the lab there");
+        let st = Command::new(runner)
+            .arg("--")
+            .arg(format!("{} lab", exe.display()))
+            .status();
+        return match st {
+            Ok(s) if s.success() => ExitCode::SUCCESS,
+            _ => ExitCode::from(1),
+        };
+    }
+    if !can_netns() {
+        eprintln!("flowd lab: needs root and iproute2 (it builds network namespaces)");
+        return ExitCode::from(1);
+    }
+    // SAFETY: installing an async-signal-safe handler that only stores an atomic.
+    unsafe {
+        let handler: extern "C" fn(libc::c_int) = on_signal;
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    }
+    step("building the lab: 2 VFs on VNIs 16 and 17, 2 uplinks, a remote hypervisor");
+    let mut lab = match build() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("flowd lab: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let res = run(&mut lab);
+    if let Err(e) = &res {
+        eprintln!("\nflowd lab failed: {e}");
+        let log = std::fs::read_to_string(lab.dir.join("flowd.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        eprintln!("--- last lines of the daemon's log:");
+        for l in tail.iter().rev() {
+            eprintln!("{l}");
+        }
+    }
+    if hold && res.is_ok() {
+        println!("\nlab running; flowctl --socket {SOCKET} ...; Ctrl-C to tear down");
+        while !INTERRUPTED.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    step("tearing down");
+    drop(lab);
+    let _ = try_sh("true");
+    if res.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ping_output() {
+        let out = "[1700000000.100] 64 bytes from 1.1.1.3: icmp_seq=1\n\
+                   [1700000000.110] 64 bytes from 1.1.1.3: icmp_seq=2\n\
+                   [1700000000.160] 64 bytes from 1.1.1.3: icmp_seq=7\n\
+                   --- 1.1.1.3 ping statistics ---\n\
+                   7 packets transmitted, 3 received, 57% packet loss, time 60ms\n";
+        assert_eq!(ping_counts(out), Some((7, 3)));
+        let gap = longest_gap_ms(out).unwrap();
+        assert!((gap - 50.0).abs() < 0.5, "{gap}");
+        assert_eq!(ping_counts("nothing"), None);
+        assert_eq!(longest_gap_ms(""), None);
+    }
+
+    #[test]
+    fn lab_config_is_valid() {
+        let cfg: crate::config::Config = config_text("sim").parse().expect("valid");
+        assert_eq!(cfg.ports.len(), 5);
+        assert_eq!(cfg.networks.len(), 2);
+    }
+}
