@@ -26,17 +26,42 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-const SOCKET: &str = "/run/flowd-lab/flowd.sock";
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// The lab's namespaces and daemon; dropping it tears everything down.
-struct Lab {
-    daemon: Option<Child>,
-    dir: PathBuf,
+pub struct Lab {
+    /// The daemon, once started.
+    pub daemon: Option<Child>,
+    /// Its files: config, log, control socket.
+    pub dir: PathBuf,
     // Field order is drop order: the daemon goes first, then the namespaces.
-    vfs: Vec<Netns>,
-    remote: Netns,
-    hv: Netns,
+    /// The VF namespaces (vf0 on VNI 16, vf1 on VNI 17).
+    pub vfs: Vec<Netns>,
+    /// The remote hypervisor.
+    pub remote: Netns,
+    /// The hypervisor flowd runs on.
+    pub hv: Netns,
+}
+
+/// What a route change under a steady ping did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FailoverReport {
+    /// Echo requests sent.
+    pub sent: u64,
+    /// Replies received.
+    pub received: u64,
+    /// Longest gap between two replies (ms).
+    pub longest_gap_ms: f64,
+    /// From the route change to the first VXLAN packet leaving uplink 2 with uplink 2's
+    /// source address (ms), if one did within the wait.
+    pub first_on_up2_ms: Option<f64>,
+}
+
+impl FailoverReport {
+    /// Requests without a reply.
+    pub fn lost(&self) -> u64 {
+        self.sent.saturating_sub(self.received)
+    }
 }
 
 impl Drop for Lab {
@@ -69,12 +94,17 @@ fn check(r: Result<String, String>) -> Result<String, String> {
     r
 }
 
-fn build() -> Result<Lab, String> {
-    let dir = std::env::temp_dir().join(format!("flowd-lab-{}", std::process::id()));
+/// Builds the lab's namespaces, named `<prefix>-hv`, `<prefix>-remote`, `<prefix>-vf0`,
+/// `<prefix>-vf1` (a stale lab of the same prefix is replaced).
+pub fn build(prefix: &str) -> Result<Lab, String> {
+    let dir = std::env::temp_dir().join(format!("flowd-{prefix}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let hv = Netns::named("fl-hv")?;
-    let remote = Netns::named("fl-remote")?;
-    let vfs = vec![Netns::named("fl-vf0")?, Netns::named("fl-vf1")?];
+    let hv = Netns::named(&format!("{prefix}-hv"))?;
+    let remote = Netns::named(&format!("{prefix}-remote"))?;
+    let vfs = vec![
+        Netns::named(&format!("{prefix}-vf0"))?,
+        Netns::named(&format!("{prefix}-vf1"))?,
+    ];
     let lab = Lab {
         daemon: None,
         dir,
@@ -129,7 +159,8 @@ fn build() -> Result<Lab, String> {
     Ok(lab)
 }
 
-fn config_text(backend: &str) -> String {
+/// The lab's flowd configuration.
+pub fn config_text(backend: &str, socket: &Path) -> String {
     format!(
         r#"# Written by `flowd lab`.
 [datapath]
@@ -141,7 +172,7 @@ backend = "{backend}"
 coalesce_ms = 10
 
 [control]
-socket = "{SOCKET}"
+socket = "{}"
 
 [[port]]
 name = "rep0"
@@ -183,55 +214,111 @@ name = "tenant-b"
 vni = 17
 members = ["rep1"]
 remote_vteps = ["10.0.0.2"]
-"#
+"#,
+        socket.display()
     )
 }
 
-fn request(req: Request) -> Result<ResponseBody, String> {
-    match client::request(Path::new(SOCKET), &req) {
-        Ok(Response::Ok(body)) => Ok(body),
-        Ok(Response::Err { message }) => Err(message),
-        Err(e) => Err(e.to_string()),
+impl Lab {
+    /// The daemon's control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("flowd.sock")
     }
-}
 
-fn show(req: Request) -> Result<(), String> {
-    let body = request(req)?;
-    print!("{}", format::body(&body));
-    Ok(())
-}
-
-fn start_daemon(lab: &mut Lab, backend: &str) -> Result<(), String> {
-    let cfg = lab.dir.join("flowd.toml");
-    std::fs::write(&cfg, config_text(backend)).map_err(|e| e.to_string())?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let log = std::fs::File::create(lab.dir.join("flowd.log")).map_err(|e| e.to_string())?;
-    let child = Command::new("ip")
-        .args(["netns", "exec", &lab.hv.name])
-        .arg(&exe)
-        .arg("--config")
-        .arg(&cfg)
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("start flowd: {e}"))?;
-    lab.daemon = Some(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if request(Request::Show).is_ok() {
-            return Ok(());
+    /// Asks the daemon.
+    pub fn request(&self, req: Request) -> Result<ResponseBody, String> {
+        match client::request(&self.socket(), &req) {
+            Ok(Response::Ok(body)) => Ok(body),
+            Ok(Response::Err { message }) => Err(message),
+            Err(e) => Err(e.to_string()),
         }
-        if let Some(Ok(Some(st))) = lab.daemon.as_mut().map(Child::try_wait) {
-            let log = std::fs::read_to_string(lab.dir.join("flowd.log")).unwrap_or_default();
-            return Err(format!("flowd exited ({st}):\n{log}"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
-    Err("flowd did not answer on its control socket within 20 s".into())
+
+    /// Asks the daemon and prints the answer as flowctl does.
+    pub fn show(&self, req: Request) -> Result<(), String> {
+        let body = self.request(req)?;
+        print!("{}", format::body(&body));
+        Ok(())
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("flowd.log")).unwrap_or_default()
+    }
+
+    /// Starts `flowd` (this executable) in the hypervisor namespace with the lab's
+    /// configuration and waits until it answers on its control socket.
+    pub fn start_daemon(&mut self, backend: &str) -> Result<(), String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        self.start_daemon_exe(&exe, backend)
+    }
+
+    /// [`Self::start_daemon`] with a given `flowd` executable (tests).
+    pub fn start_daemon_exe(&mut self, exe: &Path, backend: &str) -> Result<(), String> {
+        let cfg = self.dir.join("flowd.toml");
+        std::fs::write(&cfg, config_text(backend, &self.socket())).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(self.dir.join("flowd.log")).map_err(|e| e.to_string())?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.hv.name])
+            .arg(exe)
+            .arg("--config")
+            .arg(&cfg)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", exe.display()))?;
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.request(Request::Show).is_ok() {
+                return Ok(());
+            }
+            if let Some(Ok(Some(st))) = self.daemon.as_mut().map(Child::try_wait) {
+                return Err(format!("flowd exited ({st}):\n{}", self.log()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err("flowd did not answer on its control socket within 30 s".into())
+    }
+
+    /// Replaces the route to the remote VTEP from uplink 1 to uplink 2 while VF 0 pings
+    /// the host behind it (`count` requests every `interval` seconds), and measures the
+    /// loss and the time to the first packet over uplink 2 with its own source address.
+    pub fn failover(&self, interval: &str, count: u32) -> Result<FailoverReport, String> {
+        let vf = self.vfs[0].name.clone();
+        let cmd = format!("ping -D -c {count} -i {interval} -W 1 1.1.1.3");
+        let pinger = std::thread::spawn(move || Netns::borrowed(&vf).try_exec(&cmd));
+        // The first VXLAN packet over uplink 2 with uplink 2's own address (before the
+        // migration, packets routed to up2 still carry up1's address), seen where it
+        // arrives: the remote end of the uplink.
+        let remote = self.remote.name.clone();
+        let sniffer = std::thread::spawn(move || {
+            Netns::borrowed(&remote).try_exec(
+                "timeout 8 tcpdump -i eth2 -nn -tt -c 1 -l \
+                 'udp dst port 4789 and src host 192.168.2.1' 2>/dev/null",
+            )
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let t0 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| e.to_string())?
+            .as_secs_f64();
+        check(self.hv.try_ip("route replace 10.0.0.2/32 via 192.168.2.2 dev up2"))?;
+        let (_, out) = pinger.join().map_err(|_| "ping thread panicked")?;
+        let (_, sniffed) = sniffer.join().map_err(|_| "tcpdump thread panicked")?;
+        let first = sniffed
+            .lines()
+            .find_map(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+            .map(|t| (t - t0) * 1e3);
+        let (sent, received) = ping_counts(&out).unwrap_or((0, 0));
+        Ok(FailoverReport {
+            sent,
+            received,
+            longest_gap_ms: longest_gap_ms(&out).unwrap_or(0.0),
+            first_on_up2_ms: first,
+        })
+    }
 }
 
 /// `N packets transmitted, M received` of a ping's output.
@@ -270,42 +357,21 @@ fn ping(vf: &Netns, dst: &str, count: u32) -> Result<(), String> {
 
 fn failover(lab: &Lab) -> Result<(), String> {
     step("route change: 10.0.0.2 moves from up1 to up2 under a steady ping (100 packets/s)");
-    let vf = lab.vfs[0].name.clone();
-    let pinger = std::thread::spawn(move || {
-        Netns::borrowed(&vf).try_exec("ping -D -c 500 -i 0.01 -W 1 1.1.1.3")
-    });
-    std::thread::sleep(Duration::from_secs(2));
-    let up2_before = lab.hv.counter("up2", "tx_packets");
-    let t0 = Instant::now();
-    check(
-        lab.hv
-            .try_ip("route replace 10.0.0.2/32 via 192.168.2.2 dev up2"),
-    )?;
-    let mut first_up2 = None;
-    while t0.elapsed() < Duration::from_secs(3) {
-        if lab.hv.counter("up2", "tx_packets") > up2_before + 1 {
-            first_up2 = Some(t0.elapsed());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let (_, out) = pinger.join().map_err(|_| "ping thread panicked")?;
-    let (tx, rx) = ping_counts(&out).unwrap_or((0, 0));
-    match first_up2 {
-        Some(t) => println!(
-            "first packets over up2 {:.1} ms after the route change",
-            t.as_secs_f64() * 1e3
-        ),
-        None => println!("no packet left over up2 within 3 s of the route change"),
+    let r = lab.failover("0.01", 500)?;
+    match r.first_on_up2_ms {
+        Some(t) => println!("first packet over up2 with up2's address: {t:.1} ms after the route change"),
+        None => println!("no packet with up2's address left up2 after the route change"),
     }
     println!(
-        "steady ping: {tx} sent, {rx} received, {} lost; longest gap between replies {:.1} ms",
-        tx.saturating_sub(rx),
-        longest_gap_ms(&out).unwrap_or(0.0)
+        "steady ping: {} sent, {} received, {} lost; longest gap between replies {:.1} ms",
+        r.sent,
+        r.received,
+        r.lost(),
+        r.longest_gap_ms
     );
-    show(Request::Tunnels)?;
-    let _ = show(Request::Stats);
-    if rx + 50 < tx {
+    lab.show(Request::Tunnels)?;
+    let _ = lab.show(Request::Stats);
+    if r.received + 50 < r.sent {
         return Err("the stream did not recover after the route change".into());
     }
     Ok(())
@@ -317,7 +383,7 @@ fn mtu_refusal(lab: &Lab) -> Result<(), String> {
     std::thread::sleep(Duration::from_millis(300));
     ping(&lab.vfs[0], "1.1.1.3", 3)?;
     std::thread::sleep(Duration::from_millis(300));
-    show(Request::DumpFlows {
+    lab.show(Request::DumpFlows {
         filter: FlowFilter::Software,
     })
 }
@@ -334,18 +400,18 @@ fn run(lab: &mut Lab) -> Result<(), String> {
         }
     );
     step("starting flowd in fl-hv");
-    start_daemon(lab, backend)?;
-    show(Request::Show)?;
+    lab.start_daemon(backend)?;
+    lab.show(Request::Show)?;
     step("traffic: each VF pings a host behind the remote VTEP");
     ping(&lab.vfs[0], "1.1.1.3", 5)?;
     ping(&lab.vfs[1], "2.2.2.3", 5)?;
     std::thread::sleep(Duration::from_millis(300));
     step("flowctl dump-flows");
-    show(Request::DumpFlows {
+    lab.show(Request::DumpFlows {
         filter: FlowFilter::All,
     })?;
     step("flowctl tunnels");
-    show(Request::Tunnels)?;
+    lab.show(Request::Tunnels)?;
     failover(lab)?;
     mtu_refusal(lab)?;
     Ok(())
@@ -392,7 +458,7 @@ pub fn main(vm: bool, hold: bool) -> ExitCode {
         libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
     }
     step("building the lab: 2 VFs on VNIs 16 and 17, 2 uplinks, a remote hypervisor");
-    let mut lab = match build() {
+    let mut lab = match build("fl") {
         Ok(l) => l,
         Err(e) => {
             eprintln!("flowd lab: {e}");
@@ -402,7 +468,7 @@ pub fn main(vm: bool, hold: bool) -> ExitCode {
     let res = run(&mut lab);
     if let Err(e) = &res {
         eprintln!("\nflowd lab failed: {e}");
-        let log = std::fs::read_to_string(lab.dir.join("flowd.log")).unwrap_or_default();
+        let log = lab.log();
         let tail: Vec<&str> = log.lines().rev().take(30).collect();
         eprintln!("--- last lines of the daemon's log:");
         for l in tail.iter().rev() {
@@ -410,7 +476,10 @@ pub fn main(vm: bool, hold: bool) -> ExitCode {
         }
     }
     if hold && res.is_ok() {
-        println!("\nlab running; flowctl --socket {SOCKET} ...; Ctrl-C to tear down");
+        println!(
+            "\nlab running; flowctl --socket {} ...; Ctrl-C to tear down",
+            lab.socket().display()
+        );
         while !INTERRUPTED.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -445,7 +514,9 @@ mod tests {
 
     #[test]
     fn lab_config_is_valid() {
-        let cfg: crate::config::Config = config_text("sim").parse().expect("valid");
+        let cfg: crate::config::Config = config_text("sim", Path::new("/tmp/x.sock"))
+            .parse()
+            .expect("valid");
         assert_eq!(cfg.ports.len(), 5);
         assert_eq!(cfg.networks.len(), 2);
     }

@@ -114,14 +114,15 @@ fn unknown_unicast_floods_locally_and_head_end() {
     assert_eq!(acts(&x), want);
     assert_eq!(changes, vec![Change::Mac((NET16, mac(0xa)))]);
     assert!(!x.needs_learning, "learned before the final translation");
-    // Consulted: in_port, the outer tag, the MACs; nothing of L3/L4.
+    // Consulted: in_port, the outer tag, the MACs, and (the frame being untagged) the
+    // ethertype, which is how "no tag" is expressed to tc; nothing of L3/L4.
     assert_eq!(x.mask.in_port, u32::MAX);
     assert_eq!(x.mask.eth_src, [0xff; 6]);
     assert_eq!(x.mask.eth_dst, [0xff; 6]);
     assert_eq!(x.mask.vlan_tci[0], vlan::PRESENT | vlan::VID_MASK);
+    assert_eq!(x.mask.eth_type, 0xffff);
     assert_eq!(x.mask.ip_dst, [0; 16]);
     assert_eq!(x.mask.tp_dst, 0);
-    assert_eq!(x.mask.eth_type, 0);
 }
 
 #[test]
@@ -397,7 +398,9 @@ fn trace_explains_each_step() {
         "{text}"
     );
     assert!(
-        text.contains("consulted: in_port, vlan_tci0/0x1fff, eth_src, eth_dst/0x10000000000"),
+        text.contains(
+            "consulted: in_port, eth_type, vlan_tci0/0x1fff, eth_src, eth_dst/0x10000000000"
+        ),
         "{text}"
     );
     let t = sp.trace(&frame(1, mac(0xa), mac(0xd)), secs(0));

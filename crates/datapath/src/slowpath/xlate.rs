@@ -112,6 +112,12 @@ impl VlanState {
         let slot = self.popped;
         let tci = *key.vlan_tci.get(slot)?;
         wc.vlan_tci[slot] |= vlan::PRESENT | vlan::VID_MASK;
+        if tci & vlan::PRESENT == 0 {
+            // "No tag here" is only expressible downstream (tc flower, NICs) through the
+            // ethertype: a filter for `protocol ip` never sees an 802.1Q frame, one for
+            // `protocol all` sees both. So an untagged decision consults the ethertype.
+            wc.eth_type = u16::MAX;
+        }
         (tci & vlan::PRESENT != 0).then_some(tci & vlan::VID_MASK)
     }
 

@@ -1,0 +1,81 @@
+//! Route-change failover with real tc flower (VM suite: tests/vm/run-all.sh).
+//!
+//! The lab's topology (src/lab.rs): each uplink on its own subnet with its own VTEP
+//! address, strict reverse-path filtering in the remote namespace, so a packet that
+//! still carries uplink 1's source address after the route moved to uplink 2 is dropped
+//! there, and only a real migration (the tc filter rewritten with uplink 2's source)
+//! restores the stream. A VF pings a host behind the remote VTEP at 1,000 packets/s;
+//! the route is replaced mid-stream. The test asserts the stream recovers and the filter
+//! now carries uplink 2's address, and records the loss and the time to the first packet
+//! over uplink 2 (FLOWD_VM_OUT/failover.txt).
+//!
+//! On a host without cls_flower it is skipped; with FLOWD_VM=1 (inside the VM) a
+//! missing cls_flower fails it.
+
+use flowd::control::proto::{FlowFilter, Request, ResponseBody};
+use flowd::lab;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn offloaded_tc_flows(l: &lab::Lab) -> usize {
+    match l.request(Request::DumpFlows {
+        filter: FlowFilter::Offloaded,
+    }) {
+        Ok(ResponseBody::Flows(rows)) => rows.iter().filter(|r| r.placement.dp == "tc").count(),
+        _ => 0,
+    }
+}
+
+#[test]
+fn route_change_moves_offloaded_flows_to_uplink_2() {
+    let in_vm = std::env::var_os("FLOWD_VM").is_some();
+    if !flowd::netns::can_netns() || !flowd::daemon::kernel_has_flower() {
+        assert!(!in_vm, "the VM must have cls_flower and root");
+        eprintln!("skipped: needs cls_flower (run in the VM suite)");
+        return;
+    }
+    let mut l = lab::build("fo").expect("lab topology");
+    l.start_daemon_exe(Path::new(env!("CARGO_BIN_EXE_flowd")), "tc")
+        .expect("flowd starts");
+    let (ok, out) = l.vfs[0].try_exec("ping -c 3 -i 0.2 -W 2 1.1.1.3");
+    assert!(ok, "warm-up ping: {out}\n{}", l.log());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while offloaded_tc_flows(&l) < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(offloaded_tc_flows(&l) >= 2, "flows offloaded to tc:\n{}", l.log());
+
+    let r = l.failover("0.001", 3000).expect("failover run");
+    let report = format!(
+        "route-change failover (tc flower, skip_hw, 1,000 packets/s): sent {} received {} \
+         lost {}; longest gap {:.1} ms; first packet over uplink 2 {} ms after the change\n",
+        r.sent,
+        r.received,
+        r.lost(),
+        r.longest_gap_ms,
+        r.first_on_up2_ms
+            .map_or("(none)".to_string(), |t| format!("{t:.1}"))
+    );
+    print!("{report}");
+    if let Some(dir) = std::env::var_os("FLOWD_VM_OUT") {
+        let _ = std::fs::write(Path::new(&dir).join("failover.txt"), &report);
+    }
+    assert!(r.sent >= 1000, "the stream ran: {r:?}");
+    assert!(
+        r.first_on_up2_ms.is_some(),
+        "no VXLAN packet with uplink 2's address reached the remote: {r:?}\n{}",
+        l.log()
+    );
+    // Recovery: the stream keeps flowing after the change (a stuck flow would lose
+    // everything after it, about two thirds of the stream).
+    assert!(r.lost() < r.sent / 4, "the stream did not recover: {r:?}\n{}", l.log());
+    let filters = l.hv.exec("tc filter show dev rep0 ingress");
+    assert!(
+        filters.contains("src_ip 192.168.2.1"),
+        "rep0's encap filter still carries the old source:\n{filters}"
+    );
+    assert!(
+        !filters.contains("src_ip 192.168.1.1"),
+        "a filter with uplink 1's source is left:\n{filters}"
+    );
+}
