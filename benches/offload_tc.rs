@@ -1,0 +1,343 @@
+//! tc backend throughput: install and remove N VXLAN encap filters (skip_hw) through
+//! flowd's offloader (translate, validate, batched netlink with echo verification),
+//! next to `tc -batch` with the same filters, in the same kernel. Needs cls_flower: run
+//! it in the VM (`FLOWD_VM_BENCH=1 tests/vm/run-all.sh`), or directly:
+//!   offload_tc-<hash> 10000 50000
+//! Prints a table of rules/s.
+
+use datapath::tunnel::{StaticResolver, TunnelRoute};
+use datapath::{
+    Action, Actions, FlowId, FlowKey, FlowMask, IfIndex, Megaflow, PortId, TunnelAttrs,
+};
+use offload::tc::{TcBackend, TcConfig};
+use offload::{FlowRequest, Offloader, PortInfo, PortKind, PortTable, TcPolicy};
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}`: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Ns(String);
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn ifindex(dev: &str) -> IfIndex {
+    let out = sh(&format!("ip -o link show {dev}"));
+    IfIndex(out.split(':').next().unwrap().trim().parse().unwrap())
+}
+
+fn mac(i: u32) -> [u8; 6] {
+    [
+        0x02,
+        0x42,
+        (i >> 24) as u8,
+        (i >> 16) as u8,
+        (i >> 8) as u8,
+        i as u8,
+    ]
+}
+
+fn mac_str(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn flow(i: u32) -> (Megaflow, Actions) {
+    let mut k = FlowKey::default();
+    let mut m = FlowMask::default();
+    k.in_port = 1;
+    m.in_port = u32::MAX;
+    k.eth_type = 0x0800;
+    m.eth_type = 0xffff;
+    k.eth_src = [0xe4, 0x11, 0x11, 0x11, 0x11, 0x10];
+    m.eth_src = [0xff; 6];
+    k.eth_dst = mac(i);
+    m.eth_dst = [0xff; 6];
+    let mut t = TunnelAttrs::vxlan(16, "192.168.203.56".parse().unwrap());
+    t.src = Some("192.168.203.51".parse().unwrap());
+    t.ttl = 0;
+    t.csum = true;
+    (
+        Megaflow::new(&k, &m),
+        Actions::new(vec![Action::SetTunnel(t), Action::Output(PortId(3))]),
+    )
+}
+
+fn offloader(cfg: TcConfig) -> Offloader {
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    let sw = Some(b"bench".to_vec());
+    let ports: PortTable = [
+        PortInfo {
+            id: PortId(1),
+            name: "rep0".into(),
+            ifindex: ifindex("rep0"),
+            kind: PortKind::Representor { vf: 0 },
+            mtu: 1450,
+            switch_id: sw.clone(),
+        },
+        PortInfo {
+            id: PortId(2),
+            name: "up0".into(),
+            ifindex: ifindex("up0"),
+            kind: PortKind::Uplink,
+            mtu: 1500,
+            switch_id: sw,
+        },
+        PortInfo {
+            id: PortId(3),
+            name: "vxlan_sys".into(),
+            ifindex: ifindex("vxlan_sys"),
+            kind: PortKind::Tunnel,
+            mtu: 1500,
+            switch_id: None,
+        },
+    ]
+    .into_iter()
+    .collect();
+    let tc = TcBackend::new(cfg, &[ifindex("rep0")]).expect("tc backend");
+    let mut r = StaticResolver::new();
+    r.insert(
+        ip("192.168.203.56"),
+        TunnelRoute {
+            egress: PortId(2),
+            src_ip: ip("192.168.203.51"),
+            src_mac: [0; 6],
+            dst_mac: [0; 6],
+            mtu: 1500,
+        },
+    );
+    Offloader::new(Box::new(tc), ports, Arc::new(r), Duration::from_secs(600))
+}
+
+fn count_filters() -> usize {
+    sh("tc filter show dev rep0 ingress")
+        .lines()
+        .filter(|l| l.contains("handle"))
+        .count()
+}
+
+fn tc_batch(lines: impl Iterator<Item = String>) -> Option<Duration> {
+    let path = std::env::temp_dir().join(format!("flowd-bench-{}.tc", std::process::id()));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    for l in lines {
+        writeln!(f, "{l}").unwrap();
+    }
+    drop(f);
+    let t0 = Instant::now();
+    let ok = Command::new("tc")
+        .arg("-batch")
+        .arg(&path)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    let d = t0.elapsed();
+    let _ = std::fs::remove_file(path);
+    if !ok {
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg("tc filter del dev rep0 ingress")
+            .output();
+    }
+    ok.then_some(d)
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn main() {
+    let sizes: Vec<u32> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![10_000, 50_000]
+    } else {
+        sizes
+    };
+    let ns = Ns(format!("flbench{}", std::process::id()));
+    sh(&format!("ip netns add {}", ns.0));
+    let f = std::fs::File::open(format!("/run/netns/{}", ns.0)).unwrap();
+    // SAFETY: setns on a valid namespace fd, before any other thread exists.
+    assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+    sh(
+        "ip link set lo up; ip link add rep0 type veth peer name vf0; ip link set rep0 mtu 1450 up; \
+        ip link add up0 type veth peer name up0p; ip link set up0 up; \
+        ip link add vxlan_sys type vxlan dstport 4789 external; ip link set vxlan_sys up",
+    );
+    println!(
+        "cpus: {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "{:<26} {:>7} {:>10} {:>12} {:>10} {:>12}",
+        "backend", "rules", "install s", "install/s", "remove s", "remove/s"
+    );
+    for (k, &n) in sizes.iter().enumerate() {
+        let base = TcConfig {
+            policy: TcPolicy::SkipHw,
+            owner_tag: 0xbe4c,
+            ..TcConfig::default()
+        };
+        // (name, flowd config or tc -batch action flag)
+        let mut variants: Vec<(&str, Result<TcConfig, &str>)> =
+            vec![("flowd (echo, default)", Ok(base)), ("tc -batch", Err(""))];
+        if k == 0 {
+            // Where the time goes, on the first size only.
+            variants.push((
+                "flowd echo 1 socket",
+                Ok(TcConfig {
+                    channels: 1,
+                    ..base
+                }),
+            ));
+            variants.push((
+                "flowd echo percpu stats",
+                Ok(TcConfig {
+                    no_percpu_stats: false,
+                    ..base
+                }),
+            ));
+            variants.push((
+                "flowd echo batch 1024",
+                Ok(TcConfig {
+                    batch: 1024,
+                    ..base
+                }),
+            ));
+            variants.push((
+                "flowd no echo",
+                Ok(TcConfig {
+                    echo: false,
+                    ..base
+                }),
+            ));
+            variants.push(("tc -batch no_percpu", Err(" no_percpu")));
+        }
+        // The first filters a kernel sees cost more (slab, per-CPU chunks, hash table
+        // growth): warm up, then keep the best of two rounds, in alternating order.
+        let _ = run_flowd(n, base);
+        let mut best: Vec<Option<(Duration, Duration)>> = vec![None; variants.len()];
+        for round in 0..2 {
+            let order: Vec<usize> = if round == 0 {
+                (0..variants.len()).collect()
+            } else {
+                (0..variants.len()).rev().collect()
+            };
+            for i in order {
+                let r = match variants[i].1 {
+                    Ok(cfg) => Some(run_flowd(n, cfg)),
+                    Err(flag) => run_tc(n, flag),
+                };
+                if let Some(r) = r {
+                    let b = best[i].get_or_insert(r);
+                    *b = (b.0.min(r.0), b.1.min(r.1));
+                }
+            }
+        }
+        for ((name, _), r) in variants.iter().zip(&best) {
+            match r {
+                Some((ins, rem)) => println!(
+                    "{:<26} {:>7} {:>10.3} {:>12.0} {:>10.3} {:>12.0}",
+                    name,
+                    n,
+                    ins.as_secs_f64(),
+                    rate(n as usize, *ins),
+                    rem.as_secs_f64(),
+                    rate(n as usize, *rem)
+                ),
+                None => println!("{name:<26} {n:>7} (not supported by this tc)"),
+            }
+        }
+        if let (Some(f), Some(t)) = (best[0], best[1]) {
+            println!(
+                "{:<26} {:>7} {:>10} {:>12.2} {:>10} {:>12.2}",
+                "flowd / tc -batch",
+                n,
+                "",
+                t.0.as_secs_f64() / f.0.as_secs_f64(),
+                "",
+                t.1.as_secs_f64() / f.1.as_secs_f64()
+            );
+        }
+    }
+}
+
+fn run_flowd(n: u32, cfg: TcConfig) -> (Duration, Duration) {
+    let mut off = offloader(cfg);
+    let puts: Vec<FlowRequest> = (0..n)
+        .map(|i| {
+            let (megaflow, actions) = flow(i);
+            FlowRequest::Put {
+                flow: FlowId(u64::from(i)),
+                megaflow,
+                actions,
+            }
+        })
+        .collect();
+    let t0 = Instant::now();
+    let placed = off.process(puts);
+    let ins = t0.elapsed();
+    let ok = placed.iter().filter(|(_, p)| p.is_offloaded()).count();
+    assert_eq!(
+        ok,
+        n as usize,
+        "offloaded {ok} of {n}: {:?}",
+        placed.iter().find(|(_, p)| !p.is_offloaded())
+    );
+    assert_eq!(count_filters(), n as usize);
+    let t0 = Instant::now();
+    off.process(
+        (0..n)
+            .map(|i| FlowRequest::Remove {
+                flow: FlowId(u64::from(i)),
+            })
+            .collect(),
+    );
+    let rem = t0.elapsed();
+    assert_eq!(count_filters(), 0);
+    (ins, rem)
+}
+
+fn run_tc(n: u32, flag: &str) -> Option<(Duration, Duration)> {
+    let add = (0..n).map(|i| {
+        format!(
+            "filter add dev rep0 protocol ip parent ffff: prio 1 handle {} flower skip_hw dst_mac {} src_mac e4:11:11:11:11:10 \
+             action tunnel_key set src_ip 192.168.203.51 dst_ip 192.168.203.56 dst_port 4789 id 16{flag} \
+             action mirred egress redirect dev vxlan_sys{flag}",
+            i + 1,
+            mac_str(mac(i))
+        )
+    });
+    let ins = tc_batch(add)?;
+    assert_eq!(count_filters(), n as usize);
+    let del = (0..n).map(|i| {
+        format!(
+            "filter del dev rep0 protocol ip parent ffff: prio 1 handle {} flower",
+            i + 1
+        )
+    });
+    let rem = tc_batch(del)?;
+    assert_eq!(count_filters(), 0);
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg("tc filter del dev rep0 ingress")
+        .output();
+    Some((ins, rem))
+}

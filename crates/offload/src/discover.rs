@@ -1,0 +1,209 @@
+//! Port discovery: representors, uplinks and switch ids from rtnetlink
+//! (IFLA_PHYS_SWITCH_ID, IFLA_PHYS_PORT_NAME) with sysfs as fallback, and the eswitch
+//! mode from sysfs (`compat/devlink/mode`, where the driver exposes it).
+//!
+//! Veths have no switch id: a lab declares them members of a software-only eswitch by
+//! giving their [`PortInfo`](crate::PortInfo) a made-up id.
+
+use crate::ports::PortKind;
+use datapath::IfIndex;
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+/// One netdev as discovered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkFacts {
+    /// ifindex.
+    pub ifindex: IfIndex,
+    /// Name.
+    pub name: String,
+    /// MTU.
+    pub mtu: u32,
+    /// IFLA_PHYS_SWITCH_ID.
+    pub switch_id: Option<Vec<u8>>,
+    /// IFLA_PHYS_PORT_NAME (`p0`, `pf0vf1`).
+    pub port_name: Option<String>,
+    /// IFLA_INFO_KIND (`vxlan`, `veth`).
+    pub kind: Option<String>,
+}
+
+impl LinkFacts {
+    /// What the port is, from its port name or link kind.
+    pub fn port_kind(&self) -> Option<PortKind> {
+        if self.kind.as_deref() == Some("vxlan") {
+            return Some(PortKind::Tunnel);
+        }
+        port_kind_from_name(self.port_name.as_deref()?)
+    }
+}
+
+impl LinkFacts {
+    /// The offload layer's view of this link as datapath port `id`. `lab_switch_id`
+    /// declares a link without a switch id (a veth) a member of a software-only
+    /// eswitch, and `lab_kind` gives its role. `None` when the link is neither on an
+    /// eswitch nor declared.
+    pub fn to_port(
+        &self,
+        id: datapath::PortId,
+        lab_switch_id: Option<Vec<u8>>,
+        lab_kind: Option<PortKind>,
+    ) -> Option<crate::PortInfo> {
+        let kind = self.port_kind().or(lab_kind)?;
+        let switch_id = self.switch_id.clone().or(lab_switch_id);
+        if switch_id.is_none() && kind != PortKind::Tunnel {
+            return None;
+        }
+        Some(crate::PortInfo {
+            id,
+            name: self.name.clone(),
+            ifindex: self.ifindex,
+            kind,
+            mtu: self.mtu,
+            switch_id,
+        })
+    }
+}
+
+/// Classifies an IFLA_PHYS_PORT_NAME: `pfNvfM` is VF M's representor, `pN` an uplink.
+pub fn port_kind_from_name(n: &str) -> Option<PortKind> {
+    if let Some(rest) = n.strip_prefix("pf") {
+        let (_, vf) = rest.split_once("vf")?;
+        return vf.parse().ok().map(|vf| PortKind::Representor { vf });
+    }
+    let num = n.strip_prefix('p')?;
+    (!num.is_empty() && num.chars().all(|c| c.is_ascii_digit())).then_some(PortKind::Uplink)
+}
+
+fn sysfs(name: &str, attr: &str) -> Option<String> {
+    let s = std::fs::read_to_string(format!("/sys/class/net/{name}/{attr}")).ok()?;
+    Some(s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+fn hex_bytes(s: &str) -> Option<Vec<u8>> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The eswitch mode (`switchdev` / `legacy`) of a PF, where sysfs exposes it.
+pub fn eswitch_mode(pf: &str) -> Option<String> {
+    sysfs(pf, "compat/devlink/mode")
+}
+
+/// Dumps the links of the current network namespace.
+pub fn links() -> std::io::Result<Vec<LinkFacts>> {
+    let mut sock = Socket::new(NETLINK_ROUTE)?;
+    sock.bind_auto()?;
+    sock.connect(&SocketAddr::new(0, 0))?;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    header.sequence_number = 1;
+    let mut msg = NetlinkMessage::new(
+        header,
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::GetLink(LinkMessage::default())),
+    );
+    msg.finalize();
+    let mut buf = vec![0; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    sock.send(&buf, 0)?;
+    let mut out = Vec::new();
+    let mut rbuf = vec![0u8; 1 << 16];
+    loop {
+        let n = sock.recv(&mut &mut rbuf[..], 0)?;
+        let mut off = 0;
+        while off + 16 <= n {
+            let len = u32::from_ne_bytes([rbuf[off], rbuf[off + 1], rbuf[off + 2], rbuf[off + 3]])
+                as usize;
+            if len < 16 || off + len > n {
+                return Ok(out);
+            }
+            let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rbuf[off..off + len]);
+            off += len.next_multiple_of(4);
+            match m.map(|m| m.payload) {
+                Ok(NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l))) => {
+                    out.push(facts(&l))
+                }
+                Ok(NetlinkPayload::Done(_)) | Ok(NetlinkPayload::Error(_)) => return Ok(out),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "discover: undecodable link"),
+            }
+        }
+    }
+}
+
+fn facts(l: &LinkMessage) -> LinkFacts {
+    let mut f = LinkFacts {
+        ifindex: IfIndex(l.header.index),
+        name: String::new(),
+        mtu: 0,
+        switch_id: None,
+        port_name: None,
+        kind: None,
+    };
+    for a in &l.attributes {
+        match a {
+            LinkAttribute::IfName(n) => f.name = n.clone(),
+            LinkAttribute::Mtu(m) => f.mtu = *m,
+            LinkAttribute::PhysSwitchId(id) => {
+                f.switch_id = id.id.get(..id.len).map(<[u8]>::to_vec)
+            }
+            LinkAttribute::PhysPortName(n) => f.port_name = Some(n.clone()),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        f.kind = Some(match k {
+                            InfoKind::Vxlan => "vxlan".to_string(),
+                            InfoKind::Veth => "veth".to_string(),
+                            other => format!("{other:?}").to_lowercase(),
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if f.switch_id.is_none() {
+        f.switch_id = sysfs(&f.name, "phys_switch_id").and_then(|s| hex_bytes(&s));
+    }
+    if f.port_name.is_none() {
+        f.port_name = sysfs(&f.name, "phys_port_name");
+    }
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_names() {
+        assert_eq!(
+            port_kind_from_name("pf0vf3"),
+            Some(PortKind::Representor { vf: 3 })
+        );
+        assert_eq!(port_kind_from_name("p1"), Some(PortKind::Uplink));
+        assert_eq!(port_kind_from_name("pf0"), None);
+        assert_eq!(port_kind_from_name("eth0"), None);
+        assert_eq!(
+            hex_bytes("043f72ad0512"),
+            Some(vec![0x04, 0x3f, 0x72, 0xad, 0x05, 0x12])
+        );
+    }
+
+    #[test]
+    fn loopback_is_discovered_and_is_no_port() {
+        let Ok(links) = links() else { return };
+        let lo = links.iter().find(|l| l.name == "lo").expect("lo");
+        assert_eq!(lo.mtu, 65536);
+        assert!(lo.switch_id.is_none());
+        assert_eq!(lo.to_port(datapath::PortId(1), None, None), None);
+        let p = lo
+            .to_port(datapath::PortId(1), Some(vec![1]), Some(PortKind::Uplink))
+            .unwrap();
+        assert_eq!((p.name.as_str(), p.kind), ("lo", PortKind::Uplink));
+    }
+}

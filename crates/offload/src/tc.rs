@@ -1,0 +1,675 @@
+//! The Linux tc backend: flower filters over rtnetlink.
+//!
+//! - an ingress qdisc is added to each managed device (an existing one is reused);
+//! - each (protocol, mask shape) gets its own priority from flowd's range
+//!   [`PRIO_BASE`].., handles come from one counter;
+//! - every filter carries flowd's action cookie (magic, owner tag, flow id): a dump
+//!   tells flowd's filters from others', so [`Offloader::sweep_orphans`] after a restart
+//!   leaves no orphans;
+//! - requests are batched, several per `sendmsg`, each with its own sequence number so
+//!   every ACK (or errno + extack) maps back to its flow;
+//! - creates and replaces ask for an echo (NLM_F_ECHO); the echoed filter is decoded and
+//!   compared with the request, a mismatch is a failed offload (and the filter is
+//!   removed); its flags give `in_hw` / `not_in_hw`.
+//!
+//! [`Offloader::sweep_orphans`]: crate::Offloader::sweep_orphans
+
+use crate::backend::{
+    BackendError, DumpedRule, HwState, Installed, KernelErrno, OffloadBackend, RuleHandle,
+    RuleStats,
+};
+use crate::netlink::{self, Answer, RequestKind};
+use crate::rule::{FlowerRule, TcPolicy};
+use datapath::{FlowId, IfIndex};
+use netlink_packet_route::tc::TcMessage;
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use std::collections::{HashMap, HashSet};
+use std::os::fd::AsRawFd;
+
+/// First priority flowd allocates.
+pub const PRIO_BASE: u16 = 0x4000;
+
+/// Configuration of the tc backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcConfig {
+    /// skip_sw / skip_hw / none.
+    pub policy: TcPolicy,
+    /// Tells this flowd instance's filters from other instances' (in the cookie).
+    pub owner_tag: u32,
+    /// Requests per sendmsg.
+    pub batch: usize,
+    /// Ask for an echo of every create/replace and compare it with the request (on by
+    /// default; off only for measurements).
+    pub echo: bool,
+    /// `TCA_ACT_FLAGS_NO_PERCPU_STATS` on every action.
+    pub no_percpu_stats: bool,
+    /// Netlink sockets (and threads) large calls spread their batches over.
+    pub channels: usize,
+}
+
+impl Default for TcConfig {
+    fn default() -> Self {
+        Self {
+            policy: TcPolicy::None,
+            owner_tag: 0,
+            batch: 256,
+            echo: true,
+            no_percpu_stats: true,
+            channels: 2,
+        }
+    }
+}
+
+/// A batch of requests with their sequence numbers.
+type Chunk = Vec<(u32, TcMessage)>;
+
+/// One netlink socket and its receive slots.
+struct Chan {
+    sock: Socket,
+    /// Datagram slots for recvmmsg (one ACK or echo each).
+    slots: Vec<u8>,
+}
+
+/// The tc flower backend.
+pub struct TcBackend {
+    /// Sockets: large calls spread their batches over them, one thread each (the
+    /// kernel inserts flower filters without the RTNL lock, so they proceed in
+    /// parallel); everything else uses the first.
+    chans: Vec<Chan>,
+    cfg: TcConfig,
+    seq: u32,
+    devices: HashSet<IfIndex>,
+    prios: HashMap<(IfIndex, u16, u64), u16>,
+    next_prio: HashMap<IfIndex, u16>,
+    next_handle: u32,
+    rbuf: Vec<u8>,
+}
+
+/// Size of one recvmmsg slot: an echoed filter fits in NLMSG_GOODSIZE.
+const SLOT: usize = 16 << 10;
+/// Datagrams per recvmmsg.
+const SLOTS: usize = 64;
+
+/// Receives up to [`SLOTS`] datagrams in one syscall, blocking for the first; returns
+/// the length of each.
+fn recv_many(fd: i32, slots: &mut [u8], lens: &mut [usize; SLOTS]) -> std::io::Result<usize> {
+    let mut iov: [libc::iovec; SLOTS] = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; SLOTS];
+    // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths).
+    let mut hdrs: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
+    for (i, chunk) in slots.chunks_exact_mut(SLOT).take(SLOTS).enumerate() {
+        iov[i] = libc::iovec {
+            iov_base: chunk.as_mut_ptr().cast(),
+            iov_len: SLOT,
+        };
+        hdrs[i].msg_hdr.msg_iov = &mut iov[i];
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: every header points at its own iovec, which points into `slots`, all
+    // alive and exclusively borrowed for the duration of the call.
+    let n = unsafe {
+        libc::recvmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            SLOTS as u32,
+            libc::MSG_WAITFORONE,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let n = n as usize;
+    for i in 0..n {
+        // A truncated datagram (MSG_TRUNC) is cut to the slot; its parse fails cleanly.
+        lens[i] = (hdrs[i].msg_len as usize).min(SLOT);
+    }
+    Ok(n)
+}
+
+fn set_buf(fd: i32, opt: libc::c_int, size: libc::c_int) {
+    // SO_*BUFFORCE needs CAP_NET_ADMIN; the plain option is the fallback.
+    // SAFETY: setsockopt with a valid fd and a pointer to a live c_int of the given size.
+    unsafe {
+        let p = &size as *const libc::c_int as *const libc::c_void;
+        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        if libc::setsockopt(fd, libc::SOL_SOCKET, opt, p, len) != 0 {
+            let plain = if opt == libc::SO_RCVBUFFORCE {
+                libc::SO_RCVBUF
+            } else {
+                libc::SO_SNDBUF
+            };
+            libc::setsockopt(fd, libc::SOL_SOCKET, plain, p, len);
+        }
+    }
+}
+
+fn set_rcv_timeout(fd: i32, secs: i64) {
+    let tv = libc::timeval {
+        tv_sec: secs,
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt with a valid fd and a pointer to a live timeval.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+    }
+}
+
+/// The answers to one request.
+#[derive(Default)]
+struct Reply {
+    acked: bool,
+    error: Option<(KernelErrno, Option<String>)>,
+    /// The echoed filter, raw.
+    echo: Option<Vec<u8>>,
+    /// The request, raw (kept to verify the echo).
+    request: Vec<u8>,
+}
+
+const RTM_NEWTFILTER: u16 = 44;
+const NLMSG_ERROR: u16 = 2;
+
+/// Walks the messages of a received buffer without decoding them: (type, seq, bytes).
+fn raw_messages(mut buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
+    std::iter::from_fn(move || {
+        if buf.len() < 16 {
+            return None;
+        }
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len < 16 || len > buf.len() {
+            buf = &[];
+            return None;
+        }
+        let ty = u16::from_ne_bytes([buf[4], buf[5]]);
+        let seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
+        let (m, rest) = buf.split_at(len);
+        buf = rest.get(len.next_multiple_of(4) - len..).unwrap_or(&[]);
+        Some((ty, seq, m))
+    })
+}
+
+impl Chan {
+    fn open() -> Result<Self, BackendError> {
+        let mut sock = Socket::new(NETLINK_ROUTE)?;
+        sock.bind_auto()?;
+        sock.connect(&SocketAddr::new(0, 0))?;
+        sock.set_ext_ack(true)?;
+        sock.set_cap_ack(true)?;
+        let fd = sock.as_raw_fd();
+        set_buf(fd, libc::SO_RCVBUFFORCE, 32 << 20);
+        set_buf(fd, libc::SO_SNDBUFFORCE, 8 << 20);
+        set_rcv_timeout(fd, 10);
+        Ok(Self {
+            sock,
+            slots: vec![0; SLOT * SLOTS],
+        })
+    }
+
+    /// Sends a buffer of requests and collects the answers of `seqs` (an ACK each, and
+    /// the raw echo of creates/replaces).
+    fn transact(&mut self, buf: &[u8], seqs: &[u32]) -> Result<HashMap<u32, Reply>, BackendError> {
+        self.sock.send(buf, 0)?;
+        let wanted: HashSet<u32> = seqs.iter().copied().collect();
+        let mut replies: HashMap<u32, Reply> = HashMap::with_capacity(seqs.len());
+        let mut pending = wanted.len();
+        while pending > 0 {
+            let mut lens = [0usize; SLOTS];
+            let got = match recv_many(self.sock.as_raw_fd(), &mut self.slots, &mut lens) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Err(BackendError::NoAnswer);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for (i, len) in lens.iter().enumerate().take(got) {
+                let dgram = &self.slots[i * SLOT..i * SLOT + len];
+                for (ty, seq, m) in raw_messages(dgram) {
+                    if !wanted.contains(&seq) {
+                        continue;
+                    }
+                    match ty {
+                        NLMSG_ERROR => {
+                            let Some(Ok(Answer::Ack { error, .. })) =
+                                netlink::parse_answers(m).pop()
+                            else {
+                                return Err(BackendError::Decode("bad NLMSG_ERROR".into()));
+                            };
+                            let r = replies.entry(seq).or_default();
+                            if !r.acked {
+                                r.acked = true;
+                                r.error = error;
+                                pending -= 1;
+                            }
+                        }
+                        RTM_NEWTFILTER => replies.entry(seq).or_default().echo = Some(m.to_vec()),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(replies)
+    }
+
+    /// Frames one batch into one sendmsg and answers each request, in order.
+    fn run_chunk(&mut self, kind: RequestKind, chunk: Chunk) -> Vec<Result<Reply, BackendError>> {
+        let keep = matches!(kind, RequestKind::Create | RequestKind::Replace);
+        let mut buf = Vec::with_capacity(chunk.len() * 512);
+        let mut seqs = Vec::with_capacity(chunk.len());
+        let mut ranges = Vec::with_capacity(chunk.len());
+        for (seq, m) in chunk {
+            let start = buf.len();
+            netlink::push_request(&mut buf, kind, seq, m);
+            seqs.push(seq);
+            ranges.push(start..buf.len());
+        }
+        match self.transact(&buf, &seqs) {
+            Ok(mut replies) => seqs
+                .iter()
+                .zip(ranges)
+                .map(|(s, r)| {
+                    let mut reply = replies.remove(s).ok_or(BackendError::NoAnswer)?;
+                    if keep {
+                        reply.request = buf[r].to_vec();
+                    }
+                    Ok(reply)
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "tc: batch failed");
+                let mut out = vec![Err(e)];
+                out.extend((1..seqs.len()).map(|_| Err(BackendError::NoAnswer)));
+                out
+            }
+        }
+    }
+}
+
+impl TcBackend {
+    /// Opens the netlink sockets and sets up the ingress qdisc on each device.
+    pub fn new(cfg: TcConfig, devices: &[IfIndex]) -> Result<Self, BackendError> {
+        let chans = (0..cfg.channels.max(1))
+            .map(|_| Chan::open())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut b = Self {
+            chans,
+            cfg,
+            seq: 1,
+            devices: HashSet::new(),
+            prios: HashMap::new(),
+            next_prio: HashMap::new(),
+            next_handle: 0,
+            rbuf: vec![0; 1 << 20],
+        };
+        for d in devices {
+            b.manage(*d)?;
+        }
+        Ok(b)
+    }
+
+    /// Adds a device: ensures its ingress qdisc.
+    pub fn manage(&mut self, dev: IfIndex) -> Result<(), BackendError> {
+        if self.devices.contains(&dev) {
+            return Ok(());
+        }
+        let seq = self.next_seq();
+        let mut buf = Vec::new();
+        netlink::push_request(
+            &mut buf,
+            RequestKind::Qdisc,
+            seq,
+            netlink::new_ingress_qdisc(dev),
+        );
+        let mut replies = self.chans[0].transact(&buf, &[seq])?;
+        match replies.remove(&seq).and_then(|r| r.error) {
+            None | Some((KernelErrno::Exists, _)) => {}
+            Some((errno, extack)) => return Err(BackendError::Kernel { errno, extack }),
+        }
+        self.devices.insert(dev);
+        // Handles stay unique on the device even next to filters flowd did not write
+        // (or has not swept yet).
+        let top = self
+            .filters_of(dev)?
+            .iter()
+            .map(|e| e.handle.handle)
+            .max()
+            .unwrap_or(0);
+        self.next_handle = self.next_handle.max(top);
+        Ok(())
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        self.seq
+    }
+
+    fn prio_for(&mut self, rule: &FlowerRule) -> u16 {
+        let key = (rule.ingress, rule.matches.protocol, rule.mask_signature());
+        if let Some(p) = self.prios.get(&key) {
+            return *p;
+        }
+        let next = self.next_prio.entry(rule.ingress).or_insert(PRIO_BASE);
+        let p = *next;
+        *next = next.wrapping_add(1).max(PRIO_BASE);
+        self.prios.insert(key, p);
+        p
+    }
+
+    /// Sends one kind of request for many items, `batch` per sendmsg, the batches
+    /// spread over the sockets.
+    fn batched(
+        &mut self,
+        kind: RequestKind,
+        msgs: Vec<TcMessage>,
+    ) -> Vec<Result<Reply, BackendError>> {
+        let n = msgs.len();
+        let batch = self.cfg.batch.max(1);
+        let mut chunks: Vec<Chunk> = Vec::with_capacity(n.div_ceil(batch));
+        for m in msgs {
+            if chunks.last().is_none_or(|c| c.len() >= batch) {
+                chunks.push(Vec::with_capacity(batch));
+            }
+            let seq = self.next_seq();
+            if let Some(c) = chunks.last_mut() {
+                c.push((seq, m));
+            }
+        }
+        let k = self.chans.len();
+        if chunks.len() <= 1 || k == 1 {
+            let ch = &mut self.chans[0];
+            return chunks
+                .into_iter()
+                .flat_map(|c| ch.run_chunk(kind, c))
+                .collect();
+        }
+        let mut per: Vec<Vec<(usize, Chunk)>> = (0..k).map(|_| Vec::new()).collect();
+        for (i, c) in chunks.into_iter().enumerate() {
+            per[i % k].push((i, c));
+        }
+        let mut done: Vec<(usize, Vec<Result<Reply, BackendError>>)> = Vec::new();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .chans
+                .iter_mut()
+                .zip(per)
+                .map(|(ch, mine)| {
+                    s.spawn(move || {
+                        mine.into_iter()
+                            .map(|(i, c)| (i, ch.run_chunk(kind, c)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                match h.join() {
+                    Ok(v) => done.extend(v),
+                    Err(_) => tracing::error!("tc: a netlink thread panicked"),
+                }
+            }
+        });
+        done.sort_by_key(|(i, _)| *i);
+        let mut out: Vec<Result<Reply, BackendError>> =
+            done.into_iter().flat_map(|(_, v)| v).collect();
+        out.resize_with(n, || Err(BackendError::NoAnswer));
+        out
+    }
+
+    fn act_flags(&self) -> u32 {
+        if self.cfg.no_percpu_stats {
+            netlink::ACT_FLAGS_NO_PERCPU_STATS
+        } else {
+            0
+        }
+    }
+
+    /// Checks the kernel's echo against the request (see [`crate::echo`]).
+    fn check_echo(&self, reply: &Reply) -> Result<HwState, BackendError> {
+        if !self.cfg.echo {
+            return Ok(HwState::Unknown);
+        }
+        let echo = reply
+            .echo
+            .as_deref()
+            .ok_or_else(|| BackendError::EchoMismatch("no echo".into()))?;
+        crate::echo::verify(&reply.request, echo).map_err(BackendError::EchoMismatch)
+    }
+
+    fn filters_of(&mut self, dev: IfIndex) -> Result<Vec<netlink::FilterEntry>, BackendError> {
+        let seq = self.next_seq();
+        let mut buf = Vec::new();
+        netlink::push_request(&mut buf, RequestKind::Dump, seq, netlink::dump_filters(dev));
+        let sock = &self.chans[0].sock;
+        sock.send(&buf, 0)?;
+        let mut out = Vec::new();
+        loop {
+            let n = match sock.recv(&mut &mut self.rbuf[..], 0) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Err(BackendError::NoAnswer);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for a in netlink::parse_answers(&self.rbuf[..n.min(self.rbuf.len())]) {
+                match a.map_err(BackendError::Decode)? {
+                    Answer::Filter { seq: s, msg } if s == seq => {
+                        out.push(netlink::decode_filter_msg(&msg))
+                    }
+                    Answer::Done { seq: s } if s == seq => return Ok(out),
+                    Answer::Ack {
+                        seq: s,
+                        error: Some((errno, extack)),
+                    } if s == seq => {
+                        return Err(BackendError::Kernel { errno, extack });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn devices(&self) -> Vec<IfIndex> {
+        let mut d: Vec<IfIndex> = self.devices.iter().copied().collect();
+        d.sort();
+        d
+    }
+}
+
+impl OffloadBackend for TcBackend {
+    fn name(&self) -> &'static str {
+        "tc"
+    }
+
+    fn install(&mut self, rules: &[(FlowId, &FlowerRule)]) -> Vec<Result<Installed, BackendError>> {
+        let mut handles = Vec::with_capacity(rules.len());
+        let mut msgs = Vec::with_capacity(rules.len());
+        let mut early: HashMap<usize, BackendError> = HashMap::new();
+        for (i, (flow, rule)) in rules.iter().enumerate() {
+            if let Err(e) = self.manage(rule.ingress) {
+                early.insert(i, e);
+            }
+            self.next_handle = self.next_handle.wrapping_add(1).max(1);
+            let h = RuleHandle {
+                device: rule.ingress,
+                prio: self.prio_for(rule),
+                protocol: rule.matches.protocol,
+                handle: self.next_handle,
+            };
+            let cookie = netlink::cookie(self.cfg.owner_tag, *flow);
+            msgs.push(netlink::new_filter(
+                &h,
+                rule,
+                self.cfg.policy,
+                Some(cookie),
+                self.act_flags(),
+            ));
+            handles.push(h);
+        }
+        let kind = if self.cfg.echo {
+            RequestKind::Create
+        } else {
+            RequestKind::CreateQuiet
+        };
+        let replies = self.batched(kind, msgs);
+        let mut bad = Vec::new();
+        let out: Vec<_> = replies
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                if let Some(e) = early.remove(&i) {
+                    return Err(e);
+                }
+                let reply = r?;
+                if let Some((errno, extack)) = reply.error {
+                    return Err(BackendError::Kernel { errno, extack });
+                }
+                let h = handles[i];
+                match self.check_echo(&reply) {
+                    Ok(hw) => Ok(Installed { handle: h, hw }),
+                    Err(e) => {
+                        bad.push(h);
+                        Err(e)
+                    }
+                }
+            })
+            .collect();
+        if !bad.is_empty() {
+            let _ = self.remove(&bad);
+        }
+        out
+    }
+
+    fn replace(
+        &mut self,
+        rules: &[(FlowId, RuleHandle, &FlowerRule)],
+    ) -> Vec<Result<Installed, BackendError>> {
+        let mut out: Vec<Option<Result<Installed, BackendError>>> =
+            (0..rules.len()).map(|_| None).collect();
+        // In place where the priority (protocol and mask shape) stays; else
+        // make-before-break.
+        let mut inplace = Vec::new();
+        let mut moved = Vec::new();
+        for (i, (flow, old, rule)) in rules.iter().enumerate() {
+            let same = old.device == rule.ingress
+                && old.protocol == rule.matches.protocol
+                && self.prio_for(rule) == old.prio;
+            if same {
+                inplace.push((i, *flow, *old))
+            } else {
+                moved.push((i, *flow))
+            }
+        }
+        let msgs = inplace
+            .iter()
+            .map(|(i, flow, h)| {
+                let cookie = Some(netlink::cookie(self.cfg.owner_tag, *flow));
+                netlink::new_filter(h, rules[*i].2, self.cfg.policy, cookie, self.act_flags())
+            })
+            .collect();
+        let kind = if self.cfg.echo {
+            RequestKind::Replace
+        } else {
+            RequestKind::ReplaceQuiet
+        };
+        for ((i, _, h), r) in inplace.iter().zip(self.batched(kind, msgs)) {
+            out[*i] = Some(r.and_then(|reply| {
+                match reply.error {
+                    Some((errno, extack)) => Err(BackendError::Kernel { errno, extack }),
+                    None => self
+                        .check_echo(&reply)
+                        .map(|hw| Installed { handle: *h, hw }),
+                }
+            }));
+        }
+        let news: Vec<(FlowId, &FlowerRule)> =
+            moved.iter().map(|(i, f)| (*f, rules[*i].2)).collect();
+        let installed = self.install(&news);
+        let mut olds = Vec::new();
+        for ((i, _), r) in moved.iter().zip(installed) {
+            if r.is_ok() {
+                olds.push(rules[*i].1);
+            }
+            out[*i] = Some(r);
+        }
+        let _ = self.remove(&olds);
+        out.into_iter()
+            .map(|r| r.unwrap_or(Err(BackendError::NoAnswer)))
+            .collect()
+    }
+
+    fn remove(&mut self, handles: &[RuleHandle]) -> Vec<Result<(), BackendError>> {
+        let msgs = handles.iter().map(netlink::del_filter).collect();
+        self.batched(RequestKind::Delete, msgs)
+            .into_iter()
+            .map(|r| match r?.error {
+                None => Ok(()),
+                Some((errno, extack)) => Err(BackendError::Kernel { errno, extack }),
+            })
+            .collect()
+    }
+
+    fn stats(&mut self, handles: &[RuleHandle]) -> Vec<Result<RuleStats, BackendError>> {
+        let devs: HashSet<IfIndex> = handles.iter().map(|h| h.device).collect();
+        let mut found: HashMap<RuleHandle, RuleStats> = HashMap::new();
+        let mut failed: HashMap<IfIndex, String> = HashMap::new();
+        for d in devs {
+            match self.filters_of(d) {
+                Ok(list) => {
+                    for e in list {
+                        if let Some(Ok(f)) = e.filter {
+                            found.insert(e.handle, f.stats);
+                        }
+                    }
+                }
+                Err(e) => {
+                    failed.insert(d, e.to_string());
+                }
+            }
+        }
+        handles
+            .iter()
+            .map(|h| match found.get(h) {
+                Some(s) => Ok(*s),
+                None => match failed.get(&h.device) {
+                    Some(_) => Err(BackendError::NoAnswer),
+                    None => Err(BackendError::errno(KernelErrno::NotFound)),
+                },
+            })
+            .collect()
+    }
+
+    fn dump(&mut self) -> Result<Vec<DumpedRule>, BackendError> {
+        let mut out = Vec::new();
+        for d in self.devices() {
+            for e in self.filters_of(d)? {
+                let Some(f) = e.filter else { continue };
+                let (owner, rule, hw, stats) = match f {
+                    Ok(f) => {
+                        let owner = f
+                            .cookie
+                            .as_deref()
+                            .and_then(netlink::parse_cookie)
+                            .filter(|(tag, _)| *tag == self.cfg.owner_tag)
+                            .map(|(_, flow)| flow);
+                        (owner, Some(f.rule), f.hw, f.stats)
+                    }
+                    Err(_) => (None, None, HwState::Unknown, RuleStats::default()),
+                };
+                out.push(DumpedRule {
+                    handle: e.handle,
+                    owner,
+                    rule,
+                    hw,
+                    stats,
+                });
+            }
+        }
+        Ok(out)
+    }
+}

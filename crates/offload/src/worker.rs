@@ -1,0 +1,190 @@
+//! The offload worker: an [`Offloader`] on its own thread behind a bounded queue, so the
+//! datapath never waits on netlink. A full queue drops the request (counted) and the
+//! flow stays in software with the reason `offload queue full`.
+
+use crate::backend::RuleStats;
+use crate::offloader::{FlowRequest, Offloader};
+use crate::placement::{Placement, SoftwareReason};
+use datapath::FlowId;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What the worker publishes: placements and pulled counters.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// Each known flow's placement.
+    pub placements: HashMap<FlowId, Placement>,
+    /// Each offloaded flow's last counters.
+    pub stats: HashMap<FlowId, RuleStats>,
+}
+
+/// Worker settings.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerConfig {
+    /// Queue capacity (requests).
+    pub queue: usize,
+    /// Requests processed per backend round.
+    pub batch: usize,
+    /// How often counters are pulled.
+    pub stats_interval: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            queue: 4096,
+            batch: 256,
+            stats_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The datapath's handle on the worker.
+pub struct OffloadWorker {
+    tx: Option<SyncSender<FlowRequest>>,
+    drops: Arc<AtomicU64>,
+    published: Arc<Mutex<Published>>,
+    thread: Option<JoinHandle<Offloader>>,
+}
+
+impl OffloadWorker {
+    /// Starts the worker thread. It first sweeps orphan rules (a previous run's).
+    pub fn spawn(mut offloader: Offloader, cfg: WorkerConfig) -> Self {
+        let (tx, rx) = sync_channel(cfg.queue.max(1));
+        let published = Arc::new(Mutex::new(Published::default()));
+        let pubc = Arc::clone(&published);
+        let thread = std::thread::Builder::new()
+            .name("flowd-offload".into())
+            .spawn(move || {
+                if let Err(e) = offloader.sweep_orphans() {
+                    tracing::warn!(error = %e, "offload: start-up sweep failed");
+                }
+                run(offloader, rx, pubc, cfg)
+            })
+            .ok();
+        Self {
+            tx: Some(tx),
+            drops: Arc::new(AtomicU64::new(0)),
+            published,
+            thread,
+        }
+    }
+
+    /// Queues a request without blocking. Returns false (and counts a drop) when the
+    /// queue is full.
+    pub fn offer(&self, req: FlowRequest) -> bool {
+        let flow = req.flow();
+        let is_put = matches!(req, FlowRequest::Put { .. });
+        let Some(tx) = &self.tx else { return false };
+        let (ok, placement) = match tx.try_send(req) {
+            Ok(()) => (true, SoftwareReason::Pending),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.drops.fetch_add(1, Ordering::Relaxed);
+                (false, SoftwareReason::QueueFull)
+            }
+        };
+        if is_put {
+            let mut p = self
+                .published
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let e = p
+                .placements
+                .entry(flow)
+                .or_insert_with(|| Placement::software(SoftwareReason::Pending));
+            if !ok || !e.is_offloaded() {
+                *e = Placement::software(placement);
+            }
+        }
+        ok
+    }
+
+    /// Requests dropped because the queue was full.
+    pub fn drops(&self) -> u64 {
+        self.drops.load(Ordering::Relaxed)
+    }
+
+    /// A flow's placement.
+    pub fn placement(&self, flow: FlowId) -> Option<Placement> {
+        self.published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .placements
+            .get(&flow)
+            .cloned()
+    }
+
+    /// A flow's last pulled counters.
+    pub fn stats(&self, flow: FlowId) -> Option<RuleStats> {
+        self.published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stats
+            .get(&flow)
+            .copied()
+    }
+
+    /// Stops the worker after the queued requests and returns the offloader.
+    pub fn shutdown(mut self) -> Option<Offloader> {
+        self.tx.take();
+        self.thread.take().and_then(|t| t.join().ok())
+    }
+}
+
+impl Drop for OffloadWorker {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(
+    mut off: Offloader,
+    rx: Receiver<FlowRequest>,
+    published: Arc<Mutex<Published>>,
+    cfg: WorkerConfig,
+) -> Offloader {
+    let mut next_stats = Instant::now() + cfg.stats_interval;
+    loop {
+        let wait = next_stats.saturating_duration_since(Instant::now());
+        let first = match rx.recv_timeout(wait) {
+            Ok(r) => Some(r),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return off,
+        };
+        if let Some(first) = first {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter().take(cfg.batch.saturating_sub(1)));
+            let removed: Vec<FlowId> = batch
+                .iter()
+                .filter(|r| matches!(r, FlowRequest::Remove { .. }))
+                .map(FlowRequest::flow)
+                .collect();
+            let touched = off.process(batch);
+            let mut p = published.lock().unwrap_or_else(PoisonError::into_inner);
+            for f in removed {
+                if off.placement(f).is_none() {
+                    p.placements.remove(&f);
+                    p.stats.remove(&f);
+                }
+            }
+            for (f, pl) in touched {
+                if off.placement(f).is_some() {
+                    p.placements.insert(f, pl);
+                }
+            }
+        }
+        if Instant::now() >= next_stats {
+            let stats = off.sync_stats();
+            let mut p = published.lock().unwrap_or_else(PoisonError::into_inner);
+            p.stats.extend(stats);
+            next_stats = Instant::now() + cfg.stats_interval;
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! Fault injection and consistency on the simulated eswitch (runs on the host).
+//!
+//! - ENOSPC, EOPNOTSUPP and slow answers leave flows in software with their reasons;
+//! - after 10,000 random put/remove/replace operations with random faults, what the
+//!   eswitches hold equals exactly the flows marked offloaded;
+//! - a packet injected on a VF port hits an offloaded rule (counted, pulled into the
+//!   flow's stats) or misses to its representor;
+//! - the worker never blocks: a full queue drops and counts.
+
+use datapath::flow::addr_to;
+use datapath::tunnel::{StaticResolver, TunnelRoute};
+use datapath::{
+    Action, Actions, FlowId, FlowKey, FlowMask, IfIndex, Megaflow, PortId, TunnelAttrs,
+};
+use offload::sim::{SharedSim, SimCaps, SimFabric, SimRep, SimSwitchSpec, SimVerdict, keys};
+use offload::worker::{OffloadWorker, WorkerConfig};
+use offload::{
+    FlowRequest, KernelErrno, Offloader, Placement, PortInfo, PortKind, PortTable, SoftwareReason,
+};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const REP0: PortId = PortId(1);
+const REP1: PortId = PortId(2);
+const UP_A: PortId = PortId(3);
+const VXLAN: PortId = PortId(4);
+const REP_B: PortId = PortId(5);
+const UP_B: PortId = PortId(6);
+const REP_BIG: PortId = PortId(7);
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn ports() -> PortTable {
+    let p = |id, name: &str, ifx, kind, mtu, sw: Option<u8>| PortInfo {
+        id,
+        name: name.into(),
+        ifindex: IfIndex(ifx),
+        kind,
+        mtu,
+        switch_id: sw.map(|s| vec![s; 8]),
+    };
+    [
+        p(
+            REP0,
+            "pf0vf0",
+            11,
+            PortKind::Representor { vf: 0 },
+            1450,
+            Some(1),
+        ),
+        p(
+            REP1,
+            "pf0vf1",
+            12,
+            PortKind::Representor { vf: 1 },
+            1450,
+            Some(1),
+        ),
+        p(UP_A, "p0", 10, PortKind::Uplink, 1500, Some(1)),
+        p(VXLAN, "vxlan_sys_4789", 30, PortKind::Tunnel, 1500, None),
+        p(
+            REP_B,
+            "pf1vf0",
+            21,
+            PortKind::Representor { vf: 0 },
+            1450,
+            Some(2),
+        ),
+        p(UP_B, "p1", 20, PortKind::Uplink, 1500, Some(2)),
+        p(
+            REP_BIG,
+            "pf0vf2",
+            13,
+            PortKind::Representor { vf: 2 },
+            1500,
+            Some(1),
+        ),
+    ]
+    .into_iter()
+    .collect()
+}
+
+fn fabric(capacity: usize, caps: SimCaps) -> SharedSim {
+    let rep = |vf, rep, port| SimRep {
+        vf,
+        rep: IfIndex(rep),
+        vf_port: IfIndex(port),
+    };
+    Arc::new(Mutex::new(SimFabric::new(vec![
+        SimSwitchSpec {
+            switch_id: vec![1; 8],
+            uplink: IfIndex(10),
+            tunnels: vec![IfIndex(30)],
+            reps: vec![rep(0, 11, 111), rep(1, 12, 112), rep(2, 13, 113)],
+            capacity,
+            caps,
+        },
+        SimSwitchSpec {
+            switch_id: vec![2; 8],
+            uplink: IfIndex(20),
+            tunnels: vec![],
+            reps: vec![rep(0, 21, 121)],
+            capacity,
+            caps: SimCaps::default(),
+        },
+    ])))
+}
+
+fn resolver() -> Arc<StaticResolver> {
+    let mut r = StaticResolver::new();
+    r.insert(
+        ip("192.168.203.56"),
+        TunnelRoute {
+            egress: UP_A,
+            src_ip: ip("192.168.203.51"),
+            src_mac: [2; 6],
+            dst_mac: [4; 6],
+            mtu: 1500,
+        },
+    );
+    Arc::new(r)
+}
+
+fn offloader(sim: &SharedSim, deadline: Duration) -> Offloader {
+    Offloader::new(Box::new(Arc::clone(sim)), ports(), resolver(), deadline)
+}
+
+/// An L2 flow from `port` to `out`, distinguished by `n` in the destination MAC.
+fn l2_flow(port: PortId, n: u32, actions: Vec<Action>) -> (Megaflow, Actions) {
+    let mut k = FlowKey::default();
+    let mut m = FlowMask::default();
+    k.in_port = port.0;
+    m.in_port = u32::MAX;
+    k.eth_type = 0x0800;
+    m.eth_type = 0xffff;
+    k.eth_dst = [2, 0, (n >> 16) as u8, (n >> 8) as u8, n as u8, 1];
+    m.eth_dst = [0xff; 6];
+    (Megaflow::new(&k, &m), Actions::new(actions))
+}
+
+fn encap(n: u32) -> Vec<Action> {
+    vec![
+        Action::SetTunnel(TunnelAttrs::vxlan(n & 0xffffff, ip("192.168.203.56"))),
+        Action::Output(VXLAN),
+    ]
+}
+
+fn decap_flow(n: u32) -> (Megaflow, Actions) {
+    let mut k = FlowKey::default();
+    let mut m = FlowMask::default();
+    k.in_port = VXLAN.0;
+    m.in_port = u32::MAX;
+    k.tun_flags = datapath::flow::tun_flags::PRESENT;
+    m.tun_flags = datapath::flow::tun_flags::PRESENT | datapath::flow::tun_flags::IPV6;
+    k.tun_vni = n;
+    m.tun_vni = u32::MAX;
+    k.tun_src = addr_to(ip("192.168.203.56"));
+    m.tun_src = addr_to(ip("255.255.255.255"));
+    (
+        Megaflow::new(&k, &m),
+        Actions::new(vec![Action::Output(REP0)]),
+    )
+}
+
+fn put(flow: u64, f: (Megaflow, Actions)) -> FlowRequest {
+    FlowRequest::Put {
+        flow: FlowId(flow),
+        megaflow: f.0,
+        actions: f.1,
+    }
+}
+
+fn reason(o: &Offloader, flow: u64) -> String {
+    o.placement(FlowId(flow))
+        .map(|p| p.to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn enospc_leaves_flows_in_software() {
+    let sim = fabric(2, SimCaps::default());
+    let mut o = offloader(&sim, Duration::from_secs(5));
+    o.process(
+        (0..3)
+            .map(|i| put(i, l2_flow(REP0, i as u32, vec![Action::Output(REP1)])))
+            .collect(),
+    );
+    assert!(o.placement(FlowId(0)).unwrap().is_offloaded());
+    assert!(o.placement(FlowId(1)).unwrap().is_offloaded());
+    assert_eq!(
+        reason(&o, 2),
+        "offloaded:no (backend: ENOSPC: sim: eswitch full)"
+    );
+    assert_eq!(sim.lock().unwrap().len(), 2);
+    // Room again: the flow is offered again by the slow path and goes in.
+    o.process(vec![
+        FlowRequest::Remove { flow: FlowId(0) },
+        put(2, l2_flow(REP0, 2, vec![Action::Output(REP1)])),
+    ]);
+    assert!(o.placement(FlowId(2)).unwrap().is_offloaded());
+}
+
+#[test]
+fn eopnotsupp_from_capabilities_and_injected() {
+    let caps = SimCaps {
+        keys: keys::ALL & !keys::ENC,
+        ..SimCaps::default()
+    };
+    let sim = fabric(100, caps);
+    let mut o = offloader(&sim, Duration::from_secs(5));
+    o.process(vec![put(1, decap_flow(16))]);
+    let r = reason(&o, 1);
+    assert!(
+        r.starts_with("offloaded:no (backend: EOPNOTSUPP: sim: unsupported keys"),
+        "{r}"
+    );
+    sim.lock()
+        .unwrap()
+        .faults
+        .fail_next
+        .push_back(KernelErrno::NotSupported);
+    o.process(vec![put(2, l2_flow(REP0, 2, vec![Action::Output(REP1)]))]);
+    assert_eq!(
+        reason(&o, 2),
+        "offloaded:no (backend: EOPNOTSUPP: sim: injected fault)"
+    );
+    assert!(sim.lock().unwrap().is_empty());
+}
+
+#[test]
+fn slow_answers_leave_flows_in_software_and_nothing_behind() {
+    let sim = fabric(100, SimCaps::default());
+    sim.lock().unwrap().faults.latency = Duration::from_millis(40);
+    let mut o = offloader(&sim, Duration::from_millis(5));
+    o.process(vec![put(1, l2_flow(REP0, 1, vec![Action::Output(REP1)]))]);
+    let r = reason(&o, 1);
+    assert!(
+        r.starts_with("offloaded:no (timeout: backend answered after"),
+        "{r}"
+    );
+    assert!(sim.lock().unwrap().is_empty());
+}
+
+#[test]
+fn validation_refusals_are_visible() {
+    let sim = fabric(100, SimCaps::default());
+    let mut o = offloader(&sim, Duration::from_secs(5));
+    o.process(vec![
+        put(1, l2_flow(REP0, 1, encap(16))),
+        put(2, l2_flow(REP_BIG, 2, encap(16))),
+        put(3, l2_flow(REP0, 3, vec![Action::Output(REP_B)])),
+        put(4, l2_flow(REP0, 4, vec![Action::Userspace])),
+        put(5, decap_flow(16)),
+    ]);
+    assert_eq!(reason(&o, 1), "offloaded:yes dp:sim in_hw dev:pf0vf0");
+    assert_eq!(reason(&o, 2), "offloaded:no (mtu: 1500 + 50 > 1500)");
+    assert_eq!(
+        reason(&o, 3),
+        "offloaded:no (switch id: pf0vf0 and pf1vf0 are on different eswitches)"
+    );
+    assert_eq!(
+        reason(&o, 4),
+        "offloaded:no (unsupported action: userspace)"
+    );
+    assert_eq!(
+        reason(&o, 5),
+        "offloaded:yes dp:sim in_hw dev:vxlan_sys_4789"
+    );
+}
+
+#[test]
+fn injected_packets_hit_or_miss_and_counters_flow_back() {
+    let sim = fabric(100, SimCaps::default());
+    let mut o = offloader(&sim, Duration::from_secs(5));
+    let (mf, a) = l2_flow(REP0, 7, vec![Action::Output(REP1)]);
+    o.process(vec![put(7, (mf, a))]);
+    let mut pkt = mf.key;
+    pkt.ip_ttl = 64; // fields outside the mask do not matter
+    for _ in 0..5 {
+        assert!(matches!(
+            sim.lock().unwrap().inject(IfIndex(111), &pkt, 100),
+            SimVerdict::Hit { .. }
+        ));
+    }
+    let mut other = pkt;
+    other.eth_dst[5] = 9;
+    assert_eq!(
+        sim.lock().unwrap().inject(IfIndex(111), &other, 100),
+        SimVerdict::Miss {
+            representor: IfIndex(11)
+        }
+    );
+    // A VF on the other switch misses to its own representor.
+    assert_eq!(
+        sim.lock().unwrap().inject(IfIndex(121), &pkt, 100),
+        SimVerdict::Miss {
+            representor: IfIndex(21)
+        }
+    );
+    let stats = o.sync_stats();
+    assert_eq!(stats.len(), 1);
+    assert_eq!((stats[0].1.packets, stats[0].1.bytes), (5, 500));
+    assert!(stats[0].1.last_used_ms_ago.is_some());
+}
+
+/// xorshift64*: deterministic, no dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn random_flow(rng: &mut Rng, id: u64) -> (Megaflow, Actions) {
+    let n = id as u32;
+    match rng.below(8) {
+        0 => l2_flow(REP0, n, encap(rng.below(4) as u32 + 1)),
+        1 => l2_flow(REP_BIG, n, encap(1)), // MTU refusal
+        2 => l2_flow(REP0, n, vec![Action::Output(REP_B)]), // switch id refusal
+        3 => decap_flow(n),
+        4 => l2_flow(
+            REP1,
+            n,
+            vec![
+                Action::PushVlan {
+                    tpid: 0x8100,
+                    tci: rng.below(4000) as u16,
+                },
+                Action::Output(UP_A),
+            ],
+        ),
+        5 => l2_flow(REP_B, n, vec![Action::Output(UP_B)]),
+        6 => l2_flow(REP0, n, vec![]),
+        _ => l2_flow(REP1, n, vec![Action::Output(REP0), Action::Output(UP_A)]),
+    }
+}
+
+fn check_consistent(o: &mut Offloader, sim: &SharedSim, step: usize) {
+    let offloaded: BTreeSet<(FlowId, offload::RuleHandle)> = o.offloaded().collect();
+    let held: BTreeSet<(FlowId, offload::RuleHandle)> = o
+        .backend()
+        .dump()
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.owner.unwrap(), d.handle))
+        .collect();
+    assert_eq!(
+        offloaded, held,
+        "step {step}: backend != flows marked offloaded"
+    );
+    let marked = o.placements().filter(|(_, p)| p.is_offloaded()).count();
+    assert_eq!(
+        marked,
+        offloaded.len(),
+        "step {step}: placement vs installed"
+    );
+    assert_eq!(sim.lock().unwrap().len(), held.len());
+}
+
+#[test]
+fn ten_thousand_random_ops_keep_backend_equal_to_offloaded_flows() {
+    for seed in [1u64, 0xdead_beef, 42] {
+        let sim = fabric(120, SimCaps::default());
+        let mut o = offloader(&sim, Duration::from_secs(5));
+        let mut rng = Rng(seed);
+        let mut ops = 0;
+        let mut step = 0;
+        while ops < 10_000 {
+            let n = 1 + rng.below(24) as usize;
+            let mut batch = Vec::with_capacity(n);
+            for _ in 0..n {
+                let id = rng.below(400);
+                if rng.below(3) == 0 {
+                    batch.push(FlowRequest::Remove { flow: FlowId(id) });
+                } else {
+                    // A put on a known flow with new actions is a replace.
+                    let f = random_flow(&mut rng, id);
+                    batch.push(put(id, f));
+                }
+            }
+            if rng.below(10) == 0 {
+                let e = [
+                    KernelErrno::NoSpace,
+                    KernelErrno::NotSupported,
+                    KernelErrno::Invalid,
+                ][rng.below(3) as usize];
+                sim.lock().unwrap().faults.fail_next.push_back(e);
+            }
+            ops += n;
+            step += 1;
+            o.process(batch);
+            check_consistent(&mut o, &sim, step);
+        }
+        // Every software flow says why.
+        for (_, p) in o.placements() {
+            if let Placement::Software { reason } = p {
+                assert_ne!(*reason, SoftwareReason::Pending);
+            }
+        }
+        assert_eq!(o.sweep_orphans().unwrap(), 0);
+    }
+}
+
+#[test]
+fn restart_sweeps_orphans() {
+    let sim = fabric(100, SimCaps::default());
+    let mut o = offloader(&sim, Duration::from_secs(5));
+    o.process(
+        (0..10)
+            .map(|i| put(i, l2_flow(REP0, i as u32, vec![Action::Output(REP1)])))
+            .collect(),
+    );
+    assert_eq!(sim.lock().unwrap().len(), 10);
+    drop(o); // "kill -9": the rules stay
+    let mut o = offloader(&sim, Duration::from_secs(5));
+    assert_eq!(o.sweep_orphans().unwrap(), 10);
+    assert!(sim.lock().unwrap().is_empty());
+}
+
+#[test]
+fn worker_is_asynchronous_and_counts_drops() {
+    let sim = fabric(1000, SimCaps::default());
+    let w = OffloadWorker::spawn(
+        offloader(&sim, Duration::from_secs(5)),
+        WorkerConfig::default(),
+    );
+    assert!(w.offer(put(1, l2_flow(REP0, 1, vec![Action::Output(REP1)]))));
+    let t0 = Instant::now();
+    while !w.placement(FlowId(1)).is_some_and(|p| p.is_offloaded()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "never offloaded: {:?}",
+            w.placement(FlowId(1))
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(w);
+
+    // A slow backend and a one-slot queue: offers never block, the excess is dropped.
+    sim.lock().unwrap().faults.latency = Duration::from_millis(50);
+    let cfg = WorkerConfig {
+        queue: 1,
+        batch: 1,
+        stats_interval: Duration::from_secs(60),
+    };
+    let w = OffloadWorker::spawn(offloader(&sim, Duration::from_secs(5)), cfg);
+    let t0 = Instant::now();
+    let accepted = (10..30)
+        .filter(|i| {
+            w.offer(put(
+                *i,
+                l2_flow(REP0, *i as u32, vec![Action::Output(REP1)]),
+            ))
+        })
+        .count();
+    assert!(t0.elapsed() < Duration::from_millis(40), "offer blocked");
+    assert!(w.drops() > 0 && accepted < 20);
+    let dropped = (10..30).find(|i| {
+        w.placement(FlowId(*i))
+            .is_some_and(|p| p.to_string().contains("queue full"))
+    });
+    assert!(dropped.is_some());
+}
