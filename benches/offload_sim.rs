@@ -17,7 +17,7 @@ const BATCH: usize = 256;
 fn fabric() -> SimFabric {
     SimFabric::new(vec![SimSwitchSpec {
         switch_id: vec![1; 8],
-        uplink: IfIndex(10),
+        uplinks: vec![IfIndex(10)],
         tunnels: vec![],
         reps: vec![
             SimRep {

@@ -263,7 +263,10 @@ impl Lab {
             .arg(exe)
             .arg("--config")
             .arg(&cfg)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -304,7 +307,10 @@ impl Lab {
             .duration_since(std::time::UNIX_EPOCH)
             .map_err(|e| e.to_string())?
             .as_secs_f64();
-        check(self.hv.try_ip("route replace 10.0.0.2/32 via 192.168.2.2 dev up2"))?;
+        check(
+            self.hv
+                .try_ip("route replace 10.0.0.2/32 via 192.168.2.2 dev up2"),
+        )?;
         let (_, out) = pinger.join().map_err(|_| "ping thread panicked")?;
         let (_, sniffed) = sniffer.join().map_err(|_| "tcpdump thread panicked")?;
         let first = sniffed
@@ -359,7 +365,9 @@ fn failover(lab: &Lab) -> Result<(), String> {
     step("route change: 10.0.0.2 moves from up1 to up2 under a steady ping (100 packets/s)");
     let r = lab.failover("0.01", 500)?;
     match r.first_on_up2_ms {
-        Some(t) => println!("first packet over up2 with up2's address: {t:.1} ms after the route change"),
+        Some(t) => {
+            println!("first packet over up2 with up2's address: {t:.1} ms after the route change")
+        }
         None => println!("no packet with up2's address left up2 after the route change"),
     }
     println!(

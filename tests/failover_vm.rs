@@ -43,7 +43,11 @@ fn route_change_moves_offloaded_flows_to_uplink_2() {
     while offloaded_tc_flows(&l) < 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(offloaded_tc_flows(&l) >= 2, "flows offloaded to tc:\n{}", l.log());
+    assert!(
+        offloaded_tc_flows(&l) >= 2,
+        "flows offloaded to tc:\n{}",
+        l.log()
+    );
 
     let r = l.failover("0.001", 3000).expect("failover run");
     let report = format!(
@@ -68,7 +72,11 @@ fn route_change_moves_offloaded_flows_to_uplink_2() {
     );
     // Recovery: the stream keeps flowing after the change (a stuck flow would lose
     // everything after it, about two thirds of the stream).
-    assert!(r.lost() < r.sent / 4, "the stream did not recover: {r:?}\n{}", l.log());
+    assert!(
+        r.lost() < r.sent / 4,
+        "the stream did not recover: {r:?}\n{}",
+        l.log()
+    );
     let filters = l.hv.exec("tc filter show dev rep0 ingress");
     assert!(
         filters.contains("src_ip 192.168.2.1"),

@@ -93,7 +93,7 @@ fn fabric(capacity: usize, caps: SimCaps) -> SharedSim {
     Arc::new(Mutex::new(SimFabric::new(vec![
         SimSwitchSpec {
             switch_id: vec![1; 8],
-            uplink: IfIndex(10),
+            uplinks: vec![IfIndex(10)],
             tunnels: vec![IfIndex(30)],
             reps: vec![rep(0, 11, 111), rep(1, 12, 112), rep(2, 13, 113)],
             capacity,
@@ -101,7 +101,7 @@ fn fabric(capacity: usize, caps: SimCaps) -> SharedSim {
         },
         SimSwitchSpec {
             switch_id: vec![2; 8],
-            uplink: IfIndex(20),
+            uplinks: vec![IfIndex(20)],
             tunnels: vec![],
             reps: vec![rep(0, 21, 121)],
             capacity,

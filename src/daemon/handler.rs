@@ -51,7 +51,7 @@ fn placement(d: &Daemon, e: &FlowEntry) -> Placement {
         _ => Placement {
             offloaded: false,
             dp: "sw".into(),
-            reason: Some("pending".into()),
+            reason: Some("not offered to offload".into()),
             ..Placement::default()
         },
     }
@@ -77,11 +77,12 @@ fn flow_row(d: &Daemon, e: &FlowEntry, now_ms: u64) -> FlowRow {
 
 /// The category of a software reason, for counters (`mtu`, `neighbour`, ...).
 fn reason_category(reason: &str) -> String {
-    reason
-        .split([':', ' '])
-        .next()
-        .unwrap_or(reason)
-        .to_string()
+    let end = [reason.find(':'), reason.find(" (")]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(reason.len());
+    reason[..end].to_string()
 }
 
 impl Handler {
@@ -519,5 +520,10 @@ mod tests {
             "neighbour"
         );
         assert_eq!(reason_category("pending"), "pending");
+        assert_eq!(reason_category("no route (toward 10.0.0.2)"), "no route");
+        assert_eq!(
+            reason_category("unsupported match: vlan_tci"),
+            "unsupported match"
+        );
     }
 }

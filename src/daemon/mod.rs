@@ -213,14 +213,14 @@ fn sim_fabric(table: &PortTable) -> offload::sim::SimFabric {
         let Some(id) = &p.switch_id else { continue };
         let spec = specs.entry(id.clone()).or_insert_with(|| SimSwitchSpec {
             switch_id: id.clone(),
-            uplink: IfIndex(0),
+            uplinks: Vec::new(),
             tunnels: tunnels.clone(),
             reps: Vec::new(),
             capacity: 65_536,
             caps: SimCaps::default(),
         });
         match p.kind {
-            PortKind::Uplink => spec.uplink = p.ifindex,
+            PortKind::Uplink => spec.uplinks.push(p.ifindex),
             PortKind::Representor { vf } => spec.reps.push(SimRep {
                 vf,
                 rep: p.ifindex,

@@ -96,6 +96,16 @@ impl TunnelResolver for RouteTable {
     fn resolve(&self, remote: IpAddr) -> Option<TunnelRoute> {
         self.routes.load().get(&remote).copied()
     }
+
+    fn unresolved_reason(&self, remote: IpAddr) -> Option<String> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let st = state.get(&remote)?;
+        match (&st.problem, &st.resolution) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(_)) => Some("uplink not managed by flowd".into()),
+            (None, None) => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,12 @@ pub struct TunnelRoute {
 pub trait TunnelResolver: Send + Sync {
     /// The route to `remote`, or `None` if it is unreachable or its next hop unresolved.
     fn resolve(&self, remote: IpAddr) -> Option<TunnelRoute>;
+
+    /// Why `remote` has no route, in words an operator reads (`no route`, `uplink
+    /// down`, ...), if the resolver knows. Not called per packet.
+    fn unresolved_reason(&self, _remote: IpAddr) -> Option<String> {
+        None
+    }
 }
 
 /// A fixed table of tunnel routes.

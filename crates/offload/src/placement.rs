@@ -32,6 +32,14 @@ pub enum SoftwareReason {
         /// The remote tunnel endpoint.
         remote: IpAddr,
     },
+    /// The path to the tunnel endpoint is unusable, as the resolver (fibwatch) says:
+    /// no route, uplink down, next hop unresolved.
+    Path {
+        /// The remote tunnel endpoint.
+        remote: IpAddr,
+        /// Why, in the resolver's words.
+        why: String,
+    },
     /// The port table does not know a port the flow uses.
     UnknownPort(datapath::PortId),
     /// The backend refused or failed (the kernel's errno and extack message).
@@ -61,6 +69,7 @@ impl fmt::Display for SoftwareReason {
             SoftwareReason::Neighbour { remote } => {
                 write!(f, "neighbour: next hop toward {remote} unresolved")
             }
+            SoftwareReason::Path { remote, why } => write!(f, "{why} (toward {remote})"),
             SoftwareReason::UnknownPort(p) => write!(f, "unknown port {p}"),
             SoftwareReason::Backend(e) => write!(f, "backend: {e}"),
             SoftwareReason::Timeout { elapsed_ms } => {

@@ -1,7 +1,7 @@
 //! A simulated eswitch fabric for tests, benchmarks and labs on kernels without
 //! cls_flower.
 //!
-//! Several eswitches, each with a switch id, an uplink, representors (each paired with
+//! Several eswitches, each with a switch id, uplinks, representors (each paired with
 //! its VF port), a rule capacity (full: ENOSPC), supported keys and actions
 //! (otherwise EOPNOTSUPP) and per-rule counters. A packet injected on a VF port hits an
 //! installed rule ("in hardware", counted) or misses to the VF's representor.
@@ -94,8 +94,8 @@ pub struct SimRep {
 pub struct SimSwitchSpec {
     /// IFLA_PHYS_SWITCH_ID.
     pub switch_id: Vec<u8>,
-    /// The uplink netdev.
-    pub uplink: IfIndex,
+    /// The uplink netdevs (two on a multiport eswitch or a LAG).
+    pub uplinks: Vec<IfIndex>,
     /// Tunnel devices whose rules this eswitch holds (decap).
     pub tunnels: Vec<IfIndex>,
     /// Representors.
@@ -165,7 +165,9 @@ impl SimFabric {
     pub fn new(specs: Vec<SimSwitchSpec>) -> Self {
         let mut f = Self::default();
         for (i, spec) in specs.into_iter().enumerate() {
-            f.by_device.insert(spec.uplink, i);
+            for u in &spec.uplinks {
+                f.by_device.insert(*u, i);
+            }
             for t in &spec.tunnels {
                 f.by_device.insert(*t, i);
             }

@@ -482,6 +482,18 @@ fn unsupported_matches_and_actions_fail_closed() {
         unsupported(&Megaflow::new(&k2, &m2), &out(REP1)),
         "unsupported match: vlan_tci"
     );
+    // "Untagged" with any ethertype: flower's `protocol all` would also take 802.1Q
+    // frames, so it is refused; with an exact ethertype it is offloaded.
+    let mut m2 = FlowMask::default();
+    m2.in_port = u32::MAX;
+    m2.vlan_tci[0] = vlan::PRESENT | vlan::VID_MASK;
+    assert_eq!(
+        unsupported(&Megaflow::new(&k, &m2), &out(REP1)),
+        "unsupported match: vlan_tci"
+    );
+    m2.eth_type = 0xffff;
+    let rule = tr(&Megaflow::new(&k, &m2), &out(REP1)).expect("untagged IPv4 offloads");
+    assert_eq!(rule.matches.protocol, 0x0800);
     let (mut k2, mut m2) = (k, m);
     m2.ip_frag = frag::LATER;
     k2.ip_frag = frag::LATER;

@@ -205,6 +205,12 @@ fn translate_match(k: &FlowKey, m: &FlowKey) -> Result<(PortId, FlowerMatch)> {
         }
         f.vlan = Some(outer);
     } else {
+        // "No tag" (the present bit matched as absent) has no flower key of its own: only
+        // an exact ethertype says it (a `protocol ip` filter never sees an 802.1Q frame,
+        // a `protocol all` filter sees both). Without one, refuse rather than over-match.
+        if m_vlan_tci[0] & vlan::PRESENT != 0 && eth_type.is_none() {
+            return Err(OffloadError::field("vlan_tci"));
+        }
         f.protocol = eth_type.unwrap_or(crate::translate::ETH_P_ALL);
     }
 

@@ -50,10 +50,12 @@ pub fn validate(rule: &mut FlowerRule, ctx: &ValidateCtx<'_>) -> Result<(), Soft
     for a in &mut rule.actions {
         match a {
             FlowerAction::TunnelSet(t) => {
-                let route = ctx
-                    .resolver
-                    .resolve(t.dst)
-                    .ok_or(SoftwareReason::Neighbour { remote: t.dst })?;
+                let route = ctx.resolver.resolve(t.dst).ok_or_else(|| {
+                    match ctx.resolver.unresolved_reason(t.dst) {
+                        Some(why) => SoftwareReason::Path { remote: t.dst, why },
+                        None => SoftwareReason::Neighbour { remote: t.dst },
+                    }
+                })?;
                 let uplink = ctx
                     .ports
                     .get(route.egress)

@@ -80,27 +80,39 @@ impl OffloadWorker {
         let flow = req.flow();
         let is_put = matches!(req, FlowRequest::Put { .. });
         let Some(tx) = &self.tx else { return false };
-        let (ok, placement) = match tx.try_send(req) {
-            Ok(()) => (true, SoftwareReason::Pending),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.drops.fetch_add(1, Ordering::Relaxed);
-                (false, SoftwareReason::QueueFull)
-            }
-        };
+        // Mark the flow pending *before* queueing: the worker may answer before this
+        // thread runs again, and its answer must not be overwritten by "pending".
         if is_put {
-            let mut p = self
-                .published
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut p = self.lock();
             let e = p
                 .placements
                 .entry(flow)
                 .or_insert_with(|| Placement::software(SoftwareReason::Pending));
-            if !ok || !e.is_offloaded() {
-                *e = Placement::software(placement);
+            if !e.is_offloaded() {
+                *e = Placement::software(SoftwareReason::Pending);
             }
         }
-        ok
+        match tx.try_send(req) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.drops.fetch_add(1, Ordering::Relaxed);
+                if is_put {
+                    let mut p = self.lock();
+                    if let Some(e) = p.placements.get_mut(&flow)
+                        && !e.is_offloaded()
+                    {
+                        *e = Placement::software(SoftwareReason::QueueFull);
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Published> {
+        self.published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Requests dropped because the queue was full.

@@ -1,19 +1,52 @@
-//! [`AfPacketPort`]: an AF_PACKET raw socket bound to one netdev, batched with
-//! `recvmmsg`/`sendmmsg`.
+//! [`AfPacketPort`]: an AF_PACKET raw socket bound to one netdev. Frames are received
+//! through a `PACKET_MMAP` ring (TPACKET_V2) by default, with `recvmmsg` as the fallback,
+//! and sent with `sendmmsg`.
 //!
 //! - The socket is created with protocol 0 (it receives nothing) and only then bound to
 //!   the interface with `ETH_P_ALL`, so no packet of another interface slips in.
 //! - `PACKET_IGNORE_OUTGOING` keeps the frames flowd transmits from coming back on the
 //!   same socket; the port is put in promiscuous mode (representors carry every MAC).
-//! - The kernel strips VLAN tags into metadata on receive (VLAN offload); with
-//!   `PACKET_AUXDATA` each frame's tag is read back and reinserted in the slot's headroom,
-//!   so the datapath sees the frame as it was on the wire.
-//! - A frame larger than a batch slot is received truncated (`MSG_TRUNC`): it is kept as
-//!   an empty packet (which the datapath drops) and counted in [`AfPacketPort::truncated`].
-//!   Representors of VMs that send TSO super-frames need `ethtool -K <rep> gro off` or
-//!   slots sized for 64 KiB.
+//! - The kernel strips VLAN tags into metadata on receive (VLAN offload); the tag is read
+//!   back (from the ring frame's `tp_vlan_tci`/`tp_vlan_tpid`, or with `PACKET_AUXDATA`
+//!   in the fallback) and reinserted in the slot's headroom, so the datapath sees the
+//!   frame as it was on the wire.
+//! - A frame larger than a batch slot (or than a ring frame) is received truncated: it is
+//!   kept as an empty packet (which the datapath drops) and counted in
+//!   [`AfPacketPort::truncated`]. Representors of VMs that send TSO super-frames need
+//!   `ethtool -K <rep> gro off` or slots sized for 64 KiB.
 //!
-//! This is the one module of the crate with `unsafe`: the system calls themselves.
+//! # The receive ring ([`RxMode::Ring`])
+//! With `recvmmsg`, the kernel queues an skb per frame on the socket (in the softirq of
+//! the CPU that sent the frame) and the datapath thread pays a system call per batch, a
+//! copy per frame and the skb's release. With a TPACKET_V2 `PACKET_RX_RING`, the sender's
+//! softirq copies each frame straight into a shared ring and frees the skb there; the
+//! datapath thread reads frames whose `tp_status` has `TP_STATUS_USER`, copies them into
+//! its [`PacketBatch`] (64 bytes for a small frame: cheaper than any system call) and
+//! hands the frame back (`TP_STATUS_KERNEL`) at once. No system call per batch; `poll()`
+//! still works (readable while the kernel's last frame is not handed back).
+//!
+//! Geometry, per port (mmapped, allocated once at open):
+//! - frame size: the TPACKET_V2 header and the kernel's alignment (66 bytes before the
+//!   MAC header) + MTU + 14 (Ethernet) + 8 (an inner VLAN tag, slack), rounded up to a
+//!   power of two up to a page, a multiple of the page size above: 2 KiB for MTU 1500,
+//!   12 KiB for MTU 9000. A frame larger than that (MTU raised after open, GRO) is
+//!   truncated and counted; reopen the port after raising its MTU.
+//! - block size: 64 KiB (rounded up to a whole number of frames: 72 KiB for MTU 9000);
+//!   small enough for the kernel's page allocator, large enough to hold many frames.
+//! - blocks: 4 MiB of ring (as much as the fallback's socket buffer) and at least 256
+//!   frames: 64 blocks = 2048 frames for MTU 1500, 56 blocks = 336 frames for MTU 9000.
+//!   A full ring drops in the kernel (the sender's softirq), like a full socket buffer.
+//!
+//! TPACKET_V2 rather than V3: V3 hands a block over only when it is full or its retire
+//! timer fires, which adds up to a timer period of latency at low rates; V2 hands over
+//! each frame. If the ring cannot be set up (old kernel, no memory), the port falls back
+//! to `recvmmsg` ([`AfPacketPort::rx_mode`] tells which one is in use).
+//!
+//! Transmission stays on `sendmmsg`: a TPACKET_V2 TX ring still allocates an skb per
+//! frame, and attaches the frame's bytes as page fragments that a veth peer must copy
+//! into a fresh page (`skb_copy_ubufs`) before crossing into another namespace.
+//!
+//! This is the one module of the crate with `unsafe`: the system calls and the ring.
 #![allow(unsafe_code)]
 
 use super::batch::HEADROOM;
@@ -21,6 +54,7 @@ use super::{PacketBatch, Port, PortError};
 use crate::IfIndex;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 const PACKET_AUXDATA: libc::c_int = 8;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
@@ -28,6 +62,257 @@ const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
 const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 const ETH_P_ALL: u16 = 0x0003;
+const PACKET_RX_RING: libc::c_int = 5;
+const PACKET_VERSION: libc::c_int = 10;
+const TPACKET_V2: libc::c_int = 1;
+const TP_STATUS_KERNEL: u32 = 0;
+const TP_STATUS_USER: u32 = 1;
+
+/// Mirrors `struct tpacket2_hdr` from `<linux/if_packet.h>`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Tpacket2Hdr {
+    tp_status: u32,
+    tp_len: u32,
+    tp_snaplen: u32,
+    tp_mac: u16,
+    tp_net: u16,
+    tp_sec: u32,
+    tp_nsec: u32,
+    tp_vlan_tci: u16,
+    tp_vlan_tpid: u16,
+    tp_padding: [u8; 4],
+}
+
+/// Mirrors `struct tpacket_req` from `<linux/if_packet.h>`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct TpacketReq {
+    tp_block_size: u32,
+    tp_block_nr: u32,
+    tp_frame_size: u32,
+    tp_frame_nr: u32,
+}
+
+/// Bytes the kernel puts before the MAC header in a TPACKET_V2 frame of a raw socket:
+/// `TPACKET_ALIGN(TPACKET2_HDRLEN + 16)` = 80, minus the 14-byte Ethernet header.
+const RING_MAC_OFFSET: usize = 66;
+/// Ring memory per port (the fallback's socket buffer is as large).
+const RING_BYTES: usize = 4 << 20;
+/// Fewest frames in a ring (jumbo MTUs).
+const RING_MIN_FRAMES: usize = 256;
+/// Target block size.
+const RING_BLOCK: usize = 64 << 10;
+
+/// How an [`AfPacketPort`] receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RxMode {
+    /// A TPACKET_V2 `PACKET_RX_RING` shared with the kernel (the default), falling back to
+    /// `recvmmsg` if the ring cannot be set up.
+    Ring,
+    /// `recvmmsg` with `PACKET_AUXDATA` control messages.
+    Recvmmsg,
+}
+
+/// The geometry of a receive ring for a port of MTU `mtu` with pages of `page` bytes.
+fn ring_geometry(mtu: u32, page: usize) -> TpacketReq {
+    let need = RING_MAC_OFFSET + mtu as usize + 14 + 8;
+    let frame = if need <= page {
+        need.next_power_of_two()
+    } else {
+        need.next_multiple_of(page)
+    };
+    let per_block = RING_BLOCK.div_ceil(frame).max(1);
+    let block = frame * per_block;
+    let blocks = (RING_BYTES / block)
+        .max(RING_MIN_FRAMES.div_ceil(per_block))
+        .max(1);
+    TpacketReq {
+        tp_block_size: block as u32,
+        tp_block_nr: blocks as u32,
+        tp_frame_size: frame as u32,
+        tp_frame_nr: (blocks * per_block) as u32,
+    }
+}
+
+/// A TPACKET_V2 receive ring mapped from the socket.
+struct RxRing {
+    base: *mut u8,
+    map_len: usize,
+    frame_size: usize,
+    frames_per_block: usize,
+    block_size: usize,
+    frames: usize,
+    /// The next frame to read.
+    head: usize,
+}
+
+impl RxRing {
+    /// Sets up and maps a ring on `fd` (which must not be bound yet); None if the kernel
+    /// refuses (the caller falls back to `recvmmsg`).
+    fn setup(fd: i32, mtu: u32) -> Option<Self> {
+        // SAFETY: plain sysconf query.
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            p if p > 0 => p as usize,
+            _ => 4096,
+        };
+        let req = ring_geometry(mtu, page);
+        setsockopt_int(fd, PACKET_VERSION, TPACKET_V2).ok()?;
+        // SAFETY: `req` outlives the call and its size is passed.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                PACKET_RX_RING,
+                (&req as *const TpacketReq).cast(),
+                std::mem::size_of::<TpacketReq>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return None;
+        }
+        let map_len = req.tp_block_size as usize * req.tp_block_nr as usize;
+        // SAFETY: maps the ring the kernel just allocated for `fd`; the result is checked
+        // and the mapping is released in `Drop`.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_LOCKED | libc::MAP_POPULATE,
+                fd,
+                0,
+            )
+        };
+        // MAP_LOCKED can exceed RLIMIT_MEMLOCK for non-root: retry without it.
+        let base = if base == libc::MAP_FAILED {
+            // SAFETY: as above.
+            unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    map_len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_POPULATE,
+                    fd,
+                    0,
+                )
+            }
+        } else {
+            base
+        };
+        if base == libc::MAP_FAILED {
+            // Release the kernel's ring (a zero request) so that recvmmsg works.
+            let zero = TpacketReq::default();
+            // SAFETY: as above, with a zero request.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_PACKET,
+                    PACKET_RX_RING,
+                    (&zero as *const TpacketReq).cast(),
+                    std::mem::size_of::<TpacketReq>() as libc::socklen_t,
+                );
+            }
+            return None;
+        }
+        Some(Self {
+            base: base.cast(),
+            map_len,
+            frame_size: req.tp_frame_size as usize,
+            frames_per_block: (req.tp_block_size / req.tp_frame_size) as usize,
+            block_size: req.tp_block_size as usize,
+            frames: req.tp_frame_nr as usize,
+            head: 0,
+        })
+    }
+
+    /// The first byte of frame `i` (< `frames`): frames never straddle blocks.
+    fn frame(&self, i: usize) -> *mut u8 {
+        let off = (i / self.frames_per_block) * self.block_size
+            + (i % self.frames_per_block) * self.frame_size;
+        // SAFETY: `off + frame_size <= map_len` by construction of the geometry, so the
+        // pointer stays inside the mapping.
+        unsafe { self.base.add(off) }
+    }
+
+    /// The status word of the frame at `f` (from [`Self::frame`]), shared with the kernel.
+    fn status(&self, f: *mut u8) -> &AtomicU32 {
+        // SAFETY: `f` is a frame start inside the mapping (16-byte aligned: the mapping is
+        // page aligned and frame and block sizes are multiples of 16), which lives as long
+        // as `self`; the kernel accesses the word with word-sized accesses and barriers.
+        unsafe { AtomicU32::from_ptr(f.cast()) }
+    }
+
+    /// Moves the frames the kernel handed over into `batch` (up to its free capacity),
+    /// handing each frame back at once. Returns the number of packets appended.
+    fn recv(&mut self, batch: &mut PacketBatch, truncated: &mut u64) -> usize {
+        let mut n = 0;
+        while !batch.is_full() {
+            let f = self.frame(self.head);
+            let status = self.status(f).load(Ordering::Acquire);
+            if status & TP_STATUS_USER == 0 {
+                break;
+            }
+            // SAFETY: the frame is ours until we store TP_STATUS_KERNEL (the kernel does
+            // not write it meanwhile; the Acquire load orders its writes before our
+            // reads); the header lies at the aligned start of the frame.
+            let h: Tpacket2Hdr = unsafe { std::ptr::read(f.cast()) };
+            let (mac, snap) = (h.tp_mac as usize, h.tp_snaplen as usize);
+            // Lengths come from the kernel but are bounded against the frame anyway.
+            let in_frame = mac >= std::mem::size_of::<Tpacket2Hdr>()
+                && mac.checked_add(snap).is_some_and(|e| e <= self.frame_size);
+            let len = match batch.next_slot() {
+                Some(dst) if in_frame && h.tp_len as usize == snap && snap <= dst.len() => {
+                    // SAFETY: `mac + snap <= frame_size` (checked above), so the source
+                    // lies inside this frame, which we own; `dst` is a distinct buffer.
+                    let src = unsafe { std::slice::from_raw_parts(f.add(mac), snap) };
+                    dst[..snap].copy_from_slice(src);
+                    snap
+                }
+                _ => {
+                    *truncated += 1;
+                    0
+                }
+            };
+            self.status(f).store(TP_STATUS_KERNEL, Ordering::Release);
+            self.head = if self.head + 1 == self.frames {
+                0
+            } else {
+                self.head + 1
+            };
+            let idx = batch.len();
+            batch.commit(len);
+            n += 1;
+            if len >= 12 && status & TP_STATUS_VLAN_VALID != 0 {
+                batch.insert4(idx, 12, vlan_bytes(status, h.tp_vlan_tci, h.tp_vlan_tpid));
+            }
+        }
+        n
+    }
+}
+
+impl Drop for RxRing {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `setup`; no reference into it
+        // outlives the ring.
+        unsafe {
+            libc::munmap(self.base.cast(), self.map_len);
+        }
+    }
+}
+
+/// The 4 tag bytes for a VLAN tag the kernel moved to metadata.
+fn vlan_bytes(status: u32, tci: u16, tpid: u16) -> [u8; 4] {
+    let tpid = if status & TP_STATUS_VLAN_TPID_VALID != 0 {
+        tpid
+    } else {
+        0x8100
+    };
+    let [a, b] = tpid.to_be_bytes();
+    let [c, d] = tci.to_be_bytes();
+    [a, b, c, d]
+}
 
 /// Mirrors `struct tpacket_auxdata` from `<linux/if_packet.h>`.
 #[repr(C)]
@@ -52,6 +337,7 @@ pub struct AfPacketPort {
     mtu: u32,
     mac: [u8; 6],
     fd: OwnedFd,
+    ring: Option<RxRing>,
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
     cmsgs: Vec<u8>,
@@ -61,7 +347,8 @@ pub struct AfPacketPort {
 
 // SAFETY: the raw pointers inside `hdrs`/`iovs` are scratch space, rewritten before every
 // system call to point into buffers borrowed for that call only; they are never
-// dereferenced outside it, so moving the port to another thread is sound.
+// dereferenced outside it. The ring's mapping belongs to the port alone (one owner, no
+// thread affinity), so moving the port to another thread is sound.
 unsafe impl Send for AfPacketPort {}
 
 fn sys_err(op: &'static str, port: &str) -> PortError {
@@ -135,8 +422,13 @@ fn setsockopt_sol(
 
 impl AfPacketPort {
     /// Opens a non-blocking AF_PACKET socket on interface `name`, able to receive batches
-    /// of up to `batch` frames.
+    /// of up to `batch` frames, receiving through a ring if possible ([`RxMode::Ring`]).
     pub fn open(name: &str, batch: usize) -> Result<Self, PortError> {
+        Self::open_with(name, batch, RxMode::Ring)
+    }
+
+    /// As [`Self::open`], receiving as `mode` says.
+    pub fn open_with(name: &str, batch: usize, mode: RxMode) -> Result<Self, PortError> {
         // SAFETY: plain system call; the result is checked.
         let raw = unsafe {
             libc::socket(
@@ -182,6 +474,12 @@ impl AfPacketPort {
         // Kernels before 4.20 lack the option: outgoing frames then come back, and the
         // datapath drops them as they carry our own source MACs; not fatal.
         let _ = setsockopt_int(raw, PACKET_IGNORE_OUTGOING, 1);
+        // Before bind: frames queued on the socket before the ring exists would keep it
+        // readable for ever.
+        let ring = match mode {
+            RxMode::Ring => RxRing::setup(raw, mtu),
+            RxMode::Recvmmsg => None,
+        };
         let mreq = libc::packet_mreq {
             mr_ifindex: ifindex as i32,
             mr_type: libc::PACKET_MR_PROMISC as u16,
@@ -224,10 +522,15 @@ impl AfPacketPort {
             mtu,
             mac,
             fd,
+            cmsgs: if ring.is_some() {
+                Vec::new()
+            } else {
+                vec![0u8; batch * CMSG_SPACE]
+            },
+            ring,
             // SAFETY: all-zero mmsghdr/iovec are valid (null pointers, zero lengths).
             hdrs: vec![unsafe { std::mem::zeroed() }; batch],
             iovs: vec![unsafe { std::mem::zeroed() }; batch],
-            cmsgs: vec![0u8; batch * CMSG_SPACE],
             truncated: 0,
             tx_dropped: 0,
         })
@@ -238,7 +541,16 @@ impl AfPacketPort {
         self.mac
     }
 
-    /// Frames received larger than a batch slot (dropped).
+    /// How the port receives: [`RxMode::Ring`] unless the ring could not be set up.
+    pub fn rx_mode(&self) -> RxMode {
+        if self.ring.is_some() {
+            RxMode::Ring
+        } else {
+            RxMode::Recvmmsg
+        }
+    }
+
+    /// Frames received larger than a batch slot or a ring frame (dropped).
     pub fn truncated(&self) -> u64 {
         self.truncated
     }
@@ -262,14 +574,7 @@ impl AfPacketPort {
                     if aux.tp_status & TP_STATUS_VLAN_VALID == 0 {
                         return None;
                     }
-                    let tpid = if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
-                        aux.tp_vlan_tpid
-                    } else {
-                        0x8100
-                    };
-                    let [a, b] = tpid.to_be_bytes();
-                    let [c2, d] = aux.tp_vlan_tci.to_be_bytes();
-                    return Some([a, b, c2, d]);
+                    return Some(vlan_bytes(aux.tp_status, aux.tp_vlan_tci, aux.tp_vlan_tpid));
                 }
                 c = libc::CMSG_NXTHDR(h, c);
             }
@@ -296,6 +601,9 @@ impl Port for AfPacketPort {
     }
 
     fn recv(&mut self, batch: &mut PacketBatch) -> Result<usize, PortError> {
+        if let Some(ring) = self.ring.as_mut() {
+            return Ok(ring.recv(batch, &mut self.truncated));
+        }
         let first = batch.len();
         let want = (batch.capacity() - first).min(self.hdrs.len());
         if want == 0 {

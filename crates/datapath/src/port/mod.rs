@@ -3,14 +3,14 @@
 //! A [`Port`] moves whole batches: [`Port::recv`] fills a caller-owned [`PacketBatch`]
 //! (preallocated slots, no allocation per packet) and [`Port::send`] transmits one.
 //! Two implementations: [`MemPort`] (in-memory queues, for tests and benchmarks) and
-//! [`AfPacketPort`] (an AF_PACKET raw socket bound to a Linux netdev, batched with
-//! `recvmmsg`/`sendmmsg`).
+//! [`AfPacketPort`] (an AF_PACKET raw socket bound to a Linux netdev, receiving through a
+//! `PACKET_MMAP` ring or `recvmmsg`, sending with `sendmmsg`).
 
 mod afpacket;
 mod batch;
 mod mem;
 
-pub use afpacket::{AfPacketPort, Poller};
+pub use afpacket::{AfPacketPort, Poller, RxMode};
 pub use batch::PacketBatch;
 pub use mem::{MemPort, MemPortHandle, NullPort};
 
