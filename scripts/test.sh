@@ -40,9 +40,18 @@ fi
 step "fuzz target builds"
 cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
 
-if [ -z "${FLOWD_SKIP_VM:-}" ] && [ -x tests/vm/run-all.sh ]; then
-  step "VM suite (one boot)"
-  bash tests/vm/run-all.sh
+if [ -z "${FLOWD_SKIP_VM:-}" ]; then
+  step "VM suite: real tc flower under Debian's kernel, one boot"
+  vm_run=../shared/lab/vm-run
+  [ -x "$vm_run" ] || { echo "missing $vm_run (the VM runner shipped beside the repository)" >&2; exit 1; }
+  cargo build --quiet --bin flowd
+  vm_out=$(mktemp -d /tmp/flowd-vm.XXXXXX)
+  if ! "$vm_run" --rw "$vm_out" -- bash "$PWD/tests/vm/run-all.sh" "$vm_out" | tee target/vm-tests.log; then
+    echo "VM suite failed: logs in $vm_out" >&2
+    exit 1
+  fi
+  grep -q ' passed, 0 failed' target/vm-tests.log || { echo "VM suite did not report" >&2; exit 1; }
+  cat "$vm_out/failover.txt" 2>/dev/null || true
 fi
 passed=$(grep -oE '^test result: ok\. [0-9]+ passed' target/host-tests.log | awk '{s+=$4} END {print s+0}')
 step "done"

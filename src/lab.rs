@@ -378,11 +378,46 @@ fn failover(lab: &Lab) -> Result<(), String> {
         r.longest_gap_ms
     );
     lab.show(Request::Tunnels)?;
+    lab.show(Request::DumpFlows {
+        filter: FlowFilter::All,
+    })?;
     let _ = lab.show(Request::Stats);
     if r.received + 50 < r.sent {
+        lab.diagnose();
         return Err("the stream did not recover after the route change".into());
     }
     Ok(())
+}
+
+impl Lab {
+    /// Prints what an operator looks at when a tunnel stops: the remote VTEP's FDB,
+    /// uplink counters, and the tc filters.
+    pub fn diagnose(&self) {
+        let show = |title: &str, out: (bool, String)| println!("--- {title}\n{}", out.1.trim_end());
+        show(
+            "remote: bridge fdb show dev vxlan16",
+            self.remote.try_exec("bridge fdb show dev vxlan16"),
+        );
+        show("remote: ip -s link", self.remote.try_exec("ip -s -br link"));
+        show("remote: rp_filter", self.remote.try_exec("sysctl net.ipv4.conf.all.rp_filter net.ipv4.conf.eth1.rp_filter net.ipv4.conf.eth2.rp_filter"));
+        show("hv: ip -s -br link", self.hv.try_exec("ip -s -br link"));
+        show("hv: rp_filter", self.hv.try_exec("sysctl net.ipv4.conf.all.rp_filter net.ipv4.conf.up1.rp_filter net.ipv4.conf.up2.rp_filter"));
+        show(
+            "hv: tc -s filter show dev vxlan_sys_4789 ingress",
+            self.hv
+                .try_exec("tc -s filter show dev vxlan_sys_4789 ingress"),
+        );
+        show(
+            "hv: tc filter show dev rep0 ingress",
+            self.hv.try_exec("tc filter show dev rep0 ingress"),
+        );
+        show(
+            "hv: nstat",
+            self.hv.try_exec(
+                "nstat -az | grep -E 'UdpNoPorts|IPReversePathFilter|UdpInErrors|InNoRoutes'",
+            ),
+        );
+    }
 }
 
 fn mtu_refusal(lab: &Lab) -> Result<(), String> {

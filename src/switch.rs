@@ -41,6 +41,8 @@ pub struct SwitchConfig {
     pub revalidate_every: Duration,
     /// Capacity of the packet-out and flow-op queues.
     pub queue: usize,
+    /// The clock every part of the switch reads (flow `used` times are on it).
+    pub clock: Clock,
 }
 
 impl Default for SwitchConfig {
@@ -51,6 +53,7 @@ impl Default for SwitchConfig {
             engine: EngineConfig::default(),
             revalidate_every: Duration::from_millis(500),
             queue: 4096,
+            clock: Clock::new(),
         }
     }
 }
@@ -69,7 +72,18 @@ pub struct SwitchPort {
 #[derive(Debug, Clone, Copy)]
 pub struct Clock(Instant);
 
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Clock {
+    /// A clock starting now.
+    pub fn new() -> Self {
+        Self(Instant::now())
+    }
+
     /// Time since the switch started.
     pub fn now(&self) -> Duration {
         self.0.elapsed()
@@ -113,7 +127,7 @@ impl Switch {
         resolver: Arc<dyn TunnelResolver>,
         observer: Arc<dyn FlowObserver>,
     ) -> std::io::Result<Self> {
-        let clock = Clock(Instant::now());
+        let clock = cfg.clock;
         let table = Arc::new(datapath::cache::FlowTable::new(cfg.engine.flow_limit));
         let counters = Arc::new(UpcallCounters::default());
         let engine = Arc::new(Engine::new(

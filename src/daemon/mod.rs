@@ -232,7 +232,11 @@ fn sim_fabric(table: &PortTable) -> offload::sim::SimFabric {
     offload::sim::SimFabric::new(specs.into_values().collect())
 }
 
-fn switch_config(cfg: &Config, local_vteps: Vec<IpAddr>) -> SwitchConfig {
+fn switch_config(
+    cfg: &Config,
+    local_vteps: Vec<IpAddr>,
+    clock: crate::switch::Clock,
+) -> SwitchConfig {
     let d = &cfg.datapath;
     SwitchConfig {
         datapath: DpConfig {
@@ -250,6 +254,7 @@ fn switch_config(cfg: &Config, local_vteps: Vec<IpAddr>) -> SwitchConfig {
             flow_limit: d.flow_limit,
             ..EngineConfig::default()
         },
+        clock,
         ..SwitchConfig::default()
     }
 }
@@ -301,7 +306,7 @@ impl Daemon {
             None => (None, "off"),
         };
 
-        let epoch = Instant::now();
+        let clock = crate::switch::Clock::new();
         let tunnel_port = cfg.tunnel_port().map(|p| p.id);
         let hooks = Arc::new(FlowHooks::new(
             Some(watcher.clone()),
@@ -309,10 +314,10 @@ impl Daemon {
             offload.clone(),
             table.clone(),
             tunnel_port,
-            epoch,
+            clock,
         ));
         let switch = Switch::start(
-            switch_config(&cfg, build::local_vteps(&cfg, &uplink_addrs)),
+            switch_config(&cfg, build::local_vteps(&cfg, &uplink_addrs), clock),
             slowpath,
             opened,
             routes.clone(),
@@ -378,20 +383,33 @@ impl Daemon {
             .unwrap_or_else(|e| e.into_inner())
             .entry(kind.to_string())
             .or_default() += 1;
-        self.hooks.apply_route(d.endpoint, &d.kind);
-        let Some((flow, _)) = self.hooks.flow_of(d.flow) else {
+        let Some((flow, _, role)) = self.hooks.flow_of(d.flow) else {
             self.counters
                 .stale_decisions
                 .fetch_add(1, Ordering::Relaxed);
             return;
         };
+        if role == fibwatch::Role::Encap {
+            self.hooks.apply_route(d.endpoint, &d.kind);
+        }
         let Some(entry) = self.switch.engine().table().get(flow) else {
             self.counters
                 .stale_decisions
                 .fetch_add(1, Ordering::Relaxed);
             return;
         };
-        tracing::info!(flow = %flow, endpoint = %d.endpoint, kind, "migration");
+        let why = match &d.kind {
+            DecisionKind::ToSoftware { reason, .. } => reason.to_string(),
+            DecisionKind::Move { to, .. }
+            | DecisionKind::Offload { to }
+            | DecisionKind::BackToOffload { to } => format!(
+                "via if{} src {}",
+                to.ifindex,
+                to.src.map_or("?".to_string(), |s| s.to_string())
+            ),
+            _ => String::new(),
+        };
+        tracing::info!(flow = %flow, endpoint = %d.endpoint, ?role, kind, %why, "migration");
         // The route table now says where the endpoint goes (or that it cannot be
         // offloaded); offering the flow again re-validates it against that: a move
         // replaces the filter, a refusal withdraws it with the reason.

@@ -8,6 +8,7 @@
 //! mapped back to its flow.
 
 use super::routes::RouteTable;
+use crate::switch::Clock;
 use datapath::FlowId;
 use datapath::actions::Action;
 use datapath::cache::FlowEntry;
@@ -20,7 +21,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 /// One tunnel endpoint of a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,8 +94,10 @@ pub struct FlowHooks {
     pub ports: PortTable,
     /// The tunnel port.
     pub tunnel_port: Option<datapath::PortId>,
-    /// The switch's clock origin (to turn tc's "last used" into the cache's `used`).
-    pub epoch: Instant,
+    /// The switch's clock (tc's counters turn into the cache's `used` on it).
+    pub clock: Clock,
+    /// Each offloaded flow's packet count at the last refresh.
+    last_packets: Mutex<HashMap<FlowId, u64>>,
     /// Registration id -> flow.
     regs: Mutex<Registrations>,
     /// Counters.
@@ -105,8 +107,25 @@ pub struct FlowHooks {
 #[derive(Default)]
 struct Registrations {
     next: u64,
-    by_reg: HashMap<FlowId, (FlowId, IpAddr)>,
+    by_reg: HashMap<FlowId, (FlowId, IpAddr, Role)>,
     by_flow: HashMap<FlowId, Vec<FlowId>>,
+}
+
+/// The representor a flow serves: its ingress port for encap flows, its first output
+/// port for decap flows (whose ingress is the tunnel device).
+fn representor_of(entry: &FlowEntry, role: Role) -> datapath::PortId {
+    match role {
+        Role::Decap => entry
+            .actions()
+            .as_slice()
+            .iter()
+            .find_map(|a| match a {
+                Action::Output(p) => Some(*p),
+                _ => None,
+            })
+            .unwrap_or(datapath::PortId(entry.key().in_port)),
+        _ => datapath::PortId(entry.key().in_port),
+    }
 }
 
 impl FlowHooks {
@@ -117,7 +136,7 @@ impl FlowHooks {
         offload: Option<Arc<OffloadWorker>>,
         ports: PortTable,
         tunnel_port: Option<datapath::PortId>,
-        epoch: Instant,
+        clock: Clock,
     ) -> Self {
         Self {
             watcher,
@@ -125,14 +144,15 @@ impl FlowHooks {
             offload,
             ports,
             tunnel_port,
-            epoch,
+            clock,
+            last_packets: Mutex::new(HashMap::new()),
             regs: Mutex::new(Registrations::default()),
             counters: HookCounters::default(),
         }
     }
 
-    /// The flow (and endpoint) a tunnel registration belongs to.
-    pub fn flow_of(&self, reg: FlowId) -> Option<(FlowId, IpAddr)> {
+    /// The flow, endpoint and role a tunnel registration belongs to.
+    pub fn flow_of(&self, reg: FlowId) -> Option<(FlowId, IpAddr, Role)> {
         self.regs.lock().ok()?.by_reg.get(&reg).copied()
     }
 
@@ -140,7 +160,7 @@ impl FlowHooks {
     pub fn flows_by_endpoint(&self) -> HashMap<IpAddr, Vec<FlowId>> {
         let mut out: HashMap<IpAddr, Vec<FlowId>> = HashMap::new();
         if let Ok(r) = self.regs.lock() {
-            for (flow, ep) in r.by_reg.values() {
+            for (flow, ep, _) in r.by_reg.values() {
                 out.entry(*ep).or_default().push(*flow);
             }
         }
@@ -149,13 +169,13 @@ impl FlowHooks {
 
     fn register(&self, entry: &FlowEntry) {
         let Some(w) = &self.watcher else { return };
-        let rep = self.ports.get(datapath::PortId(entry.key().in_port));
         for u in tunnel_uses(entry, self.tunnel_port) {
+            let rep = self.ports.get(representor_of(entry, u.role));
             let reg = {
                 let Ok(mut r) = self.regs.lock() else { return };
                 r.next += 1;
                 let reg = FlowId((1 << 63) | r.next);
-                r.by_reg.insert(reg, (entry.id(), u.endpoint));
+                r.by_reg.insert(reg, (entry.id(), u.endpoint, u.role));
                 r.by_flow.entry(entry.id()).or_default().push(reg);
                 reg
             };
@@ -171,7 +191,8 @@ impl FlowHooks {
             };
             self.counters.registrations.fetch_add(1, Ordering::Relaxed);
             match w.register_sync(info) {
-                Ok(d) => self.apply_route(d.endpoint, &d.kind),
+                Ok(d) if u.role == Role::Encap => self.apply_route(d.endpoint, &d.kind),
+                Ok(_) => {}
                 Err(e) => {
                     self.counters
                         .registration_errors
@@ -182,7 +203,8 @@ impl FlowHooks {
         }
     }
 
-    /// Records what a decision says about its endpoint's path.
+    /// Records what an encap registration's decision says about its endpoint's path
+    /// (decap decisions say nothing about the way out).
     pub fn apply_route(&self, endpoint: IpAddr, kind: &DecisionKind) {
         match kind {
             DecisionKind::Offload { to }
@@ -254,13 +276,25 @@ impl FlowObserver for FlowHooks {
 
     fn refresh_used(&self, flows: &[Arc<FlowEntry>]) {
         let Some(o) = &self.offload else { return };
-        let now = self.epoch.elapsed().as_millis() as u64;
+        let now = self.clock.now_ms();
+        let Ok(mut last) = self.last_packets.lock() else {
+            return;
+        };
         for f in flows {
-            if let Some(st) = o.stats(f.id())
-                && let Some(ago) = st.last_used_ms_ago
-            {
+            let Some(st) = o.stats(f.id()) else { continue };
+            // Packets counted since the last refresh: used now (within a stats period),
+            // whatever the unit of the kernel's own "last use".
+            let before = last.insert(f.id(), st.packets).unwrap_or(0);
+            if st.packets > before {
+                f.touch(now);
+            } else if let Some(ago) = st.last_used_ms_ago {
                 f.touch(now.saturating_sub(ago));
             }
+        }
+        // Forget flows that are gone.
+        if last.len() > flows.len() * 2 + 1024 {
+            let live: std::collections::HashSet<FlowId> = flows.iter().map(|f| f.id()).collect();
+            last.retain(|k, _| live.contains(k));
         }
     }
 }

@@ -42,6 +42,11 @@ while read -r name; do
   fi
   run "$name" "$bin" --test-threads=1 --nocapture
 done <"$here/tests.list"
+# The lab itself with real tc flower (FLOWD_VM_LAB=1): not part of the default suite
+# yet, for the same reason as failover_vm (see tests.list).
+if [ "${FLOWD_VM_LAB:-0}" = 1 ]; then
+  run flowd_lab "$target/debug/flowd" lab
+fi
 if [ "${FLOWD_VM_BENCH:-0}" = 1 ]; then
   bin=$(newest release offload_tc)
   if [ -n "$bin" ]; then

@@ -622,8 +622,14 @@ impl OffloadBackend for TcBackend {
             match self.filters_of(d) {
                 Ok(list) => {
                     for e in list {
-                        if let Some(Ok(f)) = e.filter {
-                            found.insert(e.handle, f.stats);
+                        match e.filter {
+                            Some(Ok(f)) => {
+                                found.insert(e.handle, f.stats);
+                            }
+                            Some(Err(err)) => {
+                                tracing::warn!(dev = %d, error = %err, "offload: dumped filter undecodable; no counters for it");
+                            }
+                            None => {}
                         }
                     }
                 }
