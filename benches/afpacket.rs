@@ -5,6 +5,9 @@
 //! rate of VXLAN packets arriving in the remote namespace, with 1 and with 10,000
 //! distinct flows (UDP source ports).
 //!
+//! `FLOWD_BENCH_RX=recvmmsg` receives without the ring; `FLOWD_BENCH_SINK=1` gives the
+//! remote namespace a UDP socket for the inner packets (no ICMP port-unreachable work).
+//!
 //! Needs root, iproute2 and trafgen (`apt-get install netsniff-ng`; scripts/bench.sh
 //! installs it). Bounded: each run sends for 6 s. Prints a table; it is a benchmark, not
 //! a test.
@@ -126,6 +129,19 @@ fn run(lab: &Lab, flows: u16) -> Run {
     let conf_path = format!("/tmp/flowd-trafgen-{}-{flows}.cfg", std::process::id());
     std::fs::write(&conf_path, trafgen_conf(flows)).expect("write trafgen config");
     let remote_mac = lab.remote.mac("eth0");
+    // FLOWD_BENCH_SINK=1: a UDP socket (never read) takes the inner packets in the remote
+    // namespace, which then drops them once its buffer is full instead of answering each
+    // with a port-unreachable (recent kernels, 6.18 here, look the ICMP route up for every
+    // packet before rate-limiting: ~1/4 of CPU 1, as veth runs the remote's receive there).
+    let _sink = (std::env::var("FLOWD_BENCH_SINK").as_deref() == Ok("1")).then(|| {
+        let rm = Netns::borrowed(&lab.remote.name.clone());
+        std::thread::spawn(move || {
+            common::enter(&rm);
+            std::net::UdpSocket::bind("1.1.1.3:5001").expect("bind the sink")
+        })
+        .join()
+        .expect("sink thread")
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let hv = Netns::borrowed(&lab.hv.name.clone());

@@ -42,10 +42,11 @@ while read -r name; do
   fi
   run "$name" "$bin" --test-threads=1 --nocapture
 done <"$here/tests.list"
-# The lab itself with real tc flower (FLOWD_VM_LAB=1): not part of the default suite
-# yet, for the same reason as failover_vm (see tests.list).
-if [ "${FLOWD_VM_LAB:-0}" = 1 ]; then
+# The lab itself, with real tc flower: flowd's main job must work where it matters.
+if [ -x "$target/debug/flowd" ]; then
   run flowd_lab "$target/debug/flowd" lab
+else
+  fail=$((fail + 1)); echo "FAIL flowd_lab (not built: cargo build first)"
 fi
 if [ "${FLOWD_VM_BENCH:-0}" = 1 ]; then
   bin=$(newest release offload_tc)

@@ -40,6 +40,9 @@ pub enum SoftwareReason {
         /// Why, in the resolver's words.
         why: String,
     },
+    /// A drop on an uplink's ingress: never a tc filter, which would also drop the
+    /// host's own traffic on the uplink.
+    UplinkDrop,
     /// The port table does not know a port the flow uses.
     UnknownPort(datapath::PortId),
     /// The backend refused or failed (the kernel's errno and extack message).
@@ -70,6 +73,9 @@ impl fmt::Display for SoftwareReason {
                 write!(f, "neighbour: next hop toward {remote} unresolved")
             }
             SoftwareReason::Path { remote, why } => write!(f, "{why} (toward {remote})"),
+            SoftwareReason::UplinkDrop => {
+                f.write_str("uplink drop: kept in software, a filter would drop the host's traffic")
+            }
             SoftwareReason::UnknownPort(p) => write!(f, "unknown port {p}"),
             SoftwareReason::Backend(e) => write!(f, "backend: {e}"),
             SoftwareReason::Timeout { elapsed_ms } => {

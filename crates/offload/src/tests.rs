@@ -484,8 +484,10 @@ fn unsupported_matches_and_actions_fail_closed() {
     );
     // "Untagged" with any ethertype: flower's `protocol all` would also take 802.1Q
     // frames, so it is refused; with an exact ethertype it is offloaded.
-    let mut m2 = FlowMask::default();
-    m2.in_port = u32::MAX;
+    let mut m2 = FlowMask(FlowKey {
+        in_port: u32::MAX,
+        ..FlowKey::default()
+    });
     m2.vlan_tci[0] = vlan::PRESENT | vlan::VID_MASK;
     assert_eq!(
         unsupported(&Megaflow::new(&k, &m2), &out(REP1)),
@@ -627,6 +629,20 @@ fn validation_mtu_switch_id_neighbour() {
         e.to_string(),
         "switch id: rep0 and rep1 are on different eswitches"
     );
+}
+
+#[test]
+fn drops_on_an_uplink_stay_in_software() {
+    // in_port = the uplink, no output: a tc filter would drop the host's traffic too.
+    let (mut k, m) = base_key(0x0800);
+    k.in_port = UP0.0;
+    let e = validated(1450, 1500, &Megaflow::new(&k, &m), &Actions::drop()).expect_err("refused");
+    assert_eq!(
+        Placement::software(e).to_string(),
+        "offloaded:no (uplink drop: kept in software, a filter would drop the host's traffic)"
+    );
+    // Forwarding from the uplink (a VLAN network's uplink -> representor) is offloaded.
+    assert!(validated(1450, 1500, &Megaflow::new(&k, &m), &out(REP0)).is_ok());
 }
 
 #[test]

@@ -265,6 +265,9 @@ struct TunKeys {
     flags: (u16, u16),
 }
 
+/// The VXLAN UDP port (IANA) the tunnel device receives on.
+const VXLAN_PORT: u16 = 4789;
+
 fn translate_tunnel(t: &TunKeys) -> Result<TunnelMatch> {
     let (flags, m_flags) = t.flags;
     let present = m_flags & tun_flags::PRESENT != 0 && flags & tun_flags::PRESENT != 0;
@@ -303,7 +306,9 @@ fn translate_tunnel(t: &TunKeys) -> Result<TunnelMatch> {
         key_id,
         src: ip_masked(t.src.0, t.src.1, v6, "tun_src")?,
         dst: ip_masked(t.dst.0, t.dst.1, v6, "tun_dst")?,
-        dst_port: masked(t.tp_dst.0, t.tp_dst.1),
+        // A decap match always names the VXLAN port, as the seed lab's filters and OVS
+        // do: the tunnel device only receives on it, so this narrows nothing real.
+        dst_port: masked(t.tp_dst.0, t.tp_dst.1).or(Some(Masked::new(VXLAN_PORT, u16::MAX))),
         tos: masked(t.tos.0, t.tos.1),
         ttl: masked(t.ttl.0, t.ttl.1),
     })

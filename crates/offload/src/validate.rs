@@ -47,6 +47,16 @@ fn same_switch(a: &PortInfo, b: &PortInfo) -> Result<(), SoftwareReason> {
 /// Validates a translated rule, filling unresolved tunnel sources from the resolver.
 pub fn validate(rule: &mut FlowerRule, ctx: &ValidateCtx<'_>) -> Result<(), SoftwareReason> {
     let ingress = port(ctx.ports, rule.ingress)?.clone();
+    // The host's own stack shares the uplink (its addresses, ARP, the kernel's VXLAN
+    // socket): a filter there that forwards nowhere would black-hole all of that. flowd
+    // only drops its own tap copy of such packets, in software.
+    let forwards = rule
+        .actions
+        .iter()
+        .any(|a| matches!(a, FlowerAction::Redirect(_) | FlowerAction::Mirror(_)));
+    if ingress.kind == PortKind::Uplink && !forwards {
+        return Err(SoftwareReason::UplinkDrop);
+    }
     for a in &mut rule.actions {
         match a {
             FlowerAction::TunnelSet(t) => {
