@@ -13,7 +13,7 @@ start=$SECONDS
 step() { printf '\n=== %s (t=%ds)\n' "$*" $((SECONDS - start)); }
 
 need=()
-for pair in ip:iproute2 ping:iputils-ping tcpdump:tcpdump; do
+for pair in ip:iproute2 ping:iputils-ping tcpdump:tcpdump ethtool:ethtool; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 if [ -z "${FLOWD_SKIP_VM:-}" ]; then

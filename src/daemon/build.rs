@@ -45,6 +45,22 @@ pub enum BuildError {
         #[source]
         source: SlowPathError,
     },
+    /// A network names a member that is neither declared nor discovered.
+    #[error("network `{network}`: member `{member}` is not a declared or discovered port")]
+    UnknownMember {
+        /// The network.
+        network: String,
+        /// The member.
+        member: String,
+    },
+    /// `[discovery]` could not be done.
+    #[error("discovery on `{pf}`: {why}")]
+    Discovery {
+        /// The PF.
+        pf: String,
+        /// Why.
+        why: String,
+    },
     /// A rule's datapath actions cannot be a rule (e.g. `userspace`).
     #[error("rule at priority {0}: action `{1}` is not allowed in a rule")]
     RuleAction(u16, String),
@@ -164,6 +180,68 @@ fn rule_actions(cfg: &Config, prio: u16, list: &[Action]) -> Result<Vec<RuleActi
     Ok(out)
 }
 
+/// Every network member must be a port (declared, or discovered on the PF).
+pub fn check_members(cfg: &Config) -> Result<(), BuildError> {
+    for n in &cfg.networks {
+        if let Some(m) = n.members.iter().find(|m| cfg.port(m).is_none()) {
+            return Err(BuildError::UnknownMember {
+                network: n.name.clone(),
+                member: m.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `[discovery] pf`: adds the PF (as an uplink) and the representors on its eswitch
+/// (same switch id, `phys_port_name` `pfNvfM`) that the file does not declare, with ids
+/// after the highest configured one. Returns the names added.
+pub fn discover_ports(
+    cfg: &mut Config,
+    links: &[offload::discover::LinkFacts],
+) -> Result<Vec<String>, BuildError> {
+    use offload::PortKind;
+    let Some(d) = cfg.discovery.clone() else {
+        return Ok(Vec::new());
+    };
+    let err = |why: String| BuildError::Discovery {
+        pf: d.pf.clone(),
+        why,
+    };
+    let pf = links
+        .iter()
+        .find(|l| l.name == d.pf)
+        .ok_or_else(|| err("no such interface".into()))?;
+    let sw = pf
+        .switch_id
+        .clone()
+        .ok_or_else(|| err("no switch id: is its eswitch in switchdev mode?".into()))?;
+    let mut next = cfg.ports.iter().map(|p| p.id.0).max().unwrap_or(0) + 1;
+    let mut added = Vec::new();
+    for l in links {
+        if l.switch_id.as_ref() != Some(&sw) || cfg.port(&l.name).is_some() {
+            continue;
+        }
+        let (role, vf) = match l.port_kind() {
+            Some(PortKind::Representor { vf }) => (CfgRole::Representor, Some(u32::from(vf))),
+            _ if l.name == d.pf => (CfgRole::Uplink, None),
+            _ => continue,
+        };
+        cfg.ports.push(crate::config::PortConfig {
+            name: l.name.clone(),
+            role,
+            id: PortId(next),
+            id_explicit: false,
+            vf,
+            switch_id: None,
+            mtu: None,
+        });
+        next += 1;
+        added.push(l.name.clone());
+    }
+    Ok(added)
+}
+
 /// The datapath's role for a configured port.
 pub fn role(r: CfgRole) -> PortRole {
     match r {
@@ -274,6 +352,44 @@ actions = "set(tunnel(tun_id=0x10,dst=192.0.2.2,ttl=64,tp_dst=4789)),100"
             ]
         );
         assert_eq!(sp.macs().len(), 1);
+    }
+
+    #[test]
+    fn discovery_adds_the_pf_and_its_representors() {
+        use offload::discover::LinkFacts;
+        let fact = |name: &str, ifindex, sw: Option<u8>, port: Option<&str>| LinkFacts {
+            ifindex: datapath::IfIndex(ifindex),
+            name: name.into(),
+            mtu: 1500,
+            switch_id: sw.map(|b| vec![0xaa, b]),
+            port_name: port.map(str::to_string),
+            kind: None,
+        };
+        let links = vec![
+            fact("enp3s0f0", 2, Some(1), Some("p0")),
+            fact("enp3s0f0_0", 3, Some(1), Some("pf0vf0")),
+            fact("enp3s0f0_1", 4, Some(1), Some("pf0vf1")),
+            fact("enp3s0f1_0", 5, Some(2), Some("pf1vf0")),
+            fact("eth9", 6, None, None),
+        ];
+        let text = "[discovery]\npf = \"enp3s0f0\"\n[[port]]\nname = \"vxlan_sys_4789\"\n\
+                    role = \"tunnel\"\nid = 100\n[[network]]\nname = \"n\"\nvni = 7\n\
+                    members = [\"enp3s0f0_1\"]\n";
+        let mut cfg: Config = text.parse().expect("config");
+        assert!(check_members(&cfg).is_err(), "before discovery");
+        let added = discover_ports(&mut cfg, &links).expect("discovery");
+        assert_eq!(added, ["enp3s0f0", "enp3s0f0_0", "enp3s0f0_1"]);
+        let rep = cfg.port("enp3s0f0_1").expect("discovered");
+        assert_eq!(
+            (rep.role, rep.vf, rep.id),
+            (CfgRole::Representor, Some(1), PortId(103))
+        );
+        assert_eq!(cfg.port("enp3s0f0").map(|p| p.role), Some(CfgRole::Uplink));
+        check_members(&cfg).expect("members resolve");
+        let mut bad = cfg.clone();
+        bad.discovery = Some(crate::config::DiscoveryConfig { pf: "eth9".into() });
+        let e = discover_ports(&mut bad, &links).expect_err("no switch id");
+        assert!(e.to_string().contains("switchdev"), "{e}");
     }
 
     #[test]

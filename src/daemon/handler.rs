@@ -392,6 +392,11 @@ impl Daemon {
             return Err("no configuration file to reload".into());
         };
         let mut new = Config::load(path).map_err(|e| e.to_string())?;
+        if new.discovery.is_some() {
+            let links = offload::discover::links().map_err(|e| e.to_string())?;
+            super::build::discover_ports(&mut new, &links).map_err(|e| e.to_string())?;
+        }
+        super::build::check_members(&new).map_err(|e| e.to_string())?;
         let mut cur = self
             .config
             .lock()

@@ -261,7 +261,13 @@ fn switch_config(
 
 impl Daemon {
     /// Builds and starts everything. `path` is where `cfg` came from (for reload).
-    pub fn start(cfg: Config, path: Option<PathBuf>) -> Result<Arc<Self>, DaemonError> {
+    pub fn start(mut cfg: Config, path: Option<PathBuf>) -> Result<Arc<Self>, DaemonError> {
+        if cfg.discovery.is_some() {
+            let links = offload::discover::links()?;
+            let added = build::discover_ports(&mut cfg, &links)?;
+            tracing::info!(ports = ?added, "discovered");
+        }
+        build::check_members(&cfg)?;
         let facts = port_facts(&cfg)?;
         let table = port_table(&cfg, &facts);
         let slowpath = build::slowpath(&cfg)?;

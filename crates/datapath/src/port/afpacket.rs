@@ -60,7 +60,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 const PACKET_AUXDATA: libc::c_int = 8;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
-const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
 const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 const ETH_P_ALL: u16 = 0x0003;
@@ -455,9 +454,10 @@ impl AfPacketPort {
         // rmem_max); failure only means the default size.
         let _ = setsockopt_sol(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4 << 20);
         let _ = setsockopt_sol(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 4 << 20);
-        // Transmit straight to the driver: flowd's batches are its queue, and the qdisc
-        // layer would only add a lock and a copy of bookkeeping per frame.
-        let _ = setsockopt_int(raw, PACKET_QDISC_BYPASS, 1);
+        // No PACKET_QDISC_BYPASS: frames sent with it skip the packet taps, so tcpdump
+        // on an uplink or a representor would not see what flowd transmits. Operators
+        // debug with tcpdump; the qdisc costs little on these devices (noqueue veths,
+        // multiqueue NICs).
         // Kernels before 4.20 lack the option: outgoing frames then come back, and the
         // datapath drops them as they carry our own source MACs; not fatal.
         let _ = setsockopt_int(raw, PACKET_IGNORE_OUTGOING, 1);
