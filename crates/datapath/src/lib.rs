@@ -10,6 +10,8 @@
 //! Processing takes a batch and the current time and returns verdicts; the crate does no
 //! I/O of its own beyond the port implementations.
 
+#![deny(unsafe_code)]
+
 pub mod actions;
 pub mod cache;
 pub mod dpif;
