@@ -42,19 +42,7 @@ fn build_lab() -> Lab {
     ));
     vf.ip("link set vf0 address e4:11:11:11:11:10 mtu 1450 up");
     hv.ip("link set rep0 mtu 1450 up");
-    hv.ip(&format!(
-        "link add up0 type veth peer name eth0 netns {}",
-        remote.name
-    ));
-    hv.ip("addr add 192.168.203.51/24 dev up0");
-    hv.ip("link set up0 up");
-    remote.ip("addr add 192.168.203.56/24 dev eth0");
-    remote.ip("link set eth0 up");
-    remote.ip("link add vxlan16 type vxlan id 16 dev eth0 remote 192.168.203.51 dstport 4789");
-    remote.ip("addr add 1.1.1.3/24 dev vxlan16");
-    remote.ip("link set vxlan16 address 82:8a:29:ad:4e:ef up");
-    hv.ip("link add vxlan_sys type vxlan dstport 4789 external");
-    hv.ip("link set vxlan_sys up");
+    common::seed_underlay(&hv, &remote);
     Lab { hv, vf, remote }
 }
 
