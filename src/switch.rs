@@ -145,6 +145,7 @@ impl Switch {
         let mut threads = Vec::new();
 
         let mut dp = Datapath::new(cfg.datapath.clone(), resolver, Box::new(UpcallMiss(sender)));
+        let waker = dp.waker();
         for p in ports {
             dp.add_port(p.id, p.role, p.io);
         }
@@ -160,14 +161,20 @@ impl Switch {
         })?);
 
         for (i, rx) in receivers.into_iter().enumerate() {
-            let (engine, stop, tx, drops) = (
+            let (engine, stop, tx, drops, waker) = (
                 engine.clone(),
                 stop.clone(),
                 po_tx.clone(),
                 packet_out_drops.clone(),
+                waker.clone(),
             );
             threads.push(spawn(&format!("flowd-handler{i}"), move || {
-                let mut deliver = |verdicts: Vec<_>| deliver_verdicts(verdicts, &tx, &drops);
+                let mut deliver = |verdicts: Vec<_>| {
+                    deliver_verdicts(verdicts, &tx, &drops);
+                    if let Some(w) = &waker {
+                        w.wake();
+                    }
+                };
                 engine.run_handler(&rx, &|| clock.now(), &stop, &mut deliver);
             })?);
         }

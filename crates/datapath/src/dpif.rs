@@ -17,7 +17,7 @@ use crate::actions::Actions;
 use crate::cache::{CacheConfig, FlowCache, FlowOp, key_hash};
 use crate::exec::{ExecEnv, ExecStats, Executor, PacketSink};
 use crate::flow::{FlowKey, TunnelMeta};
-use crate::port::{PacketBatch, Poller, Port, PortError};
+use crate::port::{PacketBatch, Poller, Port, PortError, Waker};
 use crate::tunnel::TunnelResolver;
 use crate::wire::vxlan;
 use std::net::IpAddr;
@@ -196,6 +196,7 @@ pub struct Datapath {
     rx: PacketBatch,
     stats: DpStats,
     poller: Option<(Poller, Vec<PortId>, Vec<PortId>)>,
+    waker: Option<Waker>,
     ready: Vec<usize>,
     /// The last [`Self::run_once`] received frames: skip `poll()` in the next one.
     busy: bool,
@@ -221,6 +222,7 @@ impl Datapath {
             miss,
             stats: DpStats::default(),
             poller: None,
+            waker: Waker::new().ok(),
             ready: Vec::new(),
             busy: false,
         }
@@ -264,6 +266,12 @@ impl Datapath {
             exec: self.exec.stats,
             ..self.stats
         }
+    }
+
+    /// Wakes this datapath from its poll (for whoever queues packet-outs or flow ops);
+    /// `None` if the eventfd could not be made (the poll timeout then bounds the wait).
+    pub fn waker(&self) -> Option<Waker> {
+        self.waker.clone()
     }
 
     /// Applies queued flow changes and executes queued packet-outs.
@@ -437,6 +445,12 @@ impl Datapath {
             port: "*".into(),
             source,
         });
+        if let Some(w) = &self.waker
+            && ready.contains(&fd_ids.len())
+        {
+            // Woken for queued work: drained at the top of the next round.
+            w.reset();
+        }
         let ids = ready.iter().filter_map(|&i| fd_ids.get(i)).chain(&mem_ids);
         for &id in ids {
             let Ok(total) = result.as_mut() else { break };
@@ -468,6 +482,8 @@ impl Datapath {
                 None => mem_ids.push(PortId(i as u32)),
             }
         }
+        // The waker goes last: its index is `fd_ids.len()`.
+        fds.extend(self.waker.as_ref().map(Waker::raw_fd));
         (Poller::new(&fds), fd_ids, mem_ids)
     }
 }
@@ -582,6 +598,19 @@ mod tests {
         assert!(up.take_sent().is_empty(), "tc forwards it, not us");
         assert_eq!(dp.stats().tc_carried, 1);
         assert_eq!(entry.stats().packets, 1, "tc's counters account for it");
+    }
+
+    #[test]
+    fn a_wake_ends_the_poll_early() {
+        let (mut dp, _rep, _up) = datapath();
+        let w = dp.waker().expect("eventfd");
+        w.wake();
+        let t = std::time::Instant::now();
+        dp.run_once(5_000, 1).unwrap();
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "woken, not timed out"
+        );
     }
 
     #[test]

@@ -712,6 +712,50 @@ impl Port for AfPacketPort {
     }
 }
 
+/// Wakes a datapath thread blocked in [`Poller::wait`]: an eventfd the poller also
+/// watches. Slow-path handlers wake it after queueing a first packet's verdict, so the
+/// packet does not wait for the poll timeout.
+#[derive(Debug, Clone)]
+pub struct Waker {
+    fd: std::sync::Arc<OwnedFd>,
+}
+
+impl Waker {
+    /// A new eventfd.
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: plain system call; the result is checked.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(Self {
+            fd: std::sync::Arc::new(fd),
+        })
+    }
+
+    /// Makes the poller's next (or current) wait return.
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd; a full counter (EAGAIN)
+        // only means a wake is already pending.
+        let _ = unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Clears pending wakes.
+    pub fn reset(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64 from our non-blocking eventfd.
+        let _ = unsafe { libc::read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+
+    /// The descriptor to poll.
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+}
+
 /// Waits until some of the given file descriptors are readable.
 #[derive(Debug, Default)]
 pub struct Poller {

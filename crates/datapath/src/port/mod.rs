@@ -10,7 +10,7 @@ mod afpacket;
 mod batch;
 mod mem;
 
-pub use afpacket::{AfPacketPort, Poller, RxMode};
+pub use afpacket::{AfPacketPort, Poller, RxMode, Waker};
 pub use batch::PacketBatch;
 pub use mem::{MemPort, MemPortHandle, NullPort};
 
