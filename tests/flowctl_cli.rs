@@ -33,6 +33,7 @@ fn flows() -> Vec<FlowRow> {
             flow: "in_port(1),eth(src=02:00:00:00:00:01,dst=02:00:00:00:00:02),eth_type(0x0800)"
                 .into(),
             packets: 1200,
+            sw_packets: 3,
             bytes: 180_000,
             used_ms_ago: Some(512),
             placement: Placement {
@@ -48,6 +49,7 @@ fn flows() -> Vec<FlowRow> {
             id: 2,
             flow: "in_port(2),eth_type(0x0800)".into(),
             packets: 3,
+            sw_packets: 3,
             bytes: 4500,
             used_ms_ago: None,
             placement: Placement {

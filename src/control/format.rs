@@ -238,6 +238,7 @@ mod tests {
             id: 7,
             flow: "in_port(1),eth_type(0x0800)".into(),
             packets: 10,
+            sw_packets: 0,
             bytes: 1000,
             used_ms_ago: used,
             placement,

@@ -165,6 +165,9 @@ pub struct FlowRow {
     pub flow: String,
     /// Packets (software and offloaded together).
     pub packets: u64,
+    /// Of which flowd's software datapath forwarded (the rest: tc or the NIC).
+    #[serde(default)]
+    pub sw_packets: u64,
     /// Bytes.
     pub bytes: u64,
     /// Milliseconds since the last packet; `None` if never used.
@@ -387,6 +390,7 @@ mod tests {
             id: 1,
             flow: "in_port(1),eth_type(0x0800)".into(),
             packets: 10,
+            sw_packets: 0,
             bytes: 1000,
             used_ms_ago: Some(512),
             placement: Placement {

@@ -59,6 +59,7 @@ fn placement(d: &Daemon, e: &FlowEntry) -> Placement {
 
 fn flow_row(d: &Daemon, e: &FlowEntry, now_ms: u64) -> FlowRow {
     let mut st = e.stats();
+    let sw_packets = st.packets;
     if let Some(rs) = d.offload.as_ref().and_then(|o| o.stats(e.id())) {
         // An offloaded flow's packets are counted by tc (and the hardware), not here.
         st.packets += rs.packets;
@@ -68,6 +69,7 @@ fn flow_row(d: &Daemon, e: &FlowEntry, now_ms: u64) -> FlowRow {
         id: e.id().0,
         flow: e.megaflow().to_string(),
         packets: st.packets,
+        sw_packets,
         bytes: st.bytes,
         used_ms_ago: (st.packets > 0).then(|| now_ms.saturating_sub(st.used)),
         placement: placement(d, e),
