@@ -50,8 +50,9 @@ if [ -z "${FLOWD_SKIP_VM:-}" ]; then
     echo "VM suite failed: logs in $vm_out" >&2
     exit 1
   fi
-  grep -q ' passed, 0 failed' target/vm-tests.log || { echo "VM suite did not report" >&2; exit 1; }
+  grep -q ' passed, 0 failed' target/vm-tests.log || { echo "VM suite did not report: logs in $vm_out" >&2; exit 1; }
   cat "$vm_out/failover.txt" 2>/dev/null || true
+  rm -rf "$vm_out"   # kept only when something failed
 fi
 passed=$(grep -oE '^test result: ok\. [0-9]+ passed' target/host-tests.log | awk '{s+=$4} END {print s+0}')
 step "done"
