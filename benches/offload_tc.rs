@@ -9,31 +9,14 @@ use datapath::tunnel::{StaticResolver, TunnelRoute};
 use datapath::{
     Action, Actions, FlowId, FlowKey, FlowMask, IfIndex, Megaflow, PortId, TunnelAttrs,
 };
+use flowd::netns::{Netns, sh};
 use offload::tc::{TcBackend, TcConfig};
 use offload::{FlowRequest, Offloader, PortInfo, PortKind, PortTable, TcPolicy};
 use std::io::Write;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn sh(cmd: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
-    assert!(
-        out.status.success(),
-        "`{cmd}`: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-struct Ns(String);
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 fn ifindex(dev: &str) -> IfIndex {
     let out = sh(&format!("ip -o link show {dev}"));
@@ -171,11 +154,9 @@ fn main() {
     } else {
         sizes
     };
-    let ns = Ns(format!("flbench{}", std::process::id()));
-    sh(&format!("ip netns add {}", ns.0));
-    let f = std::fs::File::open(format!("/run/netns/{}", ns.0)).unwrap();
-    // SAFETY: setns on a valid namespace fd, before any other thread exists.
-    assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+    let ns = Netns::new("flbench");
+    // Before any other thread exists: commands and sockets from here on live in it.
+    ns.enter().expect("enter the bench namespace");
     sh(
         "ip link set lo up; ip link add rep0 type veth peer name vf0; ip link set rep0 mtu 1450 up; \
         ip link add up0 type veth peer name up0p; ip link set up0 up; \

@@ -113,6 +113,22 @@ impl Netns {
         }
     }
 
+    /// The namespace's file (what `setns` and fibwatch's `Config::netns` take).
+    pub fn path(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+
+    /// The interface index of `dev` in this namespace.
+    pub fn ifindex(&self, dev: &str) -> Option<datapath::IfIndex> {
+        let out = self.try_ip(&format!("-o link show dev {dev}")).ok()?;
+        out.split(':')
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+            .map(datapath::IfIndex)
+    }
+
     /// The MAC address of `dev` in this namespace.
     pub fn mac(&self, dev: &str) -> [u8; 6] {
         let out = self.ip(&format!("-br link show dev {dev}"));
@@ -137,8 +153,8 @@ impl Netns {
     /// it). Use from a dedicated thread.
     pub fn enter(&self) -> Result<(), String> {
         use std::os::fd::AsRawFd;
-        let path = format!("/run/netns/{}", self.name);
-        let f = std::fs::File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+        let path = self.path();
+        let f = std::fs::File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
         // SAFETY: a valid namespace file descriptor; affects only this thread.
         let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
         if rc == 0 {

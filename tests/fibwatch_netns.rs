@@ -10,85 +10,14 @@ use fibwatch::{
     Config, Decision, DecisionKind, FlowId, FlowInfo, IfIndex, LookupKey, Paths, Role,
     SoftwareReason, StaticSwitchIds, SwitchId, Watcher, dump_mirror, ecmp_pick, in_netns,
 };
+use flowd::netns::Netns;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const E1: &str = "192.0.2.1";
 const E2: &str = "192.0.2.2";
 const E3: &str = "192.0.2.3";
-
-/// A network namespace, deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(name: String) -> Self {
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip("link set lo up");
-        ns
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/var/run/netns/{}", self.name))
-    }
-
-    /// `ip -n NAME ARGS`, which must succeed.
-    fn ip(&self, args: &str) -> String {
-        let mut v = vec!["-n", &self.name];
-        v.extend(args.split_whitespace());
-        run("ip", &v)
-    }
-
-    /// `ip -n NAME ARGS`: stdout, or stderr as the error.
-    fn try_ip(&self, args: &str) -> Result<String, String> {
-        let mut v = vec!["-n", &self.name];
-        v.extend(args.split_whitespace());
-        let out = Command::new("ip").args(&v).output().expect("run ip");
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-
-    fn exec(&self, args: &[&str]) -> bool {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }
-
-    fn ifindex(&self, dev: &str) -> IfIndex {
-        let out = self.ip(&format!("-o link show dev {dev}"));
-        IfIndex(out.split(':').next().unwrap().trim().parse().unwrap())
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 struct Lab {
     // Field order: the watcher stops before the namespaces go.
@@ -106,8 +35,8 @@ fn ip(s: &str) -> IpAddr {
 impl Lab {
     fn new(tag: &str) -> Lab {
         let id = std::process::id() % 100_000;
-        let hv = Netns::new(format!("fwhv{tag}{id}"));
-        let rm = Netns::new(format!("fwrm{tag}{id}"));
+        let hv = Netns::named(&format!("fwhv{tag}{id}")).expect("netns");
+        let rm = Netns::named(&format!("fwrm{tag}{id}")).expect("netns");
         for (up, r, net) in [("up1", "r1", 1), ("up2", "r2", 2)] {
             hv.ip(&format!(
                 "link add {up} type veth peer name {r} netns {}",
@@ -128,12 +57,12 @@ impl Lab {
         // Resolve both gateways now so that first placements are offloads.
         for gw in ["10.1.0.2", "10.2.0.2"] {
             let deadline = Instant::now() + Duration::from_secs(5);
-            while !hv.exec(&["ping", "-c1", "-W1", gw]) {
+            while !hv.try_exec(&format!("ping -c1 -W1 {gw}")).0 {
                 assert!(Instant::now() < deadline, "{gw} unreachable");
             }
         }
-        let up1 = hv.ifindex("up1");
-        let up2 = hv.ifindex("up2");
+        let up1 = hv.ifindex("up1").expect("up1");
+        let up2 = hv.ifindex("up2").expect("up2");
         let ids = StaticSwitchIds(HashMap::from([
             ("up1".to_string(), SwitchId(vec![1])),
             ("up2".to_string(), SwitchId(vec![1])),
@@ -676,7 +605,7 @@ fn resolution_agrees_with_ip_route_get() {
 #[test]
 fn storm_of_route_changes_then_mirror_equals_a_fresh_dump() {
     let id = std::process::id() % 100_000;
-    let hv = Netns::new(format!("fwst{id}"));
+    let hv = Netns::named(&format!("fwst{id}")).expect("netns");
     hv.ip("link add st0 type veth peer name st1");
     hv.ip("link set st1 up");
     hv.ip("addr add 10.50.0.1/16 dev st0");

@@ -4,64 +4,33 @@
 //! namespace); where flower exists (the VM) this test has nothing to refuse and skips.
 
 use datapath::tunnel::StaticResolver;
-use datapath::{Action, Actions, FlowId, FlowKey, FlowMask, IfIndex, Megaflow, PortId};
+use datapath::{Action, Actions, FlowId, FlowKey, FlowMask, Megaflow, PortId};
+use flowd::netns::Netns;
 use offload::tc::{TcBackend, TcConfig};
 use offload::{FlowRequest, KernelErrno, Offloader, PortInfo, PortKind, PortTable, RuleHandle};
-use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn sh(cmd: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-struct Ns(String);
-impl Drop for Ns {
-    fn drop(&mut self) {
-        sh(&format!("ip netns del {}", self.0));
-    }
-}
-
 #[test]
 fn refusals_map_back_to_each_flow_with_extack() {
-    let ns = Ns(format!("fltchost{}", std::process::id()));
-    if !sh(&format!("ip netns add {}", ns.0)) {
+    if !flowd::netns::can_netns() {
         println!("skipped: needs root for a network namespace");
         return;
     }
-    let n = &ns.0;
-    assert!(sh(&format!(
-        "ip -n {n} link add rep0 type veth peer name rep1 && ip -n {n} link set rep0 up && ip -n {n} link set rep1 up"
-    )));
-    if sh(&format!(
-        "ip netns exec {n} tc qdisc add dev rep1 ingress && ip netns exec {n} tc filter add dev rep1 ingress protocol ip flower skip_hw action drop"
-    )) {
+    let ns = Netns::new("fltchost");
+    ns.ip("link add rep0 type veth peer name rep1");
+    ns.ip("link set rep0 up");
+    ns.ip("link set rep1 up");
+    if ns
+        .try_exec("tc qdisc add dev rep1 ingress && tc filter add dev rep1 ingress protocol ip flower skip_hw action drop")
+        .0
+    {
         println!("skipped: this kernel has cls_flower (the VM suite covers it)");
         return;
     }
-    let f = std::fs::File::open(format!("/run/netns/{n}")).unwrap();
-    // SAFETY: setns on a valid namespace fd; affects only this test's thread.
-    assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-    let ifx = |d: &str| {
-        let out = Command::new("ip")
-            .args(["-o", "link", "show", d])
-            .output()
-            .unwrap();
-        IfIndex(
-            String::from_utf8_lossy(&out.stdout)
-                .split(':')
-                .next()
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap(),
-        )
-    };
+    // This test's thread talks netlink inside the namespace.
+    ns.enter().expect("enter the namespace");
+    let ifx = |d: &str| ns.ifindex(d).expect("ifindex");
     let sw = Some(vec![7; 6]);
     let ports: PortTable = [
         PortInfo {

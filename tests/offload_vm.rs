@@ -14,14 +14,13 @@ use datapath::tunnel::{StaticResolver, TunnelRoute};
 use datapath::{
     Action, Actions, FlowId, FlowKey, FlowMask, IfIndex, Megaflow, PortId, TunnelAttrs,
 };
+use flowd::netns::Netns;
 use offload::tc::{TcBackend, TcConfig};
 use offload::{FlowRequest, Offloader, PortInfo, PortKind, PortTable, TcPolicy};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 const VF_MAC: [u8; 6] = [0xe4, 0x11, 0x11, 0x11, 0x11, 0x10];
@@ -52,16 +51,6 @@ fn must(cmd: &str) -> String {
     out
 }
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}x{}",
-        std::process::id() % 100_000,
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 /// Whether tc flower works here: probes a flower filter in a scratch namespace.
 /// Returns false (skip) on a host without it; panics under FLOWD_VM=1.
 fn flower_available() -> bool {
@@ -81,39 +70,6 @@ fn flower_available() -> bool {
         println!("skipped: needs cls_flower");
     }
     ok
-}
-
-/// A named network namespace, deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(prefix: &str) -> Self {
-        let name = unique(prefix);
-        must(&format!("ip netns add {name}"));
-        must(&format!("ip -n {name} link set lo up"));
-        Self { name }
-    }
-
-    /// Moves the calling thread into the namespace (netlink sockets opened afterwards
-    /// live there).
-    fn enter(&self) {
-        let f = std::fs::File::open(format!("/run/netns/{}", self.name)).expect("netns file");
-        // SAFETY: setns on a valid namespace fd; affects only the calling thread.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-    }
-
-    fn exec(&self, cmd: &str) -> (bool, String) {
-        sh(&format!("ip netns exec {} {cmd}", self.name))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = sh(&format!("ip netns del {}", self.name));
-    }
 }
 
 /// The seed lab: `host` holds rep0, up0 and vxlan_sys; the VF and the remote
@@ -418,7 +374,7 @@ fn seed_filters_listed_by_tc_as_in_the_seed() {
         return;
     }
     let lab = Lab::new();
-    lab.host.enter();
+    lab.host.enter().expect("enter the host namespace");
     let mut off = lab.offloader(0x5eed);
     let placed = off.process(seed_six());
     for (flow, p) in &placed {
@@ -467,7 +423,7 @@ fn ping_flows() -> Vec<FlowRequest> {
 
 fn ping_ok(lab: &Lab, count: u32) -> bool {
     lab.vf
-        .exec(&format!("ping -c {count} -i 0.2 -W 2 1.1.1.3"))
+        .try_exec(&format!("ping -c {count} -i 0.2 -W 2 1.1.1.3"))
         .0
 }
 
@@ -477,13 +433,13 @@ fn ping_from_the_vf_crosses_offloaded_flower_rules() {
         return;
     }
     let lab = Lab::new();
-    lab.host.enter();
+    lab.host.enter().expect("enter the host namespace");
     let mut off = lab.offloader(0x9146);
     for (f, p) in off.process(ping_flows()) {
         assert!(p.is_offloaded(), "flow {f}: {p}");
     }
     // Resolve the underlay neighbour, as the seed script does.
-    lab.host.exec("ping -c 1 -W 2 192.168.203.56");
+    lab.host.try_exec("ping -c 1 -W 2 192.168.203.56");
     assert!(
         ping_ok(&lab, 3),
         "ping over tc flower failed:\n{}",
@@ -537,12 +493,12 @@ fn holder_process() {
     let vf = std::env::var("FLOWD_HOLDER_VF").unwrap();
     let remote = std::env::var("FLOWD_HOLDER_REMOTE").unwrap();
     // Adopt the parent's namespaces without deleting them when this process dies.
-    let lab = std::mem::ManuallyDrop::new(Lab {
-        host: Netns { name: ns },
-        vf: Netns { name: vf },
-        remote: Netns { name: remote },
-    });
-    lab.host.enter();
+    let lab = Lab {
+        host: Netns::borrowed(&ns),
+        vf: Netns::borrowed(&vf),
+        remote: Netns::borrowed(&remote),
+    };
+    lab.host.enter().expect("enter the host namespace");
     let mut off = lab.offloader(0x4e57);
     let swept = off.sweep_orphans().expect("sweep");
     let placed = off.process(ping_flows());
@@ -611,7 +567,7 @@ fn kill_9_and_restart_leaves_no_orphans() {
             .unwrap()
             .contains("swept=0 offloaded=4")
     );
-    lab.host.exec("ping -c 1 -W 2 192.168.203.56");
+    lab.host.try_exec("ping -c 1 -W 2 192.168.203.56");
     assert!(ping_ok(&lab, 2));
     // kill -9: the filters stay behind.
     must(&format!("kill -9 {}", holder.0.id()));
