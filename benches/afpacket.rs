@@ -15,7 +15,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{Netns, can_netns, sh};
+use common::{Netns, can_netns};
 use datapath::cache::FlowEntry;
 use datapath::dpif::{Datapath, DpConfig, DropMisses, PortRole};
 use datapath::port::{AfPacketPort, Port, RxMode};
@@ -245,7 +245,6 @@ fn main() {
         println!("afpacket: skipped (needs root, iproute2 and trafgen from netsniff-ng)");
         return;
     }
-    let _ = sh("true");
     println!(
         "afpacket end to end: trafgen -> rep0 -> flowd datapath (VXLAN encap, 1 thread) -> up0 -> kernel vxlan"
     );

@@ -20,7 +20,7 @@
 use crate::control::client;
 use crate::control::format;
 use crate::control::proto::{FlowFilter, Request, Response, ResponseBody};
-use crate::netns::{Netns, can_netns, try_sh};
+use crate::netns::{Netns, can_netns};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -529,7 +529,6 @@ pub fn main(vm: bool, hold: bool) -> ExitCode {
     }
     step("tearing down");
     drop(lab);
-    let _ = try_sh("true");
     if res.is_ok() {
         ExitCode::SUCCESS
     } else {
