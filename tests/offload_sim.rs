@@ -471,3 +471,28 @@ fn worker_is_asynchronous_and_counts_drops() {
     });
     assert!(dropped.is_some());
 }
+
+#[test]
+fn worker_tells_its_observer_each_placement() {
+    let sim = fabric(1000, SimCaps::default());
+    let seen: Arc<Mutex<Vec<(FlowId, bool)>>> = Arc::default();
+    let log = seen.clone();
+    let w = OffloadWorker::spawn_observed(
+        offloader(&sim, Duration::from_secs(5)),
+        WorkerConfig::default(),
+        Arc::new(move |f: FlowId, p: &offload::Placement| {
+            log.lock().unwrap().push((f, p.is_offloaded()));
+        }),
+    );
+    assert!(w.offer(put(1, l2_flow(REP0, 1, vec![Action::Output(REP1)]))));
+    // `userspace` has no tc equivalent: the flow stays in software.
+    assert!(w.offer(put(2, l2_flow(REP0, 2, vec![Action::Userspace]))));
+    let t0 = Instant::now();
+    while seen.lock().unwrap().len() < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "observer not called");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut got = seen.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, vec![(FlowId(1), true), (FlowId(2), false)]);
+}

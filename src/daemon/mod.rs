@@ -19,6 +19,7 @@ pub mod routes;
 use crate::config::{Config, OffloadBackendKind, OffloadPolicy, PortRole as CfgRole};
 use crate::control::proto::PortRow;
 use crate::switch::{Switch, SwitchConfig};
+use datapath::cache::FlowTable;
 use datapath::dpif::DpConfig;
 use datapath::slowpath::upcall::UpcallConfig;
 use datapath::slowpath::{DeleteReason, EngineConfig, FlowObserver};
@@ -33,9 +34,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Why the daemon could not start (or reload).
 #[derive(Debug, thiserror::Error)]
@@ -232,6 +233,24 @@ fn sim_fabric(table: &PortTable) -> offload::sim::SimFabric {
     offload::sim::SimFabric::new(specs.into_values().collect())
 }
 
+/// Marks each flow whose tc filter carries its packets through tc's software path
+/// (`carried_by_tc`: the tc backend without skip_sw), as the offload worker decides its
+/// placement: AF_PACKET taps see those packets before tc ingress, and the datapath must
+/// not forward the copies.
+fn tc_carried_observer(
+    carried_by_tc: bool,
+    flow_table: Arc<OnceLock<Arc<FlowTable>>>,
+) -> offload::worker::PlacementObserver {
+    Arc::new(move |flow: FlowId, placement: &offload::Placement| {
+        if !carried_by_tc {
+            return;
+        }
+        if let Some(entry) = flow_table.get().and_then(|t| t.get(flow)) {
+            entry.set_in_tc(placement.is_offloaded());
+        }
+    })
+}
+
 fn switch_config(
     cfg: &Config,
     local_vteps: Vec<IpAddr>,
@@ -302,11 +321,18 @@ impl Daemon {
             .map(|a| a.addr)
             .collect();
 
+        // Filled once the switch (and its flow table) exists; no flow is offered before.
+        let flow_table: Arc<OnceLock<Arc<FlowTable>>> = Arc::new(OnceLock::new());
         let (offload, backend_name) = match backend(&cfg, &table)? {
             Some((b, name)) => {
                 let offloader =
                     Offloader::new(b, table.clone(), routes.clone(), Duration::from_secs(2));
-                let worker = OffloadWorker::spawn(offloader, WorkerConfig::default());
+                let observer = tc_carried_observer(
+                    name == "tc" && cfg.offload.policy != OffloadPolicy::SkipSw,
+                    flow_table.clone(),
+                );
+                let worker =
+                    OffloadWorker::spawn_observed(offloader, WorkerConfig::default(), observer);
                 (Some(Arc::new(worker)), name)
             }
             None => (None, "off"),
@@ -329,6 +355,7 @@ impl Daemon {
             routes.clone(),
             hooks.clone(),
         )?;
+        let _ = flow_table.set(switch.engine().table().clone());
         let rows = port_rows(&cfg, &table);
         let daemon = Arc::new(Daemon {
             config: Mutex::new(cfg),
@@ -360,16 +387,11 @@ impl Daemon {
     /// Applies fibwatch's decisions: the endpoint's route, then the flow's placement.
     fn decision_loop(&self) {
         let Some(w) = &self.watcher else { return };
-        let mut last_sync = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
             match w.decisions().recv_timeout(Duration::from_millis(20)) {
                 Ok(d) => self.apply_decision(d),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-            }
-            if last_sync.elapsed() >= Duration::from_millis(20) {
-                self.sync_tc_carried();
-                last_sync = Instant::now();
             }
         }
     }
@@ -422,28 +444,6 @@ impl Daemon {
         self.hooks.offer(&entry);
     }
 
-    /// Marks flows whose tc filter carries their packets in tc's software path, so the
-    /// datapath does not forward the copies its AF_PACKET taps see.
-    fn sync_tc_carried(&self) {
-        let Some(o) = &self.offload else { return };
-        if self.backend != "tc" {
-            return;
-        }
-        let skip_sw = self
-            .config
-            .lock()
-            .map(|c| c.offload.policy == OffloadPolicy::SkipSw);
-        if skip_sw.unwrap_or(false) {
-            return;
-        }
-        for e in self.switch.engine().table().snapshot() {
-            let carried = o.placement(e.id()).is_some_and(|p| p.is_offloaded());
-            if e.in_tc() != carried {
-                e.set_in_tc(carried);
-            }
-        }
-    }
-
     /// Deletes every flow (and its filter); returns how many.
     pub fn delete_flows(&self) -> usize {
         let table = self.switch.engine().table();
@@ -471,16 +471,5 @@ impl Daemon {
         {
             let _ = t.join();
         }
-    }
-
-    /// A flow's id from its printed form, for tests.
-    pub fn flow_ids(&self) -> Vec<FlowId> {
-        self.switch
-            .engine()
-            .table()
-            .snapshot()
-            .iter()
-            .map(|e| e.id())
-            .collect()
     }
 }

@@ -51,9 +51,21 @@ pub struct OffloadWorker {
     thread: Option<JoinHandle<Offloader>>,
 }
 
+/// Told of every placement the worker decides, on the worker's thread (keep it short).
+pub type PlacementObserver = Arc<dyn Fn(FlowId, &Placement) + Send + Sync>;
+
 impl OffloadWorker {
     /// Starts the worker thread. It first sweeps orphan rules (a previous run's).
-    pub fn spawn(mut offloader: Offloader, cfg: WorkerConfig) -> Self {
+    pub fn spawn(offloader: Offloader, cfg: WorkerConfig) -> Self {
+        Self::spawn_observed(offloader, cfg, Arc::new(|_: FlowId, _: &Placement| {}))
+    }
+
+    /// As [`Self::spawn`], calling `observer` with each placement as it is decided.
+    pub fn spawn_observed(
+        mut offloader: Offloader,
+        cfg: WorkerConfig,
+        observer: PlacementObserver,
+    ) -> Self {
         let (tx, rx) = sync_channel(cfg.queue.max(1));
         let published = Arc::new(Mutex::new(Published::default()));
         let pubc = Arc::clone(&published);
@@ -63,7 +75,7 @@ impl OffloadWorker {
                 if let Err(e) = offloader.sweep_orphans() {
                     tracing::warn!(error = %e, "offload: start-up sweep failed");
                 }
-                run(offloader, rx, pubc, cfg)
+                run(offloader, rx, pubc, cfg, observer)
             })
             .ok();
         Self {
@@ -161,6 +173,7 @@ fn run(
     rx: Receiver<FlowRequest>,
     published: Arc<Mutex<Published>>,
     cfg: WorkerConfig,
+    observer: PlacementObserver,
 ) -> Offloader {
     let mut next_stats = Instant::now() + cfg.stats_interval;
     loop {
@@ -186,10 +199,16 @@ fn run(
                     p.stats.remove(&f);
                 }
             }
-            for (f, pl) in touched {
-                if off.placement(f).is_some() {
-                    p.placements.insert(f, pl);
-                }
+            let touched: Vec<_> = touched
+                .into_iter()
+                .filter(|(f, _)| off.placement(*f).is_some())
+                .collect();
+            for (f, pl) in &touched {
+                p.placements.insert(*f, pl.clone());
+            }
+            drop(p);
+            for (f, pl) in &touched {
+                observer(*f, pl);
             }
         }
         if Instant::now() >= next_stats {
