@@ -66,21 +66,25 @@ impl FailoverReport {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            // SAFETY: sending SIGTERM to our own child.
-            unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = d.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = d.kill();
-            let _ = d.wait();
-        }
+        let _ = self.stop_daemon();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Stops a daemon with SIGTERM (its clean shutdown), SIGKILL after 10 s.
+fn terminate(mut d: Child) -> Result<std::process::ExitStatus, String> {
+    // SAFETY: sending SIGTERM to our own child.
+    unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(st)) = d.try_wait() {
+            return Ok(st);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = d.kill();
+    let _ = d.wait();
+    Err("flowd did not stop within 10 s of SIGTERM (killed)".into())
 }
 
 fn step(title: &str) {
@@ -255,12 +259,28 @@ impl Lab {
 
     /// [`Self::start_daemon`] with a given `flowd` executable (tests).
     pub fn start_daemon_exe(&mut self, exe: &Path, backend: &str) -> Result<(), String> {
+        self.start_daemon_args(exe, backend, &[])
+    }
+
+    /// [`Self::start_daemon_exe`] with more command-line arguments (`--keep-offloads`).
+    /// A restarted daemon appends to the same log.
+    pub fn start_daemon_args(
+        &mut self,
+        exe: &Path,
+        backend: &str,
+        args: &[&str],
+    ) -> Result<(), String> {
         let cfg = self.dir.join("flowd.toml");
         std::fs::write(&cfg, config_text(backend, &self.socket())).map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(self.dir.join("flowd.log")).map_err(|e| e.to_string())?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("flowd.log"))
+            .map_err(|e| e.to_string())?;
         let child = Command::new("ip")
             .args(["netns", "exec", &self.hv.name])
             .arg(exe)
+            .args(args)
             .arg("--config")
             .arg(&cfg)
             .env(
@@ -283,6 +303,38 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(100));
         }
         Err("flowd did not answer on its control socket within 30 s".into())
+    }
+
+    /// How many flows `dump-flows --offloaded` shows in tc (0 when the daemon does not
+    /// answer).
+    pub fn offloaded_tc_flows(&self) -> usize {
+        match self.request(Request::DumpFlows {
+            filter: FlowFilter::Offloaded,
+        }) {
+            Ok(ResponseBody::Flows(rows)) => rows.iter().filter(|r| r.placement.dp == "tc").count(),
+            _ => 0,
+        }
+    }
+
+    /// Waits up to `within` until at least `n` flows are offloaded to tc; whether they
+    /// are.
+    pub fn wait_offloaded(&self, n: usize, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.offloaded_tc_flows() >= n {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the daemon (SIGTERM: a clean shutdown) and waits for it; its exit status.
+    pub fn stop_daemon(&mut self) -> Result<std::process::ExitStatus, String> {
+        let d = self.daemon.take().ok_or("no daemon running")?;
+        terminate(d)
     }
 
     /// Replaces the route to the remote VTEP from uplink 1 to uplink 2 while VF 0 pings

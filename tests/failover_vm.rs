@@ -15,7 +15,7 @@
 use flowd::control::proto::{FlowFilter, Request, ResponseBody};
 use flowd::lab;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The VF's ICMP encap flow: (all packets, packets flowd's software datapath forwarded).
 fn encap_counters(l: &lab::Lab) -> Option<(u64, u64)> {
@@ -33,15 +33,6 @@ fn encap_counters(l: &lab::Lab) -> Option<(u64, u64)> {
         .map(|r| (r.packets, r.sw_packets))
 }
 
-fn offloaded_tc_flows(l: &lab::Lab) -> usize {
-    match l.request(Request::DumpFlows {
-        filter: FlowFilter::Offloaded,
-    }) {
-        Ok(ResponseBody::Flows(rows)) => rows.iter().filter(|r| r.placement.dp == "tc").count(),
-        _ => 0,
-    }
-}
-
 #[test]
 fn route_change_moves_offloaded_flows_to_uplink_2() {
     let in_vm = std::env::var_os("FLOWD_VM").is_some();
@@ -55,12 +46,8 @@ fn route_change_moves_offloaded_flows_to_uplink_2() {
         .expect("flowd starts");
     let (ok, out) = l.vfs[0].try_exec("ping -c 3 -i 0.2 -W 2 1.1.1.3");
     assert!(ok, "warm-up ping: {out}\n{}", l.log());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while offloaded_tc_flows(&l) < 2 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
     assert!(
-        offloaded_tc_flows(&l) >= 2,
+        l.wait_offloaded(2, Duration::from_secs(10)),
         "flows offloaded to tc:\n{}",
         l.log()
     );

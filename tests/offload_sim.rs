@@ -427,6 +427,87 @@ fn restart_sweeps_orphans() {
     assert!(sim.lock().unwrap().is_empty());
 }
 
+/// Handles of the rules the backend holds.
+fn held(o: &mut Offloader) -> BTreeSet<offload::RuleHandle> {
+    o.backend()
+        .dump()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.handle)
+        .collect()
+}
+
+#[test]
+fn restart_adopts_kept_rules_and_sweeps_the_rest() {
+    let sim = fabric(100, SimCaps::default());
+    let mut o = offloader(&sim, Duration::from_secs(5));
+    let l2 = |i: u32| l2_flow(REP0, i, vec![Action::Output(REP1)]);
+    let mut puts: Vec<FlowRequest> = (0..10).map(|i| put(u64::from(i), l2(i))).collect();
+    puts.push(put(10, l2_flow(REP1, 10, encap(16))));
+    puts.push(put(11, decap_flow(16)));
+    o.process(puts);
+    assert_eq!(o.offloaded().count(), 12);
+    // Traffic the rules carried before the restart.
+    assert!(matches!(
+        sim.lock().unwrap().inject(IfIndex(111), &l2(3).0.key, 100),
+        SimVerdict::Hit { .. }
+    ));
+    let before = held(&mut o);
+    drop(o); // kill -9, or shutdown with --keep-offloads: the rules stay
+
+    let mut o = offloader(&sim, Duration::from_secs(5));
+    let kept = o.load_kept().unwrap();
+    assert_eq!(kept.len(), 12);
+    // The start-up sweep spares what the adoption round holds.
+    assert_eq!(o.sweep_orphans().unwrap(), 0);
+    let w = OffloadWorker::spawn(o, WorkerConfig::default());
+    // The new run's flows (new ids): 8 unchanged, one with other actions, flow 9 gone.
+    for i in 0..8 {
+        assert!(w.offer_wait(put(100 + u64::from(i), l2(i))));
+    }
+    assert!(w.offer_wait(put(108, l2_flow(REP0, 8, vec![Action::Output(UP_A)]))));
+    assert!(w.offer_wait(put(110, l2_flow(REP1, 10, encap(16)))));
+    assert!(w.offer_wait(put(111, decap_flow(16))));
+    let report = w.end_adoption().expect("worker alive");
+    assert_eq!(
+        report,
+        offload::AdoptionReport {
+            kept: 12,
+            adopted: 10,
+            replaced: 1,
+            removed: 1,
+        }
+    );
+    for f in [100, 103, 108, 110, 111] {
+        let p = w.placement(FlowId(f)).unwrap();
+        assert!(p.is_offloaded(), "flow {f}: {p}");
+    }
+    let mut o = w.shutdown().expect("offloader back");
+    // No new rule: the same handles, minus the one no flow claimed.
+    let after = held(&mut o);
+    assert_eq!(after.len(), 11);
+    assert!(after.is_subset(&before), "{before:?} -> {after:?}");
+    // The replaced rule now does what the new run decided.
+    let rules: Vec<_> = sim
+        .lock()
+        .unwrap()
+        .rules()
+        .map(|(_, r)| r.clone())
+        .collect();
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.actions == vec![offload::FlowerAction::Redirect(IfIndex(10))])
+    );
+    // The counters came along.
+    assert_eq!(o.stats(FlowId(103)).map(|s| s.packets), Some(1));
+    // What the fabric holds is exactly what the offloaded flows own (the cookies still
+    // name the previous run's flow ids: ownership is by handle).
+    let owned: BTreeSet<offload::RuleHandle> = o.offloaded().map(|x| x.1).collect();
+    assert_eq!(owned, after);
+    assert_eq!(o.placements().filter(|(_, p)| p.is_offloaded()).count(), 11);
+}
+
 #[test]
 fn worker_is_asynchronous_and_counts_drops() {
     let sim = fabric(1000, SimCaps::default());

@@ -212,6 +212,16 @@ impl Handler {
             "stale_decisions".into(),
             d.counters.stale_decisions.load(Ordering::Relaxed),
         );
+        // Start-up adoption of a previous run's filters.
+        let a = d.adoption;
+        for (name, n) in [
+            ("kept_filters_found", a.kept),
+            ("kept_filters_adopted", a.adopted),
+            ("kept_filters_replaced", a.replaced),
+            ("kept_filters_removed", a.removed),
+        ] {
+            other.insert(name.into(), n as u64);
+        }
         ResponseBody::Stats(StatsBody {
             upcalls: up.queued,
             upcall_drops: up.queue_full + up.dropped_other,

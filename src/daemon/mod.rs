@@ -88,6 +88,8 @@ pub struct Daemon {
     pub backend: String,
     /// Ports, as `flowctl show` prints them.
     pub ports: Vec<PortRow>,
+    /// What start-up adoption of a previous run's filters did.
+    pub adoption: offload::AdoptionReport,
     /// Counters.
     pub counters: Arc<DaemonCounters>,
     stop: Arc<AtomicBool>,
@@ -251,6 +253,37 @@ fn tc_carried_observer(
     })
 }
 
+/// Adopts the filters a previous run left: one representative key per filter goes
+/// through the slow path (learning first), the resulting flows are announced as if
+/// installed by upcalls (fibwatch registration, then an offer the worker matches
+/// against the kept filters), and the round ends with a sweep of what no flow took.
+fn adopt(
+    switch: &Switch,
+    hooks: &FlowHooks,
+    worker: &OffloadWorker,
+    ports: &PortTable,
+    kept: &[offload::FlowerRule],
+) -> offload::AdoptionReport {
+    let keys: Vec<datapath::FlowKey> = kept
+        .iter()
+        .filter_map(|r| offload::adopt::representative_key(r, ports))
+        .collect();
+    let flows = switch.engine().preinstall(&keys, switch.clock().now());
+    for f in &flows {
+        hooks.announce(f);
+    }
+    let report = worker.end_adoption().unwrap_or_default();
+    tracing::info!(
+        kept = report.kept,
+        flows = flows.len(),
+        adopted = report.adopted,
+        replaced = report.replaced,
+        removed = report.removed,
+        "adopted a previous run's filters"
+    );
+    report
+}
+
 fn switch_config(
     cfg: &Config,
     local_vteps: Vec<IpAddr>,
@@ -323,19 +356,25 @@ impl Daemon {
 
         // Filled once the switch (and its flow table) exists; no flow is offered before.
         let flow_table: Arc<OnceLock<Arc<FlowTable>>> = Arc::new(OnceLock::new());
-        let (offload, backend_name) = match backend(&cfg, &table)? {
+        let (offload, backend_name, kept) = match backend(&cfg, &table)? {
             Some((b, name)) => {
-                let offloader =
+                let mut offloader =
                     Offloader::new(b, table.clone(), routes.clone(), Duration::from_secs(2));
+                // Filters a previous run left (--keep-offloads, or a crash) are held for
+                // adoption instead of being swept at start.
+                let kept = offloader.load_kept().unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "offload: could not list a previous run's filters; they will be swept");
+                    Vec::new()
+                });
                 let observer = tc_carried_observer(
                     name == "tc" && cfg.offload.policy != OffloadPolicy::SkipSw,
                     flow_table.clone(),
                 );
                 let worker =
                     OffloadWorker::spawn_observed(offloader, WorkerConfig::default(), observer);
-                (Some(Arc::new(worker)), name)
+                (Some(Arc::new(worker)), name, kept)
             }
-            None => (None, "off"),
+            None => (None, "off", Vec::new()),
         };
 
         let clock = crate::switch::Clock::new();
@@ -356,6 +395,10 @@ impl Daemon {
             hooks.clone(),
         )?;
         let _ = flow_table.set(switch.engine().table().clone());
+        let adoption = match &offload {
+            Some(w) if !kept.is_empty() => adopt(&switch, &hooks, w, &table, &kept),
+            _ => offload::AdoptionReport::default(),
+        };
         let rows = port_rows(&cfg, &table);
         let daemon = Arc::new(Daemon {
             config: Mutex::new(cfg),
@@ -367,6 +410,7 @@ impl Daemon {
             offload,
             backend: backend_name.to_string(),
             ports: rows,
+            adoption,
             counters: Arc::new(DaemonCounters::default()),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),

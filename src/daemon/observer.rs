@@ -249,6 +249,20 @@ impl FlowHooks {
         }
     }
 
+    /// Announces a flow the slow path installed without an upcall (start-up adoption):
+    /// registered like any new flow, then offered, waiting for room in the queue.
+    pub fn announce(&self, entry: &FlowEntry) {
+        self.register(entry);
+        if let Some(o) = &self.offload {
+            self.counters.offered.fetch_add(1, Ordering::Relaxed);
+            o.offer_wait(FlowRequest::Put {
+                flow: entry.id(),
+                megaflow: entry.megaflow(),
+                actions: entry.actions().clone(),
+            });
+        }
+    }
+
     fn withdraw(&self, flow: FlowId) {
         if let Some(o) = &self.offload {
             o.offer(FlowRequest::Remove { flow });

@@ -1,6 +1,6 @@
 //! The backend trait: where rules go (Linux tc, a simulated eswitch).
 
-use crate::rule::FlowerRule;
+use crate::rule::{FlowerRule, TcPolicy};
 use datapath::{FlowId, IfIndex};
 use std::fmt;
 
@@ -79,12 +79,15 @@ pub struct RuleStats {
 pub struct DumpedRule {
     /// Where it is.
     pub handle: RuleHandle,
-    /// The flow that owns it (from flowd's action cookie); `None`: not flowd's.
+    /// The flow that installed it (from flowd's action cookie; after a restart, a flow of
+    /// the previous run); `None`: not flowd's.
     pub owner: Option<FlowId>,
     /// The rule as decoded (None if flowd cannot decode it).
     pub rule: Option<FlowerRule>,
     /// Hardware state.
     pub hw: HwState,
+    /// The policy flags it carries (`None` when flowd cannot decode it).
+    pub policy: Option<TcPolicy>,
     /// Counters.
     pub stats: RuleStats,
 }
@@ -222,4 +225,12 @@ pub trait OffloadBackend: Send {
 
     /// Every rule on the managed devices, flowd's or not.
     fn dump(&mut self) -> Result<Vec<DumpedRule>, BackendError>;
+
+    /// Asked, before anything is installed, about a rule of flowd's a previous run
+    /// left: whether a flow may take it over as it is (tc: it was created under the
+    /// policy in force). If so the backend keeps its slot (tc: the priority of its mask
+    /// shape, and no new handle collides with it).
+    fn adoptable(&mut self, _rule: &DumpedRule) -> bool {
+        true
+    }
 }

@@ -25,6 +25,7 @@
 //! thread (the worker); placements are published through a lock the readers only
 //! take briefly.
 
+pub mod adopt;
 pub mod backend;
 pub mod discover;
 pub mod echo;
@@ -45,7 +46,7 @@ pub use backend::{
 };
 pub use error::{OffloadError, Unsupported};
 
-pub use offloader::{FlowRequest, Offloader};
+pub use offloader::{AdoptionReport, FlowRequest, Offloader};
 pub use placement::{Placement, SoftwareReason};
 pub use ports::{PortInfo, PortKind, PortTable};
 pub use rule::{

@@ -933,17 +933,41 @@ pub fn new_filter(
     cookie: Option<[u8; 16]>,
     act_flags: u32,
 ) -> TcMessage {
-    let opts = encode_flower(rule, policy, cookie, act_flags)
+    let opts: Vec<TcOption> = encode_flower(rule, policy, cookie, act_flags)
         .into_iter()
-        .map(TcOption::Flower)
+        .map(|o| match o {
+            // Bottom-up: the deepest part first.
+            TcFilterFlowerOption::Actions(acts) => {
+                let mut bytes = vec![0; acts.as_slice().buffer_len()];
+                acts.as_slice().emit(&mut bytes);
+                TcOption::Flower(TcFilterFlowerOption::Other(DefaultNla::new(
+                    TCA_FLOWER_ACT,
+                    bytes,
+                )))
+            }
+            o => TcOption::Flower(o),
+        })
         .collect();
     TcMessage::from_parts(
         filter_header(h),
-        vec![
-            TcAttribute::Kind("flower".into()),
-            TcAttribute::Options(opts),
-        ],
+        vec![TcAttribute::Kind("flower".into()), preserialized(&opts)],
     )
+}
+
+/// `TCA_OPTIONS`.
+const TCA_OPTIONS: u16 = 2;
+/// `TCA_FLOWER_ACT`.
+const TCA_FLOWER_ACT: u16 = 3;
+
+/// The filter's options as one opaque attribute of the same type and bytes:
+/// netlink-packet-route recomputes a nested attribute's length at every level it is
+/// emitted from, which made serializing a 308-byte encap filter cost 6 µs (measured,
+/// almost all of it in the action list, the deepest part). Emitted level by level,
+/// bottom-up, each once: about 1.5 µs with building the attributes.
+pub fn preserialized(opts: &[TcOption]) -> TcAttribute {
+    let mut bytes = vec![0; opts.buffer_len()];
+    opts.emit(&mut bytes);
+    TcAttribute::Other(DefaultNla::new(TCA_OPTIONS, bytes))
 }
 
 /// An `RTM_DELTFILTER` message for a handle.

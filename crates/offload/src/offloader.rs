@@ -5,15 +5,15 @@
 //! Invariant: a flow is [`Placement::Offloaded`] exactly when the backend holds a rule
 //! for it (checked by the tests after random operations and faults).
 
-use crate::backend::{BackendError, KernelErrno, OffloadBackend, RuleHandle, RuleStats};
+use crate::backend::{BackendError, HwState, KernelErrno, OffloadBackend, RuleHandle, RuleStats};
 use crate::error::OffloadError;
 use crate::placement::{Placement, SoftwareReason};
 use crate::ports::PortTable;
-use crate::rule::FlowerRule;
+use crate::rule::{FlowerMatch, FlowerRule};
 use crate::translate::translate;
 use crate::validate::{ValidateCtx, validate};
 use datapath::tunnel::TunnelResolver;
-use datapath::{Actions, FlowId, Megaflow};
+use datapath::{Actions, FlowId, IfIndex, Megaflow};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,6 +57,28 @@ struct FlowEntry {
     stats: RuleStats,
 }
 
+/// A rule a previous run left installed, waiting for a flow to adopt it.
+#[derive(Debug, Clone)]
+struct Kept {
+    handle: RuleHandle,
+    rule: FlowerRule,
+    hw: HwState,
+    stats: RuleStats,
+}
+
+/// What an adoption round did (see [`Offloader::load_kept`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdoptionReport {
+    /// Kept rules found at start.
+    pub kept: usize,
+    /// Taken over by a flow unchanged (no netlink request).
+    pub adopted: usize,
+    /// Taken over by a flow whose actions changed (replaced in place).
+    pub replaced: usize,
+    /// Kept rules no flow claimed, and other orphans: removed.
+    pub removed: usize,
+}
+
 /// Drives a backend for a set of flows.
 pub struct Offloader {
     backend: Box<dyn OffloadBackend>,
@@ -64,6 +86,9 @@ pub struct Offloader {
     resolver: Arc<dyn TunnelResolver>,
     deadline: Duration,
     flows: HashMap<FlowId, FlowEntry>,
+    /// Rules a previous run left, by ingress and match, until the adoption ends.
+    kept: HashMap<(IfIndex, FlowerMatch), Kept>,
+    adoption: AdoptionReport,
 }
 
 fn to_unsupported(e: OffloadError) -> SoftwareReason {
@@ -88,7 +113,74 @@ impl Offloader {
             resolver,
             deadline,
             flows: HashMap::new(),
+            kept: HashMap::new(),
+            adoption: AdoptionReport::default(),
         }
+    }
+
+    /// Starts an adoption round: dumps the backend and holds every rule of flowd's
+    /// (its owner tag) that decodes and that the backend finds adoptable (tc: created
+    /// under the policy in force), so that a flow offered with the same ingress and
+    /// match takes it over instead of installing a new one. Returns the held rules (to
+    /// derive their flows, see [`crate::adopt`]). Rules flowd owns but cannot decode
+    /// or adopt, and duplicates, stay orphans. [`Self::end_adoption`] sweeps what is left.
+    pub fn load_kept(&mut self) -> Result<Vec<FlowerRule>, BackendError> {
+        let mut out = Vec::new();
+        for d in self.backend.dump()? {
+            let (Some(_), Some(rule)) = (d.owner, &d.rule) else {
+                continue;
+            };
+            let key = (rule.ingress, rule.matches);
+            if self.kept.contains_key(&key) || !self.backend.adoptable(&d) {
+                continue;
+            }
+            let rule = rule.clone();
+            out.push(rule.clone());
+            self.kept.insert(
+                key,
+                Kept {
+                    handle: d.handle,
+                    rule,
+                    hw: d.hw,
+                    stats: d.stats,
+                },
+            );
+        }
+        self.adoption.kept = out.len();
+        if !out.is_empty() {
+            tracing::info!(
+                kept = out.len(),
+                "offload: rules of a previous run held for adoption"
+            );
+        }
+        Ok(out)
+    }
+
+    /// Ends the adoption round: kept rules no flow took over are removed with every
+    /// other orphan. Returns what the round did.
+    pub fn end_adoption(&mut self) -> AdoptionReport {
+        self.kept.clear();
+        self.adoption.removed = match self.sweep_orphans() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "offload: sweep after adoption failed");
+                0
+            }
+        };
+        let r = self.adoption;
+        tracing::info!(
+            kept = r.kept,
+            adopted = r.adopted,
+            replaced = r.replaced,
+            removed = r.removed,
+            "offload: adoption finished"
+        );
+        r
+    }
+
+    /// What the adoption round did so far.
+    pub fn adoption(&self) -> AdoptionReport {
+        self.adoption
     }
 
     /// The backend.
@@ -182,6 +274,26 @@ impl Offloader {
                         installed: None,
                         stats: RuleStats::default(),
                     });
+                    if entry.installed.is_none()
+                        && !self.kept.is_empty()
+                        && let Ok(rule) = &prepared
+                        && let Some(k) = self.kept.remove(&(rule.ingress, rule.matches))
+                    {
+                        // A previous run's rule for this very match: take it over.
+                        if k.rule == *rule {
+                            self.adoption.adopted += 1;
+                            entry.placement = Placement::Offloaded {
+                                backend: self.backend.name(),
+                                device: self.ports.name_of(rule.ingress),
+                                in_hw: k.hw,
+                            };
+                            touched.push((flow, entry.placement.clone()));
+                        } else {
+                            self.adoption.replaced += 1;
+                        }
+                        entry.installed = Some((k.handle, k.rule));
+                        entry.stats = k.stats;
+                    }
                     match (prepared, entry.installed.as_ref()) {
                         (Err(reason), installed) => {
                             if let Some((h, _)) = installed {
@@ -348,10 +460,12 @@ impl Offloader {
         out
     }
 
-    /// Dumps the backend and removes every flowd rule no offloaded flow owns (after a
-    /// restart: all of them). Returns how many were removed.
+    /// Dumps the backend and removes every flowd rule no offloaded flow owns and no
+    /// adoption round holds (after a restart without adoption: all of them). Returns
+    /// how many were removed.
     pub fn sweep_orphans(&mut self) -> Result<usize, BackendError> {
-        let mine: HashSet<RuleHandle> = self.offloaded().map(|x| x.1).collect();
+        let mut mine: HashSet<RuleHandle> = self.offloaded().map(|x| x.1).collect();
+        mine.extend(self.kept.values().map(|k| k.handle));
         let orphans: Vec<RuleHandle> = self
             .backend
             .dump()?

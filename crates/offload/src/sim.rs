@@ -521,6 +521,7 @@ impl OffloadBackend for SimFabric {
                     owner: Some(r.owner),
                     rule: Some(r.rule.clone()),
                     hw: HwState::InHw { count: 1 },
+                    policy: Some(crate::rule::TcPolicy::None),
                     stats: RuleStats {
                         packets: r.packets,
                         bytes: r.bytes,

@@ -201,7 +201,18 @@ fn seed_six_filters_translate_and_round_trip() {
         for p in [TcPolicy::None, TcPolicy::SkipHw, TcPolicy::SkipSw] {
             assert_eq!(round_trip(&rule, p), rule);
         }
+        assert_representative(&rule, mf);
     }
+}
+
+/// The key adoption derives from a filter lies in the megaflow the filter came from.
+fn assert_representative(rule: &FlowerRule, mf: &Megaflow) {
+    let k = crate::adopt::representative_key(rule, &ports(1450, 1500)).expect("known ingress");
+    assert_eq!(
+        Megaflow::new(&k, &mf.mask),
+        *mf,
+        "representative key of {rule:?}"
+    );
 }
 
 fn decode_capture(bytes: &[u8]) -> FlowerRule {
@@ -379,6 +390,7 @@ fn every_match_translates_and_round_trips() {
         let mf = Megaflow::new(&k, &m);
         let rule = tr(&mf, &out(REP1)).unwrap_or_else(|e| panic!("{e} for {k:?}"));
         assert_eq!(round_trip(&rule, TcPolicy::None), rule);
+        assert_representative(&rule, &mf);
         assert!(
             crate::sim::matches_key(&rule.matches, &k),
             "{rule:?} must match its own key"
@@ -401,6 +413,7 @@ fn decap_ipv6_tunnel_with_tos_ttl_round_trips() {
     let rule = tr(&mf, &a).unwrap();
     assert_eq!(rule.matches.tunnel.src.unwrap().value, ip("2001:db8::56"));
     assert_eq!(round_trip(&rule, TcPolicy::SkipHw), rule);
+    assert_representative(&rule, &mf);
 }
 
 #[test]
@@ -756,13 +769,21 @@ fn filter_bytes(rule: &FlowerRule, extra_flags: u32, kernel_extras: bool) -> Vec
         protocol: rule.matches.protocol,
         handle: 3,
     };
-    let mut msg = netlink::new_filter(
-        &h,
+    // The options in object form (new_filter sends them pre-serialized), to edit.
+    let opts = netlink::encode_flower(
         rule,
         TcPolicy::SkipHw,
         Some(netlink::cookie(1, FlowId(2))),
         0,
-    );
+    )
+    .into_iter()
+    .map(TcOption::Flower)
+    .collect();
+    let mut msg = netlink::new_filter(&h, rule, TcPolicy::SkipHw, None, 0);
+    msg.attributes = vec![
+        TcAttribute::Kind("flower".into()),
+        TcAttribute::Options(opts),
+    ];
     for a in &mut msg.attributes {
         if let TcAttribute::Options(opts) = a {
             for o in opts.iter_mut() {

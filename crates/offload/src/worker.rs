@@ -3,7 +3,7 @@
 //! flow stays in software with the reason `offload queue full`.
 
 use crate::backend::RuleStats;
-use crate::offloader::{FlowRequest, Offloader};
+use crate::offloader::{AdoptionReport, FlowRequest, Offloader};
 use crate::placement::{Placement, SoftwareReason};
 use datapath::FlowId;
 use std::collections::HashMap;
@@ -43,9 +43,19 @@ impl Default for WorkerConfig {
     }
 }
 
+/// What travels to the worker thread (by value, as requests always did: boxing would
+/// cost an allocation per request).
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    /// A flow request.
+    Req(FlowRequest),
+    /// End the adoption round (after the requests queued before it).
+    EndAdoption(SyncSender<AdoptionReport>),
+}
+
 /// The datapath's handle on the worker.
 pub struct OffloadWorker {
-    tx: Option<SyncSender<FlowRequest>>,
+    tx: Option<SyncSender<Msg>>,
     drops: Arc<AtomicU64>,
     published: Arc<Mutex<Published>>,
     thread: Option<JoinHandle<Offloader>>,
@@ -55,7 +65,8 @@ pub struct OffloadWorker {
 pub type PlacementObserver = Arc<dyn Fn(FlowId, &Placement) + Send + Sync>;
 
 impl OffloadWorker {
-    /// Starts the worker thread. It first sweeps orphan rules (a previous run's).
+    /// Starts the worker thread. It first sweeps orphan rules (a previous run's, except
+    /// those an adoption round holds: see [`Offloader::load_kept`]).
     pub fn spawn(offloader: Offloader, cfg: WorkerConfig) -> Self {
         Self::spawn_observed(offloader, cfg, Arc::new(|_: FlowId, _: &Placement| {}))
     }
@@ -104,7 +115,7 @@ impl OffloadWorker {
                 *e = Placement::software(SoftwareReason::Pending);
             }
         }
-        match tx.try_send(req) {
+        match tx.try_send(Msg::Req(req)) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.drops.fetch_add(1, Ordering::Relaxed);
@@ -119,6 +130,28 @@ impl OffloadWorker {
                 false
             }
         }
+    }
+
+    /// Queues a request, waiting for room (start-up adoption, which must not lose
+    /// any). Returns false when the worker is gone.
+    pub fn offer_wait(&self, req: FlowRequest) -> bool {
+        if let FlowRequest::Put { flow, .. } = &req {
+            self.lock()
+                .placements
+                .entry(*flow)
+                .or_insert_with(|| Placement::software(SoftwareReason::Pending));
+        }
+        self.tx
+            .as_ref()
+            .is_some_and(|tx| tx.send(Msg::Req(req)).is_ok())
+    }
+
+    /// Ends the adoption round once the requests queued so far are processed: kept
+    /// rules no flow took over are removed. Waits for the worker's answer.
+    pub fn end_adoption(&self) -> Option<AdoptionReport> {
+        let (tx, rx) = sync_channel(1);
+        self.tx.as_ref()?.send(Msg::EndAdoption(tx)).ok()?;
+        rx.recv().ok()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Published> {
@@ -170,7 +203,7 @@ impl Drop for OffloadWorker {
 
 fn run(
     mut off: Offloader,
-    rx: Receiver<FlowRequest>,
+    rx: Receiver<Msg>,
     published: Arc<Mutex<Published>>,
     cfg: WorkerConfig,
     observer: PlacementObserver,
@@ -179,13 +212,27 @@ fn run(
     loop {
         let wait = next_stats.saturating_duration_since(Instant::now());
         let first = match rx.recv_timeout(wait) {
-            Ok(r) => Some(r),
+            Ok(Msg::Req(r)) => Some(r),
+            Ok(Msg::EndAdoption(answer)) => {
+                let _ = answer.send(off.end_adoption());
+                None
+            }
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return off,
         };
         if let Some(first) = first {
             let mut batch = vec![first];
-            batch.extend(rx.try_iter().take(cfg.batch.saturating_sub(1)));
+            let mut end = None;
+            while batch.len() < cfg.batch.max(1) {
+                match rx.try_recv() {
+                    Ok(Msg::Req(r)) => batch.push(r),
+                    Ok(Msg::EndAdoption(answer)) => {
+                        end = Some(answer);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
             let removed: Vec<FlowId> = batch
                 .iter()
                 .filter(|r| matches!(r, FlowRequest::Remove { .. }))
@@ -209,6 +256,9 @@ fn run(
             drop(p);
             for (f, pl) in &touched {
                 observer(*f, pl);
+            }
+            if let Some(answer) = end {
+                let _ = answer.send(off.end_adoption());
             }
         }
         if Instant::now() >= next_stats {

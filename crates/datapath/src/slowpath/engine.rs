@@ -312,6 +312,44 @@ impl Engine {
         }
     }
 
+    /// Installs the flows of packet keys that did not come up as upcalls: after a
+    /// restart, one key per filter a previous run left carrying traffic (see the offload
+    /// crate's `adopt`). Sources are learned from every key first, as their upcalls
+    /// would have, so that no key is translated against a MAC table missing a station
+    /// another key shows. Unlike upcalls, the observer is *not* told: the caller
+    /// announces the returned flows itself (start-up adoption must not drop any).
+    pub fn preinstall(&self, keys: &[FlowKey], now: Duration) -> Vec<Arc<FlowEntry>> {
+        let mut changes = Vec::new();
+        {
+            let mut sp = self.write();
+            for k in keys {
+                changes.extend(sp.upcall(k, now).1);
+            }
+        }
+        self.notify(changes);
+        let sp = self.read();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let x = sp.xlate(k, now);
+            if x.needs_learning {
+                continue;
+            }
+            let Ok(entry) = self.table.put(&x.megaflow(k), x.actions.clone(), ms(now)) else {
+                self.counters
+                    .install_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            };
+            if lock(&self.metas).insert(entry.id(), x.meta).is_none() {
+                self.counters
+                    .installed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                out.push(entry);
+            }
+        }
+        out
+    }
+
     fn translate(&self, up: &Upcall, now: Duration) -> (Xlation, Vec<Change>) {
         {
             let sp = self.read();

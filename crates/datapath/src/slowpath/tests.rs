@@ -545,6 +545,33 @@ mod engine {
     }
 
     #[test]
+    fn preinstall_learns_every_source_first_and_tells_no_observer() {
+        let (e, rec) = engine(100);
+        // Two directions of a conversation, and a remote station behind VTEP .2: each
+        // key's destination is learned only from another key.
+        let a_to_b = frame(1, mac(0xa), mac(0xb));
+        let b_to_a = frame(2, mac(0xb), mac(0xa));
+        let c_to_a = from_vtep(16, "10.0.0.2", mac(0xc), mac(0xa));
+        let a_to_c = frame(1, mac(0xa), mac(0xc));
+        let flows = e.preinstall(&[a_to_b, b_to_a, c_to_a, a_to_c], secs(0));
+        assert_eq!(flows.len(), 4);
+        assert!(
+            events(&rec).is_empty(),
+            "the caller announces preinstalled flows"
+        );
+        let acts_of = |k: &FlowKey| e.table().lookup(k).unwrap().actions().as_slice().to_vec();
+        assert_eq!(acts_of(&a_to_b), vec![out(2)]);
+        assert_eq!(acts_of(&b_to_a), vec![out(1)]);
+        assert_eq!(acts_of(&c_to_a), vec![out(1)]);
+        assert_eq!(acts_of(&a_to_c), encap(16, "10.0.0.2").to_vec());
+        // Learning happened and the flows agree with it: revalidation keeps them all.
+        let r = e.sweep(secs(1));
+        assert_eq!((r.modified, r.stale), (0, 0));
+        // The same keys again install nothing new.
+        assert!(e.preinstall(&[a_to_b], secs(1)).is_empty());
+    }
+
+    #[test]
     fn rule_changes_fix_or_delete_flows() {
         let (e, rec) = engine(100);
         for i in 0..10 {
