@@ -138,8 +138,8 @@ fn restart_with_keep_offloads_adopts_the_filters_without_loss() {
         "packets lost across the restart:\n{}\n{}\n{}",
         events.join("\n"),
         out.lines()
-            .filter(|l| l.contains("bytes from"))
-            .last()
+            .rev()
+            .find(|l| l.contains("bytes from"))
             .unwrap_or(""),
         l.log()
     );
