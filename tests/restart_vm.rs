@@ -16,13 +16,14 @@
 use flowd::control::proto::{Request, ResponseBody};
 use flowd::lab;
 use flowd::netns::Netns;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
 /// flowd's filters on the lab's two ingress devices, one line per filter (device and
 /// the `filter ... handle ...` header line tc prints).
-fn filters(l: &lab::Lab) -> Vec<String> {
-    let mut out = Vec::new();
+fn filters(l: &lab::Lab) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
     for dev in ["rep0", "rep1", "vxlan_sys_4789"] {
         let shown = l.hv.exec(&format!("tc filter show dev {dev} ingress"));
         out.extend(
@@ -32,7 +33,6 @@ fn filters(l: &lab::Lab) -> Vec<String> {
                 .map(|x| format!("{dev}: {}", x.trim())),
         );
     }
-    out.sort();
     out
 }
 
@@ -69,8 +69,7 @@ fn restart_with_keep_offloads_adopts_the_filters_without_loss() {
         "flows offloaded to tc:\n{}",
         l.log()
     );
-    let before = filters(&l);
-    assert!(before.len() >= 2, "filters: {before:?}");
+    assert!(filters(&l).len() >= 2, "filters: {:?}", filters(&l));
     // While no flowd runs, only flows that have filters move. The stream's own flows do;
     // the neighbour refreshes the two hosts would make meanwhile (a unicast ARP probe
     // and its reply, flows of their own that need the slow path) are taken out of the
@@ -85,14 +84,17 @@ fn restart_with_keep_offloads_adopts_the_filters_without_loss() {
         Netns::borrowed(&vf).try_exec("ping -D -c 1600 -i 0.005 -W 1 1.1.1.3")
     });
     std::thread::sleep(Duration::from_secs(2));
+    // (Other flows, e.g. the VF's IPv6 neighbour discovery, may add filters at any
+    // time: the checks are inclusions.)
+    let before = filters(&l);
     let mut events = vec![format!("[{:.6}] stop", now())];
     let st = l.stop_daemon().expect("flowd stops on SIGTERM");
     events.push(format!("[{:.6}] stopped", now()));
     assert!(st.success(), "flowd exit status {st}:\n{}", l.log());
-    assert_eq!(
-        filters(&l),
-        before,
-        "--keep-offloads left the filters in place"
+    let kept = filters(&l);
+    assert!(
+        before.is_subset(&kept),
+        "--keep-offloads removed filters: {before:?} -> {kept:?}"
     );
     // tc alone carries the traffic now.
     std::thread::sleep(Duration::from_secs(1));
@@ -144,7 +146,11 @@ fn restart_with_keep_offloads_adopts_the_filters_without_loss() {
         l.log()
     );
     // The same filters, taken over rather than re-created.
-    assert_eq!(filters(&l), before, "the new daemon re-created filters");
+    let after = filters(&l);
+    assert!(
+        kept.is_subset(&after),
+        "the new daemon re-created or removed kept filters: {kept:?} -> {after:?}"
+    );
     assert!(stat(&l, "kept_filters_adopted") >= 2, "{}", l.log());
     assert_eq!(stat(&l, "kept_filters_removed"), 0, "{}", l.log());
 
@@ -153,7 +159,7 @@ fn restart_with_keep_offloads_adopts_the_filters_without_loss() {
     assert!(st.success(), "flowd exit status {st}");
     assert_eq!(
         filters(&l),
-        Vec::<String>::new(),
+        BTreeSet::new(),
         "filters left after a clean stop"
     );
 }
