@@ -6,7 +6,7 @@
 
 use fibwatch::{
     Change, Dirty, Family, FlowId, FlowInfo, IfIndex, Link, Mirror, Neighbour, NextHop, NudState,
-    Role, Route, RouteKey, RouteKind, Rule, RuleAction, StaticSwitchIds, SwitchId, TunnelIndex,
+    Role, Route, RouteKey, RouteKind, Rule, StaticSwitchIds, SwitchId, TunnelIndex,
 };
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -58,27 +58,7 @@ fn main() {
     let mut mirror = Mirror::new();
     let mut d = Dirty::default();
     let mut setup = vec![link(2, "up1"), link(3, "up2")];
-    setup.push(Change::RuleUp(Rule {
-        family: Family::V4,
-        priority: 32766,
-        action: RuleAction::ToTable,
-        table: 254,
-        goto: None,
-        src: None,
-        dst: None,
-        tos: 0,
-        fwmark: 0,
-        fwmask: 0,
-        iif: None,
-        oif: None,
-        invert: false,
-        ip_proto: None,
-        sport: None,
-        dport: None,
-        uid_range: None,
-        suppress_prefixlen: None,
-        unsupported: false,
-    }));
+    setup.push(Change::RuleUp(Rule::to_table(Family::V4, 32766, 254)));
     for dev in [2u32, 3] {
         setup.push(Change::NeighUp(Neighbour {
             ifindex: IfIndex(dev),

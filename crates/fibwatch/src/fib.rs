@@ -329,27 +329,7 @@ mod tests {
     }
 
     fn rule(priority: u32, table: u32) -> Rule {
-        Rule {
-            family: Family::V4,
-            priority,
-            action: RuleAction::ToTable,
-            table,
-            goto: None,
-            src: None,
-            dst: None,
-            tos: 0,
-            fwmark: 0,
-            fwmask: 0,
-            iif: None,
-            oif: None,
-            invert: false,
-            ip_proto: None,
-            sport: None,
-            dport: None,
-            uid_range: None,
-            suppress_prefixlen: None,
-            unsupported: false,
-        }
+        Rule::to_table(Family::V4, priority, table)
     }
 
     fn route(table: u32, dst: &str, kind: RouteKind, hops: &[(u32, &str)]) -> Change {

@@ -644,9 +644,7 @@ impl From<NoRoute> for SoftwareReason {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{
-        Change, Neighbour, NextHop, NudState, Route, RouteKey, RouteKind, Rule, RuleAction,
-    };
+    use crate::model::{Change, Neighbour, NextHop, NudState, Route, RouteKey, RouteKind, Rule};
 
     fn route(dst: &str, dev: u32) -> Change {
         Change::RouteUp(Route {
@@ -691,27 +689,7 @@ mod tests {
                 mac: Some([4, 0, 0, 0, 0, dev as u8]),
             }));
         }
-        changes.push(Change::RuleUp(Rule {
-            family: Family::V4,
-            priority: 32766,
-            action: RuleAction::ToTable,
-            table: 254,
-            goto: None,
-            src: None,
-            dst: None,
-            tos: 0,
-            fwmark: 0,
-            fwmask: 0,
-            iif: None,
-            oif: None,
-            invert: false,
-            ip_proto: None,
-            sport: None,
-            dport: None,
-            uid_range: None,
-            suppress_prefixlen: None,
-            unsupported: false,
-        }));
+        changes.push(Change::RuleUp(Rule::to_table(Family::V4, 32766, 254)));
         changes.push(route("192.0.2.0/24", 2));
         for c in changes {
             m.apply(c, &mut d);

@@ -243,6 +243,34 @@ pub struct Rule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NudState(pub u16);
 
+impl Rule {
+    /// A rule without selectors sending every lookup of `family` to `table` at
+    /// `priority` (the kernel's own `lookup main` is `to_table(V4, 32766, 254)`).
+    pub fn to_table(family: Family, priority: u32, table: u32) -> Self {
+        Self {
+            family,
+            priority,
+            action: RuleAction::ToTable,
+            table,
+            goto: None,
+            src: None,
+            dst: None,
+            tos: 0,
+            fwmark: 0,
+            fwmask: 0,
+            iif: None,
+            oif: None,
+            invert: false,
+            ip_proto: None,
+            sport: None,
+            dport: None,
+            uid_range: None,
+            suppress_prefixlen: None,
+            unsupported: false,
+        }
+    }
+}
+
 impl NudState {
     /// NUD_INCOMPLETE.
     pub const INCOMPLETE: NudState = NudState(0x01);

@@ -527,8 +527,6 @@ fn rule(m: &RuleMessage) -> Option<Rule> {
     let fam = family(m.header.family)?;
     let h = &m.header;
     let mut r = Rule {
-        family: fam,
-        priority: 0,
         action: match h.action {
             RuleAction::ToTable => OwnRuleAction::ToTable,
             RuleAction::Goto => OwnRuleAction::Goto,
@@ -538,22 +536,9 @@ fn rule(m: &RuleMessage) -> Option<Rule> {
             RuleAction::Prohibit => OwnRuleAction::Prohibit,
             other => OwnRuleAction::Other(u8::from(other)),
         },
-        table: u32::from(h.table),
-        goto: None,
-        src: None,
-        dst: None,
         tos: h.tos,
-        fwmark: 0,
-        fwmask: 0,
-        iif: None,
-        oif: None,
         invert: h.flags.contains(RuleFlags::Invert),
-        ip_proto: None,
-        sport: None,
-        dport: None,
-        uid_range: None,
-        suppress_prefixlen: None,
-        unsupported: false,
+        ..Rule::to_table(fam, 0, u32::from(h.table))
     };
     let mut mask_seen = false;
     for a in &m.attributes {
