@@ -71,22 +71,6 @@ impl Drop for Lab {
     }
 }
 
-/// Stops a daemon with SIGTERM (its clean shutdown), SIGKILL after 10 s.
-fn terminate(mut d: Child) -> Result<std::process::ExitStatus, String> {
-    // SAFETY: sending SIGTERM to our own child.
-    unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(st)) = d.try_wait() {
-            return Ok(st);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = d.kill();
-    let _ = d.wait();
-    Err("flowd did not stop within 10 s of SIGTERM (killed)".into())
-}
-
 fn step(title: &str) {
     println!("\n=== {title}");
 }
@@ -331,10 +315,22 @@ impl Lab {
         }
     }
 
-    /// Stops the daemon (SIGTERM: a clean shutdown) and waits for it; its exit status.
+    /// Stops the daemon (SIGTERM: a clean shutdown) and waits for it, SIGKILL after
+    /// 10 s; its exit status.
     pub fn stop_daemon(&mut self) -> Result<std::process::ExitStatus, String> {
-        let d = self.daemon.take().ok_or("no daemon running")?;
-        terminate(d)
+        let mut d = self.daemon.take().ok_or("no daemon running")?;
+        // SAFETY: sending SIGTERM to our own child.
+        unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = d.try_wait() {
+                return Ok(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = d.kill();
+        let _ = d.wait();
+        Err("flowd did not stop within 10 s of SIGTERM (killed)".into())
     }
 
     /// Replaces the route to the remote VTEP from uplink 1 to uplink 2 while VF 0 pings

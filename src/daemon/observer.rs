@@ -241,11 +241,7 @@ impl FlowHooks {
     pub fn offer(&self, entry: &FlowEntry) {
         if let Some(o) = &self.offload {
             self.counters.offered.fetch_add(1, Ordering::Relaxed);
-            o.offer(FlowRequest::Put {
-                flow: entry.id(),
-                megaflow: entry.megaflow(),
-                actions: entry.actions().clone(),
-            });
+            o.offer(put_request(entry));
         }
     }
 
@@ -255,11 +251,7 @@ impl FlowHooks {
         self.register(entry);
         if let Some(o) = &self.offload {
             self.counters.offered.fetch_add(1, Ordering::Relaxed);
-            o.offer_wait(FlowRequest::Put {
-                flow: entry.id(),
-                megaflow: entry.megaflow(),
-                actions: entry.actions().clone(),
-            });
+            o.offer_wait(put_request(entry));
         }
     }
 
@@ -267,6 +259,15 @@ impl FlowHooks {
         if let Some(o) = &self.offload {
             o.offer(FlowRequest::Remove { flow });
         }
+    }
+}
+
+/// The offload request for a flow as it is now.
+fn put_request(entry: &FlowEntry) -> FlowRequest {
+    FlowRequest::Put {
+        flow: entry.id(),
+        megaflow: entry.megaflow(),
+        actions: entry.actions().clone(),
     }
 }
 

@@ -91,6 +91,20 @@ pub struct Offloader {
     adoption: AdoptionReport,
 }
 
+/// The placement of a flow whose rule `backend` holds on `ingress`.
+fn offloaded(
+    backend: &dyn OffloadBackend,
+    ports: &PortTable,
+    ingress: IfIndex,
+    in_hw: HwState,
+) -> Placement {
+    Placement::Offloaded {
+        backend: backend.name(),
+        device: ports.name_of(ingress),
+        in_hw,
+    }
+}
+
 fn to_unsupported(e: OffloadError) -> SoftwareReason {
     match e {
         OffloadError::Unsupported(u) => SoftwareReason::Unsupported(u),
@@ -282,11 +296,8 @@ impl Offloader {
                         // A previous run's rule for this very match: take it over.
                         if k.rule == *rule {
                             self.adoption.adopted += 1;
-                            entry.placement = Placement::Offloaded {
-                                backend: self.backend.name(),
-                                device: self.ports.name_of(rule.ingress),
-                                in_hw: k.hw,
-                            };
+                            entry.placement =
+                                offloaded(self.backend.as_ref(), &self.ports, rule.ingress, k.hw);
                             touched.push((flow, entry.placement.clone()));
                         } else {
                             self.adoption.replaced += 1;
@@ -400,11 +411,7 @@ impl Offloader {
             }
             (Ok(i), None) => (
                 Some(i.handle),
-                Placement::Offloaded {
-                    backend: self.backend.name(),
-                    device: self.ports.name_of(rule.ingress),
-                    in_hw: i.hw,
-                },
+                offloaded(self.backend.as_ref(), &self.ports, rule.ingress, i.hw),
             ),
             (Err(e), _) => (
                 None,

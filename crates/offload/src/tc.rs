@@ -123,6 +123,11 @@ pub struct TcBackend {
     rbuf: Vec<u8>,
 }
 
+/// What a filter's priority depends on: its device, protocol and mask shape.
+fn prio_key(rule: &FlowerRule) -> (IfIndex, u16, u64) {
+    (rule.ingress, rule.matches.protocol, rule.mask_signature())
+}
+
 /// Size of one recvmmsg slot: an echoed filter fits in NLMSG_GOODSIZE.
 const SLOT: usize = 16 << 10;
 /// Datagrams per recvmmsg.
@@ -399,7 +404,7 @@ impl TcBackend {
     }
 
     fn prio_for(&mut self, rule: &FlowerRule) -> u16 {
-        let key = (rule.ingress, rule.matches.protocol, rule.mask_signature());
+        let key = prio_key(rule);
         if let Some(p) = self.prios.get(&key) {
             return *p;
         }
@@ -482,16 +487,26 @@ impl TcBackend {
         }
     }
 
-    /// What the channel thread found checking the kernel's echo against the request
-    /// (see [`crate::echo`]).
-    fn check_echo(&self, reply: &mut Reply) -> Result<HwState, BackendError> {
-        if !self.cfg.echo {
-            return Ok(HwState::Unknown);
+    /// A create's or replace's outcome: the kernel's error, else what the channel
+    /// thread found checking the echo against the request (see [`crate::echo`]).
+    fn answer(
+        &self,
+        reply: Result<Reply, BackendError>,
+        handle: RuleHandle,
+    ) -> Result<Installed, BackendError> {
+        let mut reply = reply?;
+        if let Some((errno, extack)) = reply.error.take() {
+            return Err(BackendError::Kernel { errno, extack });
         }
-        reply
-            .checked
-            .take()
-            .unwrap_or_else(|| Err(BackendError::EchoMismatch("no echo".into())))
+        let hw = if self.cfg.echo {
+            reply
+                .checked
+                .take()
+                .unwrap_or_else(|| Err(BackendError::EchoMismatch("no echo".into())))?
+        } else {
+            HwState::Unknown
+        };
+        Ok(Installed { handle, hw })
     }
 
     fn filters_of(&mut self, dev: IfIndex) -> Result<Vec<netlink::FilterEntry>, BackendError> {
@@ -575,17 +590,13 @@ impl OffloadBackend for TcBackend {
                 if let Some(e) = early.remove(&i) {
                     return Err(e);
                 }
-                let mut reply = r?;
-                if let Some((errno, extack)) = reply.error.take() {
-                    return Err(BackendError::Kernel { errno, extack });
-                }
-                let h = handles[i];
-                match self.check_echo(&mut reply) {
-                    Ok(hw) => Ok(Installed { handle: h, hw }),
-                    Err(e) => {
-                        bad.push(h);
+                match self.answer(r, handles[i]) {
+                    Err(e @ BackendError::EchoMismatch(_)) => {
+                        // Accepted but not what was asked for: take it out.
+                        bad.push(handles[i]);
                         Err(e)
                     }
+                    other => other,
                 }
             })
             .collect();
@@ -629,14 +640,7 @@ impl OffloadBackend for TcBackend {
             RequestKind::ReplaceQuiet
         };
         for ((i, _, h), r) in inplace.iter().zip(self.batched(kind, msgs)) {
-            out[*i] = Some(r.and_then(|mut reply| {
-                match reply.error.take() {
-                    Some((errno, extack)) => Err(BackendError::Kernel { errno, extack }),
-                    None => self
-                        .check_echo(&mut reply)
-                        .map(|hw| Installed { handle: *h, hw }),
-                }
-            }));
+            out[*i] = Some(self.answer(r, *h));
         }
         let news: Vec<(FlowId, &FlowerRule)> =
             moved.iter().map(|(i, f)| (*f, rules[*i].2)).collect();
@@ -710,8 +714,7 @@ impl OffloadBackend for TcBackend {
             return false;
         }
         let handle = d.handle;
-        let key = (rule.ingress, rule.matches.protocol, rule.mask_signature());
-        self.prios.entry(key).or_insert(handle.prio);
+        self.prios.entry(prio_key(rule)).or_insert(handle.prio);
         if handle.prio >= PRIO_BASE {
             let next = self.next_prio.entry(rule.ingress).or_insert(PRIO_BASE);
             *next = (*next).max(handle.prio.saturating_add(1));

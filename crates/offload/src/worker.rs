@@ -103,18 +103,7 @@ impl OffloadWorker {
         let flow = req.flow();
         let is_put = matches!(req, FlowRequest::Put { .. });
         let Some(tx) = &self.tx else { return false };
-        // Mark the flow pending *before* queueing: the worker may answer before this
-        // thread runs again, and its answer must not be overwritten by "pending".
-        if is_put {
-            let mut p = self.lock();
-            let e = p
-                .placements
-                .entry(flow)
-                .or_insert_with(|| Placement::software(SoftwareReason::Pending));
-            if !e.is_offloaded() {
-                *e = Placement::software(SoftwareReason::Pending);
-            }
-        }
+        self.mark_pending(&req);
         match tx.try_send(Msg::Req(req)) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -135,12 +124,7 @@ impl OffloadWorker {
     /// Queues a request, waiting for room (start-up adoption, which must not lose
     /// any). Returns false when the worker is gone.
     pub fn offer_wait(&self, req: FlowRequest) -> bool {
-        if let FlowRequest::Put { flow, .. } = &req {
-            self.lock()
-                .placements
-                .entry(*flow)
-                .or_insert_with(|| Placement::software(SoftwareReason::Pending));
-        }
+        self.mark_pending(&req);
         self.tx
             .as_ref()
             .is_some_and(|tx| tx.send(Msg::Req(req)).is_ok())
@@ -152,6 +136,22 @@ impl OffloadWorker {
         let (tx, rx) = sync_channel(1);
         self.tx.as_ref()?.send(Msg::EndAdoption(tx)).ok()?;
         rx.recv().ok()
+    }
+
+    /// Marks a put's flow pending (unless offloaded) *before* it is queued: the worker
+    /// may answer before the offering thread runs again, and its answer must not be
+    /// overwritten by "pending".
+    fn mark_pending(&self, req: &FlowRequest) {
+        if let FlowRequest::Put { flow, .. } = req {
+            let mut p = self.lock();
+            let e = p
+                .placements
+                .entry(*flow)
+                .or_insert_with(|| Placement::software(SoftwareReason::Pending));
+            if !e.is_offloaded() {
+                *e = Placement::software(SoftwareReason::Pending);
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Published> {
@@ -211,10 +211,12 @@ fn run(
     let mut next_stats = Instant::now() + cfg.stats_interval;
     loop {
         let wait = next_stats.saturating_duration_since(Instant::now());
+        // An end of adoption is answered after the requests queued before it.
+        let mut end = None;
         let first = match rx.recv_timeout(wait) {
             Ok(Msg::Req(r)) => Some(r),
             Ok(Msg::EndAdoption(answer)) => {
-                let _ = answer.send(off.end_adoption());
+                end = Some(answer);
                 None
             }
             Err(RecvTimeoutError::Timeout) => None,
@@ -222,7 +224,6 @@ fn run(
         };
         if let Some(first) = first {
             let mut batch = vec![first];
-            let mut end = None;
             while batch.len() < cfg.batch.max(1) {
                 match rx.try_recv() {
                     Ok(Msg::Req(r)) => batch.push(r),
@@ -257,9 +258,9 @@ fn run(
             for (f, pl) in &touched {
                 observer(*f, pl);
             }
-            if let Some(answer) = end {
-                let _ = answer.send(off.end_adoption());
-            }
+        }
+        if let Some(answer) = end {
+            let _ = answer.send(off.end_adoption());
         }
         if Instant::now() >= next_stats {
             let stats = off.sync_stats();

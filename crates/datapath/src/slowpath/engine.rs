@@ -334,16 +334,7 @@ impl Engine {
             if x.needs_learning {
                 continue;
             }
-            let Ok(entry) = self.table.put(&x.megaflow(k), x.actions.clone(), ms(now)) else {
-                self.counters
-                    .install_failed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                continue;
-            };
-            if lock(&self.metas).insert(entry.id(), x.meta).is_none() {
-                self.counters
-                    .installed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some((entry, true)) = self.put(&x.megaflow(k), &x, now) {
                 out.push(entry);
             }
         }
@@ -367,12 +358,8 @@ impl Engine {
         if x.needs_learning {
             return None;
         }
-        let Ok(entry) = self.table.put(mf, x.actions.clone(), ms(now)) else {
-            self.counters.install_failed.fetch_add(1, Relaxed);
-            return None;
-        };
-        if lock(&self.metas).insert(entry.id(), x.meta).is_none() {
-            self.counters.installed.fetch_add(1, Relaxed);
+        let (entry, new) = self.put(mf, x, now)?;
+        if new {
             self.observer.installed(&entry);
         } else {
             self.counters.coalesced.fetch_add(1, Relaxed);
@@ -382,6 +369,21 @@ impl Engine {
             return self.recheck(&entry, now);
         }
         Some(entry.id())
+    }
+
+    /// Puts a translated megaflow in the table with its metadata (counting installs and
+    /// failures); the entry, and whether it is new (else an identical flow was there).
+    fn put(&self, mf: &Megaflow, x: &Xlation, now: Duration) -> Option<(Arc<FlowEntry>, bool)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Ok(entry) = self.table.put(mf, x.actions.clone(), ms(now)) else {
+            self.counters.install_failed.fetch_add(1, Relaxed);
+            return None;
+        };
+        let new = lock(&self.metas).insert(entry.id(), x.meta).is_none();
+        if new {
+            self.counters.installed.fetch_add(1, Relaxed);
+        }
+        Some((entry, new))
     }
 
     fn recheck(&self, entry: &Arc<FlowEntry>, now: Duration) -> Option<FlowId> {
