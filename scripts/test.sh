@@ -44,9 +44,11 @@ if [ -z "${FLOWD_SKIP_VM:-}" ]; then
   step "VM suite: real tc flower under Debian's kernel, one boot"
   vm_run=../shared/lab/vm-run
   [ -x "$vm_run" ] || { echo "missing $vm_run (the VM runner shipped beside the repository)" >&2; exit 1; }
-  cargo build --quiet --bin flowd
+  # The daemon the VM tests start is the release build: what operators run, and what
+  # the failover timings are quoted for (the test binaries themselves are debug).
+  cargo build --quiet --release --bin flowd
   vm_out=$(mktemp -d /tmp/flowd-vm.XXXXXX)
-  if ! "$vm_run" --rw "$vm_out" -- bash "$PWD/tests/vm/run-all.sh" "$vm_out" | tee target/vm-tests.log; then
+  if ! "$vm_run" --rw "$vm_out" -- bash "$PWD/tests/vm/run-all.sh" "$vm_out" release | tee target/vm-tests.log; then
     echo "VM suite failed: logs in $vm_out" >&2
     exit 1
   fi

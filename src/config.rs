@@ -150,9 +150,12 @@ pub struct OffloadConfig {
     pub policy: OffloadPolicy,
     /// The backend (default `tc`).
     pub backend: OffloadBackendKind,
-    /// Milliseconds fibwatch waits after a routing change before deciding (coalescing
-    /// a flapping route; default 20).
+    /// The longest, in milliseconds, fibwatch holds a burst of routing changes before
+    /// deciding (default 20).
     pub coalesce_ms: Option<u64>,
+    /// Milliseconds without a routing change that end a burst (default 2): a lone
+    /// change is decided this long after it arrives.
+    pub settle_ms: Option<u64>,
 }
 
 /// `[metrics]`.

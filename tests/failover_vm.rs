@@ -6,8 +6,10 @@
 //! there, and only a real migration (the tc filter rewritten with uplink 2's source)
 //! restores the stream. A VF pings a host behind the remote VTEP at 1,000 packets/s;
 //! the route is replaced mid-stream. The test asserts the stream recovers and the filter
-//! now carries uplink 2's address, and records the loss and the time to the first packet
-//! over uplink 2 (FLOWD_VM_OUT/failover.txt).
+//! now carries uplink 2's address, and records the loss, the longest gap between
+//! replies, and the failover time (FLOWD_VM_OUT/failover.txt): from the new route taking
+//! effect (the first VXLAN packet over uplink 2, still with uplink 1's source) to the
+//! first one with uplink 2's source, both stamped by the remote end's kernel.
 //!
 //! On a host without cls_flower it is skipped; with FLOWD_VM=1 (inside the VM) a
 //! missing cls_flower fails it.
@@ -42,7 +44,7 @@ fn route_change_moves_offloaded_flows_to_uplink_2() {
         return;
     }
     let mut l = lab::build("fo").expect("lab topology");
-    l.start_daemon_exe(Path::new(env!("CARGO_BIN_EXE_flowd")), "tc")
+    l.start_daemon_exe(&lab::Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd")), "tc")
         .expect("flowd starts");
     let (ok, out) = l.vfs[0].try_exec("ping -c 3 -i 0.2 -W 2 1.1.1.3");
     assert!(ok, "warm-up ping: {out}\n{}", l.log());
@@ -58,18 +60,13 @@ fn route_change_moves_offloaded_flows_to_uplink_2() {
     std::thread::sleep(Duration::from_millis(1500));
     let after = encap_counters(&l).expect("the VF's encap flow still exists");
     let report = format!(
-        "route-change failover (tc flower, skip_hw, 1,000 packets/s): sent {} received {} \
-         lost {}; longest gap {:.1} ms; first packet over uplink 2 {} ms after the change\n",
-        r.sent,
-        r.received,
-        r.lost(),
-        r.longest_gap_ms,
-        r.first_on_up2_ms
-            .map_or("(none)".to_string(), |t| format!("{t:.1}"))
+        "route-change failover (tc flower, skip_hw, 1,000 packets/s): {}\n",
+        r.summary()
     );
     print!("{report}");
     if let Some(dir) = std::env::var_os("FLOWD_VM_OUT") {
         let _ = std::fs::write(Path::new(&dir).join("failover.txt"), &report);
+        let _ = std::fs::write(Path::new(&dir).join("failover-flowd.log"), l.log());
     }
     assert!(r.sent >= 1000, "the stream ran: {r:?}");
     assert!(

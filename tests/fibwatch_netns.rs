@@ -34,6 +34,11 @@ fn ip(s: &str) -> IpAddr {
 
 impl Lab {
     fn new(tag: &str) -> Lab {
+        Lab::with(tag, |c| c)
+    }
+
+    /// A lab whose watcher runs with `tune` applied to the test's usual settings.
+    fn with(tag: &str, tune: impl FnOnce(Config) -> Config) -> Lab {
         let id = std::process::id() % 100_000;
         let hv = Netns::named(&format!("fwhv{tag}{id}")).expect("netns");
         let rm = Netns::named(&format!("fwrm{tag}{id}")).expect("netns");
@@ -73,7 +78,7 @@ impl Lab {
             probe_interval: Duration::from_millis(500),
             ..Config::default()
         };
-        let w = Watcher::spawn(cfg, Box::new(ids)).expect("spawn watcher");
+        let w = Watcher::spawn(tune(cfg), Box::new(ids)).expect("spawn watcher");
         Lab {
             w,
             hv,
@@ -150,6 +155,60 @@ fn single(got: &BTreeMap<u64, Vec<DecisionKind>>, id: u64) -> &DecisionKind {
         .unwrap_or_else(|| panic!("no decision for flow {id}: {got:#?}"));
     assert_eq!(v.len(), 1, "flow {id}: {v:#?}");
     &v[0]
+}
+
+/// A burst ends when the changes stop (`settle`), not a whole `coalesce` window later;
+/// changes within one burst are one decision round, so a flap back produces none.
+#[test]
+fn a_burst_is_decided_once_it_settles() {
+    let lab = Lab::with("st", |c| Config {
+        coalesce: Duration::from_secs(60),
+        settle: Duration::from_millis(300),
+        ..c
+    });
+    lab.register(1, E1, Role::Encap);
+    assert!(offloaded_on(single(&lab.settle(), 1), lab.up1));
+
+    // Away and back in one `ip -batch`: well within 300 ms of each other.
+    let path = lab.hv.path();
+    let batch = format!(
+        "ip netns exec {} ip -batch - <<'EOF'\nroute replace {E1}/32 via 10.2.0.2\n\
+         route replace {E1}/32 via 10.1.0.2\nEOF",
+        lab.hv.name
+    );
+    flowd::netns::sh(&batch);
+    let got = settle_for(&lab.w, Duration::from_millis(1500));
+    assert!(got.is_empty(), "a flap within one burst: {got:#?}");
+
+    // A lone change (through fibwatch's own route request) is decided once it settles,
+    // long before the 60 s bound (`until` gives up after 15 s).
+    let up2 = lab.up2;
+    in_netns(&path, || {
+        fibwatch::netlink::Requester::open()?.replace_route(
+            format!("{E1}/32").parse().unwrap(),
+            ip("10.2.0.2"),
+            up2,
+        )
+    })
+    .expect("route replace over netlink");
+    let routes = lab.hv.ip(&format!("route show {E1}/32"));
+    assert!(routes.contains("via 10.2.0.2 dev up2"), "{routes}");
+    let got = lab.until(|d| !d.is_empty());
+    assert!(moved(&got[0].kind, lab.up1, lab.up2), "{got:#?}");
+    drop(lab);
+
+    // And the other bound: a burst that does not settle within 60 s is decided
+    // `coalesce` after its first change.
+    let lab = Lab::with("cb", |c| Config {
+        coalesce: Duration::from_millis(100),
+        settle: Duration::from_secs(60),
+        ..c
+    });
+    lab.register(1, E1, Role::Encap);
+    assert!(offloaded_on(single(&lab.settle(), 1), lab.up1));
+    lab.hv.ip(&format!("route replace {E1}/32 via 10.2.0.2"));
+    let got = lab.until(|d| !d.is_empty());
+    assert!(moved(&got[0].kind, lab.up1, lab.up2), "{got:#?}");
 }
 
 #[test]

@@ -58,7 +58,7 @@ fn restart_with_keep_offloads_adopts_the_filters_without_loss() {
         eprintln!("skipped: needs cls_flower (run in the VM suite)");
         return;
     }
-    let exe = Path::new(env!("CARGO_BIN_EXE_flowd"));
+    let exe = &lab::Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd"));
     let mut l = lab::build("rs").expect("lab topology");
     l.start_daemon_args(exe, "tc", &["--keep-offloads"])
         .expect("flowd starts");

@@ -339,6 +339,7 @@ impl Daemon {
             .collect();
         let fib_cfg = fibwatch::Config {
             coalesce: Duration::from_millis(cfg.offload.coalesce_ms.unwrap_or(20)),
+            settle: Duration::from_millis(cfg.offload.settle_ms.unwrap_or(2)),
             ..fibwatch::Config::default()
         };
         let watcher = Arc::new(Watcher::spawn(

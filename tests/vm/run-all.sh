@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole VM suite in one boot. Called as
-#   shared/lab/vm-run --rw OUTDIR -- bash tests/vm/run-all.sh OUTDIR
+#   shared/lab/vm-run --rw OUTDIR -- bash tests/vm/run-all.sh OUTDIR [release]
 # after `cargo test --no-run` built the test executables on the host (the VM sees the
-# tree read-only). Prints one PASS/FAIL line per test binary and "N passed, M failed";
+# tree read-only). With `release`, the tests that start the daemon, and the lab, run
+# target/release/flowd (build it first: `cargo build --release --bin flowd`): what
+# operators run, and what the failover figures are quoted for. Prints one PASS/FAIL line per test binary and "N passed, M failed";
 # exits non-zero when anything failed. Logs go to OUTDIR/<name>.log.
 #
 # Optional: FLOWD_VM_BENCH=1 also runs the tc benchmark (build it first with
@@ -18,6 +20,11 @@ for m in cls_flower act_tunnel_key act_mirred act_gact act_vlan vxlan veth; do m
 # ip netns needs a writable /run/netns; the VM's root is read-only.
 mkdir -p /run/netns 2>/dev/null || mount -t tmpfs tmpfs /run
 target=${CARGO_TARGET_DIR:-$root/target}
+flowd=$target/debug/flowd
+if [ "${2:-}" = release ]; then
+  flowd=$target/release/flowd
+  export FLOWD_EXE=$flowd
+fi
 pass=0; fail=0
 newest() { # newest executable target/<profile>/deps/NAME-<hash>
   ls -t "$target/$1/deps/$2"-* 2>/dev/null | while read -r f; do
@@ -43,10 +50,10 @@ while read -r name; do
   run "$name" "$bin" --test-threads=1 --nocapture
 done <"$here/tests.list"
 # The lab itself, with real tc flower: flowd's main job must work where it matters.
-if [ -x "$target/debug/flowd" ]; then
-  run flowd_lab "$target/debug/flowd" lab
+if [ -x "$flowd" ]; then
+  run flowd_lab "$flowd" lab
 else
-  fail=$((fail + 1)); echo "FAIL flowd_lab (not built: cargo build first)"
+  fail=$((fail + 1)); echo "FAIL flowd_lab ($flowd not built)"
 fi
 if [ "${FLOWD_VM_BENCH:-0}" = 1 ]; then
   bin=$(newest release offload_tc)

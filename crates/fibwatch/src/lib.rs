@@ -52,12 +52,15 @@
 //! per-boot seed).
 //!
 //! # Coalescing
-//! The first change after a quiet period opens a window ([`Config::coalesce`]). Every
-//! change is applied to the mirror immediately and its dirty entries accumulate; when
-//! the window closes, affected endpoints are re-resolved once and each flow's new
+//! Changes come in bursts (one `ip route replace` is one message; a link going down is a
+//! link, address, route and neighbour message each). Every change is applied to the
+//! mirror at once and its dirty entries accumulate; the burst ends when no change came
+//! for [`Config::settle`] (2 ms), or at the latest [`Config::coalesce`] (20 ms) after its
+//! first change. Then affected endpoints are re-resolved once and each flow's new
 //! placement is compared with the last one announced. Nothing is lost (the mirror saw
 //! every change; the dirty set is a union), and a route that flaps back within the
-//! window produces no decision.
+//! burst produces no decision. A lone change is decided `settle` after it arrives, not a
+//! whole window later: that wait is on the failover path.
 //!
 //! # Resync
 //! The watcher subscribes before it dumps. Events queued during the dump are applied

@@ -11,8 +11,8 @@ use crate::model::{
 use datapath::IfIndex;
 use ipnet::IpNet;
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
@@ -20,8 +20,8 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteMetric, RouteNextHopFlags,
-    RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric,
+    RouteNextHopFlags, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -300,6 +300,36 @@ impl Requester {
             NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
         )?;
         self.wait_ack(seq, "neighbour probe")
+    }
+
+    /// Replaces (or adds) a unicast route `dst` via `gateway` out of `oif` in the main
+    /// table, as `ip route replace` does; returns once the kernel acknowledged it. For
+    /// tools and tests that must know when a route changed (the lab's failover timing).
+    pub fn replace_route(&mut self, dst: IpNet, gateway: IpAddr, oif: IfIndex) -> Result<()> {
+        let addr = |ip: IpAddr| match ip {
+            IpAddr::V4(a) => RouteAddress::Inet(a),
+            IpAddr::V6(a) => RouteAddress::Inet6(a),
+        };
+        let mut m = RouteMessage::default();
+        m.header.address_family = match dst {
+            IpNet::V4(_) => AddressFamily::Inet,
+            IpNet::V6(_) => AddressFamily::Inet6,
+        };
+        m.header.destination_prefix_length = dst.prefix_len();
+        m.header.table = RouteHeader::RT_TABLE_MAIN;
+        m.header.protocol = RouteProtocol::Boot;
+        m.header.scope = RouteScope::Universe;
+        m.header.kind = RouteType::Unicast;
+        m.attributes.extend([
+            RouteAttribute::Destination(addr(dst.addr())),
+            RouteAttribute::Gateway(addr(gateway)),
+            RouteAttribute::Oif(oif.0),
+        ]);
+        let seq = self.send(
+            RouteNetlinkMessage::NewRoute(m),
+            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE | NLM_F_ACK,
+        )?;
+        self.wait_ack(seq, "route replace")
     }
 
     fn wait_ack(&mut self, seq: u32, op: &'static str) -> Result<()> {

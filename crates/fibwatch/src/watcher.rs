@@ -2,8 +2,8 @@
 //!
 //! Loop: poll the event socket and a wake-up eventfd; handle control messages (register,
 //! unregister, snapshot, resync); read up to a bounded number of datagrams and apply them
-//! to the mirror, accumulating a [`Dirty`] set; once the coalescing window that the first
-//! pending change opened has passed, re-dump routes if a link or address change made the
+//! to the mirror, accumulating a [`Dirty`] set; once the burst of changes has settled
+//! (no change for [`Config::settle`], or [`Config::coalesce`] after its first), re-dump routes if a link or address change made the
 //! kernel change routes silently, let the index compute decisions, send them on the
 //! bounded decision channel (blocking when it is full: backpressure, and a socket overrun
 //! is recovered by a resync), and probe next hops that flows wait for.
@@ -26,8 +26,12 @@ use std::time::{Duration, Instant};
 /// Watcher settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Changes are coalesced for this long after the first one before decisions are made.
+    /// The longest a burst of changes is held: decisions are made at the latest this long
+    /// after its first change.
     pub coalesce: Duration,
+    /// A burst ends when no change arrived for this long: decisions are made then, unless
+    /// `coalesce` ends it earlier.
+    pub settle: Duration,
     /// Network namespace file to watch (None: the namespace of the caller of `spawn`).
     pub netns: Option<PathBuf>,
     /// Capacity of the decision channel.
@@ -44,6 +48,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             coalesce: Duration::from_millis(20),
+            settle: Duration::from_millis(2),
             netns: None,
             decision_capacity: 1 << 16,
             control_capacity: 1024,
@@ -228,6 +233,8 @@ struct Loop {
     index: TunnelIndex,
     dirty: Dirty,
     deadline: Option<Instant>,
+    /// The pending burst of changes: (its first change, its last change).
+    burst: Option<(Instant, Instant)>,
     route_resync: bool,
     /// Set by an overrun: (first overrun, last event seen) while waiting for a quiet
     /// moment to re-dump.
@@ -263,6 +270,7 @@ impl Loop {
             index: TunnelIndex::new(switch_ids),
             dirty: Dirty::default(),
             deadline: None,
+            burst: None,
             route_resync: false,
             overrun: None,
             probed: HashMap::new(),
@@ -307,13 +315,17 @@ impl Loop {
                 return Ok(false);
             }
         }
-        self.read_events()?;
+        let changed = self.read_events()?;
         self.resync_after_overrun()?;
         if self.overrun.is_none() && (!self.dirty.is_empty() || self.route_resync) {
-            let d = *self
-                .deadline
-                .get_or_insert_with(|| Instant::now() + self.cfg.coalesce);
-            if Instant::now() >= d {
+            let now = Instant::now();
+            let (first, last) = self.burst.get_or_insert((now, now));
+            if changed {
+                *last = now;
+            }
+            let d = (*first + self.cfg.coalesce).min(*last + self.cfg.settle);
+            self.deadline = Some(d);
+            if now >= d {
                 self.flush()?;
             }
         }
@@ -364,7 +376,9 @@ impl Loop {
         Ok(true)
     }
 
-    fn read_events(&mut self) -> Result<()> {
+    /// Reads what the event socket holds; whether any change was applied.
+    fn read_events(&mut self) -> Result<bool> {
+        let mut changed = false;
         for _ in 0..READ_BUDGET {
             self.scratch.clear();
             match self.events.recv(&mut self.scratch)? {
@@ -378,12 +392,13 @@ impl Loop {
                 Received::Changes(_) => {
                     let changes = std::mem::take(&mut self.scratch);
                     self.stats.changes += changes.len() as u64;
+                    changed |= !changes.is_empty();
                     for c in changes {
                         let applied = self.mirror.apply(c, &mut self.dirty);
                         self.route_resync |= applied.resync_routes;
                     }
                 }
-                Received::WouldBlock => return Ok(()),
+                Received::WouldBlock => return Ok(changed),
                 Received::Overrun => {
                     self.stats.overruns += 1;
                     tracing::warn!("netlink event socket overran; resynchronising");
@@ -393,7 +408,7 @@ impl Loop {
                 }
             }
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// After an overrun, queued and incoming events are dropped (they predate the dump
@@ -445,6 +460,7 @@ impl Loop {
         }
         let dirty = std::mem::take(&mut self.dirty);
         self.deadline = None;
+        self.burst = None;
         let decisions = self.index.apply(&self.mirror, &dirty);
         self.emit(decisions);
         self.probe_waiting();
