@@ -419,29 +419,41 @@ impl Daemon {
             return Ok(Vec::new());
         }
         let mut lines = diff.summary();
-        let restart = !diff.ports_added.is_empty()
+        let mut restart = Vec::new();
+        if !diff.ports_added.is_empty()
             || !diff.ports_removed.is_empty()
             || !diff.ports_changed.is_empty()
-            || diff.datapath_changed
-            || diff.offload_changed
-            || diff.control_changed
-            || diff.metrics_changed
-            || diff.discovery_changed;
-        if restart {
-            lines.push(
-                "not applied: port, datapath, offload, control and metrics changes need a \
-                 restart (systemctl restart flowd; add --keep-offloads to keep traffic)"
-                    .into(),
-            );
+        {
+            restart.push("port");
+        }
+        if diff.datapath_changed {
+            restart.push("[datapath]");
+        }
+        if diff.offload_changed {
+            restart.push("[offload]");
+        }
+        if diff.discovery_changed {
+            restart.push("[discovery]");
+        }
+        if !restart.is_empty() {
+            lines.push(format!(
+                "not applied: {} changes need a restart (systemctl restart flowd; add \
+                 --keep-offloads to keep traffic)",
+                restart.join(", ")
+            ));
         }
         self.apply_networks_and_rules(&cur, &new)
             .map_err(|e| e.to_string())?;
-        // Keep the sections that were not applied as they are in force.
+        // Keep the sections that were not applied as they are in force. The control
+        // socket and the metrics listener follow the published configuration.
         let applied = Config {
             networks: new.networks.clone(),
             rules: new.rules.clone(),
+            control: new.control.clone(),
+            metrics: new.metrics,
             ..cur.clone()
         };
+        self.publish_config(&applied);
         *cur = applied;
         Ok(lines)
     }

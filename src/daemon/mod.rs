@@ -92,6 +92,9 @@ pub struct Daemon {
     pub adoption: offload::AdoptionReport,
     /// Counters.
     pub counters: Arc<DaemonCounters>,
+    /// The configuration in force, published after start and after every reload (the
+    /// control socket and the metrics listener follow it).
+    applied: tokio::sync::watch::Sender<Arc<Config>>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -401,7 +404,9 @@ impl Daemon {
             _ => offload::AdoptionReport::default(),
         };
         let rows = port_rows(&cfg, &table);
+        let (applied, _) = tokio::sync::watch::channel(Arc::new(cfg.clone()));
         let daemon = Arc::new(Daemon {
+            applied,
             config: Mutex::new(cfg),
             config_path: path,
             switch,
@@ -427,6 +432,16 @@ impl Daemon {
             .push(t);
         tracing::info!(backend = backend_name, "flowd started");
         Ok(daemon)
+    }
+
+    /// The configuration in force, now and after each reload that changes it.
+    pub fn subscribe_config(&self) -> tokio::sync::watch::Receiver<Arc<Config>> {
+        self.applied.subscribe()
+    }
+
+    /// Publishes the configuration in force to [`Self::subscribe_config`]'s receivers.
+    pub(super) fn publish_config(&self, cfg: &Config) {
+        self.applied.send_replace(Arc::new(cfg.clone()));
     }
 
     /// Applies fibwatch's decisions: the endpoint's route, then the flow's placement.
