@@ -16,14 +16,15 @@
 
 use datapath::PortId;
 use datapath::dpif::{
-    Datapath, DpConfig, DpStats, Miss, MissHandler, MissVerdict, PacketOut, PortRole,
+    Datapath, DpConfig, DpStats, Miss, MissHandler, MissVerdict, PacketOut, PortOp, PortRole,
 };
 use datapath::port::Port;
+use datapath::port::Waker;
 use datapath::slowpath::upcall::{UpcallConfig, UpcallCounters, UpcallSender, upcall_queues};
 use datapath::slowpath::{Engine, EngineConfig, FlowObserver, SlowPath};
 use datapath::tunnel::TunnelResolver;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -115,6 +116,8 @@ pub struct Switch {
     threads: Vec<JoinHandle<()>>,
     dp_stats: Arc<Mutex<DpStats>>,
     packet_out_drops: Arc<AtomicU64>,
+    port_ops: Mutex<Sender<PortOp>>,
+    waker: Option<Waker>,
 }
 
 impl Switch {
@@ -155,6 +158,8 @@ impl Switch {
         }
         dp.set_flow_ops(sub.ops);
         dp.set_packet_outs(po_rx);
+        let (port_ops, port_rx) = channel();
+        dp.set_port_ops(port_rx);
         threads.push(spawn("flowd-dp", {
             let (stop, stats) = (stop.clone(), dp_stats.clone());
             move || datapath_loop(dp, clock, &stop, &stats)
@@ -189,7 +194,32 @@ impl Switch {
             threads,
             dp_stats,
             packet_out_drops,
+            port_ops: Mutex::new(port_ops),
+            waker,
         })
+    }
+
+    /// Adds a port to the running datapath (applied before its next round).
+    pub fn plug(&self, port: SwitchPort) {
+        self.port_op(PortOp::Add {
+            id: port.id,
+            role: port.role,
+            io: port.io,
+        });
+    }
+
+    /// Removes a port from the running datapath; its socket is closed.
+    pub fn unplug(&self, id: PortId) {
+        self.port_op(PortOp::Remove(id));
+    }
+
+    fn port_op(&self, op: PortOp) {
+        let tx = self.port_ops.lock().unwrap_or_else(PoisonError::into_inner);
+        // The datapath thread only stops with the switch.
+        let _ = tx.send(op);
+        if let Some(w) = &self.waker {
+            w.wake();
+        }
     }
 
     /// The slow path engine (rules, networks, MAC table, flow table).

@@ -195,20 +195,21 @@ fn a_burst_is_decided_once_it_settles() {
     assert!(routes.contains("via 10.2.0.2 dev up2"), "{routes}");
     let got = lab.until(|d| !d.is_empty());
     assert!(moved(&got[0].kind, lab.up1, lab.up2), "{got:#?}");
-    drop(lab);
 
-    // And the other bound: a burst that does not settle within 60 s is decided
-    // `coalesce` after its first change.
-    let lab = Lab::with("cb", |c| Config {
-        coalesce: Duration::from_millis(100),
-        settle: Duration::from_secs(60),
-        ..c
-    });
-    lab.register(1, E1, Role::Encap);
-    assert!(offloaded_on(single(&lab.settle(), 1), lab.up1));
-    lab.hv.ip(&format!("route replace {E1}/32 via 10.2.0.2"));
+    // Timings changed while running. Both bounds at 60 s: a change waits.
+    lab.w
+        .set_timing(Duration::from_secs(60), Duration::from_secs(60))
+        .unwrap();
+    lab.hv.ip(&format!("route replace {E1}/32 via 10.1.0.2"));
+    let got = settle_for(&lab.w, Duration::from_millis(1000));
+    assert!(got.is_empty(), "held for 60 s: {got:#?}");
+    // The other bound: a burst that does not settle is decided `coalesce` after its
+    // first change, here at once.
+    lab.w
+        .set_timing(Duration::from_millis(100), Duration::from_secs(60))
+        .unwrap();
     let got = lab.until(|d| !d.is_empty());
-    assert!(moved(&got[0].kind, lab.up1, lab.up2), "{got:#?}");
+    assert!(moved(&got[0].kind, lab.up2, lab.up1), "{got:#?}");
 }
 
 #[test]

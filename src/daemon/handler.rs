@@ -1,6 +1,6 @@
 //! The control socket's requests, answered from the running daemon.
 
-use super::Daemon;
+use super::{Daemon, fib_timing};
 use crate::config::{Config, RuleActionsConfig, RuleConfig};
 use crate::control::proto::{
     DoneBody, FlowFilter, FlowRow, Placement, Request, Response, ResponseBody, RuleRow, StatsBody,
@@ -13,6 +13,7 @@ use offload::backend::HwState;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// Answers flowctl.
 pub struct Handler(pub Arc<Daemon>);
@@ -125,7 +126,7 @@ impl Handler {
                     .count() as u64;
                 let res = st.resolution.as_ref();
                 let uplink = res.and_then(|r| {
-                    d.ports
+                    d.port_rows()
                         .iter()
                         .find(|p| p.ifindex == Some(r.ifindex.0))
                         .map(|p| p.name.clone())
@@ -374,7 +375,7 @@ impl ControlHandler for Handler {
     fn handle(&self, req: Request) -> Response {
         match req {
             Request::DumpFlows { filter } => self.dump_flows(filter).into(),
-            Request::Show => ResponseBody::Ports(self.0.ports.clone()).into(),
+            Request::Show => ResponseBody::Ports(self.0.port_rows()).into(),
             Request::Tunnels => self.tunnels().into(),
             Request::Trace { flow } => self.trace(&flow),
             Request::DelFlows => {
@@ -395,10 +396,12 @@ impl ControlHandler for Handler {
 }
 
 impl Daemon {
-    /// Re-reads the configuration file and applies what changed: networks, static MACs
-    /// and configured rules (runtime rules stay). Flows the changes do not affect stay
-    /// installed (the revalidator re-translates only affected flows). Port and other
-    /// section changes need a restart and are reported as such.
+    /// Re-reads the configuration file and applies what changed: representors (plugged,
+    /// unplugged, changed), networks, static MACs, configured rules (runtime rules
+    /// stay), the control socket and the metrics listener. Flows the changes do not
+    /// affect stay installed (the revalidator re-translates only affected flows).
+    /// Uplink, tunnel device, `[datapath]`, `[offload]` and `[discovery]` changes need a
+    /// restart and are reported as such.
     pub fn reload(&self) -> Result<Vec<String>, String> {
         let Some(path) = &self.config_path else {
             return Err("no configuration file to reload".into());
@@ -419,18 +422,42 @@ impl Daemon {
             return Ok(Vec::new());
         }
         let mut lines = diff.summary();
+        let ports = self.apply_ports(&cur, &new)?;
+        lines.extend(ports.lines);
         let mut restart = Vec::new();
-        if !diff.ports_added.is_empty()
-            || !diff.ports_removed.is_empty()
-            || !diff.ports_changed.is_empty()
+        let port_restart = format!("port ({})", ports.restart.join(", "));
+        if !ports.restart.is_empty() {
+            restart.push(port_restart.as_str());
+        }
+        let (d0, d1) = (&cur.datapath, &new.datapath);
+        if (d0.upcall_queue, d0.handler_threads, d0.batch)
+            != (d1.upcall_queue, d1.handler_threads, d1.batch)
         {
-            restart.push("port");
+            restart.push("[datapath] upcall_queue, handler_threads and batch");
         }
-        if diff.datapath_changed {
-            restart.push("[datapath]");
+        if (d0.flow_limit, d0.max_idle_ms) != (d1.flow_limit, d1.max_idle_ms) {
+            self.switch
+                .engine()
+                .set_limits(Duration::from_millis(d1.max_idle_ms), d1.flow_limit);
+            lines.push(format!(
+                "flow limit {}, max idle {} ms",
+                d1.flow_limit, d1.max_idle_ms
+            ));
         }
-        if diff.offload_changed {
-            restart.push("[offload]");
+        let (o0, o1) = (&cur.offload, &new.offload);
+        if (o0.policy, o0.backend) != (o1.policy, o1.backend) {
+            restart.push("[offload] policy and backend");
+        }
+        if (o0.coalesce_ms, o0.settle_ms) != (o1.coalesce_ms, o1.settle_ms)
+            && let Some(w) = &self.watcher
+        {
+            let (coalesce, settle) = fib_timing(&new.offload);
+            w.set_timing(coalesce, settle).map_err(|e| e.to_string())?;
+            lines.push(format!(
+                "routing changes: settle {} ms, coalesce at most {} ms",
+                settle.as_millis(),
+                coalesce.as_millis()
+            ));
         }
         if diff.discovery_changed {
             restart.push("[discovery]");
@@ -442,11 +469,33 @@ impl Daemon {
                 restart.join(", ")
             ));
         }
-        self.apply_networks_and_rules(&cur, &new)
-            .map_err(|e| e.to_string())?;
+        // Networks see the ports in force (a network may name a port whose change was
+        // not applied: it is left out of the network until then).
+        let target = Config {
+            ports: ports.ports.clone(),
+            ..new.clone()
+        };
+        let nets = self.apply_networks_and_rules(&cur, &target);
+        if let Err(e) = nets {
+            cur.ports = ports.ports;
+            return Err(e.to_string());
+        }
         // Keep the sections that were not applied as they are in force. The control
         // socket and the metrics listener follow the published configuration.
+        let datapath = crate::config::DatapathConfig {
+            flow_limit: new.datapath.flow_limit,
+            max_idle_ms: new.datapath.max_idle_ms,
+            ..cur.datapath
+        };
+        let offload = crate::config::OffloadConfig {
+            coalesce_ms: new.offload.coalesce_ms,
+            settle_ms: new.offload.settle_ms,
+            ..cur.offload
+        };
         let applied = Config {
+            ports: ports.ports,
+            datapath,
+            offload,
             networks: new.networks.clone(),
             rules: new.rules.clone(),
             control: new.control.clone(),

@@ -12,6 +12,7 @@
 
 pub mod build;
 pub mod handler;
+mod hotplug;
 pub mod metrics;
 pub mod observer;
 pub mod routes;
@@ -87,7 +88,7 @@ pub struct Daemon {
     /// The offload backend's name (`tc`, `sim`, `off`).
     pub backend: String,
     /// Ports, as `flowctl show` prints them.
-    pub ports: Vec<PortRow>,
+    pub ports: Mutex<Vec<PortRow>>,
     /// What start-up adoption of a previous run's filters did.
     pub adoption: offload::AdoptionReport,
     /// Counters.
@@ -122,28 +123,30 @@ fn port_facts(cfg: &Config) -> Result<HashMap<String, LinkFacts>, DaemonError> {
 fn port_table(cfg: &Config, facts: &HashMap<String, LinkFacts>) -> PortTable {
     let mut t = PortTable::new();
     for p in &cfg.ports {
-        let Some(f) = facts.get(&p.name) else {
-            continue;
-        };
-        let kind = match p.role {
-            CfgRole::Representor => PortKind::Representor {
-                vf: p.vf.unwrap_or(0) as u16,
-            },
-            CfgRole::Uplink => PortKind::Uplink,
-            CfgRole::Tunnel => PortKind::Tunnel,
-        };
-        let lab_id = p.switch_id_bytes();
-        let info = PortInfo {
-            id: p.id,
-            name: p.name.clone(),
-            ifindex: f.ifindex,
-            kind,
-            mtu: p.mtu.unwrap_or(f.mtu),
-            switch_id: f.switch_id.clone().or(lab_id),
-        };
-        t.insert(info);
+        if let Some(f) = facts.get(&p.name) {
+            t.insert(port_info(p, f));
+        }
     }
     t
+}
+
+/// A configured port as the offload layer sees it.
+fn port_info(p: &crate::config::PortConfig, f: &LinkFacts) -> PortInfo {
+    let kind = match p.role {
+        CfgRole::Representor => PortKind::Representor {
+            vf: p.vf.unwrap_or(0) as u16,
+        },
+        CfgRole::Uplink => PortKind::Uplink,
+        CfgRole::Tunnel => PortKind::Tunnel,
+    };
+    PortInfo {
+        id: p.id,
+        name: p.name.clone(),
+        ifindex: f.ifindex,
+        kind,
+        mtu: p.mtu.unwrap_or(f.mtu),
+        switch_id: f.switch_id.clone().or(p.switch_id_bytes()),
+    }
 }
 
 fn port_rows(cfg: &Config, table: &PortTable) -> Vec<PortRow> {
@@ -164,6 +167,14 @@ fn port_rows(cfg: &Config, table: &PortTable) -> Vec<PortRow> {
             }
         })
         .collect()
+}
+
+/// fibwatch's (coalesce, settle) from `[offload]`.
+pub(crate) fn fib_timing(o: &crate::config::OffloadConfig) -> (Duration, Duration) {
+    (
+        Duration::from_millis(o.coalesce_ms.unwrap_or(20)),
+        Duration::from_millis(o.settle_ms.unwrap_or(2)),
+    )
 }
 
 /// Whether this kernel has cls_flower (probed, not guessed from versions).
@@ -340,9 +351,10 @@ impl Daemon {
             .iter()
             .filter_map(|p| Some((p.name.clone(), SwitchId(p.switch_id.clone()?))))
             .collect();
+        let (coalesce, settle) = fib_timing(&cfg.offload);
         let fib_cfg = fibwatch::Config {
-            coalesce: Duration::from_millis(cfg.offload.coalesce_ms.unwrap_or(20)),
-            settle: Duration::from_millis(cfg.offload.settle_ms.unwrap_or(2)),
+            coalesce,
+            settle,
             ..fibwatch::Config::default()
         };
         let watcher = Arc::new(Watcher::spawn(
@@ -415,7 +427,7 @@ impl Daemon {
             watcher: Some(watcher),
             offload,
             backend: backend_name.to_string(),
-            ports: rows,
+            ports: Mutex::new(rows),
             adoption,
             counters: Arc::new(DaemonCounters::default()),
             stop: Arc::new(AtomicBool::new(false)),
@@ -432,6 +444,11 @@ impl Daemon {
             .push(t);
         tracing::info!(backend = backend_name, "flowd started");
         Ok(daemon)
+    }
+
+    /// The ports as `flowctl show` prints them.
+    pub fn port_rows(&self) -> Vec<PortRow> {
+        self.ports.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The configuration in force, now and after each reload that changes it.

@@ -9,6 +9,7 @@
 
 use super::routes::RouteTable;
 use crate::switch::Clock;
+use arc_swap::ArcSwap;
 use datapath::FlowId;
 use datapath::actions::Action;
 use datapath::cache::FlowEntry;
@@ -90,8 +91,9 @@ pub struct FlowHooks {
     pub routes: Arc<RouteTable>,
     /// The offload worker, unless offload is off.
     pub offload: Option<Arc<OffloadWorker>>,
-    /// The ports as offload knows them (MTU, switch id per port).
-    pub ports: PortTable,
+    /// The ports as offload knows them (MTU, switch id per port); replaced when ports
+    /// are plugged or unplugged.
+    pub ports: ArcSwap<PortTable>,
     /// The tunnel port.
     pub tunnel_port: Option<datapath::PortId>,
     /// The switch's clock (tc's counters turn into the cache's `used` on it).
@@ -142,7 +144,7 @@ impl FlowHooks {
             watcher,
             routes,
             offload,
-            ports,
+            ports: ArcSwap::from_pointee(ports),
             tunnel_port,
             clock,
             last_packets: Mutex::new(HashMap::new()),
@@ -170,7 +172,8 @@ impl FlowHooks {
     fn register(&self, entry: &FlowEntry) {
         let Some(w) = &self.watcher else { return };
         for u in tunnel_uses(entry, self.tunnel_port) {
-            let rep = self.ports.get(representor_of(entry, u.role));
+            let ports = self.ports.load();
+            let rep = ports.get(representor_of(entry, u.role));
             let reg = {
                 let Ok(mut r) = self.regs.lock() else { return };
                 r.next += 1;

@@ -114,6 +114,37 @@ pub struct PacketOut {
     pub actions: Actions,
 }
 
+/// A port change for a running datapath thread (ports plugged or unplugged while it
+/// runs: a VM's representor).
+#[non_exhaustive]
+pub enum PortOp {
+    /// Adds (or replaces) a port, as [`Datapath::add_port`].
+    Add {
+        /// Its number.
+        id: PortId,
+        /// What it is.
+        role: PortRole,
+        /// Its I/O (none for the tunnel port).
+        io: Option<Box<dyn Port>>,
+    },
+    /// Removes a port, as [`Datapath::remove_port`]; its I/O is closed.
+    Remove(PortId),
+}
+
+impl std::fmt::Debug for PortOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortOp::Add { id, role, io } => f
+                .debug_struct("Add")
+                .field("id", id)
+                .field("role", role)
+                .field("io", &io.is_some())
+                .finish(),
+            PortOp::Remove(id) => f.debug_tuple("Remove").field(id).finish(),
+        }
+    }
+}
+
 /// Datapath counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DpStats {
@@ -190,6 +221,7 @@ pub struct Datapath {
     cache: FlowCache,
     flow_ops: Option<Receiver<FlowOp>>,
     packet_outs: Option<Receiver<PacketOut>>,
+    port_ops: Option<Receiver<PortOp>>,
     exec: Executor,
     resolver: Arc<dyn TunnelResolver>,
     miss: Box<dyn MissHandler>,
@@ -217,6 +249,7 @@ impl Datapath {
             tunnel_port: None,
             flow_ops: None,
             packet_outs: None,
+            port_ops: None,
             exec: Executor::new(),
             resolver,
             miss,
@@ -243,6 +276,23 @@ impl Datapath {
             tx: PacketBatch::new(self.cfg.batch, self.cfg.max_frame + 128),
         });
         self.poller = None;
+    }
+
+    /// Removes a port and returns its I/O (none if it had none or did not exist). Its
+    /// pending transmit batch is dropped; flows that still output to it drop those
+    /// packets (counted in `tx_dropped`) until they are deleted.
+    pub fn remove_port(&mut self, id: PortId) -> Option<Box<dyn Port>> {
+        let p = self.ports.get_mut(id.0 as usize)?.take()?;
+        if self.tunnel_port == Some(id) {
+            self.tunnel_port = None;
+        }
+        self.poller = None;
+        p.io
+    }
+
+    /// Connects the queue of port changes (applied before each round).
+    pub fn set_port_ops(&mut self, rx: Receiver<PortOp>) {
+        self.port_ops = Some(rx);
     }
 
     /// Connects the queue of flow changes from the flow table.
@@ -276,6 +326,15 @@ impl Datapath {
 
     /// Applies queued flow changes and executes queued packet-outs.
     pub fn drain_queues(&mut self, now: u64) {
+        if let Some(q) = self.port_ops.take() {
+            while let Ok(op) = q.try_recv() {
+                match op {
+                    PortOp::Add { id, role, io } => self.add_port(id, role, io),
+                    PortOp::Remove(id) => drop(self.remove_port(id)),
+                }
+            }
+            self.port_ops = Some(q);
+        }
         if let Some(q) = &self.flow_ops {
             self.cache.drain(q, 4096);
         }
@@ -598,6 +657,52 @@ mod tests {
         assert!(up.take_sent().is_empty(), "tc forwards it, not us");
         assert_eq!(dp.stats().tc_carried, 1);
         assert_eq!(entry.stats().packets, 1, "tc's counters account for it");
+    }
+
+    #[test]
+    fn ports_plugged_and_unplugged_through_the_queue() {
+        let (mut dp, rep, up) = datapath();
+        let (tx, rx) = std::sync::mpsc::channel();
+        dp.set_port_ops(rx);
+        install(&mut dp, 1, "in_port(1)", "4");
+        install(&mut dp, 2, "in_port(4)", "1");
+        // No port 4 yet: its flow's output is dropped, nothing panics.
+        rep.inject(&inner_frame());
+        dp.run_once(0, 1).unwrap();
+        assert!(up.take_sent().is_empty());
+
+        let (vf1, vf1_h) = MemPort::new("rep1", 1450);
+        tx.send(PortOp::Add {
+            id: PortId(4),
+            role: PortRole::Representor,
+            io: Some(Box::new(vf1)),
+        })
+        .unwrap();
+        rep.inject(&inner_frame());
+        dp.run_once(0, 2).unwrap();
+        assert_eq!(vf1_h.take_sent(), vec![inner_frame()]);
+        vf1_h.inject(&inner_frame());
+        dp.run_once(0, 3).unwrap();
+        assert_eq!(
+            rep.take_sent(),
+            vec![inner_frame()],
+            "the new port is polled"
+        );
+
+        tx.send(PortOp::Remove(PortId(4))).unwrap();
+        vf1_h.inject(&inner_frame());
+        rep.inject(&inner_frame());
+        let rx_before = dp.stats().rx;
+        dp.run_once(0, 4).unwrap();
+        assert_eq!(
+            dp.stats().rx,
+            rx_before + 1,
+            "the removed port is not polled"
+        );
+        assert!(vf1_h.take_sent().is_empty() && rep.take_sent().is_empty());
+        assert!(dp.remove_port(PortId(4)).is_none());
+        assert!(dp.remove_port(PortId(99)).is_none());
+        assert!(dp.remove_port(TUN).is_none(), "the tunnel port has no I/O");
     }
 
     #[test]

@@ -88,6 +88,7 @@ enum Control {
     Mirror(SyncSender<Mirror>),
     Stats(SyncSender<WatcherStats>),
     Resync,
+    Timing(Duration, Duration),
     Stop,
 }
 
@@ -192,6 +193,12 @@ impl Watcher {
     /// Forces a full resync.
     pub fn resync(&self) -> Result<()> {
         self.send(Control::Resync)
+    }
+
+    /// Changes [`Config::coalesce`] and [`Config::settle`] while running (from the
+    /// next burst on).
+    pub fn set_timing(&self, coalesce: Duration, settle: Duration) -> Result<()> {
+        self.send(Control::Timing(coalesce, settle))
     }
 }
 
@@ -366,6 +373,10 @@ impl Loop {
                 s.undecodable = self.events.undecodable;
                 s.last_apply = self.index.last_stats();
                 let _ = tx.send(s);
+            }
+            Control::Timing(coalesce, settle) => {
+                self.cfg.coalesce = coalesce;
+                self.cfg.settle = settle;
             }
             Control::Resync => {
                 self.resync(Kinds::ALL)?;

@@ -1,5 +1,6 @@
 //! The backend trait: where rules go (Linux tc, a simulated eswitch).
 
+use crate::ports::PortInfo;
 use crate::rule::{FlowerRule, TcPolicy};
 use datapath::{FlowId, IfIndex};
 use std::fmt;
@@ -232,5 +233,12 @@ pub trait OffloadBackend: Send {
     /// shape, and no new handle collides with it).
     fn adoptable(&mut self, _rule: &DumpedRule) -> bool {
         true
+    }
+
+    /// A port plugged while running (a new VF's representor): the backend prepares to
+    /// hold its rules (tc: the device's ingress qdisc; sim: the port joins the eswitch
+    /// of its switch id).
+    fn add_port(&mut self, _port: &PortInfo) -> Result<(), BackendError> {
+        Ok(())
     }
 }

@@ -207,6 +207,28 @@ impl Offloader {
         &mut self.ports
     }
 
+    /// Ports plugged and unplugged while running: each plugged port is prepared in the
+    /// backend (tc: its ingress qdisc) and enters the port table; a port the backend
+    /// refuses stays out of it (its flows cannot be translated: they stay in software).
+    /// Returns one message per refusal.
+    pub fn change_ports(&mut self, change: crate::worker::PortChange) -> Vec<String> {
+        for id in change.unplugged {
+            self.ports.remove(id);
+        }
+        let mut refused = Vec::new();
+        for p in change.plugged {
+            match self.backend.add_port(&p) {
+                Ok(()) => self.ports.insert(p),
+                Err(e) => {
+                    tracing::warn!(port = %p.name, error = %e, "offload: port refused");
+                    self.ports.remove(p.id);
+                    refused.push(format!("port `{}`: {e}", p.name));
+                }
+            }
+        }
+        refused
+    }
+
     /// A flow's placement.
     pub fn placement(&self, flow: FlowId) -> Option<&Placement> {
         self.flows.get(&flow).map(|e| &e.placement)

@@ -11,6 +11,7 @@ use crate::backend::{
     BackendError, DumpedRule, HwState, Installed, KernelErrno, OffloadBackend, RuleHandle,
     RuleStats,
 };
+use crate::ports::{PortInfo, PortKind};
 use crate::rule::{FlowerAction, FlowerMatch, FlowerRule, Masked};
 use datapath::flow::{addr_from, tun_flags, vlan};
 use datapath::{FlowId, FlowKey, IfIndex};
@@ -425,6 +426,26 @@ pub fn matches_key(m: &FlowerMatch, k: &FlowKey) -> bool {
 impl OffloadBackend for SimFabric {
     fn name(&self) -> &'static str {
         "sim"
+    }
+
+    /// A representor joins the eswitch of its switch id (as its own VF port); other
+    /// ports, and ports of a switch id no simulated eswitch has, are not eswitch ports.
+    fn add_port(&mut self, port: &PortInfo) -> Result<(), BackendError> {
+        let (PortKind::Representor { vf }, Some(id)) = (port.kind, &port.switch_id) else {
+            return Ok(());
+        };
+        let Some(i) = self.switches.iter().position(|s| &s.spec.switch_id == id) else {
+            return Ok(());
+        };
+        let reps = &mut self.switches[i].spec.reps;
+        reps.retain(|r| r.vf != vf && r.rep != port.ifindex);
+        reps.push(SimRep {
+            vf,
+            rep: port.ifindex,
+            vf_port: port.ifindex,
+        });
+        self.by_device.insert(port.ifindex, i);
+        Ok(())
     }
 
     fn install(&mut self, rules: &[(FlowId, &FlowerRule)]) -> Vec<Result<Installed, BackendError>> {

@@ -19,6 +19,7 @@ use crate::backend::{
     RuleStats,
 };
 use crate::netlink::{self, Answer, RequestKind};
+use crate::ports::PortInfo;
 use crate::rule::{FlowerRule, TcPolicy};
 use datapath::{FlowId, IfIndex};
 use netlink_packet_route::tc::TcMessage;
@@ -552,6 +553,10 @@ impl TcBackend {
 impl OffloadBackend for TcBackend {
     fn name(&self) -> &'static str {
         "tc"
+    }
+
+    fn add_port(&mut self, port: &PortInfo) -> Result<(), BackendError> {
+        self.manage(port.ifindex)
     }
 
     fn install(&mut self, rules: &[(FlowId, &FlowerRule)]) -> Vec<Result<Installed, BackendError>> {

@@ -5,7 +5,8 @@
 use crate::backend::RuleStats;
 use crate::offloader::{AdoptionReport, FlowRequest, Offloader};
 use crate::placement::{Placement, SoftwareReason};
-use datapath::FlowId;
+use crate::ports::PortInfo;
+use datapath::{FlowId, PortId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
@@ -51,6 +52,17 @@ enum Msg {
     Req(FlowRequest),
     /// End the adoption round (after the requests queued before it).
     EndAdoption(SyncSender<AdoptionReport>),
+    /// Ports plugged and unplugged while running (after the requests queued before it).
+    Ports(PortChange, SyncSender<Vec<String>>),
+}
+
+/// Ports plugged and unplugged while running.
+#[derive(Debug, Clone, Default)]
+pub struct PortChange {
+    /// Ports added or replaced.
+    pub plugged: Vec<PortInfo>,
+    /// Ports removed (their flows' rules should have been removed first).
+    pub unplugged: Vec<PortId>,
 }
 
 /// The datapath's handle on the worker.
@@ -138,6 +150,20 @@ impl OffloadWorker {
         rx.recv().ok()
     }
 
+    /// Applies port changes after the requests queued before them; returns one message
+    /// per plugged port the backend could not prepare (its flows then stay in
+    /// software: translation finds no eswitch device for it). Waits for the worker.
+    pub fn change_ports(&self, change: PortChange) -> Vec<String> {
+        let (tx, rx) = sync_channel(1);
+        let sent = self.tx.as_ref().map(|t| t.send(Msg::Ports(change, tx)));
+        match sent {
+            Some(Ok(())) => rx
+                .recv()
+                .unwrap_or_else(|_| vec!["the offload worker stopped".into()]),
+            _ => vec!["the offload worker stopped".into()],
+        }
+    }
+
     /// Marks a put's flow pending (unless offloaded) *before* it is queued: the worker
     /// may answer before the offering thread runs again, and its answer must not be
     /// overwritten by "pending".
@@ -215,8 +241,8 @@ fn run(
         let mut end = None;
         let first = match rx.recv_timeout(wait) {
             Ok(Msg::Req(r)) => Some(r),
-            Ok(Msg::EndAdoption(answer)) => {
-                end = Some(answer);
+            Ok(m) => {
+                end = Some(m);
                 None
             }
             Err(RecvTimeoutError::Timeout) => None,
@@ -227,8 +253,8 @@ fn run(
             while batch.len() < cfg.batch.max(1) {
                 match rx.try_recv() {
                     Ok(Msg::Req(r)) => batch.push(r),
-                    Ok(Msg::EndAdoption(answer)) => {
-                        end = Some(answer);
+                    Ok(m) => {
+                        end = Some(m);
                         break;
                     }
                     Err(_) => break,
@@ -259,8 +285,14 @@ fn run(
                 observer(*f, pl);
             }
         }
-        if let Some(answer) = end {
-            let _ = answer.send(off.end_adoption());
+        match end {
+            Some(Msg::EndAdoption(answer)) => {
+                let _ = answer.send(off.end_adoption());
+            }
+            Some(Msg::Ports(change, answer)) => {
+                let _ = answer.send(off.change_ports(change));
+            }
+            Some(Msg::Req(_)) | None => {}
         }
         if Instant::now() >= next_stats {
             let stats = off.sync_stats();

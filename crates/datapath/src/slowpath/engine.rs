@@ -31,7 +31,7 @@ use crate::actions::Actions;
 use crate::cache::key_hash;
 use crate::cache::{FlowEntry, FlowTable};
 use crate::flow::{FlowKey, FlowMask, Megaflow};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
@@ -135,6 +135,9 @@ pub struct Engine {
     seq: AtomicU64,
     observer: Arc<dyn FlowObserver>,
     config: EngineConfig,
+    /// `config.max_idle` in ms and `config.flow_limit`, as set at run time.
+    max_idle_ms: AtomicU64,
+    flow_limit: AtomicUsize,
     counters: Arc<UpcallCounters>,
     reval: Mutex<RevalStats>,
     /// `used` value (ms) up to which stations were refreshed by the last sweep.
@@ -216,11 +219,22 @@ impl Engine {
             wake: Condvar::new(),
             seq: AtomicU64::new(0),
             observer,
+            max_idle_ms: AtomicU64::new(ms(config.max_idle)),
+            flow_limit: AtomicUsize::new(config.flow_limit),
             config,
             counters,
             reval: Mutex::new(RevalStats::default()),
             refreshed_to: AtomicU64::new(0),
         }
+    }
+
+    /// Changes the idle time and the flow limit while running (a reload); the next
+    /// revalidator round applies them (deleting idle flows, evicting down to the limit).
+    pub fn set_limits(&self, max_idle: Duration, flow_limit: usize) {
+        self.max_idle_ms.store(ms(max_idle), Ordering::Relaxed);
+        self.flow_limit.store(flow_limit, Ordering::Relaxed);
+        self.table.set_limit(flow_limit);
+        self.wake.notify_all();
     }
 
     /// The slow path, for translations and traces.
@@ -463,7 +477,7 @@ impl Engine {
         now: Duration,
         report: &mut SweepReport,
     ) -> Vec<(Arc<FlowEntry>, FlowMeta)> {
-        let (now, idle) = (ms(now), ms(self.config.max_idle));
+        let (now, idle) = (ms(now), self.max_idle_ms.load(Ordering::Relaxed));
         let (old, live): (Vec<_>, Vec<_>) = flows
             .into_iter()
             .partition(|e| now.saturating_sub(e.used()) > idle);
@@ -574,7 +588,7 @@ impl Engine {
     }
 
     fn enforce_limit(&self, report: &mut SweepReport) {
-        let (len, limit) = (self.table.len(), self.config.flow_limit);
+        let (len, limit) = (self.table.len(), self.flow_limit.load(Ordering::Relaxed));
         if len < limit {
             return;
         }

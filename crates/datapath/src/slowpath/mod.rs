@@ -273,6 +273,17 @@ impl SlowPath {
         self.macs.remove(network, mac).map(Change::Mac)
     }
 
+    /// Forgets every station located behind `port` (an unplugged port): one change per
+    /// station, so flows toward it are translated again (and flood until it is learned
+    /// elsewhere).
+    pub fn forget_port(&mut self, port: crate::PortId) -> Vec<Change> {
+        self.macs
+            .remove_where(|_, e| matches!(e.location(), Location::Local(a) if a.port == port))
+            .into_iter()
+            .map(Change::Mac)
+            .collect()
+    }
+
     fn env(&self) -> Env<'_> {
         Env {
             rules: &self.rules,

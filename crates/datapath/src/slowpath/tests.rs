@@ -149,6 +149,23 @@ fn learned_stations_get_unicast() {
 }
 
 #[test]
+fn an_unplugged_port_is_forgotten() {
+    let mut sp = lab();
+    sp.upcall(&frame(1, mac(0xa), mac(0xb)), secs(0));
+    sp.upcall(&frame(2, mac(0xb), mac(0xa)), secs(1));
+    sp.upcall(&frame(3, mac(0xc), mac(0xb)), secs(1));
+    assert_eq!(sp.macs().len(), 3);
+    let ch = sp.forget_port(PortId(2));
+    assert_eq!(ch, vec![Change::Mac((NET16, mac(0xb)))]);
+    assert_eq!(sp.macs().len(), 2);
+    // Toward the forgotten station: flooded again, no longer sent to port 2 alone.
+    let x = sp.xlate(&frame(1, mac(0xa), mac(0xb)), secs(2));
+    assert_ne!(acts(&x), vec![out(2)]);
+    assert!(sp.forget_port(PortId(2)).is_empty());
+    assert!(sp.forget_port(PortId(9)).is_empty());
+}
+
+#[test]
 fn remote_stations_are_learned_from_vxlan() {
     let mut sp = lab();
     let (x, ch) = sp.upcall(
@@ -640,6 +657,27 @@ mod engine {
             e.table().get(first.id()).is_some(),
             "recently used survives"
         );
+    }
+
+    #[test]
+    fn limits_changed_while_running_apply_at_the_next_sweep() {
+        let (e, _) = engine(100);
+        for i in 0..20 {
+            e.handle(vec![up(frame(1, mac(0xa), mac(0x10 + i)))], secs(0));
+        }
+        assert_eq!(e.sweep(secs(1)).evicted, 0);
+        e.set_limits(secs(5), 10);
+        let r = e.sweep(secs(2));
+        assert!(r.evicted >= 10, "{r:?}");
+        assert!(e.table().len() <= 10);
+        // The new limit also bounds installs.
+        for i in 0..20 {
+            e.handle(vec![up(frame(2, mac(0xb), mac(0x40 + i)))], secs(2));
+        }
+        assert!(e.table().len() <= 10);
+        // And the new idle time: 5 s, not the default.
+        assert_eq!(e.sweep(secs(4)).idle, 0);
+        assert!(e.sweep(secs(8)).idle > 0);
     }
 
     #[test]
