@@ -9,8 +9,12 @@
 
 use clap::{Parser, Subcommand};
 use flowd::config::Config;
-use flowd::control::server::{ControlServer, ServerOptions};
-use flowd::daemon::{Daemon, handler, metrics};
+use flowd::control::proto::{Request, Response};
+use flowd::control::server::{ControlHandler, ControlServer, RunningServer, ServerOptions};
+use flowd::daemon::metrics::{self, MetricsEndpoint};
+use flowd::daemon::{Daemon, handler};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -85,7 +89,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn signals(daemon: Arc<Daemon>) {
+async fn signals(daemon: Arc<Daemon>, reloads: Reloads) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -100,14 +104,264 @@ async fn signals(daemon: Arc<Daemon>) {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return; }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return; }
             _ = hup.recv() => {
-                let d = daemon.clone();
-                match tokio::task::spawn_blocking(move || d.reload()).await {
+                let (d, r) = (daemon.clone(), reloads.clone());
+                match tokio::task::spawn_blocking(move || r.reload(|| d.reload())).await {
                     Ok(Ok(lines)) => tracing::info!(changes = ?lines, "SIGHUP: configuration reloaded"),
                     Ok(Err(e)) => tracing::error!(error = %e, "SIGHUP: reload refused, configuration unchanged"),
                     Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed"),
                 }
             }
         }
+    }
+}
+
+/// Reloads (SIGHUP or `flowctl reload`) that published no new configuration: the file
+/// is unchanged, or the reload was refused. Each one still makes the listeners retry a
+/// move that failed (the operator created the directory or freed the port, and
+/// reloads the same file). A reload that publishes wakes them through the
+/// configuration itself.
+#[derive(Clone)]
+struct Reloads {
+    count: Arc<tokio::sync::watch::Sender<u64>>,
+    config: tokio::sync::watch::Receiver<Arc<Config>>,
+}
+
+impl Reloads {
+    fn new(daemon: &Daemon) -> Self {
+        Self {
+            count: Arc::new(tokio::sync::watch::channel(0).0),
+            config: daemon.subscribe_config(),
+        }
+    }
+
+    /// Runs the reload `f`; counts it if it published nothing.
+    fn reload<T>(&self, f: impl FnOnce() -> T) -> T {
+        let before = self.config.borrow().clone();
+        let out = f();
+        if Arc::ptr_eq(&before, &self.config.borrow()) {
+            self.count.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        out
+    }
+}
+
+/// The daemon's command handler, telling [`Reloads`] about reloads.
+struct Commands {
+    handler: Arc<handler::Handler>,
+    reloads: Reloads,
+}
+
+impl ControlHandler for Commands {
+    fn handle(&self, req: Request) -> Response {
+        if matches!(req, Request::Reload) {
+            self.reloads.reload(|| self.handler.handle(req))
+        } else {
+            self.handler.handle(req)
+        }
+    }
+}
+
+/// What the listeners follow: the configuration in force, and reloads.
+struct Follow {
+    config: tokio::sync::watch::Receiver<Arc<Config>>,
+    reloads: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Follow {
+    fn new(daemon: &Daemon, reloads: &Reloads) -> Self {
+        Self {
+            config: daemon.subscribe_config(),
+            reloads: reloads.count.subscribe(),
+        }
+    }
+
+    /// The configuration in force now.
+    fn current(&mut self) -> Arc<Config> {
+        self.reloads.mark_unchanged();
+        self.config.borrow_and_update().clone()
+    }
+
+    /// Waits for a new configuration or a reload; `false` once the daemon is gone.
+    async fn next(&mut self) -> bool {
+        tokio::select! {
+            r = self.config.changed() => r.is_ok(),
+            r = self.reloads.changed() => r.is_ok(),
+        }
+    }
+}
+
+/// Serves the control socket until `shutdown`, moving it whenever a reload publishes
+/// another `[control] socket`: the new socket is bound and served first, then the old
+/// one stops (its connections in progress finish) and its file is removed. A new path
+/// that cannot be bound is logged and the old socket keeps serving. On shutdown, the
+/// socket in use is removed.
+async fn control_socket(
+    first: ControlServer,
+    handler: Arc<dyn ControlHandler>,
+    mut follow: Follow,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut current = first.spawn(handler.clone());
+    tracing::info!(socket = %current.path().display(), "control socket ready");
+    tokio::pin!(shutdown);
+    loop {
+        let want = follow.current().control.socket.clone();
+        current = move_control_socket(current, &want, &handler).await;
+        tokio::select! {
+            _ = &mut shutdown => break,
+            more = follow.next() => if !more {
+                // The daemon is gone: no more reloads, serve until shutdown.
+                (&mut shutdown).await;
+                break;
+            },
+        }
+    }
+    current.stop().await;
+}
+
+/// Moves the control socket to `want` (if it differs); the socket served afterwards.
+async fn move_control_socket(
+    current: RunningServer,
+    want: &std::path::Path,
+    handler: &Arc<dyn ControlHandler>,
+) -> RunningServer {
+    if current.path() == want {
+        return current;
+    }
+    let old = current.path().to_path_buf();
+    match ControlServer::bind(want, ServerOptions::default()) {
+        Ok(server) => {
+            let next = server.spawn(handler.clone());
+            current.stop().await;
+            tracing::info!(
+                from = %old.display(),
+                to = %want.display(),
+                "reload: control socket moved"
+            );
+            next
+        }
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                socket = %old.display(),
+                "reload: cannot move the control socket; still serving on the old one"
+            );
+            current
+        }
+    }
+}
+
+/// Serves the Prometheus endpoint where the configuration in force says, following
+/// reloads: on a change, the new address is bound first, then the old endpoint stops.
+/// A failed bind is logged and the previous endpoint (if any) keeps serving. The
+/// recorder is installed the first time metrics are enabled; the counters are published
+/// every second while they are.
+async fn metrics_endpoint(h: Arc<handler::Handler>, mut follow: Follow) {
+    let mut current: Option<Endpoint> = None;
+    let mut publishing = false;
+    loop {
+        let want = follow.current().metrics.map(|m| m.listen);
+        if let Some(addr) = want {
+            match metrics::recorder() {
+                Ok(handle) => {
+                    if !publishing {
+                        publishing = true;
+                        tokio::spawn(publish_metrics(h.clone(), follow.config.clone()));
+                    }
+                    current = move_metrics(current, addr, handle).await;
+                }
+                Err(e) => tracing::error!(error = %e, "metrics disabled"),
+            }
+        } else if let Some((_, old)) = current.take() {
+            let addr = old.local_addr();
+            old.stop().await;
+            tracing::info!(listen = %addr, "reload: metrics endpoint stopped");
+        }
+        if !follow.next().await {
+            // The daemon is gone: keep the endpoint until the process ends.
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// An endpoint and the address it was configured with (port 0 binds another port).
+type Endpoint = (SocketAddr, MetricsEndpoint);
+
+/// Moves the metrics endpoint to `addr` (if it differs); the endpoint served afterwards.
+async fn move_metrics(
+    current: Option<Endpoint>,
+    addr: SocketAddr,
+    handle: PrometheusHandle,
+) -> Option<Endpoint> {
+    let mut old = match current {
+        Some((listen, ep)) if listen == addr => return Some((listen, ep)),
+        other => other,
+    };
+    let was = old.as_ref().map(|(listen, ep)| (*listen, ep.local_addr()));
+    let mut bound = MetricsEndpoint::bind(addr, handle.clone());
+    // The same port on an overlapping address (0.0.0.0 and 127.0.0.1) is refused while
+    // ours holds it: stop the old endpoint first, and put it back if the new one still
+    // cannot listen.
+    if let (Err(e), Some((listen, local))) = (&bound, was)
+        && e.addr_in_use()
+        && local.port() == addr.port()
+    {
+        if let Some((_, ep)) = old.take() {
+            ep.stop().await;
+        }
+        bound = MetricsEndpoint::bind(addr, handle.clone());
+        if bound.is_err() {
+            old = MetricsEndpoint::bind(local, handle)
+                .ok()
+                .map(|ep| (listen, ep));
+        }
+    }
+    match bound {
+        Ok(next) => {
+            if let Some((_, ep)) = old {
+                ep.stop().await;
+            }
+            let previous = was.map(|(_, local)| local.to_string());
+            tracing::info!(
+                listen = %next.local_addr(),
+                previous = previous.as_deref().unwrap_or("none"),
+                "metrics endpoint listening"
+            );
+            Some((addr, next))
+        }
+        Err(e) => {
+            match (&old, was) {
+                (Some((_, ep)), _) => tracing::error!(
+                    error = %e,
+                    listen = %ep.local_addr(),
+                    "cannot move the metrics endpoint; still serving on the old address"
+                ),
+                (None, Some(_)) => tracing::error!(
+                    error = %e,
+                    "cannot move the metrics endpoint, nor serve on the old address again: \
+                     metrics are not served"
+                ),
+                (None, None) => tracing::error!(error = %e, "cannot start the metrics endpoint"),
+            }
+            old
+        }
+    }
+}
+
+/// Publishes the counters every second while `[metrics]` is configured.
+async fn publish_metrics(
+    h: Arc<handler::Handler>,
+    config: tokio::sync::watch::Receiver<Arc<Config>>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if config.borrow().metrics.is_none() {
+            continue;
+        }
+        let h = h.clone();
+        let _ = tokio::task::spawn_blocking(move || metrics::publish(&h)).await;
     }
 }
 
@@ -132,9 +386,7 @@ fn run(path: PathBuf, keep_offloads: bool) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let socket = cfg.control.socket.clone();
-        let metrics_listen = cfg.metrics.map(|m| m.listen);
-        let server = match ControlServer::bind(&socket, ServerOptions::default()) {
+        let server = match ControlServer::bind(&cfg.control.socket, ServerOptions::default()) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("flowd: control socket: {e}");
@@ -154,24 +406,14 @@ fn run(path: PathBuf, keep_offloads: bool) -> ExitCode {
             }
         };
         let h = Arc::new(handler::Handler(daemon.clone()));
-        if let Some(listen) = metrics_listen {
-            match metrics::install(listen) {
-                Ok(()) => {
-                    let h = h.clone();
-                    tokio::spawn(async move {
-                        let mut tick = tokio::time::interval(Duration::from_secs(1));
-                        loop {
-                            tick.tick().await;
-                            let h = h.clone();
-                            let _ = tokio::task::spawn_blocking(move || metrics::publish(&h)).await;
-                        }
-                    });
-                }
-                Err(e) => tracing::error!(error = %e, "metrics disabled"),
-            }
-        }
-        tracing::info!(socket = %socket.display(), "control socket ready");
-        server.run(h, signals(daemon.clone())).await;
+        let reloads = Reloads::new(&daemon);
+        tokio::spawn(metrics_endpoint(h.clone(), Follow::new(&daemon, &reloads)));
+        let commands = Arc::new(Commands {
+            handler: h,
+            reloads: reloads.clone(),
+        });
+        let follow = Follow::new(&daemon, &reloads);
+        control_socket(server, commands, follow, signals(daemon.clone(), reloads)).await;
         let d = daemon.clone();
         let _ = tokio::task::spawn_blocking(move || d.shutdown(keep_offloads)).await;
         ExitCode::SUCCESS

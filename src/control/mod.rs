@@ -12,4 +12,4 @@ pub mod server;
 
 pub use client::{ClientError, request};
 pub use proto::{FlowFilter, Request, Response, ResponseBody};
-pub use server::{ControlHandler, ControlServer, ServeError, ServerOptions, serve};
+pub use server::{ControlHandler, ControlServer, RunningServer, ServeError, ServerOptions, serve};

@@ -10,6 +10,10 @@
 //! The handler is synchronous and runs on tokio's blocking pool, so a slow command (a
 //! trace, a reload) never stalls the socket for other clients. A panicking handler
 //! yields an error response, not a dead server.
+//!
+//! The socket can move while the daemon runs: bind the new one, [`ControlServer::spawn`]
+//! it, then [`RunningServer::stop`] the old one (which removes its file). Connections
+//! already accepted on the old socket go on until they end.
 
 use super::proto::{MAX_REQUEST_BYTES, Request, Response};
 use std::io;
@@ -19,7 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinHandle;
 
 /// What the daemon plugs into the server.
 pub trait ControlHandler: Send + Sync {
@@ -154,7 +159,25 @@ impl ControlServer {
                 },
             }
         }
+        // Refuse new connections before the path disappears; accepted ones go on.
+        drop(self.listener);
         let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// Serves on a task of its own until [`RunningServer::stop`] (or until the
+    /// [`RunningServer`] is dropped), then removes the socket file. Needs a tokio runtime.
+    pub fn spawn(self, handler: Arc<dyn ControlHandler>) -> RunningServer {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let path = self.path.clone();
+        let task = tokio::spawn(self.run(handler, async move {
+            // A send or a dropped sender: either way, stop.
+            let _ = stopped.await;
+        }));
+        RunningServer {
+            path,
+            stop: Some(stop),
+            task,
+        }
     }
 
     fn spawn_client(
@@ -182,6 +205,31 @@ impl ControlServer {
                 });
             }
         }
+    }
+}
+
+/// A control socket served by a task of its own ([`ControlServer::spawn`]). Dropping it
+/// stops the server too, without waiting.
+#[derive(Debug)]
+pub struct RunningServer {
+    path: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops accepting connections and removes the socket file; returns once both are
+    /// done. Connections already accepted go on until they end.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
     }
 }
 
@@ -257,5 +305,100 @@ async fn serve_client(
             Err(e) => Response::err(format!("malformed request: {e}")),
         };
         write_response(&mut wr, &resp).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::proto::{DoneBody, ResponseBody};
+    use std::io::{BufRead, Write};
+
+    /// Answers every request with `done`, after `delay`.
+    struct Slow(Duration);
+
+    impl ControlHandler for Slow {
+        fn handle(&self, _: Request) -> Response {
+            std::thread::sleep(self.0);
+            Response::Ok(ResponseBody::Done(DoneBody {
+                message: "done".into(),
+                count: None,
+            }))
+        }
+    }
+
+    fn ask(path: &Path) -> io::Result<String> {
+        let mut s = std::os::unix::net::UnixStream::connect(path)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut req = serde_json::to_vec(&Request::Show).map_err(io::Error::other)?;
+        req.push(b'\n');
+        s.write_all(&req)?;
+        let mut line = String::new();
+        std::io::BufReader::new(s).read_line(&mut line)?;
+        Ok(line)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn moves_to_a_new_socket_and_lets_old_connections_finish() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a.sock"), dir.path().join("sub/b.sock"));
+        let handler: Arc<dyn ControlHandler> = Arc::new(Slow(Duration::from_millis(300)));
+        let old = ControlServer::bind(&a, ServerOptions::default())
+            .expect("bind a")
+            .spawn(handler.clone());
+        // A request in progress on the old socket while it moves.
+        let a2 = a.clone();
+        let pending = tokio::task::spawn_blocking(move || ask(&a2));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        let new = ControlServer::bind(&b, ServerOptions::default())
+            .expect("bind b")
+            .spawn(handler);
+        assert_eq!(new.path(), b.as_path());
+        old.stop().await;
+        assert!(!a.exists(), "the old socket file is removed");
+        assert!(std::os::unix::net::UnixStream::connect(&a).is_err());
+        let mode = std::fs::metadata(&b).expect("b").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dmode = std::fs::metadata(b.parent().expect("parent"))
+            .expect("dir")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dmode, 0o700);
+
+        let answered = pending
+            .await
+            .expect("join")
+            .expect("old connection answered");
+        assert!(answered.contains("done"), "{answered}");
+        let via_new = tokio::task::spawn_blocking(move || ask(&b))
+            .await
+            .expect("join")
+            .expect("new socket answers");
+        assert!(via_new.contains("done"), "{via_new}");
+        let b = new.path().to_path_buf();
+        new.stop().await;
+        assert!(!b.exists());
+    }
+
+    #[tokio::test]
+    async fn a_path_that_cannot_be_bound_is_an_error_and_the_running_socket_stays() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a.sock");
+        let handler: Arc<dyn ControlHandler> = Arc::new(Slow(Duration::ZERO));
+        let running = ControlServer::bind(&a, ServerOptions::default())
+            .expect("bind a")
+            .spawn(handler);
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").expect("file");
+        let err = ControlServer::bind(&file.join("sub/b.sock"), ServerOptions::default())
+            .expect_err("a directory under a file");
+        assert!(matches!(err, ServeError::Io { .. }), "{err}");
+        // The same socket again: another server answers there.
+        let err = ControlServer::bind(&a, ServerOptions::default()).expect_err("in use");
+        assert!(matches!(err, ServeError::AlreadyRunning(_)), "{err}");
+        assert!(a.exists());
+        drop(running);
     }
 }

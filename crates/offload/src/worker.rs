@@ -155,13 +155,12 @@ impl OffloadWorker {
     /// software: translation finds no eswitch device for it). Waits for the worker.
     pub fn change_ports(&self, change: PortChange) -> Vec<String> {
         let (tx, rx) = sync_channel(1);
-        let sent = self.tx.as_ref().map(|t| t.send(Msg::Ports(change, tx)));
-        match sent {
-            Some(Ok(())) => rx
-                .recv()
-                .unwrap_or_else(|_| vec!["the offload worker stopped".into()]),
-            _ => vec!["the offload worker stopped".into()],
-        }
+        let sent = self
+            .tx
+            .as_ref()
+            .is_some_and(|t| t.send(Msg::Ports(change, tx)).is_ok());
+        let answer = if sent { rx.recv().ok() } else { None };
+        answer.unwrap_or_else(|| vec!["the offload worker stopped".into()])
     }
 
     /// Marks a put's flow pending (unless offloaded) *before* it is queued: the worker
