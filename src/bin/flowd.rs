@@ -9,7 +9,6 @@
 
 use clap::{Parser, Subcommand};
 use flowd::config::Config;
-use flowd::control::proto::{Request, Response};
 use flowd::control::server::{ControlHandler, ControlServer, RunningServer, ServerOptions};
 use flowd::daemon::metrics::{self, MetricsEndpoint};
 use flowd::daemon::{Daemon, handler};
@@ -89,7 +88,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn signals(daemon: Arc<Daemon>, reloads: Reloads) {
+async fn signals(daemon: Arc<Daemon>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -104,8 +103,8 @@ async fn signals(daemon: Arc<Daemon>, reloads: Reloads) {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return; }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return; }
             _ = hup.recv() => {
-                let (d, r) = (daemon.clone(), reloads.clone());
-                match tokio::task::spawn_blocking(move || r.reload(|| d.reload())).await {
+                let d = daemon.clone();
+                match tokio::task::spawn_blocking(move || d.reload()).await {
                     Ok(Ok(lines)) => tracing::info!(changes = ?lines, "SIGHUP: configuration reloaded"),
                     Ok(Err(e)) => tracing::error!(error = %e, "SIGHUP: reload refused, configuration unchanged"),
                     Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed"),
@@ -115,80 +114,9 @@ async fn signals(daemon: Arc<Daemon>, reloads: Reloads) {
     }
 }
 
-/// Reloads (SIGHUP or `flowctl reload`) that published no new configuration: the file
-/// is unchanged, or the reload was refused. Each one still makes the listeners retry a
-/// move that failed (the operator created the directory or freed the port, and
-/// reloads the same file). A reload that publishes wakes them through the
-/// configuration itself.
-#[derive(Clone)]
-struct Reloads {
-    count: Arc<tokio::sync::watch::Sender<u64>>,
-    config: tokio::sync::watch::Receiver<Arc<Config>>,
-}
-
-impl Reloads {
-    fn new(daemon: &Daemon) -> Self {
-        Self {
-            count: Arc::new(tokio::sync::watch::channel(0).0),
-            config: daemon.subscribe_config(),
-        }
-    }
-
-    /// Runs the reload `f`; counts it if it published nothing.
-    fn reload<T>(&self, f: impl FnOnce() -> T) -> T {
-        let before = self.config.borrow().clone();
-        let out = f();
-        if Arc::ptr_eq(&before, &self.config.borrow()) {
-            self.count.send_modify(|n| *n = n.wrapping_add(1));
-        }
-        out
-    }
-}
-
-/// The daemon's command handler, telling [`Reloads`] about reloads.
-struct Commands {
-    handler: Arc<handler::Handler>,
-    reloads: Reloads,
-}
-
-impl ControlHandler for Commands {
-    fn handle(&self, req: Request) -> Response {
-        if matches!(req, Request::Reload) {
-            self.reloads.reload(|| self.handler.handle(req))
-        } else {
-            self.handler.handle(req)
-        }
-    }
-}
-
-/// What the listeners follow: the configuration in force, and reloads.
-struct Follow {
-    config: tokio::sync::watch::Receiver<Arc<Config>>,
-    reloads: tokio::sync::watch::Receiver<u64>,
-}
-
-impl Follow {
-    fn new(daemon: &Daemon, reloads: &Reloads) -> Self {
-        Self {
-            config: daemon.subscribe_config(),
-            reloads: reloads.count.subscribe(),
-        }
-    }
-
-    /// The configuration in force now.
-    fn current(&mut self) -> Arc<Config> {
-        self.reloads.mark_unchanged();
-        self.config.borrow_and_update().clone()
-    }
-
-    /// Waits for a new configuration or a reload; `false` once the daemon is gone.
-    async fn next(&mut self) -> bool {
-        tokio::select! {
-            r = self.config.changed() => r.is_ok(),
-            r = self.reloads.changed() => r.is_ok(),
-        }
-    }
-}
+/// The configuration in force, as the daemon publishes it (after every successful
+/// reload, even one that changed nothing: a move that failed is then retried).
+type Follow = tokio::sync::watch::Receiver<Arc<Config>>;
 
 /// Serves the control socket until `shutdown`, moving it whenever a reload publishes
 /// another `[control] socket`: the new socket is bound and served first, then the old
@@ -205,11 +133,11 @@ async fn control_socket(
     tracing::info!(socket = %current.path().display(), "control socket ready");
     tokio::pin!(shutdown);
     loop {
-        let want = follow.current().control.socket.clone();
+        let want = follow.borrow_and_update().control.socket.clone();
         current = move_control_socket(current, &want, &handler).await;
         tokio::select! {
             _ = &mut shutdown => break,
-            more = follow.next() => if !more {
+            more = follow.changed() => if more.is_err() {
                 // The daemon is gone: no more reloads, serve until shutdown.
                 (&mut shutdown).await;
                 break;
@@ -260,13 +188,13 @@ async fn metrics_endpoint(h: Arc<handler::Handler>, mut follow: Follow) {
     let mut current: Option<Endpoint> = None;
     let mut publishing = false;
     loop {
-        let want = follow.current().metrics.map(|m| m.listen);
+        let want = follow.borrow_and_update().metrics.map(|m| m.listen);
         if let Some(addr) = want {
             match metrics::recorder() {
                 Ok(handle) => {
                     if !publishing {
                         publishing = true;
-                        tokio::spawn(publish_metrics(h.clone(), follow.config.clone()));
+                        tokio::spawn(publish_metrics(h.clone(), follow.clone()));
                     }
                     current = move_metrics(current, addr, handle).await;
                 }
@@ -277,7 +205,7 @@ async fn metrics_endpoint(h: Arc<handler::Handler>, mut follow: Follow) {
             old.stop().await;
             tracing::info!(listen = %addr, "reload: metrics endpoint stopped");
         }
-        if !follow.next().await {
+        if follow.changed().await.is_err() {
             // The daemon is gone: keep the endpoint until the process ends.
             return std::future::pending().await;
         }
@@ -349,10 +277,7 @@ async fn move_metrics(
 }
 
 /// Publishes the counters every second while `[metrics]` is configured.
-async fn publish_metrics(
-    h: Arc<handler::Handler>,
-    config: tokio::sync::watch::Receiver<Arc<Config>>,
-) {
+async fn publish_metrics(h: Arc<handler::Handler>, config: Follow) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -406,14 +331,9 @@ fn run(path: PathBuf, keep_offloads: bool) -> ExitCode {
             }
         };
         let h = Arc::new(handler::Handler(daemon.clone()));
-        let reloads = Reloads::new(&daemon);
-        tokio::spawn(metrics_endpoint(h.clone(), Follow::new(&daemon, &reloads)));
-        let commands = Arc::new(Commands {
-            handler: h,
-            reloads: reloads.clone(),
-        });
-        let follow = Follow::new(&daemon, &reloads);
-        control_socket(server, commands, follow, signals(daemon.clone(), reloads)).await;
+        tokio::spawn(metrics_endpoint(h.clone(), daemon.subscribe_config()));
+        let follow = daemon.subscribe_config();
+        control_socket(server, h, follow, signals(daemon.clone())).await;
         let d = daemon.clone();
         let _ = tokio::task::spawn_blocking(move || d.shutdown(keep_offloads)).await;
         ExitCode::SUCCESS

@@ -419,6 +419,8 @@ impl Daemon {
         new.inherit_port_ids(&cur);
         let diff = Config::diff(&cur, &new);
         if diff.is_empty() {
+            // Published all the same: a listener whose move failed retries it.
+            self.publish_config(&cur);
             return Ok(Vec::new());
         }
         let mut lines = diff.summary();

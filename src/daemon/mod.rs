@@ -93,8 +93,9 @@ pub struct Daemon {
     pub adoption: offload::AdoptionReport,
     /// Counters.
     pub counters: Arc<DaemonCounters>,
-    /// The configuration in force, published after start and after every reload (the
-    /// control socket and the metrics listener follow it).
+    /// The configuration in force, published after start and after every successful
+    /// reload, even one that changed nothing (the control socket and the metrics
+    /// listener follow it, and retry a move that failed).
     applied: tokio::sync::watch::Sender<Arc<Config>>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
