@@ -427,15 +427,14 @@ impl Daemon {
         let ports = self.apply_ports(&cur, &new)?;
         lines.extend(ports.lines);
         let mut restart = Vec::new();
-        let port_restart = format!("port ({})", ports.restart.join(", "));
         if !ports.restart.is_empty() {
-            restart.push(port_restart.as_str());
+            restart.push(format!("port ({})", ports.restart.join(", ")));
         }
         let (d0, d1) = (&cur.datapath, &new.datapath);
         if (d0.upcall_queue, d0.handler_threads, d0.batch)
             != (d1.upcall_queue, d1.handler_threads, d1.batch)
         {
-            restart.push("[datapath] upcall_queue, handler_threads and batch");
+            restart.push("[datapath] upcall_queue, handler_threads and batch".into());
         }
         if (d0.flow_limit, d0.max_idle_ms) != (d1.flow_limit, d1.max_idle_ms) {
             self.switch
@@ -448,7 +447,7 @@ impl Daemon {
         }
         let (o0, o1) = (&cur.offload, &new.offload);
         if (o0.policy, o0.backend) != (o1.policy, o1.backend) {
-            restart.push("[offload] policy and backend");
+            restart.push("[offload] policy and backend".into());
         }
         if (o0.coalesce_ms, o0.settle_ms) != (o1.coalesce_ms, o1.settle_ms)
             && let Some(w) = &self.watcher
@@ -462,7 +461,7 @@ impl Daemon {
             ));
         }
         if diff.discovery_changed {
-            restart.push("[discovery]");
+            restart.push("[discovery]".into());
         }
         if !restart.is_empty() {
             lines.push(format!(

@@ -43,32 +43,39 @@ impl Daemon {
     /// inherited from `cur`). Fails, changing nothing, if a plugged port cannot be
     /// found or opened.
     pub(super) fn apply_ports(&self, cur: &Config, new: &Config) -> Result<PortsApplied, String> {
-        let old: HashMap<&str, &PortConfig> =
-            cur.ports.iter().map(|p| (p.name.as_str(), p)).collect();
         let next: HashMap<&str, &PortConfig> =
             new.ports.iter().map(|p| (p.name.as_str(), p)).collect();
         let rep = |p: &PortConfig| p.role == CfgRole::Representor;
         let mut out = PortsApplied::default();
-        let mut unplug: Vec<&PortConfig> = Vec::new();
-        let mut plug: Vec<&PortConfig> = Vec::new();
+        // Representors only: (removed, changed as (old, new), added).
+        let (mut removed, mut changed, mut added) = (Vec::new(), Vec::new(), Vec::new());
         for p in &cur.ports {
             match next.get(p.name.as_str()) {
-                None if rep(p) => unplug.push(p),
-                Some(n) if *n != p && rep(p) && rep(n) => {
-                    unplug.push(p);
-                    plug.push(n);
-                }
                 Some(n) if *n == p => {}
+                None if rep(p) => removed.push(p),
+                Some(n) if rep(p) && rep(n) => changed.push((p, *n)),
                 _ => out.restart.push(p.name.clone()),
             }
         }
         for n in &new.ports {
-            match old.get(n.name.as_str()) {
-                None if rep(n) => plug.push(n),
-                None => out.restart.push(n.name.clone()),
-                Some(_) => {}
+            if cur.port(&n.name).is_none() {
+                if rep(n) {
+                    added.push(n);
+                } else {
+                    out.restart.push(n.name.clone());
+                }
             }
         }
+        let unplug: Vec<&PortConfig> = removed
+            .iter()
+            .copied()
+            .chain(changed.iter().map(|c| c.0))
+            .collect();
+        let plug: Vec<&PortConfig> = changed
+            .iter()
+            .map(|c| c.1)
+            .chain(added.iter().copied())
+            .collect();
         if unplug.is_empty() && plug.is_empty() {
             out.ports = cur.ports.clone();
             return Ok(out);
@@ -112,36 +119,23 @@ impl Daemon {
             }
         }
 
-        let change = PortChange {
-            plugged: opened.iter().map(|(info, _)| info.clone()).collect(),
-            unplugged: gone.clone(),
-        };
-        if let Some(w) = &self.offload {
-            out.lines.extend(w.change_ports(change.clone()));
-        }
         let mut ports = (**self.hooks.ports.load()).clone();
-        for id in &change.unplugged {
+        for id in &gone {
             ports.remove(*id);
         }
-        for info in change.plugged {
-            ports.insert(info);
+        for (info, _) in &opened {
+            ports.insert(info.clone());
+        }
+        if let Some(w) = &self.offload {
+            out.lines.extend(w.change_ports(PortChange {
+                plugged: opened.iter().map(|(info, _)| info.clone()).collect(),
+                unplugged: gone,
+            }));
         }
 
-        let unplugged: Vec<&str> = unplug
-            .iter()
-            .filter(|p| !next.contains_key(p.name.as_str()))
-            .map(|p| p.name.as_str())
-            .collect();
-        let replugged: Vec<&str> = unplug
-            .iter()
-            .filter(|p| next.contains_key(p.name.as_str()))
-            .map(|p| p.name.as_str())
-            .collect();
-        let plugged: Vec<&str> = plug
-            .iter()
-            .filter(|p| !old.contains_key(p.name.as_str()))
-            .map(|p| p.name.as_str())
-            .collect();
+        let names = |list: &[&PortConfig]| list.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+        let (unplugged, plugged) = (names(&removed), names(&added));
+        let replugged: Vec<String> = changed.iter().map(|c| c.1.name.clone()).collect();
         for (what, list) in [
             ("plugged", &plugged),
             ("unplugged", &unplugged),
@@ -167,11 +161,7 @@ impl Daemon {
                 Some(n) => Some((*n).clone()),
                 None => None,
             })
-            .chain(
-                plug.iter()
-                    .filter(|p| !old.contains_key(p.name.as_str()))
-                    .map(|p| (*p).clone()),
-            )
+            .chain(added.iter().map(|p| (*p).clone()))
             .collect();
         let applied = Config {
             ports: out.ports.clone(),
