@@ -1,13 +1,11 @@
 //! Simulated eswitch throughput (host): rule operations per second, straight into the
-//! fabric (backend) and through the offloader (translate + validate + backend).
+//! fabric (backend) and through the offloader (translate + judge + backend).
 //! Target: at least 1,000,000 rule operations per second.
 
-use datapath::tunnel::StaticResolver;
 use datapath::{Action, Actions, FlowId, FlowKey, FlowMask, IfIndex, Megaflow, PortId};
 use offload::sim::{SimCaps, SimFabric, SimRep, SimSwitchSpec};
 use offload::{FlowRequest, OffloadBackend, Offloader, PortInfo, PortKind, PortTable, RuleHandle};
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const N: u32 = 100_000;
@@ -43,7 +41,8 @@ fn ports() -> PortTable {
         ifindex: IfIndex(ifx),
         kind: PortKind::Representor { vf },
         mtu: 1500,
-        switch_id: Some(vec![1; 8]),
+        up: true,
+        switch_id: Some(vocab::SwitchId(vec![1; 8])),
     };
     [p(1, 11, 0), p(2, 12, 1)].into_iter().collect()
 }
@@ -86,16 +85,11 @@ fn main() {
         "simulated eswitch", "rule ops", "seconds", "ops/s"
     );
     // Backend level: pre-translated rules, install + remove in batches.
-    let off = Offloader::new(
-        Box::new(fabric()),
-        ports(),
-        Arc::new(StaticResolver::new()),
-        Duration::from_secs(60),
-    );
+    let off = Offloader::new(Box::new(fabric()), ports(), Duration::from_secs(60));
     let rules: Vec<_> = (0..N)
         .map(|i| {
             let (m, a) = flow(i);
-            off.prepare(&m, &a).unwrap()
+            off.prepare(&m, &a, &[]).unwrap()
         })
         .collect();
     drop(off);
@@ -121,13 +115,8 @@ fn main() {
     }
     row("backend install+remove", ops, t0.elapsed());
 
-    // Full pipeline: translate + validate + install, then remove.
-    let mut off = Offloader::new(
-        Box::new(fabric()),
-        ports(),
-        Arc::new(StaticResolver::new()),
-        Duration::from_secs(60),
-    );
+    // Full pipeline: translate + judge + install, then remove.
+    let mut off = Offloader::new(Box::new(fabric()), ports(), Duration::from_secs(60));
     let flows: Vec<_> = (0..N).map(flow).collect();
     let t0 = Instant::now();
     let mut ops = 0u64;
@@ -137,6 +126,7 @@ fn main() {
             .enumerate()
             .map(|(i, (m, a))| FlowRequest::Put {
                 flow: FlowId(i as u64),
+                paths: Vec::new(),
                 megaflow: *m,
                 actions: a.clone(),
             })

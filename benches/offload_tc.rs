@@ -5,7 +5,6 @@
 //!   offload_tc-<hash> 10000 50000
 //! Prints a table of rules/s.
 
-use datapath::tunnel::{StaticResolver, TunnelRoute};
 use datapath::{
     Action, Actions, FlowId, FlowKey, FlowMask, IfIndex, Megaflow, PortId, TunnelAttrs,
 };
@@ -15,8 +14,8 @@ use offload::{FlowRequest, Offloader, PortInfo, PortKind, PortTable, TcPolicy};
 use std::io::Write;
 use std::net::IpAddr;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vocab::{LookupKey, Path, SwitchId};
 
 fn ifindex(dev: &str) -> IfIndex {
     let out = sh(&format!("ip -o link show {dev}"));
@@ -64,7 +63,7 @@ fn flow(i: u32) -> (Megaflow, Actions) {
 
 fn offloader(cfg: TcConfig) -> Offloader {
     let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
-    let sw = Some(b"bench".to_vec());
+    let sw = Some(SwitchId(b"bench".to_vec()));
     let ports: PortTable = [
         PortInfo {
             id: PortId(1),
@@ -72,6 +71,7 @@ fn offloader(cfg: TcConfig) -> Offloader {
             ifindex: ifindex("rep0"),
             kind: PortKind::Representor { vf: 0 },
             mtu: 1450,
+            up: true,
             switch_id: sw.clone(),
         },
         PortInfo {
@@ -80,6 +80,7 @@ fn offloader(cfg: TcConfig) -> Offloader {
             ifindex: ifindex("up0"),
             kind: PortKind::Uplink,
             mtu: 1500,
+            up: true,
             switch_id: sw,
         },
         PortInfo {
@@ -88,24 +89,32 @@ fn offloader(cfg: TcConfig) -> Offloader {
             ifindex: ifindex("vxlan_sys"),
             kind: PortKind::Tunnel,
             mtu: 1500,
+            up: true,
             switch_id: None,
         },
     ]
     .into_iter()
     .collect();
     let tc = TcBackend::new(cfg, &[ifindex("rep0")]).expect("tc backend");
-    let mut r = StaticResolver::new();
-    r.insert(
-        ip("192.168.203.56"),
-        TunnelRoute {
-            egress: PortId(2),
-            src_ip: ip("192.168.203.51"),
-            src_mac: [0; 6],
-            dst_mac: [0; 6],
-            mtu: 1500,
+    let up0 = ifindex("up0");
+    let mut off = Offloader::new(Box::new(tc), ports, Duration::from_secs(600));
+    off.path_changed(
+        LookupKey {
+            src: Some(ip("192.168.203.51")),
+            ..LookupKey::to(ip("192.168.203.56"))
         },
+        Ok(Path {
+            uplink: up0,
+            src: Some(ip("192.168.203.51")),
+            gateway: None,
+            neighbour: ip("192.168.203.56"),
+            next_hop_mac: Some([0; 6]),
+            uplink_mac: Some([0; 6]),
+            mtu: 1500,
+            table: 254,
+        }),
     );
-    Offloader::new(Box::new(tc), ports, Arc::new(r), Duration::from_secs(600))
+    off
 }
 
 fn count_filters() -> usize {
@@ -319,6 +328,7 @@ fn run_flowd(n: u32, cfg: TcConfig) -> Run {
                 flow: FlowId(u64::from(i)),
                 megaflow,
                 actions,
+                paths: Vec::new(),
             }
         })
         .collect();

@@ -156,7 +156,15 @@ pub struct OffloadConfig {
     /// Milliseconds without a routing change that end a burst (default 2): a lone
     /// change is decided this long after it arrives.
     pub settle_ms: Option<u64>,
+    /// Capacity of the offload worker's queue (default 4096, at most 1048576). A request
+    /// that finds it full waits in a backlog (the flow stays `pending`): none is lost.
+    pub queue: Option<usize>,
 }
+
+/// The offload queue's default capacity.
+pub const DEFAULT_OFFLOAD_QUEUE: usize = 4096;
+/// The offload queue's largest capacity.
+pub const MAX_OFFLOAD_QUEUE: usize = 1 << 20;
 
 /// `[metrics]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,6 +308,9 @@ pub struct NetworkConfig {
     pub local_vtep: Option<IpAddr>,
     /// Remote VTEPs for head-end replication (VNI networks).
     pub remote_vteps: Vec<IpAddr>,
+    /// The mark of this network's tunnel packets (VNI networks), which their route
+    /// lookups use like `ip rule fwmark`, in software and in tc (`skbedit mark`).
+    pub fwmark: Option<u32>,
     /// Configured stations.
     pub static_macs: Vec<StaticMac>,
 }
@@ -500,6 +511,7 @@ struct RawNetwork {
     local_vtep: Option<Spanned<String>>,
     #[serde(default)]
     remote_vteps: Vec<Spanned<String>>,
+    fwmark: Option<Spanned<u32>>,
     #[serde(default)]
     static_macs: Vec<Spanned<RawStaticMac>>,
 }
@@ -517,7 +529,7 @@ struct RawRule {
 #[derive(Default)]
 struct Raw {
     datapath: Option<Spanned<DatapathConfig>>,
-    offload: Option<OffloadConfig>,
+    offload: Option<Spanned<OffloadConfig>>,
     metrics: Option<RawMetrics>,
     control: Option<RawControl>,
     discovery: Option<RawDiscovery>,
@@ -871,6 +883,12 @@ fn build_network(
         }
         Some(Segment::Vni(_)) => {}
         Some(Segment::Vlan(_)) => {
+            if let Some(v) = &r.fwmark {
+                errs.at(
+                    v.span(),
+                    format!("`fwmark` on network `{name}`, which is a VLAN network"),
+                );
+            }
             if let Some(v) = &r.local_vtep {
                 errs.at(
                     v.span(),
@@ -901,6 +919,7 @@ fn build_network(
         members,
         local_vtep,
         remote_vteps,
+        fwmark: r.fwmark.as_ref().map(|m| *m.get_ref()).filter(|m| *m != 0),
         static_macs,
     })
 }
@@ -1044,9 +1063,13 @@ fn build(raw: Raw, errs: &mut Errors) -> Config {
     };
     let networks = build_networks(&raw.networks, &index, errs);
     let rules = build_rules(&raw.rules, errs);
+    let offload = raw.offload.map_or_else(OffloadConfig::default, |o| {
+        check_offload(o.get_ref(), o.span(), errs);
+        o.into_inner()
+    });
     Config {
         datapath,
-        offload: raw.offload.unwrap_or_default(),
+        offload,
         metrics,
         control,
         discovery,
@@ -1066,6 +1089,17 @@ fn check_datapath(d: &DatapathConfig, at: Range<usize>, errs: &mut Errors) {
     zero("upcall_queue", d.upcall_queue);
     zero("handler_threads", d.handler_threads);
     zero("batch", d.batch);
+}
+
+fn check_offload(o: &OffloadConfig, at: Range<usize>, errs: &mut Errors) {
+    if let Some(q) = o.queue
+        && !(1..=MAX_OFFLOAD_QUEUE).contains(&q)
+    {
+        errs.at(
+            at,
+            format!("[offload] queue {q} out of range 1..={MAX_OFFLOAD_QUEUE}"),
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -44,6 +44,10 @@ pub struct SwitchConfig {
     pub queue: usize,
     /// The clock every part of the switch reads (flow `used` times are on it).
     pub clock: Clock,
+    /// Start without receiving: the datapath thread only applies flow changes until
+    /// [`Switch::resume`] (start-up adoption installs the flows of a previous run's
+    /// filters before any packet is looked at).
+    pub paused: bool,
 }
 
 impl Default for SwitchConfig {
@@ -55,6 +59,7 @@ impl Default for SwitchConfig {
             revalidate_every: Duration::from_millis(500),
             queue: 4096,
             clock: Clock::new(),
+            paused: false,
         }
     }
 }
@@ -118,6 +123,7 @@ pub struct Switch {
     packet_out_drops: Arc<AtomicU64>,
     port_ops: Mutex<Sender<PortOp>>,
     waker: Option<Waker>,
+    paused: Arc<AtomicBool>,
 }
 
 impl Switch {
@@ -143,6 +149,7 @@ impl Switch {
         let (sender, receivers) = upcall_queues(cfg.upcall, counters);
         let (po_tx, po_rx) = sync_channel::<PacketOut>(cfg.queue);
         let stop = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(cfg.paused));
         let dp_stats = Arc::new(Mutex::new(DpStats::default()));
         let packet_out_drops = Arc::new(AtomicU64::new(0));
         let mut threads = Vec::new();
@@ -161,8 +168,8 @@ impl Switch {
         let (port_ops, port_rx) = channel();
         dp.set_port_ops(port_rx);
         threads.push(spawn("flowd-dp", {
-            let (stop, stats) = (stop.clone(), dp_stats.clone());
-            move || datapath_loop(dp, clock, &stop, &stats)
+            let (stop, stats, paused) = (stop.clone(), dp_stats.clone(), paused.clone());
+            move || datapath_loop(dp, clock, &stop, &paused, &stats)
         })?);
 
         for (i, rx) in receivers.into_iter().enumerate() {
@@ -196,7 +203,17 @@ impl Switch {
             packet_out_drops,
             port_ops: Mutex::new(port_ops),
             waker,
+            paused,
         })
+    }
+
+    /// Starts receiving (after a start with [`SwitchConfig::paused`]; a no-op
+    /// otherwise).
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::Release);
+        if let Some(w) = &self.waker {
+            w.wake();
+        }
     }
 
     /// Adds a port to the running datapath (applied before its next round).
@@ -232,9 +249,12 @@ impl Switch {
         self.clock
     }
 
-    /// The datapath thread's counters (published every 100 ms).
+    /// The datapath thread's counters, each port's included (published every 100 ms).
     pub fn datapath_stats(&self) -> DpStats {
-        *self.dp_stats.lock().unwrap_or_else(PoisonError::into_inner)
+        self.dp_stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// First packets dropped because the datapath's packet-out queue was full.
@@ -283,7 +303,18 @@ fn deliver_verdicts(
     }
 }
 
-fn datapath_loop(mut dp: Datapath, clock: Clock, stop: &AtomicBool, stats: &Mutex<DpStats>) {
+fn datapath_loop(
+    mut dp: Datapath,
+    clock: Clock,
+    stop: &AtomicBool,
+    paused: &AtomicBool,
+    stats: &Mutex<DpStats>,
+) {
+    while paused.load(Ordering::Acquire) && !stop.load(Ordering::Relaxed) {
+        // Flow changes must flow (their queue is bounded); packets wait in the rings.
+        dp.drain_queues(clock.now_ms());
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let mut published = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if let Err(e) = dp.run_once(10, clock.now_ms()) {
@@ -291,7 +322,9 @@ fn datapath_loop(mut dp: Datapath, clock: Clock, stop: &AtomicBool, stats: &Mute
             std::thread::sleep(Duration::from_millis(10));
         }
         if published.elapsed() >= Duration::from_millis(100) {
-            *stats.lock().unwrap_or_else(PoisonError::into_inner) = dp.stats();
+            // Reads each port's kernel counters: before taking the lock.
+            let snapshot = dp.stats();
+            *stats.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
             published = Instant::now();
         }
     }

@@ -7,13 +7,13 @@
 //! (192.0.2.1-3/32).
 
 use fibwatch::{
-    Config, Decision, DecisionKind, FlowId, FlowInfo, IfIndex, LookupKey, Paths, Role,
-    SoftwareReason, StaticSwitchIds, SwitchId, Watcher, dump_mirror, ecmp_pick, in_netns,
+    Config, Event, IfIndex, LookupKey, Paths, Watcher, dump_mirror, ecmp_pick, in_netns,
 };
 use flowd::netns::Netns;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+use vocab::{PathFacts, PathProblem};
 
 const E1: &str = "192.0.2.1";
 const E2: &str = "192.0.2.2";
@@ -30,6 +30,44 @@ struct Lab {
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
+}
+
+fn key(ep: &str) -> LookupKey {
+    LookupKey::to(ip(ep))
+}
+
+/// Path updates by key, and link events, as collected.
+#[derive(Debug, Default)]
+struct Got {
+    paths: BTreeMap<LookupKey, Vec<PathFacts>>,
+    links: Vec<Event>,
+}
+
+impl Got {
+    fn keys(&self) -> Vec<LookupKey> {
+        self.paths.keys().copied().collect()
+    }
+
+    /// The one update of `k`.
+    fn single(&self, k: &LookupKey) -> PathFacts {
+        let v = self
+            .paths
+            .get(k)
+            .unwrap_or_else(|| panic!("no update for {k}: {self:#?}"));
+        assert_eq!(v.len(), 1, "{k}: {v:#?}");
+        v[0]
+    }
+
+    fn add(&mut self, ev: Event) {
+        match ev {
+            Event::Path(u) => self.paths.entry(u.key).or_default().push(u.facts),
+            other => self.links.push(other),
+        }
+    }
+}
+
+fn uplink(f: &PathFacts) -> Option<IfIndex> {
+    f.as_ref().ok().map(|p| p.uplink)
 }
 
 impl Lab {
@@ -59,7 +97,7 @@ impl Lab {
         }
         hv.ip(&format!("route add {E1}/32 via 10.1.0.2"));
         hv.ip(&format!("route add {E2}/32 via 10.1.0.2"));
-        // Resolve both gateways now so that first placements are offloads.
+        // Resolve both gateways now so that first paths are complete.
         for gw in ["10.1.0.2", "10.2.0.2"] {
             let deadline = Instant::now() + Duration::from_secs(5);
             while !hv.try_exec(&format!("ping -c1 -W1 {gw}")).0 {
@@ -68,17 +106,13 @@ impl Lab {
         }
         let up1 = hv.ifindex("up1").expect("up1");
         let up2 = hv.ifindex("up2").expect("up2");
-        let ids = StaticSwitchIds(HashMap::from([
-            ("up1".to_string(), SwitchId(vec![1])),
-            ("up2".to_string(), SwitchId(vec![1])),
-        ]));
         let cfg = Config {
             coalesce: Duration::from_millis(10),
             netns: Some(hv.path()),
             probe_interval: Duration::from_millis(500),
             ..Config::default()
         };
-        let w = Watcher::spawn(tune(cfg), Box::new(ids)).expect("spawn watcher");
+        let w = Watcher::spawn(tune(cfg)).expect("spawn watcher");
         Lab {
             w,
             hv,
@@ -88,22 +122,26 @@ impl Lab {
         }
     }
 
-    fn register(&self, id: u64, ep: &str, role: Role) {
-        self.w.register(flow(id, ep, role)).unwrap();
+    /// Tracks a key; its first facts (also sent as an event, which this drains).
+    fn track(&self, k: LookupKey) -> PathFacts {
+        let f = self.w.track(k).unwrap();
+        let got = self.until(|g| g.paths.contains_key(&k));
+        assert_eq!(got.paths[&k], vec![f], "the first event repeats the answer");
+        f
     }
 
-    /// Decisions until none came for `quiet` (at most 10 s), by flow.
-    fn settle(&self) -> BTreeMap<u64, Vec<DecisionKind>> {
+    /// Events until none came for 400 ms (at most 10 s).
+    fn settle(&self) -> Got {
         settle_for(&self.w, Duration::from_millis(400))
     }
 
-    /// Decisions until `done` holds for what was collected (or 15 s).
-    fn until(&self, done: impl Fn(&[Decision]) -> bool) -> Vec<Decision> {
-        let mut got = Vec::new();
+    /// Events until `done` holds for what was collected (or 15 s).
+    fn until(&self, done: impl Fn(&Got) -> bool) -> Got {
+        let mut got = Got::default();
         let deadline = Instant::now() + Duration::from_secs(15);
         while !done(&got) && Instant::now() < deadline {
-            if let Ok(d) = self.w.decisions().recv_timeout(Duration::from_millis(50)) {
-                got.push(d);
+            if let Ok(ev) = self.w.events().recv_timeout(Duration::from_millis(50)) {
+                got.add(ev);
             }
         }
         assert!(done(&got), "condition not reached; got {got:#?}");
@@ -111,54 +149,20 @@ impl Lab {
     }
 }
 
-fn settle_for(w: &Watcher, quiet: Duration) -> BTreeMap<u64, Vec<DecisionKind>> {
-    let mut out: BTreeMap<u64, Vec<DecisionKind>> = BTreeMap::new();
+fn settle_for(w: &Watcher, quiet: Duration) -> Got {
+    let mut out = Got::default();
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        match w.decisions().recv_timeout(quiet) {
-            Ok(d) => out.entry(d.flow.0).or_default().push(d.kind),
+        match w.events().recv_timeout(quiet) {
+            Ok(ev) => out.add(ev),
             Err(_) => break,
         }
     }
     out
 }
 
-fn flow(id: u64, ep: &str, role: Role) -> FlowInfo {
-    FlowInfo {
-        id: FlowId(id),
-        endpoint: ip(ep),
-        role,
-        vni: id as u32,
-        local: None,
-        mark: 0,
-        rep_mtu: 1450,
-        switch_id: Some(SwitchId(vec![1])),
-    }
-}
-
-fn offloaded_on(k: &DecisionKind, dev: IfIndex) -> bool {
-    matches!(k, DecisionKind::Offload { to } | DecisionKind::BackToOffload { to }
-        if to.ifindex == dev)
-}
-
-fn moved(k: &DecisionKind, from: IfIndex, to_dev: IfIndex) -> bool {
-    matches!(k, DecisionKind::Move { from: f, to } if f.ifindex == from && to.ifindex == to_dev)
-}
-
-fn to_software(k: &DecisionKind, want: fn(&SoftwareReason) -> bool) -> bool {
-    matches!(k, DecisionKind::ToSoftware { reason, .. } if want(reason))
-}
-
-fn single(got: &BTreeMap<u64, Vec<DecisionKind>>, id: u64) -> &DecisionKind {
-    let v = got
-        .get(&id)
-        .unwrap_or_else(|| panic!("no decision for flow {id}: {got:#?}"));
-    assert_eq!(v.len(), 1, "flow {id}: {v:#?}");
-    &v[0]
-}
-
 /// A burst ends when the changes stop (`settle`), not a whole `coalesce` window later;
-/// changes within one burst are one decision round, so a flap back produces none.
+/// changes within one burst are one decision round, so a flap back produces nothing.
 #[test]
 fn a_burst_is_decided_once_it_settles() {
     let lab = Lab::with("st", |c| Config {
@@ -166,8 +170,7 @@ fn a_burst_is_decided_once_it_settles() {
         settle: Duration::from_millis(300),
         ..c
     });
-    lab.register(1, E1, Role::Encap);
-    assert!(offloaded_on(single(&lab.settle(), 1), lab.up1));
+    assert_eq!(uplink(&lab.track(key(E1))), Some(lab.up1));
 
     // Away and back in one `ip -batch`: well within 300 ms of each other.
     let path = lab.hv.path();
@@ -178,7 +181,7 @@ fn a_burst_is_decided_once_it_settles() {
     );
     flowd::netns::sh(&batch);
     let got = settle_for(&lab.w, Duration::from_millis(1500));
-    assert!(got.is_empty(), "a flap within one burst: {got:#?}");
+    assert!(got.paths.is_empty(), "a flap within one burst: {got:#?}");
 
     // A lone change (through fibwatch's own route request) is decided once it settles,
     // long before the 60 s bound (`until` gives up after 15 s).
@@ -193,8 +196,8 @@ fn a_burst_is_decided_once_it_settles() {
     .expect("route replace over netlink");
     let routes = lab.hv.ip(&format!("route show {E1}/32"));
     assert!(routes.contains("via 10.2.0.2 dev up2"), "{routes}");
-    let got = lab.until(|d| !d.is_empty());
-    assert!(moved(&got[0].kind, lab.up1, lab.up2), "{got:#?}");
+    let got = lab.until(|g| !g.paths.is_empty());
+    assert_eq!(uplink(&got.single(&key(E1))), Some(lab.up2), "{got:#?}");
 
     // Timings changed while running. Both bounds at 60 s: a change waits.
     lab.w
@@ -202,79 +205,62 @@ fn a_burst_is_decided_once_it_settles() {
         .unwrap();
     lab.hv.ip(&format!("route replace {E1}/32 via 10.1.0.2"));
     let got = settle_for(&lab.w, Duration::from_millis(1000));
-    assert!(got.is_empty(), "held for 60 s: {got:#?}");
+    assert!(got.paths.is_empty(), "held for 60 s: {got:#?}");
     // The other bound: a burst that does not settle is decided `coalesce` after its
     // first change, here at once.
     lab.w
         .set_timing(Duration::from_millis(100), Duration::from_secs(60))
         .unwrap();
-    let got = lab.until(|d| !d.is_empty());
-    assert!(moved(&got[0].kind, lab.up2, lab.up1), "{got:#?}");
+    let got = lab.until(|g| !g.paths.is_empty());
+    assert_eq!(uplink(&got.single(&key(E1))), Some(lab.up1), "{got:#?}");
 }
 
 #[test]
-fn route_replace_moves_exactly_that_endpoints_flows() {
+fn route_replace_updates_exactly_that_remotes_keys() {
     let lab = Lab::new("rr");
-    lab.register(1, E1, Role::Encap);
-    lab.register(2, E1, Role::Encap);
-    lab.register(3, E1, Role::Decap);
-    lab.register(4, E2, Role::Encap);
-    lab.register(5, E2, Role::Decap);
-    let got = lab.settle();
-    for id in 1..=5 {
-        assert!(offloaded_on(single(&got, id), lab.up1), "{got:#?}");
+    let sourced = LookupKey {
+        src: Some(ip("10.1.0.1")),
+        ..key(E1)
+    };
+    for k in [key(E1), sourced, key(E2)] {
+        assert_eq!(uplink(&lab.track(k)), Some(lab.up1));
     }
+    // Tracking again changes nothing and sends nothing.
+    assert_eq!(uplink(&lab.w.track(key(E1)).unwrap()), Some(lab.up1));
 
     lab.hv.ip(&format!("route replace {E1}/32 via 10.2.0.2"));
     let got = lab.settle();
+    assert_eq!(got.keys(), vec![key(E1), sourced], "{got:#?}");
+    let p = got.single(&key(E1)).expect("a path");
+    assert_eq!((p.uplink, p.src), (lab.up2, Some(ip("10.2.0.1"))));
+    assert!(p.next_hop_mac.is_some());
+    let p = got.single(&sourced).expect("a path");
     assert_eq!(
-        got.keys().copied().collect::<Vec<_>>(),
-        vec![1, 2, 3],
-        "{got:#?}"
+        (p.uplink, p.src),
+        (lab.up2, Some(ip("10.1.0.1"))),
+        "a fixed source stays the source"
     );
-    for id in 1..=3 {
-        let k = single(&got, id);
-        assert!(moved(k, lab.up1, lab.up2), "{k:#?}");
-        let DecisionKind::Move { to, .. } = k else {
-            unreachable!()
-        };
-        assert_eq!(to.src, Some(ip("10.2.0.1")));
-        if id != 3 {
-            assert!(to.next_hop_mac.is_some());
-        }
-    }
 
     lab.hv.ip(&format!("route del {E1}/32"));
     let got = lab.settle();
-    assert_eq!(
-        got.keys().copied().collect::<Vec<_>>(),
-        vec![1, 2, 3],
-        "{got:#?}"
-    );
-    for id in 1..=3 {
-        assert!(
-            to_software(single(&got, id), |r| *r == SoftwareReason::NoRoute),
-            "{got:#?}"
-        );
-    }
+    assert_eq!(got.keys(), vec![key(E1), sourced], "{got:#?}");
+    assert_eq!(got.single(&key(E1)), Err(PathProblem::NoRoute));
 
     lab.hv.ip(&format!("route add {E1}/32 via 10.1.0.2"));
     let got = lab.settle();
-    assert_eq!(
-        got.keys().copied().collect::<Vec<_>>(),
-        vec![1, 2, 3],
-        "{got:#?}"
-    );
-    for id in 1..=3 {
-        assert!(offloaded_on(single(&got, id), lab.up1), "{got:#?}");
-    }
+    assert_eq!(got.keys(), vec![key(E1), sourced], "{got:#?}");
+    assert_eq!(uplink(&got.single(&key(E1))), Some(lab.up1));
 
-    // Replacing a route with the same path: the endpoint is re-resolved, nothing moves.
+    // Replacing a route with the same path: the key is re-resolved, nothing is sent.
     lab.hv.ip(&format!("route replace {E2}/32 via 10.1.0.2"));
     assert!(
-        lab.settle().is_empty(),
-        "an identical replace moves nothing"
+        lab.settle().paths.is_empty(),
+        "an identical replace changes nothing"
     );
+    // An untracked key is not followed.
+    lab.w.untrack(key(E2)).unwrap();
+    lab.hv.ip(&format!("route replace {E2}/32 via 10.2.0.2"));
+    assert!(lab.settle().paths.is_empty());
 }
 
 #[test]
@@ -283,84 +269,74 @@ fn policy_rules_and_second_table() {
     lab.hv.ip("addr add 10.9.0.1/32 dev lo");
     lab.hv
         .ip(&format!("route add {E1}/32 via 10.2.0.2 table 100"));
-    let marked = FlowInfo {
+    let marked = LookupKey {
         mark: 0x10,
-        ..flow(2, E1, Role::Encap)
+        ..key(E1)
     };
-    let sourced = FlowInfo {
-        local: Some(ip("10.9.0.1")),
-        ..flow(3, E1, Role::Encap)
+    let sourced = LookupKey {
+        src: Some(ip("10.9.0.1")),
+        ..key(E1)
     };
-    lab.register(1, E1, Role::Encap);
-    lab.w.register(marked).unwrap();
-    lab.w.register(sourced).unwrap();
-    let got = lab.settle();
-    for id in 1..=3 {
-        assert!(offloaded_on(single(&got, id), lab.up1), "{got:#?}");
+    for k in [key(E1), marked, sourced] {
+        assert_eq!(uplink(&lab.track(k)), Some(lab.up1));
     }
 
     lab.hv.ip("rule add fwmark 0x10 lookup 100 pref 100");
     let got = lab.settle();
-    assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![2], "{got:#?}");
-    assert!(moved(single(&got, 2), lab.up1, lab.up2));
+    assert_eq!(got.keys(), vec![marked], "{got:#?}");
+    assert_eq!(uplink(&got.single(&marked)), Some(lab.up2));
     let kernel = lab.hv.ip(&format!("route get {E1} mark 0x10"));
     assert!(kernel.contains("dev up2"), "{kernel}");
 
     lab.hv.ip("rule add from 10.9.0.1 lookup 100 pref 110");
     let got = lab.settle();
-    assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![3], "{got:#?}");
-    let k = single(&got, 3);
-    assert!(moved(k, lab.up1, lab.up2), "{k:#?}");
-    let DecisionKind::Move { to, .. } = k else {
-        unreachable!()
-    };
+    assert_eq!(got.keys(), vec![sourced], "{got:#?}");
+    let p = got.single(&sourced).expect("a path");
+    assert_eq!(p.uplink, lab.up2);
     assert_eq!(
-        to.src,
+        p.src,
         Some(ip("10.9.0.1")),
         "the fixed local address stays the source"
     );
-    assert_eq!(to.table, 100);
+    assert_eq!(p.table, 100);
+    let kernel = lab.hv.ip(&format!("route get {E1} from 10.9.0.1"));
+    assert!(kernel.contains("dev up2"), "{kernel}");
 
     lab.hv.ip("rule del fwmark 0x10 lookup 100 pref 100");
     let got = lab.settle();
-    assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![2], "{got:#?}");
-    assert!(moved(single(&got, 2), lab.up2, lab.up1));
+    assert_eq!(got.keys(), vec![marked], "{got:#?}");
+    assert_eq!(uplink(&got.single(&marked)), Some(lab.up1));
 
-    // A rule sending the mark to an unreachable rule: no route.
+    // A rule sending the mark to an unreachable rule: refused.
     lab.hv.ip("rule add fwmark 0x10 unreachable pref 90");
     let got = lab.settle();
-    assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![2], "{got:#?}");
-    assert!(to_software(single(&got, 2), |r| *r == SoftwareReason::NoRoute));
+    assert_eq!(got.keys(), vec![marked], "{got:#?}");
+    assert_eq!(got.single(&marked), Err(PathProblem::Refused));
 }
 
 #[test]
-fn ecmp_flows_keep_their_hashed_next_hop() {
+fn ecmp_keys_keep_their_hashed_next_hop() {
     let lab = Lab::new("ec");
     lab.hv.ip(&format!(
         "route add {E3}/32 nexthop via 10.1.0.2 nexthop via 10.2.0.2"
     ));
-    for id in 1..=16 {
-        lab.register(id, E3, Role::Encap);
-    }
-    let got = lab.settle();
+    let keys: Vec<LookupKey> = (1..=16).map(|m| LookupKey { mark: m, ..key(E3) }).collect();
     let mirror = lab.w.mirror().unwrap();
-    let Paths::Via { hops, .. } = mirror.resolve_paths(&LookupKey::to(ip(E3))) else {
+    let Paths::Via { hops, .. } = mirror.resolve_paths(&key(E3)) else {
         panic!("no ECMP route");
     };
     assert_eq!(hops.len(), 2);
     let mut on_up2 = Vec::new();
-    for id in 1..=16 {
-        let want = ecmp_pick(&hops, &flow(id, E3, Role::Encap))
-            .unwrap()
-            .ifindex;
-        assert!(offloaded_on(single(&got, id), want), "{got:#?}");
+    for k in &keys {
+        let want = ecmp_pick(&hops, k).unwrap().ifindex;
+        assert_eq!(uplink(&lab.track(*k)), Some(want));
         if want == lab.up2 {
-            on_up2.push(id);
+            on_up2.push(*k);
         }
     }
     assert!(
         !on_up2.is_empty() && on_up2.len() < 16,
-        "16 VNIs spread over both next hops"
+        "16 marks spread over both next hops"
     );
     let kernel = lab.hv.ip(&format!("route get {E3}"));
     assert!(
@@ -368,35 +344,29 @@ fn ecmp_flows_keep_their_hashed_next_hop() {
         "{kernel}"
     );
 
-    // Dropping the second next hop moves exactly the flows that used it.
+    // Dropping the second next hop moves exactly the keys that used it.
     lab.hv.ip(&format!("route replace {E3}/32 via 10.1.0.2"));
     let got = lab.settle();
-    assert_eq!(got.keys().copied().collect::<Vec<_>>(), on_up2, "{got:#?}");
-    for id in &on_up2 {
-        assert!(moved(single(&got, *id), lab.up2, lab.up1));
+    assert_eq!(got.keys(), on_up2, "{got:#?}");
+    for k in &on_up2 {
+        assert_eq!(uplink(&got.single(k)), Some(lab.up1));
     }
 }
 
 #[test]
 fn neighbour_failed_then_reachable_is_probed_back() {
     let lab = Lab::new("ne");
-    lab.register(1, E1, Role::Encap);
-    lab.register(2, E1, Role::Decap);
-    let got = lab.settle();
-    assert!(offloaded_on(single(&got, 1), lab.up1));
-    assert!(offloaded_on(single(&got, 2), lab.up1));
+    let p = lab.track(key(E1)).expect("a path");
+    assert!(p.next_hop_mac.is_some());
 
     // The gateway stops answering ARP and its entry goes away: unresolved, probed by
     // fibwatch, and FAILED after the kernel's solicitations time out.
     lab.rm.ip("link set r1 arp off");
     lab.hv.ip("neigh flush dev up1");
-    lab.until(|d| {
-        d.iter().any(|d| {
-            d.flow == FlowId(1)
-                && to_software(&d.kind, |r| {
-                    matches!(r, SoftwareReason::NextHopUnresolved { neighbour }
-                        if *neighbour == ip("10.1.0.2"))
-                })
+    lab.until(|g| {
+        g.paths.get(&key(E1)).is_some_and(|v| {
+            v.iter()
+                .any(|f| f.is_ok_and(|p| p.next_hop_mac.is_none() && p.neighbour == ip("10.1.0.2")))
         })
     });
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -411,120 +381,87 @@ fn neighbour_failed_then_reachable_is_probed_back() {
     }
     // Answering again: fibwatch's periodic probe resolves it without any traffic.
     lab.rm.ip("link set r1 arp on");
-    let got = lab.until(|d| {
-        d.iter()
-            .any(|d| d.flow == FlowId(1) && offloaded_on(&d.kind, lab.up1))
+    lab.until(|g| {
+        g.paths
+            .get(&key(E1))
+            .and_then(|v| v.last())
+            .is_some_and(|f| f.is_ok_and(|p| p.next_hop_mac.is_some()))
     });
-    assert!(
-        got.iter().all(|d| d.flow == FlowId(1)),
-        "decap flow untouched: {got:#?}"
-    );
 }
 
 #[test]
-fn uplink_down_and_mtu() {
+fn links_and_mtu_are_reported() {
     let lab = Lab::new("ud");
-    lab.register(1, E1, Role::Encap);
-    lab.register(2, E1, Role::Decap);
-    lab.register(3, E2, Role::Encap);
-    let got = lab.settle();
-    assert_eq!(got.len(), 3);
+    for k in [key(E1), key(E2)] {
+        let _ = lab.track(k);
+    }
 
-    // Carrier loss on up1 (peer down): the routes stay, the uplink is down.
+    // Carrier loss on up1 (peer down): the routes stay; the link says so.
     lab.rm.ip("link set r1 down");
     // Carrier events go through the kernel's linkwatch, up to a second late: wait.
-    let got = lab.until(|d| (1..=3).all(|id| d.iter().any(|x| x.flow == FlowId(id))));
-    assert_eq!(got.len(), 3, "{got:#?}");
-    for d in &got {
-        assert!(
-            to_software(&d.kind, |r| *r == SoftwareReason::UplinkDown),
-            "{got:#?}"
-        );
-    }
+    lab.until(|g| {
+        g.links
+            .iter()
+            .any(|e| matches!(e, Event::Link(l) if l.index == lab.up1 && !l.oper_up))
+    });
     lab.rm.ip("link set r1 up");
-    // Carrier loss flushed the neighbour: encap flows may pass through "unresolved"
-    // until fibwatch's probe resolves it; all end offloaded on up1.
-    lab.until(|d| {
-        (1..=3).all(|id| {
-            d.iter()
-                .rev()
-                .find(|d| d.flow == FlowId(id))
-                .is_some_and(|d| offloaded_on(&d.kind, lab.up1))
-        })
+    lab.until(|g| {
+        g.links
+            .iter()
+            .any(|e| matches!(e, Event::Link(l) if l.index == lab.up1 && l.is_up()))
     });
     let _ = lab.settle();
 
     // Administrative down: the kernel flushes the routes through up1 silently.
     lab.hv.ip("link set up1 down");
     let got = lab.settle();
-    for id in 1..=3 {
-        assert!(
-            to_software(single(&got, id), |r| *r == SoftwareReason::NoRoute),
-            "{got:#?}"
-        );
+    for k in [key(E1), key(E2)] {
+        assert_eq!(got.single(&k), Err(PathProblem::NoRoute), "{got:#?}");
     }
     lab.hv.ip("link set up1 up");
     lab.hv.ip(&format!("route add {E1}/32 via 10.1.0.2"));
     lab.hv.ip(&format!("route add {E2}/32 via 10.1.0.2"));
-    lab.until(|d| {
-        (1..=3).all(|id| {
-            d.iter()
-                .rev()
-                .find(|d| d.flow == FlowId(id))
-                .is_some_and(|d| offloaded_on(&d.kind, lab.up1))
+    lab.until(|g| {
+        [key(E1), key(E2)].iter().all(|k| {
+            g.paths
+                .get(k)
+                .and_then(|v| v.last())
+                .is_some_and(|f| uplink(f) == Some(lab.up1))
         })
     });
     let _ = lab.settle();
 
-    // MTU: representor 1450 + 50 = 1500 fits a 1500 uplink, not a 1450 one.
+    // The uplink's MTU is the path MTU: a link event and a path update each.
     lab.hv.ip("link set up1 mtu 1450");
     let got = lab.settle();
-    assert_eq!(
-        got.keys().copied().collect::<Vec<_>>(),
-        vec![1, 3],
-        "decap unaffected: {got:#?}"
+    assert!(
+        got.links
+            .iter()
+            .any(|e| matches!(e, Event::Link(l) if l.index == lab.up1 && l.mtu == 1450)),
+        "{got:#?}"
     );
-    for id in [1, 3] {
-        let k = single(&got, id);
-        assert!(
-            to_software(k, |r| *r
-                == SoftwareReason::MtuTooSmall {
-                    needed: 1500,
-                    overhead: 50,
-                    path_mtu: 1450
-                }),
-            "{k:#?}"
-        );
+    for k in [key(E1), key(E2)] {
+        assert_eq!(got.single(&k).map(|p| p.mtu), Ok(1450), "{got:#?}");
     }
     lab.hv.ip("link set up1 mtu 1500");
     let got = lab.settle();
-    assert_eq!(
-        got.keys().copied().collect::<Vec<_>>(),
-        vec![1, 3],
-        "{got:#?}"
-    );
+    assert_eq!(got.keys(), vec![key(E1), key(E2)], "{got:#?}");
 
     // A route MTU wins over the link's.
     lab.hv
         .ip(&format!("route replace {E2}/32 via 10.1.0.2 mtu 1400"));
     let got = lab.settle();
-    assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![3], "{got:#?}");
-    assert!(to_software(single(&got, 3), |r| matches!(
-        r,
-        SoftwareReason::MtuTooSmall { path_mtu: 1400, .. }
-    )));
-}
+    assert_eq!(got.keys(), vec![key(E2)], "{got:#?}");
+    assert_eq!(got.single(&key(E2)).map(|p| p.mtu), Ok(1400));
 
-#[test]
-fn switch_id_mismatch_stays_in_software() {
-    let lab = Lab::new("sw");
-    let other = FlowInfo {
-        switch_id: Some(SwitchId(vec![9])),
-        ..flow(1, E1, Role::Encap)
-    };
-    lab.w.register(other).unwrap();
-    let got = lab.settle();
-    assert!(to_software(single(&got, 1), |r| *r == SoftwareReason::SwitchMismatch));
+    // A link deleted: gone.
+    lab.hv.ip("link del up2");
+    let got = lab.until(|g| {
+        g.links
+            .iter()
+            .any(|e| matches!(e, Event::LinkGone(i) if *i == lab.up2))
+    });
+    assert!(!got.links.is_empty());
 }
 
 /// Parses `ip route get` output: (dev, via, src).
@@ -676,15 +613,11 @@ fn storm_of_route_changes_then_mirror_equals_a_fresh_dump() {
         rcvbuf: 4096, // tiny on purpose: the storm must overrun it
         ..Config::default()
     };
-    let w = Watcher::spawn(cfg, Box::new(StaticSwitchIds::default())).unwrap();
-    // A few flows so that decisions flow during the storm too.
+    let w = Watcher::spawn(cfg).unwrap();
+    // A few tracked keys so that path updates flow during the storm too.
     for i in 0..50u64 {
         let ep = format!("10.60.{}.{}", i / 10, i % 10 + 1);
-        w.register(FlowInfo {
-            switch_id: None,
-            ..flow(i, &ep, Role::Encap)
-        })
-        .unwrap();
+        let _ = w.track(key(&ep)).unwrap();
     }
     let mut batch = String::with_capacity(4 << 20);
     let mut rng = Rng(42);
@@ -706,7 +639,7 @@ fn storm_of_route_changes_then_mirror_equals_a_fresh_dump() {
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let drain = loop {
-        while w.decisions().try_recv().is_ok() {}
+        while w.events().try_recv().is_ok() {}
         let mirror = w.mirror().unwrap();
         let fresh = in_netns(&hv.path(), dump_mirror).unwrap();
         let diff = mirror.differences(&fresh, 20);

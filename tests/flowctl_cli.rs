@@ -41,6 +41,7 @@ fn flows() -> Vec<FlowRow> {
                 dp: "tc".into(),
                 in_hw: Some(true),
                 reason: None,
+                category: None,
                 device: Some("rep0".into()),
             },
             actions: "2".into(),
@@ -57,6 +58,7 @@ fn flows() -> Vec<FlowRow> {
                 dp: "sw".into(),
                 in_hw: None,
                 reason: Some("mtu: 1500 + 50 > 1500".into()),
+                category: Some("mtu".into()),
                 device: None,
             },
             actions: "set(tunnel(tun_id=0x64,dst=198.51.100.2,ttl=64,tp_dst=4789,flags(df))),100"
@@ -81,15 +83,19 @@ impl ControlHandler for Fake {
                 id: 1,
                 role: "representor".into(),
                 mtu: Some(1500),
+                up: Some(true),
                 switch_id: Some("00aabbccddee".into()),
                 vf: Some(0),
             }]),
             Request::Tunnels => ResponseBody::Tunnels(vec![TunnelRow {
                 endpoint: "198.51.100.2".into(),
+                from: None,
+                mark: 0,
                 uplink: Some("up0".into()),
                 source_ip: Some("192.0.2.1".into()),
                 next_hop: Some("192.0.2.254".into()),
                 mac: Some("02:00:00:00:00:fe".into()),
+                problem: None,
                 path_mtu: Some(1500),
                 flows: 2,
                 offloaded: 1,
@@ -297,17 +303,19 @@ fn tables_trace_and_changes() {
     let o = d.flowctl(&["show"]);
     assert_eq!(
         stdout(&o),
-        "ID  NAME  IFINDEX  ROLE         MTU   SWITCH_ID     VF\n\
-         1   rep0  12       representor  1500  00aabbccddee  0\n"
+        "ID  NAME  IFINDEX  ROLE         MTU   STATE  SWITCH_ID     VF\n\
+         1   rep0  12       representor  1500  up     00aabbccddee  0\n"
     );
     let o = d.flowctl(&["tunnels"]);
     let out = stdout(&o);
     assert!(
-        out.starts_with("ENDPOINT      UPLINK  SOURCE     NEXT_HOP     MAC"),
+        out.starts_with("ENDPOINT      FROM   MARK  UPLINK  SOURCE     NEXT_HOP     MAC"),
         "{out}"
     );
     assert!(
-        out.contains("198.51.100.2  up0     192.0.2.1  192.0.2.254  02:00:00:00:00:fe"),
+        out.contains(
+            "198.51.100.2  route  -     up0     192.0.2.1  192.0.2.254  02:00:00:00:00:fe"
+        ),
         "{out}"
     );
     let o = d.flowctl(&["stats"]);

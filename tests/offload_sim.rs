@@ -1,14 +1,14 @@
 //! Fault injection and consistency on the simulated eswitch (runs on the host).
 //!
 //! - ENOSPC, EOPNOTSUPP and slow answers leave flows in software with their reasons;
+//!   ENOSPC and slow answers are retried (capacity: as soon as a rule is removed);
 //! - after 10,000 random put/remove/replace operations with random faults, what the
 //!   eswitches hold equals exactly the flows marked offloaded;
 //! - a packet injected on a VF port hits an offloaded rule (counted, pulled into the
 //!   flow's stats) or misses to its representor;
-//! - the worker never blocks: a full queue drops and counts.
+//! - the worker never blocks and loses nothing: a full queue defers to a backlog.
 
 use datapath::flow::addr_to;
-use datapath::tunnel::{StaticResolver, TunnelRoute};
 use datapath::{
     Action, Actions, FlowId, FlowKey, FlowMask, IfIndex, Megaflow, PortId, TunnelAttrs,
 };
@@ -21,6 +21,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vocab::{LookupKey, Path, SwitchId};
 
 const REP0: PortId = PortId(1);
 const REP1: PortId = PortId(2);
@@ -41,7 +42,8 @@ fn ports() -> PortTable {
         ifindex: IfIndex(ifx),
         kind,
         mtu,
-        switch_id: sw.map(|s| vec![s; 8]),
+        up: true,
+        switch_id: sw.map(|s| SwitchId(vec![s; 8])),
     };
     [
         p(
@@ -110,23 +112,23 @@ fn fabric(capacity: usize, caps: SimCaps) -> SharedSim {
     ])))
 }
 
-fn resolver() -> Arc<StaticResolver> {
-    let mut r = StaticResolver::new();
-    r.insert(
-        ip("192.168.203.56"),
-        TunnelRoute {
-            egress: UP_A,
-            src_ip: ip("192.168.203.51"),
-            src_mac: [2; 6],
-            dst_mac: [4; 6],
-            mtu: 1500,
-        },
-    );
-    Arc::new(r)
-}
-
+/// An offloader that knows the path toward the remote VTEP (via p0, resolved).
 fn offloader(sim: &SharedSim, deadline: Duration) -> Offloader {
-    Offloader::new(Box::new(Arc::clone(sim)), ports(), resolver(), deadline)
+    let mut o = Offloader::new(Box::new(Arc::clone(sim)), ports(), deadline);
+    o.path_changed(
+        LookupKey::to(ip("192.168.203.56")),
+        Ok(Path {
+            uplink: IfIndex(10),
+            src: Some(ip("192.168.203.51")),
+            gateway: None,
+            neighbour: ip("192.168.203.56"),
+            next_hop_mac: Some([4; 6]),
+            uplink_mac: Some([2; 6]),
+            mtu: 1500,
+            table: 254,
+        }),
+    );
+    o
 }
 
 /// An L2 flow from `port` to `out`, distinguished by `n` in the destination MAC.
@@ -171,6 +173,7 @@ fn put(flow: u64, f: (Megaflow, Actions)) -> FlowRequest {
         flow: FlowId(flow),
         megaflow: f.0,
         actions: f.1,
+        paths: Vec::new(),
     }
 }
 
@@ -181,7 +184,7 @@ fn reason(o: &Offloader, flow: u64) -> String {
 }
 
 #[test]
-fn enospc_leaves_flows_in_software() {
+fn enospc_leaves_flows_in_software_until_capacity_frees() {
     let sim = fabric(2, SimCaps::default());
     let mut o = offloader(&sim, Duration::from_secs(5));
     o.process(
@@ -193,15 +196,26 @@ fn enospc_leaves_flows_in_software() {
     assert!(o.placement(FlowId(1)).unwrap().is_offloaded());
     assert_eq!(
         reason(&o, 2),
-        "offloaded:no (backend: ENOSPC: sim: eswitch full)"
+        "offloaded:no (capacity: ENOSPC: sim: eswitch full (retried when filters are removed))"
+    );
+    assert_eq!(
+        o.placement(FlowId(2))
+            .and_then(|p| p.reason())
+            .map(|r| r.category()),
+        Some("capacity")
     );
     assert_eq!(sim.lock().unwrap().len(), 2);
-    // Room again: the flow is offered again by the slow path and goes in.
-    o.process(vec![
-        FlowRequest::Remove { flow: FlowId(0) },
-        put(2, l2_flow(REP0, 2, vec![Action::Output(REP1)])),
-    ]);
-    assert!(o.placement(FlowId(2)).unwrap().is_offloaded());
+    assert!(o.next_retry().is_some(), "scheduled, never abandoned");
+    // Room again: the flow goes in without anyone offering it again.
+    o.process(vec![FlowRequest::Remove { flow: FlowId(0) }]);
+    o.retry_due(Instant::now(), 16);
+    assert!(
+        o.placement(FlowId(2)).unwrap().is_offloaded(),
+        "{}",
+        reason(&o, 2)
+    );
+    assert_eq!(o.counters().retries_ok, 1);
+    assert_eq!(o.next_retry(), None);
 }
 
 #[test]
@@ -239,10 +253,20 @@ fn slow_answers_leave_flows_in_software_and_nothing_behind() {
     o.process(vec![put(1, l2_flow(REP0, 1, vec![Action::Output(REP1)]))]);
     let r = reason(&o, 1);
     assert!(
-        r.starts_with("offloaded:no (timeout: backend answered after"),
+        r.starts_with("offloaded:no (retrying: backend answered after"),
         "{r}"
     );
+    assert!(r.ends_with("(attempt 1))"), "{r}");
     assert!(sim.lock().unwrap().is_empty());
+    // The retry is scheduled; once the backend is quick again, it goes in.
+    let due = o.next_retry().expect("a retry");
+    sim.lock().unwrap().faults.latency = Duration::ZERO;
+    o.retry_due(due, 16);
+    assert!(
+        o.placement(FlowId(1)).unwrap().is_offloaded(),
+        "{}",
+        reason(&o, 1)
+    );
 }
 
 #[test]
@@ -509,7 +533,7 @@ fn restart_adopts_kept_rules_and_sweeps_the_rest() {
 }
 
 #[test]
-fn worker_is_asynchronous_and_counts_drops() {
+fn worker_never_blocks_and_loses_nothing() {
     let sim = fabric(1000, SimCaps::default());
     let w = OffloadWorker::spawn(
         offloader(&sim, Duration::from_secs(5)),
@@ -527,8 +551,9 @@ fn worker_is_asynchronous_and_counts_drops() {
     }
     drop(w);
 
-    // A slow backend and a one-slot queue: offers never block, the excess is dropped.
-    sim.lock().unwrap().faults.latency = Duration::from_millis(50);
+    // A slow backend and a one-slot queue: offers never block; what finds the queue
+    // full waits in the backlog, pending, and every flow is offloaded in the end.
+    sim.lock().unwrap().faults.latency = Duration::from_millis(20);
     let cfg = WorkerConfig {
         queue: 1,
         batch: 1,
@@ -544,13 +569,23 @@ fn worker_is_asynchronous_and_counts_drops() {
             ))
         })
         .count();
-    assert!(t0.elapsed() < Duration::from_millis(40), "offer blocked");
-    assert!(w.drops() > 0 && accepted < 20);
-    let dropped = (10..30).find(|i| {
-        w.placement(FlowId(*i))
-            .is_some_and(|p| p.to_string().contains("queue full"))
-    });
-    assert!(dropped.is_some());
+    assert!(t0.elapsed() < Duration::from_millis(20), "offer blocked");
+    assert_eq!(accepted, 20);
+    assert!(w.deferred() > 0, "the queue overflowed into the backlog");
+    let pending = (10..30)
+        .filter(|i| w.placement(FlowId(*i)).is_some_and(|p| !p.is_offloaded()))
+        .count();
+    assert!(pending > 0);
+    let t0 = Instant::now();
+    while !(10..30).all(|i| w.placement(FlowId(i)).is_some_and(|p| p.is_offloaded())) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "not all offloaded: {:?}",
+            (10..30).map(|i| w.placement(FlowId(i))).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(w.backlog(), 0);
 }
 
 #[test]

@@ -3,12 +3,10 @@
 //! of a batch, leaving it in software with that reason. Needs root (a scratch network
 //! namespace); where flower exists (the VM) this test has nothing to refuse and skips.
 
-use datapath::tunnel::StaticResolver;
 use datapath::{Action, Actions, FlowId, FlowKey, FlowMask, Megaflow, PortId};
 use flowd::netns::Netns;
 use offload::tc::{TcBackend, TcConfig};
 use offload::{FlowRequest, KernelErrno, Offloader, PortInfo, PortKind, PortTable, RuleHandle};
-use std::sync::Arc;
 use std::time::Duration;
 
 #[test]
@@ -31,7 +29,7 @@ fn refusals_map_back_to_each_flow_with_extack() {
     // This test's thread talks netlink inside the namespace.
     ns.enter().expect("enter the namespace");
     let ifx = |d: &str| ns.ifindex(d).expect("ifindex");
-    let sw = Some(vec![7; 6]);
+    let sw = Some(vocab::SwitchId(vec![7; 6]));
     let ports: PortTable = [
         PortInfo {
             id: PortId(1),
@@ -39,6 +37,7 @@ fn refusals_map_back_to_each_flow_with_extack() {
             ifindex: ifx("rep0"),
             kind: PortKind::Representor { vf: 0 },
             mtu: 1500,
+            up: true,
             switch_id: sw.clone(),
         },
         PortInfo {
@@ -47,6 +46,7 @@ fn refusals_map_back_to_each_flow_with_extack() {
             ifindex: ifx("rep1"),
             kind: PortKind::Representor { vf: 1 },
             mtu: 1500,
+            up: true,
             switch_id: sw,
         },
     ]
@@ -60,12 +60,7 @@ fn refusals_map_back_to_each_flow_with_extack() {
         &[ifx("rep0")],
     )
     .expect("ingress qdisc");
-    let mut off = Offloader::new(
-        Box::new(tc),
-        ports,
-        Arc::new(StaticResolver::new()),
-        Duration::from_secs(10),
-    );
+    let mut off = Offloader::new(Box::new(tc), ports, Duration::from_secs(10));
     let reqs: Vec<FlowRequest> = (0..5u8)
         .map(|i| {
             let mut k = FlowKey::default();
@@ -78,6 +73,7 @@ fn refusals_map_back_to_each_flow_with_extack() {
                 flow: FlowId(u64::from(i)),
                 megaflow: Megaflow::new(&k, &m),
                 actions: Actions::new(vec![Action::Output(PortId(2))]),
+                paths: Vec::new(),
             }
         })
         .collect();

@@ -10,7 +10,6 @@
 //! megaflows itself through the [`Offloader`] and the tc backend.
 
 use datapath::flow::{addr_to, tun_flags};
-use datapath::tunnel::{StaticResolver, TunnelRoute};
 use datapath::{
     Action, Actions, FlowId, FlowKey, FlowMask, IfIndex, Megaflow, PortId, TunnelAttrs,
 };
@@ -20,8 +19,8 @@ use offload::{FlowRequest, Offloader, PortInfo, PortKind, PortTable, TcPolicy};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vocab::{LookupKey, Path, SwitchId};
 
 const VF_MAC: [u8; 6] = [0xe4, 0x11, 0x11, 0x11, 0x11, 0x10];
 const REMOTE_MAC: [u8; 6] = [0x82, 0x8a, 0x29, 0xad, 0x4e, 0xef];
@@ -116,13 +115,14 @@ impl Lab {
     /// flowd's port table for the lab: the veths declared members of one
     /// software-only eswitch.
     fn ports(&self) -> PortTable {
-        let sw = Some(b"flowd-lab".to_vec());
-        let p = |id, name: &str, kind, mtu, switch_id: Option<Vec<u8>>| PortInfo {
+        let sw = Some(SwitchId(b"flowd-lab".to_vec()));
+        let p = |id, name: &str, kind, mtu, switch_id: Option<SwitchId>| PortInfo {
             id,
             name: name.into(),
             ifindex: self.ifindex(name),
             kind,
             mtu,
+            up: true,
             switch_id,
         };
         [
@@ -152,18 +152,27 @@ impl Lab {
             ..TcConfig::default()
         };
         let tc = TcBackend::new(cfg, &devs).expect("tc backend");
-        let mut r = StaticResolver::new();
-        r.insert(
-            ip("192.168.203.56"),
-            TunnelRoute {
-                egress: UP0,
-                src_ip: ip("192.168.203.51"),
-                src_mac: [0; 6],
-                dst_mac: [0; 6],
-                mtu: 1500,
+        let up0 = ports.get(UP0).unwrap().ifindex;
+        let mut o = Offloader::new(Box::new(tc), ports, Duration::from_secs(10));
+        // The seed's path toward the remote VTEP, from its fixed source (encap) and back
+        // (decap).
+        o.path_changed(
+            LookupKey {
+                src: Some(ip("192.168.203.51")),
+                ..LookupKey::to(ip("192.168.203.56"))
             },
+            Ok(Path {
+                uplink: up0,
+                src: Some(ip("192.168.203.51")),
+                gateway: None,
+                neighbour: ip("192.168.203.56"),
+                next_hop_mac: Some([0; 6]),
+                uplink_mac: Some([0; 6]),
+                mtu: 1500,
+                table: 254,
+            }),
         );
-        Offloader::new(Box::new(tc), ports, Arc::new(r), Duration::from_secs(10))
+        o
     }
 
     fn filters(&self, dev: &str) -> String {
@@ -231,6 +240,7 @@ fn put(flow: u64, f: (Megaflow, Actions)) -> FlowRequest {
         flow: FlowId(flow),
         megaflow: f.0,
         actions: f.1,
+        paths: Vec::new(),
     }
 }
 

@@ -112,13 +112,27 @@ pub fn ports(list: &[PortRow]) -> String {
                 opt(&p.ifindex),
                 p.role.clone(),
                 opt(&p.mtu),
+                match p.up {
+                    Some(true) => "up".into(),
+                    Some(false) => "down".into(),
+                    None => "-".into(),
+                },
                 opt(&p.switch_id),
                 opt(&p.vf),
             ]
         })
         .collect();
     table(
-        &["ID", "NAME", "IFINDEX", "ROLE", "MTU", "SWITCH_ID", "VF"],
+        &[
+            "ID",
+            "NAME",
+            "IFINDEX",
+            "ROLE",
+            "MTU",
+            "STATE",
+            "SWITCH_ID",
+            "VF",
+        ],
         &rows,
     )
 }
@@ -130,10 +144,19 @@ pub fn tunnels(list: &[TunnelRow]) -> String {
         .map(|t| {
             vec![
                 t.endpoint.clone(),
+                t.from.clone().unwrap_or_else(|| "route".into()),
+                if t.mark == 0 {
+                    "-".into()
+                } else {
+                    format!("{:#x}", t.mark)
+                },
                 opt(&t.uplink),
                 opt(&t.source_ip),
                 opt(&t.next_hop),
-                opt(&t.mac),
+                match (&t.mac, &t.problem) {
+                    (_, Some(p)) => format!("({p})"),
+                    (m, None) => opt(m),
+                },
                 opt(&t.path_mtu),
                 t.flows.to_string(),
                 t.offloaded.to_string(),
@@ -144,6 +167,8 @@ pub fn tunnels(list: &[TunnelRow]) -> String {
     table(
         &[
             "ENDPOINT",
+            "FROM",
+            "MARK",
             "UPLINK",
             "SOURCE",
             "NEXT_HOP",
@@ -252,6 +277,7 @@ mod tests {
             dp: "tc".into(),
             in_hw,
             reason: None,
+            category: None,
             device: Some("rep0".into()),
         }
     }
@@ -276,6 +302,7 @@ mod tests {
             dp: "sw".into(),
             in_hw: None,
             reason: Some("mtu: 1500 + 50 > 1500".into()),
+            category: Some("mtu".into()),
             device: None,
         };
         assert_eq!(
@@ -305,6 +332,7 @@ mod tests {
                 id: 1,
                 role: "representor".into(),
                 mtu: Some(1500),
+                up: Some(true),
                 switch_id: Some("00aabbccddee".into()),
                 vf: Some(0),
             },
@@ -314,15 +342,16 @@ mod tests {
                 id: 100,
                 role: "tunnel".into(),
                 mtu: None,
+                up: None,
                 switch_id: None,
                 vf: None,
             },
         ]);
         assert_eq!(
             p,
-            "ID   NAME            IFINDEX  ROLE         MTU   SWITCH_ID     VF\n\
-             1    rep0            12       representor  1500  00aabbccddee  0\n\
-             100  vxlan_sys_4789  -        tunnel       -     -             -\n"
+            "ID   NAME            IFINDEX  ROLE         MTU   STATE  SWITCH_ID     VF\n\
+             1    rep0            12       representor  1500  up     00aabbccddee  0\n\
+             100  vxlan_sys_4789  -        tunnel       -     -      -             -\n"
         );
     }
 
@@ -330,10 +359,13 @@ mod tests {
     fn tunnels_table() {
         let t = tunnels(&[TunnelRow {
             endpoint: "198.51.100.2".into(),
+            from: None,
+            mark: 0,
             uplink: Some("up0".into()),
             source_ip: Some("192.0.2.1".into()),
             next_hop: Some("192.0.2.254".into()),
             mac: Some("02:00:00:00:00:fe".into()),
+            problem: None,
             path_mtu: Some(1500),
             flows: 4,
             offloaded: 3,
@@ -341,8 +373,14 @@ mod tests {
         }]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2);
-        assert!(lines[0].starts_with("ENDPOINT      UPLINK  SOURCE     NEXT_HOP"));
-        assert!(lines[1].starts_with("198.51.100.2  up0     192.0.2.1  192.0.2.254"));
+        assert!(
+            lines[0].starts_with("ENDPOINT      FROM   MARK  UPLINK  SOURCE     NEXT_HOP"),
+            "{t}"
+        );
+        assert!(
+            lines[1].starts_with("198.51.100.2  route  -     up0     192.0.2.1  192.0.2.254"),
+            "{t}"
+        );
         assert!(lines[1].ends_with("1500  4      3          1"));
     }
 

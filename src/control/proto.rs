@@ -151,6 +151,10 @@ pub struct Placement {
     /// Why the flow is in software.
     #[serde(default)]
     pub reason: Option<String>,
+    /// The reason's stable category (`mtu`, `no_route`, `neighbour`, ...): what
+    /// `flowctl stats` and the metrics count software flows by.
+    #[serde(default)]
+    pub category: Option<String>,
     /// The device the filter sits on.
     #[serde(default)]
     pub device: Option<String>,
@@ -189,19 +193,31 @@ pub struct PortRow {
     pub id: u32,
     /// `representor`, `uplink` or `tunnel`.
     pub role: String,
-    /// MTU, if known.
+    /// MTU, as the kernel reports it now.
     pub mtu: Option<u32>,
+    /// Whether the netdev is up (administratively and operationally) now; `false` while
+    /// it is gone.
+    #[serde(default)]
+    pub up: Option<bool>,
     /// Switch id (hex), if any.
     pub switch_id: Option<String>,
     /// VF number for representors.
     pub vf: Option<u32>,
 }
 
-/// One remote tunnel endpoint in `tunnels`.
+/// One tunnel lookup key in `tunnels`: a remote VTEP, with the fixed source and the mark
+/// its flows use (flows toward one remote with different sources or marks may take
+/// different paths, each its own row).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TunnelRow {
     /// The remote VTEP address.
     pub endpoint: String,
+    /// The key's fixed source (a network's `local_vtep`); `None`: the route's source.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// The key's mark (a network's `fwmark`; 0: none).
+    #[serde(default)]
+    pub mark: u32,
     /// The egress uplink, if resolved.
     pub uplink: Option<String>,
     /// The outer source address.
@@ -210,6 +226,9 @@ pub struct TunnelRow {
     pub next_hop: Option<String>,
     /// The next hop's MAC, if resolved.
     pub mac: Option<String>,
+    /// Why the key has no usable route, if so.
+    #[serde(default)]
+    pub problem: Option<String>,
     /// The path MTU (the uplink's MTU).
     pub path_mtu: Option<u32>,
     /// Flows toward this endpoint.
@@ -398,6 +417,7 @@ mod tests {
                 dp: "tc".into(),
                 in_hw: Some(true),
                 reason: None,
+                category: None,
                 device: Some("rep0".into()),
             },
             actions: "2".into(),
@@ -416,15 +436,19 @@ mod tests {
                 id: 1,
                 role: "representor".into(),
                 mtu: Some(1500),
+                up: Some(true),
                 switch_id: Some("00aabb".into()),
                 vf: Some(0),
             }])),
             Response::Ok(ResponseBody::Tunnels(vec![TunnelRow {
                 endpoint: "198.51.100.2".into(),
+                from: Some("192.0.2.1".into()),
+                mark: 5,
                 uplink: None,
                 source_ip: None,
                 next_hop: None,
                 mac: None,
+                problem: Some("no route".into()),
                 path_mtu: None,
                 flows: 0,
                 offloaded: 0,

@@ -120,9 +120,10 @@ pub fn network(cfg: &Config, net: &NetworkConfig) -> Network {
     match net.segment {
         Segment::Vni(vni) => Network {
             members: members.collect(),
-            vxlan: cfg
-                .tunnel_port()
-                .map(|t| VxlanSegment::new(vni, t.id, net.local_vtep, net.remote_vteps.clone())),
+            vxlan: cfg.tunnel_port().map(|t| VxlanSegment {
+                mark: net.fwmark.unwrap_or(0),
+                ..VxlanSegment::new(vni, t.id, net.local_vtep, net.remote_vteps.clone())
+            }),
         },
         Segment::Vlan(vid) => {
             let uplinks = cfg
@@ -361,6 +362,7 @@ actions = "set(tunnel(tun_id=0x10,dst=192.0.2.2,ttl=64,tp_dst=4789)),100"
             ifindex: datapath::IfIndex(ifindex),
             name: name.into(),
             mtu: 1500,
+            up: true,
             switch_id: sw.map(|b| vec![0xaa, b]),
             port_name: port.map(str::to_string),
             kind: None,

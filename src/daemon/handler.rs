@@ -18,14 +18,19 @@ use std::time::Duration;
 /// Answers flowctl.
 pub struct Handler(pub Arc<Daemon>);
 
+fn software(reason: &offload::SoftwareReason) -> Placement {
+    Placement {
+        offloaded: false,
+        dp: "sw".into(),
+        reason: Some(reason.to_string()),
+        category: Some(reason.category().to_string()),
+        ..Placement::default()
+    }
+}
+
 fn placement(d: &Daemon, e: &FlowEntry) -> Placement {
     let Some(o) = &d.offload else {
-        return Placement {
-            offloaded: false,
-            dp: "sw".into(),
-            reason: Some("offload off".into()),
-            ..Placement::default()
-        };
+        return software(&offload::SoftwareReason::Off);
     };
     match o.placement(e.id()) {
         Some(offload::Placement::Offloaded {
@@ -41,20 +46,11 @@ fn placement(d: &Daemon, e: &FlowEntry) -> Placement {
                 _ => None,
             },
             reason: None,
+            category: None,
             device: Some(device),
         },
-        Some(offload::Placement::Software { reason }) => Placement {
-            offloaded: false,
-            dp: "sw".into(),
-            reason: Some(reason.to_string()),
-            ..Placement::default()
-        },
-        _ => Placement {
-            offloaded: false,
-            dp: "sw".into(),
-            reason: Some("not offered to offload".into()),
-            ..Placement::default()
-        },
+        Some(offload::Placement::Software { reason }) => software(&reason),
+        _ => software(&offload::SoftwareReason::Pending),
     }
 }
 
@@ -78,16 +74,6 @@ fn flow_row(d: &Daemon, e: &FlowEntry, now_ms: u64) -> FlowRow {
     }
 }
 
-/// The category of a software reason, for counters (`mtu`, `neighbour`, ...).
-fn reason_category(reason: &str) -> String {
-    let end = [reason.find(':'), reason.find(" (")]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(reason.len());
-    reason[..end].to_string()
-}
-
 impl Handler {
     fn dump_flows(&self, filter: FlowFilter) -> ResponseBody {
         let d = &self.0;
@@ -106,48 +92,56 @@ impl Handler {
 
     fn tunnels(&self) -> ResponseBody {
         let d = &self.0;
-        let by_ep = d.hooks.flows_by_endpoint();
+        let by_key = d.hooks.flows_by_key();
         let table = d.switch.engine().table();
-        let rows = d
-            .routes
-            .endpoints()
-            .into_iter()
-            .map(|(ep, st)| {
-                let flows = by_ep.get(&ep).cloned().unwrap_or_default();
-                let offloaded = flows
-                    .iter()
-                    .filter(|f| {
-                        table.get(**f).is_some()
-                            && d.offload
-                                .as_ref()
-                                .and_then(|o| o.placement(**f))
-                                .is_some_and(|p| p.is_offloaded())
-                    })
-                    .count() as u64;
-                let res = st.resolution.as_ref();
-                let uplink = res.and_then(|r| {
-                    d.port_rows()
+        let ports = d.ports.table();
+        let rows =
+            d.routes
+                .keys()
+                .into_iter()
+                .map(|(key, st)| {
+                    let flows = by_key.get(&key).cloned().unwrap_or_default();
+                    let offloaded = flows
                         .iter()
-                        .find(|p| p.ifindex == Some(r.ifindex.0))
-                        .map(|p| p.name.clone())
-                        .or_else(|| Some(format!("ifindex {}", r.ifindex)))
-                });
-                TunnelRow {
-                    endpoint: ep.to_string(),
-                    uplink,
-                    source_ip: res.and_then(|r| r.src).map(|s| s.to_string()),
-                    next_hop: res.map(|r| r.gateway.unwrap_or(ep).to_string()),
-                    mac: res
-                        .and_then(|r| r.next_hop_mac)
-                        .map(|m| datapath::flow::Mac(m).to_string())
-                        .or_else(|| st.problem.clone().map(|p| format!("({p})"))),
-                    path_mtu: res.map(|r| r.mtu),
-                    flows: flows.len() as u64,
-                    offloaded,
-                    software: flows.len() as u64 - offloaded,
-                }
-            })
-            .collect();
+                        .filter(|f| {
+                            table.get(**f).is_some()
+                                && d.offload
+                                    .as_ref()
+                                    .and_then(|o| o.placement(**f))
+                                    .is_some_and(|p| p.is_offloaded())
+                        })
+                        .count() as u64;
+                    let path = st.facts.and_then(Result::ok);
+                    let problem = match (&st.facts, st.route) {
+                        (None, _) => Some("path not resolved yet".to_string()),
+                        (Some(Err(why)), _) => Some(why.to_string()),
+                        (Some(Ok(p)), Err(datapath::tunnel::Unroutable::NextHopUnresolved)) => {
+                            Some(format!("next hop {} unresolved", p.neighbour))
+                        }
+                        (Some(Ok(p)), Err(datapath::tunnel::Unroutable::NotManaged)) => Some(
+                            format!("leaves by {}, not a flowd uplink", ports.name_of(p.uplink)),
+                        ),
+                        (Some(Ok(_)), Err(_)) => Some("no source address".to_string()),
+                        (Some(Ok(_)), Ok(_)) => None,
+                    };
+                    TunnelRow {
+                        endpoint: key.dst.to_string(),
+                        from: key.src.map(|s| s.to_string()),
+                        mark: key.mark,
+                        uplink: path.map(|p| ports.name_of(p.uplink)),
+                        source_ip: path.and_then(|p| p.src).map(|s| s.to_string()),
+                        next_hop: path.map(|p| p.gateway.unwrap_or(key.dst).to_string()),
+                        mac: path
+                            .and_then(|p| p.next_hop_mac)
+                            .map(|m| datapath::flow::Mac(m).to_string()),
+                        problem,
+                        path_mtu: path.map(|p| p.mtu),
+                        flows: flows.len() as u64,
+                        offloaded,
+                        software: flows.len() as u64 - offloaded,
+                    }
+                })
+                .collect();
         ResponseBody::Tunnels(rows)
     }
 
@@ -183,9 +177,7 @@ impl Handler {
                 match o.placement(e.id()) {
                     Some(p) if p.is_offloaded() => offloaded += 1,
                     Some(offload::Placement::Software { reason }) => {
-                        *failed
-                            .entry(reason_category(&reason.to_string()))
-                            .or_default() += 1;
+                        *failed.entry(reason.category().to_string()).or_default() += 1;
                     }
                     _ => {}
                 }
@@ -199,20 +191,48 @@ impl Handler {
             ("decapsulated".to_string(), dp.decap),
             ("tc_carried".to_string(), dp.tc_carried),
             ("encap_no_route".to_string(), dp.exec.no_route),
+            (
+                "encap_next_hop_unresolved".to_string(),
+                dp.exec.next_hop_unresolved,
+            ),
+            ("encap_not_managed".to_string(), dp.exec.not_managed),
             ("encap_too_big".to_string(), dp.exec.encap_too_big),
+            ("encap_too_big_replies".to_string(), dp.exec.too_big_replies),
+            ("encap_fragmented".to_string(), dp.exec.fragmented),
             ("tx_dropped".to_string(), dp.tx_dropped + dp.exec.sink_drops),
             ("packet_out_drops".to_string(), d.switch.packet_out_drops()),
             ("flows_expired_idle".to_string(), reval.total.idle as u64),
             ("flows_evicted".to_string(), reval.total.evicted as u64),
-            (
-                "offload_queue_drops".to_string(),
-                d.offload.as_ref().map_or(0, |o| o.drops()),
-            ),
         ]);
-        other.insert(
-            "stale_decisions".into(),
-            d.counters.stale_decisions.load(Ordering::Relaxed),
-        );
+        if let Some(o) = &d.offload {
+            let c = o.counters();
+            for (name, n) in [
+                ("offload_deferred", o.deferred()),
+                ("offload_backlog", o.backlog() as u64),
+                ("offload_rejudged", c.rejudged),
+                ("offload_capacity_refusals", c.capacity_refusals),
+                ("offload_transient_failures", c.transient_failures),
+                ("offload_retries", c.retries),
+                ("offload_retries_ok", c.retries_ok),
+            ] {
+                other.insert(name.into(), n);
+            }
+        }
+        for (name, n) in [
+            ("ports_reopened", &d.counters.ports_reopened),
+            ("port_reopen_errors", &d.counters.reopen_errors),
+        ] {
+            other.insert(name.into(), n.load(Ordering::Relaxed));
+        }
+        for (kind, n) in d
+            .counters
+            .events
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+        {
+            other.insert(format!("fib_{kind}_events"), n);
+        }
         // Start-up adoption of a previous run's filters.
         let a = d.adoption;
         for (name, n) in [
@@ -232,10 +252,16 @@ impl Handler {
             offload_ok: offloaded,
             offload_failed_by_reason: failed,
             migrations_by_kind: d
-                .counters
-                .migrations
-                .lock()
-                .map(|m| m.clone())
+                .offload
+                .as_ref()
+                .map(|o| {
+                    let c = o.counters();
+                    BTreeMap::from([
+                        ("moved".to_string(), c.moved),
+                        ("to_software".to_string(), c.to_software),
+                        ("to_offload".to_string(), c.to_offload),
+                    ])
+                })
                 .unwrap_or_default(),
             fib_events: fib.map_or(0, |f| f.changes),
             resyncs: fib.map_or(0, |f| f.full_resyncs.saturating_sub(1)),
@@ -245,13 +271,15 @@ impl Handler {
     }
 
     fn rules_list(&self) -> ResponseBody {
-        let sp = self.0.switch.engine().read();
+        // The configuration lock first, then the slow path's: a reload takes them in
+        // that order (the other order deadlocks against it).
         let cfg_rules: Vec<(u16, String)> = self
             .0
             .config
             .lock()
             .map(|c| c.rules.iter().map(RuleConfig::key).collect())
             .unwrap_or_default();
+        let sp = self.0.switch.engine().read();
         let rows = sp
             .rules()
             .entries()
@@ -424,6 +452,10 @@ impl Daemon {
             return Ok(Vec::new());
         }
         let mut lines = diff.summary();
+        // Configured MTUs go on the netdevs; the ports' live facts follow from the
+        // kernel's link events.
+        let links = super::dump_links().map_err(|e| e.to_string())?;
+        lines.extend(super::apply_mtus(&new.ports, &links)?);
         let ports = self.apply_ports(&cur, &new)?;
         lines.extend(ports.lines);
         let mut restart = Vec::new();
@@ -446,8 +478,8 @@ impl Daemon {
             ));
         }
         let (o0, o1) = (&cur.offload, &new.offload);
-        if (o0.policy, o0.backend) != (o1.policy, o1.backend) {
-            restart.push("[offload] policy and backend".into());
+        if (o0.policy, o0.backend, o0.queue) != (o1.policy, o1.backend, o1.queue) {
+            restart.push("[offload] policy, backend and queue".into());
         }
         if (o0.coalesce_ms, o0.settle_ms) != (o1.coalesce_ms, o1.settle_ms)
             && let Some(w) = &self.watcher
@@ -476,6 +508,10 @@ impl Daemon {
             ports: ports.ports.clone(),
             ..new.clone()
         };
+        // Decapsulating flows of a network look up the way back with its mark.
+        self.hooks
+            .marks
+            .store(std::sync::Arc::new(super::network_marks(&target)));
         let nets = self.apply_networks_and_rules(&cur, &target);
         if let Err(e) = nets {
             cur.ports = ports.ports;
@@ -585,24 +621,4 @@ impl Daemon {
 /// Wraps a daemon for the control server.
 pub fn handler(d: Arc<Daemon>) -> Arc<dyn ControlHandler> {
     Arc::new(Handler(d))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::reason_category;
-
-    #[test]
-    fn reasons_group_by_their_first_word() {
-        assert_eq!(reason_category("mtu: 1500 + 50 > 1500"), "mtu");
-        assert_eq!(
-            reason_category("neighbour: next hop unresolved"),
-            "neighbour"
-        );
-        assert_eq!(reason_category("pending"), "pending");
-        assert_eq!(reason_category("no route (toward 10.0.0.2)"), "no route");
-        assert_eq!(
-            reason_category("unsupported match: vlan_tci"),
-            "unsupported match"
-        );
-    }
 }

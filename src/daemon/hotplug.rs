@@ -11,12 +11,13 @@
 //!   prepares plugged ones (tc: the ingress qdisc); then plugged ports join the
 //!   datapath thread.
 //!
-//! A changed representor (new VF number, switch id or MTU) is unplugged and plugged
-//! again under the same port number. Uplinks and the tunnel device carry every tunnel
-//! and route decision: changing them still needs a restart (`--keep-offloads` keeps
-//! the traffic), and a reload says so.
+//! A changed representor (new VF number or switch id) is unplugged and plugged again
+//! under the same port number. A changed `mtu` is not a port change: the reload sets
+//! it on the netdev, and the live facts follow (see [`super::ports`]). Uplinks and the
+//! tunnel device carry every tunnel and route decision: changing them still needs a
+//! restart (`--keep-offloads` keeps the traffic), and a reload says so.
 
-use super::{Daemon, port_info, port_rows};
+use super::Daemon;
 use crate::config::{Config, PortConfig, PortRole as CfgRole};
 use crate::switch::SwitchPort;
 use datapath::PortId;
@@ -26,6 +27,17 @@ use datapath::port::AfPacketPort;
 use datapath::slowpath::{DeleteReason, FlowObserver};
 use offload::worker::PortChange;
 use std::collections::HashMap;
+
+/// Whether two configurations of a port differ in more than the MTU they ask for.
+fn differs(a: &PortConfig, b: &PortConfig) -> bool {
+    PortConfig {
+        mtu: None,
+        ..a.clone()
+    } != PortConfig {
+        mtu: None,
+        ..b.clone()
+    }
+}
 
 /// What applying a reload's port changes did.
 #[derive(Debug, Default)]
@@ -51,7 +63,7 @@ impl Daemon {
         let (mut removed, mut changed, mut added) = (Vec::new(), Vec::new(), Vec::new());
         for p in &cur.ports {
             match next.get(p.name.as_str()) {
-                Some(n) if *n == p => {}
+                Some(n) if !differs(n, p) => {}
                 None if rep(p) => removed.push(p),
                 Some(n) if rep(p) && rep(n) => changed.push((p, *n)),
                 _ => out.restart.push(p.name.clone()),
@@ -76,13 +88,22 @@ impl Daemon {
             .map(|c| c.1)
             .chain(added.iter().copied())
             .collect();
+        let keep_mtus = |ports: &[PortConfig]| -> Vec<PortConfig> {
+            ports
+                .iter()
+                .map(|p| match next.get(p.name.as_str()) {
+                    Some(n) if !differs(n, p) => (*n).clone(),
+                    _ => p.clone(),
+                })
+                .collect()
+        };
         if unplug.is_empty() && plug.is_empty() {
-            out.ports = cur.ports.clone();
+            out.ports = keep_mtus(&cur.ports);
             return Ok(out);
         }
 
         // Everything that can fail, first.
-        let links = offload::discover::links().map_err(|e| e.to_string())?;
+        let links = super::dump_links().map_err(|e| e.to_string())?;
         let facts: HashMap<&str, _> = links.iter().map(|l| (l.name.as_str(), l)).collect();
         let mut opened = Vec::new();
         for p in &plug {
@@ -91,7 +112,7 @@ impl Daemon {
                 .ok_or_else(|| format!("port `{}`: no such interface", p.name))?;
             let io = AfPacketPort::open(&p.name, new.datapath.batch)
                 .map_err(|e| format!("port `{}`: {e}", p.name))?;
-            opened.push((port_info(p, f), io));
+            opened.push((super::ports::info(p, f), io));
         }
 
         let gone: Vec<PortId> = unplug.iter().map(|p| p.id).collect();
@@ -119,17 +140,10 @@ impl Daemon {
             }
         }
 
-        let mut ports = (**self.hooks.ports.load()).clone();
-        for id in &gone {
-            ports.remove(*id);
-        }
-        for (info, _) in &opened {
-            ports.insert(info.clone());
-        }
         if let Some(w) = &self.offload {
             out.lines.extend(w.change_ports(PortChange {
                 plugged: opened.iter().map(|(info, _)| info.clone()).collect(),
-                unplugged: gone,
+                unplugged: gone.clone(),
             }));
         }
 
@@ -153,23 +167,24 @@ impl Daemon {
         tracing::info!(?plugged, ?unplugged, ?replugged, deleted, "ports applied");
 
         // In force: the old list with the representor changes applied.
-        out.ports = cur
-            .ports
-            .iter()
+        out.ports = keep_mtus(&cur.ports)
+            .into_iter()
             .filter_map(|p| match next.get(p.name.as_str()) {
-                _ if out.restart.contains(&p.name) => Some(p.clone()),
+                _ if out.restart.contains(&p.name) => Some(p),
                 Some(n) => Some((*n).clone()),
                 None => None,
             })
             .chain(added.iter().map(|p| (*p).clone()))
             .collect();
-        let applied = Config {
-            ports: out.ports.clone(),
-            ..cur.clone()
-        };
-        *self.ports.lock().unwrap_or_else(|e| e.into_inner()) = port_rows(&applied, &ports);
-        // Known to the hooks before their first packet can make a flow.
-        self.hooks.ports.store(std::sync::Arc::new(ports));
+        self.ports.reconfigure(
+            out.ports.clone(),
+            opened.iter().map(|(info, _)| info.clone()).collect(),
+        );
+        {
+            let mut m = self.opened_mtu.lock().unwrap_or_else(|e| e.into_inner());
+            m.retain(|id, _| !gone.contains(id));
+            m.extend(opened.iter().map(|(info, _)| (info.id, info.mtu)));
+        }
         for (info, io) in opened {
             self.switch.plug(SwitchPort {
                 id: info.id,

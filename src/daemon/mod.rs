@@ -1,9 +1,11 @@
 //! The flowd daemon: builds the switch from the configuration and runs it.
 //!
 //! ```text
-//! config -> ports (AF_PACKET), slow path (networks, rules), offload port table
-//! fibwatch Watcher ----decisions----> decision loop -> RouteTable, offload requests
-//! Switch (datapath, handlers, revalidator) --FlowHooks--> fibwatch, RouteTable, offload
+//! config -> ports' MTUs set, fibwatch (first dump: the ports' live facts),
+//!           ports (AF_PACKET), slow path (networks, rules), offload (port table)
+//! fibwatch Watcher ----events----> event loop: links -> LivePorts -> offload, datapath;
+//!                                              paths -> RouteTable, offload
+//! Switch (datapath, handlers, revalidator) --FlowHooks--> fibwatch (keys), offload
 //! control socket (flowctl) -> Handler;  metrics -> Prometheus endpoint
 //! ```
 //!
@@ -15,21 +17,23 @@ pub mod handler;
 mod hotplug;
 pub mod metrics;
 pub mod observer;
+pub mod ports;
 pub mod routes;
 
 use crate::config::{Config, OffloadBackendKind, OffloadPolicy, PortRole as CfgRole};
 use crate::control::proto::PortRow;
-use crate::switch::{Switch, SwitchConfig};
+use crate::switch::{Switch, SwitchConfig, SwitchPort};
 use datapath::cache::FlowTable;
 use datapath::dpif::DpConfig;
+use datapath::port::AfPacketPort;
 use datapath::slowpath::upcall::UpcallConfig;
 use datapath::slowpath::{DeleteReason, EngineConfig, FlowObserver};
-use datapath::{FlowId, IfIndex, PortId};
-use fibwatch::{DecisionKind, StaticSwitchIds, SwitchId, Watcher};
+use datapath::{FlowId, IfIndex};
+use fibwatch::{Event, Watcher};
 use observer::FlowHooks;
-use offload::discover::LinkFacts;
-use offload::worker::{OffloadWorker, WorkerConfig};
-use offload::{OffloadBackend, Offloader, PortInfo, PortKind, PortTable, TcPolicy};
+use offload::worker::{OffloadWorker, PortChange, WorkerConfig};
+use offload::{OffloadBackend, Offloader, PortKind, PortTable, TcPolicy};
+use ports::{LivePorts, PortUpdate};
 use routes::RouteTable;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -63,10 +67,13 @@ pub enum DaemonError {
 /// Counters of the daemon's own loops.
 #[derive(Debug, Default)]
 pub struct DaemonCounters {
-    /// fibwatch decisions handled, by kind.
-    pub migrations: Mutex<BTreeMap<String, u64>>,
-    /// Decisions about flows already gone.
-    pub stale_decisions: AtomicU64,
+    /// fibwatch events handled, by kind (`path`, `link`, `link_gone`).
+    pub events: Mutex<BTreeMap<String, u64>>,
+    /// Port sockets reopened (a netdev re-created, or its MTU raised past what the
+    /// receive ring was sized for).
+    pub ports_reopened: AtomicU64,
+    /// Reopens that failed (the port stays down until its netdev changes again).
+    pub reopen_errors: AtomicU64,
 }
 
 /// The running daemon.
@@ -87,8 +94,10 @@ pub struct Daemon {
     pub offload: Option<Arc<OffloadWorker>>,
     /// The offload backend's name (`tc`, `sim`, `off`).
     pub backend: String,
-    /// Ports, as `flowctl show` prints them.
-    pub ports: Mutex<Vec<PortRow>>,
+    /// The ports with their live facts.
+    pub ports: LivePorts,
+    /// The MTU each datapath port's socket was opened with (its receive ring's size).
+    opened_mtu: Mutex<HashMap<datapath::PortId, u32>>,
     /// What start-up adoption of a previous run's filters did.
     pub adoption: offload::AdoptionReport,
     /// Counters.
@@ -99,75 +108,6 @@ pub struct Daemon {
     applied: tokio::sync::watch::Sender<Arc<Config>>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-}
-
-/// Facts about every configured port, from rtnetlink.
-fn port_facts(cfg: &Config) -> Result<HashMap<String, LinkFacts>, DaemonError> {
-    let links = offload::discover::links()?;
-    let mut by_name: HashMap<String, LinkFacts> =
-        links.into_iter().map(|l| (l.name.clone(), l)).collect();
-    let mut out = HashMap::new();
-    for p in &cfg.ports {
-        let facts = by_name
-            .remove(&p.name)
-            .ok_or_else(|| build::BuildError::Port {
-                name: p.name.clone(),
-                source: datapath::port::PortError::NoSuchInterface(p.name.clone()),
-            })?;
-        out.insert(p.name.clone(), facts);
-    }
-    Ok(out)
-}
-
-/// The offload layer's port table: each port's kind, MTU and switch id (the kernel's, or
-/// the one the config declares for lab veths).
-fn port_table(cfg: &Config, facts: &HashMap<String, LinkFacts>) -> PortTable {
-    let mut t = PortTable::new();
-    for p in &cfg.ports {
-        if let Some(f) = facts.get(&p.name) {
-            t.insert(port_info(p, f));
-        }
-    }
-    t
-}
-
-/// A configured port as the offload layer sees it.
-fn port_info(p: &crate::config::PortConfig, f: &LinkFacts) -> PortInfo {
-    let kind = match p.role {
-        CfgRole::Representor => PortKind::Representor {
-            vf: p.vf.unwrap_or(0) as u16,
-        },
-        CfgRole::Uplink => PortKind::Uplink,
-        CfgRole::Tunnel => PortKind::Tunnel,
-    };
-    PortInfo {
-        id: p.id,
-        name: p.name.clone(),
-        ifindex: f.ifindex,
-        kind,
-        mtu: p.mtu.unwrap_or(f.mtu),
-        switch_id: f.switch_id.clone().or(p.switch_id_bytes()),
-    }
-}
-
-fn port_rows(cfg: &Config, table: &PortTable) -> Vec<PortRow> {
-    cfg.ports
-        .iter()
-        .map(|p| {
-            let info = table.get(p.id);
-            PortRow {
-                name: p.name.clone(),
-                ifindex: info.map(|i| i.ifindex.0),
-                id: p.id.0,
-                role: p.role.to_string(),
-                mtu: info.map(|i| i.mtu),
-                switch_id: info
-                    .and_then(|i| i.switch_id.as_ref())
-                    .map(|s| s.iter().map(|b| format!("{b:02x}")).collect()),
-                vf: p.vf,
-            }
-        })
-        .collect()
 }
 
 /// fibwatch's (coalesce, settle) from `[offload]`.
@@ -229,8 +169,8 @@ fn sim_fabric(table: &PortTable) -> offload::sim::SimFabric {
     let mut specs: BTreeMap<Vec<u8>, SimSwitchSpec> = BTreeMap::new();
     for p in table.iter() {
         let Some(id) = &p.switch_id else { continue };
-        let spec = specs.entry(id.clone()).or_insert_with(|| SimSwitchSpec {
-            switch_id: id.clone(),
+        let spec = specs.entry(id.0.clone()).or_insert_with(|| SimSwitchSpec {
+            switch_id: id.0.clone(),
             uplinks: Vec::new(),
             tunnels: tunnels.clone(),
             reps: Vec::new(),
@@ -269,21 +209,36 @@ fn tc_carried_observer(
 }
 
 /// Adopts the filters a previous run left: one representative key per filter goes
-/// through the slow path (learning first), the resulting flows are announced as if
-/// installed by upcalls (fibwatch registration, then an offer the worker matches
-/// against the kept filters), and the round ends with a sweep of what no flow took.
+/// through the slow path (learning first) while the datapath does not receive yet; a
+/// resulting flow whose rule is a kept filter's is marked carried by tc from the start
+/// (when tc's software path forwards: `carried_by_tc`), so that no packet a kept filter
+/// forwards is also forwarded by flowd; then the datapath receives, the flows are
+/// announced as if installed by upcalls (their keys tracked, then an offer the worker
+/// matches against the kept filters), and the round ends with a sweep of what no flow
+/// took.
 fn adopt(
     switch: &Switch,
     hooks: &FlowHooks,
     worker: &OffloadWorker,
     ports: &PortTable,
     kept: &[offload::FlowerRule],
+    carried_by_tc: bool,
 ) -> offload::AdoptionReport {
     let keys: Vec<datapath::FlowKey> = kept
         .iter()
         .filter_map(|r| offload::adopt::representative_key(r, ports))
         .collect();
     let flows = switch.engine().preinstall(&keys, switch.clock().now());
+    let held: std::collections::HashSet<_> = kept.iter().map(|r| (r.ingress, r.matches)).collect();
+    let mut carried = 0;
+    for f in &flows {
+        let filter = offload::translate::translate(&f.megaflow(), f.actions(), ports);
+        if carried_by_tc && filter.is_ok_and(|r| held.contains(&(r.ingress, r.matches))) {
+            f.set_in_tc(true);
+            carried += 1;
+        }
+    }
+    switch.resume();
     for f in &flows {
         hooks.announce(f);
     }
@@ -291,6 +246,7 @@ fn adopt(
     tracing::info!(
         kept = report.kept,
         flows = flows.len(),
+        carried,
         adopted = report.adopted,
         replaced = report.replaced,
         removed = report.removed,
@@ -303,6 +259,7 @@ fn switch_config(
     cfg: &Config,
     local_vteps: Vec<IpAddr>,
     clock: crate::switch::Clock,
+    paused: bool,
 ) -> SwitchConfig {
     let d = &cfg.datapath;
     SwitchConfig {
@@ -322,8 +279,56 @@ fn switch_config(
             ..EngineConfig::default()
         },
         clock,
+        paused,
         ..SwitchConfig::default()
     }
+}
+
+/// Each VNI network's `fwmark`.
+pub(crate) fn network_marks(cfg: &Config) -> HashMap<u32, u32> {
+    cfg.networks
+        .iter()
+        .filter_map(|n| match (n.segment, n.fwmark) {
+            (crate::config::Segment::Vni(v), Some(m)) => Some((v, m)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Sets the MTU a port's configuration asks for on its netdev (`mtu = N`); the lines
+/// say what was applied, the error what the kernel refused.
+pub(crate) fn apply_mtus(
+    ports: &[crate::config::PortConfig],
+    links: &[fibwatch::Link],
+) -> Result<Vec<String>, String> {
+    let mut lines = Vec::new();
+    let mut nl = None;
+    for p in ports {
+        let Some(mtu) = p.mtu else { continue };
+        let Some(link) = links.iter().find(|l| l.name == p.name) else {
+            continue;
+        };
+        if link.mtu == mtu {
+            continue;
+        }
+        let nl = match &mut nl {
+            Some(nl) => nl,
+            None => nl.insert(
+                fibwatch::netlink::Requester::open()
+                    .map_err(|e| format!("port `{}`: mtu {mtu}: {e}", p.name))?,
+            ),
+        };
+        nl.set_mtu(link.index, mtu)
+            .map_err(|e| format!("port `{}`: mtu {mtu}: {e}", p.name))?;
+        tracing::info!(port = %p.name, from = link.mtu, to = mtu, "port MTU set");
+        lines.push(format!("port {}: mtu {} -> {mtu}", p.name, link.mtu));
+    }
+    Ok(lines)
+}
+
+/// The links of this namespace, as fibwatch dumps them.
+fn dump_links() -> Result<Vec<fibwatch::Link>, DaemonError> {
+    Ok(fibwatch::dump_mirror()?.links().cloned().collect())
 }
 
 impl Daemon {
@@ -335,37 +340,33 @@ impl Daemon {
             tracing::info!(ports = ?added, "discovered");
         }
         build::check_members(&cfg)?;
-        let facts = port_facts(&cfg)?;
-        let table = port_table(&cfg, &facts);
-        let slowpath = build::slowpath(&cfg)?;
-        let opened = build::open_ports(&cfg, cfg.datapath.batch)?;
-
-        let routes = Arc::new(RouteTable::new());
-        let uplinks: HashMap<IfIndex, PortId> = table
-            .iter()
-            .filter(|p| p.kind == PortKind::Uplink)
-            .map(|p| (p.ifindex, p.id))
-            .collect();
-        routes.set_uplinks(uplinks.clone());
-
-        let switch_ids: HashMap<String, SwitchId> = table
-            .iter()
-            .filter_map(|p| Some((p.name.clone(), SwitchId(p.switch_id.clone()?))))
-            .collect();
+        // Configured MTUs first: everything after sees the netdevs as they will be.
+        apply_mtus(&cfg.ports, &dump_links()?).map_err(DaemonError::Offload)?;
         let (coalesce, settle) = fib_timing(&cfg.offload);
         let fib_cfg = fibwatch::Config {
             coalesce,
             settle,
             ..fibwatch::Config::default()
         };
-        let watcher = Arc::new(Watcher::spawn(
-            fib_cfg,
-            Box::new(StaticSwitchIds(switch_ids)),
-        )?);
+        let watcher = Arc::new(Watcher::spawn(fib_cfg)?);
+        let mirror = watcher.mirror()?;
+        let links: Vec<fibwatch::Link> = mirror.links().cloned().collect();
+        let live = LivePorts::new(&cfg.ports, &links).map_err(DaemonError::Offload)?;
+        let table = (*live.table()).clone();
+        let slowpath = build::slowpath(&cfg)?;
+        let opened = build::open_ports(&cfg, cfg.datapath.batch)?;
+        let opened_mtu: HashMap<datapath::PortId, u32> = table
+            .iter()
+            .filter(|p| p.kind != PortKind::Tunnel)
+            .map(|p| (p.id, p.mtu))
+            .collect();
+
+        let routes = Arc::new(RouteTable::new());
+        let uplinks = live.uplinks();
+        routes.set_uplinks(uplinks.clone());
         // VXLAN to any address of an uplink is ours (networks without a fixed local
         // VTEP use the address of whichever uplink the route picks).
-        let uplink_addrs: Vec<IpAddr> = watcher
-            .mirror()?
+        let uplink_addrs: Vec<IpAddr> = mirror
             .addresses()
             .filter(|a| uplinks.contains_key(&a.ifindex))
             .map(|a| a.addr)
@@ -373,22 +374,26 @@ impl Daemon {
 
         // Filled once the switch (and its flow table) exists; no flow is offered before.
         let flow_table: Arc<OnceLock<Arc<FlowTable>>> = Arc::new(OnceLock::new());
+        let carried_by_tc = cfg.offload.policy != OffloadPolicy::SkipSw;
         let (offload, backend_name, kept) = match backend(&cfg, &table)? {
             Some((b, name)) => {
-                let mut offloader =
-                    Offloader::new(b, table.clone(), routes.clone(), Duration::from_secs(2));
+                let mut offloader = Offloader::new(b, table.clone(), Duration::from_secs(2));
                 // Filters a previous run left (--keep-offloads, or a crash) are held for
                 // adoption instead of being swept at start.
                 let kept = offloader.load_kept().unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "offload: could not list a previous run's filters; they will be swept");
                     Vec::new()
                 });
-                let observer = tc_carried_observer(
-                    name == "tc" && cfg.offload.policy != OffloadPolicy::SkipSw,
-                    flow_table.clone(),
-                );
-                let worker =
-                    OffloadWorker::spawn_observed(offloader, WorkerConfig::default(), observer);
+                let observer =
+                    tc_carried_observer(name == "tc" && carried_by_tc, flow_table.clone());
+                let wcfg = WorkerConfig {
+                    queue: cfg
+                        .offload
+                        .queue
+                        .unwrap_or(crate::config::DEFAULT_OFFLOAD_QUEUE),
+                    ..WorkerConfig::default()
+                };
+                let worker = OffloadWorker::spawn_observed(offloader, wcfg, observer);
                 (Some(Arc::new(worker)), name, kept)
             }
             None => (None, "off", Vec::new()),
@@ -400,12 +405,18 @@ impl Daemon {
             Some(watcher.clone()),
             routes.clone(),
             offload.clone(),
-            table.clone(),
             tunnel_port,
+            network_marks(&cfg),
             clock,
         ));
+        // With filters to adopt, the datapath receives only once their flows exist.
         let switch = Switch::start(
-            switch_config(&cfg, build::local_vteps(&cfg, &uplink_addrs), clock),
+            switch_config(
+                &cfg,
+                build::local_vteps(&cfg, &uplink_addrs),
+                clock,
+                !kept.is_empty(),
+            ),
             slowpath,
             opened,
             routes.clone(),
@@ -413,10 +424,19 @@ impl Daemon {
         )?;
         let _ = flow_table.set(switch.engine().table().clone());
         let adoption = match &offload {
-            Some(w) if !kept.is_empty() => adopt(&switch, &hooks, w, &table, &kept),
-            _ => offload::AdoptionReport::default(),
+            Some(w) if !kept.is_empty() => adopt(
+                &switch,
+                &hooks,
+                w,
+                &table,
+                &kept,
+                backend_name == "tc" && carried_by_tc,
+            ),
+            _ => {
+                switch.resume();
+                offload::AdoptionReport::default()
+            }
         };
-        let rows = port_rows(&cfg, &table);
         let (applied, _) = tokio::sync::watch::channel(Arc::new(cfg.clone()));
         let daemon = Arc::new(Daemon {
             applied,
@@ -428,7 +448,8 @@ impl Daemon {
             watcher: Some(watcher),
             offload,
             backend: backend_name.to_string(),
-            ports: Mutex::new(rows),
+            ports: live,
+            opened_mtu: Mutex::new(opened_mtu),
             adoption,
             counters: Arc::new(DaemonCounters::default()),
             stop: Arc::new(AtomicBool::new(false)),
@@ -437,7 +458,7 @@ impl Daemon {
         let d = daemon.clone();
         let t = std::thread::Builder::new()
             .name("flowd-fib".into())
-            .spawn(move || d.decision_loop())?;
+            .spawn(move || d.event_loop())?;
         daemon
             .threads
             .lock()
@@ -449,7 +470,7 @@ impl Daemon {
 
     /// The ports as `flowctl show` prints them.
     pub fn port_rows(&self) -> Vec<PortRow> {
-        self.ports.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.ports.rows()
     }
 
     /// The configuration in force, now and after each reload that changes it.
@@ -462,64 +483,119 @@ impl Daemon {
         self.applied.send_replace(Arc::new(cfg.clone()));
     }
 
-    /// Applies fibwatch's decisions: the endpoint's route, then the flow's placement.
-    fn decision_loop(&self) {
+    /// Applies fibwatch's events: links to the ports' live facts, path facts to the
+    /// route table and the offload layer.
+    fn event_loop(&self) {
         let Some(w) = &self.watcher else { return };
         while !self.stop.load(Ordering::Relaxed) {
-            match w.decisions().recv_timeout(Duration::from_millis(20)) {
-                Ok(d) => self.apply_decision(d),
+            match w.events().recv_timeout(Duration::from_millis(20)) {
+                Ok(ev) => self.apply_event(ev),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             }
         }
     }
 
-    fn apply_decision(&self, d: fibwatch::Decision) {
-        let kind = match &d.kind {
-            DecisionKind::Offload { .. } => "offload",
-            DecisionKind::Move { .. } => "move",
-            DecisionKind::ToSoftware { .. } => "to_software",
-            DecisionKind::BackToOffload { .. } => "back_to_offload",
-            _ => "unchanged",
-        };
+    fn count(&self, kind: &str) {
         *self
             .counters
-            .migrations
+            .events
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(kind.to_string())
             .or_default() += 1;
-        let Some((flow, _, role)) = self.hooks.flow_of(d.flow) else {
-            self.counters
-                .stale_decisions
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        if role == fibwatch::Role::Encap {
-            self.hooks.apply_route(d.endpoint, &d.kind);
+    }
+
+    fn apply_event(&self, ev: Event) {
+        match ev {
+            Event::Path(u) => {
+                self.count("path");
+                match &u.facts {
+                    Ok(p) => tracing::info!(
+                        key = %u.key, uplink = %p.uplink,
+                        src = ?p.src, mtu = p.mtu, resolved = p.next_hop_mac.is_some(),
+                        "tunnel path"
+                    ),
+                    Err(why) => tracing::info!(key = %u.key, %why, "tunnel path"),
+                }
+                self.routes.update(u.key, u.facts);
+                if let Some(o) = &self.offload {
+                    o.path_changed(u.key, u.facts);
+                }
+            }
+            Event::Link(link) => {
+                self.count("link");
+                if let Some(u) = self.ports.link_changed(&link) {
+                    self.port_changed(u);
+                }
+            }
+            Event::LinkGone(ifindex) => {
+                self.count("link_gone");
+                if let Some(u) = self.ports.link_gone(ifindex) {
+                    self.port_changed(u);
+                }
+            }
+            _ => {}
         }
-        let Some(entry) = self.switch.engine().table().get(flow) else {
-            self.counters
-                .stale_decisions
-                .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A configured port's netdev changed: the judge re-decides its flows, a re-created
+    /// uplink's routes follow it, and the datapath reopens the port's socket when the
+    /// netdev is new or its MTU outgrew the receive ring.
+    fn port_changed(&self, u: PortUpdate) {
+        tracing::info!(
+            port = %u.now.name,
+            ifindex = %u.now.ifindex, mtu = u.now.mtu, up = u.now.up,
+            was_ifindex = %u.before.ifindex, was_mtu = u.before.mtu, was_up = u.before.up,
+            "port changed"
+        );
+        if u.role == CfgRole::Uplink && u.recreated() {
+            self.routes.set_uplinks(self.ports.uplinks());
+        }
+        if let Some(o) = &self.offload {
+            o.update_ports(PortChange {
+                plugged: vec![u.now.clone()],
+                unplugged: Vec::new(),
+            });
+        }
+        if u.role == CfgRole::Tunnel || !u.now.up {
             return;
-        };
-        let why = match &d.kind {
-            DecisionKind::ToSoftware { reason, .. } => reason.to_string(),
-            DecisionKind::Move { to, .. }
-            | DecisionKind::Offload { to }
-            | DecisionKind::BackToOffload { to } => format!(
-                "via if{} src {}",
-                to.ifindex,
-                to.src.map_or("?".to_string(), |s| s.to_string())
-            ),
-            _ => String::new(),
-        };
-        tracing::info!(flow = %flow, endpoint = %d.endpoint, ?role, kind, %why, "migration");
-        // The route table now says where the endpoint goes (or that it cannot be
-        // offloaded); offering the flow again re-validates it against that: a move
-        // replaces the filter, a refusal withdraws it with the reason.
-        self.hooks.offer(&entry);
+        }
+        let opened = self
+            .opened_mtu
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&u.now.id)
+            .copied();
+        if !u.recreated() && opened.is_some_and(|m| m >= u.now.mtu) {
+            return;
+        }
+        self.reopen(&u);
+    }
+
+    /// Opens a port's socket again and hands it to the datapath thread, which replaces
+    /// the old one.
+    fn reopen(&self, u: &PortUpdate) {
+        let batch = self.config.lock().map_or(32, |c| c.datapath.batch);
+        match AfPacketPort::open(&u.now.name, batch) {
+            Ok(io) => {
+                self.opened_mtu
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(u.now.id, u.now.mtu);
+                self.switch.plug(SwitchPort {
+                    id: u.now.id,
+                    role: build::role(u.role),
+                    io: Some(Box::new(io)),
+                });
+                self.counters.ports_reopened.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(port = %u.now.name, ifindex = %u.now.ifindex, mtu = u.now.mtu, "port reopened");
+            }
+            Err(e) => {
+                self.counters.reopen_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(port = %u.now.name, error = %e, "port could not be reopened");
+            }
+        }
     }
 
     /// Deletes every flow (and its filter); returns how many.

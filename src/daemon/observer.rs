@@ -1,11 +1,13 @@
 //! [`FlowHooks`]: what the daemon does when the slow path installs, changes or deletes a
-//! flow: register its tunnel endpoints with fibwatch, keep the route table current, offer
-//! the flow to the offload worker, and move `used` forward from tc's counters.
+//! flow: acquire the tunnel lookup keys it uses (fibwatch tracks a key while some flow
+//! uses it; the route table has its route before the flow's first packet), offer the
+//! flow to the offload worker with those paths, and move `used` forward from tc's
+//! counters.
 //!
-//! A flow may reach several remote endpoints (head-end replication of a flood), but
-//! fibwatch tracks one endpoint per registration, so each (flow, endpoint) pair is its
-//! own *tunnel registration* with an id of its own; decisions about a registration are
-//! mapped back to its flow.
+//! A flow's tunnel paths are one per lookup key: each `set(tunnel)` it executes (remote
+//! VTEP, fixed source or none, mark), and for a flow from the tunnel port, the way back
+//! toward the remote it decapsulates from (its network's mark, its fixed local address
+//! if matched). Head-end replication reaches several remotes: several paths.
 
 use super::routes::RouteTable;
 use crate::switch::Clock;
@@ -15,40 +17,30 @@ use datapath::actions::Action;
 use datapath::cache::FlowEntry;
 use datapath::flow::tun_flags;
 use datapath::slowpath::{DeleteReason, FlowObserver};
-use fibwatch::{DecisionKind, FlowInfo, Role, SwitchId, Watcher};
+use fibwatch::Watcher;
+use offload::FlowRequest;
 use offload::worker::OffloadWorker;
-use offload::{FlowRequest, PortTable};
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use vocab::{LookupKey, TunnelPath, TunnelRole};
 
-/// One tunnel endpoint of a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TunnelUse {
-    /// The remote endpoint.
-    pub endpoint: IpAddr,
-    /// Encap (toward it) or decap (from it).
-    pub role: Role,
-    /// The VNI.
-    pub vni: u32,
-    /// A fixed outer source address, if the action sets one.
-    pub local: Option<IpAddr>,
-}
-
-/// The tunnel endpoints a flow uses: the destinations of its `set(tunnel)` actions, or
-/// the outer source it matches when it comes from the tunnel port.
-pub fn tunnel_uses(entry: &FlowEntry, tunnel_port: Option<datapath::PortId>) -> Vec<TunnelUse> {
-    let mut uses: Vec<TunnelUse> = entry
+/// The tunnel paths a flow depends on: the lookup key of each of its `set(tunnel)`
+/// actions, and, when it comes from the tunnel port and matches the remote's address,
+/// the key toward that remote (with the mark `marks` gives its VNI's network).
+pub fn tunnel_paths(
+    entry: &FlowEntry,
+    tunnel_port: Option<datapath::PortId>,
+    marks: &HashMap<u32, u32>,
+) -> Vec<TunnelPath> {
+    let mut paths: Vec<TunnelPath> = entry
         .actions()
         .as_slice()
         .iter()
         .filter_map(|a| match a {
-            Action::SetTunnel(t) => Some(TunnelUse {
-                endpoint: t.dst,
-                role: Role::Encap,
-                vni: t.vni,
-                local: t.src,
+            Action::SetTunnel(t) => Some(TunnelPath {
+                key: t.lookup_key(),
+                role: TunnelRole::Encap,
             }),
             _ => None,
         })
@@ -59,17 +51,20 @@ pub fn tunnel_uses(entry: &FlowEntry, tunnel_port: Option<datapath::PortId>) -> 
     let src_matched = entry.mask().tun_src != [0; 16];
     if from_tunnel
         && src_matched
-        && let Some(src) = key.tunnel_src()
+        && let Some(remote) = key.tunnel_src()
     {
-        uses.push(TunnelUse {
-            endpoint: src,
-            role: Role::Decap,
-            vni: key.tun_vni,
-            local: key.tunnel_dst().filter(|_| entry.mask().tun_dst != [0; 16]),
+        paths.push(TunnelPath {
+            key: LookupKey {
+                dst: remote,
+                src: key.tunnel_dst().filter(|_| entry.mask().tun_dst != [0; 16]),
+                mark: marks.get(&key.tun_vni).copied().unwrap_or(0),
+            },
+            role: TunnelRole::Decap,
         });
     }
-    uses.dedup();
-    uses
+    paths.sort_by_key(|p| (p.key, p.role == TunnelRole::Decap));
+    paths.dedup();
+    paths
 }
 
 /// Counters the daemon reports.
@@ -77,57 +72,37 @@ pub fn tunnel_uses(entry: &FlowEntry, tunnel_port: Option<datapath::PortId>) -> 
 pub struct HookCounters {
     /// Flows offered to the offload worker.
     pub offered: AtomicU64,
-    /// Tunnel registrations made.
-    pub registrations: AtomicU64,
-    /// Registration failures (fibwatch stopped).
-    pub registration_errors: AtomicU64,
+    /// Lookup keys fibwatch was asked to track.
+    pub tracked: AtomicU64,
+    /// Tracking failures (fibwatch stopped).
+    pub track_errors: AtomicU64,
 }
 
 /// The daemon's flow observer.
 pub struct FlowHooks {
     /// fibwatch, when running.
     pub watcher: Option<Arc<Watcher>>,
-    /// The routes the datapath and offload validation use.
+    /// The keys in use and the routes the datapath uses.
     pub routes: Arc<RouteTable>,
     /// The offload worker, unless offload is off.
     pub offload: Option<Arc<OffloadWorker>>,
-    /// The ports as offload knows them (MTU, switch id per port); replaced when ports
-    /// are plugged or unplugged.
-    pub ports: ArcSwap<PortTable>,
     /// The tunnel port.
     pub tunnel_port: Option<datapath::PortId>,
+    /// Each VNI network's `fwmark` (networks without one are absent); replaced on
+    /// reload.
+    pub marks: ArcSwap<HashMap<u32, u32>>,
     /// The switch's clock (tc's counters turn into the cache's `used` on it).
     pub clock: Clock,
     /// Each offloaded flow's packet count at the last refresh.
     last_packets: Mutex<HashMap<FlowId, u64>>,
-    /// Registration id -> flow.
-    regs: Mutex<Registrations>,
+    /// The keys each flow holds.
+    held: Mutex<HashMap<FlowId, Vec<LookupKey>>>,
     /// Counters.
     pub counters: HookCounters,
 }
 
-#[derive(Default)]
-struct Registrations {
-    next: u64,
-    by_reg: HashMap<FlowId, (FlowId, IpAddr, Role)>,
-    by_flow: HashMap<FlowId, Vec<FlowId>>,
-}
-
-/// The representor a flow serves: its ingress port for encap flows, its first output
-/// port for decap flows (whose ingress is the tunnel device).
-fn representor_of(entry: &FlowEntry, role: Role) -> datapath::PortId {
-    match role {
-        Role::Decap => entry
-            .actions()
-            .as_slice()
-            .iter()
-            .find_map(|a| match a {
-                Action::Output(p) => Some(*p),
-                _ => None,
-            })
-            .unwrap_or(datapath::PortId(entry.key().in_port)),
-        _ => datapath::PortId(entry.key().in_port),
-    }
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl FlowHooks {
@@ -136,126 +111,97 @@ impl FlowHooks {
         watcher: Option<Arc<Watcher>>,
         routes: Arc<RouteTable>,
         offload: Option<Arc<OffloadWorker>>,
-        ports: PortTable,
         tunnel_port: Option<datapath::PortId>,
+        marks: HashMap<u32, u32>,
         clock: Clock,
     ) -> Self {
         Self {
             watcher,
             routes,
             offload,
-            ports: ArcSwap::from_pointee(ports),
             tunnel_port,
+            marks: ArcSwap::from_pointee(marks),
             clock,
             last_packets: Mutex::new(HashMap::new()),
-            regs: Mutex::new(Registrations::default()),
+            held: Mutex::new(HashMap::new()),
             counters: HookCounters::default(),
         }
     }
 
-    /// The flow, endpoint and role a tunnel registration belongs to.
-    pub fn flow_of(&self, reg: FlowId) -> Option<(FlowId, IpAddr, Role)> {
-        self.regs.lock().ok()?.by_reg.get(&reg).copied()
-    }
-
-    /// Registrations per endpoint: (flows, registration ids).
-    pub fn flows_by_endpoint(&self) -> HashMap<IpAddr, Vec<FlowId>> {
-        let mut out: HashMap<IpAddr, Vec<FlowId>> = HashMap::new();
-        if let Ok(r) = self.regs.lock() {
-            for (flow, ep, _) in r.by_reg.values() {
-                out.entry(*ep).or_default().push(*flow);
+    /// The flows holding each lookup key.
+    pub fn flows_by_key(&self) -> HashMap<LookupKey, Vec<FlowId>> {
+        let mut out: HashMap<LookupKey, Vec<FlowId>> = HashMap::new();
+        for (flow, keys) in lock(&self.held).iter() {
+            for k in keys {
+                out.entry(*k).or_default().push(*flow);
             }
         }
         out
     }
 
-    fn register(&self, entry: &FlowEntry) {
-        let Some(w) = &self.watcher else { return };
-        for u in tunnel_uses(entry, self.tunnel_port) {
-            let ports = self.ports.load();
-            let rep = ports.get(representor_of(entry, u.role));
-            let reg = {
-                let Ok(mut r) = self.regs.lock() else { return };
-                r.next += 1;
-                let reg = FlowId((1 << 63) | r.next);
-                r.by_reg.insert(reg, (entry.id(), u.endpoint, u.role));
-                r.by_flow.entry(entry.id()).or_default().push(reg);
-                reg
-            };
-            let info = FlowInfo {
-                id: reg,
-                endpoint: u.endpoint,
-                role: u.role,
-                vni: u.vni,
-                local: u.local,
-                mark: 0,
-                rep_mtu: rep.map_or(1500, |p| p.mtu),
-                switch_id: rep.and_then(|p| p.switch_id.clone()).map(SwitchId),
-            };
-            self.counters.registrations.fetch_add(1, Ordering::Relaxed);
-            match w.register_sync(info) {
-                Ok(d) if u.role == Role::Encap => self.apply_route(d.endpoint, &d.kind),
-                Ok(_) => {}
+    /// The tunnel paths of a flow, acquired: a key no flow used before is tracked by
+    /// fibwatch first, its facts seeded into the route table.
+    fn acquire(&self, entry: &FlowEntry) -> Vec<TunnelPath> {
+        let paths = tunnel_paths(entry, self.tunnel_port, &self.marks.load());
+        let mut keys: Vec<LookupKey> = paths.iter().map(|p| p.key).collect();
+        keys.dedup();
+        for key in &keys {
+            if !self.routes.acquire(*key) {
+                continue;
+            }
+            let Some(w) = &self.watcher else { continue };
+            self.counters.tracked.fetch_add(1, Ordering::Relaxed);
+            match w.track(*key) {
+                Ok(facts) => self.routes.seed(*key, facts),
                 Err(e) => {
-                    self.counters
-                        .registration_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(flow = %entry.id(), error = %e, "fibwatch registration failed");
+                    self.counters.track_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%key, error = %e, "fibwatch could not track a tunnel key");
                 }
             }
         }
-    }
-
-    /// Records what an encap registration's decision says about its endpoint's path
-    /// (decap decisions say nothing about the way out).
-    pub fn apply_route(&self, endpoint: IpAddr, kind: &DecisionKind) {
-        match kind {
-            DecisionKind::Offload { to }
-            | DecisionKind::Move { to, .. }
-            | DecisionKind::BackToOffload { to } => self.routes.update(endpoint, Some(*to), None),
-            DecisionKind::ToSoftware {
-                reason, current, ..
-            } => self
-                .routes
-                .update(endpoint, *current, Some(reason.to_string())),
-            _ => {}
+        if !keys.is_empty() {
+            lock(&self.held).insert(entry.id(), keys);
         }
+        paths
     }
 
-    fn unregister(&self, flow: FlowId) {
-        let regs = match self.regs.lock() {
-            Ok(mut r) => {
-                let regs = r.by_flow.remove(&flow).unwrap_or_default();
-                for reg in &regs {
-                    r.by_reg.remove(reg);
-                }
-                regs
-            }
-            Err(_) => return,
+    /// Releases the keys a flow held: the last user of a key stops its tracking.
+    fn release(&self, flow: FlowId) {
+        let Some(keys) = lock(&self.held).remove(&flow) else {
+            return;
         };
-        if let Some(w) = &self.watcher {
-            for reg in regs {
-                let _ = w.unregister(reg);
+        for key in keys {
+            if self.routes.release(&key)
+                && let Some(w) = &self.watcher
+            {
+                let _ = w.untrack(key);
             }
         }
     }
 
-    /// Offers a flow (again) to the offload worker.
-    pub fn offer(&self, entry: &FlowEntry) {
+    fn offer_paths(&self, entry: &FlowEntry, paths: Vec<TunnelPath>, wait: bool) {
         if let Some(o) = &self.offload {
             self.counters.offered.fetch_add(1, Ordering::Relaxed);
-            o.offer(put_request(entry));
+            let req = FlowRequest::Put {
+                flow: entry.id(),
+                megaflow: entry.megaflow(),
+                actions: entry.actions().clone(),
+                paths,
+            };
+            if wait {
+                o.offer_wait(req);
+            } else {
+                o.offer(req);
+            }
         }
     }
 
     /// Announces a flow the slow path installed without an upcall (start-up adoption):
-    /// registered like any new flow, then offered, waiting for room in the queue.
+    /// its keys acquired like any new flow's, then offered, waiting for room in the
+    /// queue.
     pub fn announce(&self, entry: &FlowEntry) {
-        self.register(entry);
-        if let Some(o) = &self.offload {
-            self.counters.offered.fetch_add(1, Ordering::Relaxed);
-            o.offer_wait(put_request(entry));
-        }
+        let paths = self.acquire(entry);
+        self.offer_paths(entry, paths, true);
     }
 
     fn withdraw(&self, flow: FlowId) {
@@ -265,30 +211,22 @@ impl FlowHooks {
     }
 }
 
-/// The offload request for a flow as it is now.
-fn put_request(entry: &FlowEntry) -> FlowRequest {
-    FlowRequest::Put {
-        flow: entry.id(),
-        megaflow: entry.megaflow(),
-        actions: entry.actions().clone(),
-    }
-}
-
 impl FlowObserver for FlowHooks {
     fn installed(&self, flow: &Arc<FlowEntry>) {
-        self.register(flow);
-        self.offer(flow);
+        let paths = self.acquire(flow);
+        self.offer_paths(flow, paths, false);
     }
 
     fn modified(&self, old: &Arc<FlowEntry>, new: &Arc<FlowEntry>) {
-        self.unregister(old.id());
+        // The new flow's keys first: a key both use stays tracked throughout.
+        let paths = self.acquire(new);
+        self.release(old.id());
         self.withdraw(old.id());
-        self.register(new);
-        self.offer(new);
+        self.offer_paths(new, paths, false);
     }
 
     fn deleted(&self, flow: &Arc<FlowEntry>, _reason: DeleteReason) {
-        self.unregister(flow.id());
+        self.release(flow.id());
         self.withdraw(flow.id());
     }
 

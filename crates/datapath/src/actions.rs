@@ -6,6 +6,7 @@
 use crate::PortId;
 use std::net::IpAddr;
 use std::sync::Arc;
+use vocab::LookupKey;
 
 /// Outer header parameters of a VXLAN encapsulation (`set(tunnel(...))`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,6 +27,9 @@ pub struct TunnelAttrs {
     pub csum: bool,
     /// Whether to set DF on the outer IPv4 header.
     pub df: bool,
+    /// The outer packet's mark (`skb->mark`), which policy routing (`ip rule fwmark`)
+    /// may use to choose its path; 0: none. Part of the tunnel's [`LookupKey`].
+    pub mark: u32,
 }
 
 impl TunnelAttrs {
@@ -40,6 +44,17 @@ impl TunnelAttrs {
             tp_dst: 4789,
             csum: false,
             df: false,
+            mark: 0,
+        }
+    }
+
+    /// What the outer packet is routed by: the remote VTEP, the fixed source if any, and
+    /// the mark. The software datapath, fibwatch and offload all use this one key.
+    pub fn lookup_key(&self) -> LookupKey {
+        LookupKey {
+            dst: self.dst,
+            src: self.src,
+            mark: self.mark,
         }
     }
 }

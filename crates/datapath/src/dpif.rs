@@ -7,6 +7,18 @@
 //! ports' transmit batches, a miss goes to the [`MissHandler`] (the upcall). Transmit
 //! batches are flushed at the end of every receive batch.
 //!
+//! # Ports whose device is gone
+//! A port that fails with an error for which [`PortError::is_device_gone`] holds (on
+//! receive, on transmit, or when `poll()` reported an error on it and
+//! [`Port::take_error`] read a gone device), that reports [`PortStats::down`], or whose
+//! descriptor `poll()` reports hung up or invalid (`POLLHUP`, `POLLNVAL`) is marked down:
+//! it leaves the poll set (a dead socket would otherwise keep waking `poll()`), is not
+//! read any more, and what is sent to it is dropped, counted in the executor's
+//! `sink_drops` and in the port's [`PortStats::tx_dropped`]. [`Datapath::down_ports`] lists
+//! such ports and [`DpStats::ports`] flags them; a [`PortOp::Add`] with the same id
+//! replaces the port and brings it back. Transient errors (interrupted, would block) never
+//! mark a port down.
+//!
 //! # Thread-safety
 //! A `Datapath` is owned by its thread; nothing on the per-packet path locks or
 //! allocates. Flow changes arrive as [`FlowOp`]s and slow-path decisions for upcalled
@@ -17,25 +29,14 @@ use crate::actions::Actions;
 use crate::cache::{CacheConfig, FlowCache, FlowOp, key_hash};
 use crate::exec::{ExecEnv, ExecStats, Executor, PacketSink};
 use crate::flow::{FlowKey, TunnelMeta};
-use crate::port::{PacketBatch, Poller, Port, PortError, Waker};
+use crate::port::{PacketBatch, Poller, Port, PortError, PortStats, Waker};
 use crate::tunnel::TunnelResolver;
 use crate::wire::vxlan;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
 
-/// What a port is to the datapath.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum PortRole {
-    /// A VF representor: traffic from and to a VM.
-    Representor,
-    /// A physical uplink (VXLAN underlay).
-    Uplink,
-    /// The VXLAN tunnel port: virtual; outputs to it encapsulate, decapsulated packets
-    /// arrive from it.
-    Tunnel,
-}
+pub use vocab::PortRole;
 
 /// Datapath settings.
 #[derive(Debug, Clone)]
@@ -146,7 +147,7 @@ impl std::fmt::Debug for PortOp {
 }
 
 /// Datapath counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DpStats {
     /// Frames received.
     pub rx: u64,
@@ -168,12 +169,27 @@ pub struct DpStats {
     pub tx_dropped: u64,
     /// Execution counters.
     pub exec: ExecStats,
+    /// Each port's counters and state (ports with I/O, by id).
+    pub ports: Vec<(PortId, PortStats)>,
 }
 
 struct DpPort {
     role: PortRole,
     io: Option<Box<dyn Port>>,
     tx: PacketBatch,
+    /// The port's device is gone: not polled, not transmitted to.
+    down: bool,
+    /// Frames dropped because the port was down.
+    down_drops: u64,
+}
+
+impl DpPort {
+    /// Marks the port down; its pending transmit batch is dropped and counted.
+    fn set_down(&mut self) {
+        self.down = true;
+        self.down_drops += self.tx.len() as u64;
+        self.tx.clear();
+    }
 }
 
 /// The transmit side, as the executor sees it.
@@ -183,12 +199,17 @@ struct TxSink<'a> {
 }
 
 impl TxSink<'_> {
-    /// The transmit batch of `port`, flushed first if it is full.
+    /// The transmit batch of `port`, flushed first if it is full; None (the frame is
+    /// dropped) for a port that is unknown, has no I/O or is down.
     fn batch(&mut self, port: PortId) -> Option<&mut PacketBatch> {
         let p = self.ports.get_mut(port.0 as usize)?.as_mut()?;
-        let io = p.io.as_mut()?;
-        if p.tx.is_full() {
-            flush_port(io.as_mut(), &mut p.tx, self.tx_dropped);
+        p.io.as_ref()?;
+        if !p.down && p.tx.is_full() {
+            flush_port(p, self.tx_dropped);
+        }
+        if p.down {
+            p.down_drops += 1;
+            return None;
         }
         Some(&mut p.tx)
     }
@@ -204,13 +225,24 @@ impl PacketSink for TxSink<'_> {
     }
 }
 
-fn flush_port(io: &mut dyn Port, tx: &mut PacketBatch, dropped: &mut u64) {
-    if tx.is_empty() {
+/// Sends the port's pending transmit batch; what the port did not send is counted in
+/// `dropped`. A port whose device is gone is marked down.
+fn flush_port(p: &mut DpPort, dropped: &mut u64) {
+    let Some(io) = p.io.as_mut() else { return };
+    if p.tx.is_empty() || p.down {
         return;
     }
-    let sent = io.send(tx).unwrap_or(0);
-    *dropped += (tx.len() - sent) as u64;
-    tx.clear();
+    let sent = match io.send(&p.tx) {
+        Ok(n) => n,
+        Err(e) => {
+            if e.is_device_gone() {
+                p.down = true;
+            }
+            0
+        }
+    };
+    *dropped += (p.tx.len() - sent) as u64;
+    p.tx.clear();
 }
 
 /// One datapath thread's state.
@@ -274,6 +306,8 @@ impl Datapath {
             role,
             io,
             tx: PacketBatch::new(self.cfg.batch, self.cfg.max_frame + 128),
+            down: false,
+            down_drops: 0,
         });
         self.poller = None;
     }
@@ -310,12 +344,43 @@ impl Datapath {
         &mut self.cache
     }
 
-    /// Counters.
-    pub fn stats(&self) -> DpStats {
+    /// Counters, with each port's ([`Self::port_stats`]: a system call per kernel port,
+    /// so call it when publishing statistics, not per packet).
+    pub fn stats(&mut self) -> DpStats {
         DpStats {
             exec: self.exec.stats,
-            ..self.stats
+            ports: self.port_stats(),
+            ..self.stats.clone()
         }
+    }
+
+    /// Each port's counters and state ([`Port::stats`]; `down` and `tx_dropped` include
+    /// the datapath's own marking and drops), by id, for the ports with I/O. A port that
+    /// reports itself down is marked down here.
+    pub fn port_stats(&mut self) -> Vec<(PortId, PortStats)> {
+        let mut out = Vec::new();
+        for (i, slot) in self.ports.iter_mut().enumerate() {
+            let Some(p) = slot.as_mut() else { continue };
+            let Some(io) = p.io.as_mut() else { continue };
+            let mut st = io.stats();
+            if st.down && !p.down {
+                p.set_down();
+            }
+            st.down = p.down;
+            st.tx_dropped += p.down_drops;
+            out.push((PortId(i as u32), st));
+        }
+        out
+    }
+
+    /// The ports marked down (their device is gone), by id, until replaced.
+    pub fn down_ports(&self) -> Vec<PortId> {
+        self.ports
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.as_ref().is_some_and(|p| p.down))
+            .map(|(i, _)| PortId(i as u32))
+            .collect()
     }
 
     /// Wakes this datapath from its poll (for whoever queues packet-outs or flow ops);
@@ -360,6 +425,7 @@ impl Datapath {
         let env = ExecEnv {
             resolver: self.resolver.as_ref(),
             tunnel_port: self.tunnel_port,
+            in_port: Some(PortId(key.in_port)),
         };
         let mut sink = TxSink {
             ports: &mut self.ports,
@@ -369,18 +435,30 @@ impl Datapath {
             .execute(frame, key_hash(key), actions.as_slice(), &env, &mut sink);
     }
 
-    /// Receives one batch from `port` and processes it. Returns the frames received.
+    /// Receives one batch from `port` and processes it. Returns the frames received. A
+    /// port that is down is not read; one whose device turns out gone is marked down
+    /// (Ok(0)); a transient error is Ok(0).
     pub fn poll_port(&mut self, port: PortId, now: u64) -> Result<usize, PortError> {
         let Some(Some(p)) = self.ports.get_mut(port.0 as usize) else {
             return Ok(0);
         };
         let role = p.role;
+        if p.down {
+            return Ok(0);
+        }
         let Some(io) = p.io.as_mut() else {
             return Ok(0);
         };
         let mut rx = std::mem::replace(&mut self.rx, PacketBatch::new(0, 0));
         rx.clear();
-        let n = io.recv(&mut rx);
+        let n = match io.recv(&mut rx) {
+            Err(e) if e.is_device_gone() => {
+                p.set_down();
+                Ok(0)
+            }
+            Err(e) if e.is_transient() => Ok(0),
+            n => n,
+        };
         if let Ok(n) = n
             && n > 0
         {
@@ -415,6 +493,7 @@ impl Datapath {
         let env = ExecEnv {
             resolver: self.resolver.as_ref(),
             tunnel_port: self.tunnel_port,
+            in_port: Some(PortId(key.in_port)),
         };
         let mut sink = TxSink {
             ports: &mut self.ports,
@@ -474,9 +553,7 @@ impl Datapath {
     /// Sends every port's pending transmit batch.
     pub fn flush(&mut self) {
         for p in self.ports.iter_mut().flatten() {
-            if let Some(io) = p.io.as_mut() {
-                flush_port(io.as_mut(), &mut p.tx, &mut self.stats.tx_dropped);
-            }
+            flush_port(p, &mut self.stats.tx_dropped);
         }
     }
 
@@ -484,9 +561,17 @@ impl Datapath {
     /// batch from each readable port and drains the queues. Ports without a file
     /// descriptor (in-memory) are polled every call. Under load (the previous call received
     /// frames) it does not wait: every port is read directly, which saves a `poll()`
-    /// system call per round (and costs nothing for a port with a receive ring).
+    /// system call per round (and costs nothing for a port with a receive ring). Ports
+    /// marked down leave the poll set.
     pub fn run_once(&mut self, timeout_ms: i32, now: u64) -> Result<usize, PortError> {
         self.drain_queues(now);
+        // A port marked down since the poll set was built (a failed transmit) leaves it.
+        let stale = self.poller.as_ref().is_some_and(|(_, fd_ids, mem_ids)| {
+            fd_ids.iter().chain(mem_ids).any(|&id| self.is_down(id))
+        });
+        if stale {
+            self.poller = None;
+        }
         let (mut poller, fd_ids, mem_ids) = match self.poller.take() {
             Some(p) => p,
             None => self.build_poller(),
@@ -510,6 +595,14 @@ impl Datapath {
             // Woken for queued work: drained at the top of the next round.
             w.reset();
         }
+        if !self.busy {
+            for &i in &ready {
+                let Some(&id) = fd_ids.get(i) else { continue };
+                if let Err(e) = self.poll_error(id, poller.revents(i)) {
+                    result = Err(e);
+                }
+            }
+        }
         let ids = ready.iter().filter_map(|&i| fd_ids.get(i)).chain(&mem_ids);
         for &id in ids {
             let Ok(total) = result.as_mut() else { break };
@@ -524,13 +617,55 @@ impl Datapath {
         result
     }
 
-    /// A poller over the ports with a file descriptor, their ids, and the other ports.
+    /// The ports the last round's poll set holds (kernel ports, then the others).
+    #[cfg(test)]
+    pub(crate) fn poll_set(&self) -> Vec<PortId> {
+        self.poller
+            .as_ref()
+            .map(|(_, fd_ids, mem_ids)| fd_ids.iter().chain(mem_ids).copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether port `id` exists and is marked down.
+    fn is_down(&self, id: PortId) -> bool {
+        matches!(self.ports.get(id.0 as usize), Some(Some(p)) if p.down)
+    }
+
+    /// Acts on an error condition `poll()` reported for port `id` (`revents`): a hung-up
+    /// or invalid descriptor marks the port down; a pending socket error is read, and
+    /// marks the port down if its device is gone. Other errors are returned.
+    fn poll_error(&mut self, id: PortId, revents: i16) -> Result<(), PortError> {
+        let Some(Some(p)) = self.ports.get_mut(id.0 as usize) else {
+            return Ok(());
+        };
+        let Some(io) = p.io.as_mut() else {
+            return Ok(());
+        };
+        if revents & (libc::POLLHUP | libc::POLLNVAL) != 0 {
+            p.set_down();
+            return Ok(());
+        }
+        if revents & libc::POLLERR == 0 {
+            return Ok(());
+        }
+        match io.take_error() {
+            Err(e) if e.is_device_gone() => {
+                p.set_down();
+                Ok(())
+            }
+            Err(e) if e.is_transient() => Ok(()),
+            r => r,
+        }
+    }
+
+    /// A poller over the ports with a file descriptor, their ids, and the other ports
+    /// (ports marked down left out).
     fn build_poller(&self) -> (Poller, Vec<PortId>, Vec<PortId>) {
         let mut fds = Vec::new();
         let mut fd_ids = Vec::new();
         let mut mem_ids = Vec::new();
         for (i, p) in self.ports.iter().enumerate() {
-            let Some(io) = p.as_ref().and_then(|p| p.io.as_ref()) else {
+            let Some(io) = p.as_ref().filter(|p| !p.down).and_then(|p| p.io.as_ref()) else {
                 continue;
             };
             match io.raw_fd() {
@@ -738,5 +873,170 @@ mod tests {
         up.inject(&outer); // destined to .56, not to us
         dp.run_once(0, 3).unwrap();
         assert_eq!(dp.stats().decap, 0);
+    }
+
+    /// What the datapath reports for port `id`.
+    fn port_stats(dp: &mut Datapath, id: PortId) -> PortStats {
+        dp.stats()
+            .ports
+            .into_iter()
+            .find(|&(p, _)| p == id)
+            .map(|(_, st)| st)
+            .expect("a port with I/O")
+    }
+
+    #[test]
+    fn a_port_whose_device_is_gone_is_marked_down_until_replaced() {
+        let (mut dp, rep, up) = datapath();
+        let (tx, rx) = std::sync::mpsc::channel();
+        dp.set_port_ops(rx);
+        install(&mut dp, 1, "in_port(1)", "2");
+        install(&mut dp, 2, "in_port(2)", "1");
+        rep.fail_recv(std::io::ErrorKind::NetworkDown);
+        rep.inject(&inner_frame());
+        assert_eq!(dp.run_once(0, 1).unwrap(), 0, "handled, not an error");
+        assert_eq!(dp.down_ports(), vec![REP]);
+        let recvs = rep.recvs();
+        for now in 2..5 {
+            dp.run_once(0, now).unwrap();
+        }
+        assert_eq!(rep.recvs(), recvs, "not polled any more");
+        assert_eq!(dp.poll_set(), vec![UPLINK]);
+
+        // Frames for it are dropped and counted.
+        up.inject(&inner_frame());
+        dp.run_once(0, 5).unwrap();
+        assert!(rep.take_sent().is_empty());
+        let st = port_stats(&mut dp, REP);
+        assert!(st.down);
+        assert_eq!((st.tx_dropped, st.errors), (1, 1));
+        assert_eq!(dp.stats().exec.sink_drops, 1);
+        assert!(!port_stats(&mut dp, UPLINK).down);
+
+        // The daemon reopened the device: the same id, a new port.
+        let (rep2, rep2_h) = MemPort::new("rep0", 1450);
+        tx.send(PortOp::Add {
+            id: REP,
+            role: PortRole::Representor,
+            io: Some(Box::new(rep2)),
+        })
+        .unwrap();
+        up.inject(&inner_frame());
+        dp.run_once(0, 6).unwrap();
+        assert!(dp.down_ports().is_empty());
+        assert_eq!(rep2_h.take_sent(), vec![inner_frame()]);
+        rep2_h.inject(&inner_frame());
+        dp.run_once(0, 7).unwrap();
+        assert_eq!(up.take_sent(), vec![inner_frame()], "polled again");
+        assert!(!port_stats(&mut dp, REP).down);
+    }
+
+    #[test]
+    fn a_transmit_to_a_gone_device_marks_the_port_down() {
+        let (mut dp, rep, up) = datapath();
+        install(&mut dp, 1, "in_port(1)", "2");
+        up.fail_send(std::io::ErrorKind::NetworkDown);
+        rep.inject(&inner_frame());
+        dp.run_once(0, 1).unwrap();
+        assert_eq!(dp.down_ports(), vec![UPLINK]);
+        rep.inject(&inner_frame());
+        dp.run_once(0, 2).unwrap();
+        assert_eq!(up.recvs(), 0, "marked down before its turn, never polled");
+        let st = dp.stats();
+        assert_eq!(st.tx_dropped, 1, "the batch the port refused");
+        assert_eq!(st.exec.sink_drops, 1, "the frame sent to it once down");
+        let up_st = port_stats(&mut dp, UPLINK);
+        assert!(up_st.down);
+        assert_eq!(up_st.tx_dropped, 2);
+    }
+
+    #[test]
+    fn transient_errors_never_mark_a_port_down() {
+        let (mut dp, rep, up) = datapath();
+        install(&mut dp, 1, "in_port(1)", "2");
+        for (now, kind) in [
+            (1, std::io::ErrorKind::Interrupted),
+            (2, std::io::ErrorKind::WouldBlock),
+        ] {
+            rep.fail_recv(kind);
+            rep.inject(&inner_frame());
+            assert_eq!(dp.run_once(0, now).unwrap(), 0, "{kind:?}");
+        }
+        rep.heal();
+        up.fail_send(std::io::ErrorKind::WouldBlock);
+        assert_eq!(dp.run_once(0, 3).unwrap(), 2);
+        assert!(up.take_sent().is_empty());
+        up.heal();
+        rep.inject(&inner_frame());
+        dp.run_once(0, 4).unwrap();
+        assert_eq!(up.take_sent(), vec![inner_frame()]);
+        assert!(dp.down_ports().is_empty());
+        let st = dp.stats();
+        assert_eq!(st.tx_dropped, 2);
+        let errors: Vec<_> = st
+            .ports
+            .iter()
+            .map(|(id, p)| (*id, p.errors, p.down))
+            .collect();
+        assert_eq!(errors, vec![(REP, 2, false), (UPLINK, 1, false)]);
+    }
+
+    /// A port on one end of a socket pair: what `poll()` reports on it is the test's.
+    struct SocketPort {
+        sock: std::os::unix::net::UnixStream,
+        recvs: Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    impl Port for SocketPort {
+        fn name(&self) -> &str {
+            "sock"
+        }
+
+        fn ifindex(&self) -> Option<crate::IfIndex> {
+            None
+        }
+
+        fn mtu(&self) -> u32 {
+            1500
+        }
+
+        fn recv(&mut self, _: &mut PacketBatch) -> Result<usize, PortError> {
+            self.recvs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(0)
+        }
+
+        fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
+            Ok(batch.len())
+        }
+
+        fn raw_fd(&self) -> Option<i32> {
+            use std::os::fd::AsRawFd;
+            Some(self.sock.as_raw_fd())
+        }
+    }
+
+    #[test]
+    fn a_hung_up_descriptor_leaves_the_poll_set() {
+        let (mut dp, _rep, _up) = datapath();
+        let (ours, peer) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+        let recvs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let port = SocketPort {
+            sock: ours,
+            recvs: recvs.clone(),
+        };
+        dp.add_port(PortId(4), PortRole::Representor, Some(Box::new(port)));
+        dp.run_once(0, 1).unwrap();
+        assert!(dp.down_ports().is_empty(), "nothing reported yet");
+        // The peer's close hangs the socket up: poll() reports it at once, every time.
+        drop(peer);
+        dp.run_once(0, 2).unwrap();
+        assert_eq!(dp.down_ports(), vec![PortId(4)]);
+        let n = recvs.load(std::sync::atomic::Ordering::Relaxed);
+        for now in 3..6 {
+            dp.run_once(0, now).unwrap();
+        }
+        assert_eq!(recvs.load(std::sync::atomic::Ordering::Relaxed), n);
+        assert!(!dp.poll_set().contains(&PortId(4)), "out of the poll set");
     }
 }

@@ -7,14 +7,36 @@
 //! encapsulation written straight into the egress uplink's batch slot.
 //!
 //! Encapsulation asks the [`TunnelResolver`] for the egress uplink, source IP and MACs.
-//! A packet whose encapsulated size would exceed the path MTU is **dropped and counted**
-//! (`encap_too_big`), not answered with ICMP: the representor MTU rule (representor MTU +
-//! 50 <= uplink MTU) is what keeps VMs from sending such packets, and flowd refuses to
-//! offload flows that break it, so a drop here points at a misconfigured MTU.
+//! A packet whose encapsulated size would exceed the path MTU is answered the way a
+//! router answers a packet too big for its next link (see [`crate::wire::pmtu`]):
+//!
+//! - IPv4 with DF, and IPv6: an ICMP "fragmentation needed" / ICMPv6 "packet too big"
+//!   carrying the inner MTU that fits goes back out of the port the packet came in on
+//!   ([`ExecEnv::in_port`]), so the sender's path MTU discovery learns it;
+//! - IPv4 without DF: the packet is fragmented and each fragment encapsulated;
+//! - anything else (not IP, malformed, or a packet ICMP must not answer): dropped.
+//!
+//! All three count `encap_too_big`; replies count `too_big_replies`, fragmented packets
+//! `fragmented`. Without an answer, a VM whose MTU is larger than the tunnel allows
+//! would see its large packets vanish and its TCP connections hang (a PMTU black hole):
+//! no router sits between the VM and the tunnel to send the ICMP error. The kernel's own
+//! bridged VXLAN answers such packets the same way (since 2020; Linux 5.10 has it). The
+//! representor MTU rule (representor MTU + 50 <= uplink MTU, checked at offload time)
+//! still keeps this path rare; `encap_too_big` shows when it is not.
+//!
+//! The reported MTU is the largest inner IP packet that fits: the path MTU less the
+//! outer IP, UDP and VXLAN headers and the inner Ethernet header and VLAN tags (1450 for
+//! an untagged frame over a 1500-byte IPv4 path). The reply is built from the frame as
+//! received, so it carries the VLAN tags of the port it goes back to, not those actions
+//! pushed or popped. Neither replies nor fragments allocate: a reply is written straight
+//! into the in-port's transmit slot, fragments are built in a second scratch buffer and
+//! encapsulated into the uplink's slots.
 
 use crate::PortId;
 use crate::actions::{Action, TunnelAttrs};
-use crate::tunnel::TunnelResolver;
+use crate::tunnel::{TunnelResolver, TunnelRoute, Unroutable};
+use crate::wire::L2Info;
+use crate::wire::pmtu::{self, TooBig};
 use crate::wire::vxlan::{self, OuterHeaders};
 use std::net::IpAddr;
 
@@ -33,6 +55,10 @@ pub struct ExecEnv<'a> {
     pub resolver: &'a dyn TunnelResolver,
     /// The VXLAN tunnel port: outputs to it encapsulate.
     pub tunnel_port: Option<PortId>,
+    /// The port the packet came in on (its flow key's `in_port`): ICMP errors about it
+    /// go back there. `None`, or the tunnel port (a decapsulated packet: flowd does not
+    /// encapsulate replies back to the remote VTEP), means there is nowhere to answer.
+    pub in_port: Option<PortId>,
 }
 
 /// Per-executor drop counters (read by the datapath's statistics).
@@ -42,10 +68,21 @@ pub struct ExecStats {
     pub outputs: u64,
     /// Outputs the sink refused (transmit batch full, unknown port).
     pub sink_drops: u64,
-    /// Tunnel outputs with no route or an unresolved next hop.
+    /// Tunnel outputs with no usable route to the remote VTEP.
     pub no_route: u64,
-    /// Tunnel outputs whose encapsulated packet exceeded the path MTU.
+    /// Tunnel outputs held back while the next hop's MAC is being resolved.
+    pub next_hop_unresolved: u64,
+    /// Tunnel outputs whose path leaves by an interface flowd does not manage.
+    pub not_managed: u64,
+    /// Tunnel outputs whose encapsulated packet exceeded the path MTU (whether then
+    /// answered, fragmented or dropped).
     pub encap_too_big: u64,
+    /// ICMP "fragmentation needed" / ICMPv6 "packet too big" replies sent back to the
+    /// in-port for too-big packets.
+    pub too_big_replies: u64,
+    /// Too-big IPv4 packets without DF that were fragmented before encapsulation (once
+    /// per packet, however many fragments).
+    pub fragmented: u64,
     /// Outputs to the tunnel port with no tunnel set, or malformed frames.
     pub invalid: u64,
     /// `userspace` actions executed.
@@ -59,6 +96,8 @@ const SCRATCH: usize = 65_536 + 64;
 #[derive(Debug)]
 pub struct Executor {
     scratch: Vec<u8>,
+    /// Where fragments are built: the packet being fragmented may be in `scratch`.
+    frag_scratch: Vec<u8>,
     /// Drop and output counters.
     pub stats: ExecStats,
 }
@@ -74,6 +113,7 @@ impl Executor {
     pub fn new() -> Self {
         Self {
             scratch: vec![0; SCRATCH],
+            frag_scratch: vec![0; SCRATCH],
             stats: ExecStats::default(),
         }
     }
@@ -101,7 +141,14 @@ impl Executor {
                     };
                     if Some(port) == env.tunnel_port {
                         match tunnel {
-                            Some(t) => encap(pkt, &t, key_hash, env, sink, &mut self.stats),
+                            Some(t) => {
+                                let pkts = Packets {
+                                    received: frame,
+                                    inner: pkt,
+                                };
+                                let frag = &mut self.frag_scratch;
+                                encap(pkts, &t, key_hash, env, sink, frag, &mut self.stats);
+                            }
                             None => self.stats.invalid += 1,
                         }
                     } else if sink.send(port, pkt) {
@@ -169,28 +216,41 @@ fn pop_vlan(buf: &mut [u8], len: usize) -> usize {
     len - 4
 }
 
-/// VXLAN-encapsulates `inner` toward `t.dst` into the egress uplink's transmit batch.
+/// The packet being encapsulated, as received and as it is now.
+#[derive(Clone, Copy)]
+struct Packets<'a> {
+    /// The frame as it came in on the in-port (ICMP replies are built from it).
+    received: &'a [u8],
+    /// The frame after the actions so far (what goes into the tunnel).
+    inner: &'a [u8],
+}
+
+/// VXLAN-encapsulates `pkts.inner` toward `t.dst` into the egress uplink's transmit
+/// batch; a frame too big for the path is answered, fragmented or dropped (module docs).
 fn encap(
-    inner: &[u8],
+    pkts: Packets<'_>,
     t: &TunnelAttrs,
     key_hash: u64,
     env: &ExecEnv<'_>,
     sink: &mut dyn PacketSink,
+    frag_scratch: &mut [u8],
     stats: &mut ExecStats,
 ) {
-    let Some(route) = env.resolver.resolve(t.dst) else {
-        stats.no_route += 1;
-        return;
+    let route = match env.resolver.resolve(&t.lookup_key()) {
+        Ok(r) => r,
+        Err(why) => {
+            *match why {
+                Unroutable::NextHopUnresolved => &mut stats.next_hop_unresolved,
+                Unroutable::NotManaged => &mut stats.not_managed,
+                _ => &mut stats.no_route,
+            } += 1;
+            return;
+        }
     };
     let overhead = match t.dst {
         IpAddr::V4(_) => vxlan::VXLAN_OVERHEAD_V4,
         IpAddr::V6(_) => vxlan::VXLAN_OVERHEAD_V6,
     };
-    // The outer IP packet is everything but the outer Ethernet header.
-    if inner.len() + overhead - 14 > usize::from(route.mtu) {
-        stats.encap_too_big += 1;
-        return;
-    }
     let outer = OuterHeaders {
         src_mac: route.src_mac,
         dst_mac: route.dst_mac,
@@ -204,19 +264,113 @@ fn encap(
         vni: t.vni,
         udp_csum: t.csum,
     };
+    // The outer IP packet is everything but the outer Ethernet header.
+    if pkts.inner.len() + overhead - 14 > usize::from(route.mtu) {
+        stats.encap_too_big += 1;
+        too_big(
+            pkts,
+            &route,
+            overhead,
+            &outer,
+            env,
+            sink,
+            frag_scratch,
+            stats,
+        );
+        return;
+    }
+    match send_encapsulated(pkts.inner, &outer, route.egress, sink) {
+        Sent::Yes => stats.outputs += 1,
+        Sent::Invalid => stats.invalid += 1,
+        Sent::Refused => stats.sink_drops += 1,
+    }
+}
+
+/// What became of one encapsulated frame.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Yes,
+    /// Encapsulation failed (the frame or outer headers are unusable).
+    Invalid,
+    /// The sink refused it.
+    Refused,
+}
+
+fn send_encapsulated(
+    inner: &[u8],
+    outer: &OuterHeaders,
+    egress: PortId,
+    sink: &mut dyn PacketSink,
+) -> Sent {
     let mut failed = false;
-    let sent = sink.send_with(route.egress, &mut |slot| {
-        vxlan::encapsulate(inner, &outer, slot).unwrap_or_else(|_| {
+    let sent = sink.send_with(egress, &mut |slot| {
+        vxlan::encapsulate(inner, outer, slot).unwrap_or_else(|_| {
             failed = true;
             0
         })
     });
-    if sent {
-        stats.outputs += 1;
-    } else if failed {
-        stats.invalid += 1;
-    } else {
-        stats.sink_drops += 1;
+    match (sent, failed) {
+        (true, _) => Sent::Yes,
+        (false, true) => Sent::Invalid,
+        (false, false) => Sent::Refused,
+    }
+}
+
+/// Handles a frame too big for the tunnel path: replies with ICMP to the in-port,
+/// fragments, or drops (already counted in `encap_too_big`).
+#[allow(clippy::too_many_arguments)]
+fn too_big(
+    pkts: Packets<'_>,
+    route: &TunnelRoute,
+    overhead: usize,
+    outer: &OuterHeaders,
+    env: &ExecEnv<'_>,
+    sink: &mut dyn PacketSink,
+    frag_scratch: &mut [u8],
+    stats: &mut ExecStats,
+) {
+    // The inner frame may be route.mtu - (overhead - 14) bytes; its IP packet that much
+    // less its Ethernet header and tags.
+    let Ok(l2) = L2Info::parse(pkts.inner) else {
+        return;
+    };
+    let mtu = (u32::from(route.mtu) + 14)
+        .saturating_sub(overhead as u32)
+        .saturating_sub(l2.l3_offset as u32);
+    match pmtu::too_big_action(pkts.inner) {
+        TooBig::Reply => {
+            let Some(port) = env.in_port.filter(|&p| Some(p) != env.tunnel_port) else {
+                return;
+            };
+            let mut built = false;
+            let sent = sink.send_with(port, &mut |slot| {
+                let n = pmtu::too_big_reply(pkts.received, mtu, slot);
+                built = n != 0;
+                n
+            });
+            if sent {
+                stats.too_big_replies += 1;
+            } else if built {
+                stats.sink_drops += 1;
+            }
+        }
+        TooBig::Fragment => {
+            let mut outcome = Sent::Yes;
+            let n = pmtu::fragment_ipv4(pkts.inner, mtu, frag_scratch, &mut |f| {
+                outcome = send_encapsulated(f, outer, route.egress, sink);
+                outcome == Sent::Yes
+            });
+            if n == 0 && outcome == Sent::Yes {
+                return; // could not be fragmented: dropped
+            }
+            stats.fragmented += 1;
+            match outcome {
+                Sent::Yes => stats.outputs += 1,
+                Sent::Invalid => stats.invalid += 1,
+                Sent::Refused => stats.sink_drops += 1,
+            }
+        }
+        TooBig::Drop => {}
     }
 }
 
@@ -225,6 +379,9 @@ mod tests {
     use super::*;
     use crate::actions::Actions;
     use crate::tunnel::{StaticResolver, TunnelRoute};
+    use crate::wire::icmp::{IcmpPacket, IcmpRepr};
+    use crate::wire::testutil::{ipv4_frame, ipv4_repr, ipv6_frame, ipv6_repr, l2_header, pattern};
+    use crate::wire::{Ipv4Packet, Ipv4Repr, Ipv6Packet, ip_proto};
 
     #[derive(Default)]
     struct Collect(Vec<(PortId, Vec<u8>)>);
@@ -255,14 +412,24 @@ mod tests {
     }
 
     fn run(actions: &str, resolver: &StaticResolver) -> (Collect, ExecStats) {
+        run_frame(actions, resolver, &frame(), Some(PortId(1)))
+    }
+
+    fn run_frame(
+        actions: &str,
+        resolver: &StaticResolver,
+        frame: &[u8],
+        in_port: Option<PortId>,
+    ) -> (Collect, ExecStats) {
         let a: Actions = actions.parse().unwrap();
         let mut ex = Executor::new();
         let mut sink = Collect::default();
         let env = ExecEnv {
             resolver,
             tunnel_port: Some(PortId(9)),
+            in_port,
         };
-        ex.execute(&frame(), 42, a.as_slice(), &env, &mut sink);
+        ex.execute(frame, 42, a.as_slice(), &env, &mut sink);
         (sink, ex.stats)
     }
 
@@ -320,6 +487,159 @@ mod tests {
         let (s, st) = run(set, &r);
         assert!(s.0.is_empty());
         assert_eq!(st.encap_too_big, 1);
+    }
+
+    const TUN4: &str = "set(tunnel(tun_id=0x10,dst=192.168.203.56,ttl=64,tp_dst=4789)),9";
+    const TUN6: &str = "set(tunnel(tun_id=0x10,dst=fd00::56,ttl=64,tp_dst=4789)),9";
+
+    /// Routes to both remote VTEPs of TUN4 and TUN6 over uplink 2 with path MTU `mtu`.
+    fn resolver(mtu: u16) -> StaticResolver {
+        let mut r = StaticResolver::new();
+        let route = TunnelRoute {
+            egress: PortId(2),
+            src_ip: "192.168.203.51".parse().unwrap(),
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            mtu,
+        };
+        r.insert("192.168.203.56".parse().unwrap(), route);
+        let v6 = TunnelRoute {
+            src_ip: "fd00::51".parse().unwrap(),
+            ..route
+        };
+        r.insert("fd00::56".parse().unwrap(), v6);
+        r
+    }
+
+    /// Checks that `reply` is an ICMPv4 "fragmentation needed" answering `orig` with
+    /// `mtu`, at L3 offset `l3`.
+    fn check_frag_needed(orig: &[u8], reply: &[u8], l3: usize, mtu: u32) {
+        let o = Ipv4Packet::new_checked(&orig[l3..]).unwrap();
+        assert_eq!(&reply[..6], &orig[6..12]);
+        assert_eq!(&reply[6..12], &orig[..6]);
+        let ip = Ipv4Packet::new_checked(&reply[l3..]).unwrap();
+        let r = Ipv4Repr::parse(&ip).unwrap();
+        assert_eq!((r.src_addr, r.dst_addr), (o.dst_addr(), o.src_addr()));
+        assert_eq!(r.protocol, ip_proto::ICMP);
+        let m = IcmpPacket::new_checked(ip.payload()).unwrap();
+        let icmp = IcmpRepr::parse_v4(&m).unwrap();
+        assert_eq!((icmp.msg_type, icmp.code, icmp.rest_of_header), (3, 4, mtu));
+        assert_eq!(m.payload(), &orig[l3..l3 + 548]);
+    }
+
+    #[test]
+    fn df_too_big_gets_one_icmp_reply_on_in_port() {
+        // 1500 - 50 = 1450 bytes of inner IP fit; 1451 do not.
+        let r = resolver(1500);
+        let fits = ipv4_frame(&[], ipv4_repr(1430, true), &pattern(1430));
+        let (s, st) = run_frame(TUN4, &r, &fits, Some(PortId(1)));
+        assert_eq!((st.outputs, st.encap_too_big), (1, 0));
+        assert_eq!(s.0[0].0, PortId(2));
+        assert_eq!(s.0[0].1.len(), 1514);
+
+        let big = ipv4_frame(&[], ipv4_repr(1431, true), &pattern(1431));
+        let (s, st) = run_frame(TUN4, &r, &big, Some(PortId(1)));
+        assert_eq!(s.0.len(), 1, "exactly one packet, nothing on the uplink");
+        let (port, reply) = &s.0[0];
+        assert_eq!(*port, PortId(1));
+        assert_eq!(reply.len(), 14 + 576);
+        check_frag_needed(&big, reply, 14, 1450);
+        assert_eq!((st.too_big_replies, st.encap_too_big), (1, 1));
+        assert_eq!((st.outputs, st.fragmented, st.sink_drops), (0, 0, 0));
+    }
+
+    #[test]
+    fn reply_uses_received_tags_and_mtu_counts_pushed_ones() {
+        // The tag pushed before the tunnel output costs 4 bytes of the inner MTU, but
+        // the reply goes back untagged, as the packet came in.
+        let r = resolver(1500);
+        let f = ipv4_frame(&[], ipv4_repr(1430, true), &pattern(1430));
+        let acts = format!("push_vlan(vid=10),{TUN4}");
+        let (s, st) = run_frame(&acts, &r, &f, Some(PortId(1)));
+        assert_eq!(st.too_big_replies, 1);
+        let (port, reply) = &s.0[0];
+        assert_eq!(*port, PortId(1));
+        assert_eq!(&reply[12..14], &[0x08, 0x00]);
+        check_frag_needed(&f, reply, 14, 1446);
+        // And a tagged arrival is answered with its tags.
+        let tagged = ipv4_frame(&[(0x8100, 7)], ipv4_repr(1440, true), &pattern(1440));
+        let (s, _) = run_frame(TUN4, &r, &tagged, Some(PortId(1)));
+        assert_eq!(&s.0[0].1[12..18], &tagged[12..18]);
+        check_frag_needed(&tagged, &s.0[0].1, 18, 1446);
+    }
+
+    #[test]
+    fn non_df_too_big_is_fragmented_and_encapsulated() {
+        let r = resolver(1500);
+        let f = ipv4_frame(&[], ipv4_repr(3000, false), &pattern(3000));
+        let (s, st) = run_frame(TUN4, &r, &f, Some(PortId(1)));
+        assert_eq!((st.fragmented, st.encap_too_big, st.outputs), (1, 1, 1));
+        assert_eq!(st.too_big_replies, 0);
+        // 1450 - 20 = 1430, rounded down to 1424 bytes of data per fragment.
+        assert_eq!(s.0.len(), 3);
+        let mut data = Vec::new();
+        for (i, (port, pkt)) in s.0.iter().enumerate() {
+            assert_eq!(*port, PortId(2));
+            assert!(pkt.len() <= 1514);
+            let d = vxlan::decapsulate(pkt, 4789).unwrap().expect("vxlan");
+            let inner = d.inner(pkt);
+            assert_eq!(&inner[..14], &f[..14]);
+            let ip = Ipv4Packet::new_checked(&inner[14..]).unwrap();
+            let r = Ipv4Repr::parse(&ip).unwrap();
+            assert_eq!(usize::from(r.frag_offset), data.len());
+            assert_eq!(r.more_frags, i < 2);
+            assert_eq!(r.ident, 0x1234);
+            data.extend_from_slice(ip.payload());
+        }
+        assert_eq!(data, pattern(3000));
+    }
+
+    #[test]
+    fn ipv6_too_big_gets_packet_too_big() {
+        // Over an IPv6 underlay: 1500 - 70 = 1430 bytes of inner IP fit.
+        let r = resolver(1500);
+        let f = ipv6_frame(&[], ipv6_repr(1400), &pattern(1400));
+        let (s, st) = run_frame(TUN6, &r, &f, Some(PortId(1)));
+        assert_eq!(st.too_big_replies, 1);
+        assert_eq!(s.0.len(), 1);
+        let (port, reply) = &s.0[0];
+        assert_eq!(*port, PortId(1));
+        assert_eq!(reply.len(), 14 + 1280);
+        let ip = Ipv6Packet::new_checked(&reply[14..]).unwrap();
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        assert_eq!(src, ipv6_repr(0).dst_addr);
+        assert_eq!(dst, ipv6_repr(0).src_addr);
+        let m = IcmpPacket::new_checked(ip.payload()).unwrap();
+        let icmp = IcmpRepr::parse_v6(&m, &src, &dst).unwrap();
+        assert_eq!(
+            (icmp.msg_type, icmp.code, icmp.rest_of_header),
+            (2, 0, 1430)
+        );
+        // The same packet fits an IPv4 underlay (1450).
+        let (s, st) = run_frame(TUN4, &r, &f, Some(PortId(1)));
+        assert_eq!((st.outputs, st.too_big_replies), (1, 0));
+        assert_eq!(s.0[0].0, PortId(2));
+    }
+
+    #[test]
+    fn too_big_without_an_answer_is_dropped() {
+        let r = resolver(1500);
+        let df = ipv4_frame(&[], ipv4_repr(1460, true), &pattern(1460));
+        for in_port in [None, Some(PortId(9))] {
+            let (s, st) = run_frame(TUN4, &r, &df, in_port);
+            assert!(s.0.is_empty());
+            assert_eq!((st.encap_too_big, st.too_big_replies), (1, 0));
+        }
+        // Not IP, and an IPv6 path below 1280: dropped.
+        let mut other = l2_header(&[], 0x88b5);
+        other.extend_from_slice(&pattern(1480));
+        let v6 = ipv6_frame(&[], ipv6_repr(1300), &pattern(1300));
+        for (f, mtu) in [(&other, 1500), (&v6, 1300)] {
+            let (s, st) = run_frame(TUN4, &resolver(mtu), f, Some(PortId(1)));
+            assert!(s.0.is_empty());
+            assert_eq!(st.encap_too_big, 1);
+            assert_eq!((st.too_big_replies, st.fragmented, st.outputs), (0, 0, 0));
+        }
     }
 
     #[test]

@@ -25,33 +25,4 @@ pub mod wire;
 pub use actions::{Action, Actions, TunnelAttrs};
 pub use flow::{FlowKey, FlowMask, Megaflow};
 
-/// A datapath port number (`in_port(N)` in the flow syntax). Ports are numbered by flowd,
-/// not by the kernel: a port's netdev ifindex is a property of the port, not its id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct PortId(pub u32);
-
-impl std::fmt::Display for PortId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// A Linux network interface index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct IfIndex(pub u32);
-
-impl std::fmt::Display for IfIndex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// A flow's identity, stable for its life in the cache, shared with offload and fibwatch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FlowId(pub u64);
-
-impl std::fmt::Display for FlowId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:#x}", self.0)
-    }
-}
+pub use vocab::{FlowId, IfIndex, PortId};

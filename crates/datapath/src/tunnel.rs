@@ -1,13 +1,15 @@
 //! Tunnel route resolution: what the software datapath needs to build outer headers.
 //!
-//! The datapath asks a [`TunnelResolver`] per encapsulated packet, so implementations
-//! must answer without allocating or blocking (e.g. from an atomically swapped snapshot).
-//! fibwatch provides the production implementation; [`StaticResolver`] serves tests and
-//! labs.
+//! The datapath asks a [`TunnelResolver`] per encapsulated packet, with the tunnel's
+//! [`LookupKey`] (remote VTEP, fixed source or none, mark), so implementations must
+//! answer without allocating or blocking (e.g. from an atomically swapped snapshot).
+//! The daemon's route table, fed by fibwatch, is the production implementation;
+//! [`StaticResolver`] serves tests and benchmarks.
 
 use crate::PortId;
 use std::collections::HashMap;
 use std::net::IpAddr;
+pub use vocab::LookupKey;
 
 /// Where and how to send packets to a remote tunnel endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,22 +26,30 @@ pub struct TunnelRoute {
     pub mtu: u16,
 }
 
-/// Resolves a remote tunnel endpoint to a route.
-pub trait TunnelResolver: Send + Sync {
-    /// The route to `remote`, or `None` if it is unreachable or its next hop unresolved.
-    fn resolve(&self, remote: IpAddr) -> Option<TunnelRoute>;
-
-    /// Why `remote` has no route, in words an operator reads (`no route`, `uplink
-    /// down`, ...), if the resolver knows. Not called per packet.
-    fn unresolved_reason(&self, _remote: IpAddr) -> Option<String> {
-        None
-    }
+/// Why a tunnel packet has no route: each one is its own drop counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Unroutable {
+    /// Routing has no usable path to the remote VTEP.
+    NoRoute,
+    /// The next hop's MAC is not resolved yet (a probe is under way).
+    NextHopUnresolved,
+    /// The path leaves by an interface that is not one of flowd's uplinks, or has no
+    /// source address.
+    NotManaged,
 }
 
-/// A fixed table of tunnel routes.
+/// Resolves a tunnel's lookup key to a route.
+pub trait TunnelResolver: Send + Sync {
+    /// The route for `key`, or why there is none.
+    fn resolve(&self, key: &LookupKey) -> Result<TunnelRoute, Unroutable>;
+}
+
+/// A fixed table of tunnel routes: by exact lookup key, else by remote VTEP alone.
 #[derive(Debug, Clone, Default)]
 pub struct StaticResolver {
-    routes: HashMap<IpAddr, TunnelRoute>,
+    routes: HashMap<LookupKey, TunnelRoute>,
+    by_remote: HashMap<IpAddr, TunnelRoute>,
 }
 
 impl StaticResolver {
@@ -48,14 +58,23 @@ impl StaticResolver {
         Self::default()
     }
 
-    /// Adds or replaces the route to `remote`.
+    /// Adds or replaces the route to `remote`, whatever the key's source and mark.
     pub fn insert(&mut self, remote: IpAddr, route: TunnelRoute) {
-        self.routes.insert(remote, route);
+        self.by_remote.insert(remote, route);
+    }
+
+    /// Adds or replaces the route for `key`.
+    pub fn insert_key(&mut self, key: LookupKey, route: TunnelRoute) {
+        self.routes.insert(key, route);
     }
 }
 
 impl TunnelResolver for StaticResolver {
-    fn resolve(&self, remote: IpAddr) -> Option<TunnelRoute> {
-        self.routes.get(&remote).copied()
+    fn resolve(&self, key: &LookupKey) -> Result<TunnelRoute, Unroutable> {
+        self.routes
+            .get(key)
+            .or_else(|| self.by_remote.get(&key.dst))
+            .copied()
+            .ok_or(Unroutable::NoRoute)
     }
 }

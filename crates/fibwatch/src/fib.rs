@@ -14,27 +14,7 @@ use ipnet::IpNet;
 use std::cmp::Reverse;
 use std::net::IpAddr;
 
-/// What a lookup is made with (the outer header of the tunnel packet).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LookupKey {
-    /// Destination (the remote endpoint).
-    pub dst: IpAddr,
-    /// Source, if the tunnel has a fixed local address (matches `ip rule from`).
-    pub src: Option<IpAddr>,
-    /// Packet mark (matches `ip rule fwmark`).
-    pub mark: u32,
-}
-
-impl LookupKey {
-    /// A lookup for `dst` with no source and no mark.
-    pub fn to(dst: IpAddr) -> Self {
-        LookupKey {
-            dst,
-            src: None,
-            mark: 0,
-        }
-    }
-}
+pub use vocab::LookupKey;
 
 /// Why no usable route exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,6 +47,16 @@ pub struct Hop {
     pub mac: Option<Mac>,
     /// The egress link's own MAC.
     pub uplink_mac: Option<Mac>,
+}
+
+impl From<NoRoute> for vocab::PathProblem {
+    fn from(n: NoRoute) -> Self {
+        match n {
+            NoRoute::NotFound => vocab::PathProblem::NoRoute,
+            NoRoute::Refused => vocab::PathProblem::Refused,
+            NoRoute::NotUnicast => vocab::PathProblem::NotUnicast,
+        }
+    }
 }
 
 /// The result of resolving one endpoint.

@@ -1,12 +1,13 @@
-//! flowd's FIB watcher: keeps, for every tunneled flow, which uplink, source IP and
-//! next-hop MAC its remote tunnel endpoint resolves to, and moves exactly the affected
-//! flows when the kernel's routes, rules, neighbours or links change.
+//! flowd's FIB watcher: keeps, for every tunnel lookup key in use (remote VTEP, fixed
+//! source or none, mark), which uplink, source IP, next-hop MAC and path MTU it resolves
+//! to, and reports exactly the keys whose path changed when the kernel's routes, rules,
+//! neighbours or links change, and the links that changed.
 //!
 //! # Design
 //! ```text
-//! rtnetlink events ─┐                        ┌─> Decision channel (bounded) -> offload
-//!   (netlink)       ├─> Mirror ──Dirty──> TunnelIndex
-//! dumps (resync) ───┘   (links, addresses,     (endpoint -> flows + resolution)
+//! rtnetlink events ─┐                        ┌─> Event channel (bounded) -> daemon
+//!   (netlink)       ├─> Mirror ──Dirty──> KeyIndex     (links, then path facts)
+//! dumps (resync) ───┘   (links, addresses,     (lookup key -> path facts)
 //!                        routes, rules, neighs)
 //! ```
 //! - [`netlink`] is the only module that sees netlink types. It subscribes to the link,
@@ -21,32 +22,27 @@
 //!   longest prefix match per table, throw/unreachable semantics, ECMP next hops, source
 //!   address selection, neighbour state, path MTU (route `mtu`, else link MTU). Tests
 //!   check it against `ip route get`.
-//! - [`TunnelIndex`] maps endpoint IP -> flows (encap flows by outer destination, decap
-//!   flows by outer source) and the endpoint's resolution. Endpoints are kept sorted
-//!   (`BTreeMap<IpAddr, _>`), so the endpoints inside a changed prefix are a range scan;
+//! - [`KeyIndex`] tracks lookup keys ([`LookupKey`]: remote VTEP, fixed source or none,
+//!   mark; the daemon tracks the keys its flows use) and holds each key's current
+//!   [`PathFacts`](vocab::PathFacts): the path (egress uplink, source, gateway, next-hop
+//!   MAC, path MTU) or why there is none. Keys are kept sorted by remote
+//!   (`BTreeMap<IpAddr, _>`), so the keys inside a changed prefix are a range scan;
 //!   reverse maps from next hop and from link serve neighbour and link changes. Only
-//!   those endpoints are re-resolved: the cost follows the affected endpoints and their
-//!   flows, never the total number of flows (see `benches/fibwatch.rs`).
-//! - Decisions are plain messages ([`Decision`]): `Offload` (first placement), `Move`,
-//!   `ToSoftware { reason }`, `BackToOffload`. A flow whose placement did not change gets
-//!   no message at all ([`DecisionKind::Unchanged`] exists for consumers that want to
-//!   represent it, and is never sent). A software flow whose reason changes gets a
-//!   `ToSoftware { from: None }` (no rule operation, the recorded reason changes). An
-//!   offloaded flow whose only change is its path MTU (still large enough) or gateway IP
-//!   with the same MAC and uplink gets nothing: the rule would not change. Decap flows
-//!   only care about the uplink and local address (no MTU or next-hop MAC check).
-//! - Software reasons, checked in this order: no route; uplink down; uplink on a
-//!   different switch id than the flow's representor (uplink ids come from a
-//!   [`SwitchIds`] implementation: the kernel's `phys_switch_id`, or a static map);
-//!   representor MTU + encap overhead (50 IPv4, 70 IPv6) > path MTU; next hop unresolved.
-//!   While a next hop is unresolved the watcher asks the kernel to resolve it
-//!   (RTM_NEWNEIGH with NTF_USE), at most once per `probe_interval` per next hop.
+//!   those keys are re-resolved: the cost follows the affected keys, never the number
+//!   of flows (see `benches/fibwatch.rs`).
+//! - Events are plain messages ([`Event`]): a link that changed (MTU, state, MAC, switch
+//!   id, name), a link gone, and a tracked key whose facts changed. Nothing is sent for
+//!   a key whose facts did not change. fibwatch does not place flows: the offload layer
+//!   judges placement on these facts together with the ports' live facts.
+//! - Whatever a flow's placement, its path must work: the watcher asks the kernel to
+//!   resolve the next hop of every tracked key that has none yet (RTM_NEWNEIGH with
+//!   NTF_USE), at most once per `probe_interval` per next hop.
 //!
 //! # ECMP
-//! A flow keeps one next hop: FNV-1a over (remote endpoint, fixed local address if any,
-//! VNI), modulo the total weight of the route's live next hops in kernel order, picks it
+//! A key keeps one next hop: FNV-1a over the key (remote, fixed source, mark), modulo
+//! the total weight of the route's live next hops in kernel order, picks it
 //! ([`ecmp_pick`]). The hash does not depend on the route or on the kernel's random
-//! multipath seed, so a flow stays on its next hop across restarts and across changes
+//! multipath seed, so a key stays on its next hop across restarts and across changes
 //! that keep the next-hop set. `ip route get` agrees on the route and the set of next
 //! hops, not necessarily on which one (the kernel hashes its own fields with a
 //! per-boot seed).
@@ -56,10 +52,10 @@
 //! link, address, route and neighbour message each). Every change is applied to the
 //! mirror at once and its dirty entries accumulate; the burst ends when no change came
 //! for [`Config::settle`] (2 ms), or at the latest [`Config::coalesce`] (20 ms) after its
-//! first change. Then affected endpoints are re-resolved once and each flow's new
-//! placement is compared with the last one announced. Nothing is lost (the mirror saw
+//! first change. Then affected keys are re-resolved once and each key's new facts are
+//! compared with the last ones reported. Nothing is lost (the mirror saw
 //! every change; the dirty set is a union), and a route that flaps back within the
-//! burst produces no decision. A lone change is decided `settle` after it arrives, not a
+//! burst produces no event. A lone change is decided `settle` after it arrives, not a
 //! whole window later: that wait is on the failover path.
 //!
 //! # Resync
@@ -90,14 +86,11 @@ pub mod watcher;
 pub use datapath::{FlowId, IfIndex};
 pub use error::{Error, Result};
 pub use fib::{Hop, LookupKey, NoRoute, Paths};
-pub use index::{
-    ApplyStats, Decision, DecisionKind, FlowInfo, KernelSwitchIds, Placement, Resolution, Role,
-    SoftwareReason, StaticSwitchIds, SwitchIds, TunnelIndex, ecmp_pick, tunnel_hash,
-};
+pub use index::{ApplyStats, KeyIndex, PathUpdate, ecmp_pick, facts_of, key_hash};
 pub use mirror::{Dirty, Kinds, Mirror};
 pub use model::{
     Address, Change, Family, Link, Mac, Neighbour, NextHop, NudState, Route, RouteKey, RouteKind,
     Rule, RuleAction, SwitchId,
 };
 pub use sys::{enter_netns, in_netns};
-pub use watcher::{Config, Watcher, WatcherStats, dump_mirror};
+pub use watcher::{Config, Event, Watcher, WatcherStats, dump_mirror};

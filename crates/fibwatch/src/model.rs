@@ -5,12 +5,7 @@ use datapath::IfIndex;
 use ipnet::IpNet;
 use std::net::IpAddr;
 
-/// A MAC address.
-pub type Mac = [u8; 6];
-
-/// An eswitch identity (the kernel's `phys_switch_id`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SwitchId(pub Vec<u8>);
+pub use vocab::{Mac, SwitchId};
 
 /// Address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,14 +23,6 @@ impl Family {
         match ip {
             IpAddr::V4(_) => Family::V4,
             IpAddr::V6(_) => Family::V6,
-        }
-    }
-
-    /// VXLAN encapsulation overhead over this family: 14 Ethernet + IP + 8 UDP + 8 VXLAN.
-    pub fn vxlan_overhead(self) -> u32 {
-        match self {
-            Family::V4 => 50,
-            Family::V6 => 70,
         }
     }
 }

@@ -332,6 +332,16 @@ impl Requester {
         self.wait_ack(seq, "route replace")
     }
 
+    /// Sets a link's MTU (`ip link set DEV mtu N`); returns once the kernel
+    /// acknowledged it, or with its refusal (an MTU outside the device's range).
+    pub fn set_mtu(&mut self, ifindex: IfIndex, mtu: u32) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = ifindex.0;
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+        let seq = self.send(RouteNetlinkMessage::SetLink(m), NLM_F_REQUEST | NLM_F_ACK)?;
+        self.wait_ack(seq, "set link mtu")
+    }
+
     fn wait_ack(&mut self, seq: u32, op: &'static str) -> Result<()> {
         let mut skipped = 0;
         loop {

@@ -1,20 +1,22 @@
-//! The watcher thread: owns the sockets, the mirror and the tunnel index.
+//! The watcher thread: owns the sockets, the mirror and the key index.
 //!
-//! Loop: poll the event socket and a wake-up eventfd; handle control messages (register,
-//! unregister, snapshot, resync); read up to a bounded number of datagrams and apply them
+//! Loop: poll the event socket and a wake-up eventfd; handle control messages (track,
+//! untrack, snapshot, resync); read up to a bounded number of datagrams and apply them
 //! to the mirror, accumulating a [`Dirty`] set; once the burst of changes has settled
-//! (no change for [`Config::settle`], or [`Config::coalesce`] after its first), re-dump routes if a link or address change made the
-//! kernel change routes silently, let the index compute decisions, send them on the
-//! bounded decision channel (blocking when it is full: backpressure, and a socket overrun
-//! is recovered by a resync), and probe next hops that flows wait for.
+//! (no change for [`Config::settle`], or [`Config::coalesce`] after its first), re-dump
+//! routes if a link or address change made the kernel change routes silently, report
+//! the links that changed and then the tracked keys whose path facts changed ([`Event`])
+//! on the bounded event channel (blocking when it is full: backpressure, and a socket
+//! overrun is recovered by a resync), and probe the next hops tracked keys wait for.
 
 use crate::error::{Error, Result};
-use crate::index::{ApplyStats, Decision, FlowInfo, SwitchIds, TunnelIndex};
+use crate::fib::LookupKey;
+use crate::index::{ApplyStats, KeyIndex, PathUpdate};
 use crate::mirror::{Dirty, Kinds, Mirror};
-use crate::model::{Change, NudState};
+use crate::model::{Change, Link, NudState};
 use crate::netlink::{EventSocket, Received, Requester};
 use crate::sys::{EventFd, enter_netns, poll_readable};
-use datapath::{FlowId, IfIndex};
+use datapath::IfIndex;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -34,8 +36,8 @@ pub struct Config {
     pub settle: Duration,
     /// Network namespace file to watch (None: the namespace of the caller of `spawn`).
     pub netns: Option<PathBuf>,
-    /// Capacity of the decision channel.
-    pub decision_capacity: usize,
+    /// Capacity of the event channel.
+    pub event_capacity: usize,
     /// Capacity of the control channel.
     pub control_capacity: usize,
     /// Event socket receive buffer (forced past rmem_max when privileged).
@@ -50,7 +52,7 @@ impl Default for Config {
             coalesce: Duration::from_millis(20),
             settle: Duration::from_millis(2),
             netns: None,
-            decision_capacity: 1 << 16,
+            event_capacity: 1 << 16,
             control_capacity: 1024,
             rcvbuf: 8 << 20,
             probe_interval: Duration::from_secs(1),
@@ -69,8 +71,10 @@ pub struct WatcherStats {
     pub full_resyncs: u64,
     /// Route-only resyncs (after link/address changes).
     pub route_resyncs: u64,
-    /// Decisions sent.
-    pub decisions: u64,
+    /// Path updates sent (tracked keys whose facts changed).
+    pub path_updates: u64,
+    /// Link events sent.
+    pub link_events: u64,
     /// Neighbour probes sent.
     pub probes: u64,
     /// Loop errors (each recovered by a full resync).
@@ -81,10 +85,21 @@ pub struct WatcherStats {
     pub last_apply: ApplyStats,
 }
 
+/// What the watcher reports, in order: within one burst, links first, then paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A link appeared or changed (name, MTU, state, MAC or switch id).
+    Link(Link),
+    /// A link disappeared.
+    LinkGone(IfIndex),
+    /// A tracked key's path facts changed.
+    Path(PathUpdate),
+}
+
 enum Control {
-    Register(Box<FlowInfo>),
-    RegisterSync(Box<FlowInfo>, SyncSender<Decision>),
-    Unregister(FlowId),
+    Track(LookupKey, SyncSender<vocab::PathFacts>),
+    Untrack(LookupKey),
     Mirror(SyncSender<Mirror>),
     Stats(SyncSender<WatcherStats>),
     Resync,
@@ -96,7 +111,7 @@ enum Control {
 pub struct Watcher {
     ctl: SyncSender<Control>,
     wake: Arc<EventFd>,
-    decisions: Mutex<Receiver<Decision>>,
+    events: Mutex<Receiver<Event>>,
     thread: Option<JoinHandle<Result<()>>>,
 }
 
@@ -109,16 +124,16 @@ impl std::fmt::Debug for Watcher {
 impl Watcher {
     /// Starts the watcher thread: it enters `config.netns` if set, subscribes, dumps, and
     /// returns once the mirror holds the initial dump.
-    pub fn spawn(config: Config, switch_ids: Box<dyn SwitchIds>) -> Result<Self> {
+    pub fn spawn(config: Config) -> Result<Self> {
         let (ctl, ctl_rx) = sync_channel(config.control_capacity);
-        let (out_tx, decisions) = sync_channel(config.decision_capacity);
+        let (out_tx, events) = sync_channel(config.event_capacity);
         let (ready_tx, ready_rx) = sync_channel(1);
         let wake = Arc::new(EventFd::new()?);
         let thread_wake = Arc::clone(&wake);
         let thread = std::thread::Builder::new()
             .name("fibwatch".into())
             .spawn(move || {
-                let res = Loop::start(config, switch_ids, thread_wake, out_tx, ctl_rx);
+                let res = Loop::start(config, thread_wake, out_tx, ctl_rx);
                 match res {
                     Ok(mut l) => {
                         let _ = ready_tx.send(Ok(()));
@@ -138,7 +153,7 @@ impl Watcher {
         Ok(Watcher {
             ctl,
             wake,
-            decisions: Mutex::new(decisions),
+            events: Mutex::new(events),
             thread: Some(thread),
         })
     }
@@ -149,31 +164,25 @@ impl Watcher {
         Ok(())
     }
 
-    /// Registers a tunneled flow; its first placement arrives on [`decisions`](Self::decisions).
-    pub fn register(&self, info: FlowInfo) -> Result<()> {
-        self.send(Control::Register(Box::new(info)))
-    }
-
-    /// Registers a tunneled flow and returns its first placement directly (not on the
-    /// decision stream): the caller needs the resolution before the flow's first packet
-    /// is encapsulated. Later changes arrive on the stream as usual.
-    pub fn register_sync(&self, info: FlowInfo) -> Result<Decision> {
+    /// Starts tracking a lookup key (idempotent) and returns its path facts now: the
+    /// caller needs them before a flow's first packet is encapsulated. A newly tracked
+    /// key's facts are also sent on [`events`](Self::events), ahead of its later
+    /// changes, so an event consumer sees each key's facts in order.
+    pub fn track(&self, key: LookupKey) -> Result<vocab::PathFacts> {
         let (tx, rx) = sync_channel(1);
-        self.send(Control::RegisterSync(Box::new(info), tx))?;
+        self.send(Control::Track(key, tx))?;
         rx.recv().map_err(|_| Error::Stopped)
     }
 
-    /// Forgets a flow.
-    pub fn unregister(&self, flow: FlowId) -> Result<()> {
-        self.send(Control::Unregister(flow))
+    /// Stops tracking a lookup key.
+    pub fn untrack(&self, key: LookupKey) -> Result<()> {
+        self.send(Control::Untrack(key))
     }
 
-    /// The decision stream (one consumer at a time: the receiver is behind a lock so
-    /// that a `Watcher` can be shared between threads).
-    pub fn decisions(&self) -> MutexGuard<'_, Receiver<Decision>> {
-        self.decisions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// The event stream (one consumer at a time: the receiver is behind a lock so that a
+    /// `Watcher` can be shared between threads).
+    pub fn events(&self) -> MutexGuard<'_, Receiver<Event>> {
+        self.events.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A copy of the current mirror.
@@ -207,9 +216,9 @@ impl Drop for Watcher {
         let _ = self.ctl.try_send(Control::Stop);
         self.wake.wake();
         if let Some(t) = self.thread.take() {
-            // Unblock a thread waiting on a full decision channel.
+            // Unblock a thread waiting on a full event channel.
             while !t.is_finished() {
-                while self.decisions().try_recv().is_ok() {}
+                while self.events().try_recv().is_ok() {}
                 std::thread::sleep(Duration::from_millis(1));
                 let _ = self.ctl.try_send(Control::Stop);
                 self.wake.wake();
@@ -234,10 +243,12 @@ struct Loop {
     events: EventSocket,
     req: Requester,
     wake: Arc<EventFd>,
-    out: SyncSender<Decision>,
+    out: SyncSender<Event>,
     ctl: Receiver<Control>,
     mirror: Mirror,
-    index: TunnelIndex,
+    index: KeyIndex,
+    /// Each link as last reported (or dumped at start): events are sent for changes only.
+    links: HashMap<IfIndex, Link>,
     dirty: Dirty,
     deadline: Option<Instant>,
     /// The pending burst of changes: (its first change, its last change).
@@ -255,9 +266,8 @@ struct Loop {
 impl Loop {
     fn start(
         cfg: Config,
-        switch_ids: Box<dyn SwitchIds>,
         wake: Arc<EventFd>,
-        out: SyncSender<Decision>,
+        out: SyncSender<Event>,
         ctl: Receiver<Control>,
     ) -> Result<Self> {
         if let Some(ns) = &cfg.netns {
@@ -274,7 +284,8 @@ impl Loop {
             out,
             ctl,
             mirror: Mirror::new(),
-            index: TunnelIndex::new(switch_ids),
+            index: KeyIndex::new(),
+            links: HashMap::new(),
             dirty: Dirty::default(),
             deadline: None,
             burst: None,
@@ -287,6 +298,7 @@ impl Loop {
         };
         l.resync(Kinds::ALL)?;
         l.dirty = Dirty::default();
+        l.links = l.mirror.links().map(|k| (k.index, k.clone())).collect();
         Ok(l)
     }
 
@@ -345,25 +357,22 @@ impl Loop {
     /// Handles one control message; false to stop.
     fn control(&mut self, c: Control) -> Result<bool> {
         match c {
-            Control::Register(info) => {
-                let d = self.index.register(&self.mirror, *info);
-                let probe = needs_probe(&d);
-                self.emit(vec![d]);
-                if probe {
+            Control::Track(key, tx) => {
+                let new = self.index.facts(&key).is_none();
+                let facts = self.index.track(&self.mirror, key);
+                let _ = tx.send(facts);
+                if new {
+                    // The first facts also go on the event stream, so that whoever
+                    // applies events sees every key's facts in order from the start.
+                    self.stats.path_updates += 1;
+                    self.emit(Event::Path(PathUpdate { key, facts }));
+                }
+                if facts.is_ok_and(|p| p.next_hop_mac.is_none()) {
                     self.probe_waiting();
                 }
             }
-            Control::RegisterSync(info, tx) => {
-                let d = self.index.register(&self.mirror, *info);
-                let probe = needs_probe(&d);
-                self.stats.decisions += 1;
-                let _ = tx.send(d);
-                if probe {
-                    self.probe_waiting();
-                }
-            }
-            Control::Unregister(id) => {
-                self.index.unregister(id);
+            Control::Untrack(key) => {
+                self.index.untrack(&key);
             }
             Control::Mirror(tx) => {
                 let _ = tx.send(self.mirror.clone());
@@ -472,25 +481,56 @@ impl Loop {
         let dirty = std::mem::take(&mut self.dirty);
         self.deadline = None;
         self.burst = None;
-        let decisions = self.index.apply(&self.mirror, &dirty);
-        self.emit(decisions);
+        for ev in self.link_events(&dirty) {
+            self.stats.link_events += 1;
+            self.emit(ev);
+        }
+        for u in self.index.apply(&self.mirror, &dirty) {
+            self.stats.path_updates += 1;
+            tracing::debug!(key = %u.key, facts = ?u.facts, "path update");
+            self.emit(Event::Path(u));
+        }
         self.probe_waiting();
         Ok(())
     }
 
-    fn emit(&mut self, decisions: Vec<Decision>) {
-        for d in decisions {
-            self.stats.decisions += 1;
-            tracing::debug!(flow = %d.flow, endpoint = %d.endpoint, kind = ?d.kind, "decision");
-            match self.out.try_send(d) {
-                Ok(()) => {}
-                Err(TrySendError::Full(d)) => {
-                    // Backpressure: wait for the consumer (events queue up meanwhile; an
-                    // overrun is recovered by a resync).
-                    let _ = self.out.send(d);
+    /// The links of a dirty set whose reported state changed (an address change marks
+    /// its link dirty without changing the link itself).
+    fn link_events(&mut self, dirty: &Dirty) -> Vec<Event> {
+        let mut out = Vec::new();
+        let mut indexes: Vec<IfIndex> = dirty.links.iter().copied().collect();
+        if dirty.all {
+            indexes.extend(self.links.keys().copied());
+            indexes.extend(self.mirror.links().map(|l| l.index));
+        }
+        indexes.sort();
+        indexes.dedup();
+        for i in indexes {
+            match self.mirror.link(i) {
+                Some(l) if self.links.get(&i) == Some(l) => {}
+                Some(l) => {
+                    self.links.insert(i, l.clone());
+                    out.push(Event::Link(l.clone()));
                 }
-                Err(TrySendError::Disconnected(_)) => {}
+                None => {
+                    if self.links.remove(&i).is_some() {
+                        out.push(Event::LinkGone(i));
+                    }
+                }
             }
+        }
+        out
+    }
+
+    fn emit(&mut self, ev: Event) {
+        match self.out.try_send(ev) {
+            Ok(()) => {}
+            Err(TrySendError::Full(ev)) => {
+                // Backpressure: wait for the consumer (kernel events queue up meanwhile;
+                // an overrun is recovered by a resync).
+                let _ = self.out.send(ev);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
         }
     }
 
@@ -519,17 +559,6 @@ impl Loop {
             }
         }
     }
-}
-
-/// Whether a new flow waits for a next hop the watcher should ask the kernel to resolve.
-fn needs_probe(d: &Decision) -> bool {
-    matches!(
-        d.kind,
-        crate::index::DecisionKind::ToSoftware {
-            reason: crate::index::SoftwareReason::NextHopUnresolved { .. },
-            ..
-        }
-    )
 }
 
 /// Dumps the current namespace's state into a fresh mirror (what a resync would build).

@@ -114,6 +114,22 @@ pub enum KernelErrno {
 }
 
 impl KernelErrno {
+    /// A failure that may pass if tried again later (the kernel was busy or short of
+    /// memory), as opposed to a refusal of the filter itself.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Other(
+                libc::EBUSY
+                    | libc::EAGAIN
+                    | libc::ENOMEM
+                    | libc::ENOBUFS
+                    | libc::EINTR
+                    | libc::ETIMEDOUT
+            )
+        )
+    }
+
     /// From a positive errno value.
     pub fn from_errno(e: i32) -> Self {
         match e {
@@ -241,4 +257,8 @@ pub trait OffloadBackend: Send {
     fn add_port(&mut self, _port: &PortInfo) -> Result<(), BackendError> {
         Ok(())
     }
+
+    /// A device that went away (a port unplugged, or a netdev deleted and re-created
+    /// under a new index): the backend forgets it (its filters went with it).
+    fn remove_port(&mut self, _ifindex: IfIndex) {}
 }

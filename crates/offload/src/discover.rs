@@ -19,7 +19,7 @@ use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use std::error::Error as StdError;
 use std::fmt;
@@ -34,6 +34,8 @@ pub struct LinkFacts {
     pub name: String,
     /// MTU.
     pub mtu: u32,
+    /// Administratively and operationally up (IFF_UP and IFF_LOWER_UP).
+    pub up: bool,
     /// IFLA_PHYS_SWITCH_ID.
     pub switch_id: Option<Vec<u8>>,
     /// IFLA_PHYS_PORT_NAME (`p0`, `pf0vf1`).
@@ -74,7 +76,8 @@ impl LinkFacts {
             ifindex: self.ifindex,
             kind,
             mtu: self.mtu,
-            switch_id,
+            up: self.up,
+            switch_id: switch_id.map(crate::ports::SwitchId),
         })
     }
 }
@@ -448,6 +451,10 @@ fn facts(l: &LinkMessage) -> LinkFacts {
         ifindex: IfIndex(l.header.index),
         name: String::new(),
         mtu: 0,
+        up: {
+            let f = l.header.flags;
+            f.contains(LinkFlags::Up) && f.contains(LinkFlags::LowerUp)
+        },
         switch_id: None,
         port_name: None,
         kind: None,

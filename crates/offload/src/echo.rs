@@ -172,6 +172,8 @@ fn action_shape(kind: &[u8]) -> Option<(&'static [u16], &'static [usize])> {
         b"gact\0" => Some((&[], &[8])),
         // TCA_VLAN_PARMS v_action; PUSH_VLAN_ID (3), PROTOCOL (4).
         b"vlan\0" => Some((&[3, 4], &[8, 20])),
+        // TCA_SKBEDIT_PARMS; MARK (5), MASK (8).
+        b"skbedit\0" => Some((&[5, 8], &[8])),
         _ => None,
     }
 }

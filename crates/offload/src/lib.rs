@@ -5,23 +5,28 @@
 //! - [`translate`]: a megaflow (masked [`FlowKey`](datapath::FlowKey)) and its
 //!   [`Actions`](datapath::Actions) become flowd's own [`FlowerRule`]; whatever flower
 //!   cannot express fails closed with [`Unsupported`];
-//! - [`validate`]: switch id, MTU and next-hop checks against the [`PortTable`] and a
-//!   [`TunnelResolver`](datapath::tunnel::TunnelResolver);
+//! - [`judge`]: where a flow belongs, one pure function over the ports' live facts
+//!   ([`PortTable`]: MTU, state, switch id) and the path facts of its tunnel lookup
+//!   keys (uplink, next hop, path MTU): offloaded, or software with a
+//!   [`SoftwareReason`];
 //! - [`netlink`]: the only module that knows tc's netlink attributes: [`FlowerRule`] to and from
 //!   netlink-packet-route's tc types (plus the `gact` and `vlan` actions it lacks),
 //!   request building, ACK/extack decoding; [`echo`] verifies the kernel's echo of each
 //!   created filter against the request, on the bytes;
 //! - [`backend`]: the [`OffloadBackend`] trait, with [`tc::TcBackend`] (Linux tc over
 //!   netlink) and [`sim::SimFabric`] (simulated eswitches);
-//! - [`offloader`]: the per-flow state machine ([`Placement`]) driving a backend, and
-//!   [`worker`]: the same behind a bounded queue on its own thread;
+//! - [`offloader`]: the per-flow state machine ([`Placement`]) driving a backend; it holds
+//!   the facts, indexes its flows by port and lookup key, and re-judges exactly the
+//!   flows a changed fact concerns; failures that may pass are retried;
+//!   [`worker`]: the same behind a bounded queue on its own thread, with a backlog that
+//!   delays requests the queue has no room for instead of losing them;
 //! - [`discover`]: ports, switch ids and representor names from rtnetlink and sysfs
 //!   (link messages only).
 //!
 //! Sockets live in [`tc`] (batched requests, several sockets for large calls) and
 //! [`discover`]; everything above [`backend`] sees only flowd's own types.
 //!
-//! Thread-safety: translation and validation are pure; a backend is owned by one
+//! Thread-safety: translation and the judge are pure; a backend is owned by one
 //! thread (the worker); placements are published through a lock the readers only
 //! take briefly.
 
@@ -30,6 +35,7 @@ pub mod backend;
 pub mod discover;
 pub mod echo;
 pub mod error;
+pub mod judge;
 pub mod netlink;
 pub mod offloader;
 pub mod placement;
@@ -38,7 +44,6 @@ pub mod rule;
 pub mod sim;
 pub mod tc;
 pub mod translate;
-pub mod validate;
 pub mod worker;
 
 pub use backend::{
@@ -46,7 +51,7 @@ pub use backend::{
 };
 pub use error::{OffloadError, Unsupported};
 
-pub use offloader::{AdoptionReport, FlowRequest, Offloader};
+pub use offloader::{AdoptionReport, FlowRequest, OffloadCounters, Offloader};
 pub use placement::{Placement, SoftwareReason};
 pub use ports::{PortInfo, PortKind, PortTable};
 pub use rule::{

@@ -1,8 +1,9 @@
 //! The netlink edge: [`FlowerRule`] to and from netlink-packet-route's tc types,
 //! request framing, answer decoding (ACKs with extack, echoes, dumps).
 //!
-//! netlink-packet-route 0.34 has flower, `tunnel_key` and `mirred`; the `gact` (drop)
-//! and `vlan` actions it lacks are built here, in [`ext`], as [`DefaultNla`]s.
+//! netlink-packet-route 0.34 has flower, `tunnel_key` and `mirred`; the `gact` (drop),
+//! `vlan` and `skbedit` (mark) actions it lacks are built here, in [`ext`], as
+//! [`DefaultNla`]s.
 //! Decoding never panics: unknown or malformed attributes become [`DecodeError`]s.
 
 use crate::backend::{HwState, KernelErrno, RuleHandle, RuleStats};
@@ -89,6 +90,10 @@ pub mod ext {
     pub const GACT: &str = "gact";
     /// `vlan` kind.
     pub const VLAN: &str = "vlan";
+    /// `skbedit` kind.
+    pub const SKBEDIT: &str = "skbedit";
+    const TCA_SKBEDIT_PARMS: u16 = 2;
+    const TCA_SKBEDIT_MARK: u16 = 5;
     const TCA_GACT_PARMS: u16 = 2;
     const TCA_VLAN_PARMS: u16 = 2;
     const TCA_VLAN_PUSH_VLAN_ID: u16 = 3;
@@ -145,6 +150,41 @@ pub mod ext {
             )));
         }
         out
+    }
+
+    /// The options of `skbedit mark MARK` (the whole mark: no mask).
+    pub fn skbedit_mark(mark: u32) -> Vec<TcActionOption> {
+        vec![
+            TcActionOption::Other(DefaultNla::new(TCA_SKBEDIT_PARMS, tc_gen(TC_ACT_PIPE))),
+            TcActionOption::Other(DefaultNla::new(
+                TCA_SKBEDIT_MARK,
+                mark.to_ne_bytes().to_vec(),
+            )),
+        ]
+    }
+
+    /// Decodes `skbedit` options: only `mark` (without a mask) is flowd's.
+    pub fn decode_skbedit(opts: &[TcActionOption]) -> Result<FlowerAction, DecodeError> {
+        let mut mark = None;
+        for o in opts {
+            let TcActionOption::Other(nla) = o else {
+                continue;
+            };
+            let v = nla_value(nla);
+            match nla.kind() {
+                TCA_SKBEDIT_MARK => mark = i32_at(&v, 0).map(|m| m as u32),
+                // A mask, a priority, a queue mapping: not flowd's.
+                3 | 4 | 7 | 8 => {
+                    return Err(DecodeError::from(format!(
+                        "skbedit attribute {} is not flowd's",
+                        nla.kind()
+                    )));
+                }
+                _ => {}
+            }
+        }
+        mark.map(FlowerAction::SetMark)
+            .ok_or_else(|| DecodeError::from("skbedit without a mark"))
     }
 
     /// The value bytes of a raw attribute.
@@ -519,6 +559,7 @@ fn encode_action(a: &FlowerAction) -> (&'static str, Vec<TcActionOption>) {
         }
         FlowerAction::VlanPop => (ext::VLAN, ext::vlan(None)),
         FlowerAction::Drop => (ext::GACT, ext::gact_drop()),
+        FlowerAction::SetMark(m) => (ext::SKBEDIT, ext::skbedit_mark(m)),
     }
 }
 
@@ -834,6 +875,7 @@ pub fn decode_actions(acts: &[TcAction]) -> Result<DecodedActions, DecodeError> 
             Some("mirred") => decode_mirred(opts)?,
             Some(ext::GACT) => ext::decode_gact(opts)?,
             Some(ext::VLAN) => ext::decode_vlan(opts)?,
+            Some(ext::SKBEDIT) => ext::decode_skbedit(opts)?,
             Some(k) => return Err(DecodeError::from(format!("action kind {k} is not flowd's"))),
             None => return Err(DecodeError::from("action without kind")),
         };

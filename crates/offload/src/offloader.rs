@@ -1,22 +1,31 @@
-//! The offload state machine: for each flow, translate, validate, install through a
+//! The offload state machine: for each flow, translate, judge, install through a
 //! backend, and keep [`Placement`] honest. Synchronous and deterministic; the
 //! [`worker`](crate::worker) runs it on its own thread behind a bounded queue.
+//!
+//! The offloader holds the facts the [judge](crate::judge) reads: the ports' live facts
+//! and the path facts of every tunnel lookup key its flows use. It indexes its flows by
+//! port and by lookup key, so that a changed fact re-judges exactly the flows that
+//! depend on it ([`Offloader::path_changed`], [`Offloader::change_ports`]), in both
+//! directions: to software with the reason, back to offload when it clears.
+//!
+//! Failures that may pass are retried, never abandoned: a full backend (ENOSPC) when
+//! filters are removed and on a schedule, a transient failure (EBUSY, ENOMEM, a late
+//! answer, ...) on a schedule (100 ms, doubling up to 30 s).
 //!
 //! Invariant: a flow is [`Placement::Offloaded`] exactly when the backend holds a rule
 //! for it (checked by the tests after random operations and faults).
 
 use crate::backend::{BackendError, HwState, KernelErrno, OffloadBackend, RuleHandle, RuleStats};
 use crate::error::OffloadError;
+use crate::judge::{Facts, judge};
 use crate::placement::{Placement, SoftwareReason};
 use crate::ports::PortTable;
 use crate::rule::{FlowerMatch, FlowerRule};
 use crate::translate::translate;
-use crate::validate::{ValidateCtx, validate};
-use datapath::tunnel::TunnelResolver;
-use datapath::{Actions, FlowId, IfIndex, Megaflow};
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use datapath::{Action, Actions, FlowId, IfIndex, Megaflow, PortId};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
+use vocab::{LookupKey, PathFacts, TunnelPath, TunnelRole};
 
 /// What to do with a flow.
 // Requests travel by value through a bounded queue; boxing the megaflow would cost an
@@ -33,6 +42,11 @@ pub enum FlowRequest {
         megaflow: Megaflow,
         /// Its actions.
         actions: Actions,
+        /// The tunnel paths it depends on (encapsulations: the lookup key of each
+        /// `set(tunnel)`; decapsulations: the key toward the remote it decapsulates
+        /// from). Their facts must be known to the offloader first
+        /// ([`Offloader::path_changed`]).
+        paths: Vec<TunnelPath>,
     },
     /// The flow is gone: remove its rule.
     Remove {
@@ -52,9 +66,44 @@ impl FlowRequest {
 
 #[derive(Debug, Clone)]
 struct FlowEntry {
+    megaflow: Megaflow,
+    actions: Actions,
+    paths: Vec<TunnelPath>,
     placement: Placement,
     installed: Option<(RuleHandle, FlowerRule)>,
     stats: RuleStats,
+    /// Failed attempts in a row of a retryable failure.
+    attempts: u32,
+}
+
+impl FlowEntry {
+    /// The ports the flow's rule involves (ingress and outputs).
+    fn ports(&self) -> Vec<PortId> {
+        let mut v: Vec<PortId> = self
+            .actions
+            .as_slice()
+            .iter()
+            .filter_map(|a| match a {
+                Action::Output(p) => Some(*p),
+                _ => None,
+            })
+            .collect();
+        if self.megaflow.mask.0.in_port != 0 {
+            v.push(PortId(self.megaflow.key.in_port));
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    fn request(&self, flow: FlowId) -> FlowRequest {
+        FlowRequest::Put {
+            flow,
+            megaflow: self.megaflow,
+            actions: self.actions.clone(),
+            paths: self.paths.clone(),
+        }
+    }
 }
 
 /// A rule a previous run left installed, waiting for a flow to adopt it.
@@ -79,13 +128,49 @@ pub struct AdoptionReport {
     pub removed: usize,
 }
 
+/// Counters of the offloader's own decisions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OffloadCounters {
+    /// Flows re-judged because a fact they depend on changed.
+    pub rejudged: u64,
+    /// Installs refused for capacity (ENOSPC).
+    pub capacity_refusals: u64,
+    /// Transient failures (EBUSY, ENOMEM, late answers, ...).
+    pub transient_failures: u64,
+    /// Retries made.
+    pub retries: u64,
+    /// Retries that offloaded the flow.
+    pub retries_ok: u64,
+    /// Offloaded flows whose rule was rewritten (a new path, uplink, source or next
+    /// hop, or new actions).
+    pub moved: u64,
+    /// Offloaded flows taken back to software (their rule withdrawn).
+    pub to_software: u64,
+    /// Flows offloaded (first placement, or back from software).
+    pub to_offload: u64,
+}
+
+/// How long the `n`-th retry waits: 100 ms, doubling, at most 30 s.
+fn backoff(attempts: u32) -> Duration {
+    let ms = 100u64.saturating_mul(1 << attempts.saturating_sub(1).min(9));
+    Duration::from_millis(ms.min(30_000))
+}
+
 /// Drives a backend for a set of flows.
 pub struct Offloader {
     backend: Box<dyn OffloadBackend>,
     ports: PortTable,
-    resolver: Arc<dyn TunnelResolver>,
+    paths: HashMap<LookupKey, PathFacts>,
     deadline: Duration,
     flows: HashMap<FlowId, FlowEntry>,
+    by_key: HashMap<LookupKey, HashSet<FlowId>>,
+    by_port: HashMap<PortId, HashSet<FlowId>>,
+    /// Flows waiting to be tried again: (when, flow).
+    retries: BTreeSet<(Instant, FlowId)>,
+    retry_at: HashMap<FlowId, Instant>,
+    /// Flows refused for capacity, tried again as soon as filters are removed.
+    capacity_waiting: HashSet<FlowId>,
+    counters: OffloadCounters,
     /// Rules a previous run left, by ingress and match, until the adoption ends.
     kept: HashMap<(IfIndex, FlowerMatch), Kept>,
     adoption: AdoptionReport,
@@ -112,21 +197,42 @@ fn to_unsupported(e: OffloadError) -> SoftwareReason {
     }
 }
 
+/// What a failed backend call means for the flow.
+fn failure(e: &BackendError, attempts: u32) -> SoftwareReason {
+    match e {
+        BackendError::Kernel {
+            errno: KernelErrno::NoSpace,
+            ..
+        } => SoftwareReason::Capacity(e.to_string()),
+        BackendError::Kernel { errno, .. } if errno.is_transient() => SoftwareReason::Retrying {
+            error: e.to_string(),
+            attempts,
+        },
+        BackendError::Io(_) | BackendError::NoAnswer => SoftwareReason::Retrying {
+            error: e.to_string(),
+            attempts,
+        },
+        _ => SoftwareReason::Backend(e.to_string()),
+    }
+}
+
 impl Offloader {
-    /// An offloader over a backend. Answers slower than `deadline` count as failures
-    /// (the rule is withdrawn and the flow stays in software).
-    pub fn new(
-        backend: Box<dyn OffloadBackend>,
-        ports: PortTable,
-        resolver: Arc<dyn TunnelResolver>,
-        deadline: Duration,
-    ) -> Self {
+    /// An offloader over a backend and the ports' facts. Answers slower than
+    /// `deadline` count as failures (the rule is withdrawn, the flow stays in software
+    /// and is tried again later).
+    pub fn new(backend: Box<dyn OffloadBackend>, ports: PortTable, deadline: Duration) -> Self {
         Self {
             backend,
             ports,
-            resolver,
+            paths: HashMap::new(),
             deadline,
             flows: HashMap::new(),
+            by_key: HashMap::new(),
+            by_port: HashMap::new(),
+            retries: BTreeSet::new(),
+            retry_at: HashMap::new(),
+            capacity_waiting: HashSet::new(),
+            counters: OffloadCounters::default(),
             kept: HashMap::new(),
             adoption: AdoptionReport::default(),
         }
@@ -202,31 +308,108 @@ impl Offloader {
         self.backend.as_mut()
     }
 
-    /// The port table (for updates).
-    pub fn ports_mut(&mut self) -> &mut PortTable {
-        &mut self.ports
+    /// The ports' facts.
+    pub fn ports(&self) -> &PortTable {
+        &self.ports
     }
 
-    /// Ports plugged and unplugged while running: each plugged port is prepared in the
-    /// backend (tc: its ingress qdisc) and enters the port table; a port the backend
-    /// refuses stays out of it (its flows cannot be translated: they stay in software).
-    /// Returns one message per refusal.
-    pub fn change_ports(&mut self, change: crate::worker::PortChange) -> Vec<String> {
+    /// The path facts known for each lookup key.
+    pub fn paths(&self) -> &HashMap<LookupKey, PathFacts> {
+        &self.paths
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> OffloadCounters {
+        self.counters
+    }
+
+    /// A lookup key's path facts changed (or became known): records them and re-judges
+    /// the flows that use the key. Returns the placements that changed.
+    pub fn path_changed(&mut self, key: LookupKey, facts: PathFacts) -> Vec<(FlowId, Placement)> {
+        if self.paths.get(&key) == Some(&facts) {
+            return Vec::new();
+        }
+        self.paths.insert(key, facts);
+        let flows: Vec<FlowId> = self
+            .by_key
+            .get(&key)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        self.rejudge(flows)
+    }
+
+    /// Ports plugged, changed (a new MTU, state or switch id, or a netdev re-created
+    /// under a new index) and unplugged while running. A new device is prepared in the
+    /// backend (tc: its ingress qdisc); a port the backend refuses stays out of the
+    /// table (its flows stay in software). Then every flow that uses a changed port
+    /// (as ingress, output or the uplink of one of its paths) is judged again. Returns
+    /// one message per refusal and the placements that changed.
+    pub fn change_ports(
+        &mut self,
+        change: crate::worker::PortChange,
+    ) -> (Vec<String>, Vec<(FlowId, Placement)>) {
+        let mut affected_ports: Vec<PortId> = Vec::new();
+        let mut affected_links: Vec<IfIndex> = Vec::new();
         for id in change.unplugged {
-            self.ports.remove(id);
+            if let Some(old) = self.ports.remove(id) {
+                self.backend.remove_port(old.ifindex);
+                self.forget_device(old.ifindex);
+                affected_links.push(old.ifindex);
+            }
+            affected_ports.push(id);
         }
         let mut refused = Vec::new();
         for p in change.plugged {
-            match self.backend.add_port(&p) {
-                Ok(()) => self.ports.insert(p),
-                Err(e) => {
-                    tracing::warn!(port = %p.name, error = %e, "offload: port refused");
-                    self.ports.remove(p.id);
-                    refused.push(format!("port `{}`: {e}", p.name));
-                }
+            let old = self.ports.get(p.id).cloned();
+            if old.as_ref() == Some(&p) {
+                continue;
+            }
+            let new_device = old.as_ref().is_none_or(|o| o.ifindex != p.ifindex);
+            if let Some(o) = old.as_ref().filter(|_| new_device) {
+                // The old netdev is gone, and its filters with it.
+                self.backend.remove_port(o.ifindex);
+                self.forget_device(o.ifindex);
+                affected_links.push(o.ifindex);
+            }
+            affected_ports.push(p.id);
+            affected_links.push(p.ifindex);
+            if new_device && let Err(e) = self.backend.add_port(&p) {
+                tracing::warn!(port = %p.name, error = %e, "offload: port refused");
+                self.ports.remove(p.id);
+                refused.push(format!("port `{}`: {e}", p.name));
+                continue;
+            }
+            self.ports.insert(p);
+        }
+        let mut flows: HashSet<FlowId> = HashSet::new();
+        for id in &affected_ports {
+            if let Some(s) = self.by_port.get(id) {
+                flows.extend(s.iter().copied());
             }
         }
-        refused
+        for (key, facts) in &self.paths {
+            if let Ok(p) = facts
+                && affected_links.contains(&p.uplink)
+                && let Some(s) = self.by_key.get(key)
+            {
+                flows.extend(s.iter().copied());
+            }
+        }
+        (refused, self.rejudge(flows))
+    }
+
+    /// Forgets the rules installed on a device that went away (the kernel removed them
+    /// with it).
+    fn forget_device(&mut self, ifindex: IfIndex) {
+        for e in self.flows.values_mut() {
+            if e.installed
+                .as_ref()
+                .is_some_and(|(h, _)| h.device == ifindex)
+            {
+                e.installed = None;
+                e.placement = Placement::software(SoftwareReason::Pending);
+            }
+        }
     }
 
     /// A flow's placement.
@@ -251,19 +434,118 @@ impl Offloader {
             .filter_map(|(f, e)| e.installed.as_ref().map(|(h, _)| (*f, *h)))
     }
 
-    /// Translates and validates a flow: the rule to install, or why not.
+    /// Translates and judges a flow on the facts as they are: the rule to install, or
+    /// why not.
     pub fn prepare(
         &self,
         megaflow: &Megaflow,
         actions: &Actions,
+        paths: &[TunnelPath],
     ) -> Result<FlowerRule, SoftwareReason> {
         let mut rule = translate(megaflow, actions, &self.ports).map_err(to_unsupported)?;
-        let ctx = ValidateCtx {
+        let decap: Vec<LookupKey> = paths
+            .iter()
+            .filter(|p| p.role == TunnelRole::Decap)
+            .map(|p| p.key)
+            .collect();
+        let facts = Facts {
             ports: &self.ports,
-            resolver: self.resolver.as_ref(),
+            paths: &self.paths,
         };
-        validate(&mut rule, &ctx)?;
+        judge(&mut rule, &decap, &facts)?;
         Ok(rule)
+    }
+
+    /// Judges flows again on the current facts (same requests, new verdicts).
+    fn rejudge(&mut self, flows: impl IntoIterator<Item = FlowId>) -> Vec<(FlowId, Placement)> {
+        let reqs: Vec<FlowRequest> = flows
+            .into_iter()
+            .filter_map(|f| self.flows.get(&f).map(|e| e.request(f)))
+            .collect();
+        self.counters.rejudged += reqs.len() as u64;
+        self.process(reqs)
+    }
+
+    /// When the next retry is due, if any.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.retries.first().map(|(t, _)| *t)
+    }
+
+    /// Tries again the flows whose retry is due at `now` (at most `max`).
+    pub fn retry_due(&mut self, now: Instant, max: usize) -> Vec<(FlowId, Placement)> {
+        let mut due = Vec::new();
+        while due.len() < max {
+            match self.retries.first() {
+                Some(&(t, f)) if t <= now => {
+                    self.retries.remove(&(t, f));
+                    self.retry_at.remove(&f);
+                    due.push(f);
+                }
+                _ => break,
+            }
+        }
+        self.counters.retries += due.len() as u64;
+        let touched = self.rejudge(due.iter().copied());
+        self.counters.retries_ok += touched
+            .iter()
+            .filter(|(f, p)| due.contains(f) && p.is_offloaded())
+            .count() as u64;
+        touched
+    }
+
+    fn schedule_retry(&mut self, flow: FlowId, attempts: u32) {
+        self.cancel_retry(flow);
+        let at = Instant::now() + backoff(attempts);
+        self.retries.insert((at, flow));
+        self.retry_at.insert(flow, at);
+    }
+
+    fn cancel_retry(&mut self, flow: FlowId) {
+        if let Some(at) = self.retry_at.remove(&flow) {
+            self.retries.remove(&(at, flow));
+        }
+    }
+
+    /// `n` filters were removed: as many flows waiting for capacity are due now.
+    fn capacity_freed(&mut self, n: usize) {
+        let now = Instant::now();
+        let ready: Vec<FlowId> = self.capacity_waiting.iter().take(n).copied().collect();
+        for f in ready {
+            self.capacity_waiting.remove(&f);
+            self.cancel_retry(f);
+            self.retries.insert((now, f));
+            self.retry_at.insert(f, now);
+        }
+    }
+
+    fn index(&mut self, flow: FlowId, e: &FlowEntry) {
+        for p in e.ports() {
+            self.by_port.entry(p).or_default().insert(flow);
+        }
+        for t in &e.paths {
+            self.by_key.entry(t.key).or_default().insert(flow);
+        }
+    }
+
+    fn unindex(&mut self, flow: FlowId, e: &FlowEntry) {
+        for p in e.ports() {
+            if let Some(s) = self.by_port.get_mut(&p) {
+                s.remove(&flow);
+                if s.is_empty() {
+                    self.by_port.remove(&p);
+                }
+            }
+        }
+        for t in &e.paths {
+            if let Some(s) = self.by_key.get_mut(&t.key) {
+                s.remove(&flow);
+                if s.is_empty() {
+                    self.by_key.remove(&t.key);
+                    // No flow uses the key any more: its facts go too.
+                    self.paths.remove(&t.key);
+                }
+            }
+        }
     }
 
     /// Processes requests in order, batching backend calls; returns the new
@@ -284,6 +566,48 @@ impl Offloader {
         touched
     }
 
+    /// Records a put's request (re-indexing the flow when what it depends on changed)
+    /// and returns its entry.
+    fn record(
+        &mut self,
+        flow: FlowId,
+        megaflow: Megaflow,
+        actions: Actions,
+        paths: Vec<TunnelPath>,
+    ) -> &mut FlowEntry {
+        let same = self
+            .flows
+            .get(&flow)
+            .is_some_and(|e| e.megaflow == megaflow && e.actions == actions && e.paths == paths);
+        if !same {
+            let old = self.flows.remove(&flow);
+            if let Some(old) = &old {
+                self.unindex(flow, old);
+            }
+            let (placement, installed, stats, attempts) = match old {
+                Some(o) => (o.placement, o.installed, o.stats, o.attempts),
+                None => (
+                    Placement::software(SoftwareReason::Pending),
+                    None,
+                    RuleStats::default(),
+                    0,
+                ),
+            };
+            let e = FlowEntry {
+                megaflow,
+                actions,
+                paths,
+                placement,
+                installed,
+                stats,
+                attempts,
+            };
+            self.index(flow, &e);
+            self.flows.insert(flow, e);
+        }
+        self.flows.get_mut(&flow).expect("recorded above")
+    }
+
     /// One chunk: each flow at most once, so removes, replaces and installs can be
     /// batched independently.
     fn process_chunk(&mut self, chunk: Vec<FlowRequest>, touched: &mut Vec<(FlowId, Placement)>) {
@@ -293,48 +617,59 @@ impl Offloader {
         for r in chunk {
             match r {
                 FlowRequest::Remove { flow } => {
-                    if let Some(e) = self.flows.remove(&flow)
-                        && let Some((h, _)) = e.installed
-                    {
-                        removes.push((flow, h, true));
+                    self.cancel_retry(flow);
+                    self.capacity_waiting.remove(&flow);
+                    if let Some(e) = self.flows.remove(&flow) {
+                        self.unindex(flow, &e);
+                        if let Some((h, _)) = e.installed {
+                            removes.push((flow, h, true));
+                        }
                     }
                 }
                 FlowRequest::Put {
                     flow,
                     megaflow,
                     actions,
+                    paths,
                 } => {
-                    let prepared = self.prepare(&megaflow, &actions);
-                    let entry = self.flows.entry(flow).or_insert_with(|| FlowEntry {
-                        placement: Placement::software(SoftwareReason::Pending),
-                        installed: None,
-                        stats: RuleStats::default(),
-                    });
-                    if entry.installed.is_none()
-                        && !self.kept.is_empty()
-                        && let Ok(rule) = &prepared
-                        && let Some(k) = self.kept.remove(&(rule.ingress, rule.matches))
-                    {
-                        // A previous run's rule for this very match: take it over.
-                        if k.rule == *rule {
-                            self.adoption.adopted += 1;
-                            entry.placement =
-                                offloaded(self.backend.as_ref(), &self.ports, rule.ingress, k.hw);
-                            touched.push((flow, entry.placement.clone()));
-                        } else {
-                            self.adoption.replaced += 1;
-                        }
+                    let prepared = self.prepare(&megaflow, &actions, &paths);
+                    let fresh = self.flows.get(&flow).is_none_or(|e| e.installed.is_none());
+                    let adopted = if fresh {
+                        self.adopt_kept(&prepared)
+                    } else {
+                        None
+                    };
+                    // A previous run's rule for this very match is taken over: as it
+                    // is (offloaded at once, no request), or replaced in place below.
+                    let adopted_placement =
+                        adopted.as_ref().filter(|(_, same)| *same).map(|(k, _)| {
+                            offloaded(self.backend.as_ref(), &self.ports, k.rule.ingress, k.hw)
+                        });
+                    let entry = self.record(flow, megaflow, actions, paths);
+                    if let Some((k, _)) = adopted {
                         entry.installed = Some((k.handle, k.rule));
                         entry.stats = k.stats;
                     }
+                    if let Some(p) = adopted_placement {
+                        entry.placement = p.clone();
+                        touched.push((flow, p));
+                    }
                     match (prepared, entry.installed.as_ref()) {
                         (Err(reason), installed) => {
+                            let withdrawn = installed.is_some();
                             if let Some((h, _)) = installed {
                                 removes.push((flow, *h, false));
                             }
                             entry.installed = None;
+                            entry.attempts = 0;
                             entry.placement = Placement::software(reason);
-                            touched.push((flow, entry.placement.clone()));
+                            let p = entry.placement.clone();
+                            if withdrawn {
+                                self.counters.to_software += 1;
+                            }
+                            self.cancel_retry(flow);
+                            self.capacity_waiting.remove(&flow);
+                            touched.push((flow, p));
                         }
                         (Ok(rule), Some((_, old))) if *old == rule => {}
                         (Ok(rule), Some((h, _))) => replaces.push((flow, *h, rule)),
@@ -348,15 +683,36 @@ impl Offloader {
         self.run_installs(installs, touched);
     }
 
+    /// During an adoption round, the kept rule a prepared rule takes over (removed from
+    /// the round), and whether it is unchanged.
+    fn adopt_kept(
+        &mut self,
+        prepared: &Result<FlowerRule, SoftwareReason>,
+    ) -> Option<(Kept, bool)> {
+        if self.kept.is_empty() {
+            return None;
+        }
+        let rule = prepared.as_ref().ok()?;
+        let k = self.kept.remove(&(rule.ingress, rule.matches))?;
+        let unchanged = k.rule == *rule;
+        if unchanged {
+            self.adoption.adopted += 1;
+        } else {
+            self.adoption.replaced += 1;
+        }
+        Some((k, unchanged))
+    }
+
     fn run_removes(&mut self, removes: &[(FlowId, RuleHandle, bool)]) {
         if removes.is_empty() {
             return;
         }
         let handles: Vec<RuleHandle> = removes.iter().map(|r| r.1).collect();
+        let mut freed = 0;
         for (r, res) in removes.iter().zip(self.backend.remove(&handles)) {
             match res {
-                Ok(())
-                | Err(BackendError::Kernel {
+                Ok(()) => freed += 1,
+                Err(BackendError::Kernel {
                     errno: KernelErrno::NotFound,
                     ..
                 }) => {}
@@ -365,12 +721,18 @@ impl Offloader {
                 }
             }
         }
+        self.capacity_freed(freed);
     }
 
-    fn late(&self, started: Instant) -> Option<SoftwareReason> {
+    /// The failure of an answer that came later than the deadline.
+    fn late(&self, started: Instant) -> Option<String> {
         let elapsed = started.elapsed();
-        (elapsed > self.deadline).then_some(SoftwareReason::Timeout {
-            elapsed_ms: elapsed.as_millis() as u64,
+        (elapsed > self.deadline).then(|| {
+            format!(
+                "backend answered after {} ms (deadline {} ms)",
+                elapsed.as_millis(),
+                self.deadline.as_millis()
+            )
         })
     }
 
@@ -388,7 +750,8 @@ impl Offloader {
         let late = self.late(started);
         let mut withdraw = Vec::new();
         for ((flow, rule), res) in installs.into_iter().zip(results) {
-            let (installed, placement) = self.outcome(res, late.as_ref(), &rule, &mut withdraw);
+            let (installed, placement) =
+                self.outcome(flow, res, late.as_ref(), &rule, &mut withdraw);
             self.settle(flow, installed.map(|h| (h, rule)), placement, touched);
         }
         self.withdraw(withdraw);
@@ -413,7 +776,8 @@ impl Offloader {
                 // The old rule no longer matches what the flow does: take it out.
                 withdraw.push(old);
             }
-            let (installed, placement) = self.outcome(res, late.as_ref(), &rule, &mut withdraw);
+            let (installed, placement) =
+                self.outcome(flow, res, late.as_ref(), &rule, &mut withdraw);
             self.settle(flow, installed.map(|h| (h, rule)), placement, touched);
         }
         self.withdraw(withdraw);
@@ -421,27 +785,34 @@ impl Offloader {
 
     fn outcome(
         &self,
+        flow: FlowId,
         res: Result<crate::backend::Installed, BackendError>,
-        late: Option<&SoftwareReason>,
+        late: Option<&String>,
         rule: &FlowerRule,
         withdraw: &mut Vec<RuleHandle>,
     ) -> (Option<RuleHandle>, Placement) {
+        let attempts = self.flows.get(&flow).map_or(0, |e| e.attempts) + 1;
         match (res, late) {
-            (Ok(i), Some(reason)) => {
+            (Ok(i), Some(why)) => {
                 withdraw.push(i.handle);
-                (None, Placement::software(reason.clone()))
+                (
+                    None,
+                    Placement::software(SoftwareReason::Retrying {
+                        error: why.clone(),
+                        attempts,
+                    }),
+                )
             }
             (Ok(i), None) => (
                 Some(i.handle),
                 offloaded(self.backend.as_ref(), &self.ports, rule.ingress, i.hw),
             ),
-            (Err(e), _) => (
-                None,
-                Placement::software(SoftwareReason::Backend(e.to_string())),
-            ),
+            (Err(e), _) => (None, Placement::software(failure(&e, attempts))),
         }
     }
 
+    /// Records a backend call's outcome for a flow; a retryable failure is scheduled
+    /// for another attempt.
     fn settle(
         &mut self,
         flow: FlowId,
@@ -450,10 +821,37 @@ impl Offloader {
         touched: &mut Vec<(FlowId, Placement)>,
     ) {
         tracing::debug!(%flow, %placement, "offload: placed");
+        let Some(e) = self.flows.get_mut(&flow) else {
+            return;
+        };
         touched.push((flow, placement.clone()));
-        if let Some(e) = self.flows.get_mut(&flow) {
-            e.installed = installed;
-            e.placement = placement;
+        match (e.installed.is_some(), installed.is_some()) {
+            (true, true) => self.counters.moved += 1,
+            (true, false) => self.counters.to_software += 1,
+            (false, true) => self.counters.to_offload += 1,
+            (false, false) => {}
+        }
+        e.installed = installed;
+        let retry = match placement.reason() {
+            Some(SoftwareReason::Capacity(_)) => {
+                self.counters.capacity_refusals += 1;
+                self.capacity_waiting.insert(flow);
+                true
+            }
+            Some(SoftwareReason::Retrying { .. }) => {
+                self.counters.transient_failures += 1;
+                true
+            }
+            _ => false,
+        };
+        e.attempts = if retry { e.attempts + 1 } else { 0 };
+        let attempts = e.attempts;
+        e.placement = placement;
+        if retry {
+            self.schedule_retry(flow, attempts);
+        } else {
+            self.cancel_retry(flow);
+            self.capacity_waiting.remove(&flow);
         }
     }
 
@@ -461,13 +859,17 @@ impl Offloader {
         if handles.is_empty() {
             return;
         }
+        let mut freed = 0;
         for res in self.backend.remove(&handles) {
-            if let Err(e) = res
-                && e.kernel_errno() != Some(KernelErrno::NotFound)
-            {
-                tracing::warn!(error = %e, "offload: withdrawing a rule failed; the sweep retries");
+            match res {
+                Ok(()) => freed += 1,
+                Err(e) if e.kernel_errno() == Some(KernelErrno::NotFound) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "offload: withdrawing a rule failed; the sweep retries")
+                }
             }
         }
+        self.capacity_freed(freed);
     }
 
     /// Pulls counters of every offloaded flow; returns them for the flows' `used` time.

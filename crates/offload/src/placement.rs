@@ -1,16 +1,23 @@
 //! Where a flow runs: [`Placement`], shown as `offloaded:yes dp:tc in_hw` or
-//! `offloaded:no (mtu: 1500 + 50 > 1500)`.
+//! `offloaded:no (mtu: 1500 + 50 > 1500)`, and the one reason type, [`SoftwareReason`],
+//! that every report of it uses: dump-flows prints it, `flowctl stats` and the metrics
+//! count flows by its stable [`category`](SoftwareReason::category). Nothing parses a
+//! reason back from its text.
 
 use crate::backend::HwState;
 use std::fmt;
 use std::net::IpAddr;
+use vocab::{IfIndex, LookupKey, PathProblem};
 
 /// Why a flow runs in software.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SoftwareReason {
-    /// Queued for offload; software forwards meanwhile.
+    /// Queued for offload (or waiting for room in the queue); software forwards
+    /// meanwhile.
     Pending,
+    /// The offload policy is `off`: every flow runs in flowd's software datapath.
+    Off,
     /// Flower cannot express the match or an action.
     Unsupported(crate::error::Unsupported),
     /// Ingress and egress are not on the same eswitch.
@@ -18,48 +25,106 @@ pub enum SoftwareReason {
         /// Which ports, in words.
         detail: String,
     },
-    /// Representor MTU + encapsulation overhead exceeds the uplink MTU.
+    /// Representor MTU + encapsulation overhead exceeds the path MTU.
     Mtu {
         /// The representor's MTU.
         port_mtu: u32,
         /// 50 (VXLAN over IPv4) or 70 (over IPv6).
         overhead: u32,
-        /// The uplink's MTU.
+        /// The path MTU toward the remote VTEP.
         uplink_mtu: u32,
     },
-    /// The tunnel endpoint's route or next-hop MAC is not resolved yet.
-    Neighbour {
-        /// The remote tunnel endpoint.
-        remote: IpAddr,
-    },
-    /// The path to the tunnel endpoint is unusable, as the resolver (fibwatch) says:
-    /// no route, uplink down, next hop unresolved.
+    /// Routing has no usable path for the tunnel's lookup key.
     Path {
-        /// The remote tunnel endpoint.
-        remote: IpAddr,
-        /// Why, in the resolver's words.
-        why: String,
+        /// The lookup key.
+        key: LookupKey,
+        /// Why.
+        problem: PathProblem,
+    },
+    /// The next hop's MAC is not resolved yet (fibwatch is probing it).
+    NextHopUnresolved {
+        /// The lookup key.
+        key: LookupKey,
+        /// The neighbour being resolved.
+        neighbour: IpAddr,
+    },
+    /// The path leaves by an interface that is not one of flowd's uplinks.
+    UplinkNotManaged {
+        /// The lookup key.
+        key: LookupKey,
+        /// The interface.
+        ifindex: IfIndex,
+    },
+    /// A port the flow uses (ingress, output or uplink) is down.
+    LinkDown {
+        /// The port's name.
+        port: String,
     },
     /// A drop on an uplink's ingress: never a tc filter, which would also drop the
     /// host's own traffic on the uplink.
     UplinkDrop,
     /// The port table does not know a port the flow uses.
     UnknownPort(datapath::PortId),
-    /// The backend refused or failed (the kernel's errno and extack message).
+    /// The backend refused (the kernel's errno and extack message); not retried until
+    /// a fact about the flow changes.
     Backend(String),
-    /// The backend answered too late; the rule was withdrawn.
-    Timeout {
-        /// How long the answer took, in milliseconds.
-        elapsed_ms: u64,
+    /// The backend is full (ENOSPC): retried when capacity frees, and on a schedule.
+    Capacity(String),
+    /// A transient backend failure (or a late answer): retried on a schedule.
+    Retrying {
+        /// What failed.
+        error: String,
+        /// Attempts so far.
+        attempts: u32,
     },
-    /// The offload queue was full; the request was dropped.
-    QueueFull,
+}
+
+impl SoftwareReason {
+    /// A stable, machine-readable name for the kind of reason: the label metrics and
+    /// `flowctl stats` count flows by, and what `dump-flows --reason` selects.
+    pub fn category(&self) -> &'static str {
+        match self {
+            SoftwareReason::Pending => "pending",
+            SoftwareReason::Off => "off",
+            SoftwareReason::Unsupported(_) => "unsupported",
+            SoftwareReason::SwitchId { .. } => "switch_id",
+            SoftwareReason::Mtu { .. } => "mtu",
+            SoftwareReason::Path { .. } => "no_route",
+            SoftwareReason::NextHopUnresolved { .. } => "neighbour",
+            SoftwareReason::UplinkNotManaged { .. } => "unmanaged_uplink",
+            SoftwareReason::LinkDown { .. } => "link_down",
+            SoftwareReason::UplinkDrop => "uplink_drop",
+            SoftwareReason::UnknownPort(_) => "unknown_port",
+            SoftwareReason::Backend(_) => "backend",
+            SoftwareReason::Capacity(_) => "capacity",
+            SoftwareReason::Retrying { .. } => "retrying",
+        }
+    }
+
+    /// Every category, for operators and tests.
+    pub const CATEGORIES: [&'static str; 14] = [
+        "pending",
+        "off",
+        "unsupported",
+        "switch_id",
+        "mtu",
+        "no_route",
+        "neighbour",
+        "unmanaged_uplink",
+        "link_down",
+        "uplink_drop",
+        "unknown_port",
+        "backend",
+        "capacity",
+        "retrying",
+    ];
 }
 
 impl fmt::Display for SoftwareReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SoftwareReason::Pending => f.write_str("pending"),
+            SoftwareReason::Off => f.write_str("offload off"),
             SoftwareReason::Unsupported(u) => write!(f, "{u}"),
             SoftwareReason::SwitchId { detail } => write!(f, "switch id: {detail}"),
             SoftwareReason::Mtu {
@@ -69,19 +134,26 @@ impl fmt::Display for SoftwareReason {
             } => {
                 write!(f, "mtu: {port_mtu} + {overhead} > {uplink_mtu}")
             }
-            SoftwareReason::Neighbour { remote } => {
-                write!(f, "neighbour: next hop toward {remote} unresolved")
+            SoftwareReason::Path { key, problem } => write!(f, "{problem} (toward {key})"),
+            SoftwareReason::NextHopUnresolved { key, neighbour } => {
+                write!(f, "neighbour: next hop {neighbour} toward {key} unresolved")
             }
-            SoftwareReason::Path { remote, why } => write!(f, "{why} (toward {remote})"),
+            SoftwareReason::UplinkNotManaged { key, ifindex } => write!(
+                f,
+                "unmanaged uplink: the path toward {key} leaves by if{ifindex}, not a flowd uplink"
+            ),
+            SoftwareReason::LinkDown { port } => write!(f, "link down: {port}"),
             SoftwareReason::UplinkDrop => {
                 f.write_str("uplink drop: kept in software, a filter would drop the host's traffic")
             }
             SoftwareReason::UnknownPort(p) => write!(f, "unknown port {p}"),
             SoftwareReason::Backend(e) => write!(f, "backend: {e}"),
-            SoftwareReason::Timeout { elapsed_ms } => {
-                write!(f, "timeout: backend answered after {elapsed_ms} ms")
+            SoftwareReason::Capacity(e) => {
+                write!(f, "capacity: {e} (retried when filters are removed)")
             }
-            SoftwareReason::QueueFull => f.write_str("offload queue full"),
+            SoftwareReason::Retrying { error, attempts } => {
+                write!(f, "retrying: {error} (attempt {attempts})")
+            }
         }
     }
 }
@@ -115,6 +187,14 @@ impl Placement {
     /// Software placement with a reason.
     pub fn software(reason: SoftwareReason) -> Self {
         Placement::Software { reason }
+    }
+
+    /// The software reason, if the flow runs in software.
+    pub fn reason(&self) -> Option<&SoftwareReason> {
+        match self {
+            Placement::Software { reason } => Some(reason),
+            Placement::Offloaded { .. } => None,
+        }
     }
 }
 

@@ -1,8 +1,12 @@
-//! The ports the offload layer knows: netdevs with their eswitch membership.
+//! The ports the offload layer knows, with their live facts: what each is, its
+//! interface index, MTU, link state and eswitch membership. The daemon keeps these
+//! current from rtnetlink (a changed MTU, state or switch id, a re-created netdev) and
+//! the judge decides placement on them.
 
 use datapath::{IfIndex, PortId};
 use std::collections::HashMap;
 use std::fmt;
+pub use vocab::SwitchId;
 
 /// What a port is on its eswitch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,11 +44,13 @@ pub struct PortInfo {
     pub ifindex: IfIndex,
     /// Representor, uplink or tunnel device.
     pub kind: PortKind,
-    /// The netdev MTU.
+    /// The netdev's MTU, as the kernel reports it now.
     pub mtu: u32,
+    /// Administratively and operationally up, as the kernel reports it now.
+    pub up: bool,
     /// IFLA_PHYS_SWITCH_ID; for labs, veths declared members of a software-only eswitch
     /// carry a made-up id. `None`: not on any eswitch.
-    pub switch_id: Option<Vec<u8>>,
+    pub switch_id: Option<SwitchId>,
 }
 
 /// The ports given to the offload layer, by port id and by ifindex.
@@ -97,6 +103,16 @@ impl PortTable {
     /// All ports.
     pub fn iter(&self) -> impl Iterator<Item = &PortInfo> {
         self.by_id.values()
+    }
+
+    /// The number of ports.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether there is no port.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
     }
 }
 

@@ -152,6 +152,9 @@ pub enum FlowerAction {
     VlanPop,
     /// `gact drop`.
     Drop,
+    /// `skbedit mark MARK`: the packet's mark, which the tunnel device's route lookup
+    /// (`ip rule fwmark`) uses after a following `tunnel_key set` and redirect.
+    SetMark(u32),
 }
 
 /// Where tc should run a filter (OVS's `tc-policy`).

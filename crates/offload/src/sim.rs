@@ -57,6 +57,8 @@ pub mod acts {
     pub const VLAN: u32 = 1 << 4;
     /// drop.
     pub const DROP: u32 = 1 << 5;
+    /// skbedit mark.
+    pub const MARK: u32 = 1 << 6;
     /// Everything.
     pub const ALL: u32 = u32::MAX;
 }
@@ -353,6 +355,7 @@ fn features(rule: &FlowerRule) -> (u32, u32) {
             FlowerAction::Mirror(_) => acts::MIRROR,
             FlowerAction::VlanPush { .. } | FlowerAction::VlanPop => acts::VLAN,
             FlowerAction::Drop => acts::DROP,
+            FlowerAction::SetMark(_) => acts::MARK,
         };
     }
     (k, a)
@@ -434,7 +437,7 @@ impl OffloadBackend for SimFabric {
         let (PortKind::Representor { vf }, Some(id)) = (port.kind, &port.switch_id) else {
             return Ok(());
         };
-        let Some(i) = self.switches.iter().position(|s| &s.spec.switch_id == id) else {
+        let Some(i) = self.switches.iter().position(|s| s.spec.switch_id == id.0) else {
             return Ok(());
         };
         let reps = &mut self.switches[i].spec.reps;

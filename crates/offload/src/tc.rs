@@ -559,6 +559,10 @@ impl OffloadBackend for TcBackend {
         self.manage(port.ifindex)
     }
 
+    fn remove_port(&mut self, ifindex: IfIndex) {
+        self.devices.remove(&ifindex);
+    }
+
     fn install(&mut self, rules: &[(FlowId, &FlowerRule)]) -> Vec<Result<Installed, BackendError>> {
         let mut handles = Vec::with_capacity(rules.len());
         let mut msgs = Vec::with_capacity(rules.len());

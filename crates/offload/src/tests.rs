@@ -1,20 +1,21 @@
 //! Unit tests: translation, netlink encoding and decoding (round trips and golden
 //! captures of iproute2's requests), validation, the simulated eswitch.
 
+use crate::judge::{Facts, judge};
 use crate::netlink::{self, Answer, RequestKind};
 use crate::ports::{PortInfo, PortKind, PortTable};
 use crate::rule::{FlowerAction, FlowerRule, TcPolicy};
 use crate::translate::translate;
-use crate::validate::{ValidateCtx, validate};
 use crate::{OffloadError, Placement, SoftwareReason, Unsupported};
 use datapath::flow::{addr_to, frag, tun_flags, vlan};
-use datapath::tunnel::{StaticResolver, TunnelRoute};
 use datapath::{
     Action, Actions, FlowId, FlowKey, FlowMask, IfIndex, Megaflow, PortId, TunnelAttrs,
 };
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::RouteNetlinkMessage;
+use std::collections::HashMap;
 use std::net::IpAddr;
+use vocab::{LookupKey, Path, PathFacts, PathProblem, SwitchId};
 
 pub(crate) const REP0: PortId = PortId(1);
 pub(crate) const UP0: PortId = PortId(2);
@@ -33,7 +34,8 @@ pub(crate) fn ports(rep_mtu: u32, uplink_mtu: u32) -> PortTable {
         ifindex: IfIndex(ifindex),
         kind,
         mtu,
-        switch_id: sw.then(|| SW.to_vec()),
+        up: true,
+        switch_id: sw.then(|| SwitchId(SW.to_vec())),
     };
     [
         p(
@@ -52,24 +54,46 @@ pub(crate) fn ports(rep_mtu: u32, uplink_mtu: u32) -> PortTable {
     .collect()
 }
 
-fn resolver() -> StaticResolver {
-    let mut r = StaticResolver::new();
-    let route = TunnelRoute {
-        egress: UP0,
-        src_ip: ip("192.168.203.51"),
-        src_mac: [2; 6],
-        dst_mac: [4; 6],
+/// A path out of up0 (ifindex 10) with a resolved next hop and MTU 1500.
+pub(crate) fn path_via_up0(src: &str) -> Path {
+    Path {
+        uplink: IfIndex(10),
+        src: Some(ip(src)),
+        gateway: None,
+        neighbour: ip("192.168.203.1"),
+        next_hop_mac: Some([4; 6]),
+        uplink_mac: Some([2; 6]),
         mtu: 1500,
+        table: 254,
+    }
+}
+
+/// Path facts: the seed's remote VTEP (IPv4, also with the seed's fixed source, and
+/// IPv6) via up0; 192.168.203.99 via up0 with its next hop unresolved.
+pub(crate) fn paths() -> HashMap<LookupKey, PathFacts> {
+    let v4 = path_via_up0("192.168.203.51");
+    let fixed = LookupKey {
+        src: Some(ip("192.168.203.51")),
+        ..LookupKey::to(ip("192.168.203.56"))
     };
-    r.insert(ip("192.168.203.56"), route);
-    r.insert(
-        ip("2001:db8::56"),
-        TunnelRoute {
-            src_ip: ip("2001:db8::51"),
-            ..route
-        },
-    );
-    r
+    HashMap::from([
+        (LookupKey::to(ip("192.168.203.56")), Ok(v4)),
+        (fixed, Ok(v4)),
+        (
+            LookupKey::to(ip("2001:db8::56")),
+            Ok(Path {
+                src: Some(ip("2001:db8::51")),
+                ..v4
+            }),
+        ),
+        (
+            LookupKey::to(ip("192.168.203.99")),
+            Ok(Path {
+                next_hop_mac: None,
+                ..v4
+            }),
+        ),
+    ])
 }
 
 /// The seed's encap flow: from rep0, src_mac (+ dst_mac), eth_type.
@@ -572,27 +596,34 @@ impl KeyMask for Megaflow {
     }
 }
 
+fn judged_with(
+    ports: &PortTable,
+    paths: &HashMap<LookupKey, PathFacts>,
+    mf: &Megaflow,
+    a: &Actions,
+    decap: &[LookupKey],
+) -> Result<FlowerRule, SoftwareReason> {
+    let mut rule = translate(mf, a, ports).unwrap();
+    judge(&mut rule, decap, &Facts { ports, paths })?;
+    Ok(rule)
+}
+
 fn validated(
     rep_mtu: u32,
     up_mtu: u32,
     mf: &Megaflow,
     a: &Actions,
 ) -> Result<FlowerRule, SoftwareReason> {
-    let ports = ports(rep_mtu, up_mtu);
-    let res = resolver();
-    let mut rule = translate(mf, a, &ports).unwrap();
-    validate(
-        &mut rule,
-        &ValidateCtx {
-            ports: &ports,
-            resolver: &res,
-        },
-    )?;
-    Ok(rule)
+    // The path MTU follows the uplink's, as fibwatch reports it.
+    let mut p = paths();
+    for path in p.values_mut().flatten() {
+        path.mtu = up_mtu;
+    }
+    judged_with(&ports(rep_mtu, up_mtu), &p, mf, a, &[])
 }
 
 #[test]
-fn validation_mtu_switch_id_neighbour() {
+fn judge_mtu_switch_id_neighbour() {
     let (mf, a) = seed_encap(0x0800, [1; 6]);
     assert!(validated(1450, 1500, &mf, &a).is_ok());
     let e = validated(1500, 1500, &mf, &a).unwrap_err();
@@ -619,29 +650,121 @@ fn validation_mtu_switch_id_neighbour() {
     // Unresolved next hop.
     let t = TunnelAttrs::vxlan(16, ip("192.168.203.99"));
     let a9 = Actions::new(vec![Action::SetTunnel(t), Action::Output(VXLAN)]);
-    assert!(matches!(
-        validated(1450, 1500, &mf, &a9),
-        Err(SoftwareReason::Neighbour { .. })
-    ));
+    let e = validated(1450, 1500, &mf, &a9).unwrap_err();
+    assert_eq!(e.category(), "neighbour");
+    assert_eq!(
+        e.to_string(),
+        "neighbour: next hop 192.168.203.1 toward 192.168.203.99 unresolved"
+    );
+    // A key whose facts are not known yet.
+    let t = TunnelAttrs::vxlan(16, ip("192.168.203.77"));
+    let a7 = Actions::new(vec![Action::SetTunnel(t), Action::Output(VXLAN)]);
+    let e = validated(1450, 1500, &mf, &a7).unwrap_err();
+    assert_eq!(e.category(), "no_route");
     // Different eswitches.
     let mut ports = ports(1450, 1500);
     let mut rep1 = ports.get(REP1).unwrap().clone();
-    rep1.switch_id = Some(vec![9, 9]);
+    rep1.switch_id = Some(SwitchId(vec![9, 9]));
     ports.insert(rep1);
-    let res = resolver();
-    let mut rule = translate(&mf, &out(REP1), &ports).unwrap();
-    let e = validate(
-        &mut rule,
-        &ValidateCtx {
-            ports: &ports,
-            resolver: &res,
-        },
-    )
-    .unwrap_err();
+    let e = judged_with(&ports, &paths(), &mf, &out(REP1), &[]).unwrap_err();
     assert_eq!(
         e.to_string(),
         "switch id: rep0 and rep1 are on different eswitches"
     );
+}
+
+#[test]
+fn judge_reads_live_port_state_and_path_problems() {
+    let (mf, a) = seed_encap(0x0800, [1; 6]);
+    let p = paths();
+    let mut ports = ports(1450, 1500);
+    assert!(judged_with(&ports, &p, &mf, &a, &[]).is_ok());
+    // The uplink goes down: software, with the uplink named.
+    let mut up0 = ports.get(UP0).unwrap().clone();
+    up0.up = false;
+    ports.insert(up0.clone());
+    let e = judged_with(&ports, &p, &mf, &a, &[]).unwrap_err();
+    assert_eq!(
+        (e.category(), e.to_string()),
+        ("link_down", "link down: up0".into())
+    );
+    // The representor itself down.
+    up0.up = true;
+    ports.insert(up0);
+    let mut rep0 = ports.get(REP0).unwrap().clone();
+    rep0.up = false;
+    ports.insert(rep0);
+    let e = judged_with(&ports, &p, &mf, &a, &[]).unwrap_err();
+    assert_eq!(e.to_string(), "link down: rep0");
+    // No route, and a path out of an interface flowd does not manage.
+    let ports = self::ports(1450, 1500);
+    let mut p = paths();
+    let key = LookupKey {
+        src: Some(ip("192.168.203.51")),
+        ..LookupKey::to(ip("192.168.203.56"))
+    };
+    p.insert(key, Err(PathProblem::NoRoute));
+    let e = judged_with(&ports, &p, &mf, &a, &[]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "no route (toward 192.168.203.56 from 192.168.203.51)"
+    );
+    p.insert(
+        key,
+        Ok(Path {
+            uplink: IfIndex(77),
+            ..path_via_up0("192.168.203.51")
+        }),
+    );
+    let e = judged_with(&ports, &p, &mf, &a, &[]).unwrap_err();
+    assert_eq!(e.category(), "unmanaged_uplink");
+}
+
+#[test]
+fn a_marked_tunnel_is_judged_on_its_own_key_and_marks_the_packet() {
+    let (mf, _) = seed_encap(0x0800, [1; 6]);
+    let mut t = TunnelAttrs::vxlan(16, ip("192.168.203.56"));
+    t.mark = 0x5;
+    let a = Actions::new(vec![Action::SetTunnel(t), Action::Output(VXLAN)]);
+    let ports = ports(1450, 1500);
+    // The unmarked key has a path; the marked one has none yet.
+    let e = judged_with(&ports, &paths(), &mf, &a, &[]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "path not resolved yet (toward 192.168.203.56 mark 0x5)"
+    );
+    let mut p = paths();
+    p.insert(t.lookup_key(), Ok(path_via_up0("192.168.203.77")));
+    let r = judged_with(&ports, &p, &mf, &a, &[]).unwrap();
+    assert_eq!(r.actions[0], FlowerAction::SetMark(0x5));
+    let FlowerAction::TunnelSet(ts) = r.actions[1] else {
+        panic!("{:?}", r.actions)
+    };
+    assert_eq!(ts.src, ip("192.168.203.77"), "the marked key's own source");
+    assert_eq!(round_trip(&r, TcPolicy::SkipHw), r, "skbedit round-trips");
+}
+
+#[test]
+fn a_decap_flow_needs_its_path_on_the_representors_eswitch() {
+    let (mf, a) = seed_decap(0x0800, [1; 6]);
+    let key = LookupKey {
+        src: Some(ip("192.168.203.51")),
+        ..LookupKey::to(ip("192.168.203.56"))
+    };
+    let mut p = paths();
+    p.remove(&key);
+    let mut ports = ports(1450, 1500);
+    assert!(matches!(
+        judged_with(&ports, &p, &mf, &a, &[key]),
+        Err(SoftwareReason::Path { .. })
+    ));
+    p.insert(key, Ok(path_via_up0("192.168.203.51")));
+    assert!(judged_with(&ports, &p, &mf, &a, &[key]).is_ok());
+    let mut up0 = ports.get(UP0).unwrap().clone();
+    up0.switch_id = Some(SwitchId(vec![7]));
+    ports.insert(up0);
+    let e = judged_with(&ports, &p, &mf, &a, &[key]).unwrap_err();
+    assert_eq!(e.category(), "switch_id");
 }
 
 #[test]

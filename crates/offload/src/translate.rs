@@ -34,7 +34,8 @@ type Result<T> = std::result::Result<T, OffloadError>;
 /// Translates a megaflow and its actions into a flower rule.
 ///
 /// A `SetTunnel` without a source IP yields an unspecified source, which
-/// [`crate::validate`] fills in from the tunnel route.
+/// [`crate::judge`] fills in from the tunnel's path; a `SetTunnel` with a mark is
+/// preceded by `skbedit mark` (the mark itself is part of the path's lookup key).
 pub fn translate(mf: &Megaflow, actions: &Actions, ports: &PortTable) -> Result<FlowerRule> {
     let (in_port, matches) = translate_match(&mf.key, &mf.mask.0)?;
     let ingress = ports
@@ -454,6 +455,10 @@ fn translate_actions(
         return Ok(vec![FlowerAction::Drop]);
     };
     let mut pending_tunnel = None;
+    // The mark the packet carries so far: the tunnel device routes the outer packet with
+    // it, so a tunnel with a mark gets `skbedit mark` first (and a later tunnel of
+    // another mark its own).
+    let mut mark = 0;
     for (i, a) in list[..=last_output].iter().enumerate() {
         match a {
             Action::Output(p) => {
@@ -462,6 +467,10 @@ fn translate_actions(
                     let t: datapath::TunnelAttrs = pending_tunnel.take().ok_or_else(|| {
                         OffloadError::action(format!("output({p}) to a tunnel without set_tunnel"))
                     })?;
+                    if t.mark != mark {
+                        out.push(FlowerAction::SetMark(t.mark));
+                        mark = t.mark;
+                    }
                     out.push(FlowerAction::TunnelSet(tunnel_set(&t)?));
                 }
                 out.push(if i == last_output {
@@ -494,6 +503,7 @@ fn tunnel_set(t: &datapath::TunnelAttrs) -> Result<TunnelKeySet> {
         tp_dst,
         csum,
         df,
+        mark: _,
     } = *t;
     if df {
         return Err(OffloadError::action("set_tunnel(df)"));

@@ -1,32 +1,42 @@
 //! The offload worker: an [`Offloader`] on its own thread behind a bounded queue, so the
-//! datapath never waits on netlink. A full queue drops the request (counted) and the
-//! flow stays in software with the reason `offload queue full`.
+//! datapath never waits on netlink.
+//!
+//! Nothing offered is ever lost. A request that finds the queue full goes to a backlog
+//! (one entry per flow, the latest request wins; a flow with a request in the backlog
+//! keeps its later ones there too, so its requests stay in order) and the flow stays
+//! `pending`; the worker takes the backlog after the queue. Path and port facts travel
+//! through the same queue, waiting for room, so that the worker sees facts and requests
+//! in the order they happened. Retries of failed installs (see [`Offloader`]) are run
+//! by the worker when they are due.
 
 use crate::backend::RuleStats;
-use crate::offloader::{AdoptionReport, FlowRequest, Offloader};
+use crate::offloader::{AdoptionReport, FlowRequest, OffloadCounters, Offloader};
 use crate::placement::{Placement, SoftwareReason};
 use crate::ports::PortInfo;
 use datapath::{FlowId, PortId};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use vocab::{LookupKey, PathFacts};
 
-/// What the worker publishes: placements and pulled counters.
+/// What the worker publishes: placements, pulled counters and its own counters.
 #[derive(Debug, Default)]
 pub struct Published {
     /// Each known flow's placement.
     pub placements: HashMap<FlowId, Placement>,
     /// Each offloaded flow's last counters.
     pub stats: HashMap<FlowId, RuleStats>,
+    /// The offloader's counters.
+    pub counters: OffloadCounters,
 }
 
 /// Worker settings.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerConfig {
-    /// Queue capacity (requests).
+    /// Queue capacity (requests); beyond it requests wait in the backlog.
     pub queue: usize,
     /// Requests processed per backend round.
     pub batch: usize,
@@ -50,31 +60,67 @@ impl Default for WorkerConfig {
 enum Msg {
     /// A flow request.
     Req(FlowRequest),
+    /// A lookup key's path facts.
+    Path(LookupKey, PathFacts),
+    /// Ports plugged, changed and unplugged (after the requests queued before them);
+    /// the refusals are answered if asked for.
+    Ports(PortChange, Option<SyncSender<Vec<String>>>),
     /// End the adoption round (after the requests queued before it).
     EndAdoption(SyncSender<AdoptionReport>),
-    /// Ports plugged and unplugged while running (after the requests queued before it).
-    Ports(PortChange, SyncSender<Vec<String>>),
 }
 
-/// Ports plugged and unplugged while running.
+/// Ports plugged, changed and unplugged while running.
 #[derive(Debug, Clone, Default)]
 pub struct PortChange {
-    /// Ports added or replaced.
+    /// Ports added, or whose facts changed (MTU, state, switch id, a re-created netdev's
+    /// new index).
     pub plugged: Vec<PortInfo>,
     /// Ports removed (their flows' rules should have been removed first).
     pub unplugged: Vec<PortId>,
 }
 
+/// Requests that found the queue full, one per flow, in arrival order.
+#[derive(Debug, Default)]
+struct Backlog {
+    reqs: HashMap<FlowId, FlowRequest>,
+    order: VecDeque<FlowId>,
+}
+
+impl Backlog {
+    fn put(&mut self, req: FlowRequest) {
+        let flow = req.flow();
+        if self.reqs.insert(flow, req).is_none() {
+            self.order.push_back(flow);
+        }
+    }
+
+    fn take(&mut self, max: usize) -> Vec<FlowRequest> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(f) = self.order.pop_front() else {
+                break;
+            };
+            out.extend(self.reqs.remove(&f));
+        }
+        out
+    }
+}
+
 /// The datapath's handle on the worker.
 pub struct OffloadWorker {
     tx: Option<SyncSender<Msg>>,
-    drops: Arc<AtomicU64>,
+    backlog: Arc<Mutex<Backlog>>,
+    deferred: Arc<AtomicU64>,
     published: Arc<Mutex<Published>>,
     thread: Option<JoinHandle<Offloader>>,
 }
 
 /// Told of every placement the worker decides, on the worker's thread (keep it short).
 pub type PlacementObserver = Arc<dyn Fn(FlowId, &Placement) + Send + Sync>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 impl OffloadWorker {
     /// Starts the worker thread. It first sweeps orphan rules (a previous run's, except
@@ -91,55 +137,77 @@ impl OffloadWorker {
     ) -> Self {
         let (tx, rx) = sync_channel(cfg.queue.max(1));
         let published = Arc::new(Mutex::new(Published::default()));
-        let pubc = Arc::clone(&published);
+        let backlog = Arc::new(Mutex::new(Backlog::default()));
+        let worker = Worker {
+            rx,
+            backlog: backlog.clone(),
+            published: published.clone(),
+            cfg,
+            observer,
+        };
         let thread = std::thread::Builder::new()
             .name("flowd-offload".into())
             .spawn(move || {
                 if let Err(e) = offloader.sweep_orphans() {
                     tracing::warn!(error = %e, "offload: start-up sweep failed");
                 }
-                run(offloader, rx, pubc, cfg, observer)
+                worker.run(offloader)
             })
             .ok();
         Self {
             tx: Some(tx),
-            drops: Arc::new(AtomicU64::new(0)),
+            backlog,
+            deferred: Arc::new(AtomicU64::new(0)),
             published,
             thread,
         }
     }
 
-    /// Queues a request without blocking. Returns false (and counts a drop) when the
-    /// queue is full.
+    /// Queues a request without blocking: when the queue is full, the request waits in
+    /// the backlog (counted in [`Self::deferred`]) and the flow stays pending. Returns
+    /// false only when the worker is gone.
     pub fn offer(&self, req: FlowRequest) -> bool {
-        let flow = req.flow();
-        let is_put = matches!(req, FlowRequest::Put { .. });
         let Some(tx) = &self.tx else { return false };
         self.mark_pending(&req);
+        let mut backlog = lock(&self.backlog);
+        if backlog.reqs.contains_key(&req.flow()) {
+            // Behind an earlier request of the same flow: keep their order.
+            backlog.put(req);
+            self.deferred.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
         match tx.try_send(Msg::Req(req)) {
             Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.drops.fetch_add(1, Ordering::Relaxed);
-                if is_put {
-                    let mut p = self.lock();
-                    if let Some(e) = p.placements.get_mut(&flow)
-                        && !e.is_offloaded()
-                    {
-                        *e = Placement::software(SoftwareReason::QueueFull);
-                    }
-                }
-                false
+            Err(TrySendError::Full(Msg::Req(req))) => {
+                backlog.put(req);
+                self.deferred.fetch_add(1, Ordering::Relaxed);
+                true
             }
+            Err(_) => false,
         }
     }
 
-    /// Queues a request, waiting for room (start-up adoption, which must not lose
-    /// any). Returns false when the worker is gone.
+    /// Queues a request, waiting for room (start-up adoption). Returns false when the
+    /// worker is gone.
     pub fn offer_wait(&self, req: FlowRequest) -> bool {
         self.mark_pending(&req);
-        self.tx
-            .as_ref()
-            .is_some_and(|tx| tx.send(Msg::Req(req)).is_ok())
+        self.send(Msg::Req(req))
+    }
+
+    /// A lookup key's path facts changed (or became known): the flows that use it are
+    /// judged again. Waits for room in the queue (facts are never dropped).
+    pub fn path_changed(&self, key: LookupKey, facts: PathFacts) -> bool {
+        self.send(Msg::Path(key, facts))
+    }
+
+    /// Ports' facts changed (MTU, state, switch id, a re-created netdev): the flows
+    /// that use them are judged again. Does not wait for the worker.
+    pub fn update_ports(&self, change: PortChange) -> bool {
+        self.send(Msg::Ports(change, None))
+    }
+
+    fn send(&self, m: Msg) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.send(m).is_ok())
     }
 
     /// Ends the adoption round once the requests queued so far are processed: kept
@@ -155,11 +223,11 @@ impl OffloadWorker {
     /// software: translation finds no eswitch device for it). Waits for the worker.
     pub fn change_ports(&self, change: PortChange) -> Vec<String> {
         let (tx, rx) = sync_channel(1);
-        let sent = self
-            .tx
-            .as_ref()
-            .is_some_and(|t| t.send(Msg::Ports(change, tx)).is_ok());
-        let answer = if sent { rx.recv().ok() } else { None };
+        let answer = if self.send(Msg::Ports(change, Some(tx))) {
+            rx.recv().ok()
+        } else {
+            None
+        };
         answer.unwrap_or_else(|| vec!["the offload worker stopped".into()])
     }
 
@@ -168,7 +236,7 @@ impl OffloadWorker {
     /// overwritten by "pending".
     fn mark_pending(&self, req: &FlowRequest) {
         if let FlowRequest::Put { flow, .. } = req {
-            let mut p = self.lock();
+            let mut p = lock(&self.published);
             let e = p
                 .placements
                 .entry(*flow)
@@ -179,35 +247,29 @@ impl OffloadWorker {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Published> {
-        self.published
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// Requests that found the queue full and waited in the backlog (none is lost).
+    pub fn deferred(&self) -> u64 {
+        self.deferred.load(Ordering::Relaxed)
     }
 
-    /// Requests dropped because the queue was full.
-    pub fn drops(&self) -> u64 {
-        self.drops.load(Ordering::Relaxed)
+    /// Requests waiting in the backlog now.
+    pub fn backlog(&self) -> usize {
+        lock(&self.backlog).order.len()
+    }
+
+    /// The offloader's counters, as of its last round.
+    pub fn counters(&self) -> OffloadCounters {
+        lock(&self.published).counters
     }
 
     /// A flow's placement.
     pub fn placement(&self, flow: FlowId) -> Option<Placement> {
-        self.published
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .placements
-            .get(&flow)
-            .cloned()
+        lock(&self.published).placements.get(&flow).cloned()
     }
 
     /// A flow's last pulled counters.
     pub fn stats(&self, flow: FlowId) -> Option<RuleStats> {
-        self.published
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .stats
-            .get(&flow)
-            .copied()
+        lock(&self.published).stats.get(&flow).copied()
     }
 
     /// Stops the worker after the queued requests and returns the offloader.
@@ -226,78 +288,138 @@ impl Drop for OffloadWorker {
     }
 }
 
-fn run(
-    mut off: Offloader,
+/// The worker thread's side.
+struct Worker {
     rx: Receiver<Msg>,
+    backlog: Arc<Mutex<Backlog>>,
     published: Arc<Mutex<Published>>,
     cfg: WorkerConfig,
     observer: PlacementObserver,
-) -> Offloader {
-    let mut next_stats = Instant::now() + cfg.stats_interval;
-    loop {
-        let wait = next_stats.saturating_duration_since(Instant::now());
-        // An end of adoption is answered after the requests queued before it.
-        let mut end = None;
-        let first = match rx.recv_timeout(wait) {
-            Ok(Msg::Req(r)) => Some(r),
-            Ok(m) => {
-                end = Some(m);
-                None
+}
+
+impl Worker {
+    fn run(self, mut off: Offloader) -> Offloader {
+        let batch_max = self.cfg.batch.max(1);
+        let mut next_stats = Instant::now() + self.cfg.stats_interval;
+        loop {
+            let now = Instant::now();
+            let mut wake = next_stats;
+            if let Some(r) = off.next_retry() {
+                wake = wake.min(r);
             }
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return off,
-        };
-        if let Some(first) = first {
-            let mut batch = vec![first];
-            while batch.len() < cfg.batch.max(1) {
-                match rx.try_recv() {
+            if !lock(&self.backlog).order.is_empty() {
+                wake = now;
+            }
+            // Requests up to the first other message, which is handled after them.
+            let mut batch = Vec::new();
+            let mut other = None;
+            match self.rx.recv_timeout(wake.saturating_duration_since(now)) {
+                Ok(Msg::Req(r)) => batch.push(r),
+                Ok(m) => other = Some(m),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Nothing offered is lost: what waits in the backlog goes first.
+                    let rest = lock(&self.backlog).take(usize::MAX);
+                    self.apply(&mut off, rest);
+                    return off;
+                }
+            }
+            while other.is_none() && !batch.is_empty() && batch.len() < batch_max {
+                match self.rx.try_recv() {
                     Ok(Msg::Req(r)) => batch.push(r),
-                    Ok(m) => {
-                        end = Some(m);
-                        break;
-                    }
+                    Ok(m) => other = Some(m),
                     Err(_) => break,
                 }
             }
-            let removed: Vec<FlowId> = batch
-                .iter()
-                .filter(|r| matches!(r, FlowRequest::Remove { .. }))
-                .map(FlowRequest::flow)
-                .collect();
-            let touched = off.process(batch);
-            let mut p = published.lock().unwrap_or_else(PoisonError::into_inner);
-            for f in removed {
-                if off.placement(f).is_none() {
-                    p.placements.remove(&f);
-                    p.stats.remove(&f);
+            self.apply(&mut off, batch);
+            match other {
+                Some(Msg::Path(key, facts)) => {
+                    let touched = off.path_changed(key, facts);
+                    self.publish(&off, touched, &[]);
                 }
+                Some(Msg::Ports(change, answer)) => {
+                    let (refused, touched) = off.change_ports(change);
+                    self.publish(&off, touched, &[]);
+                    if let Some(a) = answer {
+                        let _ = a.send(refused);
+                    }
+                }
+                Some(Msg::EndAdoption(answer)) => {
+                    let _ = answer.send(off.end_adoption());
+                }
+                Some(Msg::Req(_)) | None => {}
             }
-            let touched: Vec<_> = touched
-                .into_iter()
-                .filter(|(f, _)| off.placement(*f).is_some())
-                .collect();
-            for (f, pl) in &touched {
-                p.placements.insert(*f, pl.clone());
-            }
-            drop(p);
-            for (f, pl) in &touched {
-                observer(*f, pl);
+            // The backlog after the queue: its requests came after what the queue held
+            // when they were offered.
+            let waiting = lock(&self.backlog).take(batch_max);
+            self.apply(&mut off, waiting);
+            let touched = off.retry_due(Instant::now(), batch_max);
+            self.publish(&off, touched, &[]);
+            if Instant::now() >= next_stats {
+                let stats = off.sync_stats();
+                let mut p = lock(&self.published);
+                p.stats.extend(stats);
+                p.counters = off.counters();
+                next_stats = Instant::now() + self.cfg.stats_interval;
             }
         }
-        match end {
-            Some(Msg::EndAdoption(answer)) => {
-                let _ = answer.send(off.end_adoption());
-            }
-            Some(Msg::Ports(change, answer)) => {
-                let _ = answer.send(off.change_ports(change));
-            }
-            Some(Msg::Req(_)) | None => {}
+    }
+
+    /// Processes requests and publishes what they decided.
+    fn apply(&self, off: &mut Offloader, batch: Vec<FlowRequest>) {
+        if batch.is_empty() {
+            return;
         }
-        if Instant::now() >= next_stats {
-            let stats = off.sync_stats();
-            let mut p = published.lock().unwrap_or_else(PoisonError::into_inner);
-            p.stats.extend(stats);
-            next_stats = Instant::now() + cfg.stats_interval;
+        let removed: Vec<FlowId> = batch
+            .iter()
+            .filter(|r| matches!(r, FlowRequest::Remove { .. }))
+            .map(FlowRequest::flow)
+            .collect();
+        let touched = off.process(batch);
+        self.publish(off, touched, &removed);
+    }
+
+    /// Publishes placements (of flows the offloader still knows) and forgets removed
+    /// flows, then tells the observer.
+    fn publish(&self, off: &Offloader, touched: Vec<(FlowId, Placement)>, removed: &[FlowId]) {
+        if touched.is_empty() && removed.is_empty() {
+            return;
         }
+        let mut p = lock(&self.published);
+        for f in removed {
+            if off.placement(*f).is_none() {
+                p.placements.remove(f);
+                p.stats.remove(f);
+            }
+        }
+        let touched: Vec<_> = touched
+            .into_iter()
+            .filter(|(f, _)| off.placement(*f).is_some())
+            .collect();
+        for (f, pl) in &touched {
+            p.placements.insert(*f, pl.clone());
+        }
+        p.counters = off.counters();
+        drop(p);
+        for (f, pl) in &touched {
+            (self.observer)(*f, pl);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backlog_keeps_one_request_per_flow_in_arrival_order() {
+        let mut b = Backlog::default();
+        b.put(FlowRequest::Remove { flow: FlowId(1) });
+        b.put(FlowRequest::Remove { flow: FlowId(2) });
+        b.put(FlowRequest::Remove { flow: FlowId(1) });
+        let first = b.take(1);
+        assert_eq!(first, vec![FlowRequest::Remove { flow: FlowId(1) }]);
+        assert_eq!(b.take(10).len(), 1);
+        assert!(b.take(10).is_empty());
     }
 }

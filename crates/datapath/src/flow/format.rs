@@ -504,6 +504,9 @@ impl Display for TunnelAttrs {
             ",{d}={},tos={:#x},ttl={},tp_dst={}",
             self.dst, self.tos, self.ttl, self.tp_dst
         )?;
+        if self.mark != 0 {
+            write!(f, ",mark={:#x}", self.mark)?;
+        }
         let mut flags = vec!["key"];
         if self.csum {
             flags.push("csum");
@@ -931,6 +934,9 @@ fn parse_tunnel_action(args: &str) -> Result<TunnelAttrs, ParseError> {
             "tos" => t.tos = parse_int(name, v, 0xff)?.0 as u8,
             "ttl" => t.ttl = parse_int(name, v, 0xff)?.0 as u8,
             "tp_dst" => t.tp_dst = parse_int(name, v, 0xffff)?.0 as u16,
+            "mark" => {
+                t.mark = u32::try_from(parse_u64(name, v)?).map_err(|_| bad(name, v))?;
+            }
             "flags" => {
                 let (f, _) = parse_tun_flags(v)?;
                 t.csum = f & tun_flags::CSUM != 0;

@@ -12,8 +12,11 @@
 //!   frame as it was on the wire.
 //! - A frame larger than a batch slot (or than a ring frame) is received truncated: it is
 //!   kept as an empty packet (which the datapath drops) and counted in
-//!   [`AfPacketPort::truncated`]. Representors of VMs that send TSO super-frames need
+//!   [`PortStats::rx_truncated`]. Representors of VMs that send TSO super-frames need
 //!   `ethtool -K <rep> gro off` or slots sized for 64 KiB.
+//! - [`Port::stats`] also reads the kernel's drop counter (`PACKET_STATISTICS`, reset by
+//!   the kernel on every read, so the port sums it): frames dropped because the ring or
+//!   the socket buffer was full, which flowd never saw.
 //!
 //! # The receive ring ([`RxMode::Ring`])
 //! With `recvmmsg`, the kernel queues an skb per frame on the socket (in the softirq of
@@ -30,7 +33,9 @@
 //!   MAC header) + MTU + 14 (Ethernet) + 8 (an inner VLAN tag, slack), rounded up to a
 //!   power of two up to a page, a multiple of the page size above: 2 KiB for MTU 1500,
 //!   12 KiB for MTU 9000. A frame larger than that (MTU raised after open, GRO) is
-//!   truncated and counted; reopen the port after raising its MTU.
+//!   truncated and counted in [`PortStats::rx_truncated`]. The ring keeps its size: after
+//!   raising a device's MTU above [`AfPacketPort::ring_mtu`] (also in
+//!   [`PortStats::ring_mtu`]), the port must be reopened to receive the larger frames.
 //! - block size: 64 KiB (rounded up to a whole number of frames: 72 KiB for MTU 9000);
 //!   small enough for the kernel's page allocator, large enough to hold many frames.
 //! - blocks: 2 MiB of ring and at least 256 frames: 32 blocks = 1024 frames (2 MiB) for
@@ -48,11 +53,28 @@
 //! frame, and attaches the frame's bytes as page fragments that a veth peer must copy
 //! into a fresh page (`skb_copy_ubufs`) before crossing into another namespace.
 //!
+//! # When the device goes down or away
+//! When the device is set down, the kernel unhooks the socket and sets a pending socket
+//! error, `ENETDOWN`. When it is unregistered (deleted, or moved to another namespace),
+//! the same happens and the socket also loses its binding for good: `getsockname`
+//! reports ifindex -1 and `sendmmsg` fails with `ENXIO`. A device re-created under the
+//! same name is a new device (a new ifindex) the old socket never sees. The pending error
+//! keeps `poll()` reporting `POLLERR` until it is read, which receiving through the ring
+//! never does: [`Port::take_error`] reads it (`SO_ERROR`); `recvmmsg` returns it once.
+//!
+//! So `ENETDOWN` alone does not say which: the port looks at its binding. Still bound,
+//! the device is only down and comes back with `ip link set up` (the kernel hooks the
+//! socket in again by itself): the error is counted ([`PortStats::errors`]) and the port
+//! carries on. Unbound, the device is gone: the port fails with an error for which
+//! [`PortError::is_device_gone`] holds, reports [`PortStats::down`] from then on, and the
+//! datapath marks it down. [`Port::stats`] checks the binding too, so a removal missed
+//! between the two notifications (the error read before the binding went) is still seen.
+//!
 //! This is the one module of the crate with `unsafe`: the system calls and the ring.
 #![allow(unsafe_code)]
 
 use super::batch::HEADROOM;
-use super::{PacketBatch, Port, PortError};
+use super::{PacketBatch, Port, PortError, PortStats};
 use crate::IfIndex;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -68,6 +90,15 @@ const PACKET_VERSION: libc::c_int = 10;
 const TPACKET_V2: libc::c_int = 1;
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
+const PACKET_STATISTICS: libc::c_int = 6;
+
+/// Mirrors `struct tpacket_stats` from `<linux/if_packet.h>` (TPACKET_V1 and V2).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct TpacketStats {
+    tp_packets: u32,
+    tp_drops: u32,
+}
 
 /// Mirrors `struct tpacket2_hdr` from `<linux/if_packet.h>`.
 #[repr(C)]
@@ -145,6 +176,8 @@ struct RxRing {
     frames_per_block: usize,
     block_size: usize,
     frames: usize,
+    /// The MTU the frames were sized for.
+    mtu: u32,
     /// The next frame to read.
     head: usize,
 }
@@ -209,6 +242,7 @@ impl RxRing {
             frames_per_block: (req.tp_block_size / req.tp_frame_size) as usize,
             block_size: req.tp_block_size as usize,
             frames: req.tp_frame_nr as usize,
+            mtu,
             head: 0,
         })
     }
@@ -329,6 +363,12 @@ pub struct AfPacketPort {
     cmsgs: Vec<u8>,
     truncated: u64,
     tx_dropped: u64,
+    /// I/O errors seen (transient ones included).
+    errors: u64,
+    /// `PACKET_STATISTICS` drops, summed.
+    kernel_drops: u64,
+    /// The socket lost its binding: the device is gone.
+    gone: bool,
 }
 
 // SAFETY: the raw pointers inside `hdrs`/`iovs` are scratch space, rewritten before every
@@ -520,6 +560,9 @@ impl AfPacketPort {
             iovs: vec![unsafe { std::mem::zeroed() }; batch],
             truncated: 0,
             tx_dropped: 0,
+            errors: 0,
+            kernel_drops: 0,
+            gone: false,
         })
     }
 
@@ -540,6 +583,51 @@ impl AfPacketPort {
     /// Frames received larger than a batch slot or a ring frame (dropped).
     pub fn truncated(&self) -> u64 {
         self.truncated
+    }
+
+    /// The MTU the receive ring was sized for (the device's MTU at open), None without a
+    /// ring. Frames of a device whose MTU is now larger are truncated: reopen the port.
+    pub fn ring_mtu(&self) -> Option<u32> {
+        self.ring.as_ref().map(|r| r.mtu)
+    }
+
+    /// Whether the socket is still bound to the device it was opened on (false once the
+    /// kernel unregistered the device). True if it cannot tell.
+    fn still_bound(&mut self) -> bool {
+        // SAFETY: all-zero is a valid sockaddr_ll.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: `sll` and `len` outlive the call; `len` is the buffer's size.
+        let r = unsafe {
+            libc::getsockname(
+                self.fd.as_raw_fd(),
+                (&mut sll as *mut libc::sockaddr_ll).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            self.errors += 1;
+            return true;
+        }
+        sll.sll_ifindex == self.ifindex.0 as i32
+    }
+
+    /// Sorts an error of `op`: an error the datapath acts on, or Ok for one counted and
+    /// ignored. `ENETDOWN` on a socket still bound is a device set down (delivery resumes
+    /// when it comes back up); unbound, or `ENXIO`/`ENODEV`, the device is gone.
+    fn io_error(&mut self, op: &'static str, e: io::Error) -> Result<(), PortError> {
+        self.errors += 1;
+        match e.raw_os_error() {
+            Some(libc::EINTR | libc::EAGAIN) => return Ok(()),
+            Some(libc::ENETDOWN) if self.still_bound() => return Ok(()),
+            Some(libc::ENETDOWN | libc::ENXIO | libc::ENODEV) => self.gone = true,
+            _ => {}
+        }
+        Err(PortError::Io {
+            op,
+            port: self.name.clone(),
+            source: e,
+        })
     }
 
     /// Frames the kernel refused to transmit (queue full, too large).
@@ -628,11 +716,7 @@ impl Port for AfPacketPort {
             let e = io::Error::last_os_error();
             return match e.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-                _ => Err(PortError::Io {
-                    op: "recvmmsg",
-                    port: self.name.clone(),
-                    source: e,
-                }),
+                _ => self.io_error("recvmmsg", e).map(|()| 0),
             };
         }
         let n = n as usize;
@@ -690,25 +774,78 @@ impl Port for AfPacketPort {
             }
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
-                // The frame at `next` cannot go (too large, queue full, link down): drop
-                // it, count it, and carry on with the rest of the batch.
-                Some(
-                    libc::EMSGSIZE | libc::EAGAIN | libc::ENOBUFS | libc::ENETDOWN | libc::ENXIO,
-                ) => {
+                // The frame at `next` cannot go (too large, queue full): drop it, count
+                // it, and carry on with the rest of the batch.
+                Some(libc::EMSGSIZE | libc::EAGAIN | libc::ENOBUFS) => {
                     self.tx_dropped += 1;
                     next += 1;
                 }
                 Some(libc::EINTR) => {}
-                _ => {
-                    return Err(PortError::Io {
-                        op: "sendmmsg",
-                        port: self.name.clone(),
-                        source: e,
-                    });
+                // The device is down or gone: the rest of the batch would fail alike.
+                Some(libc::ENETDOWN | libc::ENXIO | libc::ENODEV) => {
+                    self.tx_dropped += (batch.len() - next) as u64;
+                    return self.io_error("sendmmsg", e).map(|()| sent);
                 }
+                _ => return self.io_error("sendmmsg", e).map(|()| sent),
             }
         }
         Ok(sent)
+    }
+
+    fn take_error(&mut self) -> Result<(), PortError> {
+        let mut err: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `err` and `len` outlive the call; `len` is the buffer's size.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut err as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            return self.io_error("SO_ERROR", io::Error::last_os_error());
+        }
+        if err == 0 {
+            return Ok(());
+        }
+        self.io_error("poll", io::Error::from_raw_os_error(err))
+    }
+
+    fn stats(&mut self) -> PortStats {
+        let mut st = TpacketStats::default();
+        let mut len = std::mem::size_of::<TpacketStats>() as libc::socklen_t;
+        // SAFETY: `st` and `len` outlive the call; `len` is the buffer's size.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                PACKET_STATISTICS,
+                (&mut st as *mut TpacketStats).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            self.errors += 1;
+        } else {
+            // The kernel resets its counters on every read.
+            self.kernel_drops += u64::from(st.tp_drops);
+        }
+        if !self.gone && !self.still_bound() {
+            self.gone = true;
+        }
+        PortStats {
+            rx_truncated: self.truncated,
+            kernel_drops: self.kernel_drops,
+            tx_dropped: self.tx_dropped,
+            errors: self.errors,
+            down: self.gone,
+            ring_frames: self.ring.as_ref().map_or(0, |r| r.frames as u32),
+            ring_frame_size: self.ring.as_ref().map_or(0, |r| r.frame_size as u32),
+            ring_mtu: self.ring_mtu().unwrap_or(0),
+        }
     }
 }
 
@@ -756,7 +893,7 @@ impl Waker {
     }
 }
 
-/// Waits until some of the given file descriptors are readable.
+/// Waits until some of the given file descriptors are readable (or report an error).
 #[derive(Debug, Default)]
 pub struct Poller {
     fds: Vec<libc::pollfd>,
@@ -781,9 +918,13 @@ impl Poller {
     }
 
     /// Waits up to `timeout_ms`; returns the indices (in the order given to `new`) of the
-    /// readable descriptors through `ready`.
+    /// descriptors that are readable or report an error condition (see [`Self::revents`])
+    /// through `ready`.
     pub fn wait(&mut self, timeout_ms: i32, ready: &mut Vec<usize>) -> io::Result<()> {
         ready.clear();
+        for p in &mut self.fds {
+            p.revents = 0;
+        }
         // SAFETY: `fds` is a valid array of its length for the call.
         let r = unsafe {
             libc::poll(
@@ -804,10 +945,19 @@ impl Poller {
             self.fds
                 .iter()
                 .enumerate()
-                .filter(|(_, p)| p.revents & (libc::POLLIN | libc::POLLERR) != 0)
+                .filter(|(_, p)| {
+                    p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0
+                })
                 .map(|(i, _)| i),
         );
         Ok(())
+    }
+
+    /// What the last [`Self::wait`] reported for descriptor `i` (0 past the end): `POLLIN`;
+    /// `POLLERR`, a socket error is pending; `POLLHUP`, hung up; `POLLNVAL`, not an open
+    /// descriptor.
+    pub fn revents(&self, i: usize) -> i16 {
+        self.fds.get(i).map_or(0, |p| p.revents)
     }
 }
 
@@ -990,6 +1140,221 @@ mod tests {
     #[test]
     fn recvmmsg_restores_vlan_tags_and_counts_truncation() {
         if !in_veth_netns(|| vlan_restore_and_truncation(RxMode::Recvmmsg)) {
+            eprintln!("skipped: needs root and iproute2");
+        }
+    }
+
+    use crate::PortId;
+    use crate::dpif::{Datapath, DpConfig, Miss, MissHandler, MissVerdict, PortRole};
+    use crate::tunnel::StaticResolver;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts the frames from `SRC` that reach the slow path, and drops everything.
+    struct CountOurs(Arc<AtomicUsize>);
+
+    impl MissHandler for CountOurs {
+        fn miss(&mut self, miss: Miss<'_>) -> MissVerdict {
+            if miss.frame.get(6..12) == Some(&SRC[..]) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+            MissVerdict::Dropped
+        }
+    }
+
+    /// A datapath with `port` as port 1, and the count of our frames it received.
+    fn datapath_on(port: AfPacketPort) -> (Datapath, Arc<AtomicUsize>) {
+        let ours = Arc::new(AtomicUsize::new(0));
+        let mut dp = Datapath::new(
+            DpConfig::default(),
+            Arc::new(StaticResolver::new()),
+            Box::new(CountOurs(ours.clone())),
+        );
+        dp.add_port(PortId(1), PortRole::Representor, Some(Box::new(port)));
+        (dp, ours)
+    }
+
+    /// Waits (2 s at most) until `poll()` reports an error on `fd`; its `revents`.
+    fn wait_for_pollerr(fd: i32) -> i16 {
+        let mut poller = Poller::new(&[fd]);
+        let mut ready = Vec::new();
+        for _ in 0..20 {
+            poller.wait(100, &mut ready).expect("poll");
+            if poller.revents(0) & libc::POLLERR != 0 {
+                break;
+            }
+        }
+        poller.revents(0)
+    }
+
+    /// What `poll()` reports on `fd` now, without waiting.
+    fn revents_now(fd: i32) -> i16 {
+        let mut poller = Poller::new(&[fd]);
+        poller.wait(0, &mut Vec::new()).expect("poll");
+        poller.revents(0)
+    }
+
+    fn the_port(dp: &mut Datapath) -> PortStats {
+        dp.stats().ports[0].1
+    }
+
+    fn device_deleted_under_the_datapath(mode: RxMode) {
+        let port = AfPacketPort::open_with("fdr0", 8, mode).expect("open fdr0");
+        let fd = port.raw_fd().expect("fd");
+        let (mut dp, _) = datapath_on(port);
+        dp.run_once(0, 0).expect("round");
+        assert_eq!(dp.poll_set(), vec![PortId(1)]);
+
+        // Deleting the peer deletes the pair. The kernel sets ENETDOWN on the socket:
+        // poll() reports POLLERR, a level that stays until the error is read.
+        ip("link del fdr1");
+        assert_ne!(wait_for_pollerr(fd) & libc::POLLERR, 0, "{mode:?}");
+        assert_ne!(
+            revents_now(fd) & libc::POLLERR,
+            0,
+            "{mode:?}: still reported"
+        );
+
+        // One round reads the error, sees the binding gone and marks the port down; the
+        // next ones leave it out of the poll set. (Frames that arrived before the removal
+        // may still poll readable, for ever: another reason it must leave the set.)
+        for now in 1..4 {
+            assert_eq!(dp.run_once(0, now).expect("round"), 0, "{mode:?}");
+        }
+        assert_eq!(dp.down_ports(), vec![PortId(1)], "{mode:?}");
+        assert!(dp.poll_set().is_empty(), "{mode:?}: out of the poll set");
+        assert_eq!(
+            revents_now(fd) & libc::POLLERR,
+            0,
+            "{mode:?}: the error was read"
+        );
+        let st = the_port(&mut dp);
+        assert!(st.down && st.errors >= 1, "{mode:?}: {st:?}");
+    }
+
+    #[test]
+    fn ring_port_of_a_deleted_device_is_marked_down() {
+        if !in_veth_netns(|| device_deleted_under_the_datapath(RxMode::Ring)) {
+            eprintln!("skipped: needs root and iproute2");
+        }
+    }
+
+    #[test]
+    fn recvmmsg_port_of_a_deleted_device_is_marked_down() {
+        if !in_veth_netns(|| device_deleted_under_the_datapath(RxMode::Recvmmsg)) {
+            eprintln!("skipped: needs root and iproute2");
+        }
+    }
+
+    fn device_set_down_then_up(mode: RxMode) {
+        let port = AfPacketPort::open_with("fdr0", 8, mode).expect("open fdr0");
+        let fd = port.raw_fd().expect("fd");
+        let mut tx = AfPacketPort::open_with("fdr1", 8, RxMode::Recvmmsg).expect("open fdr1");
+        let (mut dp, ours) = datapath_on(port);
+
+        // Down is not gone: the same ENETDOWN, but the socket keeps its binding.
+        ip("link set fdr0 down");
+        assert_ne!(wait_for_pollerr(fd) & libc::POLLERR, 0, "{mode:?}");
+        for now in 0..3 {
+            dp.run_once(0, now).expect("round");
+        }
+        assert!(dp.down_ports().is_empty(), "{mode:?}");
+        assert_eq!(revents_now(fd) & libc::POLLERR, 0, "{mode:?}: error read");
+        let st = the_port(&mut dp);
+        assert!(!st.down && st.errors >= 1, "{mode:?}: {st:?}");
+
+        // Back up, the kernel hooks the socket in again: frames arrive (2 s at most).
+        ip("link set fdr0 up");
+        let mut out = PacketBatch::new(1, 1600);
+        assert!(out.push(&frame(100, None, 7)));
+        for now in 3..200 {
+            if ours.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+            let _ = tx.send(&out);
+            dp.run_once(10, now).expect("round");
+        }
+        assert!(ours.load(Ordering::Relaxed) > 0, "{mode:?}: received again");
+        assert!(dp.down_ports().is_empty(), "{mode:?}");
+    }
+
+    #[test]
+    fn ring_port_of_a_device_set_down_comes_back() {
+        if !in_veth_netns(|| device_set_down_then_up(RxMode::Ring)) {
+            eprintln!("skipped: needs root and iproute2");
+        }
+    }
+
+    #[test]
+    fn recvmmsg_port_of_a_device_set_down_comes_back() {
+        if !in_veth_netns(|| device_set_down_then_up(RxMode::Recvmmsg)) {
+            eprintln!("skipped: needs root and iproute2");
+        }
+    }
+
+    #[test]
+    fn frames_above_the_mtu_the_ring_was_sized_for_are_counted() {
+        let ran = in_veth_netns(|| {
+            let port = AfPacketPort::open("fdr0", 8).expect("open fdr0");
+            assert_eq!(port.ring_mtu(), Some(1500));
+            let mut tx = AfPacketPort::open_with("fdr1", 8, RxMode::Recvmmsg).expect("fdr1");
+            let (mut dp, ours) = datapath_on(port);
+            let st = the_port(&mut dp);
+            assert_eq!(
+                (st.ring_mtu, st.ring_frame_size, st.ring_frames),
+                (1500, 2048, 1024)
+            );
+
+            ip("link set fdr0 mtu 4000");
+            ip("link set fdr1 mtu 4000");
+            let mut out = PacketBatch::new(1, 4000);
+            assert!(out.push(&frame(3000, None, 3)));
+            assert_eq!(tx.send(&out).expect("send"), 1);
+            for now in 0..20 {
+                if the_port(&mut dp).rx_truncated > 0 {
+                    break;
+                }
+                dp.run_once(100, now).expect("round");
+            }
+            let st = the_port(&mut dp);
+            assert_eq!(st.rx_truncated, 1, "{st:?}");
+            assert_eq!(ours.load(Ordering::Relaxed), 0, "not delivered cut");
+            assert!(dp.stats().rx_dropped >= 1);
+        });
+        if !ran {
+            eprintln!("skipped: needs root and iproute2");
+        }
+    }
+
+    #[test]
+    fn a_full_ring_counts_kernel_drops() {
+        let ran = in_veth_netns(|| {
+            let mut rx = AfPacketPort::open("fdr0", 8).expect("open fdr0");
+            let mut tx = AfPacketPort::open_with("fdr1", 64, RxMode::Recvmmsg).expect("fdr1");
+            let ring = rx.stats().ring_frames as usize;
+            // More frames than the ring holds, and nobody reading it.
+            let mut out = PacketBatch::new(64, 1600);
+            let mut sent = 0;
+            while sent < ring + 256 {
+                out.clear();
+                while out.push(&frame(60, None, sent as u8)) {
+                    sent += 1;
+                }
+                tx.send(&out).expect("send");
+            }
+            let mut drops = 0;
+            for _ in 0..200 {
+                drops = rx.stats().kernel_drops;
+                if drops >= 256 {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            assert!(drops >= 256, "{drops} drops for {sent} frames into {ring}");
+            // The kernel resets its counter on every read; the port keeps the sum.
+            assert_eq!(rx.stats().kernel_drops, drops);
+        });
+        if !ran {
             eprintln!("skipped: needs root and iproute2");
         }
     }

@@ -1,14 +1,22 @@
 //! [`MemPort`]: a port backed by in-memory queues, for tests and benchmarks.
 
-use super::{PacketBatch, Port, PortError};
+use super::{PacketBatch, Port, PortError, PortStats};
 use crate::IfIndex;
 use std::collections::VecDeque;
+use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 
 #[derive(Debug, Default)]
 struct Queues {
     rx: VecDeque<Vec<u8>>,
     tx: Vec<Vec<u8>>,
+    /// Every `recv` fails with this (see [`MemPortHandle::fail_recv`]).
+    fail_recv: Option<io::ErrorKind>,
+    /// Every `send` fails with this.
+    fail_send: Option<io::ErrorKind>,
+    /// Calls of `recv`.
+    recvs: u64,
+    stats: PortStats,
 }
 
 /// An in-memory port. Its [`MemPortHandle`] injects packets (what the port receives) and
@@ -52,6 +60,29 @@ impl MemPortHandle {
         std::mem::take(&mut self.lock().tx)
     }
 
+    /// Makes every later `recv` of the port fail with `kind` until [`Self::heal`]: a device
+    /// that went away (`NetworkDown`), or a transient error (`Interrupted`, `WouldBlock`).
+    pub fn fail_recv(&self, kind: io::ErrorKind) {
+        self.lock().fail_recv = Some(kind);
+    }
+
+    /// Makes every later `send` of the port fail with `kind` until [`Self::heal`].
+    pub fn fail_send(&self, kind: io::ErrorKind) {
+        self.lock().fail_send = Some(kind);
+    }
+
+    /// Ends the failures [`Self::fail_recv`] and [`Self::fail_send`] started.
+    pub fn heal(&self) {
+        let mut q = self.lock();
+        q.fail_recv = None;
+        q.fail_send = None;
+    }
+
+    /// How many times the port's `recv` was called (whether it failed or not).
+    pub fn recvs(&self) -> u64 {
+        self.lock().recvs
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Queues> {
         self.q.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -72,12 +103,19 @@ impl Port for MemPort {
 
     fn recv(&mut self, batch: &mut PacketBatch) -> Result<usize, PortError> {
         let mut q = self.q.lock().unwrap_or_else(PoisonError::into_inner);
+        q.recvs += 1;
+        if let Some(kind) = q.fail_recv {
+            q.stats.errors += 1;
+            return Err(self.error("recv", kind));
+        }
         let mut n = 0;
         while !batch.is_full() {
             let Some(f) = q.rx.pop_front() else { break };
             // A frame larger than a slot is dropped, as a NIC drops an oversized frame.
             if batch.push(&f) {
                 n += 1;
+            } else {
+                q.stats.rx_truncated += 1;
             }
         }
         Ok(n)
@@ -85,8 +123,27 @@ impl Port for MemPort {
 
     fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
         let mut q = self.q.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(kind) = q.fail_send {
+            q.stats.errors += 1;
+            q.stats.tx_dropped += batch.len() as u64;
+            return Err(self.error("send", kind));
+        }
         q.tx.extend(batch.iter().map(<[u8]>::to_vec));
         Ok(batch.len())
+    }
+
+    fn stats(&mut self) -> PortStats {
+        self.q.lock().unwrap_or_else(PoisonError::into_inner).stats
+    }
+}
+
+impl MemPort {
+    fn error(&self, op: &'static str, kind: io::ErrorKind) -> PortError {
+        PortError::Io {
+            op,
+            port: self.name.clone(),
+            source: kind.into(),
+        }
     }
 }
 
@@ -108,6 +165,28 @@ mod tests {
         assert_eq!(h.take_sent(), vec![vec![1, 2, 3]]);
         assert_eq!(p.name(), "vf0");
         assert_eq!(p.mtu(), 1500);
+    }
+
+    #[test]
+    fn oversized_frames_and_injected_failures_are_counted() {
+        let (mut p, h) = MemPort::new("vf0", 1500);
+        let mut b = PacketBatch::new(4, 100);
+        h.inject(&[0; 200]);
+        h.inject(&[1; 50]);
+        assert_eq!(p.recv(&mut b).unwrap(), 1);
+        assert_eq!(p.stats().rx_truncated, 1);
+
+        h.fail_recv(io::ErrorKind::NetworkDown);
+        h.fail_send(io::ErrorKind::WouldBlock);
+        assert!(p.recv(&mut b).unwrap_err().is_device_gone());
+        let e = p.send(&b).unwrap_err();
+        assert!(e.is_transient() && !e.is_device_gone());
+        assert_eq!(h.recvs(), 2);
+        let st = p.stats();
+        assert_eq!((st.errors, st.tx_dropped, st.down), (2, 1, false));
+        h.heal();
+        assert_eq!(p.send(&b).unwrap(), 1);
+        assert_eq!(h.take_sent(), vec![vec![1; 50]]);
     }
 }
 

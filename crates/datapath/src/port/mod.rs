@@ -5,6 +5,11 @@
 //! Two implementations: [`MemPort`] (in-memory queues, for tests and benchmarks) and
 //! [`AfPacketPort`] (an AF_PACKET raw socket bound to a Linux netdev, receiving through a
 //! `PACKET_MMAP` ring or `recvmmsg`, sending with `sendmmsg`).
+//!
+//! A port whose device is gone (deleted, or re-created under the same name with a new
+//! ifindex) fails with an error for which [`PortError::is_device_gone`] holds; the
+//! datapath then stops polling it and drops what is sent to it until the port is
+//! replaced. [`Port::stats`] reports its counters ([`PortStats`]).
 
 mod afpacket;
 mod batch;
@@ -36,6 +41,62 @@ pub enum PortError {
     },
 }
 
+impl PortError {
+    /// Whether the port's device is gone for good: `ENETDOWN`, `ENXIO` or `ENODEV` (or
+    /// [`std::io::ErrorKind::NetworkDown`] without an OS error), or no such interface. A
+    /// port returns these only when its device no longer exists; an [`AfPacketPort`]
+    /// whose device is only down (`ip link set dev down`) counts the error and carries
+    /// on, as the kernel resumes delivery when the device comes back up.
+    pub fn is_device_gone(&self) -> bool {
+        match self {
+            PortError::NoSuchInterface(_) => true,
+            PortError::Io { source, .. } => match source.raw_os_error() {
+                Some(e) => matches!(e, libc::ENETDOWN | libc::ENXIO | libc::ENODEV),
+                None => source.kind() == std::io::ErrorKind::NetworkDown,
+            },
+        }
+    }
+
+    /// Whether the error is transient (interrupted, would block): nothing to do but try
+    /// again later.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            PortError::Io { source, .. } if matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+            )
+        )
+    }
+}
+
+/// A port's counters and state, as [`Port::stats`] reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Frames received larger than a receive-ring frame or a batch slot: delivered empty
+    /// (the datapath drops them) or, for a [`MemPort`], not delivered.
+    pub rx_truncated: u64,
+    /// Frames the kernel dropped before flowd could read them (receive ring or socket
+    /// buffer full): `PACKET_STATISTICS`' `tp_drops`, summed over every read.
+    pub kernel_drops: u64,
+    /// Frames dropped on transmit: refused by the kernel (queue full, too large, device
+    /// down), or sent to the port while it was marked down (counted by the datapath).
+    pub tx_dropped: u64,
+    /// I/O errors seen: failed system calls and errors the kernel reported on the socket,
+    /// transient ones included.
+    pub errors: u64,
+    /// The port's device is gone: the datapath no longer polls the port nor transmits to
+    /// it until a `PortOp::Add` replaces it.
+    pub down: bool,
+    /// Frames in the receive ring (0: no ring).
+    pub ring_frames: u32,
+    /// Bytes per receive-ring frame (0: no ring).
+    pub ring_frame_size: u32,
+    /// The MTU the receive ring was sized for, the device's MTU at open (0: no ring). A
+    /// device whose MTU is now larger gets frames above it truncated: reopen the port.
+    pub ring_mtu: u32,
+}
+
 /// A source and sink of packets.
 pub trait Port: Send {
     /// The port's name (the netdev name for kernel ports).
@@ -52,5 +113,15 @@ pub trait Port: Send {
     /// A file descriptor that polls readable when packets wait, if the port has one.
     fn raw_fd(&self) -> Option<i32> {
         None
+    }
+    /// Reads and clears the error `poll()` reported on [`Self::raw_fd`] (`POLLERR`): Ok if
+    /// there was none or it was transient, the error otherwise.
+    fn take_error(&mut self) -> Result<(), PortError> {
+        Ok(())
+    }
+    /// The port's counters. A kernel port reads the kernel's drop counter here (a system
+    /// call): call it when publishing statistics, not per packet. Zeros by default.
+    fn stats(&mut self) -> PortStats {
+        PortStats::default()
     }
 }

@@ -70,6 +70,9 @@ pub struct VxlanSegment {
     pub remotes: Vec<IpAddr>,
     /// Outer UDP destination port (4789).
     pub udp_port: u16,
+    /// The mark of the outer packets (the network's `fwmark`; 0: none), used by their
+    /// route lookup like `ip rule fwmark`.
+    pub mark: u32,
 }
 
 impl VxlanSegment {
@@ -81,6 +84,7 @@ impl VxlanSegment {
             local_ip,
             remotes,
             udp_port: 4789,
+            mark: 0,
         }
     }
 }

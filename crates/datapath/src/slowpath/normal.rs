@@ -210,6 +210,7 @@ impl<T: Tracer> Ctx<'_, T> {
         let attrs = TunnelAttrs {
             src: seg.local_ip,
             tp_dst: seg.udp_port,
+            mark: seg.mark,
             ..TunnelAttrs::vxlan(seg.vni, vtep)
         };
         self.out.push(Action::SetTunnel(attrs));

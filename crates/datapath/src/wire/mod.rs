@@ -33,6 +33,7 @@ pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
+pub mod pmtu;
 pub mod tcp;
 pub mod udp;
 pub mod vlan;
@@ -43,6 +44,7 @@ pub use ethernet::{EthernetFrame, EthernetRepr, ethertype};
 pub use icmp::{IcmpPacket, IcmpRepr};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6ExtInfo, Ipv6FragInfo, Ipv6Packet, Ipv6Repr};
+pub use pmtu::{TooBig, fragment_ipv4, too_big_action, too_big_reply};
 pub use tcp::{TcpPacket, TcpRepr};
 pub use udp::{UdpPacket, UdpRepr};
 pub use vlan::{L2Info, VlanRepr, VlanTag};
@@ -214,4 +216,86 @@ pub(crate) mod testutil {
     pub const INNER_V4: usize = 50;
     /// Offset of the inner frame in the VXLAN-over-IPv6 captures (14 + 40 + 8 + 8).
     pub const INNER_V6: usize = 70;
+
+    /// Source MAC of the frames the builders below make.
+    pub const SRC_MAC: [u8; 6] = [0xe4, 0x11, 0x11, 0x11, 0x11, 0x10];
+    /// Destination MAC of the frames the builders below make.
+    pub const DST_MAC: [u8; 6] = [0x82, 0x8a, 0x29, 0xad, 0x4e, 0xef];
+
+    /// An Ethernet header SRC_MAC -> DST_MAC with `tags` (`(tpid, tci)`, outer first)
+    /// and then `ethertype`.
+    pub fn l2_header(tags: &[(u16, u16)], ethertype: u16) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&DST_MAC);
+        f.extend_from_slice(&SRC_MAC);
+        for &(tpid, tci) in tags {
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&tci.to_be_bytes());
+        }
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f
+    }
+
+    /// An IPv4 header for `len` payload bytes 10.0.0.1 -> 10.0.0.2, UDP, TTL 64.
+    pub fn ipv4_repr(len: usize, dont_frag: bool) -> super::Ipv4Repr {
+        super::Ipv4Repr {
+            src_addr: [10, 0, 0, 1].into(),
+            dst_addr: [10, 0, 0, 2].into(),
+            protocol: super::ip_proto::UDP,
+            payload_len: u16::try_from(len).unwrap(),
+            ttl: 64,
+            tos: 0x10,
+            ident: 0x1234,
+            dont_frag,
+            more_frags: false,
+            frag_offset: 0,
+        }
+    }
+
+    /// An IPv6 header for `len` payload bytes fd00::1 -> fd00::2, UDP, hop limit 64.
+    pub fn ipv6_repr(len: usize) -> super::Ipv6Repr {
+        super::Ipv6Repr {
+            src_addr: "fd00::1".parse().unwrap(),
+            dst_addr: "fd00::2".parse().unwrap(),
+            next_header: super::ip_proto::UDP,
+            payload_len: u16::try_from(len).unwrap(),
+            hop_limit: 64,
+            traffic_class: 0x20,
+            flow_label: 0x12345,
+        }
+    }
+
+    /// A frame with `tags` carrying IPv4 `ip` (its `payload_len` is set from `payload`).
+    pub fn ipv4_frame(tags: &[(u16, u16)], ip: super::Ipv4Repr, payload: &[u8]) -> Vec<u8> {
+        let mut f = l2_header(tags, super::ethertype::IPV4);
+        let at = f.len();
+        f.resize(at + super::ipv4::HEADER_LEN, 0);
+        let ip = super::Ipv4Repr {
+            payload_len: u16::try_from(payload.len()).unwrap(),
+            ..ip
+        };
+        ip.emit(&mut super::Ipv4Packet::new_unchecked(&mut f[at..]))
+            .unwrap();
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// A frame with `tags` carrying IPv6 `ip` (its `payload_len` is set from `payload`).
+    pub fn ipv6_frame(tags: &[(u16, u16)], ip: super::Ipv6Repr, payload: &[u8]) -> Vec<u8> {
+        let mut f = l2_header(tags, super::ethertype::IPV6);
+        let at = f.len();
+        f.resize(at + super::ipv6::HEADER_LEN, 0);
+        let ip = super::Ipv6Repr {
+            payload_len: u16::try_from(payload.len()).unwrap(),
+            ..ip
+        };
+        ip.emit(&mut super::Ipv6Packet::new_unchecked(&mut f[at..]));
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// `n` bytes of a recognisable pattern.
+    pub fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
 }

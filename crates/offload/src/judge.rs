@@ -1,0 +1,193 @@
+//! The judge: where a flow belongs, decided in one place, from live facts.
+//!
+//! [`judge`] is a pure function of a translated rule, the tunnel paths the flow depends
+//! on, and two kinds of facts:
+//! - the ports' live facts ([`PortTable`]): role, MTU, link state and switch id of every
+//!   port, kept current from rtnetlink by the daemon;
+//! - the path facts of each tunnel lookup key (remote VTEP, fixed source or none, mark),
+//!   as fibwatch resolved them: the egress uplink, source, next hop and its MAC, and the
+//!   path MTU, or why there is no path.
+//!
+//! It either accepts the rule (filling each tunnel's source from its path) or names the
+//! one [`SoftwareReason`] the flow stays in software for. The checks, in order:
+//! 1. the ingress port is known and up; a drop on an uplink's ingress stays in software
+//!    (a filter there would drop the host's own traffic);
+//! 2. per encapsulation (`tunnel_key set`, after an optional `skbedit mark`): the key has
+//!    a path; its uplink is one of flowd's uplinks and is up; it is on the ingress
+//!    port's eswitch; representor MTU + encapsulation overhead (50 over IPv4, 70 over
+//!    IPv6) fits the path MTU; the next hop's MAC is resolved (hardware encapsulation
+//!    needs complete L2 information);
+//! 3. per output (`mirred`): the port is known and up, on the ingress port's eswitch
+//!    (a tunnel device on either side is exempt: it is the software end of a tunnel);
+//! 4. per decapsulation path: the key has a path, whose uplink is one of flowd's, up,
+//!    and on the output representor's eswitch.
+//!
+//! The offloader applies the judge whenever a flow is offered and whenever a fact it
+//! depends on changes (a path, a port), so a placement is always the judge's verdict
+//! on the facts as they are now.
+
+use crate::placement::SoftwareReason;
+use crate::ports::{PortInfo, PortKind, PortTable};
+use crate::rule::{FlowerAction, FlowerRule};
+use std::collections::HashMap;
+use vocab::{IfIndex, LookupKey, Path, PathFacts, PathProblem, vxlan_overhead};
+
+/// The facts a judgement reads.
+#[derive(Clone, Copy)]
+pub struct Facts<'a> {
+    /// The ports, with their live MTU, state and switch id.
+    pub ports: &'a PortTable,
+    /// Path facts per lookup key.
+    pub paths: &'a HashMap<LookupKey, PathFacts>,
+}
+
+impl Facts<'_> {
+    fn port(&self, ifindex: IfIndex) -> Result<&PortInfo, SoftwareReason> {
+        self.ports
+            .by_ifindex(ifindex)
+            .ok_or_else(|| SoftwareReason::SwitchId {
+                detail: format!("device if{ifindex} is not a managed port"),
+            })
+    }
+
+    /// The path of `key` and the uplink port it leaves by, which must be up.
+    fn path(&self, key: &LookupKey) -> Result<(Path, &PortInfo), SoftwareReason> {
+        let path = match self.paths.get(key) {
+            Some(Ok(p)) => *p,
+            Some(Err(problem)) => {
+                return Err(SoftwareReason::Path {
+                    key: *key,
+                    problem: *problem,
+                });
+            }
+            None => {
+                return Err(SoftwareReason::Path {
+                    key: *key,
+                    problem: PathProblem::Unknown,
+                });
+            }
+        };
+        let uplink = match self.ports.by_ifindex(path.uplink) {
+            Some(u) if u.kind == PortKind::Uplink => u,
+            _ => {
+                return Err(SoftwareReason::UplinkNotManaged {
+                    key: *key,
+                    ifindex: path.uplink,
+                });
+            }
+        };
+        up(uplink)?;
+        Ok((path, uplink))
+    }
+}
+
+fn up(p: &PortInfo) -> Result<(), SoftwareReason> {
+    if p.up {
+        Ok(())
+    } else {
+        Err(SoftwareReason::LinkDown {
+            port: p.name.clone(),
+        })
+    }
+}
+
+fn same_switch(a: &PortInfo, b: &PortInfo) -> Result<(), SoftwareReason> {
+    match (&a.switch_id, &b.switch_id) {
+        (Some(x), Some(y)) if x == y => Ok(()),
+        (None, _) => Err(SoftwareReason::SwitchId {
+            detail: format!("{} is on no eswitch", a.name),
+        }),
+        (_, None) => Err(SoftwareReason::SwitchId {
+            detail: format!("{} is on no eswitch", b.name),
+        }),
+        _ => Err(SoftwareReason::SwitchId {
+            detail: format!("{} and {} are on different eswitches", a.name, b.name),
+        }),
+    }
+}
+
+/// Judges a translated rule (see the module docs). `decap` are the lookup keys of the
+/// tunnels the flow decapsulates from. On success the rule's unresolved tunnel sources
+/// are filled from their paths.
+pub fn judge(
+    rule: &mut FlowerRule,
+    decap: &[LookupKey],
+    facts: &Facts<'_>,
+) -> Result<(), SoftwareReason> {
+    let ingress = facts.port(rule.ingress)?;
+    up(ingress)?;
+    let forwards = rule
+        .actions
+        .iter()
+        .any(|a| matches!(a, FlowerAction::Redirect(_) | FlowerAction::Mirror(_)));
+    if ingress.kind == PortKind::Uplink && !forwards {
+        return Err(SoftwareReason::UplinkDrop);
+    }
+    let mut mark = 0;
+    let mut first_out: Option<&PortInfo> = None;
+    for a in &mut rule.actions {
+        match a {
+            FlowerAction::SetMark(m) => mark = *m,
+            FlowerAction::TunnelSet(t) => {
+                let key = LookupKey {
+                    dst: t.dst,
+                    src: (!t.src.is_unspecified()).then_some(t.src),
+                    mark,
+                };
+                let (path, uplink) = facts.path(&key)?;
+                if ingress.kind != PortKind::Tunnel {
+                    same_switch(ingress, uplink)?;
+                }
+                let overhead = vxlan_overhead(&t.dst);
+                if ingress.mtu + overhead > path.mtu {
+                    return Err(SoftwareReason::Mtu {
+                        port_mtu: ingress.mtu,
+                        overhead,
+                        uplink_mtu: path.mtu,
+                    });
+                }
+                if path.next_hop_mac.is_none() {
+                    return Err(SoftwareReason::NextHopUnresolved {
+                        key,
+                        neighbour: path.neighbour,
+                    });
+                }
+                if t.src.is_unspecified() {
+                    match path.src {
+                        Some(src) => t.src = src,
+                        None => {
+                            return Err(SoftwareReason::Path {
+                                key,
+                                problem: PathProblem::NoRoute,
+                            });
+                        }
+                    }
+                }
+            }
+            FlowerAction::Redirect(dev) | FlowerAction::Mirror(dev) => {
+                let out = facts.port(*dev)?;
+                up(out)?;
+                if out.kind != PortKind::Tunnel && ingress.kind != PortKind::Tunnel {
+                    same_switch(ingress, out)?;
+                }
+                if out.kind != PortKind::Tunnel
+                    && ingress.kind == PortKind::Tunnel
+                    && out.switch_id.is_none()
+                {
+                    return Err(SoftwareReason::SwitchId {
+                        detail: format!("{} is on no eswitch", out.name),
+                    });
+                }
+                first_out.get_or_insert(out);
+            }
+            _ => {}
+        }
+    }
+    for key in decap {
+        let (_, uplink) = facts.path(key)?;
+        if let Some(rep) = first_out.filter(|p| p.kind != PortKind::Tunnel) {
+            same_switch(rep, uplink)?;
+        }
+    }
+    Ok(())
+}
