@@ -297,8 +297,20 @@ impl Lab {
         backend: &str,
         args: &[&str],
     ) -> Result<(), String> {
+        let text = config_text(backend, &self.socket());
+        self.start_daemon_config(exe, &text, args)
+    }
+
+    /// [`Self::start_daemon_args`] with a configuration of the caller's (tests: the lab's
+    /// [`config_text`] with changes).
+    pub fn start_daemon_config(
+        &mut self,
+        exe: &Path,
+        config: &str,
+        args: &[&str],
+    ) -> Result<(), String> {
         let cfg = self.dir.join("flowd.toml");
-        std::fs::write(&cfg, config_text(backend, &self.socket())).map_err(|e| e.to_string())?;
+        std::fs::write(&cfg, config).map_err(|e| e.to_string())?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -224,6 +224,11 @@ pub fn stats(s: &StatsBody) -> String {
     for (k, v) in &s.other {
         row(k.clone(), *v);
     }
+    for (port, counters) in &s.ports {
+        for (k, v) in counters {
+            row(format!("port {port} {k}"), *v);
+        }
+    }
     table(&["COUNTER", "VALUE"], &rows)
 }
 

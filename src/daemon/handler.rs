@@ -243,7 +243,28 @@ impl Handler {
         ] {
             other.insert(name.into(), n as u64);
         }
+        let names = d.ports.table();
+        let ports = dp
+            .ports
+            .iter()
+            .map(|(id, ps)| {
+                let name = names
+                    .get(*id)
+                    .map_or_else(|| format!("port{id}"), |p| p.name.clone());
+                let counters = BTreeMap::from([
+                    ("rx_truncated".to_string(), ps.rx_truncated),
+                    ("kernel_drops".to_string(), ps.kernel_drops),
+                    ("tx_dropped".to_string(), ps.tx_dropped),
+                    ("errors".to_string(), ps.errors),
+                    ("down".to_string(), u64::from(ps.down)),
+                    ("ring_frames".to_string(), u64::from(ps.ring_frames)),
+                    ("ring_mtu".to_string(), u64::from(ps.ring_mtu)),
+                ]);
+                (name, counters)
+            })
+            .collect();
         ResponseBody::Stats(StatsBody {
+            ports,
             upcalls: up.queued,
             upcall_drops: up.queue_full + up.dropped_other,
             flows: flows.len() as u64,

@@ -181,9 +181,13 @@ impl Daemon {
             opened.iter().map(|(info, _)| info.clone()).collect(),
         );
         {
-            let mut m = self.opened_mtu.lock().unwrap_or_else(|e| e.into_inner());
+            let mut m = self.opened.lock().unwrap_or_else(|e| e.into_inner());
             m.retain(|id, _| !gone.contains(id));
-            m.extend(opened.iter().map(|(info, _)| (info.id, info.mtu)));
+            m.extend(
+                opened
+                    .iter()
+                    .map(|(info, _)| (info.id, (info.ifindex, info.mtu))),
+            );
         }
         for (info, io) in opened {
             self.switch.plug(SwitchPort {

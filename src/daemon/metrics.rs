@@ -6,11 +6,13 @@
 //! | `flowd_flows` | gauge | `placement` = offloaded, software |
 //! | `flowd_upcalls_total`, `flowd_upcall_drops_total` | counter | |
 //! | `flowd_flow_setups_total` | counter | |
-//! | `flowd_offload_software_flows` | gauge | `reason` |
+//! | `flowd_offload_software_flows` | gauge | `reason` (the reason's stable category) |
 //! | `flowd_migrations_total` | counter | `kind` |
 //! | `flowd_fib_events_total`, `flowd_fib_resyncs_total` | counter | |
 //! | `flowd_revalidator_runs_total` | counter | |
 //! | `flowd_datapath_total` | counter | `counter` (rx_packets, cache_hits, ...) |
+//! | `flowd_port_total` | counter | `port`, `counter` (rx_truncated, kernel_drops, tx_dropped, errors) |
+//! | `flowd_port` | gauge | `port`, `fact` (down, ring_frames, ring_mtu) |
 //!
 //! The recorder is installed once per process ([`recorder`]); the endpoint is a small
 //! HTTP server of flowd's own ([`MetricsEndpoint`]), so that a configuration reload can
@@ -282,8 +284,10 @@ pub fn publish(h: &Handler) {
     counter!("flowd_upcalls_total").absolute(s.upcalls);
     counter!("flowd_upcall_drops_total").absolute(s.upcall_drops);
     counter!("flowd_flow_setups_total").absolute(s.flow_setups);
-    for (reason, n) in &s.offload_failed_by_reason {
-        gauge!("flowd_offload_software_flows", "reason" => reason.clone()).set(*n as f64);
+    // Every category, so that one that emptied reads 0 rather than its last value.
+    for reason in offload::SoftwareReason::CATEGORIES {
+        let n = s.offload_failed_by_reason.get(reason).copied().unwrap_or(0);
+        gauge!("flowd_offload_software_flows", "reason" => reason).set(n as f64);
     }
     for (kind, n) in &s.migrations_by_kind {
         counter!("flowd_migrations_total", "kind" => kind.clone()).absolute(*n);
@@ -293,6 +297,20 @@ pub fn publish(h: &Handler) {
     counter!("flowd_revalidator_runs_total").absolute(s.revalidator_runs);
     for (name, n) in &s.other {
         counter!("flowd_datapath_total", "counter" => name.clone()).absolute(*n);
+    }
+    for (port, counters) in &s.ports {
+        for (name, n) in counters {
+            match name.as_str() {
+                "down" | "ring_frames" | "ring_mtu" => {
+                    gauge!("flowd_port", "port" => port.clone(), "fact" => name.clone())
+                        .set(*n as f64);
+                }
+                _ => {
+                    counter!("flowd_port_total", "port" => port.clone(), "counter" => name.clone())
+                        .absolute(*n)
+                }
+            }
+        }
     }
 }
 

@@ -96,8 +96,9 @@ pub struct Daemon {
     pub backend: String,
     /// The ports with their live facts.
     pub ports: LivePorts,
-    /// The MTU each datapath port's socket was opened with (its receive ring's size).
-    opened_mtu: Mutex<HashMap<datapath::PortId, u32>>,
+    /// The netdev and MTU each datapath port's socket was opened on (the MTU sizes its
+    /// receive ring).
+    opened: Mutex<HashMap<datapath::PortId, (IfIndex, u32)>>,
     /// What start-up adoption of a previous run's filters did.
     pub adoption: offload::AdoptionReport,
     /// Counters.
@@ -355,10 +356,10 @@ impl Daemon {
         let table = (*live.table()).clone();
         let slowpath = build::slowpath(&cfg)?;
         let opened = build::open_ports(&cfg, cfg.datapath.batch)?;
-        let opened_mtu: HashMap<datapath::PortId, u32> = table
+        let opened_on: HashMap<datapath::PortId, (IfIndex, u32)> = table
             .iter()
             .filter(|p| p.kind != PortKind::Tunnel)
-            .map(|p| (p.id, p.mtu))
+            .map(|p| (p.id, (p.ifindex, p.mtu)))
             .collect();
 
         let routes = Arc::new(RouteTable::new());
@@ -449,7 +450,7 @@ impl Daemon {
             offload,
             backend: backend_name.to_string(),
             ports: live,
-            opened_mtu: Mutex::new(opened_mtu),
+            opened: Mutex::new(opened_on),
             adoption,
             counters: Arc::new(DaemonCounters::default()),
             stop: Arc::new(AtomicBool::new(false)),
@@ -561,13 +562,14 @@ impl Daemon {
         if u.role == CfgRole::Tunnel || !u.now.up {
             return;
         }
+        // The socket must be on the netdev as it is now, with a ring for its MTU.
         let opened = self
-            .opened_mtu
+            .opened
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&u.now.id)
             .copied();
-        if !u.recreated() && opened.is_some_and(|m| m >= u.now.mtu) {
+        if opened.is_some_and(|(ifindex, mtu)| ifindex == u.now.ifindex && mtu >= u.now.mtu) {
             return;
         }
         self.reopen(&u);
@@ -579,10 +581,10 @@ impl Daemon {
         let batch = self.config.lock().map_or(32, |c| c.datapath.batch);
         match AfPacketPort::open(&u.now.name, batch) {
             Ok(io) => {
-                self.opened_mtu
+                self.opened
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(u.now.id, u.now.mtu);
+                    .insert(u.now.id, (u.now.ifindex, u.now.mtu));
                 self.switch.plug(SwitchPort {
                     id: u.now.id,
                     role: build::role(u.role),

@@ -1,0 +1,483 @@
+//! Placement as conditions change, through the real daemon on the host (the lab's
+//! topology in network namespaces, the simulated eswitch: this kernel has no
+//! cls_flower). Each test is one of the placement issue's scenarios:
+//!
+//! - a representor's MTU raised and lowered with `ip link` while flowd runs re-decides
+//!   its flows both ways; a configured `mtu` is set on the netdev;
+//! - two networks toward the same remote VTEP, one sourced from an address a policy rule
+//!   routes through the other uplink: each takes its own path (the remote runs strict
+//!   reverse-path filtering, so a packet on the wrong uplink or with the wrong source
+//!   is dropped), `flowctl tunnels` shows a row per lookup key;
+//! - a network's `fwmark` picks the path `ip rule fwmark` names;
+//! - a burst of new flows larger than the offload queue is offloaded in full;
+//! - a flow kept in software (MTU) gets its next hop resolved and is forwarded;
+//! - a representor deleted and re-created under the same name carries traffic again;
+//! - a raised MTU is carried (the receive ring grows) and a packet too big for its path
+//!   is answered with ICMP "fragmentation needed".
+
+use flowd::control::proto::{FlowFilter, FlowRow, Request, ResponseBody, TunnelRow};
+use flowd::lab::{self, Lab};
+use flowd::netns::{Netns, can_netns};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn exe() -> PathBuf {
+    Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd"))
+}
+
+fn flows(l: &Lab) -> Vec<FlowRow> {
+    match l.request(Request::DumpFlows {
+        filter: FlowFilter::All,
+    }) {
+        Ok(ResponseBody::Flows(rows)) => rows,
+        other => panic!("dump-flows: {other:?}"),
+    }
+}
+
+fn tunnels(l: &Lab) -> Vec<TunnelRow> {
+    match l.request(Request::Tunnels) {
+        Ok(ResponseBody::Tunnels(rows)) => rows,
+        other => panic!("tunnels: {other:?}"),
+    }
+}
+
+fn stat(l: &Lab, name: &str) -> u64 {
+    match l.request(Request::Stats) {
+        Ok(ResponseBody::Stats(s)) => s.other.get(name).copied().unwrap_or(0),
+        other => panic!("stats: {other:?}"),
+    }
+}
+
+/// Waits (at most `secs`) until `f` holds; whether it did.
+fn wait(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// VF `vf`'s IPv4 encapsulation flows (from its representor, port `vf + 1`).
+fn encap_flows(l: &Lab, vf: u32) -> Vec<FlowRow> {
+    flows(l)
+        .into_iter()
+        .filter(|f| {
+            f.flow.starts_with(&format!("in_port({})", vf + 1))
+                && f.flow.contains("eth_type(0x0800)")
+                && f.actions.contains("set(tunnel(")
+        })
+        .collect()
+}
+
+fn ping(ns: &Netns, args: &str) -> (bool, String) {
+    ns.try_exec(&format!("ping -c 3 -i 0.2 -W 2 {args}"))
+}
+
+fn skip() -> bool {
+    if can_netns() {
+        return false;
+    }
+    eprintln!("skipped: needs root and iproute2");
+    true
+}
+
+#[test]
+fn a_live_mtu_change_redecides_the_flows_of_its_port() {
+    if skip() {
+        return;
+    }
+    let mut l = lab::build("pmtu").expect("lab");
+    // rep1 is configured at MTU 1400: flowd sets it on the netdev.
+    let cfg = lab::config_text("sim", &l.socket()).replace(
+        "name = \"rep1\"\nrole = \"representor\"\n",
+        "name = \"rep1\"\nrole = \"representor\"\nmtu = 1400\n",
+    );
+    l.start_daemon_config(&exe(), &cfg, &[]).expect("flowd");
+    assert!(
+        l.hv.ip("link show rep1").contains("mtu 1400"),
+        "the configured mtu is set on the netdev"
+    );
+    let (ok, out) = ping(&l.vfs[0], "1.1.1.3");
+    assert!(ok, "{out}\n{}", l.log());
+    assert!(
+        wait(10, || encap_flows(&l, 0)
+            .iter()
+            .any(|f| f.placement.offloaded)),
+        "offloaded at MTU 1450: {:#?}",
+        flows(&l)
+    );
+
+    // 1500 + 50 no longer fits the 1500 uplink: back to software, with the reason.
+    l.hv.ip("link set rep0 mtu 1500");
+    assert!(
+        wait(10, || encap_flows(&l, 0).iter().any(|f| f
+            .placement
+            .reason
+            .as_deref()
+            == Some("mtu: 1500 + 50 > 1500"))),
+        "{:#?}\n{}",
+        encap_flows(&l, 0),
+        l.log()
+    );
+    assert_eq!(
+        encap_flows(&l, 0)
+            .iter()
+            .find(|f| !f.placement.offloaded)
+            .and_then(|f| f.placement.category.clone())
+            .as_deref(),
+        Some("mtu")
+    );
+    let show = match l.request(Request::Show) {
+        Ok(ResponseBody::Ports(p)) => p,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        show.iter().find(|p| p.name == "rep0").and_then(|p| p.mtu),
+        Some(1500),
+        "flowctl show tells the live MTU"
+    );
+    // And back, with no restart and no reload.
+    l.hv.ip("link set rep0 mtu 1450");
+    assert!(
+        wait(10, || {
+            let f = encap_flows(&l, 0);
+            !f.is_empty() && f.iter().all(|f| f.placement.offloaded)
+        }),
+        "{:#?}",
+        encap_flows(&l, 0)
+    );
+}
+
+/// The lab's remote, reached from `dev` (eth1 or eth2), captured while `f` runs: the
+/// VXLAN packets seen, as (outer source, VNI).
+fn capture(l: &Lab, dev: &str, f: impl FnOnce()) -> Vec<(String, u32)> {
+    let remote = l.remote.name.clone();
+    let dev = dev.to_string();
+    let t = std::thread::spawn(move || {
+        Netns::borrowed(&remote).try_exec(&format!(
+            "timeout 5 tcpdump -i {dev} -nn -l -c 40 'udp dst port 4789 and dst host 10.0.0.2' 2>/dev/null"
+        ))
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    f();
+    let (_, out) = t.join().expect("tcpdump thread");
+    out.lines()
+        .filter_map(|line| {
+            let src = line.split(" IP ").nth(1)?.split(' ').next()?;
+            let src = src.rsplit_once('.')?.0.to_string();
+            let vni = line.split("vni ").nth(1)?.split_whitespace().next()?;
+            Some((src, vni.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn two_networks_toward_one_remote_take_their_own_paths() {
+    if skip() {
+        return;
+    }
+    let mut l = lab::build("pshr").expect("lab");
+    // tenant-a (VNI 16) sources its tunnels from up2's address, which a policy rule
+    // sends through table 100 (up2); tenant-b follows the main table (up1).
+    l.hv.ip("route add 10.0.0.2/32 via 192.168.2.2 dev up2 table 100");
+    l.hv.ip("rule add from 192.168.2.1 lookup 100 pref 100");
+    let cfg = lab::config_text("sim", &l.socket()).replace(
+        "name = \"tenant-a\"\nvni = 16\n",
+        "name = \"tenant-a\"\nvni = 16\nlocal_vtep = \"192.168.2.1\"\n",
+    );
+    l.start_daemon_config(&exe(), &cfg, &[]).expect("flowd");
+    let vf0 = l.vfs[0].name.clone();
+    let vf1 = l.vfs[1].name.clone();
+    let on_eth2 = capture(&l, "eth2", || {
+        let (ok, out) = ping(&Netns::borrowed(&vf0), "1.1.1.3");
+        assert!(ok, "tenant-a through up2: {out}");
+    });
+    let on_eth1 = capture(&l, "eth1", || {
+        let (ok, out) = ping(&Netns::borrowed(&vf1), "2.2.2.3");
+        assert!(ok, "tenant-b through up1: {out}");
+    });
+    assert!(
+        on_eth2.iter().any(|(s, v)| s == "192.168.2.1" && *v == 16),
+        "{on_eth2:?}"
+    );
+    assert!(
+        on_eth2.iter().all(|(s, v)| s == "192.168.2.1" && *v == 16),
+        "only tenant-a, from up2's address, on up2: {on_eth2:?}"
+    );
+    assert!(
+        on_eth1.iter().any(|(s, v)| s == "192.168.1.1" && *v == 17),
+        "{on_eth1:?}"
+    );
+    assert!(
+        on_eth1.iter().all(|(s, v)| s == "192.168.1.1" && *v == 17),
+        "only tenant-b, from up1's address, on up1: {on_eth1:?}"
+    );
+    // One row per lookup key, each with its own uplink.
+    let rows = tunnels(&l);
+    let sourced = rows
+        .iter()
+        .find(|r| r.endpoint == "10.0.0.2" && r.from.as_deref() == Some("192.168.2.1"))
+        .unwrap_or_else(|| panic!("{rows:#?}"));
+    assert_eq!(sourced.uplink.as_deref(), Some("up2"));
+    let routed = rows
+        .iter()
+        .find(|r| r.endpoint == "10.0.0.2" && r.from.is_none())
+        .unwrap_or_else(|| panic!("{rows:#?}"));
+    assert_eq!(routed.uplink.as_deref(), Some("up1"));
+    assert_eq!(routed.source_ip.as_deref(), Some("192.168.1.1"));
+    // Both offloaded (the simulated eswitch holds up1 and up2).
+    assert!(
+        wait(10, || encap_flows(&l, 0)
+            .iter()
+            .any(|f| f.placement.offloaded)
+            && encap_flows(&l, 1).iter().any(|f| f.placement.offloaded)),
+        "{:#?}",
+        flows(&l)
+    );
+}
+
+#[test]
+fn a_networks_fwmark_picks_its_path() {
+    if skip() {
+        return;
+    }
+    let mut l = lab::build("pmrk").expect("lab");
+    l.hv.ip("route add 10.0.0.2/32 via 192.168.2.2 dev up2 table 100");
+    l.hv.ip("rule add fwmark 0x10 lookup 100 pref 100");
+    let cfg = lab::config_text("sim", &l.socket()).replace(
+        "name = \"tenant-a\"\nvni = 16\n",
+        "name = \"tenant-a\"\nvni = 16\nfwmark = 0x10\n",
+    );
+    l.start_daemon_config(&exe(), &cfg, &[]).expect("flowd");
+    let vf0 = l.vfs[0].name.clone();
+    let vf1 = l.vfs[1].name.clone();
+    let on_eth2 = capture(&l, "eth2", || {
+        let (ok, out) = ping(&Netns::borrowed(&vf0), "1.1.1.3");
+        assert!(ok, "the marked network through up2: {out}");
+        let (ok, out) = ping(&Netns::borrowed(&vf1), "2.2.2.3");
+        assert!(ok, "the other through up1: {out}");
+    });
+    assert!(
+        on_eth2.iter().any(|(s, v)| s == "192.168.2.1" && *v == 16),
+        "{on_eth2:?}"
+    );
+    assert!(
+        on_eth2.iter().all(|(_, v)| *v == 16),
+        "the unmarked network stays on up1: {on_eth2:?}"
+    );
+    let kernel = l.hv.ip("route get 10.0.0.2 mark 0x10");
+    assert!(kernel.contains("dev up2"), "{kernel}");
+    let rows = tunnels(&l);
+    let marked = rows
+        .iter()
+        .find(|r| r.mark == 0x10)
+        .unwrap_or_else(|| panic!("{rows:#?}"));
+    assert_eq!(marked.uplink.as_deref(), Some("up2"));
+    assert!(
+        encap_flows(&l, 0)
+            .iter()
+            .all(|f| f.actions.contains(",mark=0x10,")),
+        "{:#?}",
+        encap_flows(&l, 0)
+    );
+}
+
+#[test]
+fn a_burst_larger_than_the_offload_queue_is_offloaded_in_full() {
+    if skip() {
+        return;
+    }
+    let mut l = lab::build("pbst").expect("lab");
+    let cfg = lab::config_text("sim", &l.socket()).replace(
+        "policy = \"skip_hw\"\n",
+        "policy = \"skip_hw\"\nqueue = 4\n",
+    );
+    l.start_daemon_config(&exe(), &cfg, &[]).expect("flowd");
+    let (ok, out) = ping(&l.vfs[0], "1.1.1.3");
+    assert!(ok, "{out}");
+    // 400 new flows at once: IPv4 frames from as many source MACs toward the remote
+    // host's MAC, written on the VF.
+    let n = 400u32;
+    let frames: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let mut f = vec![0u8; 60];
+            f[..6].copy_from_slice(&[0x82, 0x8a, 0x29, 0xad, 0x4e, 0xef]);
+            f[6..12].copy_from_slice(&[0x02, 0x42, 0, 0, (i >> 8) as u8, i as u8]);
+            f[12..14].copy_from_slice(&[0x08, 0x00]);
+            f[14] = 0x45;
+            f[16..18].copy_from_slice(&46u16.to_be_bytes());
+            f[22] = 64;
+            f[23] = 17;
+            f[26..30].copy_from_slice(&[1, 1, 1, 2]);
+            f[30..34].copy_from_slice(&[1, 1, 1, 3]);
+            f
+        })
+        .collect();
+    let vf = l.vfs[0].name.clone();
+    std::thread::spawn(move || {
+        flowd::netns::Netns::borrowed(&vf)
+            .enter()
+            .expect("enter the VF");
+        let mut port = datapath::port::AfPacketPort::open("vf0", 64).expect("AF_PACKET");
+        let mut batch = datapath::port::PacketBatch::new(64, 128);
+        for chunk in frames.chunks(64) {
+            batch.clear();
+            for f in chunk {
+                assert!(batch.push(f));
+            }
+            datapath::port::Port::send(&mut port, &batch).expect("send");
+        }
+    })
+    .join()
+    .expect("sender");
+    let burst = |l: &Lab| {
+        flows(l)
+            .into_iter()
+            .filter(|f| f.flow.contains("src=02:42:00:00:"))
+            .collect::<Vec<_>>()
+    };
+    let done = wait(30, || {
+        let b = burst(&l);
+        b.len() == n as usize && b.iter().all(|f| f.placement.offloaded)
+    });
+    let b = burst(&l);
+    let waiting = b.iter().filter(|f| !f.placement.offloaded).count();
+    assert!(
+        done,
+        "{} flows, {waiting} not offloaded: {:?}",
+        b.len(),
+        b.iter().find(|f| !f.placement.offloaded)
+    );
+    assert!(
+        stat(&l, "offload_deferred") > 0,
+        "the queue of 4 overflowed into the backlog"
+    );
+}
+
+#[test]
+fn a_software_flow_gets_its_next_hop_resolved() {
+    if skip() {
+        return;
+    }
+    let mut l = lab::build("pblk").expect("lab");
+    // A fresh hypervisor's defaults: representor and uplinks all at 1500 (the VF too);
+    // the next hop toward the remote never resolved.
+    for i in 0..2 {
+        l.vfs[i].ip(&format!("link set vf{i} mtu 1500"));
+        l.hv.ip(&format!("link set rep{i} mtu 1500"));
+    }
+    l.hv.ip("neigh flush dev up1");
+    assert!(
+        !l.hv.ip("neigh show dev up1").contains("lladdr"),
+        "the gateway is unresolved"
+    );
+    l.start_daemon_exe(&exe(), "sim").expect("flowd");
+    let (ok, out) = ping(&l.vfs[0], "1.1.1.3");
+    assert!(
+        ok,
+        "a flow kept in software for its MTU still works: {out}\n{}",
+        l.log()
+    );
+    let f = encap_flows(&l, 0);
+    assert!(
+        f.iter()
+            .any(|f| f.placement.reason.as_deref() == Some("mtu: 1500 + 50 > 1500")),
+        "{f:#?}"
+    );
+    assert!(f.iter().all(|f| f.sw_packets > 0 || f.packets == 0));
+}
+
+#[test]
+fn a_recreated_representor_carries_traffic_again() {
+    if skip() {
+        return;
+    }
+    let mut l = lab::build("prec").expect("lab");
+    l.start_daemon_exe(&exe(), "sim").expect("flowd");
+    let (ok, out) = ping(&l.vfs[0], "1.1.1.3");
+    assert!(ok, "{out}");
+    let before = l.hv.ifindex("rep0").expect("rep0");
+    // The VM's VF goes and comes back: a new veth pair under the same names.
+    l.hv.ip("link del rep0");
+    l.hv.ip(&format!(
+        "link add rep0 type veth peer name vf0 netns {}",
+        l.vfs[0].name
+    ));
+    l.vfs[0].ip("addr add 1.1.1.2/24 dev vf0");
+    l.vfs[0].ip("link set vf0 address e4:11:11:11:11:10 mtu 1450 up");
+    let _ = l.vfs[0].try_exec("ethtool -K vf0 tx off");
+    l.hv.ip("link set rep0 mtu 1450 up");
+    let after = l.hv.ifindex("rep0").expect("rep0");
+    assert_ne!(before, after);
+    assert!(
+        wait(10, || match l.request(Request::Show) {
+            Ok(ResponseBody::Ports(p)) => p
+                .iter()
+                .any(|p| p.name == "rep0" && p.ifindex == Some(after.0) && p.up == Some(true)),
+            _ => false,
+        }),
+        "flowctl show follows the new netdev\n{}",
+        l.log()
+    );
+    let (ok, out) = ping(&l.vfs[0], "1.1.1.3");
+    assert!(
+        ok,
+        "traffic again through the re-created port: {out}\n{}",
+        l.log()
+    );
+    assert!(stat(&l, "ports_reopened") >= 1);
+}
+
+#[test]
+fn a_raised_mtu_is_carried_and_too_big_is_answered() {
+    if skip() {
+        return;
+    }
+    let mut l = lab::build("pbig").expect("lab");
+    l.start_daemon_exe(&exe(), "sim").expect("flowd");
+    let (ok, out) = ping(&l.vfs[0], "1.1.1.3");
+    assert!(ok, "{out}");
+    // Jumbo frames end to end: the uplinks at 9000, the VF, its representor and the
+    // remote's VXLAN device at 4000.
+    for n in 1..=2 {
+        l.hv.ip(&format!("link set up{n} mtu 9000"));
+        l.remote.ip(&format!("link set eth{n} mtu 9000"));
+    }
+    l.remote.ip("link set vxlan16 mtu 4000");
+    l.vfs[0].ip("link set vf0 mtu 4000");
+    l.hv.ip("link set rep0 mtu 4000");
+    assert!(
+        wait(10, || match l.request(Request::Show) {
+            Ok(ResponseBody::Ports(p)) => p.iter().any(|p| p.name == "rep0" && p.mtu == Some(4000)),
+            _ => false,
+        }),
+        "{}",
+        l.log()
+    );
+    // 3000 bytes of payload: frames well past the 2 KiB slots of the old ring.
+    let (ok, out) = l.vfs[0].try_exec("ping -c 3 -i 0.2 -W 2 -M do -s 3000 1.1.1.3");
+    assert!(
+        ok,
+        "jumbo frames through the reopened port: {out}\n{}",
+        l.log()
+    );
+    assert!(wait(5, || stat(&l, "ports_reopened") >= 1));
+    // The path shrinks back to 1500: a DF packet too big for it gets "fragmentation
+    // needed" with the MTU that fits (1500 - 50), as from a router.
+    for n in 1..=2 {
+        l.hv.ip(&format!("link set up{n} mtu 1500"));
+        l.remote.ip(&format!("link set eth{n} mtu 1500"));
+    }
+    let (_, out) = l.vfs[0].try_exec("ping -c 2 -i 0.3 -W 1 -M do -s 3000 1.1.1.3");
+    assert!(
+        out.contains("mtu = 1450") || out.contains("mtu=1450"),
+        "an ICMP 'fragmentation needed' with MTU 1450: {out}\n{}",
+        l.log()
+    );
+    assert!(stat(&l, "encap_too_big_replies") >= 1);
+}
