@@ -458,6 +458,21 @@ pub fn ping_counts(out: &str) -> Option<(u64, u64)> {
     Some((nums.next()??, nums.next()??))
 }
 
+/// The `+N duplicates` of a ping's summary (0 when there were none).
+pub fn ping_duplicates(out: &str) -> u64 {
+    out.lines()
+        .find(|l| l.contains("packets transmitted"))
+        .and_then(|l| l.split(", ").find(|p| p.ends_with("duplicates")))
+        .and_then(|p| {
+            p.trim_start_matches('+')
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
 /// The longest gap between consecutive replies of `ping -D`, in milliseconds.
 pub fn longest_gap_ms(out: &str) -> Option<f64> {
     let times: Vec<f64> = out
@@ -660,6 +675,11 @@ mod tests {
         let gap = longest_gap_ms(out).unwrap();
         assert!((gap - 50.0).abs() < 0.5, "{gap}");
         assert_eq!(ping_counts("nothing"), None);
+        assert_eq!(ping_duplicates(out), 0);
+        assert_eq!(
+            ping_duplicates("10 packets transmitted, 10 received, +3 duplicates, 0% packet loss"),
+            3
+        );
         assert_eq!(longest_gap_ms(""), None);
     }
 

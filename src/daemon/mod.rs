@@ -213,9 +213,9 @@ fn tc_carried_observer(
 /// through the slow path (learning first) while the datapath does not receive yet; a
 /// resulting flow whose rule is a kept filter's is marked carried by tc from the start
 /// (when tc's software path forwards: `carried_by_tc`), so that no packet a kept filter
-/// forwards is also forwarded by flowd; then the datapath receives, the flows are
-/// announced as if installed by upcalls (their keys tracked, then an offer the worker
-/// matches against the kept filters), and the round ends with a sweep of what no flow
+/// forwards is also forwarded by flowd; the flows are announced as if installed by
+/// upcalls (their keys tracked, then an offer the worker matches against the kept
+/// filters); then the datapath receives, and the round ends with a sweep of what no flow
 /// took.
 fn adopt(
     switch: &Switch,
@@ -239,10 +239,13 @@ fn adopt(
             carried += 1;
         }
     }
-    switch.resume();
+    // Announced before the datapath receives: an upcall racing an announcement could
+    // otherwise be first to use a key, and the worker would judge the kept filters'
+    // flows before it knows their paths.
     for f in &flows {
         hooks.announce(f);
     }
+    switch.resume();
     let report = worker.end_adoption().unwrap_or_default();
     tracing::info!(
         kept = report.kept,

@@ -140,8 +140,10 @@ impl FlowHooks {
     }
 
     /// The tunnel paths of a flow, acquired: a key no flow used before is tracked by
-    /// fibwatch first, its facts seeded into the route table.
-    fn acquire(&self, entry: &FlowEntry) -> Vec<TunnelPath> {
+    /// fibwatch first, its facts seeded into the route table, and, with `tell_offload`,
+    /// given to the offload worker too (start-up adoption, before fibwatch's event
+    /// stream is applied: the worker must judge the kept filters' flows on them).
+    fn acquire(&self, entry: &FlowEntry, tell_offload: bool) -> Vec<TunnelPath> {
         let paths = tunnel_paths(entry, self.tunnel_port, &self.marks.load());
         let mut keys: Vec<LookupKey> = paths.iter().map(|p| p.key).collect();
         keys.dedup();
@@ -152,7 +154,12 @@ impl FlowHooks {
             let Some(w) = &self.watcher else { continue };
             self.counters.tracked.fetch_add(1, Ordering::Relaxed);
             match w.track(*key) {
-                Ok(facts) => self.routes.seed(*key, facts),
+                Ok(facts) => {
+                    self.routes.seed(*key, facts);
+                    if let Some(o) = self.offload.as_ref().filter(|_| tell_offload) {
+                        o.path_changed(*key, facts);
+                    }
+                }
                 Err(e) => {
                     self.counters.track_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%key, error = %e, "fibwatch could not track a tunnel key");
@@ -200,7 +207,7 @@ impl FlowHooks {
     /// its keys acquired like any new flow's, then offered, waiting for room in the
     /// queue.
     pub fn announce(&self, entry: &FlowEntry) {
-        let paths = self.acquire(entry);
+        let paths = self.acquire(entry, true);
         self.offer_paths(entry, paths, true);
     }
 
@@ -213,13 +220,13 @@ impl FlowHooks {
 
 impl FlowObserver for FlowHooks {
     fn installed(&self, flow: &Arc<FlowEntry>) {
-        let paths = self.acquire(flow);
+        let paths = self.acquire(flow, false);
         self.offer_paths(flow, paths, false);
     }
 
     fn modified(&self, old: &Arc<FlowEntry>, new: &Arc<FlowEntry>) {
         // The new flow's keys first: a key both use stays tracked throughout.
-        let paths = self.acquire(new);
+        let paths = self.acquire(new, false);
         self.release(old.id());
         self.withdraw(old.id());
         self.offer_paths(new, paths, false);
