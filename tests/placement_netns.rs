@@ -15,24 +15,18 @@
 //! - a raised MTU is carried (the receive ring grows) and a packet too big for its path
 //!   is answered with ICMP "fragmentation needed".
 
-use flowd::control::proto::{FlowFilter, FlowRow, Request, ResponseBody, TunnelRow};
+mod common;
+
+use common::lab::{capture, encap_flows, flows, ping, wait};
+use flowd::control::proto::{Request, ResponseBody, TunnelRow};
 use flowd::lab::{self, Lab};
 use flowd::netns::{Netns, can_netns};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 fn exe() -> PathBuf {
     Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd"))
 }
 
-fn flows(l: &Lab) -> Vec<FlowRow> {
-    match l.request(Request::DumpFlows {
-        filter: FlowFilter::All,
-    }) {
-        Ok(ResponseBody::Flows(rows)) => rows,
-        other => panic!("dump-flows: {other:?}"),
-    }
-}
 
 fn tunnels(l: &Lab) -> Vec<TunnelRow> {
     match l.request(Request::Tunnels) {
@@ -48,35 +42,8 @@ fn stat(l: &Lab, name: &str) -> u64 {
     }
 }
 
-/// Waits (at most `secs`) until `f` holds; whether it did.
-fn wait(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
-/// VF `vf`'s IPv4 encapsulation flows (from its representor, port `vf + 1`).
-fn encap_flows(l: &Lab, vf: u32) -> Vec<FlowRow> {
-    flows(l)
-        .into_iter()
-        .filter(|f| {
-            f.flow.starts_with(&format!("in_port({})", vf + 1))
-                && f.flow.contains("eth_type(0x0800)")
-                && f.actions.contains("set(tunnel(")
-        })
-        .collect()
-}
 
-fn ping(ns: &Netns, args: &str) -> (bool, String) {
-    ns.try_exec(&format!("ping -c 3 -i 0.2 -W 2 {args}"))
-}
 
 fn skip() -> bool {
     if can_netns() {
@@ -93,7 +60,7 @@ fn a_live_mtu_change_redecides_the_flows_of_its_port() {
     }
     let mut l = lab::build("pmtu").expect("lab");
     // rep1 is configured at MTU 1400: flowd sets it on the netdev.
-    let cfg = lab::config_text("sim", &l.socket()).replace(
+    let cfg = common::lab_config(&l, "sim").replace(
         "name = \"rep1\"\nrole = \"representor\"\n",
         "name = \"rep1\"\nrole = \"representor\"\nmtu = 1400\n",
     );
@@ -153,28 +120,6 @@ fn a_live_mtu_change_redecides_the_flows_of_its_port() {
     );
 }
 
-/// The lab's remote, reached from `dev` (eth1 or eth2), captured while `f` runs: the
-/// VXLAN packets seen, as (outer source, VNI).
-fn capture(l: &Lab, dev: &str, f: impl FnOnce()) -> Vec<(String, u32)> {
-    let remote = l.remote.name.clone();
-    let dev = dev.to_string();
-    let t = std::thread::spawn(move || {
-        Netns::borrowed(&remote).try_exec(&format!(
-            "timeout 5 tcpdump -i {dev} -nn -l -c 40 'udp dst port 4789 and dst host 10.0.0.2' 2>/dev/null"
-        ))
-    });
-    std::thread::sleep(Duration::from_millis(800));
-    f();
-    let (_, out) = t.join().expect("tcpdump thread");
-    out.lines()
-        .filter_map(|line| {
-            let src = line.split(" IP ").nth(1)?.split(' ').next()?;
-            let src = src.rsplit_once('.')?.0.to_string();
-            let vni = line.split("vni ").nth(1)?.split_whitespace().next()?;
-            Some((src, vni.parse().ok()?))
-        })
-        .collect()
-}
 
 #[test]
 fn two_networks_toward_one_remote_take_their_own_paths() {
@@ -186,7 +131,7 @@ fn two_networks_toward_one_remote_take_their_own_paths() {
     // sends through table 100 (up2); tenant-b follows the main table (up1).
     l.hv.ip("route add 10.0.0.2/32 via 192.168.2.2 dev up2 table 100");
     l.hv.ip("rule add from 192.168.2.1 lookup 100 pref 100");
-    let cfg = lab::config_text("sim", &l.socket()).replace(
+    let cfg = common::lab_config(&l, "sim").replace(
         "name = \"tenant-a\"\nvni = 16\n",
         "name = \"tenant-a\"\nvni = 16\nlocal_vtep = \"192.168.2.1\"\n",
     );
@@ -249,7 +194,7 @@ fn a_networks_fwmark_picks_its_path() {
     let mut l = lab::build("pmrk").expect("lab");
     l.hv.ip("route add 10.0.0.2/32 via 192.168.2.2 dev up2 table 100");
     l.hv.ip("rule add fwmark 0x10 lookup 100 pref 100");
-    let cfg = lab::config_text("sim", &l.socket()).replace(
+    let cfg = common::lab_config(&l, "sim").replace(
         "name = \"tenant-a\"\nvni = 16\n",
         "name = \"tenant-a\"\nvni = 16\nfwmark = 0x10\n",
     );
@@ -293,7 +238,7 @@ fn a_burst_larger_than_the_offload_queue_is_offloaded_in_full() {
         return;
     }
     let mut l = lab::build("pbst").expect("lab");
-    let cfg = lab::config_text("sim", &l.socket()).replace(
+    let cfg = common::lab_config(&l, "sim").replace(
         "policy = \"skip_hw\"\n",
         "policy = \"skip_hw\"\nqueue = 4\n",
     );
@@ -376,7 +321,7 @@ fn a_software_flow_gets_its_next_hop_resolved() {
         !l.hv.ip("neigh show dev up1").contains("lladdr"),
         "the gateway is unresolved"
     );
-    l.start_daemon_exe(&exe(), "sim").expect("flowd");
+    l.start_daemon_config(&exe(), &common::lab_config(&l, "sim"), &[]).expect("flowd");
     let (ok, out) = ping(&l.vfs[0], "1.1.1.3");
     assert!(
         ok,
@@ -398,7 +343,7 @@ fn a_recreated_representor_carries_traffic_again() {
         return;
     }
     let mut l = lab::build("prec").expect("lab");
-    l.start_daemon_exe(&exe(), "sim").expect("flowd");
+    l.start_daemon_config(&exe(), &common::lab_config(&l, "sim"), &[]).expect("flowd");
     let (ok, out) = ping(&l.vfs[0], "1.1.1.3");
     assert!(ok, "{out}");
     let before = l.hv.ifindex("rep0").expect("rep0");
@@ -439,7 +384,7 @@ fn a_raised_mtu_is_carried_and_too_big_is_answered() {
         return;
     }
     let mut l = lab::build("pbig").expect("lab");
-    l.start_daemon_exe(&exe(), "sim").expect("flowd");
+    l.start_daemon_config(&exe(), &common::lab_config(&l, "sim"), &[]).expect("flowd");
     let (ok, out) = ping(&l.vfs[0], "1.1.1.3");
     assert!(ok, "{out}");
     // Jumbo frames end to end: the uplinks at 9000, the VF, its representor and the
@@ -460,7 +405,7 @@ fn a_raised_mtu_is_carried_and_too_big_is_answered() {
         l.log()
     );
     // 3000 bytes of payload: frames well past the 2 KiB slots of the old ring.
-    let (ok, out) = l.vfs[0].try_exec("ping -c 3 -i 0.2 -W 2 -M do -s 3000 1.1.1.3");
+    let (ok, out) = ping(&l.vfs[0], "-M do -s 3000 1.1.1.3");
     assert!(
         ok,
         "jumbo frames through the reopened port: {out}\n{}",

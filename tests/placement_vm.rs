@@ -15,10 +15,11 @@
 //! On a host without cls_flower these tests are skipped; with FLOWD_VM=1 (inside the VM)
 //! a missing cls_flower fails them.
 
-use flowd::control::proto::{FlowFilter, FlowRow, Request, ResponseBody};
+mod common;
+
+use common::lab::{capture, encap_flows, ping, wait};
 use flowd::lab::{self, Lab};
 use flowd::netns::Netns;
-use std::time::{Duration, Instant};
 
 fn ready() -> bool {
     let in_vm = std::env::var_os("FLOWD_VM").is_some();
@@ -34,39 +35,8 @@ fn exe() -> std::path::PathBuf {
     Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd"))
 }
 
-fn flows(l: &Lab) -> Vec<FlowRow> {
-    match l.request(Request::DumpFlows {
-        filter: FlowFilter::All,
-    }) {
-        Ok(ResponseBody::Flows(rows)) => rows,
-        other => panic!("dump-flows: {other:?}"),
-    }
-}
 
-/// VF `vf`'s IPv4 encapsulation flows.
-fn encap_flows(l: &Lab, vf: u32) -> Vec<FlowRow> {
-    flows(l)
-        .into_iter()
-        .filter(|f| {
-            f.flow.starts_with(&format!("in_port({})", vf + 1))
-                && f.flow.contains("eth_type(0x0800)")
-                && f.actions.contains("set(tunnel(")
-        })
-        .collect()
-}
 
-fn wait(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// flowd's IPv4 tunnel filters on a representor (`tc filter show` text, one block per
 /// filter), as tc prints them.
@@ -88,33 +58,7 @@ fn ipv4_encap_filters(l: &Lab, dev: &str) -> Vec<String> {
         .collect()
 }
 
-fn ping(ns: &Netns, dst: &str) -> (bool, String) {
-    ns.try_exec(&format!("ping -c 3 -i 0.2 -W 2 {dst}"))
-}
 
-/// The VXLAN packets toward the remote VTEP seen on the remote's `dev` while `f` runs,
-/// as (outer source, VNI).
-fn capture(l: &Lab, dev: &str, f: impl FnOnce()) -> Vec<(String, u32)> {
-    let remote = l.remote.name.clone();
-    let dev = dev.to_string();
-    let t = std::thread::spawn(move || {
-        Netns::borrowed(&remote).try_exec(&format!(
-            "timeout 6 tcpdump -i {dev} -nn -l -c 40 'udp dst port 4789 and dst host 10.0.0.2' \
-             2>/dev/null"
-        ))
-    });
-    std::thread::sleep(Duration::from_millis(1500));
-    f();
-    let (_, out) = t.join().expect("tcpdump thread");
-    out.lines()
-        .filter_map(|line| {
-            let src = line.split(" IP ").nth(1)?.split(' ').next()?;
-            let src = src.rsplit_once('.')?.0.to_string();
-            let vni = line.split("vni ").nth(1)?.split_whitespace().next()?;
-            Some((src, vni.parse().ok()?))
-        })
-        .collect()
-}
 
 #[test]
 fn a_representor_mtu_past_the_uplink_withdraws_its_filter_and_back() {
@@ -122,7 +66,7 @@ fn a_representor_mtu_past_the_uplink_withdraws_its_filter_and_back() {
         return;
     }
     let mut l = lab::build("vmtu").expect("lab");
-    l.start_daemon_exe(&exe(), "tc").expect("flowd");
+    l.start_daemon_config(&exe(), &common::lab_config(&l, "tc"), &[]).expect("flowd");
     let (ok, out) = ping(&l.vfs[0], "1.1.1.3");
     assert!(ok, "{out}\n{}", l.log());
     assert!(
@@ -172,7 +116,7 @@ fn two_networks_toward_one_remote_each_filter_its_source_and_egress() {
     let mut l = lab::build("vshr").expect("lab");
     l.hv.ip("route add 10.0.0.2/32 via 192.168.2.2 dev up2 table 100");
     l.hv.ip("rule add from 192.168.2.1 lookup 100 pref 100");
-    let cfg = lab::config_text("tc", &l.socket()).replace(
+    let cfg = common::lab_config(&l, "tc").replace(
         "name = \"tenant-a\"\nvni = 16\n",
         "name = \"tenant-a\"\nvni = 16\nlocal_vtep = \"192.168.2.1\"\n",
     );
@@ -228,7 +172,7 @@ fn a_networks_fwmark_is_set_by_its_filter_and_routes_it() {
     let mut l = lab::build("vmrk").expect("lab");
     l.hv.ip("route add 10.0.0.2/32 via 192.168.2.2 dev up2 table 100");
     l.hv.ip("rule add fwmark 0x10 lookup 100 pref 100");
-    let cfg = lab::config_text("tc", &l.socket()).replace(
+    let cfg = common::lab_config(&l, "tc").replace(
         "name = \"tenant-a\"\nvni = 16\n",
         "name = \"tenant-a\"\nvni = 16\nfwmark = 0x10\n",
     );

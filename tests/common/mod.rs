@@ -29,3 +29,85 @@ pub fn seed_underlay(hv: &Netns, remote: &Netns) {
     hv.ip("link add vxlan_sys type vxlan dstport 4789 external");
     hv.ip("link set vxlan_sys up");
 }
+
+/// Helpers for tests that drive the daemon in the lab (`flowd::lab`).
+pub mod lab {
+    use flowd::control::proto::{FlowFilter, FlowRow, Request, ResponseBody};
+    use flowd::lab::Lab;
+    use flowd::netns::Netns;
+    use std::time::{Duration, Instant};
+
+    /// Every flow, as `flowctl dump-flows` lists it.
+    pub fn flows(l: &Lab) -> Vec<FlowRow> {
+        match l.request(Request::DumpFlows {
+            filter: FlowFilter::All,
+        }) {
+            Ok(ResponseBody::Flows(rows)) => rows,
+            other => panic!("dump-flows: {other:?}"),
+        }
+    }
+
+    /// VF `vf`'s IPv4 encapsulation flows (from its representor, port `vf + 1`).
+    pub fn encap_flows(l: &Lab, vf: u32) -> Vec<FlowRow> {
+        flows(l)
+            .into_iter()
+            .filter(|f| {
+                f.flow.starts_with(&format!("in_port({})", vf + 1))
+                    && f.flow.contains("eth_type(0x0800)")
+                    && f.actions.contains("set(tunnel(")
+            })
+            .collect()
+    }
+
+    /// Waits (at most `secs`) until `f` holds; whether it did.
+    pub fn wait(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if f() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Three pings from `ns`.
+    pub fn ping(ns: &Netns, dst: &str) -> (bool, String) {
+        ns.try_exec(&format!("ping -c 3 -i 0.2 -W 2 {dst}"))
+    }
+
+    /// The VXLAN packets toward the lab's remote VTEP seen on the remote's `dev` (eth1 or
+    /// eth2) while `f` runs, as (outer source, VNI).
+    pub fn capture(l: &Lab, dev: &str, f: impl FnOnce()) -> Vec<(String, u32)> {
+        let remote = l.remote.name.clone();
+        let dev = dev.to_string();
+        let t = std::thread::spawn(move || {
+            Netns::borrowed(&remote).try_exec(&format!(
+                "timeout 6 tcpdump -i {dev} -nn -l -c 40 \
+                 'udp dst port 4789 and dst host 10.0.0.2' 2>/dev/null"
+            ))
+        });
+        // tcpdump is listening well before the traffic (a slow machine included).
+        std::thread::sleep(Duration::from_millis(1500));
+        f();
+        let (_, out) = t.join().expect("tcpdump thread");
+        out.lines()
+            .filter_map(|line| {
+                let src = line.split(" IP ").nth(1)?.split(' ').next()?;
+                let src = src.rsplit_once('.')?.0.to_string();
+                let vni = line.split("vni ").nth(1)?.split_whitespace().next()?;
+                Some((src, vni.parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+/// The lab's configuration with flows kept until the test is over: a test reads its
+/// flows when it is ready, and a slow machine must not idle them out first.
+pub fn lab_config(l: &flowd::lab::Lab, backend: &str) -> String {
+    let text = flowd::lab::config_text(backend, &l.socket());
+    assert!(text.contains("max_idle_ms = 10000"));
+    text.replace("max_idle_ms = 10000", "max_idle_ms = 3600000")
+}
