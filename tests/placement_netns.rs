@@ -27,7 +27,6 @@ fn exe() -> PathBuf {
     Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd"))
 }
 
-
 fn tunnels(l: &Lab) -> Vec<TunnelRow> {
     match l.request(Request::Tunnels) {
         Ok(ResponseBody::Tunnels(rows)) => rows,
@@ -41,9 +40,6 @@ fn stat(l: &Lab, name: &str) -> u64 {
         other => panic!("stats: {other:?}"),
     }
 }
-
-
-
 
 fn skip() -> bool {
     if can_netns() {
@@ -119,7 +115,6 @@ fn a_live_mtu_change_redecides_the_flows_of_its_port() {
         encap_flows(&l, 0)
     );
 }
-
 
 #[test]
 fn two_networks_toward_one_remote_take_their_own_paths() {
@@ -321,7 +316,8 @@ fn a_software_flow_gets_its_next_hop_resolved() {
         !l.hv.ip("neigh show dev up1").contains("lladdr"),
         "the gateway is unresolved"
     );
-    l.start_daemon_config(&exe(), &common::lab_config(&l, "sim"), &[]).expect("flowd");
+    l.start_daemon_config(&exe(), &common::lab_config(&l, "sim"), &[])
+        .expect("flowd");
     let (ok, out) = ping(&l.vfs[0], "1.1.1.3");
     assert!(
         ok,
@@ -343,7 +339,8 @@ fn a_recreated_representor_carries_traffic_again() {
         return;
     }
     let mut l = lab::build("prec").expect("lab");
-    l.start_daemon_config(&exe(), &common::lab_config(&l, "sim"), &[]).expect("flowd");
+    l.start_daemon_config(&exe(), &common::lab_config(&l, "sim"), &[])
+        .expect("flowd");
     let (ok, out) = ping(&l.vfs[0], "1.1.1.3");
     assert!(ok, "{out}");
     let before = l.hv.ifindex("rep0").expect("rep0");
@@ -384,7 +381,8 @@ fn a_raised_mtu_is_carried_and_too_big_is_answered() {
         return;
     }
     let mut l = lab::build("pbig").expect("lab");
-    l.start_daemon_config(&exe(), &common::lab_config(&l, "sim"), &[]).expect("flowd");
+    l.start_daemon_config(&exe(), &common::lab_config(&l, "sim"), &[])
+        .expect("flowd");
     let (ok, out) = ping(&l.vfs[0], "1.1.1.3");
     assert!(ok, "{out}");
     // Jumbo frames end to end: the uplinks at 9000, the VF, its representor and the

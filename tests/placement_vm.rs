@@ -35,9 +35,6 @@ fn exe() -> std::path::PathBuf {
     Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd"))
 }
 
-
-
-
 /// flowd's IPv4 tunnel filters on a representor (`tc filter show` text, one block per
 /// filter), as tc prints them.
 fn ipv4_encap_filters(l: &Lab, dev: &str) -> Vec<String> {
@@ -58,15 +55,14 @@ fn ipv4_encap_filters(l: &Lab, dev: &str) -> Vec<String> {
         .collect()
 }
 
-
-
 #[test]
 fn a_representor_mtu_past_the_uplink_withdraws_its_filter_and_back() {
     if !ready() {
         return;
     }
     let mut l = lab::build("vmtu").expect("lab");
-    l.start_daemon_config(&exe(), &common::lab_config(&l, "tc"), &[]).expect("flowd");
+    l.start_daemon_config(&exe(), &common::lab_config(&l, "tc"), &[])
+        .expect("flowd");
     let (ok, out) = ping(&l.vfs[0], "1.1.1.3");
     assert!(ok, "{out}\n{}", l.log());
     assert!(
