@@ -330,9 +330,16 @@ pub(crate) fn apply_mtus(
     Ok(lines)
 }
 
-/// The links of this namespace, as fibwatch dumps them.
+/// The links of this namespace (a links-only dump).
 fn dump_links() -> Result<Vec<fibwatch::Link>, DaemonError> {
-    Ok(fibwatch::dump_mirror()?.links().cloned().collect())
+    let changes = fibwatch::netlink::Requester::open()?.dump_kinds(fibwatch::Kinds::LINKS)?;
+    Ok(changes
+        .into_iter()
+        .filter_map(|c| match c {
+            fibwatch::Change::LinkUp(l) => Some(l),
+            _ => None,
+        })
+        .collect())
 }
 
 impl Daemon {

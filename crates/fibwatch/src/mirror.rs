@@ -67,6 +67,14 @@ impl Kinds {
         rules: true,
         neighs: true,
     };
+    /// Links only.
+    pub const LINKS: Kinds = Kinds {
+        links: true,
+        addrs: false,
+        routes: false,
+        rules: false,
+        neighs: false,
+    };
     /// Routes only.
     pub const ROUTES: Kinds = Kinds {
         links: false,

@@ -662,14 +662,18 @@ impl Offloader {
                             }
                             entry.installed = None;
                             entry.attempts = 0;
-                            entry.placement = Placement::software(reason);
-                            let p = entry.placement.clone();
+                            let p = Placement::software(reason);
+                            // A verdict that did not change is not news.
+                            let changed = entry.placement != p;
+                            entry.placement = p.clone();
                             if withdrawn {
                                 self.counters.to_software += 1;
                             }
                             self.cancel_retry(flow);
                             self.capacity_waiting.remove(&flow);
-                            touched.push((flow, p));
+                            if changed {
+                                touched.push((flow, p));
+                            }
                         }
                         (Ok(rule), Some((_, old))) if *old == rule => {}
                         (Ok(rule), Some((h, _))) => replaces.push((flow, *h, rule)),

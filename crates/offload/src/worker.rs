@@ -231,19 +231,16 @@ impl OffloadWorker {
         answer.unwrap_or_else(|| vec!["the offload worker stopped".into()])
     }
 
-    /// Marks a put's flow pending (unless offloaded) *before* it is queued: the worker
-    /// may answer before the offering thread runs again, and its answer must not be
-    /// overwritten by "pending".
+    /// Marks a new flow pending *before* its put is queued: the worker may answer before
+    /// the offering thread runs again, and its answer must not be overwritten by
+    /// "pending". A flow the worker placed already keeps its placement until the worker
+    /// decides again (it publishes only what changed).
     fn mark_pending(&self, req: &FlowRequest) {
         if let FlowRequest::Put { flow, .. } = req {
-            let mut p = lock(&self.published);
-            let e = p
+            lock(&self.published)
                 .placements
                 .entry(*flow)
                 .or_insert_with(|| Placement::software(SoftwareReason::Pending));
-            if !e.is_offloaded() {
-                *e = Placement::software(SoftwareReason::Pending);
-            }
         }
     }
 
