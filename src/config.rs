@@ -311,6 +311,11 @@ pub struct NetworkConfig {
     /// The mark of this network's tunnel packets (VNI networks), which their route
     /// lookups use like `ip rule fwmark`, in software and in tc (`skbedit mark`).
     pub fwmark: Option<u32>,
+    /// DF on the outer IPv4 header of this network's tunnel packets (VNI networks;
+    /// `None`: the default, set).
+    pub df: Option<bool>,
+    /// The outer UDP checksum (VNI networks; `None`: the default, on over IPv6 only).
+    pub udp_csum: Option<bool>,
     /// Configured stations.
     pub static_macs: Vec<StaticMac>,
 }
@@ -512,6 +517,8 @@ struct RawNetwork {
     #[serde(default)]
     remote_vteps: Vec<Spanned<String>>,
     fwmark: Option<Spanned<u32>>,
+    df: Option<Spanned<bool>>,
+    udp_csum: Option<Spanned<bool>>,
     #[serde(default)]
     static_macs: Vec<Spanned<RawStaticMac>>,
 }
@@ -883,11 +890,17 @@ fn build_network(
         }
         Some(Segment::Vni(_)) => {}
         Some(Segment::Vlan(_)) => {
-            if let Some(v) = &r.fwmark {
-                errs.at(
-                    v.span(),
-                    format!("`fwmark` on network `{name}`, which is a VLAN network"),
-                );
+            for (key, span) in [
+                ("fwmark", r.fwmark.as_ref().map(|v| v.span())),
+                ("df", r.df.as_ref().map(|v| v.span())),
+                ("udp_csum", r.udp_csum.as_ref().map(|v| v.span())),
+            ] {
+                if let Some(span) = span {
+                    errs.at(
+                        span,
+                        format!("`{key}` on network `{name}`, which is a VLAN network"),
+                    );
+                }
             }
             if let Some(v) = &r.local_vtep {
                 errs.at(
@@ -920,6 +933,8 @@ fn build_network(
         local_vtep,
         remote_vteps,
         fwmark: r.fwmark.as_ref().map(|m| *m.get_ref()).filter(|m| *m != 0),
+        df: r.df.as_ref().map(|v| *v.get_ref()),
+        udp_csum: r.udp_csum.as_ref().map(|v| *v.get_ref()),
         static_macs,
     })
 }
@@ -1555,11 +1570,48 @@ mod tests {
                 "[control]\nsocket = \"relative.sock\"\n",
                 "must be an absolute path",
             ),
+            (
+                "[[network]]\nname = \"n\"\nvlan = 3\nfwmark = 5\n",
+                "`fwmark` on network `n`, which is a VLAN network",
+            ),
+            (
+                "[[network]]\nname = \"n\"\nvlan = 3\ndf = false\n",
+                "`df` on network `n`, which is a VLAN network",
+            ),
+            (
+                "[[network]]\nname = \"n\"\nvlan = 3\nudp_csum = true\n",
+                "`udp_csum` on network `n`, which is a VLAN network",
+            ),
+            (
+                "[[network]]\nname = \"n\"\nvni = 3\nfwmark = -1\n",
+                "7:10: invalid value: integer `-1`, expected u32",
+            ),
+            ("[offload]\nqueue = 0\n", "[offload] queue 0 out of range"),
+            (
+                "[offload]\nqueue = 2000000\n",
+                "[offload] queue 2000000 out of range",
+            ),
         ] {
             let text = format!("{base}{extra}");
             let e = Config::from_str(&text).expect_err(extra);
             assert!(e.to_string().contains(needle), "{extra}: {e}");
         }
+    }
+
+    #[test]
+    fn tunnel_keys_of_a_network() {
+        let text = "[[port]]\nname = \"t\"\nrole = \"tunnel\"\n\
+                    [[network]]\nname = \"n\"\nvni = 3\nfwmark = 0x10\ndf = false\n\
+                    udp_csum = true\n[[network]]\nname = \"m\"\nvni = 4\nfwmark = 0\n\
+                    [offload]\nqueue = 64\n";
+        let c = Config::from_str(text).expect("valid");
+        let n = &c.networks[0];
+        assert_eq!(
+            (n.fwmark, n.df, n.udp_csum),
+            (Some(0x10), Some(false), Some(true))
+        );
+        assert_eq!(c.networks[1].fwmark, None, "0 means no mark");
+        assert_eq!(c.offload.queue, Some(64));
     }
 
     #[test]

@@ -200,6 +200,8 @@ fn encap(eth_type: u16, dst_mac: Option<[u8; 6]>) -> (Megaflow, Actions) {
     t.src = Some(ip("192.168.203.51"));
     t.ttl = 0;
     t.csum = true;
+    // The seed's filters set no `nofrag`.
+    t.df = false;
     (
         Megaflow::new(&k, &m),
         Actions::new(vec![Action::SetTunnel(t), Action::Output(VXLAN)]),

@@ -122,6 +122,8 @@ pub fn network(cfg: &Config, net: &NetworkConfig) -> Network {
             members: members.collect(),
             vxlan: cfg.tunnel_port().map(|t| VxlanSegment {
                 mark: net.fwmark.unwrap_or(0),
+                df: net.df.unwrap_or(true),
+                udp_csum: net.udp_csum,
                 ..VxlanSegment::new(vni, t.id, net.local_vtep, net.remote_vteps.clone())
             }),
         },

@@ -23,9 +23,11 @@ pub struct TunnelAttrs {
     pub ttl: u8,
     /// Outer UDP destination port (4789 by default).
     pub tp_dst: u16,
-    /// Whether to compute the outer UDP checksum.
+    /// Whether to compute the outer UDP checksum (on by default over IPv6: a zero UDP
+    /// checksum over IPv6 is dropped by a standard receiver, RFC 6935/6936).
     pub csum: bool,
-    /// Whether to set DF on the outer IPv4 header.
+    /// Whether to set DF on the outer IPv4 header (on by default: the outer packet is
+    /// never fragmented on the way; with DF clear its IPv4 ID varies, RFC 6864).
     pub df: bool,
     /// The outer packet's mark (`skb->mark`), which policy routing (`ip rule fwmark`)
     /// may use to choose its path; 0: none. Part of the tunnel's [`LookupKey`].
@@ -33,7 +35,8 @@ pub struct TunnelAttrs {
 }
 
 impl TunnelAttrs {
-    /// Encapsulation with the defaults for a VNI and remote VTEP.
+    /// Encapsulation with the defaults for a VNI and remote VTEP: TTL 64, UDP port 4789,
+    /// DF set, the outer UDP checksum over IPv6 only (as the kernel's vxlan devices do).
     pub fn vxlan(vni: u32, dst: IpAddr) -> Self {
         Self {
             vni,
@@ -42,8 +45,8 @@ impl TunnelAttrs {
             tos: 0,
             ttl: 64,
             tp_dst: 4789,
-            csum: false,
-            df: false,
+            csum: dst.is_ipv6(),
+            df: true,
             mark: 0,
         }
     }

@@ -165,8 +165,9 @@ fn verify_actions(rq: &[u8], ec: &[u8]) -> Result<(), String> {
 /// `*_PARMS` struct to compare (tc_gen's `action` at 8, then the action's own).
 fn action_shape(kind: &[u8]) -> Option<(&'static [u16], &'static [usize])> {
     match kind {
-        // TCA_TUNNEL_KEY_PARMS (2), ENC_* (3..=7), DST_PORT (9), NO_CSUM (10), TOS/TTL (12, 13).
-        b"tunnel_key\0" => Some((&[3, 4, 5, 6, 7, 9, 10, 12, 13], &[8, 20])),
+        // TCA_TUNNEL_KEY_PARMS (2), ENC_* (3..=7), DST_PORT (9), NO_CSUM (10), TOS/TTL
+        // (12, 13), NO_FRAG (14: a kernel that ignores it echoes none, a mismatch).
+        b"tunnel_key\0" => Some((&[3, 4, 5, 6, 7, 9, 10, 12, 13, 14], &[8, 20])),
         // TCA_MIRRED_PARMS: action, eaction, ifindex.
         b"mirred\0" => Some((&[], &[8, 20, 24])),
         b"gact\0" => Some((&[], &[8])),

@@ -92,6 +92,8 @@ pub mod ext {
     pub const VLAN: &str = "vlan";
     /// `skbedit` kind.
     pub const SKBEDIT: &str = "skbedit";
+    /// `tunnel_key`'s `nofrag` flag (DF on the outer header; Linux 5.15 and later).
+    pub const TCA_TUNNEL_KEY_NO_FRAG: u16 = 14;
     const TCA_SKBEDIT_PARMS: u16 = 2;
     const TCA_SKBEDIT_MARK: u16 = 5;
     const TCA_GACT_PARMS: u16 = 2;
@@ -525,6 +527,13 @@ fn encode_action(a: &FlowerAction) -> (&'static str, Vec<TcActionOption>) {
                 o.push(T::EncDstPort(t.dst_port));
             }
             o.push(T::NoCsum(!t.csum));
+            if t.df {
+                // A flag: no value.
+                o.push(T::Other(DefaultNla::new(
+                    ext::TCA_TUNNEL_KEY_NO_FRAG,
+                    Vec::new(),
+                )));
+            }
             if t.tos != 0 {
                 o.push(T::EncTos(t.tos));
             }
@@ -905,11 +914,18 @@ fn decode_tunnel_key(opts: &[TcActionOption]) -> Result<FlowerAction, DecodeErro
         tos: 0,
         ttl: 0,
         csum: true,
+        df: false,
     };
     for o in opts {
         let TcActionOption::TunnelKey(o) = o else {
             continue;
         };
+        if let T::Other(nla) = o
+            && nla.kind() == ext::TCA_TUNNEL_KEY_NO_FRAG
+        {
+            t.df = true;
+            continue;
+        }
         match o {
             T::Parms(p) => t_action = Some(p.t_action),
             T::EncIpv4Src(a) => t.src = (*a).into(),

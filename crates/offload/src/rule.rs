@@ -125,6 +125,8 @@ pub struct TunnelKeySet {
     pub ttl: u8,
     /// Whether the outer UDP checksum is computed.
     pub csum: bool,
+    /// Whether DF is set on the outer IPv4 header (`nofrag`).
+    pub df: bool,
 }
 
 /// One tc action of a flower filter.

@@ -112,6 +112,8 @@ pub(crate) fn seed_encap(eth_type: u16, dst_mac: [u8; 6]) -> (Megaflow, Actions)
     t.src = Some(ip("192.168.203.51"));
     t.ttl = 0;
     t.csum = true;
+    // The seed's filter sets no `nofrag`.
+    t.df = false;
     (
         Megaflow::new(&k, &m),
         Actions::new(vec![Action::SetTunnel(t), Action::Output(VXLAN)]),
@@ -567,14 +569,14 @@ fn unsupported_matches_and_actions_fail_closed() {
         unsupported(&mf, &Actions::new(vec![Action::Userspace])),
         "unsupported action: userspace"
     );
-    let mut t = TunnelAttrs::vxlan(1, ip("192.168.203.56"));
-    t.df = true;
+    let mut t = TunnelAttrs::vxlan(1 << 24, ip("192.168.203.56"));
+    t.vni = 1 << 24;
     assert_eq!(
         unsupported(
             &mf,
             &Actions::new(vec![Action::SetTunnel(t), Action::Output(VXLAN)])
         ),
-        "unsupported action: set_tunnel(df)"
+        "unsupported action: set_tunnel(vni > 24 bits)"
     );
     assert!(matches!(
         tr(&mf, &out(PortId(99))),
@@ -742,6 +744,34 @@ fn a_marked_tunnel_is_judged_on_its_own_key_and_marks_the_packet() {
     };
     assert_eq!(ts.src, ip("192.168.203.77"), "the marked key's own source");
     assert_eq!(round_trip(&r, TcPolicy::SkipHw), r, "skbedit round-trips");
+}
+
+#[test]
+fn df_and_the_udp_checksum_translate_to_tunnel_key() {
+    let (mf, _) = seed_encap(0x0800, [1; 6]);
+    // Room for IPv6's 70 bytes of overhead.
+    let ports = ports(1400, 1500);
+    for (dst, df, csum) in [
+        ("192.168.203.56", true, false),
+        ("192.168.203.56", false, true),
+        ("2001:db8::56", true, true),
+    ] {
+        let mut t = TunnelAttrs::vxlan(16, ip(dst));
+        assert_eq!(t.csum, ip(dst).is_ipv6(), "the checksum is on over IPv6");
+        assert!(t.df, "DF is set by default");
+        (t.df, t.csum) = (df, csum);
+        let a = Actions::new(vec![Action::SetTunnel(t), Action::Output(VXLAN)]);
+        let r = judged_with(&ports, &paths(), &mf, &a, &[]).unwrap();
+        let FlowerAction::TunnelSet(ts) = r.actions[0] else {
+            panic!("{:?}", r.actions)
+        };
+        assert_eq!((ts.df, ts.csum), (df, csum));
+        assert_eq!(
+            round_trip(&r, TcPolicy::SkipHw),
+            r,
+            "nofrag and csum round-trip"
+        );
+    }
 }
 
 #[test]

@@ -505,9 +505,6 @@ fn tunnel_set(t: &datapath::TunnelAttrs) -> Result<TunnelKeySet> {
         df,
         mark: _,
     } = *t;
-    if df {
-        return Err(OffloadError::action("set_tunnel(df)"));
-    }
     if vni > 0x00ff_ffff {
         return Err(OffloadError::action("set_tunnel(vni > 24 bits)"));
     }
@@ -519,5 +516,6 @@ fn tunnel_set(t: &datapath::TunnelAttrs) -> Result<TunnelKeySet> {
         tos,
         ttl,
         csum,
+        df,
     })
 }

@@ -73,6 +73,11 @@ pub struct VxlanSegment {
     /// The mark of the outer packets (the network's `fwmark`; 0: none), used by their
     /// route lookup like `ip rule fwmark`.
     pub mark: u32,
+    /// DF on the outer IPv4 header (the network's `df`; default set).
+    pub df: bool,
+    /// The outer UDP checksum (the network's `udp_csum`); `None`: the default, on over
+    /// IPv6 only.
+    pub udp_csum: Option<bool>,
 }
 
 impl VxlanSegment {
@@ -85,6 +90,8 @@ impl VxlanSegment {
             remotes,
             udp_port: 4789,
             mark: 0,
+            df: true,
+            udp_csum: None,
         }
     }
 }

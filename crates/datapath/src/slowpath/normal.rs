@@ -211,6 +211,8 @@ impl<T: Tracer> Ctx<'_, T> {
             src: seg.local_ip,
             tp_dst: seg.udp_port,
             mark: seg.mark,
+            df: seg.df,
+            csum: seg.udp_csum.unwrap_or(vtep.is_ipv6()),
             ..TunnelAttrs::vxlan(seg.vni, vtep)
         };
         self.out.push(Action::SetTunnel(attrs));
