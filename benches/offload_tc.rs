@@ -112,6 +112,7 @@ fn offloader(cfg: TcConfig) -> Offloader {
             uplink_mac: Some([0; 6]),
             mtu: 1500,
             table: 254,
+            ipsec: None,
         }),
     );
     off

@@ -662,3 +662,104 @@ fn storm_of_route_changes_then_mirror_equals_a_fresh_dump() {
         "the storm was meant to overrun the socket: {stats:?}"
     );
 }
+
+/// IPsec policies are path facts: a policy that selects a key's outer packets protects
+/// its path (here with no SA: the host kernel has no esp4, so states cannot be added;
+/// the VM suite covers SAs), a change re-reports exactly the keys whose protection
+/// changed, a route change that moves the source out of the selector unprotects it, and
+/// a bypass or a policy for TCP protects nothing.
+#[test]
+fn ipsec_policies_protect_exactly_the_paths_they_select() {
+    let lab = Lab::new("xf");
+    for k in [key(E1), key(E2)] {
+        assert_eq!(lab.track(k).expect("a path").ipsec, None);
+    }
+    let policy = |what: &str| {
+        lab.hv.ip(&format!(
+            "xfrm policy {what} src 10.1.0.1/32 dst {E1}/32 proto udp dir out priority 12 \
+                          tmpl src 10.1.0.1 dst {E1} proto esp reqid 7 mode transport"
+        ))
+    };
+    policy("add");
+    let got = lab.settle();
+    assert_eq!(got.keys(), vec![key(E1)], "only E1 is selected: {got:#?}");
+    let ipsec = got
+        .single(&key(E1))
+        .expect("a path")
+        .ipsec
+        .expect("protected");
+    assert_eq!(
+        (ipsec.blocks, ipsec.proto, ipsec.mode, ipsec.reqid),
+        (false, 50, 0, 7)
+    );
+    assert_eq!(ipsec.sa, None, "no SA");
+    let listed = lab.hv.ip("-s xfrm policy list dir out");
+    assert!(
+        listed.contains(&format!("index {}", ipsec.policy)),
+        "{listed}"
+    );
+    assert_eq!(lab.w.mirror().unwrap().xfrm().policies.len(), 1);
+    assert!(lab.w.stats().unwrap().xfrm_watched);
+
+    // A bypass of higher priority for the same packets: unprotected again.
+    lab.hv.ip(&format!(
+        "xfrm policy add src 10.1.0.1/32 dst {E1}/32 proto udp dport 4789 dir out priority 1"
+    ));
+    let got = lab.settle();
+    assert_eq!(
+        got.single(&key(E1)).expect("a path").ipsec,
+        None,
+        "{got:#?}"
+    );
+    // A bypass for some source ports only does not unprotect the path.
+    lab.hv.ip(&format!(
+        "xfrm policy del src 10.1.0.1/32 dst {E1}/32 proto udp dport 4789 dir out"
+    ));
+    lab.hv.ip(&format!(
+        "xfrm policy add src 10.1.0.1/32 dst {E1}/32 proto udp sport 5000 dir out priority 1"
+    ));
+    let got = lab.settle();
+    assert!(
+        got.single(&key(E1)).expect("a path").ipsec.is_some(),
+        "{got:#?}"
+    );
+
+    // The route moves E1 to up2 (source 10.2.0.1): the policy no longer selects it.
+    lab.hv.ip(&format!("route replace {E1}/32 via 10.2.0.2"));
+    let got = lab.settle();
+    let p = got.single(&key(E1)).expect("a path");
+    assert_eq!((p.uplink, p.ipsec), (lab.up2, None));
+    lab.hv.ip(&format!("route replace {E1}/32 via 10.1.0.2"));
+    assert!(
+        lab.settle()
+            .single(&key(E1))
+            .expect("a path")
+            .ipsec
+            .is_some()
+    );
+
+    // A block policy for E2 of any protocol.
+    lab.hv
+        .ip(&format!("xfrm policy add dst {E2}/32 dir out action block"));
+    let got = lab.settle();
+    assert_eq!(got.keys(), vec![key(E2)], "{got:#?}");
+    assert!(
+        got.single(&key(E2))
+            .expect("a path")
+            .ipsec
+            .is_some_and(|i| i.blocks)
+    );
+
+    // Flushing the policies unprotects both, in one burst.
+    lab.hv.ip("xfrm policy flush");
+    let got = lab.settle();
+    assert_eq!(got.keys(), vec![key(E1), key(E2)], "{got:#?}");
+    for k in [key(E1), key(E2)] {
+        assert_eq!(got.single(&k).expect("a path").ipsec, None);
+    }
+    // A policy for TCP only selects no tunnel packet.
+    lab.hv.ip(&format!(
+        "xfrm policy add dst {E1}/32 proto tcp dir out tmpl proto esp mode transport"
+    ));
+    assert!(lab.settle().paths.is_empty());
+}

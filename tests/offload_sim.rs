@@ -126,6 +126,7 @@ fn offloader(sim: &SharedSim, deadline: Duration) -> Offloader {
             uplink_mac: Some([2; 6]),
             mtu: 1500,
             table: 254,
+            ipsec: None,
         }),
     );
     o

@@ -170,6 +170,7 @@ impl Lab {
                 uplink_mac: Some([0; 6]),
                 mtu: 1500,
                 table: 254,
+                ipsec: None,
             }),
         );
         o

@@ -1,5 +1,6 @@
 //! The placement invariant, as a property: after any sequence of port MTU and state
-//! changes, route, rule and neighbour changes, and flow arrivals, every flow's placement
+//! changes, route, rule and neighbour changes, IPsec policies and SAs coming and going,
+//! and flow arrivals, every flow's placement
 //! equals the judge applied to facts dumped fresh at that moment.
 //!
 //! The pieces are the daemon's own, run in one thread without a kernel: fibwatch's
@@ -10,9 +11,10 @@
 //! and judges each flow's rule on those.
 
 use datapath::{Action, Actions, FlowKey, FlowMask, Megaflow, PortId, TunnelAttrs};
+use fibwatch::xfrm::{Policy, Selector, State, Template, Xfrm};
 use fibwatch::{
     Change, Dirty, Family, IfIndex, KeyIndex, Link, LookupKey, Mirror, Neighbour, NextHop,
-    NudState, Route, RouteKey, RouteKind, Rule, facts_of,
+    NudState, Route, RouteKey, RouteKind, Rule,
 };
 use flowd::config::Config;
 use flowd::daemon::ports::LivePorts;
@@ -111,6 +113,68 @@ fn neigh(dev: u32, valid: bool) -> Change {
     })
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sec {
+    None,
+    NoSa,
+    Sa(Option<u32>),
+    Block,
+}
+
+/// The kernel's IPsec databases for these per-remote settings: an outbound transport
+/// ESP policy from anywhere to the remote, and its SA (AES-GCM, 37 bytes).
+fn xfrm_of(sec: &[Sec; 3]) -> Xfrm {
+    let any = ip("0.0.0.0");
+    let mut x = Xfrm::default();
+    for (i, s) in sec.iter().enumerate() {
+        let dst = ip(REMOTES[i]);
+        if *s == Sec::None {
+            continue;
+        }
+        x.policies.push(Policy {
+            sel: Selector {
+                daddr: dst,
+                prefixlen_d: 32,
+                saddr: any,
+                prefixlen_s: 0,
+                dport: (0, 0),
+                sport: (0, 0),
+                proto: 17,
+                ifindex: 0,
+            },
+            priority: 10,
+            index: i as u32 + 1,
+            dir: 1,
+            action: u8::from(*s == Sec::Block),
+            kind: 0,
+            mark: (0, 0),
+            templates: vec![Template {
+                daddr: dst,
+                saddr: any,
+                proto: 50,
+                mode: 0,
+                reqid: 0,
+                optional: false,
+            }],
+        });
+        if let Sec::Sa(offload) = s {
+            for dev in [UP1, UP2] {
+                x.states.push(State {
+                    daddr: dst,
+                    saddr: ip(&format!("192.168.{dev}.1")),
+                    spi: 0x100 + i as u32,
+                    proto: 50,
+                    mode: 0,
+                    reqid: 1,
+                    overhead: Some(37),
+                    packet_offload: offload.map(IfIndex),
+                });
+            }
+        }
+    }
+    x
+}
+
 /// One step of the world.
 #[derive(Debug, Clone)]
 enum Op {
@@ -128,6 +192,9 @@ enum Op {
     },
     MarkRule(bool),
     Neigh(u32, bool),
+    /// The IPsec policy toward a remote: none, no SA, an SA (packet-offloaded on an
+    /// uplink or not), or block.
+    Ipsec(usize, Sec),
     Flow {
         rep: u32,
         remote: usize,
@@ -161,7 +228,18 @@ fn op() -> impl Strategy<Value = Op> {
         (0..REMOTES.len(), prop_oneof![Just(254u32), Just(100)])
             .prop_map(|(remote, table)| Op::RouteDel { remote, table }),
         any::<bool>().prop_map(Op::MarkRule),
-        (dev, any::<bool>()).prop_map(|(d, v)| Op::Neigh(d, v)),
+        (dev.clone(), any::<bool>()).prop_map(|(d, v)| Op::Neigh(d, v)),
+        (
+            0..REMOTES.len(),
+            prop_oneof![
+                Just(Sec::None),
+                Just(Sec::NoSa),
+                Just(Sec::Block),
+                Just(Sec::Sa(None)),
+                dev.prop_map(|d| Sec::Sa(Some(d))),
+            ]
+        )
+            .prop_map(|(r, s)| Op::Ipsec(r, s)),
         (
             prop_oneof![Just(REP0), Just(REP1)],
             0..REMOTES.len(),
@@ -184,6 +262,7 @@ struct World {
     off: Offloader,
     flows: Vec<(FlowId, Megaflow, Actions, Vec<TunnelPath>)>,
     next: u64,
+    sec: [Sec; 3],
 }
 
 fn port_id(rep: u32) -> PortId {
@@ -243,13 +322,17 @@ impl World {
             off: Offloader::new(Box::new(fabric), table, Duration::from_secs(60)),
             flows: Vec::new(),
             next: 0,
+            sec: [Sec::None; 3],
         }
     }
 
     /// Applies kernel changes as the daemon sees them: the links that changed become
     /// port updates first, then the keys whose facts changed become path updates.
     fn kernel(&mut self, changes: Vec<Change>) {
-        let mut dirty = Dirty::default();
+        self.kernel_with(changes, Dirty::default());
+    }
+
+    fn kernel_with(&mut self, changes: Vec<Change>, mut dirty: Dirty) {
         for c in changes {
             self.mirror.apply(c, &mut dirty);
         }
@@ -304,6 +387,16 @@ impl World {
                 }]
             }
             Op::Neigh(dev, valid) => vec![neigh(*dev, *valid)],
+            Op::Ipsec(remote, sec) => {
+                // As the watcher does: a fresh dump, everything dirty if it differs.
+                self.sec[*remote] = *sec;
+                let dirty = Dirty {
+                    all: self.mirror.set_xfrm(xfrm_of(&self.sec)),
+                    ..Dirty::default()
+                };
+                self.kernel_with(Vec::new(), dirty);
+                return;
+            }
             Op::Flow {
                 rep,
                 remote,
@@ -365,7 +458,13 @@ impl World {
         for (id, mf, actions, paths) in &self.flows {
             let fresh: HashMap<LookupKey, vocab::PathFacts> = paths
                 .iter()
-                .map(|p| (p.key, facts_of(&self.mirror.resolve_paths(&p.key), &p.key)))
+                .map(|p| {
+                    (
+                        p.key,
+                        self.mirror
+                            .facts(&self.mirror.resolve_paths(&p.key), &p.key),
+                    )
+                })
                 .collect();
             let mut rule = offload::translate::translate(mf, actions, &ports).expect("translates");
             let want = judge(
@@ -374,6 +473,7 @@ impl World {
                 &Facts {
                     ports: &ports,
                     paths: &fresh,
+                    hardware: true,
                 },
             );
             let got = self.off.placement(*id).expect("placed");

@@ -184,6 +184,7 @@ mod tests {
             uplink_mac: Some([2, 0, 0, 0, 0, 1]),
             mtu: 1500,
             table: 254,
+            ipsec: None,
         })
     }
 

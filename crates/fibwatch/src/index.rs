@@ -94,7 +94,7 @@ impl KeyIndex {
             return t.facts;
         }
         let paths = fib.resolve_paths(&key);
-        let facts = facts_of(&paths, &key);
+        let facts = fib.facts(&paths, &key);
         self.keys.entry(key.dst).or_default().insert(
             key,
             Tracked {
@@ -166,7 +166,7 @@ impl KeyIndex {
                 continue;
             };
             t.paths = fib.resolve_paths(key);
-            let facts = facts_of(&t.paths, key);
+            let facts = fib.facts(&t.paths, key);
             if facts != t.facts {
                 t.facts = facts;
                 updates.push(PathUpdate { key: *key, facts });
@@ -255,7 +255,8 @@ impl KeyIndex {
     }
 }
 
-/// The facts of a key given its resolved paths: the hop [`ecmp_pick`] chooses.
+/// The facts of a key given its resolved paths: the hop [`ecmp_pick`] chooses (routing
+/// only: [`Mirror::facts`] adds what IPsec does to it).
 pub fn facts_of(paths: &Paths, key: &LookupKey) -> PathFacts {
     let (table, hops) = match paths {
         Paths::Via { table, hops, .. } => (*table, hops),
@@ -271,6 +272,7 @@ pub fn facts_of(paths: &Paths, key: &LookupKey) -> PathFacts {
         uplink_mac: hop.uplink_mac,
         mtu: hop.mtu,
         table,
+        ipsec: None,
     })
 }
 

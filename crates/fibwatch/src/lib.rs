@@ -82,6 +82,7 @@ pub mod model;
 pub mod netlink;
 pub mod sys;
 pub mod watcher;
+pub mod xfrm;
 
 pub use datapath::{FlowId, IfIndex};
 pub use error::{Error, Result};
@@ -94,3 +95,4 @@ pub use model::{
 };
 pub use sys::{enter_netns, in_netns};
 pub use watcher::{Config, Event, Watcher, WatcherStats, dump_mirror};
+pub use xfrm::Xfrm;

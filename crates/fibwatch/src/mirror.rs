@@ -1,4 +1,5 @@
-//! The mirror of the kernel's links, addresses, routes, rules and neighbours.
+//! The mirror of the kernel's links, addresses, routes, rules and neighbours, and of its
+//! IPsec policies and states ([`Xfrm`]).
 //!
 //! Every entry carries the generation under which it was last seen. A resync bumps the
 //! generation, re-dumps, upserts everything the dump returns, then sweeps the entries of
@@ -8,12 +9,16 @@
 //! next hop, a link, or everything for a rule change); the tunnel index re-resolves only
 //! the endpoints those can reach.
 
+use crate::fib::{LookupKey, Paths};
+use crate::index::facts_of;
 use crate::model::{Address, Change, Family, Link, Neighbour, Route, RouteKey, Rule};
+use crate::xfrm::Xfrm;
 use datapath::IfIndex;
 use ipnet::IpNet;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
+use vocab::{Path, PathFacts, VXLAN_PORT};
 
 /// What a batch of changes may affect.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -105,6 +110,8 @@ pub struct Mirror {
     pub(crate) rules: Vec<(Rule, u64)>,
     pub(crate) neighs: HashMap<(IfIndex, IpAddr), (Neighbour, u64)>,
     route_count: usize,
+    /// The IPsec policies and states, as last dumped.
+    xfrm: Xfrm,
 }
 
 /// What applying one change requires beyond the dirty set.
@@ -130,6 +137,31 @@ impl Mirror {
     pub fn bump_generation(&mut self) -> u64 {
         self.generation += 1;
         self.generation
+    }
+
+    /// The IPsec policies and states.
+    pub fn xfrm(&self) -> &Xfrm {
+        &self.xfrm
+    }
+
+    /// Replaces the IPsec databases with a fresh dump; whether anything changed. A
+    /// change may affect any key (a policy selects by prefixes, marks, ports): the caller
+    /// marks everything dirty, and only keys whose protection changed are reported.
+    pub fn set_xfrm(&mut self, xfrm: Xfrm) -> bool {
+        if self.xfrm == xfrm {
+            return false;
+        }
+        self.xfrm = xfrm;
+        true
+    }
+
+    /// A key's facts given its resolved paths: the hop [`ecmp_pick`](crate::ecmp_pick)
+    /// chooses, with what the IPsec policy does to it.
+    pub fn facts(&self, paths: &Paths, key: &LookupKey) -> PathFacts {
+        facts_of(paths, key).map(|p| Path {
+            ipsec: self.xfrm.protection(key, &p, VXLAN_PORT),
+            ..p
+        })
     }
 
     /// The number of routes, all tables.

@@ -8,6 +8,11 @@
 //! the links that changed and then the tracked keys whose path facts changed ([`Event`])
 //! on the bounded event channel (blocking when it is full: backpressure, and a socket
 //! overrun is recovered by a resync), and probe the next hops tracked keys wait for.
+//!
+//! IPsec policies and states come on their own socket (`NETLINK_XFRM`): any of their
+//! events joins the burst, and when it is decided the IPsec databases are dumped again;
+//! if they changed, every tracked key is re-judged and only those whose protection
+//! changed are reported.
 
 use crate::error::{Error, Result};
 use crate::fib::LookupKey;
@@ -16,6 +21,7 @@ use crate::mirror::{Dirty, Kinds, Mirror};
 use crate::model::{Change, Link, NudState};
 use crate::netlink::{EventSocket, Received, Requester};
 use crate::sys::{EventFd, enter_netns, poll_readable};
+use crate::xfrm::{self, XfrmEvents};
 use datapath::IfIndex;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -83,6 +89,11 @@ pub struct WatcherStats {
     pub undecodable: u64,
     /// Counters of the last index update.
     pub last_apply: ApplyStats,
+    /// IPsec database dumps (initial one included).
+    pub xfrm_dumps: u64,
+    /// Whether the IPsec databases are mirrored (false: the kernel has no
+    /// `NETLINK_XFRM`, so no policy can be configured through it).
+    pub xfrm_watched: bool,
 }
 
 /// What the watcher reports, in order: within one burst, links first, then paths.
@@ -242,6 +253,9 @@ struct Loop {
     cfg: Config,
     events: EventSocket,
     req: Requester,
+    /// `None` when the kernel offers no XFRM netlink.
+    xfrm: Option<XfrmEvents>,
+    xfrm_resync: bool,
     wake: Arc<EventFd>,
     out: SyncSender<Event>,
     ctl: Receiver<Control>,
@@ -276,10 +290,19 @@ impl Loop {
         // Subscribe first, then dump: nothing that happens in between is missed.
         let events = EventSocket::open(cfg.rcvbuf)?;
         let req = Requester::open()?;
+        let xfrm = match XfrmEvents::open() {
+            Ok(x) => Some(x),
+            Err(e) => {
+                tracing::warn!(error = %e, "no XFRM netlink: IPsec policies are not watched");
+                None
+            }
+        };
         let mut l = Loop {
             cfg,
             events,
             req,
+            xfrm,
+            xfrm_resync: false,
             wake,
             out,
             ctl,
@@ -327,16 +350,28 @@ impl Loop {
             Some(d) => d.saturating_duration_since(now),
             None => self.cfg.probe_interval.min(Duration::from_millis(500)),
         };
-        poll_readable(&[self.events.fd(), self.wake.fd()], timeout);
+        let xfd = self.xfrm.as_ref().map(XfrmEvents::fd);
+        match xfd {
+            Some(x) => poll_readable(&[self.events.fd(), self.wake.fd(), x], timeout),
+            None => poll_readable(&[self.events.fd(), self.wake.fd()], timeout),
+        }
         self.wake.drain();
         while let Ok(c) = self.ctl.try_recv() {
             if !self.control(c)? {
                 return Ok(false);
             }
         }
-        let changed = self.read_events()?;
+        let mut changed = self.read_events()?;
+        if let Some(x) = &mut self.xfrm
+            && x.drain()?
+        {
+            self.xfrm_resync = true;
+            changed = true;
+        }
         self.resync_after_overrun()?;
-        if self.overrun.is_none() && (!self.dirty.is_empty() || self.route_resync) {
+        if self.overrun.is_none()
+            && (!self.dirty.is_empty() || self.route_resync || self.xfrm_resync)
+        {
             let now = Instant::now();
             let (first, last) = self.burst.get_or_insert((now, now));
             if changed {
@@ -381,6 +416,7 @@ impl Loop {
                 let mut s = self.stats;
                 s.undecodable = self.events.undecodable;
                 s.last_apply = self.index.last_stats();
+                s.xfrm_watched = self.xfrm.is_some();
                 let _ = tx.send(s);
             }
             Control::Timing(coalesce, settle) => {
@@ -462,6 +498,7 @@ impl Loop {
         if kinds == Kinds::ALL {
             self.stats.full_resyncs += 1;
             self.route_resync = false;
+            self.dump_xfrm()?;
         } else {
             self.stats.route_resyncs += 1;
         }
@@ -473,10 +510,27 @@ impl Loop {
         Ok(())
     }
 
+    /// Dumps the IPsec databases again (if watched); a difference marks every key dirty.
+    fn dump_xfrm(&mut self) -> Result<()> {
+        self.xfrm_resync = false;
+        if self.xfrm.is_none() {
+            return Ok(());
+        }
+        let x = xfrm::dump()?;
+        self.stats.xfrm_dumps += 1;
+        if self.mirror.set_xfrm(x) {
+            self.dirty.all = true;
+        }
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<()> {
         if self.route_resync {
             self.route_resync = false;
             self.resync(Kinds::ROUTES)?;
+        }
+        if self.xfrm_resync {
+            self.dump_xfrm()?;
         }
         let dirty = std::mem::take(&mut self.dirty);
         self.deadline = None;
@@ -568,6 +622,10 @@ pub fn dump_mirror() -> Result<Mirror> {
     let mut dirty = Dirty::default();
     for c in req.dump_kinds(Kinds::ALL)? {
         m.apply(c, &mut dirty);
+    }
+    // A kernel without XFRM netlink has no policies to mirror.
+    if XfrmEvents::open().is_ok() {
+        m.set_xfrm(xfrm::dump()?);
     }
     Ok(m)
 }

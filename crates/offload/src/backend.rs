@@ -258,6 +258,13 @@ pub trait OffloadBackend: Send {
         Ok(())
     }
 
+    /// Whether rules installed here may run in hardware (tc: unless the policy is
+    /// `skip_hw`; the simulated eswitch stands for hardware). The judge keeps flows on
+    /// IPsec-protected paths out of hardware unless the SA is offloaded with them.
+    fn hardware(&self) -> bool {
+        true
+    }
+
     /// A device that went away (a port unplugged, or a netdev deleted and re-created
     /// under a new index): the backend forgets it (its filters went with it).
     fn remove_port(&mut self, _ifindex: IfIndex) {}

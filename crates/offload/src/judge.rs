@@ -14,14 +14,27 @@
 //!    (a filter there would drop the host's own traffic);
 //! 2. per encapsulation (`tunnel_key set`, after an optional `skbedit mark`): the key has
 //!    a path; its uplink is one of flowd's uplinks and is up; it is on the ingress
-//!    port's eswitch; representor MTU + encapsulation overhead (50 over IPv4, 70 over
-//!    IPv6) fits the path MTU; the next hop's MAC is resolved (hardware encapsulation
-//!    needs complete L2 information);
+//!    port's eswitch; if the host's IPsec policy selects the path, the result stays
+//!    encrypted (below); representor MTU + encapsulation overhead (50 over IPv4, 70 over
+//!    IPv6, plus the SA's transform when IPsec protects the path) fits the path MTU;
+//!    the next hop's MAC is resolved (hardware encapsulation needs complete L2
+//!    information);
 //! 3. per output (`mirred`): the port is known and up, on the ingress port's eswitch
 //!    (a tunnel device on either side is exempt: it is the software end of a tunnel);
 //! 4. per decapsulation path: the key has a path, whose uplink is one of flowd's, up,
-//!    and on the output representor's eswitch.
+//!    and on the output representor's eswitch; if IPsec protects it, the result stays
+//!    encrypted.
 //!
+//! # IPsec
+//! A filter's encapsulated packets leave through the tunnel device, so in tc's software
+//! path they pass the kernel's IP output and its IPsec policy; in hardware the NIC sends
+//! them itself, in clear unless it holds the path's SA with packet offload. A decap
+//! filter in hardware likewise takes the remote's packets off the wire before the
+//! kernel could check its inbound policy. So on a protected path ([`vocab::Ipsec`]) a
+//! flow is offloaded only if the backend keeps its filters out of hardware
+//! ([`Facts::hardware`] false: tc `skip_hw`) or the path's SA is a packet-offload SA on
+//! the path's uplink; never while the policy blocks or has no SA yet (the software path
+//! holds those, and counts them).
 //! The offloader applies the judge whenever a flow is offered and whenever a fact it
 //! depends on changes (a path, a port), so a placement is always the judge's verdict
 //! on the facts as they are now.
@@ -30,7 +43,7 @@ use crate::placement::SoftwareReason;
 use crate::ports::{PortInfo, PortKind, PortTable};
 use crate::rule::{FlowerAction, FlowerRule};
 use std::collections::HashMap;
-use vocab::{IfIndex, LookupKey, Path, PathFacts, PathProblem, vxlan_overhead};
+use vocab::{IfIndex, LookupKey, Path, PathFacts, PathProblem};
 
 /// The facts a judgement reads.
 #[derive(Clone, Copy)]
@@ -39,6 +52,9 @@ pub struct Facts<'a> {
     pub ports: &'a PortTable,
     /// Path facts per lookup key.
     pub paths: &'a HashMap<LookupKey, PathFacts>,
+    /// Whether the backend's filters may run in hardware (tc: any policy but
+    /// `skip_hw`).
+    pub hardware: bool,
 }
 
 impl Facts<'_> {
@@ -79,6 +95,32 @@ impl Facts<'_> {
         up(uplink)?;
         Ok((path, uplink))
     }
+}
+
+/// On a path IPsec protects, whether a filter's result stays encrypted (module docs).
+fn stays_encrypted(key: &LookupKey, path: &Path, hardware: bool) -> Result<(), SoftwareReason> {
+    let Some(ipsec) = path.ipsec else {
+        return Ok(());
+    };
+    let refuse = |why: String| {
+        Err(SoftwareReason::Ipsec {
+            key: *key,
+            detail: why,
+        })
+    };
+    if ipsec.blocks {
+        return refuse(format!("policy {} blocks the path", ipsec.policy));
+    }
+    let Some(sa) = ipsec.sa else {
+        return refuse(format!("policy {} has no SA yet", ipsec.policy));
+    };
+    if hardware && sa.packet_offload != Some(path.uplink) {
+        return refuse(format!(
+            "SA {:#x} is not packet-offloaded on the uplink (if{}): hardware would bypass it",
+            sa.spi, path.uplink
+        ));
+    }
+    Ok(())
 }
 
 fn up(p: &PortInfo) -> Result<(), SoftwareReason> {
@@ -138,7 +180,8 @@ pub fn judge(
                 if ingress.kind != PortKind::Tunnel {
                     same_switch(ingress, uplink)?;
                 }
-                let overhead = vxlan_overhead(&t.dst);
+                stays_encrypted(&key, &path, facts.hardware)?;
+                let overhead = path.overhead(&t.dst);
                 if ingress.mtu + overhead > path.mtu {
                     return Err(SoftwareReason::Mtu {
                         port_mtu: ingress.mtu,
@@ -184,7 +227,8 @@ pub fn judge(
         }
     }
     for key in decap {
-        let (_, uplink) = facts.path(key)?;
+        let (path, uplink) = facts.path(key)?;
+        stays_encrypted(key, &path, facts.hardware)?;
         if let Some(rep) = first_out.filter(|p| p.kind != PortKind::Tunnel) {
             same_switch(rep, uplink)?;
         }

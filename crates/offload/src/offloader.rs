@@ -451,6 +451,7 @@ impl Offloader {
         let facts = Facts {
             ports: &self.ports,
             paths: &self.paths,
+            hardware: self.backend.hardware(),
         };
         judge(&mut rule, &decap, &facts)?;
         Ok(rule)

@@ -29,7 +29,8 @@ pub enum SoftwareReason {
     Mtu {
         /// The representor's MTU.
         port_mtu: u32,
-        /// 50 (VXLAN over IPv4) or 70 (over IPv6).
+        /// 50 (VXLAN over IPv4) or 70 (over IPv6), plus the IPsec SA's transform on a
+        /// protected path.
         overhead: u32,
         /// The path MTU toward the remote VTEP.
         uplink_mtu: u32,
@@ -54,6 +55,15 @@ pub enum SoftwareReason {
         key: LookupKey,
         /// The interface.
         ifindex: IfIndex,
+    },
+    /// The host's IPsec policy protects the path and a filter's packets would not stay
+    /// encrypted (or the policy blocks, or has no SA yet): the flow stays in software,
+    /// which sends through the kernel's IP output.
+    Ipsec {
+        /// The lookup key.
+        key: LookupKey,
+        /// Why, in words.
+        detail: String,
     },
     /// A port the flow uses (ingress, output or uplink) is down.
     LinkDown {
@@ -92,6 +102,7 @@ impl SoftwareReason {
             SoftwareReason::Path { .. } => "no_route",
             SoftwareReason::NextHopUnresolved { .. } => "neighbour",
             SoftwareReason::UplinkNotManaged { .. } => "unmanaged_uplink",
+            SoftwareReason::Ipsec { .. } => "ipsec",
             SoftwareReason::LinkDown { .. } => "link_down",
             SoftwareReason::UplinkDrop => "uplink_drop",
             SoftwareReason::UnknownPort(_) => "unknown_port",
@@ -102,7 +113,7 @@ impl SoftwareReason {
     }
 
     /// Every category, for operators and tests.
-    pub const CATEGORIES: [&'static str; 14] = [
+    pub const CATEGORIES: [&'static str; 15] = [
         "pending",
         "off",
         "unsupported",
@@ -111,6 +122,7 @@ impl SoftwareReason {
         "no_route",
         "neighbour",
         "unmanaged_uplink",
+        "ipsec",
         "link_down",
         "uplink_drop",
         "unknown_port",
@@ -142,6 +154,7 @@ impl fmt::Display for SoftwareReason {
                 f,
                 "unmanaged uplink: the path toward {key} leaves by if{ifindex}, not a flowd uplink"
             ),
+            SoftwareReason::Ipsec { key, detail } => write!(f, "ipsec: {detail} (toward {key})"),
             SoftwareReason::LinkDown { port } => write!(f, "link down: {port}"),
             SoftwareReason::UplinkDrop => {
                 f.write_str("uplink drop: kept in software, a filter would drop the host's traffic")

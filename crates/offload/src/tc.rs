@@ -717,6 +717,10 @@ impl OffloadBackend for TcBackend {
             .collect()
     }
 
+    fn hardware(&self) -> bool {
+        self.cfg.policy != TcPolicy::SkipHw
+    }
+
     fn adoptable(&mut self, d: &DumpedRule) -> bool {
         let Some(rule) = &d.rule else { return false };
         if d.policy != Some(self.cfg.policy) {

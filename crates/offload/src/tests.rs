@@ -15,7 +15,7 @@ use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::RouteNetlinkMessage;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use vocab::{LookupKey, Path, PathFacts, PathProblem, SwitchId};
+use vocab::{Ipsec, IpsecSa, LookupKey, Path, PathFacts, PathProblem, SwitchId};
 
 pub(crate) const REP0: PortId = PortId(1);
 pub(crate) const UP0: PortId = PortId(2);
@@ -65,6 +65,7 @@ pub(crate) fn path_via_up0(src: &str) -> Path {
         uplink_mac: Some([2; 6]),
         mtu: 1500,
         table: 254,
+        ipsec: None,
     }
 }
 
@@ -605,8 +606,24 @@ fn judged_with(
     a: &Actions,
     decap: &[LookupKey],
 ) -> Result<FlowerRule, SoftwareReason> {
+    judged_on(ports, paths, mf, a, decap, true)
+}
+
+fn judged_on(
+    ports: &PortTable,
+    paths: &HashMap<LookupKey, PathFacts>,
+    mf: &Megaflow,
+    a: &Actions,
+    decap: &[LookupKey],
+    hardware: bool,
+) -> Result<FlowerRule, SoftwareReason> {
     let mut rule = translate(mf, a, ports).unwrap();
-    judge(&mut rule, decap, &Facts { ports, paths })?;
+    let facts = Facts {
+        ports,
+        paths,
+        hardware,
+    };
+    judge(&mut rule, decap, &facts)?;
     Ok(rule)
 }
 
@@ -979,4 +996,103 @@ fn echo_verification_on_bytes() {
     for cut in 0..echo.len() {
         let _ = crate::echo::verify(&request, &echo[..cut]);
     }
+}
+
+/// The seed's setup: representor 9000 under a 9216 uplink, AES-GCM transport ESP (37
+/// bytes at most) on the path. Offloaded only where packets stay encrypted: `skip_hw`
+/// (tc's software path goes through the kernel's xfrm), or hardware with the SA packet-
+/// offloaded on the flow's uplink; never while the policy blocks or has no SA. The MTU
+/// rule counts ESP: 9000 + 50 + 37 fits 9216, 9150 + 87 does not.
+#[test]
+fn an_ipsec_protected_path_is_offloaded_only_where_it_stays_encrypted() {
+    let (mf, a) = seed_encap(0x0800, [1; 6]);
+    let (dmf, da) = seed_decap(0x0800, [1; 6]);
+    let key = LookupKey {
+        src: Some(ip("192.168.203.51")),
+        ..LookupKey::to(ip("192.168.203.56"))
+    };
+    let ports = ports(9000, 9216);
+    let sa = IpsecSa {
+        spi: 3,
+        overhead: 37,
+        packet_offload: None,
+    };
+    let ipsec = Ipsec {
+        policy: 12,
+        blocks: false,
+        proto: 50,
+        mode: 0,
+        reqid: 3,
+        sa: Some(sa),
+    };
+    let with = |ipsec: Option<Ipsec>, mtu: u32| {
+        let mut p = paths();
+        for path in p.values_mut().flatten() {
+            (path.ipsec, path.mtu) = (ipsec, mtu);
+        }
+        p
+    };
+    let judged = |p: &HashMap<LookupKey, PathFacts>, hw: bool| {
+        let enc = judged_on(&ports, p, &mf, &a, &[], hw);
+        let dec = judged_on(&ports, p, &dmf, &da, &[key], hw);
+        (enc.map(|_| ()), dec.map(|_| ()))
+    };
+    // skip_hw: offloaded, and the MTU rule counts the ESP overhead.
+    let p = with(Some(ipsec), 9216);
+    assert_eq!(judged(&p, false), (Ok(()), Ok(())));
+    let tight = self::ports(9150, 9216);
+    let e = judged_on(&tight, &p, &mf, &a, &[], false).unwrap_err();
+    assert_eq!(e.to_string(), "mtu: 9150 + 87 > 9216");
+    // Hardware without a packet-offload SA: software, encap and decap alike.
+    let (e, d) = judged(&p, true);
+    let e = e.unwrap_err();
+    assert_eq!(e.category(), "ipsec");
+    assert_eq!(
+        e.to_string(),
+        "ipsec: SA 0x3 is not packet-offloaded on the uplink (if10): hardware would bypass it \
+         (toward 192.168.203.56 from 192.168.203.51)"
+    );
+    assert_eq!(d.unwrap_err().category(), "ipsec");
+    // The SA packet-offloaded on the path's uplink: hardware is fine; on another
+    // device it is not.
+    let on = |dev: u32| {
+        let sa = IpsecSa {
+            packet_offload: Some(IfIndex(dev)),
+            ..sa
+        };
+        with(
+            Some(Ipsec {
+                sa: Some(sa),
+                ..ipsec
+            }),
+            9216,
+        )
+    };
+    assert_eq!(judged(&on(10), true), (Ok(()), Ok(())));
+    assert_eq!(judged(&on(99), true).0.unwrap_err().category(), "ipsec");
+    // No SA yet, or a block policy: software even with skip_hw.
+    let p = with(Some(Ipsec { sa: None, ..ipsec }), 9216);
+    let e = judged(&p, false).0.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "ipsec: policy 12 has no SA yet (toward 192.168.203.56 from 192.168.203.51)"
+    );
+    let p = with(
+        Some(Ipsec {
+            blocks: true,
+            sa: None,
+            ..ipsec
+        }),
+        9216,
+    );
+    assert!(
+        judged(&p, false)
+            .0
+            .unwrap_err()
+            .to_string()
+            .contains("policy 12 blocks")
+    );
+    // Unprotected: as before, hardware or not.
+    let p = with(None, 9216);
+    assert_eq!(judged(&p, true), (Ok(()), Ok(())));
 }

@@ -86,6 +86,9 @@ impl fmt::Display for PortRole {
     }
 }
 
+/// The IANA VXLAN port, flowd's tunnels' UDP destination.
+pub const VXLAN_PORT: u16 = 4789;
+
 /// VXLAN encapsulation overhead toward `remote`: 14 Ethernet + 20 IPv4 (40 IPv6) + 8 UDP
 /// + 8 VXLAN = 50 (70) bytes. The MTU rule: representor MTU + this <= path MTU.
 pub fn vxlan_overhead(remote: &IpAddr) -> u32 {
@@ -171,6 +174,82 @@ pub struct Path {
     pub mtu: u32,
     /// The routing table the route came from.
     pub table: u32,
+    /// What the host's IPsec policy does to the path's outer packets (`None`: nothing).
+    pub ipsec: Option<Ipsec>,
+}
+
+impl Path {
+    /// The bytes encapsulation adds toward `remote` on this path: VXLAN's, and the
+    /// IPsec transform's when an SA protects it.
+    pub fn overhead(&self, remote: &IpAddr) -> u32 {
+        vxlan_overhead(remote) + self.ipsec.and_then(|i| i.sa).map_or(0, |sa| sa.overhead)
+    }
+}
+
+/// An outbound IPsec policy that selects a tunnel path (`ip xfrm policy ... dir out`):
+/// the kernel encrypts, or drops, every outer packet of the path that goes through its
+/// IP output; none may leave any other way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipsec {
+    /// The policy's index (`ip xfrm policy` prints it as `index`).
+    pub policy: u32,
+    /// A `block` policy: the kernel drops the path's packets.
+    pub blocks: bool,
+    /// The template's protocol (50 ESP, 51 AH; 0 for a block policy).
+    pub proto: u8,
+    /// The template's mode (0 transport, 1 tunnel).
+    pub mode: u8,
+    /// The template's request id (0: any).
+    pub reqid: u32,
+    /// The SA the kernel would use, `None` while there is none (the kernel holds the
+    /// path's packets and asks a key manager).
+    pub sa: Option<IpsecSa>,
+}
+
+/// The SA protecting a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpsecSa {
+    /// Its SPI.
+    pub spi: u32,
+    /// The most bytes its transform adds to a packet (ESP header, IV, padding, trailer,
+    /// ICV; the outer header in tunnel mode).
+    pub overhead: u32,
+    /// The device holding it with packet offload, if any: only there may a NIC emit the
+    /// path's packets itself.
+    pub packet_offload: Option<IfIndex>,
+}
+
+impl fmt::Display for Ipsec {
+    /// `policy 12 esp transport spi 0x3`, `policy 12 esp transport (no SA)`, `policy
+    /// 4 block`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "policy {}", self.policy)?;
+        if self.blocks {
+            return f.write_str(" block");
+        }
+        let proto = match self.proto {
+            50 => "esp",
+            51 => "ah",
+            108 => "comp",
+            _ => "ipsec",
+        };
+        let mode = if self.mode == 1 {
+            "tunnel"
+        } else {
+            "transport"
+        };
+        write!(f, " {proto} {mode}")?;
+        match self.sa {
+            Some(sa) => {
+                write!(f, " spi {:#x}", sa.spi)?;
+                if let Some(dev) = sa.packet_offload {
+                    write!(f, " offload packet dev {dev}")?;
+                }
+                Ok(())
+            }
+            None => f.write_str(" (no SA)"),
+        }
+    }
 }
 
 /// Why a lookup key has no path.
