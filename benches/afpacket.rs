@@ -153,6 +153,7 @@ fn run(lab: &Lab, flows: u16) -> Run {
                 src_mac: up.mac(),
                 dst_mac: remote_mac,
                 mtu: up.mtu() as u16,
+                via: datapath::tunnel::Via::Uplink,
             },
         );
         let cfg = DpConfig {

@@ -51,6 +51,7 @@ fn resolver() -> StaticResolver {
             src_mac: [2, 0, 0, 0, 0, 0x51],
             dst_mac: [2, 0, 0, 0, 0, 0x56],
             mtu: 1500,
+            via: datapath::tunnel::Via::Uplink,
         },
     );
     r

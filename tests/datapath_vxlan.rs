@@ -80,6 +80,7 @@ fn ping_through_software_vxlan_against_kernel_vxlan() {
                 src_mac: up.mac(),
                 dst_mac: remote_mac,
                 mtu: up.mtu() as u16,
+                via: datapath::tunnel::Via::Uplink,
             },
         );
         let cfg = DpConfig {

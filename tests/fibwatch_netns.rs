@@ -41,6 +41,7 @@ fn key(ep: &str) -> LookupKey {
 struct Got {
     paths: BTreeMap<LookupKey, Vec<PathFacts>>,
     links: Vec<Event>,
+    inbound: Vec<fibwatch::Inbound>,
 }
 
 impl Got {
@@ -61,6 +62,7 @@ impl Got {
     fn add(&mut self, ev: Event) {
         match ev {
             Event::Path(u) => self.paths.entry(u.key).or_default().push(u.facts),
+            Event::Inbound(i) => self.inbound.push(i),
             other => self.links.push(other),
         }
     }
@@ -737,6 +739,17 @@ fn ipsec_policies_protect_exactly_the_paths_they_select() {
             .ipsec
             .is_some()
     );
+
+    // An inbound policy from E1: reported as such (the outbound ones were not).
+    assert!(got.inbound.is_empty(), "{got:#?}");
+    lab.hv.ip(&format!(
+        "xfrm policy add src {E1}/32 dst 10.1.0.1/32 dir in tmpl src {E1} dst 10.1.0.1 proto esp mode transport"
+    ));
+    let got = lab.until(|g| !g.inbound.is_empty());
+    let inb = got.inbound.last().unwrap();
+    assert!(inb.protects(ip(E1), ip("10.1.0.1"), 4789, 0));
+    assert!(!inb.protects(ip(E2), ip("10.1.0.1"), 4789, 0));
+    assert!(got.paths.is_empty(), "no path changed: {got:#?}");
 
     // A block policy for E2 of any protocol.
     lab.hv

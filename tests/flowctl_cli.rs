@@ -100,6 +100,7 @@ impl ControlHandler for Fake {
                 flows: 2,
                 offloaded: 1,
                 software: 1,
+                ipsec: Some("policy 12 esp transport spi 0x3".into()),
             }]),
             Request::Trace { flow } if flow.contains("in_port(666)") => {
                 panic!("the fake handler panics on in_port(666)")
@@ -317,6 +318,12 @@ fn tables_trace_and_changes() {
             "198.51.100.2  route  -     up0     192.0.2.1  192.0.2.254  02:00:00:00:00:fe"
         ),
         "{out}"
+    );
+    assert!(
+        out.lines()
+            .nth(1)
+            .is_some_and(|l| l.ends_with("policy 12 esp transport spi 0x3")),
+        "the IPSEC column: {out}"
     );
     let o = d.flowctl(&["stats"]);
     assert!(

@@ -131,6 +131,7 @@ fn learned_switching_remote_vtep_and_vni_isolation() {
             src_mac: up_mac,
             dst_mac: lab.remote.mac("eth0"),
             mtu: up_mtu as u16,
+            via: datapath::tunnel::Via::Uplink,
         },
     );
     let cfg = SwitchConfig {

@@ -161,6 +161,7 @@ pub fn tunnels(list: &[TunnelRow]) -> String {
                 t.flows.to_string(),
                 t.offloaded.to_string(),
                 t.software.to_string(),
+                t.ipsec.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
@@ -177,6 +178,7 @@ pub fn tunnels(list: &[TunnelRow]) -> String {
             "FLOWS",
             "OFFLOADED",
             "SOFTWARE",
+            "IPSEC",
         ],
         &rows,
     )
@@ -375,6 +377,7 @@ mod tests {
             flows: 4,
             offloaded: 3,
             software: 1,
+            ipsec: None,
         }]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2);
@@ -386,7 +389,10 @@ mod tests {
             lines[1].starts_with("198.51.100.2  route  -     up0     192.0.2.1  192.0.2.254"),
             "{t}"
         );
-        assert!(lines[1].ends_with("1500  4      3          1"));
+        assert!(
+            lines[1].ends_with("1500  4      3          1         -"),
+            "{t}"
+        );
     }
 
     #[test]

@@ -237,6 +237,11 @@ pub struct TunnelRow {
     pub offloaded: u64,
     /// Of which in software.
     pub software: u64,
+    /// What the host's IPsec policy does to the path (`policy 12 esp transport spi
+    /// 0x3`, `policy 12 esp transport (no SA)`, `policy 4 block`); `None`: nothing, the
+    /// path is in clear.
+    #[serde(default)]
+    pub ipsec: Option<String>,
 }
 
 /// `trace`'s answer: the slow path's reasoning.
@@ -457,6 +462,7 @@ mod tests {
                 flows: 0,
                 offloaded: 0,
                 software: 0,
+                ipsec: Some("policy 12 esp transport (no SA)".into()),
             }])),
             Response::Ok(ResponseBody::Trace(TraceBody {
                 lines: vec!["rule 1".into()],

@@ -16,7 +16,7 @@ use crate::switch::SwitchPort;
 use datapath::PortId;
 use datapath::actions::Action;
 use datapath::dpif::PortRole;
-use datapath::port::{AfPacketPort, Port, PortError};
+use datapath::port::{AfPacketPort, KernelTunnel, Port, PortError, RxControl};
 use datapath::slowpath::{
     Attachment, Location, MacConfig, Network, NetworkId, Rule, RuleAction, SlowPath, SlowPathError,
     VxlanSegment,
@@ -254,15 +254,41 @@ pub fn role(r: CfgRole) -> PortRole {
     }
 }
 
-/// Opens every configured port's netdev (the tunnel port has none: it is virtual to the
-/// software datapath). Fails on the first port that cannot be opened: a switch with a
-/// missing port is not started half-configured.
-pub fn open_ports(cfg: &Config, batch: usize) -> Result<Vec<SwitchPort>, BuildError> {
-    cfg.ports
+/// The ports as opened, and the control of the tunnel port's kernel path.
+pub struct Opened {
+    /// Every configured port.
+    pub ports: Vec<SwitchPort>,
+    /// Switches the kernel path's receive sockets (`None`: no tunnel port, or its
+    /// sockets could not be opened).
+    pub rx: Option<RxControl>,
+}
+
+/// Opens every configured port's netdev, and for the tunnel port its path through the
+/// kernel's IP stack (for IPsec-protected paths; without it, protected paths drop and
+/// count, never fall back to an uplink). Fails on the first netdev that cannot be
+/// opened: a switch with a missing port is not started half-configured.
+pub fn open_ports(cfg: &Config, batch: usize) -> Result<Opened, BuildError> {
+    let mut rx = None;
+    let ports = cfg
+        .ports
         .iter()
         .map(|p| {
             let io: Option<Box<dyn Port>> = match p.role {
-                CfgRole::Tunnel => None,
+                CfgRole::Tunnel => match KernelTunnel::open(&p.name, vocab::VXLAN_PORT) {
+                    Ok(k) => {
+                        rx = k
+                            .rx_control()
+                            .map_err(
+                                |e| tracing::warn!(error = %e, "kernel tunnel receive control"),
+                            )
+                            .ok();
+                        Some(Box::new(k))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no kernel path for IPsec-protected tunnels");
+                        None
+                    }
+                },
                 _ => Some(Box::new(AfPacketPort::open(&p.name, batch).map_err(
                     |source| BuildError::Port {
                         name: p.name.clone(),
@@ -276,7 +302,8 @@ pub fn open_ports(cfg: &Config, batch: usize) -> Result<Vec<SwitchPort>, BuildEr
                 io,
             })
         })
-        .collect()
+        .collect::<Result<_, BuildError>>()?;
+    Ok(Opened { ports, rx })
 }
 
 /// Local VTEP addresses: VXLAN to one of these is decapsulated. The networks' explicit

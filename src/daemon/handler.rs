@@ -139,6 +139,7 @@ impl Handler {
                         flows: flows.len() as u64,
                         offloaded,
                         software: flows.len() as u64 - offloaded,
+                        ipsec: path.and_then(|p| p.ipsec).map(|i| i.to_string()),
                     }
                 })
                 .collect();
@@ -199,6 +200,12 @@ impl Handler {
             ("encap_too_big".to_string(), dp.exec.encap_too_big),
             ("encap_too_big_replies".to_string(), dp.exec.too_big_replies),
             ("encap_fragmented".to_string(), dp.exec.fragmented),
+            ("ipsec_kernel_out".to_string(), dp.exec.kernel_out),
+            ("ipsec_no_sa".to_string(), dp.exec.ipsec_no_sa),
+            ("ipsec_blocked".to_string(), dp.exec.ipsec_blocked),
+            ("ipsec_rx".to_string(), dp.ipsec_rx),
+            ("ipsec_clear_dropped".to_string(), dp.ipsec_clear_dropped),
+            ("ipsec_kernel_rx_ignored".to_string(), dp.kernel_rx_ignored),
             ("tx_dropped".to_string(), dp.tx_dropped + dp.exec.sink_drops),
             ("packet_out_drops".to_string(), d.switch.packet_out_drops()),
             ("flows_expired_idle".to_string(), reval.total.idle as u64),

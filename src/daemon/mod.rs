@@ -365,7 +365,7 @@ impl Daemon {
         let live = LivePorts::new(&cfg.ports, &links).map_err(DaemonError::Offload)?;
         let table = (*live.table()).clone();
         let slowpath = build::slowpath(&cfg)?;
-        let opened = build::open_ports(&cfg, cfg.datapath.batch)?;
+        let build::Opened { ports: opened, rx } = build::open_ports(&cfg, cfg.datapath.batch)?;
         let opened_on: HashMap<datapath::PortId, (IfIndex, u32)> = table
             .iter()
             .filter(|p| p.kind != PortKind::Tunnel)
@@ -373,6 +373,10 @@ impl Daemon {
             .collect();
 
         let routes = Arc::new(RouteTable::new());
+        routes.set_inbound(mirror.xfrm().inbound());
+        if let Some(rx) = rx {
+            routes.set_rx_control(rx);
+        }
         let uplinks = live.uplinks();
         routes.set_uplinks(uplinks.clone());
         // VXLAN to any address of an uplink is ours (networks without a fixed local
@@ -545,6 +549,11 @@ impl Daemon {
                 if let Some(u) = self.ports.link_gone(ifindex) {
                     self.port_changed(u);
                 }
+            }
+            Event::Inbound(inbound) => {
+                self.count("ipsec_inbound");
+                tracing::info!(protecting = ?inbound.families(), "inbound IPsec policies");
+                self.routes.set_inbound(inbound);
             }
             _ => {}
         }

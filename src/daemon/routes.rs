@@ -13,11 +13,20 @@
 //! map (keys number in the thousands at most, changes are rare) and swaps it in. A key
 //! without a usable route has its reason instead ([`Unroutable`]), so the datapath counts
 //! each drop by what is missing.
+//!
+//! A path the host's IPsec policy protects goes through the kernel ([`Via::Kernel`]):
+//! its MTU is the path's less the SA's transform, it needs no next-hop MAC (the kernel
+//! resolves it), and a `block` policy makes it [`Unroutable::IpsecBlocked`]. The table
+//! also answers the datapath's inbound question from fibwatch's compiled inbound
+//! policies, and switches the kernel path's receive sockets on and off with them.
 
 use arc_swap::ArcSwap;
-use datapath::tunnel::{LookupKey, TunnelResolver, TunnelRoute, Unroutable};
+use datapath::port::RxControl;
+use datapath::tunnel::{LookupKey, TunnelResolver, TunnelRoute, Unroutable, Via};
 use datapath::{IfIndex, PortId};
+use fibwatch::Inbound;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use vocab::PathFacts;
 
@@ -40,6 +49,9 @@ pub struct RouteTable {
     routes: ArcSwap<Routes>,
     keys: Mutex<HashMap<LookupKey, KeyState>>,
     uplinks: ArcSwap<HashMap<IfIndex, PortId>>,
+    inbound: ArcSwap<Inbound>,
+    /// The kernel path's receive sockets (when the tunnel port has one).
+    rx: Mutex<Option<RxControl>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -74,13 +86,54 @@ impl RouteTable {
             .load()
             .get(&path.uplink)
             .ok_or(Unroutable::NotManaged)?;
+        let src_ip = path.src.ok_or(Unroutable::NoRoute)?;
+        if let Some(ipsec) = path.ipsec {
+            if ipsec.blocks {
+                return Err(Unroutable::IpsecBlocked);
+            }
+            // The kernel builds the outer headers and resolves the next hop.
+            let overhead = ipsec.sa.map_or(0, |sa| sa.overhead);
+            return Ok(TunnelRoute {
+                egress,
+                src_ip,
+                src_mac: path.uplink_mac.unwrap_or_default(),
+                dst_mac: path.next_hop_mac.unwrap_or_default(),
+                mtu: path.mtu.saturating_sub(overhead).min(u32::from(u16::MAX)) as u16,
+                via: Via::Kernel {
+                    sa: ipsec.sa.is_some(),
+                },
+            });
+        }
         Ok(TunnelRoute {
             egress,
-            src_ip: path.src.ok_or(Unroutable::NoRoute)?,
+            src_ip,
             src_mac: path.uplink_mac.ok_or(Unroutable::NotManaged)?,
             dst_mac: path.next_hop_mac.ok_or(Unroutable::NextHopUnresolved)?,
             mtu: path.mtu.min(u32::from(u16::MAX)) as u16,
+            via: Via::Uplink,
         })
+    }
+
+    /// The kernel path's receive control, switched with the inbound policies.
+    pub fn set_rx_control(&self, rx: RxControl) {
+        let mut slot = lock(&self.rx);
+        let (v4, v6) = self.inbound.load().families();
+        if let Err(e) = rx.set(v4, v6) {
+            tracing::warn!(error = %e, "kernel tunnel receive filter");
+        }
+        *slot = Some(rx);
+    }
+
+    /// fibwatch's inbound IPsec policies: which remotes' VXLAN counts only as the kernel
+    /// delivers it; the kernel path receives a family only while a policy may cover it.
+    pub fn set_inbound(&self, inbound: Inbound) {
+        let (v4, v6) = inbound.families();
+        self.inbound.store(Arc::new(inbound));
+        if let Some(rx) = lock(&self.rx).as_ref()
+            && let Err(e) = rx.set(v4, v6)
+        {
+            tracing::warn!(error = %e, "kernel tunnel receive filter");
+        }
     }
 
     fn publish(&self, keys: &HashMap<LookupKey, KeyState>) {
@@ -162,6 +215,11 @@ impl TunnelResolver for RouteTable {
             .copied()
             .unwrap_or(Err(Unroutable::NoRoute))
     }
+
+    fn inbound_protected(&self, remote: IpAddr, local: IpAddr) -> bool {
+        let inbound = self.inbound.load();
+        !inbound.is_empty() && inbound.protects(remote, local, vocab::VXLAN_PORT, 0)
+    }
 }
 
 #[cfg(test)]
@@ -226,5 +284,57 @@ mod tests {
         assert_eq!(t.keys().len(), 1);
         t.update(key, path(8, Some([2; 6])));
         assert_eq!(t.keys().len(), 1, "facts of a released key are ignored");
+    }
+
+    /// A protected path goes through the kernel: its MTU less the SA's overhead, no MAC
+    /// needed; a block policy is its own reason; no SA yet still goes to the kernel
+    /// (which drops it and asks for one), never to the uplink.
+    #[test]
+    fn protected_paths_route_through_the_kernel() {
+        use vocab::{Ipsec, IpsecSa};
+        let t = RouteTable::new();
+        t.set_uplinks(HashMap::from([(IfIndex(7), PortId(10))]));
+        let key = LookupKey::to(ip("10.0.0.2"));
+        t.acquire(key);
+        let sa = IpsecSa {
+            spi: 3,
+            overhead: 37,
+            packet_offload: None,
+        };
+        let ipsec = Ipsec {
+            policy: 12,
+            blocks: false,
+            proto: 50,
+            mode: 0,
+            reqid: 3,
+            sa: Some(sa),
+        };
+        let protected = |ipsec: Ipsec, mac: Option<[u8; 6]>| {
+            path(7, mac).map(|p| Path {
+                ipsec: Some(ipsec),
+                ..p
+            })
+        };
+        t.update(key, protected(ipsec, None));
+        let r = t.resolve(&key).expect("a route");
+        assert_eq!((r.via, r.mtu), (Via::Kernel { sa: true }, 1500 - 37));
+        t.update(key, protected(Ipsec { sa: None, ..ipsec }, Some([2; 6])));
+        assert_eq!(
+            t.resolve(&key).map(|r| r.via),
+            Ok(Via::Kernel { sa: false })
+        );
+        t.update(
+            key,
+            protected(
+                Ipsec {
+                    blocks: true,
+                    ..ipsec
+                },
+                Some([2; 6]),
+            ),
+        );
+        assert_eq!(t.resolve(&key), Err(Unroutable::IpsecBlocked));
+        // Inbound: nothing is protected until fibwatch says so.
+        assert!(!t.inbound_protected(ip("10.0.0.2"), ip("192.168.1.1")));
     }
 }

@@ -104,6 +104,40 @@ pub mod lab {
     }
 }
 
+/// What crossed an underlay link while something ran: cleartext VXLAN frames and ESP
+/// frames, both directions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wire {
+    /// UDP to or from port 4789 (VXLAN in clear).
+    pub vxlan: usize,
+    /// ESP.
+    pub esp: usize,
+}
+
+/// Counts, on `ns`'s `dev`, the cleartext VXLAN and the ESP frames seen while `f` runs
+/// (tcpdump listens before `f` starts and for at most 8 s).
+pub fn wire(ns: &Netns, dev: &str, f: impl FnOnce()) -> Wire {
+    let name = ns.name.clone();
+    let dev = dev.to_string();
+    let t = std::thread::spawn(move || {
+        Netns::borrowed(&name).try_exec(&format!(
+            "timeout 8 tcpdump -i {dev} -nn -l -c 200 'udp port 4789 or esp' 2>/dev/null"
+        ))
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    f();
+    let (_, out) = t.join().expect("tcpdump thread");
+    let mut w = Wire::default();
+    for line in out.lines() {
+        if line.contains("ESP(") {
+            w.esp += 1;
+        } else if line.contains(".4789") {
+            w.vxlan += 1;
+        }
+    }
+    w
+}
+
 /// The lab's configuration with flows kept until the test is over: a test reads its
 /// flows when it is ready, and a slow machine must not idle them out first.
 pub fn lab_config(l: &flowd::lab::Lab, backend: &str) -> String {

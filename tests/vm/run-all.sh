@@ -16,7 +16,7 @@ out=${1:-/tmp/flowd-vm}
 mkdir -p "$out"
 export FLOWD_VM=1 FLOWD_VM_OUT="$out"
 export RUST_BACKTRACE=1
-for m in cls_flower act_tunnel_key act_mirred act_gact act_vlan act_skbedit vxlan veth; do modprobe -q "$m" || true; done
+for m in cls_flower act_tunnel_key act_mirred act_gact act_vlan act_skbedit vxlan veth xfrm_user esp4 esp6 xfrm4_tunnel; do modprobe -q "$m" || true; done
 # ip netns needs a writable /run/netns; the VM's root is read-only.
 mkdir -p /run/netns 2>/dev/null || mount -t tmpfs tmpfs /run
 target=${CARGO_TARGET_DIR:-$root/target}

@@ -165,12 +165,34 @@ pub struct DpStats {
     pub packet_outs: u64,
     /// Hits on flows a tc filter carries (seen by the tap, forwarded by tc, not here).
     pub tc_carried: u64,
+    /// VXLAN frames the kernel delivered (decrypted, its inbound IPsec policy checked)
+    /// through the tunnel port and decapsulated.
+    pub ipsec_rx: u64,
+    /// VXLAN frames read off an uplink from a remote an inbound IPsec policy covers:
+    /// dropped (only what the kernel decrypted and checked counts; the kernel itself
+    /// drops cleartext where the policy requires ESP).
+    pub ipsec_clear_dropped: u64,
+    /// Copies of VXLAN the kernel delivered from a remote no inbound policy covers:
+    /// ignored (the uplink's copy is the one processed).
+    pub kernel_rx_ignored: u64,
     /// Frames dropped by a port on transmit.
     pub tx_dropped: u64,
     /// Execution counters.
     pub exec: ExecStats,
     /// Each port's counters and state (ports with I/O, by id).
     pub ports: Vec<(PortId, PortStats)>,
+}
+
+/// What [`Datapath::try_decap`] found.
+enum Decap<'f> {
+    /// Not VXLAN to us: processed as it is.
+    No,
+    /// VXLAN to us: the tunnel metadata, the inner frame, the tunnel port.
+    Yes(TunnelMeta, &'f [u8], PortId),
+    /// Off an uplink, from a remote an inbound IPsec policy covers: dropped.
+    ClearRefused,
+    /// From the kernel, from a remote no inbound policy covers: the uplink's copy counts.
+    KernelCopyIgnored,
 }
 
 struct DpPort {
@@ -483,11 +505,22 @@ impl Datapath {
 
     fn process_one(&mut self, in_port: PortId, role: PortRole, frame: &[u8], now: u64) {
         let (key, inner) = match self.try_decap(role, frame) {
-            Some((meta, inner, tport)) => {
+            Decap::Yes(meta, inner, tport) => {
                 self.stats.decap += 1;
+                if role == PortRole::Tunnel {
+                    self.stats.ipsec_rx += 1;
+                }
                 (FlowKey::extract(inner, tport, Some(&meta)), inner)
             }
-            None => (FlowKey::extract(frame, in_port, None), frame),
+            Decap::ClearRefused => {
+                self.stats.ipsec_clear_dropped += 1;
+                return;
+            }
+            Decap::KernelCopyIgnored => {
+                self.stats.kernel_rx_ignored += 1;
+                return;
+            }
+            Decap::No => (FlowKey::extract(frame, in_port, None), frame),
         };
         let hash = key_hash(&key);
         let env = ExecEnv {
@@ -531,23 +564,34 @@ impl Datapath {
         }
     }
 
-    /// If `frame` arrived on an uplink and is VXLAN to a local VTEP, its tunnel metadata,
-    /// inner frame and the tunnel port.
-    fn try_decap<'f>(
-        &self,
-        role: PortRole,
-        frame: &'f [u8],
-    ) -> Option<(TunnelMeta, &'f [u8], PortId)> {
-        if role != PortRole::Uplink {
-            return None;
+    /// If `frame` is VXLAN to a local VTEP that arrived where it counts, its tunnel
+    /// metadata, inner frame and the tunnel port. VXLAN from a remote an inbound IPsec
+    /// policy covers counts only as the kernel delivered it through the tunnel port
+    /// (decrypted, checked against the policy); any other counts only off an uplink: one
+    /// copy of each packet is processed, and cleartext never passes for encrypted.
+    fn try_decap<'f>(&self, role: PortRole, frame: &'f [u8]) -> Decap<'f> {
+        if role != PortRole::Uplink && role != PortRole::Tunnel {
+            return Decap::No;
         }
-        let tport = self.tunnel_port?;
-        let d = vxlan::decapsulate(frame, self.cfg.vxlan_port).ok()??;
+        let Some(tport) = self.tunnel_port else {
+            return Decap::No;
+        };
+        let Ok(Some(d)) = vxlan::decapsulate(frame, self.cfg.vxlan_port) else {
+            return Decap::No;
+        };
         if !self.cfg.local_vteps.contains(&d.dst) {
-            return None;
+            return Decap::No;
         }
-        let inner = frame.get(d.inner_offset..d.inner_offset + d.inner_len)?;
-        Some((TunnelMeta::from(&d), inner, tport))
+        let protected = self.resolver.inbound_protected(d.src, d.dst);
+        match (role, protected) {
+            (PortRole::Uplink, true) => return Decap::ClearRefused,
+            (PortRole::Tunnel, false) => return Decap::KernelCopyIgnored,
+            _ => {}
+        }
+        match frame.get(d.inner_offset..d.inner_offset + d.inner_len) {
+            Some(inner) => Decap::Yes(TunnelMeta::from(&d), inner, tport),
+            None => Decap::No,
+        }
     }
 
     /// Sends every port's pending transmit batch.
@@ -705,6 +749,7 @@ mod tests {
                 src_mac: [2, 0, 0, 0, 0, 0x51],
                 dst_mac: [2, 0, 0, 0, 0, 0x56],
                 mtu: 1500,
+                via: crate::tunnel::Via::Uplink,
             },
         );
         let cfg = DpConfig {
@@ -776,6 +821,106 @@ mod tests {
         assert_eq!(rep.take_sent(), vec![inner_frame()]);
         let st = dp.stats();
         assert_eq!((st.rx, st.decap, st.hits, st.misses), (2, 1, 2, 0));
+    }
+
+    /// A path IPsec protects: encapsulated frames go to the tunnel port (the kernel's IP
+    /// output), never the uplink; a blocked path drops; VXLAN from a protected remote
+    /// counts only as the kernel delivers it, any other only off the uplink.
+    #[test]
+    fn protected_paths_go_through_the_kernel_and_only_its_copy_counts() {
+        let route = TunnelRoute {
+            egress: UPLINK,
+            src_ip: "192.168.203.51".parse().unwrap(),
+            src_mac: [2, 0, 0, 0, 0, 0x51],
+            dst_mac: [2, 0, 0, 0, 0, 0x56],
+            mtu: 1450,
+            via: crate::tunnel::Via::Kernel { sa: true },
+        };
+        let mut r = StaticResolver::new();
+        r.insert("192.168.203.56".parse().unwrap(), route);
+        r.insert(
+            "192.168.203.57".parse().unwrap(),
+            TunnelRoute {
+                via: crate::tunnel::Via::Kernel { sa: false },
+                ..route
+            },
+        );
+        r.insert(
+            "192.168.203.58".parse().unwrap(),
+            TunnelRoute {
+                via: crate::tunnel::Via::Uplink,
+                ..route
+            },
+        );
+        r.protect_inbound("192.168.203.56".parse().unwrap());
+        let cfg = DpConfig {
+            local_vteps: vec!["192.168.203.51".parse().unwrap()],
+            ..DpConfig::default()
+        };
+        let mut dp = Datapath::new(cfg, Arc::new(r), Box::new(DropMisses));
+        let (rep, rep_h) = MemPort::new("rep0", 1400);
+        let (up, up_h) = MemPort::new("up0", 1500);
+        let (tun, tun_h) = MemPort::new("vxlan_sys_4789", 65535);
+        dp.add_port(REP, PortRole::Representor, Some(Box::new(rep)));
+        dp.add_port(UPLINK, PortRole::Uplink, Some(Box::new(up)));
+        dp.add_port(TUN, PortRole::Tunnel, Some(Box::new(tun)));
+        for (i, dst) in ["192.168.203.56", "192.168.203.57", "192.168.203.58"]
+            .iter()
+            .enumerate()
+        {
+            let mut f = inner_frame();
+            f[5] = i as u8;
+            install(
+                &mut dp,
+                i as u64 + 1,
+                &format!("in_port(1),eth(dst=82:8a:29:ad:4e:{i:02x})"),
+                &format!("set(tunnel(tun_id=0x10,dst={dst},ttl=64,tp_dst=4789,mark=0x7)),3"),
+            );
+            rep_h.inject(&f);
+        }
+        install(&mut dp, 9, "tunnel(tun_id=0x10),in_port(3)", "1");
+        dp.run_once(0, 1).unwrap();
+        let to_kernel = tun_h.take_sent();
+        assert_eq!(to_kernel.len(), 2, "both protected paths go to the kernel");
+        assert_eq!(&to_kernel[0][..6], &crate::port::mark_mac(7));
+        let d = vxlan::decapsulate(&to_kernel[0], 4789).unwrap().unwrap();
+        assert_eq!(d.dst, "192.168.203.56".parse::<IpAddr>().unwrap());
+        let on_wire = up_h.take_sent();
+        assert_eq!(
+            on_wire.len(),
+            1,
+            "only the unprotected path uses the uplink"
+        );
+        let st = dp.stats();
+        assert_eq!((st.exec.kernel_out, st.exec.ipsec_no_sa), (2, 1));
+
+        // From the protected remote: the kernel's copy is decapsulated, the uplink's
+        // dropped. From the unprotected one: the other way round.
+        // (Each answer is the frame sent with its addresses swapped.)
+        let answer = |sent: &[u8]| {
+            let mut f = sent.to_vec();
+            f.copy_within(30..34, 26);
+            f[30..34].copy_from_slice(&sent[26..30]);
+            f
+        };
+        let (protected, clear) = (answer(&to_kernel[0]), answer(&on_wire[0]));
+        tun_h.inject(&protected);
+        up_h.inject(&protected);
+        tun_h.inject(&clear);
+        up_h.inject(&clear);
+        dp.run_once(0, 2).unwrap();
+        dp.run_once(0, 3).unwrap();
+        assert_eq!(rep_h.take_sent().len(), 2, "one copy of each");
+        let st = dp.stats();
+        assert_eq!(
+            (
+                st.decap,
+                st.ipsec_rx,
+                st.ipsec_clear_dropped,
+                st.kernel_rx_ignored
+            ),
+            (2, 1, 1, 1)
+        );
     }
 
     #[test]

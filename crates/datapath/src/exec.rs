@@ -7,6 +7,11 @@
 //! encapsulation written straight into the egress uplink's batch slot.
 //!
 //! Encapsulation asks the [`TunnelResolver`] for the egress uplink, source IP and MACs.
+//! On a path the host's IPsec policy protects ([`Via::Kernel`]) the frame goes to the
+//! tunnel port instead, whose I/O hands it to the kernel's IP output
+//! ([`KernelTunnel`](crate::port::KernelTunnel)); a path whose policy blocks is dropped
+//! and counted (`ipsec_blocked`); nothing on a protected path is ever written to an
+//! uplink.
 //! A packet whose encapsulated size would exceed the path MTU is answered the way a
 //! router answers a packet too big for its next link (see [`crate::wire::pmtu`]):
 //!
@@ -34,7 +39,8 @@
 
 use crate::PortId;
 use crate::actions::{Action, TunnelAttrs};
-use crate::tunnel::{TunnelResolver, TunnelRoute, Unroutable};
+use crate::port::mark_mac;
+use crate::tunnel::{TunnelResolver, TunnelRoute, Unroutable, Via};
 use crate::wire::L2Info;
 use crate::wire::pmtu::{self, TooBig};
 use crate::wire::vxlan::{self, OuterHeaders};
@@ -74,6 +80,13 @@ pub struct ExecStats {
     pub next_hop_unresolved: u64,
     /// Tunnel outputs whose path leaves by an interface flowd does not manage.
     pub not_managed: u64,
+    /// Tunnel outputs dropped because the host's IPsec policy blocks their path.
+    pub ipsec_blocked: u64,
+    /// Tunnel outputs handed to the kernel's IP output (IPsec protects their path).
+    pub kernel_out: u64,
+    /// Of those, outputs on a path whose policy has no SA yet: the kernel drops them
+    /// (and asks its key manager for an SA); never sent in clear.
+    pub ipsec_no_sa: u64,
     /// Tunnel outputs whose encapsulated packet exceeded the path MTU (whether then
     /// answered, fragmented or dropped).
     pub encap_too_big: u64,
@@ -242,9 +255,31 @@ fn encap(
             *match why {
                 Unroutable::NextHopUnresolved => &mut stats.next_hop_unresolved,
                 Unroutable::NotManaged => &mut stats.not_managed,
+                Unroutable::IpsecBlocked => &mut stats.ipsec_blocked,
                 _ => &mut stats.no_route,
             } += 1;
             return;
+        }
+    };
+    // A protected path goes through the kernel: the tunnel port's kernel I/O sends the
+    // VXLAN payload from the outer source with the mark the Ethernet header carries.
+    let route = match route.via {
+        Via::Uplink => route,
+        Via::Kernel { sa } => {
+            let Some(tport) = env.tunnel_port else {
+                stats.invalid += 1;
+                return;
+            };
+            stats.kernel_out += 1;
+            if !sa {
+                stats.ipsec_no_sa += 1;
+            }
+            TunnelRoute {
+                egress: tport,
+                src_mac: [0; 6],
+                dst_mac: mark_mac(t.mark),
+                ..route
+            }
         }
     };
     let overhead = match t.dst {
@@ -466,6 +501,7 @@ mod tests {
             src_mac: [2, 0, 0, 0, 0, 1],
             dst_mac: [2, 0, 0, 0, 0, 2],
             mtu: 1500,
+            via: crate::tunnel::Via::Uplink,
         };
         r.insert("192.168.203.56".parse().unwrap(), route);
         let (s, st) = run(set, &r);
@@ -501,6 +537,7 @@ mod tests {
             src_mac: [2, 0, 0, 0, 0, 1],
             dst_mac: [2, 0, 0, 0, 0, 2],
             mtu,
+            via: crate::tunnel::Via::Uplink,
         };
         r.insert("192.168.203.56".parse().unwrap(), route);
         let v6 = TunnelRoute {

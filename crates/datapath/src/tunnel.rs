@@ -22,8 +22,28 @@ pub struct TunnelRoute {
     pub src_mac: [u8; 6],
     /// The next hop's MAC (outer Ethernet destination).
     pub dst_mac: [u8; 6],
-    /// Path MTU toward the endpoint.
+    /// Path MTU toward the endpoint (less the IPsec transform's overhead on a protected
+    /// path).
     pub mtu: u16,
+    /// How the encapsulated packet leaves.
+    pub via: Via,
+}
+
+/// How an encapsulated packet leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Via {
+    /// Written onto the egress uplink directly (AF_PACKET): the fast path.
+    #[default]
+    Uplink,
+    /// Handed to the kernel's IP output through the tunnel port
+    /// ([`KernelTunnel`](crate::port::KernelTunnel)): the host's IPsec policy protects
+    /// the path, and only the kernel may apply it. `sa`: whether the policy has an SA
+    /// (without one the kernel drops the packet and asks its key manager for one).
+    Kernel {
+        /// An SA exists.
+        sa: bool,
+    },
 }
 
 /// Why a tunnel packet has no route: each one is its own drop counter.
@@ -37,12 +57,22 @@ pub enum Unroutable {
     /// The path leaves by an interface that is not one of flowd's uplinks, or has no
     /// source address.
     NotManaged,
+    /// The host's IPsec policy blocks the path.
+    IpsecBlocked,
 }
 
 /// Resolves a tunnel's lookup key to a route.
 pub trait TunnelResolver: Send + Sync {
     /// The route for `key`, or why there is none.
     fn resolve(&self, key: &LookupKey) -> Result<TunnelRoute, Unroutable>;
+
+    /// Whether the host's inbound IPsec policy may cover VXLAN from `remote` to `local`:
+    /// then only what the kernel delivered (decrypted, checked against the policy)
+    /// counts, never a frame read off an uplink. Asked per received VXLAN frame: answer
+    /// without allocating or blocking.
+    fn inbound_protected(&self, _remote: IpAddr, _local: IpAddr) -> bool {
+        false
+    }
 }
 
 /// A fixed table of tunnel routes: by exact lookup key, else by remote VTEP alone.
@@ -50,6 +80,7 @@ pub trait TunnelResolver: Send + Sync {
 pub struct StaticResolver {
     routes: HashMap<LookupKey, TunnelRoute>,
     by_remote: HashMap<IpAddr, TunnelRoute>,
+    inbound: Vec<IpAddr>,
 }
 
 impl StaticResolver {
@@ -67,6 +98,12 @@ impl StaticResolver {
     pub fn insert_key(&mut self, key: LookupKey, route: TunnelRoute) {
         self.routes.insert(key, route);
     }
+
+    /// VXLAN from `remote` counts only as the kernel delivers it (an inbound IPsec
+    /// policy covers it).
+    pub fn protect_inbound(&mut self, remote: IpAddr) {
+        self.inbound.push(remote);
+    }
 }
 
 impl TunnelResolver for StaticResolver {
@@ -76,5 +113,9 @@ impl TunnelResolver for StaticResolver {
             .or_else(|| self.by_remote.get(&key.dst))
             .copied()
             .ok_or(Unroutable::NoRoute)
+    }
+
+    fn inbound_protected(&self, remote: IpAddr, _local: IpAddr) -> bool {
+        self.inbound.contains(&remote)
     }
 }

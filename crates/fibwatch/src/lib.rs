@@ -95,4 +95,4 @@ pub use model::{
 };
 pub use sys::{enter_netns, in_netns};
 pub use watcher::{Config, Event, Watcher, WatcherStats, dump_mirror};
-pub use xfrm::Xfrm;
+pub use xfrm::{Inbound, Xfrm};

@@ -21,7 +21,7 @@ use crate::mirror::{Dirty, Kinds, Mirror};
 use crate::model::{Change, Link, NudState};
 use crate::netlink::{EventSocket, Received, Requester};
 use crate::sys::{EventFd, enter_netns, poll_readable};
-use crate::xfrm::{self, XfrmEvents};
+use crate::xfrm::{self, Inbound, XfrmEvents};
 use datapath::IfIndex;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -106,6 +106,9 @@ pub enum Event {
     LinkGone(IfIndex),
     /// A tracked key's path facts changed.
     Path(PathUpdate),
+    /// The inbound IPsec policies changed (also sent once at start): which remotes'
+    /// VXLAN counts only as the kernel decrypts and delivers it.
+    Inbound(Inbound),
 }
 
 enum Control {
@@ -256,6 +259,8 @@ struct Loop {
     /// `None` when the kernel offers no XFRM netlink.
     xfrm: Option<XfrmEvents>,
     xfrm_resync: bool,
+    /// The inbound policies as last reported.
+    inbound: Inbound,
     wake: Arc<EventFd>,
     out: SyncSender<Event>,
     ctl: Receiver<Control>,
@@ -303,6 +308,7 @@ impl Loop {
             req,
             xfrm,
             xfrm_resync: false,
+            inbound: Inbound::default(),
             wake,
             out,
             ctl,
@@ -321,6 +327,10 @@ impl Loop {
         };
         l.resync(Kinds::ALL)?;
         l.dirty = Dirty::default();
+        if l.inbound.is_empty() {
+            // The dump reported policies if there were any; otherwise say there are none.
+            l.emit(Event::Inbound(Inbound::default()));
+        }
         l.links = l.mirror.links().map(|k| (k.index, k.clone())).collect();
         Ok(l)
     }
@@ -520,6 +530,11 @@ impl Loop {
         self.stats.xfrm_dumps += 1;
         if self.mirror.set_xfrm(x) {
             self.dirty.all = true;
+            let inbound = self.mirror.xfrm().inbound();
+            if inbound != self.inbound {
+                self.inbound = inbound.clone();
+                self.emit(Event::Inbound(inbound));
+            }
         }
         Ok(())
     }

@@ -60,6 +60,7 @@ const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ESP: u8 = 50;
 /// AH.
 pub const IPPROTO_AH: u8 = 51;
+const XFRM_POLICY_IN: u8 = 0;
 const XFRM_POLICY_OUT: u8 = 1;
 const XFRM_POLICY_BLOCK: u8 = 1;
 const XFRM_POLICY_TYPE_MAIN: u8 = 0;
@@ -122,22 +123,23 @@ fn covers(net: IpAddr, len: u8, ip: IpAddr) -> bool {
 
 impl Selector {
     /// Whether it may select a VXLAN packet from `src` to `dst` (UDP to `dport`) leaving
-    /// by `uplink`. The UDP source port varies per flow (it carries the inner flow's
-    /// entropy): a selector on it selects some of the path's packets, so it answers
-    /// `partly` (see the module docs).
+    /// by `uplink` (`None`: arriving by any interface). The UDP source port varies per
+    /// flow (it carries the inner flow's entropy), and packets may arrive by several
+    /// interfaces: a selector on either selects some of the path's packets, so it
+    /// answers `partly` (see the module docs).
     fn may_select(
         &self,
         src: IpAddr,
         dst: IpAddr,
         dport: u16,
-        uplink: IfIndex,
+        uplink: Option<IfIndex>,
         partly: bool,
     ) -> bool {
         covers(self.saddr, self.prefixlen_s, src)
             && covers(self.daddr, self.prefixlen_d, dst)
             && (self.proto == 0 || self.proto == IPPROTO_UDP)
             && (self.proto == 0 || (dport & self.dport.1) == (self.dport.0 & self.dport.1))
-            && (self.ifindex == 0 || self.ifindex as u32 == uplink.0)
+            && (self.ifindex == 0 || uplink.map_or(partly, |u| self.ifindex as u32 == u.0))
             && (self.proto == 0 || self.sport.1 == 0 || partly)
     }
 }
@@ -231,7 +233,8 @@ impl Xfrm {
                 p.dir == XFRM_POLICY_OUT
                     && p.kind == XFRM_POLICY_TYPE_MAIN
                     && (key.mark & p.mark.1) == p.mark.0
-                    && p.sel.may_select(src, key.dst, dport, path.uplink, protects)
+                    && p.sel
+                        .may_select(src, key.dst, dport, Some(path.uplink), protects)
             })
             .min_by_key(|p| (p.priority, p.index))?;
         if pol.action == XFRM_POLICY_BLOCK {
@@ -279,6 +282,71 @@ impl Xfrm {
             reqid: t.reqid,
             sa,
         })
+    }
+}
+
+/// The inbound policies, compiled for the datapath's question "does an inbound policy
+/// cover VXLAN from this remote to this local address?" (asked per received VXLAN frame:
+/// no allocation, a scan of a few selectors, nothing at all without policies).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inbound {
+    /// Inbound main policies in the kernel's order (priority, then index): the selector,
+    /// and whether it protects (templates) or blocks rather than bypasses.
+    rules: Vec<(Selector, (u32, u32), bool)>,
+}
+
+impl Inbound {
+    /// Whether no inbound policy exists.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Whether the first inbound policy that may select VXLAN (UDP to `dport`) from
+    /// `remote` to `local` with `mark` protects or blocks it: then only what the kernel
+    /// decrypted and checked may be taken for that remote's traffic. A selector on the
+    /// source port selects some of the path's packets: it counts for a protecting
+    /// policy, not for a bypass.
+    pub fn protects(&self, remote: IpAddr, local: IpAddr, dport: u16, mark: u32) -> bool {
+        self.rules
+            .iter()
+            .find(|(sel, m, protects)| {
+                (mark & m.1) == m.0 && sel.may_select(remote, local, dport, None, *protects)
+            })
+            .is_some_and(|(_, _, protects)| *protects)
+    }
+
+    /// Whether some policy may protect IPv4 (`.0`) and IPv6 (`.1`) traffic: the kernel
+    /// path's receive sockets listen only then.
+    pub fn families(&self) -> (bool, bool) {
+        let fam = |v6: bool| {
+            self.rules
+                .iter()
+                .any(|(sel, _, protects)| *protects && sel.daddr.is_ipv6() == v6)
+        };
+        (fam(false), fam(true))
+    }
+}
+
+impl Xfrm {
+    /// The inbound policies, compiled (see [`Inbound`]).
+    pub fn inbound(&self) -> Inbound {
+        let mut pols: Vec<&Policy> = self
+            .policies
+            .iter()
+            .filter(|p| p.dir == XFRM_POLICY_IN && p.kind == XFRM_POLICY_TYPE_MAIN)
+            .collect();
+        pols.sort_by_key(|p| (p.priority, p.index));
+        Inbound {
+            rules: pols
+                .into_iter()
+                .map(|p| {
+                    // An optional template (`level use`) lets cleartext in too: the
+                    // kernel's copy still holds all of it.
+                    let protects = p.action == XFRM_POLICY_BLOCK || !p.templates.is_empty();
+                    (p.sel, p.mark, protects)
+                })
+                .collect(),
+        }
     }
 }
 
@@ -757,6 +825,38 @@ mod tests {
         assert_eq!(x.protection(&key, &pa, 4789), None);
         let prot = x.protection(&LookupKey { mark: 0x10, ..key }, &pa, 4789);
         assert!(prot.is_some_and(|p| !p.blocks));
+    }
+
+    #[test]
+    fn inbound_policies_decide_which_copy_counts() {
+        let remote = ip("192.168.80.3");
+        let local = ip("192.168.80.2");
+        let mut x = Xfrm::default();
+        assert!(x.inbound().is_empty());
+        assert!(!x.inbound().protects(remote, local, 4789, 0));
+        // The seed's inbound policy: src .3 dst .2, any protocol, ESP transport.
+        let mut p = decode_policy(&policy_bytes("192.168.80.3", "192.168.80.2", 0, 12, 0)).unwrap();
+        p.dir = XFRM_POLICY_IN;
+        x.policies.push(p.clone());
+        let inb = x.inbound();
+        assert!(inb.protects(remote, local, 4789, 0));
+        assert!(!inb.protects(ip("192.168.80.4"), local, 4789, 0));
+        assert_eq!(inb.families(), (true, false));
+        // An outbound policy says nothing about what comes in.
+        x.policies[0].dir = XFRM_POLICY_OUT;
+        assert!(x.inbound().is_empty());
+        // A bypass of higher priority for VXLAN wins; one for some source ports only
+        // does not.
+        x.policies[0].dir = XFRM_POLICY_IN;
+        let mut bypass = p.clone();
+        bypass.templates.clear();
+        bypass.priority = 1;
+        bypass.sel.proto = IPPROTO_UDP;
+        bypass.sel.sport = (5000, 0xffff);
+        x.policies.push(bypass.clone());
+        assert!(x.inbound().protects(remote, local, 4789, 0));
+        x.policies[1].sel.sport = (0, 0);
+        assert!(!x.inbound().protects(remote, local, 4789, 0));
     }
 
     #[test]

@@ -187,6 +187,10 @@ pub enum BackendError {
     /// The kernel accepted the filter but echoed back something else.
     #[error("echo mismatch: {0}")]
     EchoMismatch(String),
+    /// The kernel accepted `tunnel_key nofrag` and ignored it (a kernel without it, 6.1 for one): the
+    /// filter was taken out; the backend no longer asks for DF and tries again.
+    #[error("the kernel ignores tunnel_key nofrag")]
+    NoFragIgnored,
     /// The kernel's answer could not be decoded.
     #[error("undecodable netlink answer")]
     Decode(#[source] netlink_packet_core::DecodeError),

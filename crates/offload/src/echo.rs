@@ -83,6 +83,20 @@ impl<'a> AttrSet<'a> {
     fn same(&self, o: &Self) -> bool {
         self.items[..self.n] == o.items[..o.n]
     }
+    /// The attribute types present in one set and not in the other, or with another
+    /// value (for the mismatch message).
+    fn differences(&self, o: &Self) -> Vec<u16> {
+        let (a, b) = (&self.items[..self.n], &o.items[..o.n]);
+        let mut d: Vec<u16> = a
+            .iter()
+            .filter(|x| !b.contains(x))
+            .chain(b.iter().filter(|x| !a.contains(x)))
+            .map(|x| x.0)
+            .collect();
+        d.sort_unstable();
+        d.dedup();
+        d
+    }
 }
 
 struct Filter<'a> {
@@ -100,9 +114,41 @@ fn filter(msg: &[u8]) -> Result<Filter<'_>, String> {
     Ok(Filter { hdr, opts })
 }
 
+/// Why an echo does not match its request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    /// The one difference: `tunnel_key`'s `nofrag` flag is missing from the echo. A
+    /// kernel without it (6.1, for one) accepts the attribute and ignores it (the packets
+    /// would leave without DF): the backend stops asking for it.
+    NoFragIgnored,
+    /// Anything else.
+    Other(String),
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mismatch::NoFragIgnored => f.write_str("the kernel ignored tunnel_key nofrag"),
+            Mismatch::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<String> for Mismatch {
+    fn from(s: String) -> Self {
+        Mismatch::Other(s)
+    }
+}
+
+impl From<&str> for Mismatch {
+    fn from(s: &str) -> Self {
+        Mismatch::Other(s.into())
+    }
+}
+
 /// Verifies an echoed `RTM_NEWTFILTER` against the request; returns the hardware
 /// state the kernel reported.
-pub fn verify(request: &[u8], echo: &[u8]) -> Result<HwState, String> {
+pub fn verify(request: &[u8], echo: &[u8]) -> Result<HwState, Mismatch> {
     let rq = filter(request)?;
     let ec = filter(echo)?;
     // tcm_ifindex, tcm_handle, tcm_info (the parent is reported in its own form).
@@ -149,7 +195,7 @@ pub fn verify(request: &[u8], echo: &[u8]) -> Result<HwState, String> {
     })
 }
 
-fn verify_actions(rq: &[u8], ec: &[u8]) -> Result<(), String> {
+fn verify_actions(rq: &[u8], ec: &[u8]) -> Result<(), Mismatch> {
     let mut a = Nlas(rq);
     let mut b = Nlas(ec);
     loop {
@@ -179,7 +225,7 @@ fn action_shape(kind: &[u8]) -> Option<(&'static [u16], &'static [usize])> {
     }
 }
 
-fn verify_action(rq: &[u8], ec: &[u8]) -> Result<(), String> {
+fn verify_action(rq: &[u8], ec: &[u8]) -> Result<(), Mismatch> {
     let kind = find(rq, TCA_ACT_KIND).ok_or("action without kind")?;
     if find(ec, TCA_ACT_KIND) != Some(kind) {
         return Err("action kinds differ".into());
@@ -194,11 +240,19 @@ fn verify_action(rq: &[u8], ec: &[u8]) -> Result<(), String> {
     let p_ec = find(o_ec, 2).ok_or("echoed action without parms")?;
     for off in parms {
         if u32_at(p_rq, *off) != u32_at(p_ec, *off) {
-            return Err(format!("action parms differ at {off}"));
+            return Err(format!("action parms differ at {off}").into());
         }
     }
-    if !meaningful(o_rq, attrs)?.same(&meaningful(o_ec, attrs)?) {
-        return Err("action parameters differ".into());
+    let (m_rq, m_ec) = (meaningful(o_rq, attrs)?, meaningful(o_ec, attrs)?);
+    if !m_rq.same(&m_ec) {
+        let diff = m_rq.differences(&m_ec);
+        if kind == b"tunnel_key\0"
+            && diff == [crate::netlink::ext::TCA_TUNNEL_KEY_NO_FRAG]
+            && find(o_ec, crate::netlink::ext::TCA_TUNNEL_KEY_NO_FRAG).is_none()
+        {
+            return Err(Mismatch::NoFragIgnored);
+        }
+        return Err(format!("action parameters differ (attributes {diff:?})").into());
     }
     Ok(())
 }

@@ -92,7 +92,7 @@ pub mod ext {
     pub const VLAN: &str = "vlan";
     /// `skbedit` kind.
     pub const SKBEDIT: &str = "skbedit";
-    /// `tunnel_key`'s `nofrag` flag (DF on the outer header; Linux 5.15 and later).
+    /// `tunnel_key`'s `nofrag` flag (DF on the outer header; a kernel without it, such as 6.1, ignores it).
     pub const TCA_TUNNEL_KEY_NO_FRAG: u16 = 14;
     const TCA_SKBEDIT_PARMS: u16 = 2;
     const TCA_SKBEDIT_MARK: u16 = 5;

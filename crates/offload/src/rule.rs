@@ -194,6 +194,22 @@ pub struct FlowerRule {
 }
 
 impl FlowerRule {
+    /// Whether an encapsulation asks for DF.
+    pub fn sets_df(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|a| matches!(a, FlowerAction::TunnelSet(t) if t.df))
+    }
+
+    /// Clears DF on every encapsulation.
+    pub fn clear_df(&mut self) {
+        for a in &mut self.actions {
+            if let FlowerAction::TunnelSet(t) = a {
+                t.df = false;
+            }
+        }
+    }
+
     /// Whether the rule decapsulates (matches outer tunnel fields).
     pub fn is_decap(&self) -> bool {
         !self.matches.tunnel.is_empty()

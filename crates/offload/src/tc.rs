@@ -84,12 +84,23 @@ struct Build {
     act_flags: u32,
     /// Verify echoes (creates and replaces ask for one).
     echo: bool,
+    /// Ask for DF (`tunnel_key nofrag`): false once the kernel showed it ignores it.
+    nofrag: bool,
 }
 
 impl Item<'_> {
     fn message(self, b: Build) -> TcMessage {
         match self {
             Item::Msg(m) => m,
+            Item::Filter {
+                handle,
+                rule,
+                cookie,
+            } if !b.nofrag && rule.sets_df() => {
+                let mut rule = rule.clone();
+                rule.clear_df();
+                netlink::new_filter(&handle, &rule, b.policy, Some(cookie), b.act_flags)
+            }
             Item::Filter {
                 handle,
                 rule,
@@ -122,6 +133,9 @@ pub struct TcBackend {
     next_prio: HashMap<IfIndex, u16>,
     next_handle: u32,
     rbuf: Vec<u8>,
+    /// Whether the kernel honours `tunnel_key nofrag` (assumed until an echo shows
+    /// otherwise).
+    nofrag: bool,
 }
 
 /// What a filter's priority depends on: its device, protocol and mask shape.
@@ -328,8 +342,16 @@ impl Chan {
                     let mut reply = replies.remove(s).ok_or(BackendError::NoAnswer)?;
                     if verify && reply.error.is_none() {
                         reply.checked = Some(match reply.echo.take() {
-                            Some(echo) => crate::echo::verify(&buf[r], &echo)
-                                .map_err(BackendError::EchoMismatch),
+                            Some(echo) => {
+                                crate::echo::verify(&buf[r], &echo).map_err(|m| match m {
+                                    crate::echo::Mismatch::NoFragIgnored => {
+                                        BackendError::NoFragIgnored
+                                    }
+                                    crate::echo::Mismatch::Other(s) => {
+                                        BackendError::EchoMismatch(s)
+                                    }
+                                })
+                            }
                             None => Err(BackendError::EchoMismatch("no echo".into())),
                         });
                     }
@@ -347,6 +369,37 @@ impl Chan {
 }
 
 impl TcBackend {
+    /// After an install: rules the kernel accepted with `nofrag` ignored (a kernel
+    /// without it, 6.1 for one) were taken out; from now on filters ask for no DF (the
+    /// tunnel device's own setting applies, as for OVS on such kernels), and those rules
+    /// are installed again.
+    fn without_nofrag(
+        &mut self,
+        rules: &[(FlowId, &FlowerRule)],
+        mut out: Vec<Result<Installed, BackendError>>,
+    ) -> Vec<Result<Installed, BackendError>> {
+        let again: Vec<usize> = (0..out.len())
+            .filter(|&i| matches!(out[i], Err(BackendError::NoFragIgnored)))
+            .collect();
+        if again.is_empty() {
+            return out;
+        }
+        if self.nofrag {
+            tracing::warn!(
+                "tc: this kernel ignores tunnel_key nofrag: offloaded encapsulations leave \
+                 without DF (flowd's software path still sets it)"
+            );
+            self.nofrag = false;
+        } else {
+            return out;
+        }
+        let retry: Vec<(FlowId, &FlowerRule)> = again.iter().map(|&i| rules[i]).collect();
+        for (i, r) in again.into_iter().zip(self.install(&retry)) {
+            out[i] = r;
+        }
+        out
+    }
+
     /// Opens the netlink sockets and sets up the ingress qdisc on each device.
     pub fn new(cfg: TcConfig, devices: &[IfIndex]) -> Result<Self, BackendError> {
         let chans = (0..cfg.channels.max(1))
@@ -361,6 +414,7 @@ impl TcBackend {
             next_prio: HashMap::new(),
             next_handle: 0,
             rbuf: vec![0; 1 << 20],
+            nofrag: true,
         };
         for d in devices {
             b.manage(*d)?;
@@ -428,6 +482,7 @@ impl TcBackend {
             policy: self.cfg.policy,
             act_flags: self.act_flags(),
             echo: self.cfg.echo,
+            nofrag: self.nofrag,
         };
         let batch = self.cfg.batch.max(1);
         let mut chunks: Vec<Chunk> = Vec::with_capacity(n.div_ceil(batch));
@@ -600,7 +655,7 @@ impl OffloadBackend for TcBackend {
                     return Err(e);
                 }
                 match self.answer(r, handles[i]) {
-                    Err(e @ BackendError::EchoMismatch(_)) => {
+                    Err(e @ (BackendError::EchoMismatch(_) | BackendError::NoFragIgnored)) => {
                         // Accepted but not what was asked for: take it out.
                         bad.push(handles[i]);
                         Err(e)
@@ -612,7 +667,7 @@ impl OffloadBackend for TcBackend {
         if !bad.is_empty() {
             let _ = self.remove(&bad);
         }
-        out
+        self.without_nofrag(rules, out)
     }
 
     fn replace(
@@ -648,8 +703,23 @@ impl OffloadBackend for TcBackend {
         } else {
             RequestKind::ReplaceQuiet
         };
+        let mut nofrag_ignored = Vec::new();
         for ((i, _, h), r) in inplace.iter().zip(self.batched(kind, msgs)) {
-            out[*i] = Some(self.answer(r, *h));
+            let a = self.answer(r, *h);
+            if matches!(a, Err(BackendError::NoFragIgnored)) && self.nofrag {
+                nofrag_ignored.push(*i);
+            }
+            out[*i] = Some(a);
+        }
+        if !nofrag_ignored.is_empty() {
+            // As for installs (`without_nofrag`): replaced again, without `nofrag`.
+            tracing::warn!("tc: this kernel ignores tunnel_key nofrag: filters ask for no DF");
+            self.nofrag = false;
+            let again: Vec<(FlowId, RuleHandle, &FlowerRule)> =
+                nofrag_ignored.iter().map(|&i| rules[i]).collect();
+            for (i, r) in nofrag_ignored.into_iter().zip(self.replace(&again)) {
+                out[i] = Some(r);
+            }
         }
         let news: Vec<(FlowId, &FlowerRule)> =
             moved.iter().map(|(i, f)| (*f, rules[*i].2)).collect();

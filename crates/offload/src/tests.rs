@@ -996,6 +996,27 @@ fn echo_verification_on_bytes() {
     for cut in 0..echo.len() {
         let _ = crate::echo::verify(&request, &echo[..cut]);
     }
+    // DF asked for, and an echo without `nofrag` (a kernel without it, 6.1 for one, ignores it): told
+    // apart from any other difference, so the backend can stop asking.
+    let mut df = rule.clone();
+    let Some(FlowerAction::TunnelSet(t)) = df
+        .actions
+        .iter_mut()
+        .find(|a| matches!(a, FlowerAction::TunnelSet(_)))
+    else {
+        panic!("{:?}", df.actions)
+    };
+    t.df = true;
+    assert!(df.sets_df());
+    let request = filter_bytes(&df, 0, false);
+    assert_eq!(
+        crate::echo::verify(&request, &filter_bytes(&rule, 0, true)),
+        Err(crate::echo::Mismatch::NoFragIgnored)
+    );
+    assert!(crate::echo::verify(&request, &filter_bytes(&df, 0, true)).is_ok());
+    let mut cleared = df.clone();
+    cleared.clear_df();
+    assert_eq!(cleared, rule);
 }
 
 /// The seed's setup: representor 9000 under a 9216 uplink, AES-GCM transport ESP (37

@@ -2,9 +2,10 @@
 //!
 //! A [`Port`] moves whole batches: [`Port::recv`] fills a caller-owned [`PacketBatch`]
 //! (preallocated slots, no allocation per packet) and [`Port::send`] transmits one.
-//! Two implementations: [`MemPort`] (in-memory queues, for tests and benchmarks) and
+//! Implementations: [`MemPort`] (in-memory queues, for tests and benchmarks),
 //! [`AfPacketPort`] (an AF_PACKET raw socket bound to a Linux netdev, receiving through a
-//! `PACKET_MMAP` ring or `recvmmsg`, sending with `sendmmsg`).
+//! `PACKET_MMAP` ring or `recvmmsg`, sending with `sendmmsg`), and [`KernelTunnel`] (the
+//! tunnel port's I/O through the kernel's IP stack, for IPsec-protected paths).
 //!
 //! A port whose device is gone (deleted, or re-created under the same name with a new
 //! ifindex) fails with an error for which [`PortError::is_device_gone`] holds; the
@@ -13,10 +14,12 @@
 
 mod afpacket;
 mod batch;
+mod kernel;
 mod mem;
 
 pub use afpacket::{AfPacketPort, Poller, RxMode, Waker};
 pub use batch::PacketBatch;
+pub use kernel::{KernelTunnel, KernelTunnelStats, RxControl, mark_mac};
 pub use mem::{MemPort, MemPortHandle, NullPort};
 
 use crate::IfIndex;
