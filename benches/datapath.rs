@@ -168,6 +168,7 @@ fn main() {
             tos: 0,
             ttl: 64,
             df: false,
+            ident: i as u16,
             udp_src: 50_000 + i as u16,
             udp_dst: 4789,
             vni: 0x10,

@@ -283,8 +283,9 @@ pub struct StatsBody {
     pub revalidator_runs: u64,
     /// Other counters.
     pub other: BTreeMap<String, u64>,
-    /// Per datapath port (by name): `rx_truncated` (frames larger than the receive ring
-    /// was sized for), `kernel_drops` (the ring was full), `tx_dropped`, `errors`,
+    /// Per datapath port (by name): `rx_large` (frames past a ring frame, received whole),
+    /// `rx_gso` (super-frames), `rx_truncated` (frames that could not be read whole),
+    /// `kernel_drops` (the ring or socket buffer was full), `tx_dropped`, `errors`,
     /// `down` (1 while its netdev is gone), `ring_frames`, `ring_mtu`.
     pub ports: BTreeMap<String, BTreeMap<String, u64>>,
 }

@@ -200,6 +200,14 @@ impl Handler {
             ("encap_too_big".to_string(), dp.exec.encap_too_big),
             ("encap_too_big_replies".to_string(), dp.exec.too_big_replies),
             ("encap_fragmented".to_string(), dp.exec.fragmented),
+            ("gso_passed".to_string(), dp.exec.gso_passed),
+            ("gso_segmented".to_string(), dp.exec.gso_segmented),
+            ("gso_segments".to_string(), dp.exec.gso_segments),
+            ("csum_completed".to_string(), dp.exec.csum_completed),
+            (
+                "offload_metadata_invalid".to_string(),
+                dp.exec.offload_invalid,
+            ),
             ("ipsec_kernel_out".to_string(), dp.exec.kernel_out),
             ("ipsec_no_sa".to_string(), dp.exec.ipsec_no_sa),
             ("ipsec_blocked".to_string(), dp.exec.ipsec_blocked),
@@ -260,6 +268,8 @@ impl Handler {
                     .map_or_else(|| format!("port{id}"), |p| p.name.clone());
                 let counters = BTreeMap::from([
                     ("rx_truncated".to_string(), ps.rx_truncated),
+                    ("rx_large".to_string(), ps.rx_large),
+                    ("rx_gso".to_string(), ps.rx_gso),
                     ("kernel_drops".to_string(), ps.kernel_drops),
                     ("tx_dropped".to_string(), ps.tx_dropped),
                     ("errors".to_string(), ps.errors),

@@ -11,7 +11,7 @@
 //! | `flowd_fib_events_total`, `flowd_fib_resyncs_total` | counter | |
 //! | `flowd_revalidator_runs_total` | counter | |
 //! | `flowd_datapath_total` | counter | `counter` (rx_packets, cache_hits, ...) |
-//! | `flowd_port_total` | counter | `port`, `counter` (rx_truncated, kernel_drops, tx_dropped, errors) |
+//! | `flowd_port_total` | counter | `port`, `counter` (rx_large, rx_gso, rx_truncated, kernel_drops, tx_dropped, errors) |
 //! | `flowd_port` | gauge | `port`, `fact` (down, ring_frames, ring_mtu) |
 //!
 //! The recorder is installed once per process ([`recorder`]); the endpoint is a small

@@ -27,11 +27,12 @@
 use crate::PortId;
 use crate::actions::Actions;
 use crate::cache::{CacheConfig, FlowCache, FlowOp, key_hash};
-use crate::exec::{ExecEnv, ExecStats, Executor, PacketSink};
+use crate::exec::{ExecEnv, ExecStats, Executor, Packet, PacketSink};
 use crate::flow::{FlowKey, TunnelMeta};
 use crate::port::{PacketBatch, Poller, Port, PortError, PortStats, Waker};
 use crate::tunnel::TunnelResolver;
-use crate::wire::vxlan;
+use crate::wire::gso::{self, Segmenter};
+use crate::wire::{Offload, vxlan};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -43,7 +44,9 @@ pub use vocab::PortRole;
 pub struct DpConfig {
     /// Frames per receive batch.
     pub batch: usize,
-    /// Largest frame received or sent (bytes, L2).
+    /// Largest complete frame sent (bytes, L2): each port's transmit batch holds `batch`
+    /// of them, and one GSO super-frame of up to [`gso::MAX_FRAME`] bytes besides. The
+    /// receive batch holds `batch` super-frames.
     pub max_frame: usize,
     /// UDP port VXLAN arrives on.
     pub vxlan_port: u16,
@@ -187,8 +190,9 @@ pub struct DpStats {
 enum Decap<'f> {
     /// Not VXLAN to us: processed as it is.
     No,
-    /// VXLAN to us: the tunnel metadata, the inner frame, the tunnel port.
-    Yes(TunnelMeta, &'f [u8], PortId),
+    /// VXLAN to us: the tunnel metadata, the inner frame, the tunnel port, where the
+    /// inner frame starts.
+    Yes(TunnelMeta, &'f [u8], PortId, usize),
     /// Off an uplink, from a remote an inbound IPsec policy covers: dropped.
     ClearRefused,
     /// From the kernel, from a remote no inbound policy covers: the uplink's copy counts.
@@ -198,6 +202,8 @@ enum Decap<'f> {
 struct DpPort {
     role: PortRole,
     io: Option<Box<dyn Port>>,
+    /// The port transmits offload metadata ([`Port::offloads`]).
+    offloads: bool,
     tx: PacketBatch,
     /// The port's device is gone: not polled, not transmitted to.
     down: bool,
@@ -221,12 +227,13 @@ struct TxSink<'a> {
 }
 
 impl TxSink<'_> {
-    /// The transmit batch of `port`, flushed first if it is full; None (the frame is
-    /// dropped) for a port that is unknown, has no I/O or is down.
-    fn batch(&mut self, port: PortId) -> Option<&mut PacketBatch> {
+    /// The transmit batch of `port`, flushed first if a frame of `len` bytes does not
+    /// fit; None (the frame is dropped) for a port that is unknown, has no I/O or is
+    /// down.
+    fn batch(&mut self, port: PortId, len: usize) -> Option<&mut PacketBatch> {
         let p = self.ports.get_mut(port.0 as usize)?.as_mut()?;
         p.io.as_ref()?;
-        if !p.down && p.tx.is_full() {
+        if !p.down && !p.tx.fits(len) {
             flush_port(p, self.tx_dropped);
         }
         if p.down {
@@ -238,12 +245,24 @@ impl TxSink<'_> {
 }
 
 impl PacketSink for TxSink<'_> {
-    fn send(&mut self, port: PortId, frame: &[u8]) -> bool {
-        self.batch(port).is_some_and(|b| b.push(frame))
+    fn send(&mut self, port: PortId, frame: &[u8], offload: Offload) -> bool {
+        self.batch(port, frame.len())
+            .is_some_and(|b| b.push_offload(frame, offload))
     }
 
-    fn send_with(&mut self, port: PortId, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
-        self.batch(port).is_some_and(|b| b.push_with(fill))
+    fn send_with(
+        &mut self,
+        port: PortId,
+        len: usize,
+        offload: Offload,
+        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> bool {
+        self.batch(port, len)
+            .is_some_and(|b| b.push_with_offload(offload, fill))
+    }
+
+    fn offloads(&self, port: PortId) -> bool {
+        matches!(self.ports.get(port.0 as usize), Some(Some(p)) if p.offloads)
     }
 }
 
@@ -267,6 +286,77 @@ fn flush_port(p: &mut DpPort, dropped: &mut u64) {
     p.tx.clear();
 }
 
+/// The slow path's side of one packet's miss, borrowed from the datapath.
+struct Upcaller<'a> {
+    handler: &'a mut dyn MissHandler,
+    exec: &'a mut Executor,
+    misses: &'a mut u64,
+    drops: &'a mut u64,
+    env: &'a ExecEnv<'a>,
+    now: u64,
+}
+
+impl Upcaller<'_> {
+    /// Hands a complete frame to the slow path, and runs a synchronous verdict on it.
+    fn one(&mut self, key: &FlowKey, pkt: Packet<'_>, sink: &mut TxSink<'_>) {
+        *self.misses += 1;
+        let miss = Miss {
+            key,
+            frame: pkt.frame,
+            now: self.now,
+        };
+        match self.handler.miss(miss) {
+            MissVerdict::Execute(actions) => {
+                self.exec.execute(pkt, actions.as_slice(), self.env, sink);
+            }
+            MissVerdict::Queued => {}
+            MissVerdict::Dropped => *self.drops += 1,
+        }
+    }
+
+    /// The slow path takes complete frames: a super-frame goes up as its segments (each
+    /// key with the segment's TCP flags: CWR only on the first, FIN and PSH only on the
+    /// last), a partial checksum completed first; both built in `scratch`.
+    fn incomplete(
+        &mut self,
+        key: &FlowKey,
+        pkt: Packet<'_>,
+        scratch: &mut [u8],
+        sink: &mut TxSink<'_>,
+    ) {
+        let o = pkt.offload;
+        let Some(g) = o.gso else {
+            let n = pkt.frame.len().min(scratch.len());
+            scratch[..n].copy_from_slice(&pkt.frame[..n]);
+            let done = o.csum.map(|c| gso::complete_checksum(&mut scratch[..n], c));
+            if !matches!(done, Some(Ok(()))) {
+                self.exec.stats.offload_invalid += 1;
+                return;
+            }
+            self.exec.stats.csum_completed += 1;
+            self.one(key, Packet::new(&scratch[..n], pkt.flow_hash), sink);
+            return;
+        };
+        let Ok(mut segs) = Segmenter::new(pkt.frame, g.kind, usize::from(g.size)) else {
+            self.exec.stats.offload_invalid += 1;
+            return;
+        };
+        self.exec.stats.gso_segmented += 1;
+        let l4 = segs.layout().l4;
+        while let Ok(Some(n)) = segs.write_next(scratch) {
+            self.exec.stats.gso_segments += 1;
+            let seg = &scratch[..n];
+            let mut k = *key;
+            if key.ip_proto == crate::wire::ip_proto::TCP
+                && let Some(&[hi, lo]) = seg.get(l4 + 12..l4 + 14)
+            {
+                k.tcp_flags = u16::from_be_bytes([hi, lo]) & crate::wire::tcp::flags::MASK;
+            }
+            self.one(&k, Packet::new(seg, pkt.flow_hash), sink);
+        }
+    }
+}
+
 /// One datapath thread's state.
 pub struct Datapath {
     cfg: DpConfig,
@@ -280,6 +370,9 @@ pub struct Datapath {
     resolver: Arc<dyn TunnelResolver>,
     miss: Box<dyn MissHandler>,
     rx: PacketBatch,
+    /// Where a super-frame that missed the cache is cut into the segments the slow path
+    /// gets (it takes complete frames).
+    miss_scratch: Vec<u8>,
     stats: DpStats,
     poller: Option<(Poller, Vec<PortId>, Vec<PortId>)>,
     waker: Option<Waker>,
@@ -296,7 +389,8 @@ impl Datapath {
         miss: Box<dyn MissHandler>,
     ) -> Self {
         Self {
-            rx: PacketBatch::new(cfg.batch, cfg.max_frame),
+            rx: PacketBatch::new(cfg.batch, gso::MAX_FRAME),
+            miss_scratch: vec![0; gso::MAX_FRAME],
             cache: FlowCache::new(cfg.cache),
             cfg,
             ports: Vec::new(),
@@ -324,10 +418,14 @@ impl Datapath {
         if role == PortRole::Tunnel {
             self.tunnel_port = Some(id);
         }
+        let offloads = io.as_ref().is_some_and(|p| p.offloads());
+        let frame = self.cfg.max_frame + 128;
+        let bytes = self.cfg.batch * PacketBatch::new(1, frame).max_frame() + gso::MAX_FRAME;
         self.ports[idx] = Some(DpPort {
             role,
             io,
-            tx: PacketBatch::new(self.cfg.batch, self.cfg.max_frame + 128),
+            offloads,
+            tx: PacketBatch::with_bytes(self.cfg.batch, gso::MAX_FRAME, bytes),
             down: false,
             down_drops: 0,
         });
@@ -453,8 +551,8 @@ impl Datapath {
             ports: &mut self.ports,
             tx_dropped: &mut self.stats.tx_dropped,
         };
-        self.exec
-            .execute(frame, key_hash(key), actions.as_slice(), &env, &mut sink);
+        let pkt = Packet::new(frame, key.flow_hash());
+        self.exec.execute(pkt, actions.as_slice(), &env, &mut sink);
     }
 
     /// Receives one batch from `port` and processes it. Returns the frames received. A
@@ -492,25 +590,43 @@ impl Datapath {
 
     /// Processes a received batch.
     pub fn process(&mut self, in_port: PortId, role: PortRole, batch: &PacketBatch, now: u64) {
-        for frame in batch.iter() {
+        for (frame, offload) in batch.iter_offload() {
             self.stats.rx += 1;
             if frame.is_empty() {
                 self.stats.rx_dropped += 1;
                 continue;
             }
-            self.process_one(in_port, role, frame, now);
+            self.process_one(in_port, role, frame, offload, now);
         }
         self.flush();
     }
 
-    fn process_one(&mut self, in_port: PortId, role: PortRole, frame: &[u8], now: u64) {
-        let (key, inner) = match self.try_decap(role, frame) {
-            Decap::Yes(meta, inner, tport) => {
+    fn process_one(
+        &mut self,
+        in_port: PortId,
+        role: PortRole,
+        frame: &[u8],
+        offload: Offload,
+        now: u64,
+    ) {
+        let (key, inner, offload) = match self.try_decap(role, frame) {
+            Decap::Yes(meta, inner, tport, at) => {
                 self.stats.decap += 1;
                 if role == PortRole::Tunnel {
                     self.stats.ipsec_rx += 1;
                 }
-                (FlowKey::extract(inner, tport, Some(&meta)), inner)
+                // The metadata of the inner frame: its offsets move with it. A partial
+                // checksum of the outer headers leaves a complete inner frame; a
+                // super-frame of outer datagrams cannot be decapsulated as one.
+                let o = match offload.shifted(0, -(at as isize)) {
+                    Some(o) => o,
+                    None if offload.gso.is_none() => Offload::NONE,
+                    None => {
+                        self.exec.stats.offload_invalid += 1;
+                        return;
+                    }
+                };
+                (FlowKey::extract(inner, tport, Some(&meta)), inner, o)
             }
             Decap::ClearRefused => {
                 self.stats.ipsec_clear_dropped += 1;
@@ -520,9 +636,14 @@ impl Datapath {
                 self.stats.kernel_rx_ignored += 1;
                 return;
             }
-            Decap::No => (FlowKey::extract(frame, in_port, None), frame),
+            Decap::No => (FlowKey::extract(frame, in_port, None), frame, offload),
         };
         let hash = key_hash(&key);
+        let pkt = Packet {
+            frame: inner,
+            offload,
+            flow_hash: key.flow_hash(),
+        };
         let env = ExecEnv {
             resolver: self.resolver.as_ref(),
             tunnel_port: self.tunnel_port,
@@ -540,27 +661,27 @@ impl Datapath {
                 self.stats.tc_carried += 1;
                 return;
             }
-            entry.record(1, inner.len() as u64, key.tcp_flags, now);
+            let packets = offload.packets(inner.len());
+            entry.record(packets, inner.len() as u64, key.tcp_flags, now);
             let up = self
                 .exec
-                .execute(inner, hash, entry.actions().as_slice(), &env, &mut sink);
+                .execute(pkt, entry.actions().as_slice(), &env, &mut sink);
             if !up {
                 return;
             }
         }
-        self.stats.misses += 1;
-        let verdict = self.miss.miss(Miss {
-            key: &key,
-            frame: inner,
+        let mut up = Upcaller {
+            handler: self.miss.as_mut(),
+            exec: &mut self.exec,
+            misses: &mut self.stats.misses,
+            drops: &mut self.stats.upcall_drops,
+            env: &env,
             now,
-        });
-        match verdict {
-            MissVerdict::Execute(actions) => {
-                self.exec
-                    .execute(inner, hash, actions.as_slice(), &env, &mut sink);
-            }
-            MissVerdict::Queued => {}
-            MissVerdict::Dropped => self.stats.upcall_drops += 1,
+        };
+        if offload.is_complete() {
+            up.one(&key, pkt, &mut sink);
+        } else {
+            up.incomplete(&key, pkt, &mut self.miss_scratch, &mut sink);
         }
     }
 
@@ -589,7 +710,7 @@ impl Datapath {
             _ => {}
         }
         match frame.get(d.inner_offset..d.inner_offset + d.inner_len) {
-            Some(inner) => Decap::Yes(TunnelMeta::from(&d), inner, tport),
+            Some(inner) => Decap::Yes(TunnelMeta::from(&d), inner, tport, d.inner_offset),
             None => Decap::No,
         }
     }
@@ -921,6 +1042,141 @@ mod tests {
             ),
             (2, 1, 1, 1)
         );
+    }
+
+    /// The remote VTEP's VXLAN frame (to 192.168.203.51, VNI 0x10) around `inner`, as
+    /// its kernel hands a super-frame over: the inner TCP checksum partial.
+    fn vxlan_from_remote(inner: &[u8]) -> Vec<u8> {
+        let outer = vxlan::OuterHeaders {
+            src_mac: [2, 0, 0, 0, 0, 0x56],
+            dst_mac: [2, 0, 0, 0, 0, 0x51],
+            src_ip: "192.168.203.56".parse().unwrap(),
+            dst_ip: "192.168.203.51".parse().unwrap(),
+            tos: 0,
+            ttl: 64,
+            df: true,
+            ident: 7,
+            udp_src: 50_000,
+            udp_dst: 4789,
+            vni: 0x10,
+            udp_csum: false,
+        };
+        let mut out = vec![0u8; inner.len() + 50];
+        let n = vxlan::encapsulate(inner, &outer, &mut out).unwrap();
+        out.truncate(n);
+        out
+    }
+
+    /// What a recording slow path saw: each miss's frame and TCP flags.
+    type Seen = Arc<std::sync::Mutex<Vec<(Vec<u8>, u16)>>>;
+    struct Record(Seen);
+
+    impl MissHandler for Record {
+        fn miss(&mut self, miss: Miss<'_>) -> MissVerdict {
+            let mut v = self.0.lock().unwrap();
+            v.push((miss.frame.to_vec(), miss.key.tcp_flags));
+            MissVerdict::Queued
+        }
+    }
+
+    #[test]
+    fn a_decapsulated_super_frame_goes_whole_to_a_representor_that_takes_it() {
+        use crate::wire::gso::{self, Layout};
+        use crate::wire::testutil::tcp_frame;
+        use crate::wire::{Gso, GsoKind, Offload};
+        let (mut dp, _rep, up) = datapath();
+        let (rep, rep_h) = MemPort::with_offloads("rep0", 1450);
+        dp.add_port(REP, PortRole::Representor, Some(Box::new(rep)));
+        install(
+            &mut dp,
+            2,
+            "tunnel(tun_id=0x10,src=192.168.203.56),in_port(3)",
+            "1",
+        );
+        // What Linux 6.18 reported for such a frame: TCPV4, csum_start at the inner TCP
+        // header (50 + 34), the tunnel not mentioned.
+        let mut inner = tcp_frame(false, &[], 20_000, crate::wire::tcp::flags::ACK);
+        let lay = Layout::parse(&inner).unwrap();
+        let c = gso::prepare_partial(&mut inner, &lay).unwrap();
+        let gso = Some(Gso {
+            kind: GsoKind::TcpV4,
+            size: 1398,
+            ecn: false,
+        });
+        let o = Offload {
+            csum: Some(c),
+            gso,
+            hdr_len: 116,
+            ..Offload::NONE
+        }
+        .shifted(0, 50)
+        .unwrap();
+        up.inject_offload(&vxlan_from_remote(&inner), o);
+        dp.run_once(0, 1).unwrap();
+        let sent = rep_h.take_sent_offload();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, inner);
+        assert_eq!(sent[0].1.csum, Some(c));
+        assert_eq!(sent[0].1.gso, gso);
+        let st = dp.stats();
+        assert_eq!((st.decap, st.exec.gso_passed), (1, 1));
+        let entry = dp.cache_mut().iter().next().cloned().expect("flow");
+        assert_eq!(
+            entry.stats().packets,
+            15,
+            "20000 bytes in 1398-byte segments"
+        );
+
+        // A partial checksum of the outer headers leaves a complete inner frame.
+        let small = tcp_frame(false, &[], 100, crate::wire::tcp::flags::ACK);
+        let outer_csum = Offload {
+            csum: Some(crate::wire::PartialCsum {
+                start: 34,
+                offset: 6,
+            }),
+            ..Offload::NONE
+        };
+        up.inject_offload(&vxlan_from_remote(&small), outer_csum);
+        dp.run_once(0, 2).unwrap();
+        assert_eq!(rep_h.take_sent_offload(), vec![(small, Offload::NONE)]);
+    }
+
+    #[test]
+    fn a_super_frame_that_misses_goes_up_as_its_segments() {
+        use crate::wire::testutil::tcp_frame;
+        use crate::wire::{Gso, GsoKind, Offload};
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut dp = Datapath::new(
+            DpConfig::default(),
+            Arc::new(StaticResolver::new()),
+            Box::new(Record(seen.clone())),
+        );
+        let (rep, rep_h) = MemPort::with_offloads("rep0", 1450);
+        dp.add_port(REP, PortRole::Representor, Some(Box::new(rep)));
+        use crate::wire::tcp::flags::{ACK, FIN, PSH};
+        let f = tcp_frame(false, &[], 5000, ACK | PSH | FIN);
+        let o = Offload {
+            csum_valid: true,
+            gso: Some(Gso {
+                kind: GsoKind::TcpV4,
+                size: 1398,
+                ecn: false,
+            }),
+            ..Offload::NONE
+        };
+        rep_h.inject_offload(&f, o);
+        dp.run_once(0, 1).unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 4);
+        assert_eq!(dp.stats().misses, 4);
+        for (i, (seg, flags)) in seen.iter().enumerate() {
+            let ip = crate::wire::Ipv4Packet::new_checked(&seg[14..]).unwrap();
+            let t = crate::wire::TcpPacket::new_checked(ip.payload()).unwrap();
+            let (s, d) = (ip.src_addr().into(), ip.dst_addr().into());
+            assert!(t.verify_checksum(&s, &d), "segment {i} is complete");
+            let want = if i == 3 { ACK | PSH | FIN } else { ACK };
+            assert_eq!(*flags, want, "segment {i}'s key has its own flags");
+        }
     }
 
     #[test]

@@ -1,10 +1,49 @@
 //! Executing a flow's actions on one packet in software.
 //!
-//! [`Executor::execute`] walks the action list over a frame. The frame is read in place
-//! until an action modifies it (push/pop VLAN), at which point it is copied once into the
-//! executor's scratch buffer (allocated once, reused). Outputs go to a [`PacketSink`]
-//! (the datapath's per-port transmit batches); an output to the tunnel port is a VXLAN
-//! encapsulation written straight into the egress uplink's batch slot.
+//! [`Executor::execute`] walks the action list over a [`Packet`]: a frame and its
+//! [`Offload`] metadata (what the kernel said the frame still needs: a partial checksum
+//! to complete, a super-frame to segment; see [`crate::wire::vnet`]). The frame is read in
+//! place until an action modifies it (push/pop VLAN), at which point it is copied once
+//! into the executor's scratch buffer (allocated once, reused); the metadata's offsets
+//! move with the bytes. Outputs go to a [`PacketSink`] (the datapath's per-port transmit
+//! batches); an output to the tunnel port is a VXLAN encapsulation written straight into
+//! the egress uplink's batch slot.
+//!
+//! # Super-frames and partial checksums
+//!
+//! A VM (or the host) that offloads segmentation and checksums hands its NIC — here its
+//! representor, a veth — super-frames of up to 64 KiB and TCP/UDP checksums left
+//! partial; GRO on a receiving device does the same. What the executor does with them:
+//!
+//! - **plain output** to a port that takes offload metadata ([`PacketSink::offloads`]: an
+//!   AF_PACKET port with a vnet header): the frame goes out whole with its metadata, and
+//!   the kernel or the device segments it and completes the checksum (no per-segment
+//!   work here). A super-frame whose checksum is not partial (GRO's) is first given the
+//!   partial checksum the kernel expects ([`gso::prepare_partial`]). To a port that does
+//!   not take metadata, flowd segments and completes in software (`gso_segmented`,
+//!   `csum_completed`).
+//! - **VXLAN output**: the kernel offers no UDP-tunnel segmentation through AF_PACKET
+//!   (checked on Linux 6.18: a vnet header with `VIRTIO_NET_HDR_GSO_UDP_TUNNEL_*` is
+//!   refused with `EINVAL`, and `PACKET_VNET_HDR_SZ` only takes 10 or 12 bytes; see
+//!   [`crate::port`]), so flowd segments the inner TCP (or UDP) super-frame itself
+//!   ([`gso::Segmenter`]), each segment written straight into the uplink's transmit
+//!   slot behind room for the outer headers, then encapsulated in place: one copy of the
+//!   payload, one checksum pass. A partial checksum of a complete frame is completed in
+//!   the uplink's slot, before the outer UDP checksum covers it.
+//! - A super-frame whose segments would not fit the tunnel's path MTU is answered as a
+//!   packet of that segment size would be (below); an IPv4 TCP one without DF is instead
+//!   segmented to the payload that fits (better than fragmenting each segment).
+//! - Metadata that does not describe the frame (GSO type and headers disagree, a
+//!   checksum start that is not the L4 header) drops the frame (`offload_invalid`).
+//!
+//! The outer UDP source port is [`crate::wire::vxlan::source_port`] of the packet's
+//! [`Packet::flow_hash`] (the inner connection's addresses, protocol and ports:
+//! `FlowKey::flow_hash`), so every segment and every packet of a connection leave with
+//! the same one. The outer IPv4 identification comes from a per-executor counter, one
+//! per outer packet (RFC 6864: never a constant ID on a datagram that may be
+//! fragmented; DF is set when the tunnel's `df` says so).
+//!
+//! # Too big for the path
 //!
 //! Encapsulation asks the [`TunnelResolver`] for the egress uplink, source IP and MACs.
 //! On a path the host's IPsec policy protects ([`Via::Kernel`]) the frame goes to the
@@ -41,18 +80,31 @@ use crate::PortId;
 use crate::actions::{Action, TunnelAttrs};
 use crate::port::mark_mac;
 use crate::tunnel::{TunnelResolver, TunnelRoute, Unroutable, Via};
-use crate::wire::L2Info;
+use crate::wire::gso::{self, Layout, Segmenter};
 use crate::wire::pmtu::{self, TooBig};
 use crate::wire::vxlan::{self, OuterHeaders};
+use crate::wire::{L2Info, Offload};
 use std::net::IpAddr;
 
 /// Where executed packets go.
 pub trait PacketSink {
-    /// Queues a copy of `frame` for transmission on `port`; false if it was dropped.
-    fn send(&mut self, port: PortId, frame: &[u8]) -> bool;
-    /// Queues a frame that `fill` writes into a buffer of at least the port's frame
-    /// size, returning its length (0: nothing to send); false if it was dropped.
-    fn send_with(&mut self, port: PortId, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> bool;
+    /// Queues a copy of `frame` with its offload metadata for transmission on `port`
+    /// (metadata other than [`Offload::NONE`] only to a port that [`Self::offloads`]);
+    /// false if it was dropped.
+    fn send(&mut self, port: PortId, frame: &[u8], offload: Offload) -> bool;
+    /// Queues a frame that `fill` writes into a buffer of at least `len` bytes, returning
+    /// its length (0: nothing to send), with its offload metadata; false if it was
+    /// dropped.
+    fn send_with(
+        &mut self,
+        port: PortId,
+        len: usize,
+        offload: Offload,
+        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> bool;
+    /// Whether `port` transmits frames with their offload metadata (its
+    /// [`crate::port::Port::offloads`]); false for an unknown port.
+    fn offloads(&self, port: PortId) -> bool;
 }
 
 /// What an execution needs besides the packet.
@@ -67,10 +119,32 @@ pub struct ExecEnv<'a> {
     pub in_port: Option<PortId>,
 }
 
+/// The packet an execution starts from.
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<'a> {
+    /// The frame as received (decapsulated, for a packet from a tunnel).
+    pub frame: &'a [u8],
+    /// What the frame still needs (a super-frame, a partial checksum).
+    pub offload: Offload,
+    /// The inner connection's hash (`FlowKey::flow_hash`): the VXLAN source port.
+    pub flow_hash: u32,
+}
+
+impl<'a> Packet<'a> {
+    /// A complete frame.
+    pub fn new(frame: &'a [u8], flow_hash: u32) -> Self {
+        Self {
+            frame,
+            offload: Offload::NONE,
+            flow_hash,
+        }
+    }
+}
+
 /// Per-executor drop counters (read by the datapath's statistics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExecStats {
-    /// Packets output (each output counts once).
+    /// Packets output (each output counts once, a super-frame too).
     pub outputs: u64,
     /// Outputs the sink refused (transmit batch full, unknown port).
     pub sink_drops: u64,
@@ -100,10 +174,20 @@ pub struct ExecStats {
     pub invalid: u64,
     /// `userspace` actions executed.
     pub userspace: u64,
+    /// Super-frames handed whole, with their metadata, to a port that segments them.
+    pub gso_passed: u64,
+    /// Super-frames segmented by flowd (VXLAN output, or a port without offloads).
+    pub gso_segmented: u64,
+    /// The segments those made.
+    pub gso_segments: u64,
+    /// Partial checksums flowd completed.
+    pub csum_completed: u64,
+    /// Frames dropped because their offload metadata does not describe them.
+    pub offload_invalid: u64,
 }
 
-/// Largest frame the scratch buffer holds (a 64 KiB GSO frame plus tags).
-const SCRATCH: usize = 65_536 + 64;
+/// Largest frame the scratch buffers hold (a 64 KiB super-frame plus tags).
+const SCRATCH: usize = gso::MAX_FRAME + 64;
 
 /// Runs action lists; one per datapath thread.
 #[derive(Debug)]
@@ -111,6 +195,8 @@ pub struct Executor {
     scratch: Vec<u8>,
     /// Where fragments are built: the packet being fragmented may be in `scratch`.
     frag_scratch: Vec<u8>,
+    /// The next outer IPv4 identification.
+    ip_id: u16,
     /// Drop and output counters.
     pub stats: ExecStats,
 }
@@ -121,68 +207,86 @@ impl Default for Executor {
     }
 }
 
+/// The state of the packet as the actions go: where it is, and its metadata.
+#[derive(Clone, Copy)]
+struct Cur {
+    /// `None`: still the received frame; `Some(n)`: `scratch[..n]`.
+    len: Option<usize>,
+    offload: Offload,
+}
+
 impl Executor {
-    /// An executor with its scratch buffer allocated.
+    /// An executor with its scratch buffers allocated.
     pub fn new() -> Self {
         Self {
             scratch: vec![0; SCRATCH],
             frag_scratch: vec![0; SCRATCH],
+            // Distinct executors (and restarts) start at distinct IDs.
+            ip_id: (std::process::id() as u16).wrapping_mul(0x9e37),
             stats: ExecStats::default(),
         }
     }
 
-    /// Executes `actions` on `frame`; the hash of its flow key, `key_hash`, seeds the VXLAN
-    /// source port. Returns true if a `userspace` action asked for the slow path.
+    /// Executes `actions` on `pkt`. Returns true if a `userspace` action asked for the
+    /// slow path.
     pub fn execute(
         &mut self,
-        frame: &[u8],
-        key_hash: u64,
+        pkt: Packet<'_>,
         actions: &[Action],
         env: &ExecEnv<'_>,
         sink: &mut dyn PacketSink,
     ) -> bool {
-        // `len == None`: the packet is still `frame`; `Some(n)`: it is scratch[..n].
-        let mut len: Option<usize> = None;
+        let mut cur = Cur {
+            len: None,
+            offload: pkt.offload,
+        };
         let mut tunnel: Option<TunnelAttrs> = None;
         let mut to_userspace = false;
         for action in actions {
             match *action {
-                Action::Output(port) => {
-                    let pkt = match len {
-                        Some(n) => &self.scratch[..n],
-                        None => frame,
-                    };
-                    if Some(port) == env.tunnel_port {
-                        match tunnel {
-                            Some(t) => {
-                                let pkts = Packets {
-                                    received: frame,
-                                    inner: pkt,
-                                };
-                                let frag = &mut self.frag_scratch;
-                                encap(pkts, &t, key_hash, env, sink, frag, &mut self.stats);
-                            }
-                            None => self.stats.invalid += 1,
-                        }
-                    } else if sink.send(port, pkt) {
-                        self.stats.outputs += 1;
-                    } else {
-                        self.stats.sink_drops += 1;
-                    }
-                }
+                Action::Output(port) if Some(port) == env.tunnel_port => match tunnel {
+                    Some(t) => self.tunnel_output(pkt, &mut cur, &t, env, sink),
+                    None => self.stats.invalid += 1,
+                },
+                Action::Output(port) => self.output(pkt.frame, cur, port, sink),
                 Action::PushVlan { tpid, tci } => {
-                    let n = self.make_mut(frame, len);
-                    match push_vlan(&mut self.scratch, n, tpid, tci) {
-                        Some(n) => len = Some(n),
-                        None => {
+                    let n = self.make_mut(pkt.frame, cur.len);
+                    match (
+                        push_vlan(&mut self.scratch, n, tpid, tci),
+                        cur.offload.shifted(12, 4),
+                    ) {
+                        (Some(n), Some(o)) => {
+                            cur = Cur {
+                                len: Some(n),
+                                offload: o,
+                            }
+                        }
+                        _ => {
                             self.stats.invalid += 1;
                             return to_userspace;
                         }
                     }
                 }
                 Action::PopVlan => {
-                    let n = self.make_mut(frame, len);
-                    len = Some(pop_vlan(&mut self.scratch, n));
+                    let n = self.make_mut(pkt.frame, cur.len);
+                    let m = pop_vlan(&mut self.scratch, n);
+                    let o = if m == n {
+                        Some(cur.offload)
+                    } else {
+                        cur.offload.shifted(12, -4)
+                    };
+                    match o {
+                        Some(o) => {
+                            cur = Cur {
+                                len: Some(m),
+                                offload: o,
+                            }
+                        }
+                        None => {
+                            self.stats.offload_invalid += 1;
+                            return to_userspace;
+                        }
+                    }
                 }
                 Action::SetTunnel(t) => tunnel = Some(t),
                 Action::Userspace => {
@@ -204,6 +308,429 @@ impl Executor {
                 n
             }
         }
+    }
+
+    /// The next outer IPv4 identification.
+    fn next_ip_id(&mut self) -> u16 {
+        self.ip_id = self.ip_id.wrapping_add(1);
+        self.ip_id
+    }
+
+    /// Counts what became of one output.
+    fn count(&mut self, sent: Sent) {
+        match sent {
+            Sent::Yes => self.stats.outputs += 1,
+            Sent::Invalid => self.stats.invalid += 1,
+            Sent::Refused => self.stats.sink_drops += 1,
+        }
+    }
+
+    /// Sends the current packet out of `port` (not the tunnel port).
+    fn output(&mut self, frame: &[u8], cur: Cur, port: PortId, sink: &mut dyn PacketSink) {
+        let pkt = cur_bytes(&self.scratch, frame, cur);
+        let o = cur.offload;
+        if o.is_complete() {
+            let sent = if sink.send(port, pkt, Offload::NONE) {
+                Sent::Yes
+            } else {
+                Sent::Refused
+            };
+            self.count(sent);
+            return;
+        }
+        let sent = if sink.offloads(port) {
+            pass_through(pkt, o, port, sink, &mut self.stats)
+        } else {
+            finish_in_software(pkt, o, port, sink, &mut self.stats)
+        };
+        self.count(sent);
+    }
+
+    /// VXLAN-encapsulates the current packet toward `t.dst` into the egress uplink's
+    /// transmit batch; see the module documentation for super-frames, partial checksums
+    /// and frames too big for the path.
+    fn tunnel_output(
+        &mut self,
+        pkt: Packet<'_>,
+        cur: &mut Cur,
+        t: &TunnelAttrs,
+        env: &ExecEnv<'_>,
+        sink: &mut dyn PacketSink,
+    ) {
+        let route = match env.resolver.resolve(&t.lookup_key()) {
+            Ok(r) => r,
+            Err(why) => {
+                *match why {
+                    Unroutable::NextHopUnresolved => &mut self.stats.next_hop_unresolved,
+                    Unroutable::NotManaged => &mut self.stats.not_managed,
+                    Unroutable::IpsecBlocked => &mut self.stats.ipsec_blocked,
+                    _ => &mut self.stats.no_route,
+                } += 1;
+                return;
+            }
+        };
+        // A protected path goes through the kernel: the tunnel port's kernel I/O sends
+        // the VXLAN payload from the outer source with the mark the Ethernet header
+        // carries.
+        let route = match route.via {
+            Via::Uplink => route,
+            Via::Kernel { sa } => {
+                let Some(tport) = env.tunnel_port else {
+                    self.stats.invalid += 1;
+                    return;
+                };
+                self.stats.kernel_out += 1;
+                if !sa {
+                    self.stats.ipsec_no_sa += 1;
+                }
+                TunnelRoute {
+                    egress: tport,
+                    src_mac: [0; 6],
+                    dst_mac: mark_mac(t.mark),
+                    ..route
+                }
+            }
+        };
+        let overhead = match t.dst {
+            IpAddr::V4(_) => vxlan::VXLAN_OVERHEAD_V4,
+            IpAddr::V6(_) => vxlan::VXLAN_OVERHEAD_V6,
+        };
+        let outer = OuterHeaders {
+            src_mac: route.src_mac,
+            dst_mac: route.dst_mac,
+            src_ip: t.src.unwrap_or(route.src_ip),
+            dst_ip: t.dst,
+            tos: t.tos,
+            ttl: if t.ttl == 0 { 64 } else { t.ttl },
+            df: t.df,
+            ident: 0,
+            udp_src: vxlan::source_port(pkt.flow_hash),
+            udp_dst: t.tp_dst,
+            vni: t.vni,
+            udp_csum: t.csum,
+        };
+        let path = Path {
+            route,
+            overhead,
+            outer,
+        };
+        if cur.offload.gso.is_some() {
+            // The packet may live in `scratch`; segments go to the sink.
+            let inner = cur_bytes(&self.scratch, pkt.frame, *cur);
+            let mut ids = self.ip_id;
+            let received = pkt.frame;
+            let sent = encap_super(
+                Packets { received, inner },
+                cur.offload,
+                &path,
+                env,
+                sink,
+                &mut ids,
+                &mut self.stats,
+            );
+            self.ip_id = ids;
+            if let Some(s) = sent {
+                self.count(s);
+            }
+            return;
+        }
+        // The inner packet that fits the path: the path MTU less the outer IP, UDP and
+        // VXLAN headers (its Ethernet header is not counted in the MTU).
+        let inner_len = cur_bytes(&self.scratch, pkt.frame, *cur).len();
+        if inner_len + overhead - 14 > usize::from(route.mtu) {
+            self.stats.encap_too_big += 1;
+            if let Some(c) = cur.offload.csum {
+                // Fragments and replies are built from a complete frame.
+                let n = self.make_mut(pkt.frame, cur.len);
+                if gso::complete_checksum(&mut self.scratch[..n], c).is_err() {
+                    self.stats.offload_invalid += 1;
+                    return;
+                }
+                self.stats.csum_completed += 1;
+                *cur = Cur {
+                    len: Some(n),
+                    offload: Offload::NONE,
+                };
+            }
+            let outer = OuterHeaders {
+                ident: self.next_ip_id(),
+                ..path.outer
+            };
+            let inner = cur_bytes(&self.scratch, pkt.frame, *cur);
+            let pkts = Packets {
+                received: pkt.frame,
+                inner,
+            };
+            too_big(
+                pkts,
+                &path.route,
+                overhead,
+                &outer,
+                env,
+                sink,
+                &mut self.frag_scratch,
+                &mut self.stats,
+            );
+            return;
+        }
+        let outer = OuterHeaders {
+            ident: self.next_ip_id(),
+            ..path.outer
+        };
+        let csum = cur.offload.csum;
+        let inner = cur_bytes(&self.scratch, pkt.frame, *cur);
+        let sent = send_encapsulated(inner, csum, &outer, route.egress, sink);
+        if csum.is_some() && sent == Sent::Yes {
+            self.stats.csum_completed += 1;
+        }
+        self.count(sent);
+    }
+}
+
+/// The current packet's bytes: the received frame, or the scratch buffer's copy.
+fn cur_bytes<'s>(scratch: &'s [u8], frame: &'s [u8], cur: Cur) -> &'s [u8] {
+    match cur.len {
+        Some(n) => scratch.get(..n).unwrap_or(&[]),
+        None => frame,
+    }
+}
+
+/// Where a tunnel output goes.
+struct Path {
+    route: TunnelRoute,
+    /// Outer headers' length (50 or 70).
+    overhead: usize,
+    /// The outer headers (the IPv4 identification filled per packet).
+    outer: OuterHeaders,
+}
+
+/// Hands a frame that still needs work to a port that does it (an AF_PACKET port with a
+/// vnet header), after checking that the metadata describes the frame; a super-frame
+/// whose checksum is not partial gets one.
+fn pass_through(
+    pkt: &[u8],
+    o: Offload,
+    port: PortId,
+    sink: &mut dyn PacketSink,
+    stats: &mut ExecStats,
+) -> Sent {
+    let Some(g) = o.gso else {
+        // A partial checksum alone: the kernel completes it.
+        return if sink.send(port, pkt, o) {
+            Sent::Yes
+        } else {
+            Sent::Refused
+        };
+    };
+    let lay = match Layout::parse(pkt) {
+        Ok(l) if l.matches(g.kind) && o.csum.is_none_or(|c| c == l.partial_csum()) => l,
+        _ => {
+            stats.offload_invalid += 1;
+            return Sent::Invalid;
+        }
+    };
+    let hdr_len = lay.header_len() as u16;
+    let sent = if o.csum.is_some() {
+        sink.send(port, pkt, Offload { hdr_len, ..o })
+    } else {
+        // GRO's super-frame: its checksum is whole (or stale); the kernel wants the
+        // pseudo-header's sum there, as TSO's sender leaves it.
+        let mut c = None;
+        let fill = &mut |slot: &mut [u8]| {
+            let Some(dst) = slot.get_mut(..pkt.len()) else {
+                return 0;
+            };
+            dst.copy_from_slice(pkt);
+            c = gso::prepare_partial(dst, &lay).ok();
+            if c.is_some() { pkt.len() } else { 0 }
+        };
+        let o = Offload {
+            csum: Some(lay.partial_csum()),
+            csum_valid: false,
+            hdr_len,
+            ..o
+        };
+        sink.send_with(port, pkt.len(), o, fill)
+    };
+    if sent {
+        stats.gso_passed += 1;
+        Sent::Yes
+    } else {
+        Sent::Refused
+    }
+}
+
+/// Segments a super-frame and completes a partial checksum in software, into the
+/// transmit batch of a port that cannot do it.
+fn finish_in_software(
+    pkt: &[u8],
+    o: Offload,
+    port: PortId,
+    sink: &mut dyn PacketSink,
+    stats: &mut ExecStats,
+) -> Sent {
+    let Some(g) = o.gso else {
+        let Some(c) = o.csum else {
+            return Sent::Invalid;
+        };
+        let mut ok = true;
+        let fill = &mut |slot: &mut [u8]| {
+            let Some(dst) = slot.get_mut(..pkt.len()) else {
+                return 0;
+            };
+            dst.copy_from_slice(pkt);
+            ok = gso::complete_checksum(dst, c).is_ok();
+            if ok { pkt.len() } else { 0 }
+        };
+        return match (sink.send_with(port, pkt.len(), Offload::NONE, fill), ok) {
+            (true, _) => {
+                stats.csum_completed += 1;
+                Sent::Yes
+            }
+            (false, false) => {
+                stats.offload_invalid += 1;
+                Sent::Invalid
+            }
+            (false, true) => Sent::Refused,
+        };
+    };
+    let mut seg = match Segmenter::new(pkt, g.kind, usize::from(g.size)) {
+        Ok(s) => s,
+        Err(_) => {
+            stats.offload_invalid += 1;
+            return Sent::Invalid;
+        }
+    };
+    stats.gso_segmented += 1;
+    let max = seg.max_len();
+    let mut outcome = Sent::Yes;
+    while seg.remaining() > 0 {
+        let fill = &mut |slot: &mut [u8]| seg.write_next(slot).ok().flatten().unwrap_or(0);
+        if !sink.send_with(port, max, Offload::NONE, fill) {
+            outcome = Sent::Refused;
+            break;
+        }
+        stats.gso_segments += 1;
+    }
+    outcome
+}
+
+/// Segments a super-frame and encapsulates each segment, or answers it as too big.
+/// Returns what became of the output (None: already counted, as too big).
+fn encap_super(
+    pkts: Packets<'_>,
+    o: Offload,
+    path: &Path,
+    env: &ExecEnv<'_>,
+    sink: &mut dyn PacketSink,
+    ip_id: &mut u16,
+    stats: &mut ExecStats,
+) -> Option<Sent> {
+    let g = o.gso?;
+    let lay = match Layout::parse(pkts.inner) {
+        Ok(l) if l.matches(g.kind) && o.csum.is_none_or(|c| c == l.partial_csum()) => l,
+        _ => {
+            stats.offload_invalid += 1;
+            return Some(Sent::Invalid);
+        }
+    };
+    // The largest inner frame the path takes, and the payload per segment that fits.
+    let room = (usize::from(path.route.mtu) + 14).saturating_sub(path.overhead);
+    let fits = room.saturating_sub(lay.header_len());
+    let mut size = usize::from(g.size);
+    if lay.header_len() + size.min(lay.payload_len()) > room {
+        stats.encap_too_big += 1;
+        let tcp_no_df = lay.proto == crate::wire::ip_proto::TCP
+            && pmtu::too_big_action(pkts.inner) == TooBig::Fragment;
+        if !tcp_no_df || fits == 0 {
+            // As a packet of the segment size would be: answered, or dropped.
+            reply_too_big(pkts, path, env, sink, stats);
+            return None;
+        }
+        size = fits;
+    }
+    let mut seg = match Segmenter::with_layout(pkts.inner, lay, size) {
+        Ok(s) => s,
+        Err(_) => {
+            stats.offload_invalid += 1;
+            return Some(Sent::Invalid);
+        }
+    };
+    stats.gso_segmented += 1;
+    let overhead = path.overhead;
+    let len = overhead + seg.max_len();
+    while seg.remaining() > 0 {
+        *ip_id = ip_id.wrapping_add(1);
+        let outer = OuterHeaders {
+            ident: *ip_id,
+            ..path.outer
+        };
+        let mut failed = false;
+        let fill = &mut |slot: &mut [u8]| {
+            let n = match slot.get_mut(overhead..).map(|s| seg.write_next(s)) {
+                Some(Ok(Some(n))) => n,
+                _ => {
+                    failed = true;
+                    return 0;
+                }
+            };
+            vxlan::encapsulate_in_place(slot, n, &outer).unwrap_or_else(|_| {
+                failed = true;
+                0
+            })
+        };
+        if !sink.send_with(path.route.egress, len, Offload::NONE, fill) {
+            return Some(if failed { Sent::Invalid } else { Sent::Refused });
+        }
+        stats.gso_segments += 1;
+    }
+    Some(Sent::Yes)
+}
+
+/// Answers a super-frame whose segments do not fit the path as a too-big packet of
+/// the segment size: an ICMP reply to the in-port (IPv4 with DF, IPv6), or a drop.
+fn reply_too_big(
+    pkts: Packets<'_>,
+    path: &Path,
+    env: &ExecEnv<'_>,
+    sink: &mut dyn PacketSink,
+    stats: &mut ExecStats,
+) {
+    if pmtu::too_big_action(pkts.inner) != TooBig::Reply {
+        return;
+    }
+    let Ok(l2) = L2Info::parse(pkts.inner) else {
+        return;
+    };
+    let mtu = (u32::from(path.route.mtu) + 14)
+        .saturating_sub(path.overhead as u32)
+        .saturating_sub(l2.l3_offset as u32);
+    send_reply(pkts, mtu, env, sink, stats);
+}
+
+/// Sends the ICMP too-big reply to `pkts.received` announcing `mtu` out of the in-port.
+fn send_reply(
+    pkts: Packets<'_>,
+    mtu: u32,
+    env: &ExecEnv<'_>,
+    sink: &mut dyn PacketSink,
+    stats: &mut ExecStats,
+) {
+    let Some(port) = env.in_port.filter(|&p| Some(p) != env.tunnel_port) else {
+        return;
+    };
+    let mut built = false;
+    let fill = &mut |slot: &mut [u8]| {
+        let n = pmtu::too_big_reply(pkts.received, mtu, slot);
+        built = n != 0;
+        n
+    };
+    // The reply's IP datagram is at most 1280 bytes, behind Ethernet and two tags.
+    let len = pmtu::IPV6_MAX_ERROR_LEN + 64;
+    if sink.send_with(port, len, Offload::NONE, fill) {
+        stats.too_big_replies += 1;
+    } else if built {
+        stats.sink_drops += 1;
     }
 }
 
@@ -238,89 +765,6 @@ struct Packets<'a> {
     inner: &'a [u8],
 }
 
-/// VXLAN-encapsulates `pkts.inner` toward `t.dst` into the egress uplink's transmit
-/// batch; a frame too big for the path is answered, fragmented or dropped (module docs).
-fn encap(
-    pkts: Packets<'_>,
-    t: &TunnelAttrs,
-    key_hash: u64,
-    env: &ExecEnv<'_>,
-    sink: &mut dyn PacketSink,
-    frag_scratch: &mut [u8],
-    stats: &mut ExecStats,
-) {
-    let route = match env.resolver.resolve(&t.lookup_key()) {
-        Ok(r) => r,
-        Err(why) => {
-            *match why {
-                Unroutable::NextHopUnresolved => &mut stats.next_hop_unresolved,
-                Unroutable::NotManaged => &mut stats.not_managed,
-                Unroutable::IpsecBlocked => &mut stats.ipsec_blocked,
-                _ => &mut stats.no_route,
-            } += 1;
-            return;
-        }
-    };
-    // A protected path goes through the kernel: the tunnel port's kernel I/O sends the
-    // VXLAN payload from the outer source with the mark the Ethernet header carries.
-    let route = match route.via {
-        Via::Uplink => route,
-        Via::Kernel { sa } => {
-            let Some(tport) = env.tunnel_port else {
-                stats.invalid += 1;
-                return;
-            };
-            stats.kernel_out += 1;
-            if !sa {
-                stats.ipsec_no_sa += 1;
-            }
-            TunnelRoute {
-                egress: tport,
-                src_mac: [0; 6],
-                dst_mac: mark_mac(t.mark),
-                ..route
-            }
-        }
-    };
-    let overhead = match t.dst {
-        IpAddr::V4(_) => vxlan::VXLAN_OVERHEAD_V4,
-        IpAddr::V6(_) => vxlan::VXLAN_OVERHEAD_V6,
-    };
-    let outer = OuterHeaders {
-        src_mac: route.src_mac,
-        dst_mac: route.dst_mac,
-        src_ip: t.src.unwrap_or(route.src_ip),
-        dst_ip: t.dst,
-        tos: t.tos,
-        ttl: if t.ttl == 0 { 64 } else { t.ttl },
-        df: t.df,
-        udp_src: vxlan::source_port((key_hash ^ (key_hash >> 32)) as u32),
-        udp_dst: t.tp_dst,
-        vni: t.vni,
-        udp_csum: t.csum,
-    };
-    // The outer IP packet is everything but the outer Ethernet header.
-    if pkts.inner.len() + overhead - 14 > usize::from(route.mtu) {
-        stats.encap_too_big += 1;
-        too_big(
-            pkts,
-            &route,
-            overhead,
-            &outer,
-            env,
-            sink,
-            frag_scratch,
-            stats,
-        );
-        return;
-    }
-    match send_encapsulated(pkts.inner, &outer, route.egress, sink) {
-        Sent::Yes => stats.outputs += 1,
-        Sent::Invalid => stats.invalid += 1,
-        Sent::Refused => stats.sink_drops += 1,
-    }
-}
-
 /// What became of one encapsulated frame.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Sent {
@@ -331,20 +775,24 @@ enum Sent {
     Refused,
 }
 
+/// Encapsulates a complete frame (or one whose checksum `csum` is partial, completed in
+/// the copy) into the egress uplink's batch.
 fn send_encapsulated(
     inner: &[u8],
+    csum: Option<crate::wire::PartialCsum>,
     outer: &OuterHeaders,
     egress: PortId,
     sink: &mut dyn PacketSink,
 ) -> Sent {
     let mut failed = false;
-    let sent = sink.send_with(egress, &mut |slot| {
-        vxlan::encapsulate(inner, outer, slot).unwrap_or_else(|_| {
+    let len = inner.len() + vxlan::VXLAN_OVERHEAD_V6;
+    let fill = &mut |slot: &mut [u8]| {
+        vxlan::encapsulate_completing(inner, csum, outer, slot).unwrap_or_else(|_| {
             failed = true;
             0
         })
-    });
-    match (sent, failed) {
+    };
+    match (sink.send_with(egress, len, Offload::NONE, fill), failed) {
         (true, _) => Sent::Yes,
         (false, true) => Sent::Invalid,
         (false, false) => Sent::Refused,
@@ -373,26 +821,13 @@ fn too_big(
         .saturating_sub(overhead as u32)
         .saturating_sub(l2.l3_offset as u32);
     match pmtu::too_big_action(pkts.inner) {
-        TooBig::Reply => {
-            let Some(port) = env.in_port.filter(|&p| Some(p) != env.tunnel_port) else {
-                return;
-            };
-            let mut built = false;
-            let sent = sink.send_with(port, &mut |slot| {
-                let n = pmtu::too_big_reply(pkts.received, mtu, slot);
-                built = n != 0;
-                n
-            });
-            if sent {
-                stats.too_big_replies += 1;
-            } else if built {
-                stats.sink_drops += 1;
-            }
-        }
+        TooBig::Reply => send_reply(pkts, mtu, env, sink, stats),
         TooBig::Fragment => {
             let mut outcome = Sent::Yes;
+            let mut outer = *outer;
             let n = pmtu::fragment_ipv4(pkts.inner, mtu, frag_scratch, &mut |f| {
-                outcome = send_encapsulated(f, outer, route.egress, sink);
+                outcome = send_encapsulated(f, None, &outer, route.egress, sink);
+                outer.ident = outer.ident.wrapping_add(1);
                 outcome == Sent::Yes
             });
             if n == 0 && outcome == Sent::Yes {
@@ -415,26 +850,50 @@ mod tests {
     use crate::actions::Actions;
     use crate::tunnel::{StaticResolver, TunnelRoute};
     use crate::wire::icmp::{IcmpPacket, IcmpRepr};
-    use crate::wire::testutil::{ipv4_frame, ipv4_repr, ipv6_frame, ipv6_repr, l2_header, pattern};
-    use crate::wire::{Ipv4Packet, Ipv4Repr, Ipv6Packet, ip_proto};
+    use crate::wire::testutil::{
+        ipv4_frame, ipv4_repr, ipv6_frame, ipv6_repr, l2_header, pattern, tcp_frame,
+    };
+    use crate::wire::{Gso, GsoKind, Ipv4Packet, Ipv4Repr, Ipv6Packet, TcpPacket, ip_proto};
 
+    /// What the executor sent: frames by port, their metadata, and whether the ports
+    /// take metadata.
     #[derive(Default)]
-    struct Collect(Vec<(PortId, Vec<u8>)>);
+    struct Collect(Vec<(PortId, Vec<u8>)>, Vec<Offload>, bool);
 
     impl PacketSink for Collect {
-        fn send(&mut self, port: PortId, frame: &[u8]) -> bool {
+        fn send(&mut self, port: PortId, frame: &[u8], offload: Offload) -> bool {
+            assert!(
+                self.2 || offload.is_complete(),
+                "metadata to a port without"
+            );
             self.0.push((port, frame.to_vec()));
+            self.1.push(offload);
             true
         }
-        fn send_with(&mut self, port: PortId, fill: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
-            let mut buf = vec![0u8; 2048];
+        fn send_with(
+            &mut self,
+            port: PortId,
+            len: usize,
+            offload: Offload,
+            fill: &mut dyn FnMut(&mut [u8]) -> usize,
+        ) -> bool {
+            assert!(
+                self.2 || offload.is_complete(),
+                "metadata to a port without"
+            );
+            let mut buf = vec![0u8; len.max(2048)];
             let n = fill(&mut buf);
             if n == 0 {
                 return false;
             }
+            assert!(n <= len, "{n} bytes written for a {len}-byte request");
             buf.truncate(n);
             self.0.push((port, buf));
+            self.1.push(offload);
             true
+        }
+        fn offloads(&self, _: PortId) -> bool {
+            self.2
         }
     }
 
@@ -464,8 +923,277 @@ mod tests {
             tunnel_port: Some(PortId(9)),
             in_port,
         };
-        ex.execute(frame, 42, a.as_slice(), &env, &mut sink);
+        ex.execute(Packet::new(frame, 42), a.as_slice(), &env, &mut sink);
         (sink, ex.stats)
+    }
+
+    /// Runs `actions` on `frame` with `offload` from port 1, into ports that take
+    /// offload metadata if `offloads`.
+    fn run_offload(
+        actions: &str,
+        resolver: &StaticResolver,
+        frame: &[u8],
+        offload: Offload,
+        offloads: bool,
+    ) -> (Collect, ExecStats) {
+        let a: Actions = actions.parse().unwrap();
+        let mut ex = Executor::new();
+        let mut sink = Collect(Vec::new(), Vec::new(), offloads);
+        let env = ExecEnv {
+            resolver,
+            tunnel_port: Some(PortId(9)),
+            in_port: Some(PortId(1)),
+        };
+        let pkt = Packet {
+            frame,
+            offload,
+            flow_hash: 42,
+        };
+        ex.execute(pkt, a.as_slice(), &env, &mut sink);
+        (sink, ex.stats)
+    }
+
+    /// A TCP super-frame as a VM's TSO hands it over: `payload` bytes, segments of
+    /// `size`, its checksum partial.
+    fn tso_frame(v6: bool, tags: &[(u16, u16)], payload: usize, size: u16) -> (Vec<u8>, Offload) {
+        use crate::wire::tcp::flags::{ACK, PSH};
+        let mut f = tcp_frame(v6, tags, payload, ACK | PSH);
+        let lay = Layout::parse(&f).unwrap();
+        let c = gso::prepare_partial(&mut f, &lay).unwrap();
+        let kind = if v6 { GsoKind::TcpV6 } else { GsoKind::TcpV4 };
+        let o = Offload {
+            csum: Some(c),
+            gso: Some(Gso {
+                kind,
+                size,
+                ecn: false,
+            }),
+            hdr_len: lay.header_len() as u16,
+            ..Offload::NONE
+        };
+        (f, o)
+    }
+
+    /// Checks that `segs` (inner frames) are a correct segmentation of `orig`'s payload
+    /// with `size` bytes each: checksums, and the payload in order.
+    fn check_segments(orig: &[u8], segs: &[Vec<u8>], size: usize) {
+        let lay = Layout::parse(orig).unwrap();
+        let mut data = Vec::new();
+        for s in segs {
+            let l = Layout::parse(s).unwrap();
+            let (src, dst) = if l.v6 {
+                let ip = Ipv6Packet::new_checked(&s[l.l3..]).unwrap();
+                (IpAddr::from(ip.src_addr()), IpAddr::from(ip.dst_addr()))
+            } else {
+                let ip = Ipv4Packet::new_checked(&s[l.l3..]).unwrap();
+                assert!(ip.verify_checksum());
+                (IpAddr::from(ip.src_addr()), IpAddr::from(ip.dst_addr()))
+            };
+            let t = TcpPacket::new_checked(&s[l.l4..l.end]).unwrap();
+            assert!(t.verify_checksum(&src, &dst));
+            assert!(t.payload().len() <= size);
+            data.extend_from_slice(t.payload());
+        }
+        assert_eq!(data, &orig[lay.header_len()..lay.end]);
+    }
+
+    #[test]
+    fn super_frames_go_whole_to_ports_that_take_them_and_cut_to_others() {
+        let r = StaticResolver::new();
+        let (f, o) = tso_frame(false, &[], 10_000, 1448);
+        let (s, st) = run_offload("2", &r, &f, o, true);
+        assert_eq!(s.0, vec![(PortId(2), f.clone())], "whole, untouched");
+        assert_eq!(s.1, vec![o]);
+        assert_eq!((st.outputs, st.gso_passed, st.gso_segmented), (1, 1, 0));
+
+        let (s, st) = run_offload("2", &r, &f, o, false);
+        assert_eq!(s.0.len(), 7);
+        assert!(s.1.iter().all(Offload::is_complete));
+        let segs: Vec<_> = s.0.iter().map(|(_, p)| p.clone()).collect();
+        check_segments(&f, &segs, 1448);
+        assert_eq!((st.outputs, st.gso_segmented, st.gso_segments), (1, 1, 7));
+
+        // A tag pushed first: the metadata moves with the bytes.
+        let (s, _) = run_offload("push_vlan(vid=10),2", &r, &f, o, true);
+        assert_eq!(s.1[0].csum.unwrap().start, o.csum.unwrap().start + 4);
+        assert_eq!(s.1[0].hdr_len, o.hdr_len + 4);
+        let (s, _) = run_offload("push_vlan(vid=10),2", &r, &f, o, false);
+        assert_eq!(s.0.len(), 7);
+        assert!(s.0.iter().all(|(_, p)| p[12..14] == [0x81, 0x00]));
+    }
+
+    #[test]
+    fn a_gro_super_frame_is_handed_over_with_a_partial_checksum() {
+        // GRO's: checksum whole and verified, no checksum start.
+        let f = tcp_frame(true, &[(0x8100, 5)], 20_000, crate::wire::tcp::flags::ACK);
+        let o = Offload {
+            csum_valid: true,
+            gso: Some(Gso {
+                kind: GsoKind::TcpV6,
+                size: 1428,
+                ecn: false,
+            }),
+            ..Offload::NONE
+        };
+        let (s, st) = run_offload("2", &StaticResolver::new(), &f, o, true);
+        assert_eq!(st.gso_passed, 1);
+        let sent = s.1[0];
+        let c = sent.csum.expect("a partial checksum");
+        assert_eq!((c.start, c.offset), (18 + 40, 16));
+        assert_eq!(sent.gso, o.gso);
+        let mut back = s.0[0].1.clone();
+        assert_ne!(back, f);
+        gso::complete_checksum(&mut back, c).unwrap();
+        assert_eq!(
+            back, f,
+            "what the kernel will complete is the frame's checksum"
+        );
+    }
+
+    #[test]
+    fn metadata_that_does_not_describe_the_frame_drops_it() {
+        let (f, mut o) = tso_frame(false, &[], 5000, 1448);
+        o.gso = Some(Gso {
+            kind: GsoKind::TcpV6,
+            size: 1448,
+            ecn: false,
+        });
+        for offloads in [true, false] {
+            let (s, st) = run_offload("2", &StaticResolver::new(), &f, o, offloads);
+            assert!(s.0.is_empty());
+            assert_eq!(st.offload_invalid, 1);
+        }
+        let (f, mut o) = tso_frame(false, &[], 5000, 1448);
+        o.csum = Some(crate::wire::PartialCsum {
+            start: 14,
+            offset: 16,
+        });
+        let (s, st) = run_offload(TUN4, &resolver(1500), &f, o, true);
+        assert!(s.0.is_empty());
+        assert_eq!(st.offload_invalid, 1);
+    }
+
+    /// Decapsulates what the executor sent to the uplink: the inner frames, checking
+    /// each outer frame's length, IPv4 checksum and UDP source port.
+    fn inner_frames(s: &Collect, mtu: usize) -> (Vec<Vec<u8>>, Vec<u16>) {
+        let mut inner = Vec::new();
+        let mut ids = Vec::new();
+        for (port, pkt) in &s.0 {
+            assert_eq!(*port, PortId(2));
+            assert!(pkt.len() <= mtu + 14, "{} > {}", pkt.len(), mtu + 14);
+            let d = vxlan::decapsulate(pkt, 4789).unwrap().expect("vxlan");
+            assert_eq!(d.udp_src, vxlan::source_port(42), "one source port");
+            if let Ok(ip) = Ipv4Packet::new_checked(&pkt[14..]) {
+                assert!(ip.verify_checksum());
+                ids.push(ip.ident());
+            }
+            let udp = crate::wire::UdpPacket::new_checked(&pkt[d.inner_offset - 16..]).unwrap();
+            assert!(udp.verify_checksum(&d.src, &d.dst));
+            inner.push(d.inner(pkt).to_vec());
+        }
+        (inner, ids)
+    }
+
+    #[test]
+    fn vxlan_output_segments_super_frames_in_software() {
+        // A VF at MTU 1450 over a 1500-byte IPv4 path: segments of 1398 bytes fit.
+        let (f, o) = tso_frame(false, &[], 10_000, 1398);
+        let (s, st) = run_offload(TUN4, &resolver(1500), &f, o, true);
+        assert_eq!(s.0.len(), 8);
+        assert!(s.1.iter().all(Offload::is_complete));
+        let (segs, ids) = inner_frames(&s, 1500);
+        check_segments(&f, &segs, 1398);
+        assert_eq!(
+            (
+                st.outputs,
+                st.gso_segmented,
+                st.gso_segments,
+                st.encap_too_big
+            ),
+            (1, 1, 8, 0)
+        );
+        // One outer ID per packet, counting.
+        for w in ids.windows(2) {
+            assert_eq!(w[1], w[0].wrapping_add(1));
+        }
+        // IPv6 inner over an IPv6 underlay, tagged: the outer UDP checksum covers the
+        // segments' completed checksums.
+        let (f, o) = tso_frame(true, &[(0x8100, 3)], 9_000, 1354);
+        let (s, st) = run_offload(TUN6, &resolver(1500), &f, o, false);
+        assert_eq!(st.gso_segments, 7);
+        let (segs, _) = inner_frames(&s, 1500);
+        check_segments(&f, &segs, 1354);
+    }
+
+    #[test]
+    fn a_super_frame_whose_segments_do_not_fit_is_answered() {
+        // A VF at MTU 1500 (segments of 1448) over a 1500-byte path: 1514 > 1464.
+        let (f, o) = tso_frame(false, &[], 10_000, 1448);
+        let (s, st) = run_offload(TUN4, &resolver(1500), &f, o, true);
+        assert_eq!(s.0.len(), 1);
+        assert_eq!(s.0[0].0, PortId(1), "an ICMP reply to the in-port");
+        check_frag_needed(&f, &s.0[0].1, 14, 1450);
+        assert_eq!(
+            (st.encap_too_big, st.too_big_replies, st.outputs),
+            (1, 1, 0)
+        );
+
+        // Without DF, TCP is cut to the payload that fits instead: 1464 - 66.
+        let mut nodf = f.clone();
+        let mut ip = Ipv4Packet::new_unchecked(&mut nodf[14..34]);
+        ip.set_frag(false, false, 0);
+        ip.fill_checksum();
+        let (s, st) = run_offload(TUN4, &resolver(1500), &nodf, o, true);
+        assert_eq!((st.encap_too_big, st.gso_segments), (1, 8));
+        let (segs, _) = inner_frames(&s, 1500);
+        check_segments(&nodf, &segs, 1398);
+    }
+
+    #[test]
+    fn partial_checksums_are_completed_in_the_tunnel() {
+        let mut f = tcp_frame(false, &[], 1000, crate::wire::tcp::flags::ACK);
+        let full = f.clone();
+        let lay = Layout::parse(&f).unwrap();
+        let c = gso::prepare_partial(&mut f, &lay).unwrap();
+        let o = Offload {
+            csum: Some(c),
+            ..Offload::NONE
+        };
+        for tun in [TUN4, TUN6] {
+            let (s, st) = run_offload(tun, &resolver(1500), &f, o, true);
+            assert_eq!((st.outputs, st.csum_completed), (1, 1));
+            let (inner, _) = inner_frames(&s, 1500);
+            assert_eq!(inner, vec![full.clone()]);
+        }
+        // To a port without offloads, in place of the kernel.
+        let (s, st) = run_offload("2", &resolver(1500), &f, o, false);
+        assert_eq!(s.0[0].1, full);
+        assert_eq!(st.csum_completed, 1);
+        // Too big for the path without DF: completed, then fragmented.
+        let mut big = tcp_frame(false, &[], 3000, crate::wire::tcp::flags::ACK);
+        let mut ip = Ipv4Packet::new_unchecked(&mut big[14..34]);
+        ip.set_frag(false, false, 0);
+        ip.fill_checksum();
+        let full = big.clone();
+        let lay = Layout::parse(&big).unwrap();
+        let c = gso::prepare_partial(&mut big, &lay).unwrap();
+        let o = Offload {
+            csum: Some(c),
+            ..Offload::NONE
+        };
+        let (s, st) = run_offload(TUN4, &resolver(1500), &big, o, true);
+        assert_eq!((st.fragmented, st.csum_completed), (1, 1));
+        let mut data = Vec::new();
+        for (_, pkt) in &s.0 {
+            let d = vxlan::decapsulate(pkt, 4789).unwrap().unwrap();
+            let ip = Ipv4Packet::new_checked(&d.inner(pkt)[14..]).unwrap();
+            data.extend_from_slice(ip.payload());
+        }
+        assert_eq!(
+            data,
+            &full[34..],
+            "the fragments carry the completed segment"
+        );
     }
 
     #[test]

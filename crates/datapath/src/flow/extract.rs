@@ -115,23 +115,40 @@ impl FlowKey {
         extract_with_offsets(frame, in_port, tunnel).0
     }
 
-    /// A 32-bit hash of the inner flow (Ethernet, IP and L4 fields; not the ingress port
-    /// nor tunnel metadata), stable across runs. Feed it to
-    /// [`crate::wire::vxlan::source_port`] for the outer UDP source port.
+    /// A 32-bit hash of the inner flow's *connection*: for IP, its addresses, protocol
+    /// and L4 ports only (ports left out for fragments, which carry none after the
+    /// first: every fragment of a datagram hashes alike); for anything else, its
+    /// Ethernet addresses and type. Not the TCP flags, TTL, TOS, VLAN tags, ingress port
+    /// nor tunnel metadata, so every packet of a connection gets the same value and
+    /// connections spread. Stable across runs. Feed it to
+    /// [`crate::wire::vxlan::source_port`] for the outer UDP source port (RFC 7348:
+    /// underlay ECMP then keeps a connection on one path, in order).
     pub fn flow_hash(&self) -> u32 {
-        let mut k = *self;
-        k.in_port = 0;
-        k.tun_src = [0; 16];
-        k.tun_dst = [0; 16];
-        k.tun_vni = 0;
-        k.tun_tp_dst = 0;
-        k.tun_tos = 0;
-        k.tun_ttl = 0;
-        k.tun_flags = 0;
         let mut h: u64 = 0x243f_6a88_85a3_08d3;
-        for w in k.words() {
+        let mut mix = |w: u64| {
             h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             h ^= h >> 29;
+        };
+        let word = |b: &[u8]| {
+            let mut w = [0u8; 8];
+            w[..b.len()].copy_from_slice(b);
+            u64::from_le_bytes(w)
+        };
+        if self.is_ipv4() || self.is_ipv6() {
+            mix(word(&self.ip_src[..8]));
+            mix(word(&self.ip_src[8..]));
+            mix(word(&self.ip_dst[..8]));
+            mix(word(&self.ip_dst[8..]));
+            let ports = if self.ip_frag & frag::ANY != 0 {
+                0
+            } else {
+                (u64::from(self.tp_src) << 16) | u64::from(self.tp_dst)
+            };
+            mix((u64::from(self.eth_type) << 48) | (u64::from(self.ip_proto) << 32) | ports);
+        } else {
+            mix(word(&self.eth_src));
+            mix(word(&self.eth_dst));
+            mix(u64::from(self.eth_type));
         }
         h ^= h >> 32;
         h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -545,6 +562,52 @@ mod test {
     }
 
     #[test]
+    fn flow_hash_follows_the_connection_not_its_flags() {
+        use crate::wire::tcp::flags::{ACK, FIN, PSH, SYN};
+        let key = |fl: u16, ttl: u8, tos: u8, sport: u16| {
+            let mut f = tcp_frame(false, &[], 10, fl);
+            f[14 + 1] = tos;
+            f[14 + 8] = ttl;
+            f[34..36].copy_from_slice(&sport.to_be_bytes());
+            FlowKey::extract(&f, PortId(1), None)
+        };
+        // One 5-tuple sent S, A, PA, PA, FA with other TTLs and TOS: one hash.
+        let one: Vec<u32> = [
+            (SYN, 64, 0),
+            (ACK, 63, 0x10),
+            (PSH | ACK, 1, 0xb8),
+            (FIN | ACK, 64, 2),
+        ]
+        .iter()
+        .map(|&(fl, ttl, tos)| key(fl, ttl, tos, 40000).flow_hash())
+        .collect();
+        assert!(one.iter().all(|&h| h == one[0]), "{one:x?}");
+        // Connections spread: 1000 source ports, many distinct outer ports.
+        let ports: std::collections::HashSet<u16> = (0..1000)
+            .map(|p| crate::wire::vxlan::source_port(key(ACK, 64, 0, 30000 + p).flow_hash()))
+            .collect();
+        assert!(ports.len() > 950, "{} distinct ports", ports.len());
+        // A VLAN tag or another ingress does not change it either.
+        let tagged = tcp_frame(false, &[(0x8100, 9)], 10, ACK);
+        let plain = tcp_frame(false, &[], 10, ACK);
+        assert_eq!(
+            FlowKey::extract(&tagged, PortId(2), None).flow_hash(),
+            FlowKey::extract(&plain, PortId(1), None).flow_hash()
+        );
+        // Every fragment of a datagram hashes alike (no ports after the first).
+        let mut frag = plain.clone();
+        frag[14 + 6] = 0x20; // MF, offset 0: the first fragment, with its ports
+        let mut later = plain;
+        later[14 + 6] = 0x00;
+        later[14 + 7] = 0x10; // offset 128
+        let (a, b) = (
+            FlowKey::extract(&frag, PortId(1), None),
+            FlowKey::extract(&later, PortId(1), None),
+        );
+        assert_eq!(a.flow_hash(), b.flow_hash());
+    }
+
+    #[test]
     fn encapsulated_key_hash_gives_source_port() {
         let f = inner(VXLAN_V4_PING);
         let k = FlowKey::extract(&f, PortId(1), None);
@@ -558,6 +621,7 @@ mod test {
             tos: 0,
             ttl: 64,
             df: true,
+            ident: 1,
             udp_src: port,
             udp_dst: IANA_PORT,
             vni: 42,

@@ -10,10 +10,17 @@
 //!   back (from the ring frame's `tp_vlan_tci`/`tp_vlan_tpid`, or with `PACKET_AUXDATA`
 //!   in the fallback) and reinserted in the slot's headroom, so the datapath sees the
 //!   frame as it was on the wire.
-//! - A frame larger than a batch slot (or than a ring frame) is received truncated: it is
-//!   kept as an empty packet (which the datapath drops) and counted in
-//!   [`PortStats::rx_truncated`]. Representors of VMs that send TSO super-frames need
-//!   `ethtool -K <rep> gro off` or slots sized for 64 KiB.
+//! - Both ways, every frame comes with the kernel's offload metadata
+//!   (`PACKET_VNET_HDR`, a `struct virtio_net_hdr`: see [`crate::wire::vnet`]): a
+//!   super-frame's GSO type and segment size, a partial checksum's start and offset. The
+//!   metadata received is kept next to each frame in the [`PacketBatch`]; the metadata
+//!   of each frame sent goes before it (a second iovec), so that the kernel or the device
+//!   segments super-frames and completes checksums ([`Port::offloads`]). A kernel
+//!   without the option (before 2.6.38) leaves the port without offloads.
+//! - A frame larger than the receive batch's room for one packet is received truncated:
+//!   it is kept as an empty packet (which the datapath drops) and counted in
+//!   [`PortStats::rx_truncated`]. The datapath's batches take 64 KiB super-frames, so
+//!   this only happens to frames past what a super-frame can be.
 //! - [`Port::stats`] also reads the kernel's drop counter (`PACKET_STATISTICS`, reset by
 //!   the kernel on every read, so the port sums it): frames dropped because the ring or
 //!   the socket buffer was full, which flowd never saw.
@@ -30,12 +37,25 @@
 //!
 //! Geometry, per port (mmapped, allocated once at open):
 //! - frame size: the TPACKET_V2 header and the kernel's alignment (66 bytes before the
-//!   MAC header) + MTU + 14 (Ethernet) + 8 (an inner VLAN tag, slack), rounded up to a
-//!   power of two up to a page, a multiple of the page size above: 2 KiB for MTU 1500,
-//!   12 KiB for MTU 9000. A frame larger than that (MTU raised after open, GRO) is
-//!   truncated and counted in [`PortStats::rx_truncated`]. The ring keeps its size: after
-//!   raising a device's MTU above [`AfPacketPort::ring_mtu`] (also in
-//!   [`PortStats::ring_mtu`]), the port must be reopened to receive the larger frames.
+//!   MAC header, plus the 10-byte vnet header) + MTU + 14 (Ethernet) + 8 (an inner VLAN
+//!   tag, slack), rounded up to a power of two up to a page, a multiple of the page size
+//!   above: 2 KiB for MTU 1500, 12 KiB for MTU 9000.
+//! - A frame larger than that (a TSO or GRO super-frame of up to 64 KiB, or any frame
+//!   after the device's MTU was raised past [`AfPacketPort::ring_mtu`]) is not lost:
+//!   with `PACKET_COPY_THRESH` set, the kernel's `tpacket_rcv` queues the whole frame on
+//!   the socket as well (a reference to the skb, no copy, while the receive buffer has
+//!   room) and marks its truncated ring frame `TP_STATUS_COPY`. The port reads that frame
+//!   with `recvmsg` (vnet header and VLAN tag included) in place of the ring frame: the
+//!   copies are queued in ring order, so order is kept. Counted in
+//!   [`PortStats::rx_large`]; only a frame that found the receive buffer full is
+//!   truncated ([`PortStats::rx_truncated`]). Why not size the ring for 64 KiB frames:
+//!   1024 of them would pin 64 MiB of kernel memory per port (32x the 2 MiB ring), for
+//!   frames that are rare on some ports and, where they are common (a VM's TSO), still
+//!   fewer than MTU-sized ones; fewer large frames (32 of 64 KiB, the same 2 MiB) would
+//!   hold only 32 frames of any size and drop bursts of small ones. The socket queue
+//!   costs memory only while super-frames flow, bounded by the 4 MiB receive buffer
+//!   (about 60 super-frames). The price: the kernel still copies a super-frame's first
+//!   ring frame's worth (1.9 KiB at MTU 1500) into the ring, unused.
 //! - block size: 64 KiB (rounded up to a whole number of frames: 72 KiB for MTU 9000);
 //!   small enough for the kernel's page allocator, large enough to hold many frames.
 //! - blocks: 2 MiB of ring and at least 256 frames: 32 blocks = 1024 frames (2 MiB) for
@@ -52,6 +72,22 @@
 //! Transmission stays on `sendmmsg`: a TPACKET_V2 TX ring still allocates an skb per
 //! frame, and attaches the frame's bytes as page fragments that a veth peer must copy
 //! into a fresh page (`skb_copy_ubufs`) before crossing into another namespace.
+//!
+//! # Offloads on transmit
+//! A frame sent with GSO metadata (`VIRTIO_NET_HDR_GSO_TCPV4/TCPV6/UDP_L4`) may exceed
+//! the MTU: `packet_snd` checks the MTU only for frames without it, and
+//! `virtio_net_hdr_to_skb` turns the header into a GSO skb (`SKB_GSO_DODGY`) with a
+//! partial checksum, which the device segments (TSO) or the kernel does in software
+//! before the device (a veth passes it whole to its peer, as the kernel's own TCP
+//! would). The kernel refuses (`EINVAL`) a header it cannot check; the port then drops
+//! that one frame and counts it, as for `EMSGSIZE`.
+//!
+//! AF_PACKET has no UDP-tunnel GSO (Linux 6.18, checked by the test
+//! `the_kernel_offers_no_udp_tunnel_gso_through_af_packet`): `virtio_net_hdr_to_skb`
+//! refuses the `VIRTIO_NET_HDR_GSO_UDP_TUNNEL_*` bits, and `PACKET_VNET_HDR_SZ` takes
+//! only the 10- and 12-byte headers, not the 24-byte one that carries the tunnel's
+//! offsets (tun and virtio-net have it since 6.17). VXLAN super-frames are therefore cut
+//! by flowd before encapsulation (see [`crate::exec`]).
 //!
 //! # When the device goes down or away
 //! When the device is set down, the kernel unhooks the socket and sets a pending socket
@@ -76,6 +112,7 @@
 use super::batch::HEADROOM;
 use super::{PacketBatch, Port, PortError, PortStats};
 use crate::IfIndex;
+use crate::wire::vnet::{self, Offload, VnetHeader};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -91,6 +128,9 @@ const TPACKET_V2: libc::c_int = 1;
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
 const PACKET_STATISTICS: libc::c_int = 6;
+const PACKET_COPY_THRESH: libc::c_int = 7;
+const PACKET_VNET_HDR: libc::c_int = 15;
+const TP_STATUS_COPY: u32 = 1 << 1;
 
 /// Mirrors `struct tpacket_stats` from `<linux/if_packet.h>` (TPACKET_V1 and V2).
 #[repr(C)]
@@ -127,7 +167,9 @@ struct TpacketReq {
 }
 
 /// Bytes the kernel puts before the MAC header in a TPACKET_V2 frame of a raw socket:
-/// `TPACKET_ALIGN(TPACKET2_HDRLEN + 16)` = 80, minus the 14-byte Ethernet header.
+/// `TPACKET_ALIGN(TPACKET2_HDRLEN + 16)` = 80, minus the 14-byte Ethernet header; the
+/// vnet header (when the socket has one) lies in the 10 bytes after that, just before
+/// the MAC header.
 const RING_MAC_OFFSET: usize = 66;
 /// Ring memory per port (for MTUs up to ~1900: 1024 frames of 2 KiB).
 const RING_BYTES: usize = 2 << 20;
@@ -147,9 +189,11 @@ pub enum RxMode {
     Recvmmsg,
 }
 
-/// The geometry of a receive ring for a port of MTU `mtu` with pages of `page` bytes.
-fn ring_geometry(mtu: u32, page: usize) -> TpacketReq {
-    let need = RING_MAC_OFFSET + mtu as usize + 14 + 8;
+/// The geometry of a receive ring for a port of MTU `mtu` with pages of `page` bytes, for
+/// a socket with a vnet header or without.
+fn ring_geometry(mtu: u32, page: usize, vnet: bool) -> TpacketReq {
+    let vnet = if vnet { vnet::HEADER_LEN } else { 0 };
+    let need = RING_MAC_OFFSET + vnet + mtu as usize + 14 + 8;
     let frame = if need <= page {
         need.next_power_of_two()
     } else {
@@ -185,13 +229,13 @@ struct RxRing {
 impl RxRing {
     /// Sets up and maps a ring on `fd` (which must not be bound yet); None if the kernel
     /// refuses (the caller falls back to `recvmmsg`).
-    fn setup(fd: i32, mtu: u32) -> Option<Self> {
+    fn setup(fd: i32, mtu: u32, vnet: bool) -> Option<Self> {
         // SAFETY: plain sysconf query.
         let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
             p if p > 0 => p as usize,
             _ => 4096,
         };
-        let req = ring_geometry(mtu, page);
+        let req = ring_geometry(mtu, page, vnet);
         setsockopt_int(fd, PACKET_VERSION, TPACKET_V2).ok()?;
         // SAFETY: `req` outlives the call and its size is passed.
         let r = unsafe {
@@ -264,51 +308,30 @@ impl RxRing {
         unsafe { AtomicU32::from_ptr(f.cast()) }
     }
 
-    /// Moves the frames the kernel handed over into `batch` (up to its free capacity),
-    /// handing each frame back at once. Returns the number of packets appended.
-    fn recv(&mut self, batch: &mut PacketBatch, truncated: &mut u64) -> usize {
-        let mut n = 0;
-        while !batch.is_full() {
-            let f = self.frame(self.head);
-            let status = self.status(f).load(Ordering::Acquire);
-            if status & TP_STATUS_USER == 0 {
-                break;
-            }
-            // SAFETY: the frame is ours until we store TP_STATUS_KERNEL (the kernel does
-            // not write it meanwhile; the Acquire load orders its writes before our
-            // reads); the header lies at the aligned start of the frame.
-            let h: Tpacket2Hdr = unsafe { std::ptr::read(f.cast()) };
-            let (mac, snap) = (h.tp_mac as usize, h.tp_snaplen as usize);
-            // Lengths come from the kernel but are bounded against the frame anyway.
-            let in_frame = mac >= std::mem::size_of::<Tpacket2Hdr>()
-                && mac.checked_add(snap).is_some_and(|e| e <= self.frame_size);
-            let len = match batch.next_slot() {
-                Some(dst) if in_frame && h.tp_len as usize == snap && snap <= dst.len() => {
-                    // SAFETY: `mac + snap <= frame_size` (checked above), so the source
-                    // lies inside this frame, which we own; `dst` is a distinct buffer.
-                    let src = unsafe { std::slice::from_raw_parts(f.add(mac), snap) };
-                    dst[..snap].copy_from_slice(src);
-                    snap
-                }
-                _ => {
-                    *truncated += 1;
-                    0
-                }
-            };
-            self.status(f).store(TP_STATUS_KERNEL, Ordering::Release);
-            self.head = if self.head + 1 == self.frames {
-                0
-            } else {
-                self.head + 1
-            };
-            let idx = batch.len();
-            batch.commit(len);
-            n += 1;
-            if len >= 12 && status & TP_STATUS_VLAN_VALID != 0 {
-                batch.insert4(idx, 12, vlan_bytes(status, h.tp_vlan_tci, h.tp_vlan_tpid));
-            }
+    /// The frame at the head of the ring, if the kernel handed it over: its start and
+    /// its header (read once: the frame is ours until [`Self::release`]).
+    fn peek(&self) -> Option<(*mut u8, u32, Tpacket2Hdr)> {
+        let f = self.frame(self.head);
+        let status = self.status(f).load(Ordering::Acquire);
+        if status & TP_STATUS_USER == 0 {
+            return None;
         }
-        n
+        // SAFETY: the frame is ours until we store TP_STATUS_KERNEL (the kernel does not
+        // write it meanwhile; the Acquire load orders its writes before our reads); the
+        // header lies at the aligned start of the frame.
+        let h: Tpacket2Hdr = unsafe { std::ptr::read(f.cast()) };
+        Some((f, status, h))
+    }
+
+    /// Hands the head frame back to the kernel and moves to the next.
+    fn release(&mut self) {
+        let f = self.frame(self.head);
+        self.status(f).store(TP_STATUS_KERNEL, Ordering::Release);
+        self.head = if self.head + 1 == self.frames {
+            0
+        } else {
+            self.head + 1
+        };
     }
 }
 
@@ -358,10 +381,19 @@ pub struct AfPacketPort {
     mac: [u8; 6],
     fd: OwnedFd,
     ring: Option<RxRing>,
+    /// The socket carries a vnet header before every frame, both ways.
+    vnet: bool,
     hdrs: Vec<libc::mmsghdr>,
+    /// Two per message: the vnet header, then the frame.
     iovs: Vec<libc::iovec>,
     cmsgs: Vec<u8>,
+    /// Per message: the vnet header received or to send.
+    vnet_hdrs: Vec<[u8; vnet::HEADER_LEN]>,
     truncated: u64,
+    /// Frames received through the socket's queue (larger than a ring frame).
+    rx_large: u64,
+    /// Super-frames received.
+    rx_gso: u64,
     tx_dropped: u64,
     /// I/O errors seen (transient ones included).
     errors: u64,
@@ -501,12 +533,21 @@ impl AfPacketPort {
         // Kernels before 4.20 lack the option: outgoing frames then come back, and the
         // datapath drops them as they carry our own source MACs; not fatal.
         let _ = setsockopt_int(raw, PACKET_IGNORE_OUTGOING, 1);
+        // Offload metadata both ways (before the ring: the kernel refuses it after). A
+        // kernel without it (before 2.6.38) leaves the port without offloads.
+        let vnet = setsockopt_int(raw, PACKET_VNET_HDR, 1).is_ok();
         // Before bind: frames queued on the socket before the ring exists would keep it
         // readable for ever.
         let ring = match mode {
-            RxMode::Ring => RxRing::setup(raw, mtu),
+            RxMode::Ring => RxRing::setup(raw, mtu, vnet),
             RxMode::Recvmmsg => None,
         };
+        if ring.is_some() {
+            // A frame larger than a ring frame (a super-frame) is also queued whole on
+            // the socket, its ring frame marked TP_STATUS_COPY (module docs).
+            setsockopt_int(raw, PACKET_COPY_THRESH, 1)
+                .map_err(|e| opt_err("PACKET_COPY_THRESH", e))?;
+        }
         let mreq = libc::packet_mreq {
             mr_ifindex: ifindex as i32,
             mr_type: libc::PACKET_MR_PROMISC as u16,
@@ -549,16 +590,16 @@ impl AfPacketPort {
             mtu,
             mac,
             fd,
-            cmsgs: if ring.is_some() {
-                Vec::new()
-            } else {
-                vec![0u8; batch * CMSG_SPACE]
-            },
+            cmsgs: vec![0u8; batch * CMSG_SPACE],
             ring,
+            vnet,
             // SAFETY: all-zero mmsghdr/iovec are valid (null pointers, zero lengths).
             hdrs: vec![unsafe { std::mem::zeroed() }; batch],
-            iovs: vec![unsafe { std::mem::zeroed() }; batch],
+            iovs: vec![unsafe { std::mem::zeroed() }; 2 * batch],
+            vnet_hdrs: vec![[0; vnet::HEADER_LEN]; batch],
             truncated: 0,
+            rx_large: 0,
+            rx_gso: 0,
             tx_dropped: 0,
             errors: 0,
             kernel_drops: 0,
@@ -656,6 +697,224 @@ impl AfPacketPort {
         }
         None
     }
+
+    /// The offload metadata in a received vnet header (none without one). A header flowd
+    /// cannot act on (a GSO type it cannot segment) is an error: the frame is dropped.
+    fn offload_of(&mut self, hdr: &[u8]) -> Option<Offload> {
+        if !self.vnet {
+            return Some(Offload::NONE);
+        }
+        match Offload::parse(&VnetHeader::new_unchecked(hdr)) {
+            Ok(o) => {
+                self.rx_gso += u64::from(o.gso.is_some());
+                Some(o)
+            }
+            Err(_) => {
+                self.errors += 1;
+                None
+            }
+        }
+    }
+
+    /// Points message `j` at a vnet header buffer (if the socket has them) and then at
+    /// `len` bytes of frame at `frame`, with `cmsg` bytes of control space (0: none).
+    fn set_msg(&mut self, j: usize, frame: *mut u8, len: usize, cmsg: usize) {
+        let first = if self.vnet { 2 * j } else { 2 * j + 1 };
+        self.iovs[2 * j] = libc::iovec {
+            iov_base: self.vnet_hdrs[j].as_mut_ptr().cast(),
+            iov_len: vnet::HEADER_LEN,
+        };
+        self.iovs[2 * j + 1] = libc::iovec {
+            iov_base: frame.cast(),
+            iov_len: len,
+        };
+        // SAFETY: all-zero is a valid msghdr (no name, no control).
+        let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+        h.msg_iov = &mut self.iovs[first];
+        h.msg_iovlen = 2 * j + 2 - first;
+        if cmsg > 0 {
+            h.msg_control = self.cmsgs[j * CMSG_SPACE..].as_mut_ptr().cast();
+            h.msg_controllen = cmsg as _;
+        }
+        self.hdrs[j].msg_hdr = h;
+        self.hdrs[j].msg_len = 0;
+    }
+
+    /// Receives through the ring: copies the frames the kernel handed over into `batch`
+    /// (as many as it has room for), handing each back at once. A frame too large for a
+    /// ring frame (marked `TP_STATUS_COPY`) is read whole from the socket's queue instead.
+    fn recv_ring(&mut self, batch: &mut PacketBatch) -> usize {
+        let Some(mut ring) = self.ring.take() else {
+            return 0;
+        };
+        let vnet_len = if self.vnet { vnet::HEADER_LEN } else { 0 };
+        let mut n = 0;
+        while !batch.is_full() {
+            let Some((f, status, h)) = ring.peek() else {
+                break;
+            };
+            let (mac, snap, len) = (h.tp_mac as usize, h.tp_snaplen as usize, h.tp_len as usize);
+            if status & TP_STATUS_COPY != 0 {
+                // The whole frame waits on the socket's queue, in ring order.
+                if !batch.fits(len) && len <= batch.max_frame() {
+                    break; // the next batch takes it
+                }
+                self.recv_copy(batch);
+                ring.release();
+                n += 1;
+                continue;
+            }
+            // Lengths come from the kernel but are bounded against the frame anyway.
+            let in_frame = mac >= std::mem::size_of::<Tpacket2Hdr>() + vnet_len
+                && mac.checked_add(snap).is_some_and(|e| e <= ring.frame_size);
+            if in_frame && len == snap && !batch.fits(snap) && snap <= batch.max_frame() {
+                break; // the next batch takes it
+            }
+            let idx = batch.len();
+            let offload = if in_frame {
+                // SAFETY: `mac - vnet_len .. mac` lies inside this frame (checked above).
+                let hdr = unsafe { std::slice::from_raw_parts(f.add(mac - vnet_len), vnet_len) };
+                self.offload_of(hdr)
+            } else {
+                None
+            };
+            let stored = match (offload, batch.next_slot()) {
+                (Some(o), Some(dst)) if in_frame && len == snap && snap <= dst.len() => {
+                    // SAFETY: `mac + snap <= frame_size` (checked above), so the source
+                    // lies inside this frame, which we own; `dst` is a distinct buffer.
+                    let src = unsafe { std::slice::from_raw_parts(f.add(mac), snap) };
+                    dst[..snap].copy_from_slice(src);
+                    batch.commit_offload(snap, o)
+                }
+                (None, _) => batch.commit(0),
+                _ => {
+                    self.truncated += 1;
+                    batch.commit(0)
+                }
+            };
+            ring.release();
+            n += 1;
+            if stored && snap >= 12 && status & TP_STATUS_VLAN_VALID != 0 {
+                batch.insert4(idx, 12, vlan_bytes(status, h.tp_vlan_tci, h.tp_vlan_tpid));
+            }
+        }
+        self.ring = Some(ring);
+        n
+    }
+
+    /// Reads one frame whole from the socket's queue into `batch` (the copy of a ring
+    /// frame marked `TP_STATUS_COPY`); appends an empty packet if there was none or it
+    /// did not fit.
+    fn recv_copy(&mut self, batch: &mut PacketBatch) {
+        let idx = batch.len();
+        let Some(dst) = batch.next_slot() else {
+            return;
+        };
+        let (ptr, cap) = (dst.as_mut_ptr(), dst.len());
+        self.set_msg(0, ptr, cap, CMSG_SPACE);
+        // SAFETY: message 0 points at a vnet header buffer and control space in `self`
+        // and at `cap` free bytes of `batch`, all borrowed for the call.
+        let r = unsafe {
+            libc::recvmsg(
+                self.fd.as_raw_fd(),
+                &mut self.hdrs[0].msg_hdr,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        let vnet_len = if self.vnet { vnet::HEADER_LEN } else { 0 };
+        let truncated = self.hdrs[0].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        if r < 0 || truncated || (r as usize) < vnet_len {
+            if r < 0 {
+                self.errors += 1;
+            }
+            self.truncated += 1;
+            batch.commit(0);
+            return;
+        }
+        let len = r as usize - vnet_len;
+        let hdr = self.vnet_hdrs[0];
+        let Some(o) = self.offload_of(&hdr) else {
+            batch.commit(0);
+            return;
+        };
+        self.rx_large += 1;
+        let tag = if len >= 12 {
+            self.vlan_from_cmsg(0)
+        } else {
+            None
+        };
+        if batch.commit_offload(len, o)
+            && let Some(tag) = tag
+        {
+            batch.insert4(idx, 12, tag);
+        }
+    }
+
+    /// Receives with `recvmmsg`, each frame at a fixed stride in `batch`.
+    fn recv_mmsg(&mut self, batch: &mut PacketBatch) -> Result<usize, PortError> {
+        let want = batch.raw_slot_count().min(self.hdrs.len());
+        if want == 0 {
+            return Ok(0);
+        }
+        let max = batch.max_frame();
+        let (buf, start, stride) = batch.raw_slots();
+        let base = buf.as_mut_ptr();
+        for j in 0..want {
+            let at = start + j * stride + HEADROOM;
+            // SAFETY: `raw_slot_count` guarantees `at + max` lies within `buf`.
+            let p = unsafe { base.add(at) };
+            self.set_msg(j, p, max, CMSG_SPACE);
+        }
+        // SAFETY: every header points at iovecs and control buffers that live in `self`
+        // or `batch`, sized as declared, and both stay borrowed for the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                want as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => self.io_error("recvmmsg", e).map(|()| 0),
+            };
+        }
+        let vnet_len = if self.vnet { vnet::HEADER_LEN } else { 0 };
+        let n = n as usize;
+        for j in 0..n {
+            let at = start + j * stride + HEADROOM;
+            let got = self.hdrs[j].msg_len as usize;
+            let truncated = self.hdrs[j].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            let hdr = self.vnet_hdrs[j];
+            let offload = if truncated || got < vnet_len {
+                self.truncated += 1;
+                None
+            } else {
+                self.offload_of(&hdr)
+            };
+            let idx = batch.len();
+            let Some(o) = offload else {
+                batch.commit_at(at, 0, Offload::NONE);
+                continue;
+            };
+            let len = got - vnet_len;
+            let tag = if len >= 12 {
+                self.vlan_from_cmsg(j)
+            } else {
+                None
+            };
+            if batch.commit_at(at, len, o)
+                && let Some(tag) = tag
+            {
+                batch.insert4(idx, 12, tag);
+            }
+        }
+        Ok(n)
+    }
 }
 
 impl Port for AfPacketPort {
@@ -676,69 +935,14 @@ impl Port for AfPacketPort {
     }
 
     fn recv(&mut self, batch: &mut PacketBatch) -> Result<usize, PortError> {
-        if let Some(ring) = self.ring.as_mut() {
-            return Ok(ring.recv(batch, &mut self.truncated));
+        if self.ring.is_some() {
+            return Ok(self.recv_ring(batch));
         }
-        let first = batch.len();
-        let want = (batch.capacity() - first).min(self.hdrs.len());
-        if want == 0 {
-            return Ok(0);
-        }
-        let (buf, slot) = batch.slots_mut();
-        for j in 0..want {
-            let start = (first + j) * slot + HEADROOM;
-            self.iovs[j] = libc::iovec {
-                iov_base: buf[start..].as_mut_ptr().cast(),
-                iov_len: slot - HEADROOM,
-            };
-            let h = &mut self.hdrs[j].msg_hdr;
-            h.msg_name = std::ptr::null_mut();
-            h.msg_namelen = 0;
-            h.msg_iov = &mut self.iovs[j];
-            h.msg_iovlen = 1;
-            h.msg_control = self.cmsgs[j * CMSG_SPACE..].as_mut_ptr().cast();
-            h.msg_controllen = CMSG_SPACE as _;
-            h.msg_flags = 0;
-            self.hdrs[j].msg_len = 0;
-        }
-        // SAFETY: every header points at an iovec and control buffer that live in `self`
-        // or `batch`, sized as declared, and both stay borrowed for the call.
-        let n = unsafe {
-            libc::recvmmsg(
-                self.fd.as_raw_fd(),
-                self.hdrs.as_mut_ptr(),
-                want as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-                _ => self.io_error("recvmmsg", e).map(|()| 0),
-            };
-        }
-        let n = n as usize;
-        for j in 0..n {
-            let truncated = self.hdrs[j].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            let len = if truncated {
-                self.truncated += 1;
-                0
-            } else {
-                self.hdrs[j].msg_len as usize
-            };
-            let tag = if len >= 12 {
-                self.vlan_from_cmsg(j)
-            } else {
-                None
-            };
-            batch.commit(len);
-            if let Some(tag) = tag {
-                batch.insert4(first + j, 12, tag);
-            }
-        }
-        Ok(n)
+        self.recv_mmsg(batch)
+    }
+
+    fn offloads(&self) -> bool {
+        self.vnet
     }
 
     fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
@@ -748,14 +952,9 @@ impl Port for AfPacketPort {
             let count = (batch.len() - next).min(self.hdrs.len());
             for j in 0..count {
                 let p = batch.get(next + j);
-                self.iovs[j] = libc::iovec {
-                    iov_base: p.as_ptr() as *mut libc::c_void,
-                    iov_len: p.len(),
-                };
-                // SAFETY: all-zero is a valid msghdr (no name, no control).
-                self.hdrs[j].msg_hdr = unsafe { std::mem::zeroed() };
-                self.hdrs[j].msg_hdr.msg_iov = &mut self.iovs[j];
-                self.hdrs[j].msg_hdr.msg_iovlen = 1;
+                self.vnet_hdrs[j] = batch.offload(next + j).to_bytes();
+                // The kernel only reads the frame (the pointer is mutable for the iovec).
+                self.set_msg(j, p.as_ptr().cast_mut(), p.len(), 0);
             }
             // SAFETY: the headers point at iovecs in `self` that point into `batch`, all
             // borrowed for the call; the kernel only reads the packet bytes.
@@ -776,7 +975,8 @@ impl Port for AfPacketPort {
             match e.raw_os_error() {
                 // The frame at `next` cannot go (too large, queue full): drop it, count
                 // it, and carry on with the rest of the batch.
-                Some(libc::EMSGSIZE | libc::EAGAIN | libc::ENOBUFS) => {
+                // EINVAL: a vnet header the kernel refused for this frame.
+                Some(libc::EMSGSIZE | libc::EAGAIN | libc::ENOBUFS | libc::EINVAL) => {
                     self.tx_dropped += 1;
                     next += 1;
                 }
@@ -838,6 +1038,8 @@ impl Port for AfPacketPort {
         }
         PortStats {
             rx_truncated: self.truncated,
+            rx_large: self.rx_large,
+            rx_gso: self.rx_gso,
             kernel_drops: self.kernel_drops,
             tx_dropped: self.tx_dropped,
             errors: self.errors,
@@ -977,7 +1179,7 @@ mod tests {
     #[test]
     fn ring_geometry_fits_frames_in_blocks() {
         for (mtu, frame, frames) in [(1500, 2048, 1024), (1450, 2048, 1024), (9000, 12288, 258)] {
-            let r = ring_geometry(mtu, 4096);
+            let r = ring_geometry(mtu, 4096, true);
             assert_eq!(
                 (r.tp_frame_size, r.tp_frame_nr),
                 (frame, frames),
@@ -987,10 +1189,10 @@ mod tests {
             assert_eq!(r.tp_block_size % r.tp_frame_size, 0);
             let per_block = r.tp_block_size / r.tp_frame_size;
             assert_eq!(r.tp_frame_nr, per_block * r.tp_block_nr);
-            assert!(RING_MAC_OFFSET + mtu as usize + 14 <= r.tp_frame_size as usize);
+            assert!(RING_MAC_OFFSET + 10 + mtu as usize + 14 <= r.tp_frame_size as usize);
         }
         // A 65535 MTU still yields a valid (page-multiple) geometry.
-        let r = ring_geometry(65535, 4096);
+        let r = ring_geometry(65535, 4096, true);
         assert_eq!(r.tp_block_size % r.tp_frame_size, 0);
         assert!(r.tp_frame_nr >= RING_MIN_FRAMES as u32);
     }
@@ -1293,7 +1495,7 @@ mod tests {
     }
 
     #[test]
-    fn frames_above_the_mtu_the_ring_was_sized_for_are_counted() {
+    fn frames_above_the_mtu_the_ring_was_sized_for_come_whole_through_the_socket() {
         let ran = in_veth_netns(|| {
             let port = AfPacketPort::open("fdr0", 8).expect("open fdr0");
             assert_eq!(port.ring_mtu(), Some(1500));
@@ -1311,15 +1513,15 @@ mod tests {
             assert!(out.push(&frame(3000, None, 3)));
             assert_eq!(tx.send(&out).expect("send"), 1);
             for now in 0..20 {
-                if the_port(&mut dp).rx_truncated > 0 {
+                if ours.load(Ordering::Relaxed) > 0 {
                     break;
                 }
                 dp.run_once(100, now).expect("round");
             }
             let st = the_port(&mut dp);
-            assert_eq!(st.rx_truncated, 1, "{st:?}");
-            assert_eq!(ours.load(Ordering::Relaxed), 0, "not delivered cut");
-            assert!(dp.stats().rx_dropped >= 1);
+            assert_eq!((st.rx_truncated, st.rx_large), (0, 1), "{st:?}");
+            assert_eq!(ours.load(Ordering::Relaxed), 1, "delivered whole");
+            assert_eq!(dp.stats().rx_dropped, 0);
         });
         if !ran {
             eprintln!("skipped: needs root and iproute2");
@@ -1353,6 +1555,218 @@ mod tests {
             assert!(drops >= 256, "{drops} drops for {sent} frames into {ring}");
             // The kernel resets its counter on every read; the port keeps the sum.
             assert_eq!(rx.stats().kernel_drops, drops);
+        });
+        if !ran {
+            eprintln!("skipped: needs root and iproute2");
+        }
+    }
+
+    use crate::wire::gso::{self, Layout, Segmenter};
+    use crate::wire::testutil::{SRC_MAC, tcp_frame};
+    use crate::wire::{Gso, GsoKind};
+
+    /// Receives on `port` until `want` frames from the test frames' source MAC arrived
+    /// (2 s at most), with their metadata.
+    fn recv_tcp(port: &mut AfPacketPort, want: usize) -> Vec<(Vec<u8>, Offload)> {
+        let mut batch = PacketBatch::new(16, gso::MAX_FRAME);
+        let mut got = Vec::new();
+        let mut poller = Poller::new(&[port.raw_fd().expect("fd")]);
+        let mut ready = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while got.len() < want && std::time::Instant::now() < deadline {
+            poller.wait(100, &mut ready).expect("poll");
+            batch.clear();
+            port.recv(&mut batch).expect("recv");
+            got.extend(
+                batch
+                    .iter_offload()
+                    .filter(|(p, _)| p.get(6..12) == Some(&SRC_MAC[..]))
+                    .map(|(p, o)| (p.to_vec(), o)),
+            );
+        }
+        got
+    }
+
+    /// A TSO super-frame as a VM hands it over (checksum partial, metadata), and the
+    /// frame with its checksum whole.
+    fn tso(
+        v6: bool,
+        tags: &[(u16, u16)],
+        payload: usize,
+        fl: u16,
+        size: u16,
+    ) -> (Vec<u8>, Vec<u8>, Offload) {
+        let whole = tcp_frame(v6, tags, payload, fl);
+        let mut f = whole.clone();
+        let lay = Layout::parse(&f).expect("layout");
+        let c = gso::prepare_partial(&mut f, &lay).expect("partial");
+        let o = Offload {
+            csum: Some(c),
+            gso: Some(Gso {
+                kind: if v6 { GsoKind::TcpV6 } else { GsoKind::TcpV4 },
+                size,
+                ecn: fl & crate::wire::tcp::flags::CWR != 0,
+            }),
+            hdr_len: lay.header_len() as u16,
+            ..Offload::NONE
+        };
+        (f, whole, o)
+    }
+
+    fn ethtool(args: &str) {
+        let ok = std::process::Command::new("ethtool")
+            .args(args.split(' '))
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ethtool {args}");
+    }
+
+    fn super_frames_arrive_whole(mode: RxMode) {
+        let mut rx = AfPacketPort::open_with("fdr0", 16, mode).expect("open fdr0");
+        let mut tx = AfPacketPort::open_with("fdr1", 16, RxMode::Recvmmsg).expect("fdr1");
+        assert!(rx.offloads() && tx.offloads(), "vnet headers");
+        let (f, _, o) = tso(
+            false,
+            &[(0x8100, 12)],
+            40_000,
+            crate::wire::tcp::flags::ACK,
+            1448,
+        );
+        let (g, _, p) = tso(true, &[], 3_000, crate::wire::tcp::flags::ACK, 1428);
+        let mut out = PacketBatch::new(4, gso::MAX_FRAME);
+        assert!(out.push_offload(&f, o) && out.push_offload(&g, p));
+        assert_eq!(tx.send(&out).expect("send"), 2);
+        let got = recv_tcp(&mut rx, 2);
+        // The header length is a hint: the kernel reports its linear part (a frame under
+        // a page is all linear).
+        let meta: Vec<_> = got.iter().map(|(b, m)| (b.len(), m.csum, m.gso)).collect();
+        let sent = vec![(f.len(), o.csum, o.gso), (g.len(), p.csum, p.gso)];
+        assert_eq!(meta, sent, "{mode:?}: the metadata");
+        assert!(
+            got[0].0 == f && got[1].0 == g,
+            "{mode:?}: whole and untouched"
+        );
+        let st = rx.stats();
+        assert_eq!(st.rx_truncated, 0, "{mode:?}");
+        assert_eq!(st.rx_gso, 2, "{mode:?}");
+        if mode == RxMode::Ring {
+            assert_eq!(st.rx_large, 2, "past the 2 KiB ring frames");
+        }
+    }
+
+    #[test]
+    fn ring_receives_super_frames_whole_with_their_metadata() {
+        if !in_veth_netns(|| super_frames_arrive_whole(RxMode::Ring)) {
+            eprintln!("skipped: needs root and iproute2");
+        }
+    }
+
+    #[test]
+    fn recvmmsg_receives_super_frames_whole_with_their_metadata() {
+        if !in_veth_netns(|| super_frames_arrive_whole(RxMode::Recvmmsg)) {
+            eprintln!("skipped: needs root and iproute2");
+        }
+    }
+
+    /// The kernel's segmentation against flowd's: super-frames sent with a vnet header
+    /// out of `fdr1`, whose TSO and checksum offload are off (the kernel segments them
+    /// in software and completes every checksum), arrive on `fdr0` (GRO off) as
+    /// segments, which must be byte for byte what [`Segmenter`] makes of the same
+    /// super-frames: IPv4 and IPv6, tagged or not, payloads and segment sizes and flags
+    /// drawn at random (a fixed seed).
+    #[test]
+    fn software_segmentation_matches_the_kernels() {
+        let ran = in_veth_netns(|| {
+            ethtool("-K fdr1 tx off tso off");
+            ethtool("-K fdr0 gro off");
+            let mut rx = AfPacketPort::open_with("fdr0", 64, RxMode::Ring).expect("open fdr0");
+            let mut tx = AfPacketPort::open_with("fdr1", 4, RxMode::Recvmmsg).expect("fdr1");
+            let mut x: u64 = 0x5eed_1234_abcd_0001;
+            let mut rnd = |n: u64| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % n
+            };
+            use crate::wire::tcp::flags::{ACK, CWR, ECE, FIN, PSH};
+            let mut out = PacketBatch::new(1, gso::MAX_FRAME);
+            let mut scratch = vec![0u8; gso::MAX_FRAME];
+            for case in 0..24 {
+                let v6 = rnd(2) == 1;
+                let tags: &[(u16, u16)] = if rnd(3) == 0 { &[(0x8100, 77)] } else { &[] };
+                let payload = 1 + rnd(30_000) as usize;
+                let max = if v6 { 1428 } else { 1448 };
+                let size = 200 + rnd(max - 199) as u16;
+                let mut fl = ACK;
+                for f in [CWR, ECE, PSH, FIN] {
+                    if rnd(2) == 1 {
+                        fl |= f;
+                    }
+                }
+                let (f, whole, o) = tso(v6, tags, payload, fl, size);
+                let mut ours = Vec::new();
+                let mut seg = Segmenter::new(&whole, o.gso.unwrap().kind, usize::from(size))
+                    .expect("segmenter");
+                seg.for_each(&mut scratch, &mut |s| {
+                    ours.push(s.to_vec());
+                    true
+                })
+                .expect("segments");
+                out.clear();
+                assert!(out.push_offload(&f, o));
+                assert_eq!(tx.send(&out).expect("send"), 1, "case {case}");
+                let theirs: Vec<Vec<u8>> = recv_tcp(&mut rx, ours.len())
+                    .into_iter()
+                    .map(|(p, _)| p)
+                    .collect();
+                assert_eq!(theirs.len(), ours.len(), "case {case}: segment count");
+                for (i, (a, b)) in theirs.iter().zip(&ours).enumerate() {
+                    assert!(
+                        a == b,
+                        "case {case} (v6 {v6}, tags {tags:?}, payload {payload}, size {size}, \
+                         flags {fl:#x}): segment {i} differs\nkernel {:02x?}\nflowd  {:02x?}",
+                        &a[..a.len().min(90)],
+                        &b[..b.len().min(90)]
+                    );
+                }
+            }
+        });
+        if !ran {
+            eprintln!("skipped: needs root and iproute2");
+        }
+    }
+
+    /// A canary for the kernel fact VXLAN output relies on: AF_PACKET offers no
+    /// UDP-tunnel GSO (Linux 6.18). A vnet header with `VIRTIO_NET_HDR_GSO_UDP_TUNNEL_IPV4`
+    /// (0x20) or `_IPV6` (0x40) on top of TCPv4 is refused with `EINVAL`, and
+    /// `PACKET_VNET_HDR_SZ` takes no 24-byte header (the one that carries the tunnel
+    /// offsets for tun and virtio-net). If this test fails, the running kernel offers it:
+    /// flowd could hand VXLAN super-frames to the kernel instead of segmenting them.
+    #[test]
+    fn the_kernel_offers_no_udp_tunnel_gso_through_af_packet() {
+        let ran = in_veth_netns(|| {
+            let tx = AfPacketPort::open_with("fdr1", 4, RxMode::Recvmmsg).expect("fdr1");
+            let fd = tx.raw_fd().expect("fd");
+            const PACKET_VNET_HDR_SZ: libc::c_int = 24;
+            let e = setsockopt_int(fd, PACKET_VNET_HDR_SZ, 24).expect_err("24-byte header");
+            assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+            let (f, _, o) = tso(false, &[], 5000, crate::wire::tcp::flags::ACK, 1448);
+            for tunnel in [0x20u8, 0x40] {
+                let mut msg = o.to_bytes().to_vec();
+                msg[1] |= tunnel;
+                msg.extend_from_slice(&f);
+                // SAFETY: sends `msg`, a live buffer of its length, on our socket.
+                let r = unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), 0) };
+                let e = io::Error::last_os_error();
+                assert!(r < 0, "gso_type {:#x} accepted", msg[1]);
+                assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+            }
+            // The plain TCPv4 GSO header is taken.
+            let mut msg = o.to_bytes().to_vec();
+            msg.extend_from_slice(&f);
+            // SAFETY: as above.
+            let r = unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), 0) };
+            assert_eq!(r, msg.len() as isize);
         });
         if !ran {
             eprintln!("skipped: needs root and iproute2");

@@ -600,6 +600,7 @@ mod tests {
             tos: 0x10,
             ttl: 33,
             df,
+            ident: 0,
             udp_src: 50000,
             udp_dst: 4789,
             vni: 7,

@@ -2,14 +2,15 @@
 
 use super::{PacketBatch, Port, PortError, PortStats};
 use crate::IfIndex;
+use crate::wire::Offload;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 
 #[derive(Debug, Default)]
 struct Queues {
-    rx: VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
+    rx: VecDeque<(Vec<u8>, Offload)>,
+    tx: Vec<(Vec<u8>, Offload)>,
     /// Every `recv` fails with this (see [`MemPortHandle::fail_recv`]).
     fail_recv: Option<io::ErrorKind>,
     /// Every `send` fails with this.
@@ -25,6 +26,7 @@ struct Queues {
 pub struct MemPort {
     name: String,
     mtu: u32,
+    offloads: bool,
     q: Arc<Mutex<Queues>>,
 }
 
@@ -42,21 +44,44 @@ impl MemPort {
             Self {
                 name: name.to_string(),
                 mtu,
+                offloads: false,
                 q: q.clone(),
             },
             MemPortHandle { q },
         )
+    }
+
+    /// As [`Self::new`], for a port that takes frames with offload metadata on transmit
+    /// ([`Port::offloads`]), as an AF_PACKET port with a vnet header does.
+    pub fn with_offloads(name: &str, mtu: u32) -> (Self, MemPortHandle) {
+        let (mut p, h) = Self::new(name, mtu);
+        p.offloads = true;
+        (p, h)
     }
 }
 
 impl MemPortHandle {
     /// Queues a frame for the port to receive.
     pub fn inject(&self, frame: &[u8]) {
-        self.lock().rx.push_back(frame.to_vec());
+        self.inject_offload(frame, Offload::NONE);
+    }
+
+    /// Queues a frame with offload metadata (a super-frame, a partial checksum) for the
+    /// port to receive.
+    pub fn inject_offload(&self, frame: &[u8], offload: Offload) {
+        self.lock().rx.push_back((frame.to_vec(), offload));
     }
 
     /// Takes every frame the port transmitted so far.
     pub fn take_sent(&self) -> Vec<Vec<u8>> {
+        self.take_sent_offload()
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect()
+    }
+
+    /// Takes every frame the port transmitted so far, with its offload metadata.
+    pub fn take_sent_offload(&self) -> Vec<(Vec<u8>, Offload)> {
         std::mem::take(&mut self.lock().tx)
     }
 
@@ -110,10 +135,17 @@ impl Port for MemPort {
         }
         let mut n = 0;
         while !batch.is_full() {
-            let Some(f) = q.rx.pop_front() else { break };
+            let Some((f, _)) = q.rx.front() else { break };
+            if !batch.fits(f.len()) && f.len() <= batch.max_frame() {
+                break; // no room left in this batch: the next one takes it
+            }
+            let Some((f, o)) = q.rx.pop_front() else {
+                break;
+            };
             // A frame larger than a slot is dropped, as a NIC drops an oversized frame.
-            if batch.push(&f) {
+            if batch.push_offload(&f, o) {
                 n += 1;
+                q.stats.rx_gso += u64::from(o.gso.is_some());
             } else {
                 q.stats.rx_truncated += 1;
             }
@@ -128,8 +160,12 @@ impl Port for MemPort {
             q.stats.tx_dropped += batch.len() as u64;
             return Err(self.error("send", kind));
         }
-        q.tx.extend(batch.iter().map(<[u8]>::to_vec));
+        q.tx.extend(batch.iter_offload().map(|(f, o)| (f.to_vec(), o)));
         Ok(batch.len())
+    }
+
+    fn offloads(&self) -> bool {
+        self.offloads
     }
 
     fn stats(&mut self) -> PortStats {

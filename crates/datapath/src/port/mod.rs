@@ -1,7 +1,10 @@
 //! Ports: where packets enter and leave the datapath.
 //!
 //! A [`Port`] moves whole batches: [`Port::recv`] fills a caller-owned [`PacketBatch`]
-//! (preallocated slots, no allocation per packet) and [`Port::send`] transmits one.
+//! (preallocated, no allocation per packet) and [`Port::send`] transmits one. Each packet
+//! carries its offload metadata ([`crate::wire::Offload`]: a GSO super-frame's segment
+//! size, a partial checksum); a port that [`Port::offloads`] hands it to the kernel with
+//! the frame, and the datapath gives other ports complete frames only.
 //! Implementations: [`MemPort`] (in-memory queues, for tests and benchmarks),
 //! [`AfPacketPort`] (an AF_PACKET raw socket bound to a Linux netdev, receiving through a
 //! `PACKET_MMAP` ring or `recvmmsg`, sending with `sendmmsg`), and [`KernelTunnel`] (the
@@ -79,6 +82,11 @@ pub struct PortStats {
     /// Frames received larger than a receive-ring frame or a batch slot: delivered empty
     /// (the datapath drops them) or, for a [`MemPort`], not delivered.
     pub rx_truncated: u64,
+    /// Frames received whole through the socket's queue because they were larger than a
+    /// receive-ring frame (GSO super-frames, up to 64 KiB): never truncated.
+    pub rx_large: u64,
+    /// Super-frames received (GSO metadata from the kernel: TSO/USO from a VM, or GRO).
+    pub rx_gso: u64,
     /// Frames the kernel dropped before flowd could read them (receive ring or socket
     /// buffer full): `PACKET_STATISTICS`' `tp_drops`, summed over every read.
     pub kernel_drops: u64,
@@ -126,5 +134,13 @@ pub trait Port: Send {
     /// call): call it when publishing statistics, not per packet. Zeros by default.
     fn stats(&mut self) -> PortStats {
         PortStats::default()
+    }
+    /// Whether [`Self::send`] carries each packet's [`Offload`](crate::wire::Offload)
+    /// metadata to the device (an AF_PACKET socket with a vnet header): a super-frame
+    /// goes out whole for the device or the kernel to segment, a partial checksum for it
+    /// to complete. A port that does not (the default) transmits only complete frames:
+    /// the datapath segments and completes them first.
+    fn offloads(&self) -> bool {
+        false
     }
 }

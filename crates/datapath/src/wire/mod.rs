@@ -30,6 +30,7 @@
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod gso;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
@@ -37,6 +38,7 @@ pub mod pmtu;
 pub mod tcp;
 pub mod udp;
 pub mod vlan;
+pub mod vnet;
 pub mod vxlan;
 
 pub use arp::{ArpPacket, ArpRepr};
@@ -48,6 +50,7 @@ pub use pmtu::{TooBig, fragment_ipv4, too_big_action, too_big_reply};
 pub use tcp::{TcpPacket, TcpRepr};
 pub use udp::{UdpPacket, UdpRepr};
 pub use vlan::{L2Info, VlanRepr, VlanTag};
+pub use vnet::{Gso, GsoKind, Offload, PartialCsum, VnetHeader};
 pub use vxlan::{
     Decap, OuterHeaders, VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6, VxlanHeader, VxlanRepr, decapsulate,
     encapsulate,
@@ -297,5 +300,47 @@ pub(crate) mod testutil {
     /// `n` bytes of a recognisable pattern.
     pub fn pattern(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    /// A TCP frame (a super-frame when `payload` exceeds a segment) 10.0.0.1:40000 ->
+    /// 10.0.0.2:5201 over IPv4 (ID 0xfffe, DF) or fd00::1 -> fd00::2 over IPv6, with
+    /// `tags`, flags `fl`, a 32-byte header (timestamps), `payload` bytes of
+    /// [`pattern`] and a correct checksum.
+    pub fn tcp_frame(v6: bool, tags: &[(u16, u16)], payload: usize, fl: u16) -> Vec<u8> {
+        use super::tcp::{TcpPacket, TcpRepr};
+        let mut seg = vec![0u8; 32];
+        seg.extend_from_slice(&pattern(payload));
+        let r = TcpRepr {
+            src_port: 40000,
+            dst_port: 5201,
+            seq_number: 0xffff_f000,
+            ack_number: 77,
+            flags: fl,
+            window_len: 500,
+            urgent_at: 0,
+        };
+        let (mut f, s, d): (Vec<u8>, std::net::IpAddr, std::net::IpAddr) = if v6 {
+            let ip = super::Ipv6Repr {
+                next_header: super::ip_proto::TCP,
+                ..ipv6_repr(0)
+            };
+            let f = ipv6_frame(tags, ip, &seg);
+            (f, ip.src_addr.into(), ip.dst_addr.into())
+        } else {
+            let ip = super::Ipv4Repr {
+                protocol: super::ip_proto::TCP,
+                ident: 0xfffe,
+                ..ipv4_repr(0, true)
+            };
+            let f = ipv4_frame(tags, ip, &seg);
+            (f, ip.src_addr.into(), ip.dst_addr.into())
+        };
+        let l4 = f.len() - seg.len();
+        r.emit(&mut TcpPacket::new_unchecked(&mut f[l4..]), &s, &d);
+        // A 32-byte header: NOP NOP timestamps.
+        f[l4 + 12] = 0x80 | (f[l4 + 12] & 0x0f);
+        f[l4 + 20..l4 + 32].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+        TcpPacket::new_unchecked(&mut f[l4..]).fill_checksum(&s, &d);
+        f
     }
 }

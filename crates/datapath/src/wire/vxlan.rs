@@ -17,6 +17,7 @@ use super::ethernet::{self, EthernetFrame, EthernetRepr, ethertype};
 use super::ipv4::{self, Ipv4Packet, Ipv4Repr};
 use super::ipv6::{self, Ipv6Packet, Ipv6Repr, skip_extension_headers};
 use super::udp::{self, UdpPacket, UdpRepr};
+use super::vnet::PartialCsum;
 use super::{Error, Result, be32, ip_proto, put32};
 use std::net::IpAddr;
 
@@ -155,6 +156,12 @@ pub struct OuterHeaders {
     pub ttl: u8,
     /// Set DF on the outer IPv4 header (ignored for IPv6, which never fragments en route).
     pub df: bool,
+    /// The outer IPv4 identification (ignored for IPv6). RFC 6864: a datagram without
+    /// DF may be fragmented on the way, so its ID must not repeat while fragments of an
+    /// earlier one with the same addresses and protocol may still be in flight: the
+    /// caller counts (the executor keeps a counter); with DF (an atomic datagram) any
+    /// value is fine.
+    pub ident: u16,
     /// Outer UDP source port (see [`source_port`]).
     pub udp_src: u16,
     /// Outer UDP destination port (usually [`IANA_PORT`]).
@@ -181,41 +188,68 @@ pub const fn source_port(hash: u32) -> u16 {
 ///
 /// The IPv4 header checksum is always filled; the UDP checksum when `outer.udp_csum`, and
 /// always over IPv6 (a zero UDP checksum over IPv6 needs the RFC 6935/6936 exceptions on
-/// the receiver; computing it is always safe). The IPv4 identification is 0 (RFC 6864
-/// permits it for atomic datagrams, i.e. with DF); callers that send non-DF packets and
-/// care about fragment reassembly can set it with [`Ipv4Packet::set_ident`] and refill the
-/// checksum.
+/// the receiver; computing it is always safe). The IPv4 identification is
+/// `outer.ident`.
 ///
 /// Errors: [`Error::BufferTooSmall`] if `out` is too short, [`Error::TooLarge`] if the
 /// lengths overflow their 16-bit fields, [`Error::Malformed`] if the IPs are of
 /// different families or the VNI exceeds 24 bits.
 pub fn encapsulate(inner_frame: &[u8], outer: &OuterHeaders, out: &mut [u8]) -> Result<usize> {
+    encapsulate_completing(inner_frame, None, outer, out)
+}
+
+/// As [`encapsulate`], completing the inner frame's partial checksum `inner_csum` (see
+/// [`super::gso::complete_checksum`]) in the copy, before the outer UDP checksum covers
+/// it.
+pub fn encapsulate_completing(
+    inner_frame: &[u8],
+    inner_csum: Option<PartialCsum>,
+    outer: &OuterHeaders,
+    out: &mut [u8],
+) -> Result<usize> {
+    let overhead = overhead(outer)?;
+    let inner_out = out
+        .get_mut(overhead..overhead + inner_frame.len())
+        .ok_or(Error::BufferTooSmall)?;
+    inner_out.copy_from_slice(inner_frame);
+    if let Some(c) = inner_csum {
+        super::gso::complete_checksum(inner_out, c)?;
+    }
+    encapsulate_in_place(out, inner_frame.len(), outer)
+}
+
+/// The outer headers' length for `outer` (50 over IPv4, 70 over IPv6). Errors as
+/// [`encapsulate`]'s for mixed families or a VNI too large.
+pub fn overhead(outer: &OuterHeaders) -> Result<usize> {
     if outer.vni > MAX_VNI {
         return Err(Error::Malformed);
     }
-    let v6 = match (outer.src_ip, outer.dst_ip) {
-        (IpAddr::V4(_), IpAddr::V4(_)) => false,
-        (IpAddr::V6(_), IpAddr::V6(_)) => true,
-        _ => return Err(Error::Malformed),
-    };
-    let overhead = if v6 {
-        VXLAN_OVERHEAD_V6
-    } else {
-        VXLAN_OVERHEAD_V4
-    };
+    match (outer.src_ip, outer.dst_ip) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => Ok(VXLAN_OVERHEAD_V4),
+        (IpAddr::V6(_), IpAddr::V6(_)) => Ok(VXLAN_OVERHEAD_V6),
+        _ => Err(Error::Malformed),
+    }
+}
+
+/// Writes `outer` headers in front of an inner frame of `inner_len` bytes already in
+/// place at `out[overhead(outer)..]` (e.g. a segment written there by
+/// [`super::gso::Segmenter`]), returning the whole frame's length. Errors as
+/// [`encapsulate`]'s.
+pub fn encapsulate_in_place(
+    out: &mut [u8],
+    inner_len: usize,
+    outer: &OuterHeaders,
+) -> Result<usize> {
+    let overhead = overhead(outer)?;
+    let v6 = overhead == VXLAN_OVERHEAD_V6;
     let l3_len = overhead - ethernet::HEADER_LEN;
-    let udp_len = inner_frame.len() + UDP_VXLAN;
+    let udp_len = inner_len + UDP_VXLAN;
     // The IPv4 total length covers the IP header too; IPv6's payload length does not.
-    let limit = if v6 {
-        udp_len
-    } else {
-        l3_len + inner_frame.len()
-    };
+    let limit = if v6 { udp_len } else { l3_len + inner_len };
     let ip_len = u16::try_from(limit).map_err(|_| Error::TooLarge)?;
-    let total = overhead + inner_frame.len();
+    let total = overhead + inner_len;
     let out = out.get_mut(..total).ok_or(Error::BufferTooSmall)?;
-    let (headers, inner_out) = out.split_at_mut(overhead);
-    inner_out.copy_from_slice(inner_frame);
+    let headers = &mut out[..overhead];
 
     let (eth_buf, l3_buf) = headers.split_at_mut(ethernet::HEADER_LEN);
     EthernetRepr {
@@ -240,7 +274,7 @@ pub fn encapsulate(inner_frame: &[u8], outer: &OuterHeaders, out: &mut [u8]) -> 
                 payload_len: ip_len - ipv4::HEADER_LEN as u16,
                 ttl: outer.ttl,
                 tos: outer.tos,
-                ident: 0,
+                ident: outer.ident,
                 dont_frag: outer.df,
                 more_frags: false,
                 frag_offset: 0,
@@ -439,6 +473,7 @@ mod test {
             tos: 0,
             ttl: 64,
             df: false,
+            ident: 0x591e,
             udp_src: 48592,
             udp_dst: IANA_PORT,
             vni: 16,
@@ -483,12 +518,8 @@ mod test {
         let mut out = [0u8; 256];
         let n = encapsulate(&cap[INNER_V4..], &v4_outer(), &mut out).unwrap();
         assert_eq!(n, cap.len());
-        // The kernel used IP id 0x591e; flowd writes 0. Patch it and refill the checksum.
-        let mut ours = out[..n].to_vec();
-        let mut ip = Ipv4Packet::new_unchecked(&mut ours[14..34]);
-        ip.set_ident(0x591e);
-        ip.fill_checksum();
-        assert_eq!(ours, cap);
+        // The kernel's IP id 0x591e, given as the executor's counter would.
+        assert_eq!(&out[..n], &cap[..]);
     }
 
     #[test]
@@ -611,31 +642,34 @@ mod test {
             any::<[u8; 16]>(),
             any::<(u8, u8, bool, u16, u16, bool)>(),
             0..=MAX_VNI,
-            any::<([u8; 6], [u8; 6])>(),
+            any::<([u8; 6], [u8; 6], u16)>(),
         )
-            .prop_map(|(v6, s, d, (tos, ttl, df, us, ud, csum), vni, (sm, dm))| {
-                let (src_ip, dst_ip) = if v6 {
-                    (IpAddr::from(s), IpAddr::from(d))
-                } else {
-                    (
-                        IpAddr::from([s[0], s[1], s[2], s[3]]),
-                        IpAddr::from([d[0], d[1], d[2], d[3]]),
-                    )
-                };
-                OuterHeaders {
-                    src_mac: sm,
-                    dst_mac: dm,
-                    src_ip,
-                    dst_ip,
-                    tos,
-                    ttl,
-                    df,
-                    udp_src: us,
-                    udp_dst: ud,
-                    vni,
-                    udp_csum: csum,
-                }
-            })
+            .prop_map(
+                |(v6, s, d, (tos, ttl, df, us, ud, csum), vni, (sm, dm, ident))| {
+                    let (src_ip, dst_ip) = if v6 {
+                        (IpAddr::from(s), IpAddr::from(d))
+                    } else {
+                        (
+                            IpAddr::from([s[0], s[1], s[2], s[3]]),
+                            IpAddr::from([d[0], d[1], d[2], d[3]]),
+                        )
+                    };
+                    OuterHeaders {
+                        src_mac: sm,
+                        dst_mac: dm,
+                        src_ip,
+                        dst_ip,
+                        tos,
+                        ttl,
+                        df,
+                        ident,
+                        udp_src: us,
+                        udp_dst: ud,
+                        vni,
+                        udp_csum: csum,
+                    }
+                },
+            )
     }
 
     proptest! {
@@ -669,6 +703,41 @@ mod test {
             let udp = UdpPacket::new_checked(&frame[udp_at..]).unwrap();
             prop_assert!(udp.verify_checksum(&outer.src_ip, &outer.dst_ip));
             prop_assert_eq!(d.udp_csum, outer.udp_csum || outer.src_ip.is_ipv6());
+            if outer.src_ip.is_ipv4() {
+                let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+                prop_assert_eq!(ip.ident(), outer.ident);
+                prop_assert!(ip.verify_checksum());
+            }
+        }
+
+        #[test]
+        fn in_place_and_completing_agree_with_encapsulate(
+            outer in arb_outer(),
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            // An inner UDP datagram over IPv4 with a correct checksum, and the same with
+            // the checksum left partial by its sender.
+            let mut seg = vec![0u8; 8];
+            seg.extend_from_slice(&payload);
+            let ip = crate::wire::Ipv4Repr { payload_len: 0, ..ipv4_repr(0, true) };
+            let mut inner = ipv4_frame(&[], ip, &seg);
+            let l4 = inner.len() - seg.len();
+            inner[l4 + 4..l4 + 6].copy_from_slice(&(seg.len() as u16).to_be_bytes());
+            let lay = crate::wire::gso::Layout::parse(&inner).unwrap();
+            let (s, d) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+            UdpPacket::new_unchecked(&mut inner[l4..]).fill_checksum(&s, &d);
+            let mut partial = inner.clone();
+            let c = crate::wire::gso::prepare_partial(&mut partial, &lay).unwrap();
+            let mut a = [0u8; 500];
+            let n = encapsulate(&inner, &outer, &mut a).unwrap();
+            let mut b = [0u8; 500];
+            let m = encapsulate_completing(&partial, Some(c), &outer, &mut b).unwrap();
+            prop_assert_eq!(&a[..n], &b[..m]);
+            let mut p = [0u8; 500];
+            let o = overhead(&outer).unwrap();
+            p[o..o + inner.len()].copy_from_slice(&inner);
+            let k = encapsulate_in_place(&mut p, inner.len(), &outer).unwrap();
+            prop_assert_eq!(&a[..n], &p[..k]);
         }
     }
 }

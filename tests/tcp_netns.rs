@@ -1,0 +1,375 @@
+//! TCP through flowd's software path with every device's default offloads, through the
+//! real daemon in the lab's topology (network namespaces, `[offload] policy = "off"`:
+//! every flow stays in software).
+//!
+//! The VF sends what a VM sends: TSO super-frames of up to 64 KiB and partial checksums
+//! (veth keeps TSO, GSO and checksum offload on by default); the representors and
+//! uplinks, which flowd reads, run GRO as real NICs and representors do
+//! (`ethtool -K .. gro on`: veth leaves it off by default). The remote's devices keep
+//! veth's defaults, so a capture on its `eth1` shows each frame as it crossed the wire.
+//!
+//! For MTU 1500 and 9000, both directions: bulk transfers of pseudo-random bytes, checked
+//! byte for byte by the receiver; a capture of what flowd sent to the remote, decoded
+//! with `tcpdump -vv`, in which no frame exceeds the path MTU, every outer IPv4 and
+//! inner TCP checksum verifies, and each connection keeps one outer UDP source port
+//! while connections spread over several.
+
+mod common;
+
+use common::lab::{ping, wait};
+use flowd::control::proto::{Request, ResponseBody};
+use flowd::lab::{self, Lab};
+use flowd::netns::{Netns, can_netns};
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn exe() -> PathBuf {
+    Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd"))
+}
+
+fn skip() -> bool {
+    if can_netns() && Command::new("tcpdump").arg("--version").output().is_ok() {
+        return false;
+    }
+    eprintln!("skipped: needs root, iproute2 and tcpdump");
+    true
+}
+
+/// Bytes per connection.
+const BYTES: usize = 4 << 20;
+/// Connections from the VF to the remote (their outer source ports must spread).
+const CONNECTIONS: u16 = 4;
+
+/// The bytes connection `seed` carries: xorshift64, so that the receiver can check
+/// every byte against its own copy.
+fn stream(seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(BYTES);
+    while out.len() < BYTES {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(BYTES);
+    out
+}
+
+/// Receives one connection on `listener` and checks it carries stream `seed`, byte for
+/// byte; an error names the first wrong offset.
+fn receive(listener: &TcpListener, seed: u64) -> Result<(), String> {
+    let want = stream(seed);
+    let (mut c, peer) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+    c.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0usize;
+    loop {
+        let n = c
+            .read(&mut buf)
+            .map_err(|e| format!("read from {peer} after {total} bytes: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        let exp = want.get(total..total + n).unwrap_or(&[]);
+        if exp != &buf[..n] {
+            let at = (0..n).find(|&i| exp.get(i) != Some(&buf[i])).unwrap_or(0);
+            return Err(format!("byte {} from {peer} differs", total + at));
+        }
+        total += n;
+    }
+    if total != BYTES {
+        return Err(format!("{total} bytes from {peer}, want {BYTES}"));
+    }
+    Ok(())
+}
+
+/// Sends stream `seed` to `to`.
+fn send(to: SocketAddr, seed: u64) -> Result<(), String> {
+    let data = stream(seed);
+    let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(10))
+        .map_err(|e| format!("connect {to}: {e}"))?;
+    c.set_write_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    c.write_all(&data)
+        .map_err(|e| format!("write to {to}: {e}"))?;
+    c.shutdown(std::net::Shutdown::Write)
+        .map_err(|e| e.to_string())?;
+    // Wait for the receiver's close, so that every byte was read.
+    let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+    let _ = c.read(&mut [0u8; 16]);
+    Ok(())
+}
+
+/// Runs `connections` transfers from namespace `from` to `to_ip` (in namespace `to`),
+/// one after the other, each checked byte for byte.
+fn transfers(from: &Netns, to: &Netns, to_ip: &str, port: u16, connections: u16) {
+    let addr: SocketAddr = format!("{to_ip}:{port}").parse().expect("address");
+    let to_name = to.name.clone();
+    let server = std::thread::spawn(move || {
+        common::enter(&Netns::borrowed(&to_name));
+        let l = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+        for seed in 0..u64::from(connections) {
+            receive(&l, seed)?;
+        }
+        Ok::<(), String>(())
+    });
+    // The listener is up before the first connect (bounded wait on the server's socket).
+    let probe = from.name.clone();
+    let up = wait(5, || {
+        let to = to.name.clone();
+        Netns::borrowed(&to)
+            .try_exec(&format!("ss -ltn 'sport = :{port}'"))
+            .1
+            .contains(&format!(":{port}"))
+    });
+    assert!(up, "the server listens in {}", to.name);
+    let client = std::thread::spawn(move || {
+        common::enter(&Netns::borrowed(&probe));
+        for seed in 0..u64::from(connections) {
+            send(addr, seed)?;
+        }
+        Ok::<(), String>(())
+    });
+    let c = client.join().expect("client thread");
+    let s = server.join().expect("server thread");
+    assert_eq!(c, Ok(()), "sender");
+    assert_eq!(s, Ok(()), "receiver");
+}
+
+/// tcpdump on the remote's `eth1`, inbound (what flowd sent), whole frames, into a file;
+/// killed on drop.
+struct Capture {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Capture {
+    fn start(l: &Lab, tag: &str) -> Self {
+        let file = l.dir.join(format!("{tag}.pcap"));
+        let err = l.dir.join(format!("{tag}.err"));
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &l.remote.name,
+                "tcpdump",
+                "-i",
+                "eth1",
+                "-Q",
+                "in",
+            ])
+            .args(["-s", "0", "-U", "-w"])
+            .arg(&file)
+            .arg("udp dst port 4789")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&err).expect("tcpdump log"))
+            .spawn()
+            .expect("tcpdump");
+        let listening = wait(10, || {
+            std::fs::read_to_string(&err).is_ok_and(|s| s.contains("listening on"))
+        });
+        assert!(listening, "tcpdump listens");
+        Self { child, file }
+    }
+
+    /// Stops the capture and decodes it with `tcpdump -nn -vv`.
+    fn decode(mut self) -> String {
+        // SIGINT: tcpdump flushes the file.
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = Command::new("tcpdump")
+            .args(["-nn", "-vv", "-r"])
+            .arg(&self.file)
+            .output()
+            .expect("tcpdump -r");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the decoded capture shows.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Outer packets.
+    packets: usize,
+    /// Largest outer IP length.
+    max_len: usize,
+    /// Inner TCP segments whose checksum tcpdump verified.
+    tcp_ok: usize,
+    /// Lines reporting a bad checksum.
+    bad: Vec<String>,
+    /// Outer UDP source ports per inner connection (`src > dst`).
+    ports: HashMap<String, HashSet<u16>>,
+}
+
+/// Parses `tcpdump -nn -vv` output of VXLAN over IPv4 carrying TCP over IPv4: for each
+/// packet, the outer IP line, the outer UDP/VXLAN line, the inner IP line and the inner
+/// TCP line (tcpdump prints both IP headers with `-vv`).
+fn parse(text: &str) -> Seen {
+    let mut seen = Seen::default();
+    let mut outer_port = None;
+    for line in text.lines() {
+        if line.contains("incorrect") || line.contains("bad cksum") || line.contains("bad udp") {
+            seen.bad.push(line.to_string());
+        }
+        let t = line.trim_start();
+        if !line.starts_with(' ') && line.contains(" IP (") && line.contains("proto UDP") {
+            seen.packets += 1;
+            if let Some(len) = t
+                .rsplit("length ")
+                .next()
+                .and_then(|s| s.trim_end_matches(')').parse::<usize>().ok())
+            {
+                seen.max_len = seen.max_len.max(len);
+            }
+        } else if t.contains(".4789: ") && t.contains("VXLAN") {
+            // "192.168.1.1.52000 > 10.0.0.2.4789: [no cksum] VXLAN, flags [I] ..."
+            outer_port = t
+                .split(' ')
+                .next()
+                .and_then(|a| a.rsplit('.').next())
+                .and_then(|p| p.parse::<u16>().ok());
+        } else if t.contains("Flags [") && t.contains(" > ") {
+            // "1.1.1.2.40000 > 1.1.1.3.5201: Flags [.], cksum 0x1234 (correct), ..."
+            if t.contains("(correct)") {
+                seen.tcp_ok += 1;
+            }
+            let conn = t.split(':').next().unwrap_or("").to_string();
+            if let Some(p) = outer_port.take() {
+                seen.ports.entry(conn).or_default().insert(p);
+            }
+        }
+    }
+    seen
+}
+
+/// Sets the MTU of the path: the uplinks and the remote's `eth` at `mtu`, the VF, its
+/// representor and the remote's VXLAN device 50 below; waits until flowd sees it.
+fn set_mtu(l: &Lab, mtu: u32) {
+    for n in 1..=2 {
+        l.hv.ip(&format!("link set up{n} mtu {mtu}"));
+        l.remote.ip(&format!("link set eth{n} mtu {mtu}"));
+    }
+    let inner = mtu - 50;
+    l.remote.ip(&format!("link set vxlan16 mtu {inner}"));
+    l.vfs[0].ip(&format!("link set vf0 mtu {inner}"));
+    l.hv.ip(&format!("link set rep0 mtu {inner}"));
+    let ok = wait(15, || {
+        let rep = match l.request(Request::Show) {
+            Ok(ResponseBody::Ports(p)) => {
+                p.iter().any(|p| p.name == "rep0" && p.mtu == Some(inner))
+            }
+            _ => false,
+        };
+        let path = match l.request(Request::Tunnels) {
+            Ok(ResponseBody::Tunnels(t)) => t.iter().any(|t| t.path_mtu == Some(mtu)),
+            _ => false,
+        };
+        rep && path
+    });
+    assert!(ok, "flowd sees MTU {mtu}:\n{}", l.log());
+}
+
+/// The lab with flowd in software only and GRO on the devices flowd reads.
+fn start(prefix: &str) -> Lab {
+    let mut l = lab::build(prefix).expect("lab");
+    for dev in ["rep0", "rep1", "up1", "up2"] {
+        let _ = l.hv.try_exec(&format!("ethtool -K {dev} gro on"));
+    }
+    let cfg = common::lab_config(&l, "sim");
+    assert!(cfg.contains("policy = \"skip_hw\""));
+    let cfg = cfg.replace("policy = \"skip_hw\"", "policy = \"off\"");
+    l.start_daemon_config(&exe(), &cfg, &[]).expect("flowd");
+    let (ok, out) = ping(&l.vfs[0], "1.1.1.3");
+    assert!(ok, "{out}\n{}", l.log());
+    l
+}
+
+fn tcp_both_ways(prefix: &str, mtu: u32) {
+    let l = start(prefix);
+    if mtu != 1500 {
+        set_mtu(&l, mtu);
+    }
+    let cap = Capture::start(&l, "vf-to-remote");
+    transfers(&l.vfs[0], &l.remote, "1.1.1.3", 5201, CONNECTIONS);
+    let text = cap.decode();
+    let seen = parse(&text);
+    let head: String = text.lines().take(12).collect::<Vec<_>>().join("\n");
+    assert!(
+        seen.bad.is_empty(),
+        "bad checksums: {:#?}",
+        &seen.bad[..seen.bad.len().min(5)]
+    );
+    assert!(
+        seen.packets > BYTES / mtu as usize,
+        "{} packets captured: {seen:?}\n{head}",
+        seen.packets
+    );
+    assert!(
+        seen.max_len <= mtu as usize,
+        "a frame over the MTU: {seen:?}"
+    );
+    assert!(
+        seen.tcp_ok * 10 >= seen.packets * 9,
+        "inner TCP checksums verified: {} of {}\n{head}",
+        seen.tcp_ok,
+        seen.packets
+    );
+    // One outer source port per connection, and not one for all.
+    let data: Vec<_> = seen
+        .ports
+        .iter()
+        .filter(|(c, _)| c.starts_with("1.1.1.2."))
+        .collect();
+    assert_eq!(data.len(), usize::from(CONNECTIONS), "{:?}", seen.ports);
+    for (conn, ports) in &data {
+        assert_eq!(ports.len(), 1, "{conn}: outer source ports {ports:?}");
+    }
+    let distinct: HashSet<_> = data.iter().flat_map(|(_, p)| p.iter()).collect();
+    assert!(
+        distinct.len() > 1,
+        "every connection on one port: {:?}",
+        seen.ports
+    );
+
+    // And back: the remote's super-frames, decapsulated and handed to the VF whole.
+    transfers(&l.remote, &l.vfs[0], "1.1.1.2", 5202, 2);
+    eprintln!(
+        "mtu {mtu}: {} packets, largest {} bytes, {} inner TCP checksums verified",
+        seen.packets, seen.max_len, seen.tcp_ok
+    );
+}
+
+#[test]
+fn tcp_with_default_offloads_at_mtu_1500() {
+    if skip() {
+        return;
+    }
+    tcp_both_ways("tcp15", 1500);
+}
+
+#[test]
+fn tcp_with_default_offloads_at_mtu_9000() {
+    if skip() {
+        return;
+    }
+    tcp_both_ways("tcp90", 9000);
+}
