@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v trafgen >/dev/null || { apt-get update -q >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -q netsniff-ng >/dev/null || true; }
-for b in cache datapath slowpath fibwatch offload_sim afpacket; do
+# The EVPN convergence bench runs FRR (zebra, bgpd) in namespaces.
+command -v vtysh >/dev/null || { apt-get update -q >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -q frr >/dev/null || true; }
+for b in cache datapath slowpath fibwatch offload_sim afpacket evpn; do
   if grep -q "name = \"$b\"" Cargo.toml; then
     cargo bench --quiet --bench "$b"
   fi

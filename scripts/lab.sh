@@ -7,14 +7,18 @@
 #
 #   scripts/lab.sh          # on this kernel: tc flower if it has cls_flower, else the simulated eswitch
 #   scripts/lab.sh --vm     # inside a VM with Debian's kernel, so real tc flower rules carry the traffic
+#   scripts/lab.sh --evpn   # three hypervisors joined by BGP EVPN through FRR (flowd on two)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 for pair in ip:iproute2 ping:iputils-ping tcpdump:tcpdump ethtool:ethtool; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
-if [ "${1:-}" = --vm ]; then
+if [[ " $* " == *" --vm "* ]]; then
   [ -e /bin/busybox ] || [ -e /usr/bin/busybox ] || need+=(busybox-static)
+fi
+if [[ " $* " == *" --evpn "* ]]; then
+  command -v vtysh >/dev/null || need+=(frr)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -q >/dev/null

@@ -13,7 +13,7 @@ start=$SECONDS
 step() { printf '\n=== %s (t=%ds)\n' "$*" $((SECONDS - start)); }
 
 need=()
-for pair in ip:iproute2 ping:iputils-ping tcpdump:tcpdump ethtool:ethtool; do
+for pair in ip:iproute2 ping:iputils-ping tcpdump:tcpdump ethtool:ethtool vtysh:frr; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 if [ -z "${FLOWD_SKIP_VM:-}" ]; then
@@ -25,6 +25,9 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
 fi
 [ "$(id -u)" = 0 ] || { echo "scripts/test.sh: the network-namespace tests need root" >&2; exit 2; }
+# The EVPN test (tests/evpn_netns.rs) runs FRR's zebra and bgpd per namespace: here it
+# must run, not skip.
+export FLOWD_REQUIRE_FRR=1
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -53,6 +53,8 @@ pub struct Config {
     pub control: ControlConfig,
     /// `[discovery]`: a switchdev PF whose representors the daemon discovers.
     pub discovery: Option<DiscoveryConfig>,
+    /// `[evpn]`: settings of the networks with `evpn = true` (BGP EVPN through FRR).
+    pub evpn: EvpnConfig,
     /// `[[port]]`, in file order.
     pub ports: Vec<PortConfig>,
     /// `[[network]]`, in file order.
@@ -188,6 +190,27 @@ impl Default for ControlConfig {
     }
 }
 
+/// `[evpn]`: how flowd meets FRR's zebra (see docs/operations.md, *BGP EVPN*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvpnConfig {
+    /// The UDP port of the shadow vxlan devices (default 61000): never 4789, never a
+    /// port data traffic uses.
+    pub udp_port: u16,
+    /// After a start, how long local stations a previous run advertised stay advertised
+    /// without being learned again (default 300000 ms, the MAC aging time).
+    pub restart_grace_ms: u64,
+}
+
+impl Default for EvpnConfig {
+    fn default() -> Self {
+        Self {
+            udp_port: 61_000,
+            restart_grace_ms: 300_000,
+        }
+    }
+}
+
 /// `[discovery]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiscoveryConfig {
@@ -318,6 +341,9 @@ pub struct NetworkConfig {
     pub udp_csum: Option<bool>,
     /// Configured stations.
     pub static_macs: Vec<StaticMac>,
+    /// Remote stations and flood lists from BGP EVPN (FRR), and local stations
+    /// advertised to it (VNI networks with an IPv4 `local_vtep`).
+    pub evpn: bool,
 }
 
 /// What a configured rule does.
@@ -521,6 +547,7 @@ struct RawNetwork {
     udp_csum: Option<Spanned<bool>>,
     #[serde(default)]
     static_macs: Vec<Spanned<RawStaticMac>>,
+    evpn: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -540,6 +567,7 @@ struct Raw {
     metrics: Option<RawMetrics>,
     control: Option<RawControl>,
     discovery: Option<RawDiscovery>,
+    evpn: Option<Spanned<EvpnConfig>>,
     ports: Vec<Spanned<RawPort>>,
     networks: Vec<Spanned<RawNetwork>>,
     rules: Vec<Spanned<RawRule>>,
@@ -576,7 +604,7 @@ fn de_array<'i, T: Deserialize<'i>>(
     }
 }
 
-const SECTIONS: &str = "datapath, offload, metrics, control, discovery, port, network, rule";
+const SECTIONS: &str = "datapath, offload, metrics, control, discovery, evpn, port, network, rule";
 
 fn parse_raw<'i>(root: DeTable<'i>, errs: &mut Errors) -> Raw {
     let mut raw = Raw::default();
@@ -587,6 +615,7 @@ fn parse_raw<'i>(root: DeTable<'i>, errs: &mut Errors) -> Raw {
             "metrics" => raw.metrics = de_one(value, errs),
             "control" => raw.control = de_one(value, errs),
             "discovery" => raw.discovery = de_one(value, errs),
+            "evpn" => raw.evpn = de_one(value, errs),
             "port" => raw.ports = de_array("port", value, errs),
             "network" => raw.networks = de_array("network", value, errs),
             "rule" => raw.rules = de_array("rule", value, errs),
@@ -926,6 +955,7 @@ fn build_network(
         );
     }
     let static_macs = build_static_macs(r, segment, ports, errs);
+    let evpn = check_evpn(r, segment, local_vtep, errs);
     Some(NetworkConfig {
         name: name.clone(),
         segment: segment?,
@@ -936,7 +966,38 @@ fn build_network(
         df: r.df.as_ref().map(|v| *v.get_ref()),
         udp_csum: r.udp_csum.as_ref().map(|v| *v.get_ref()),
         static_macs,
+        evpn,
     })
+}
+
+/// `evpn = true` needs a VNI network with an IPv4 `local_vtep` (the VTEP zebra
+/// announces; FRR's EVPN speaks IPv4 VTEPs).
+fn check_evpn(
+    r: &RawNetwork,
+    segment: Option<Segment>,
+    local_vtep: Option<IpAddr>,
+    errs: &mut Errors,
+) -> bool {
+    let Some(e) = r.evpn.as_ref().filter(|e| *e.get_ref()) else {
+        return false;
+    };
+    let name = r.name.get_ref();
+    match (segment, local_vtep) {
+        (Some(Segment::Vlan(_)), _) => errs.at(
+            e.span(),
+            format!("`evpn` on network `{name}`, which is a VLAN network"),
+        ),
+        (Some(Segment::Vni(_)), None) => errs.at(
+            e.span(),
+            format!("network `{name}` has `evpn = true` but no `local_vtep` (the VTEP zebra announces)"),
+        ),
+        (Some(Segment::Vni(_)), Some(IpAddr::V6(ip))) => errs.at(
+            e.span(),
+            format!("network `{name}`: `evpn` needs an IPv4 `local_vtep` (FRR's EVPN VTEPs are IPv4), not {ip}"),
+        ),
+        _ => {}
+    }
+    true
 }
 
 fn build_networks(
@@ -1078,6 +1139,15 @@ fn build(raw: Raw, errs: &mut Errors) -> Config {
     };
     let networks = build_networks(&raw.networks, &index, errs);
     let rules = build_rules(&raw.rules, errs);
+    let evpn = raw.evpn.map_or_else(EvpnConfig::default, |e| {
+        if e.get_ref().udp_port == 4789 || e.get_ref().udp_port == 0 {
+            errs.at(
+                e.span(),
+                "[evpn] udp_port must not be 0 or 4789: the shadow vxlan devices must never take data traffic",
+            );
+        }
+        e.into_inner()
+    });
     let offload = raw.offload.map_or_else(OffloadConfig::default, |o| {
         check_offload(o.get_ref(), o.span(), errs);
         o.into_inner()
@@ -1088,6 +1158,7 @@ fn build(raw: Raw, errs: &mut Errors) -> Config {
         metrics,
         control,
         discovery,
+        evpn,
         ports,
         networks,
         rules,
@@ -1445,7 +1516,7 @@ mod tests {
                 "42:8: network `c` has neither `vni` nor `vlan`; give one",
                 "48:9: bad rule match `in_port(1),bogus(3)`: unknown field `bogus`",
                 "49:11: bad rule actions `output(x)`: bad value for `output`: `x`",
-                "51:2: unknown section `wat`, expected one of datapath, offload, metrics, control, discovery, port, network, rule",
+                "51:2: unknown section `wat`, expected one of datapath, offload, metrics, control, discovery, evpn, port, network, rule",
             ]
         );
     }
@@ -1612,6 +1683,43 @@ mod tests {
         );
         assert_eq!(c.networks[1].fwmark, None, "0 means no mark");
         assert_eq!(c.offload.queue, Some(64));
+    }
+
+    #[test]
+    fn evpn_networks() {
+        let base = "[[port]]\nname = \"t\"\nrole = \"tunnel\"\n[[network]]\nname = \"n\"\n";
+        let c = Config::from_str(&format!(
+            "{base}vni = 3\nlocal_vtep = \"10.0.0.1\"\nevpn = true\n[evpn]\nudp_port = 62000\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.networks[0].evpn);
+        assert_eq!(c.evpn.udp_port, 62000);
+        assert_eq!(c.evpn.restart_grace_ms, 300_000);
+        for (extra, needle) in [
+            (
+                "vni = 3\nevpn = true\n",
+                "has `evpn = true` but no `local_vtep`",
+            ),
+            (
+                "vni = 3\nlocal_vtep = \"2001:db8::1\"\nevpn = true\n",
+                "needs an IPv4 `local_vtep`",
+            ),
+            (
+                "vlan = 3\nevpn = true\n",
+                "`evpn` on network `n`, which is a VLAN network",
+            ),
+            (
+                "vni = 3\nlocal_vtep = \"10.0.0.1\"\n[evpn]\nudp_port = 4789\n",
+                "[evpn] udp_port must not be 0 or 4789",
+            ),
+            (
+                "vni = 3\nlocal_vtep = \"10.0.0.1\"\n[evpn]\nport = 1\n",
+                "unknown field `port`",
+            ),
+        ] {
+            let e = Config::from_str(&format!("{base}{extra}")).expect_err(extra);
+            assert!(e.to_string().contains(needle), "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! Ctrl-C or failure). It uses tc flower where the kernel has it, else the simulated
 //! eswitch, and says which; `--vm` runs the same inside a VM with Debian's kernel.
 
+pub mod evpn;
+
 use crate::control::client;
 use crate::control::format;
 use crate::control::proto::{FlowFilter, Request, Response, ResponseBody};

@@ -62,6 +62,13 @@ enum Command {
     },
     /// Re-read the configuration file and apply what changed.
     Reload,
+    /// Each network's stations and flood list, with their origin (static, evpn,
+    /// learned).
+    Fdb {
+        /// Only this network.
+        #[arg(long)]
+        network: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -145,6 +152,7 @@ fn to_request(cmd: Command) -> Result<Request, Usage> {
             RulesCommand::List => Request::RulesList,
         },
         Command::Reload => Request::Reload,
+        Command::Fdb { network } => Request::Fdb { network },
     })
 }
 

@@ -57,6 +57,10 @@ enum Command {
         /// Keep going after the lab is built (until Ctrl-C) to explore with flowctl.
         #[arg(long)]
         hold: bool,
+        /// The BGP EVPN lab instead: three hypervisors running FRR, two of them flowd,
+        /// with no static remote VTEP or MAC (needs `apt-get install frr`).
+        #[arg(long)]
+        evpn: bool,
     },
 }
 
@@ -347,7 +351,8 @@ fn main() -> ExitCode {
         return check_config(path);
     }
     match cli.command {
-        Some(Command::Lab { vm, hold }) => flowd::lab::main(vm, hold),
+        Some(Command::Lab { vm, hold, evpn }) if evpn => flowd::lab::evpn::main(vm, hold),
+        Some(Command::Lab { vm, hold, .. }) => flowd::lab::main(vm, hold),
         None => run(cli.config, cli.keep_offloads),
     }
 }

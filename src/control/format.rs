@@ -10,7 +10,8 @@
 //! aligned tables.
 
 use super::proto::{
-    DoneBody, FlowRow, Placement, PortRow, ResponseBody, RuleRow, StatsBody, TraceBody, TunnelRow,
+    DoneBody, FdbNetworkRow, FlowRow, Placement, PortRow, ResponseBody, RuleRow, StatsBody,
+    TraceBody, TunnelRow,
 };
 use std::fmt::Write;
 
@@ -24,6 +25,7 @@ pub fn body(b: &ResponseBody) -> String {
         ResponseBody::Stats(s) => stats(s),
         ResponseBody::Rules(r) => rules(r),
         ResponseBody::Done(d) => done(d),
+        ResponseBody::Fdb(f) => fdb(f),
     }
 }
 
@@ -251,6 +253,48 @@ pub fn rules(list: &[RuleRow]) -> String {
     table(&["ID", "PRIORITY", "ORIGIN", "MATCH", "ACTIONS"], &rows)
 }
 
+/// `fdb`: per network, its flood list and a table of its stations.
+pub fn fdb(list: &[FdbNetworkRow]) -> String {
+    let mut out = String::new();
+    for (i, n) in list.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let _ = write!(out, "network {} ({})", n.network, n.segment);
+        if let Some(e) = &n.evpn {
+            let _ = write!(out, ", evpn: {e}");
+        }
+        out.push('\n');
+        let flood: Vec<String> = n
+            .flood
+            .iter()
+            .map(|f| format!("{} ({})", f.vtep, f.origin))
+            .collect();
+        let flood = if flood.is_empty() {
+            "-".to_string()
+        } else {
+            flood.join(", ")
+        };
+        let _ = writeln!(out, "  flood: {flood}");
+        let rows: Vec<Vec<String>> = n
+            .stations
+            .iter()
+            .map(|s| {
+                vec![
+                    s.mac.clone(),
+                    s.location.clone(),
+                    s.origin.clone(),
+                    s.age_ms.map_or_else(|| "-".into(), |ms| used(Some(ms))),
+                ]
+            })
+            .collect();
+        for line in table(&["MAC", "LOCATION", "ORIGIN", "AGE"], &rows).lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    out
+}
+
 /// A change command's message.
 pub fn done(d: &DoneBody) -> String {
     if d.message.is_empty() {
@@ -420,6 +464,48 @@ mod tests {
         assert_eq!(
             t,
             "rule 3: priority 100 in_port(1)\n  -> NORMAL\n\nMegaflow: in_port(1),eth(dst=02:00:00:00:00:02)\nDatapath actions: 2\n"
+        );
+    }
+
+    #[test]
+    fn fdb_lists_flood_and_stations_with_origins() {
+        use super::super::proto::{FloodRow, StationRow};
+        let t = fdb(&[FdbNetworkRow {
+            network: "tenant-a".into(),
+            segment: "vni 100".into(),
+            evpn: Some("evbr-100 evvx-100 evad-100".into()),
+            flood: vec![
+                FloodRow {
+                    vtep: "192.0.2.2".into(),
+                    origin: "evpn".into(),
+                },
+                FloodRow {
+                    vtep: "192.0.2.9".into(),
+                    origin: "static".into(),
+                },
+            ],
+            stations: vec![
+                StationRow {
+                    mac: "02:00:00:00:00:01".into(),
+                    location: "rep0".into(),
+                    origin: "learned".into(),
+                    age_ms: Some(1500),
+                },
+                StationRow {
+                    mac: "02:00:00:00:00:02".into(),
+                    location: "vtep 192.0.2.2".into(),
+                    origin: "evpn".into(),
+                    age_ms: None,
+                },
+            ],
+        }]);
+        assert_eq!(
+            t,
+            "network tenant-a (vni 100), evpn: evbr-100 evvx-100 evad-100\n\
+             \x20 flood: 192.0.2.2 (evpn), 192.0.2.9 (static)\n\
+             \x20 MAC                LOCATION        ORIGIN   AGE\n\
+             \x20 02:00:00:00:00:01  rep0            learned  1.500s\n\
+             \x20 02:00:00:00:00:02  vtep 192.0.2.2  evpn     -\n"
         );
     }
 

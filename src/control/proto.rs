@@ -81,6 +81,13 @@ pub enum Request {
     RulesList,
     /// Re-read the configuration file and apply what changed.
     Reload,
+    /// Each network's stations and flood list, with their origin (static, evpn,
+    /// learned).
+    Fdb {
+        /// Only this network (by name).
+        #[serde(default)]
+        network: Option<String>,
+    },
 }
 
 /// The daemon's answer.
@@ -124,6 +131,8 @@ pub enum ResponseBody {
     Rules(Vec<RuleRow>),
     /// A command that changes something (`del-flows`, `rules add|del`, `reload`).
     Done(DoneBody),
+    /// `fdb`.
+    Fdb(Vec<FdbNetworkRow>),
 }
 
 impl ResponseBody {
@@ -306,6 +315,48 @@ pub struct RuleRow {
     pub origin: String,
 }
 
+/// One network in `fdb`: its flood list and its stations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbNetworkRow {
+    /// The network's name.
+    pub network: String,
+    /// `vni 100` or `vlan 30`.
+    pub segment: String,
+    /// With `evpn = true`: its shadow devices (`evbr-100 evvx-100 evad-100`).
+    #[serde(default)]
+    pub evpn: Option<String>,
+    /// Remote VTEPs that get a copy of flooded frames (head-end replication).
+    #[serde(default)]
+    pub flood: Vec<FloodRow>,
+    /// Known stations.
+    #[serde(default)]
+    pub stations: Vec<StationRow>,
+}
+
+/// A remote VTEP of a flood list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloodRow {
+    /// The VTEP.
+    pub vtep: String,
+    /// `static` (`remote_vteps`) or `evpn` (a type-3 route, through zebra).
+    pub origin: String,
+}
+
+/// A station in `fdb`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StationRow {
+    /// Its MAC.
+    pub mac: String,
+    /// A local port (`rep0`, `rep0 vlan 20`) or `vtep 192.0.2.2`.
+    pub location: String,
+    /// `learned` (from traffic), `static` (`static_macs`) or `evpn` (a type-2 route,
+    /// through zebra).
+    pub origin: String,
+    /// For learned stations, milliseconds since last seen.
+    #[serde(default)]
+    pub age_ms: Option<u64>,
+}
+
 /// The answer to a command that changes something.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct DoneBody {
@@ -372,6 +423,10 @@ mod tests {
             },
             Request::RulesList,
             Request::Reload,
+            Request::Fdb { network: None },
+            Request::Fdb {
+                network: Some("tenant-a".into()),
+            },
         ] {
             rt_req(r);
         }
@@ -482,6 +537,21 @@ mod tests {
                 message: "deleted 3 flows".into(),
                 count: Some(3),
             })),
+            Response::Ok(ResponseBody::Fdb(vec![FdbNetworkRow {
+                network: "tenant-a".into(),
+                segment: "vni 100".into(),
+                evpn: Some("evbr-100 evvx-100 evad-100".into()),
+                flood: vec![FloodRow {
+                    vtep: "192.0.2.2".into(),
+                    origin: "evpn".into(),
+                }],
+                stations: vec![StationRow {
+                    mac: "02:00:00:00:00:01".into(),
+                    location: "vtep 192.0.2.2".into(),
+                    origin: "evpn".into(),
+                    age_ms: None,
+                }],
+            }])),
             Response::err("no such rule"),
         ] {
             rt_resp(r);

@@ -239,6 +239,7 @@ impl Handler {
         ] {
             other.insert(name.into(), n.load(Ordering::Relaxed));
         }
+        other.extend(super::evpn::stats_counters(d));
         for (kind, n) in d
             .counters
             .events
@@ -457,6 +458,7 @@ impl ControlHandler for Handler {
             Request::RulesDel { priority, r#match } => self.rules_del(priority, &r#match),
             Request::RulesList => self.rules_list().into(),
             Request::Reload => self.reload(),
+            Request::Fdb { network } => super::evpn::fdb(&self.0, network.as_deref()),
         }
     }
 }
@@ -554,6 +556,9 @@ impl Daemon {
         if let Err(e) = nets {
             cur.ports = ports.ports;
             return Err(e.to_string());
+        }
+        if let Err(e) = self.evpn.reconfigure(&target, self.switch.engine()) {
+            lines.push(format!("not applied: {e}"));
         }
         // Keep the sections that were not applied as they are in force. The control
         // socket and the metrics listener follow the published configuration.

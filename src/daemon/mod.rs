@@ -13,6 +13,7 @@
 //! netlink socket stops the daemon before any thread runs, with the reason.
 
 pub mod build;
+pub mod evpn;
 pub mod handler;
 mod hotplug;
 pub mod metrics;
@@ -56,6 +57,9 @@ pub enum DaemonError {
     /// fibwatch could not start.
     #[error("fibwatch: {0}")]
     Fibwatch(#[from] fibwatch::Error),
+    /// The EVPN side (shadow devices for FRR) could not start.
+    #[error("evpn: {0}")]
+    Evpn(#[from] ::evpn::Error),
     /// The offload backend could not start.
     #[error("offload backend: {0}")]
     Offload(String),
@@ -103,6 +107,8 @@ pub struct Daemon {
     pub adoption: offload::AdoptionReport,
     /// Counters.
     pub counters: Arc<DaemonCounters>,
+    /// BGP EVPN through FRR (networks with `evpn = true`).
+    pub evpn: evpn::EvpnHandle,
     /// The configuration in force, published after start and after every successful
     /// reload, even one that changed nothing (the control socket and the metrics
     /// listener follow it, and retry a move that failed).
@@ -438,6 +444,8 @@ impl Daemon {
             hooks.clone(),
         )?;
         let _ = flow_table.set(switch.engine().table().clone());
+        // Before adoption: the stations it learns are advertised too.
+        let evpn = evpn::EvpnHandle::start(&cfg, switch.engine())?;
         let adoption = match &offload {
             Some(w) if !kept.is_empty() => adopt(
                 &switch,
@@ -467,6 +475,7 @@ impl Daemon {
             opened: Mutex::new(opened_on),
             adoption,
             counters: Arc::new(DaemonCounters::default()),
+            evpn,
             stop: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
         });
@@ -634,6 +643,7 @@ impl Daemon {
     /// Stops the daemon. Unless `keep_offloads`, removes the filters it owns first.
     pub fn shutdown(&self, keep_offloads: bool) {
         self.stop.store(true, Ordering::Relaxed);
+        self.evpn.stop(keep_offloads);
         if !keep_offloads {
             let n = self.delete_flows();
             tracing::info!(flows = n, "removed flows and their filters");

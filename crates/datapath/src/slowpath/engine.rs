@@ -24,6 +24,7 @@
 //! flow.
 
 use super::hash::FastMap;
+use super::remote::{StationObserver, stations};
 use super::upcall::{Upcall, UpcallCounters, Verdict};
 use super::{Change, ChangeSet, FlowMeta, Revalidation, SlowPath, Xlation};
 use crate::FlowId;
@@ -34,7 +35,8 @@ use crate::flow::{FlowKey, FlowMask, Megaflow};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{
-    Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+    Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard,
+    RwLockWriteGuard,
 };
 use std::time::Duration;
 
@@ -142,6 +144,8 @@ pub struct Engine {
     reval: Mutex<RevalStats>,
     /// `used` value (ms) up to which stations were refreshed by the last sweep.
     refreshed_to: AtomicU64,
+    /// Hears of every station change (a control plane advertising local stations).
+    stations: OnceLock<Arc<dyn StationObserver>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -225,6 +229,23 @@ impl Engine {
             counters,
             reval: Mutex::new(RevalStats::default()),
             refreshed_to: AtomicU64::new(0),
+            stations: OnceLock::new(),
+        }
+    }
+
+    /// Registers the observer of station changes (at most one; `false` if one was
+    /// already registered). It hears of changes from then on: read the MAC table after
+    /// registering to start from a complete picture.
+    pub fn observe_stations(&self, observer: Arc<dyn StationObserver>) -> bool {
+        self.stations.set(observer).is_ok()
+    }
+
+    fn tell_stations(&self, changes: &[Change]) {
+        if let Some(o) = self.stations.get() {
+            let keys = stations(changes);
+            if !keys.is_empty() {
+                o.stations_changed(&keys);
+            }
         }
     }
 
@@ -254,15 +275,20 @@ impl Engine {
         r
     }
 
-    /// Queues changes for the revalidator and wakes it.
+    /// Queues changes for the revalidator and wakes it; stations that changed are told to
+    /// the station observer.
     pub fn notify(&self, changes: impl IntoIterator<Item = Change>) {
-        let mut p = lock(&self.pending);
-        let before = p.len();
-        p.extend(changes);
-        if p.len() > before {
+        let changes: Vec<Change> = changes.into_iter().collect();
+        if changes.is_empty() {
+            return;
+        }
+        {
+            let mut p = lock(&self.pending);
+            p.extend_from_slice(&changes);
             self.seq.fetch_add(1, Ordering::AcqRel);
             self.wake.notify_all();
         }
+        self.tell_stations(&changes);
     }
 
     /// The flow table.
@@ -518,6 +544,7 @@ impl Engine {
         }
         let expired = self.write().expire(now);
         report.macs_expired = expired.len();
+        self.tell_stations(&expired);
         let mut changes = std::mem::take(&mut *lock(&self.pending));
         changes.extend(expired);
         changes

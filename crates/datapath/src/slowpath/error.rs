@@ -56,6 +56,9 @@ pub enum SlowPathError {
     /// A multicast or broadcast MAC where a station address is required.
     #[error("MAC {0} is a group address and cannot be a station")]
     GroupMac(Mac),
+    /// A remote station or flood list for a network without a VXLAN segment.
+    #[error("network {0} has no VXLAN segment: it has no remote stations")]
+    NotVxlan(NetworkId),
     /// A static MAC whose location is not part of its network.
     #[error("location of static MAC {mac} is not part of network {network}")]
     ForeignLocation {

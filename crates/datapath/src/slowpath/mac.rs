@@ -1,5 +1,13 @@
 //! The MAC table: per network, where each station MAC lives (a local attachment or a
-//! remote VTEP), learned from traffic with aging, or configured statically.
+//! remote VTEP), learned from traffic with aging, configured statically, or installed by
+//! a control plane (remote stations a routing protocol such as BGP EVPN announced; see
+//! [`super::remote`]).
+//!
+//! Precedence: a configured station is never moved; a control-plane station is not moved
+//! by what the data plane sees from the tunnel (the control plane is authoritative for
+//! remote locations), but a local sighting moves it (the station came here: MAC
+//! mobility); a learned station moves to wherever it is seen, and the control plane
+//! replaces it.
 //!
 //! Time is passed in (`now`, a monotonic [`Duration`] since an arbitrary epoch); the table
 //! never reads a clock. An entry older than the aging time is treated as absent at once and
@@ -53,6 +61,9 @@ pub enum MacKind {
     Dynamic,
     /// Configured; never ages, never moved by learning.
     Static,
+    /// A remote station a control plane announced; never ages, replaced or withdrawn by
+    /// the control plane, moved only by a local sighting.
+    Control,
 }
 
 /// One station.
@@ -183,7 +194,7 @@ impl MacTable {
     }
 
     fn alive(&self, e: &MacEntry, now: Duration) -> bool {
-        e.kind == MacKind::Static
+        e.kind != MacKind::Dynamic
             || nanos(now).saturating_sub(e.last_seen.load(Ordering::Relaxed))
                 <= nanos(self.config.aging)
     }
@@ -191,6 +202,12 @@ impl MacTable {
     /// The live entry of a station.
     pub fn lookup(&self, net: NetworkId, mac: Mac, now: Duration) -> Option<&MacEntry> {
         self.map.get(&(net, mac.0)).filter(|e| self.alive(e, now))
+    }
+
+    /// The entry of a station, aged or not (until [`MacTable::expire`] removes it): what
+    /// an observer of the table compares its own state with.
+    pub fn get(&self, net: NetworkId, mac: Mac) -> Option<&MacEntry> {
+        self.map.get(&(net, mac.0))
     }
 
     /// Whether learning `mac` at `loc` would change the table (not counting the last-seen
@@ -201,7 +218,11 @@ impl MacTable {
         }
         match self.lookup(net, mac, now) {
             None => true,
-            Some(e) => e.kind == MacKind::Dynamic && e.location != loc,
+            Some(e) => match e.kind {
+                MacKind::Dynamic => e.location != loc,
+                MacKind::Static => false,
+                MacKind::Control => matches!(loc, Location::Local(_)),
+            },
         }
     }
 
@@ -230,6 +251,9 @@ impl MacTable {
         let existing = self.lookup(net, mac, now).map(|e| (e.kind, e.location));
         let outcome = match existing {
             Some((MacKind::Static, l)) if l != loc => return (LearnOutcome::Refused, Vec::new()),
+            Some((MacKind::Control, _)) if matches!(loc, Location::Remote(_)) => {
+                return (LearnOutcome::Refused, Vec::new());
+            }
             Some((_, l)) if l == loc => {
                 self.refresh(net, mac, loc, now);
                 return (LearnOutcome::Refreshed, Vec::new());
@@ -300,6 +324,30 @@ impl MacTable {
     pub fn set_static(&mut self, net: NetworkId, mac: Mac, loc: Location) -> MacKey {
         self.insert((net, mac.0), loc, MacKind::Static, Duration::ZERO);
         (net, mac)
+    }
+
+    /// Installs a control plane's remote station: `mac` lives behind `vtep` (replacing a
+    /// learned or control-plane entry; a configured one stays). The changed station, if
+    /// the table changed.
+    pub fn set_control(&mut self, net: NetworkId, mac: Mac, vtep: IpAddr) -> Option<MacKey> {
+        let loc = Location::Remote(vtep);
+        match self.map.get(&(net, mac.0)) {
+            Some(e) if e.kind == MacKind::Static => return None,
+            Some(e) if e.kind == MacKind::Control && e.location == loc => return None,
+            _ => {}
+        }
+        self.insert((net, mac.0), loc, MacKind::Control, Duration::ZERO);
+        Some((net, mac))
+    }
+
+    /// Withdraws a control plane's remote station, if it is still the control plane's
+    /// entry behind `vtep` (a station that moved here since, or was configured, stays).
+    pub fn remove_control(&mut self, net: NetworkId, mac: Mac, vtep: IpAddr) -> Option<MacKey> {
+        let e = self.map.get(&(net, mac.0))?;
+        if e.kind != MacKind::Control || e.location != Location::Remote(vtep) {
+            return None;
+        }
+        self.remove(net, mac)
     }
 
     /// Removes a station, static or learned.
@@ -388,6 +436,53 @@ mod tests {
             t.lookup(NET, A, secs(1_000_000)).unwrap().location(),
             remote
         );
+    }
+
+    #[test]
+    fn control_stations_yield_to_local_sightings_only() {
+        let mut t = MacTable::new(MacConfig::default());
+        let (v2, v3): (IpAddr, IpAddr) =
+            ("192.0.2.2".parse().unwrap(), "192.0.2.3".parse().unwrap());
+        t.learn(NET, A, Location::Remote(v3), secs(0));
+        assert_eq!(
+            t.set_control(NET, A, v2),
+            Some((NET, A)),
+            "replaces a learned entry"
+        );
+        assert_eq!(t.set_control(NET, A, v2), None, "no change");
+        assert!(!t.would_change(NET, A, Location::Remote(v3), secs(1)));
+        assert_eq!(
+            t.learn(NET, A, Location::Remote(v3), secs(1)).0,
+            LearnOutcome::Refused,
+            "the tunnel does not move a control-plane station"
+        );
+        assert!(t.expire(secs(1_000_000)).is_empty(), "never ages");
+        assert_eq!(
+            t.remove_control(NET, A, v3),
+            None,
+            "withdrawn elsewhere: stays"
+        );
+        assert!(t.would_change(NET, A, port(1), secs(2)));
+        let (o, changed) = t.learn(NET, A, port(1), secs(2));
+        assert_eq!(
+            o,
+            LearnOutcome::Moved {
+                from: Location::Remote(v2)
+            }
+        );
+        assert_eq!(changed, vec![(NET, A)]);
+        assert_eq!(
+            t.remove_control(NET, A, v2),
+            None,
+            "moved here since: stays"
+        );
+        assert_eq!(t.get(NET, A).map(MacEntry::kind), Some(MacKind::Dynamic));
+        t.set_static(NET, A, port(2));
+        assert_eq!(t.set_control(NET, A, v2), None, "configuration wins");
+        t.remove(NET, A);
+        t.set_control(NET, A, v2);
+        assert_eq!(t.remove_control(NET, A, v2), Some((NET, A)));
+        assert!(t.is_empty());
     }
 
     #[test]

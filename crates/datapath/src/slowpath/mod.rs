@@ -22,11 +22,14 @@
 //!
 //! # Learning and revalidation
 //! MAC learning is a side effect of the upcall ([`SlowPath::upcall`]), never of a
-//! translation. Every change to rules, networks or the MAC table is reported as a
-//! [`Change`]; [`Change::affects`] tells which installed flows it may affect, and
-//! [`SlowPath::revalidate`] re-translates one (from its masked key, which is in its own
-//! class) and says whether to keep, modify or delete it. Time is passed in as a
-//! monotonic [`Duration`] since an arbitrary epoch; nothing here reads a clock.
+//! translation. A control plane (BGP EVPN, through the daemon) adds remote stations and
+//! flood lists through the [`remote`] module's [`RemoteStations`] trait, and hears of the
+//! local stations learned and forgotten through [`StationObserver`]; the slow path knows
+//! nothing of the protocol behind them. Every change to rules, networks or the MAC table
+//! is reported as a [`Change`]; [`Change::affects`] tells which installed flows it may
+//! affect, and [`SlowPath::revalidate`] re-translates one (from its masked key, which is
+//! in its own class) and says whether to keep, modify or delete it. Time is passed in as
+//! a monotonic [`Duration`] since an arbitrary epoch; nothing here reads a clock.
 //!
 //! # Thread-safety
 //! [`SlowPath`] is plain data: translation, traces and revalidation take `&self`, so
@@ -41,6 +44,7 @@ mod hash;
 pub mod mac;
 pub mod network;
 mod normal;
+pub mod remote;
 pub mod rules;
 pub mod trace;
 pub mod upcall;
@@ -59,12 +63,15 @@ pub use mac::{
     LearnOutcome, Location, Mac, MacConfig, MacEntry, MacKey, MacKind, MacStats, MacTable,
 };
 pub use network::{Attachment, Network, NetworkId, Networks, VxlanSegment};
+pub use remote::{RemoteReport, RemoteStations, RemoteUpdate, StationObserver};
 pub use rules::{Rule, RuleAction, RuleChange, RuleEntry, RuleId, RuleTable};
 pub use trace::{Trace, TraceStep};
 pub use xlate::{FlowMeta, LearnRef, RuleRef, Xlation};
 
 use crate::actions::Actions;
 use crate::flow::{FlowKey, Megaflow};
+use hash::FastMap;
+use std::net::IpAddr;
 use std::time::Duration;
 use xlate::{Env, NoTrace};
 
@@ -78,6 +85,8 @@ pub enum Change {
     Networks,
     /// A station's MAC table entry appeared, moved, aged out or was configured.
     Mac(MacKey),
+    /// A network's control-plane flood list changed.
+    Flood(NetworkId),
 }
 
 impl Change {
@@ -86,11 +95,13 @@ impl Change {
     ///
     /// A rule change of priority `p` cannot affect flows decided by a rule of higher
     /// priority (translation never reached the changed rule); a MAC change can only
-    /// affect flows that ran NORMAL with that MAC as source or (unicast) destination.
+    /// affect flows that ran NORMAL with that MAC as source or (unicast) destination; a
+    /// flood list change only flows that replicated to the network's remote VTEPs.
     pub fn affects(&self, flow: &Megaflow, meta: &FlowMeta) -> bool {
         match self {
             Change::Rules(c) => meta.rule.is_none_or(|r| r.priority <= c.priority),
             Change::Networks => true,
+            Change::Flood(n) => meta.normal && meta.flood == Some(*n),
             Change::Mac((_, mac)) => {
                 let full = [0xff; 6];
                 meta.normal
@@ -108,6 +119,7 @@ pub struct ChangeSet {
     all: bool,
     rule_priority: Option<u16>,
     macs: std::collections::HashSet<[u8; 6]>,
+    floods: std::collections::HashSet<NetworkId>,
 }
 
 impl ChangeSet {
@@ -123,6 +135,9 @@ impl ChangeSet {
                 Change::Mac((_, mac)) => {
                     set.macs.insert(mac.0);
                 }
+                Change::Flood(n) => {
+                    set.floods.insert(*n);
+                }
             }
         }
         set
@@ -130,7 +145,7 @@ impl ChangeSet {
 
     /// Whether there is no change.
     pub fn is_empty(&self) -> bool {
-        !self.all && self.rule_priority.is_none() && self.macs.is_empty()
+        !self.all && self.rule_priority.is_none() && self.macs.is_empty() && self.floods.is_empty()
     }
 
     /// Whether some change may affect the flow (see [`Change::affects`]).
@@ -141,6 +156,9 @@ impl ChangeSet {
         if let Some(p) = self.rule_priority
             && meta.rule.is_none_or(|r| r.priority <= p)
         {
+            return true;
+        }
+        if meta.normal && meta.flood.is_some_and(|n| self.floods.contains(&n)) {
             return true;
         }
         let full = [0xff; 6];
@@ -169,6 +187,8 @@ pub struct SlowPath {
     rules: RuleTable,
     networks: Networks,
     macs: MacTable,
+    /// Control-plane flood lists, per network (sorted, no duplicates, never empty).
+    flood: FastMap<NetworkId, Vec<IpAddr>>,
 }
 
 impl SlowPath {
@@ -178,6 +198,7 @@ impl SlowPath {
             rules: RuleTable::new(),
             networks: Networks::new(),
             macs: MacTable::new(mac),
+            flood: FastMap::default(),
         }
     }
 
@@ -240,6 +261,7 @@ impl SlowPath {
     pub fn remove_network(&mut self, id: NetworkId) -> Result<Change, SlowPathError> {
         self.networks.remove(id)?;
         self.macs.remove_where(|(n, _), _| *n == id);
+        self.flood.remove(&id);
         Ok(Change::Networks)
     }
 
@@ -284,11 +306,56 @@ impl SlowPath {
             .collect()
     }
 
+    /// A network's control-plane flood list (empty when it has none).
+    pub fn flood_list(&self, network: NetworkId) -> &[IpAddr] {
+        self.flood.get(&network).map_or(&[], Vec::as_slice)
+    }
+
+    /// Applies a control plane's update (see [`remote`]): the change it made, if any.
+    pub fn apply_remote(&mut self, u: &RemoteUpdate) -> Result<Option<Change>, SlowPathError> {
+        let network = u.network();
+        let net = self
+            .networks
+            .get(network)
+            .ok_or(SlowPathError::UnknownNetwork(network))?;
+        if net.vxlan.is_none() {
+            return Err(SlowPathError::NotVxlan(network));
+        }
+        Ok(match u {
+            RemoteUpdate::Station { mac, vtep, .. } => {
+                if mac::is_group(*mac) {
+                    return Err(SlowPathError::GroupMac(*mac));
+                }
+                self.macs.set_control(network, *mac, *vtep).map(Change::Mac)
+            }
+            RemoteUpdate::StationGone { mac, vtep, .. } => self
+                .macs
+                .remove_control(network, *mac, *vtep)
+                .map(Change::Mac),
+            RemoteUpdate::FloodList { vteps, .. } => {
+                let mut list = vteps.clone();
+                list.sort_unstable();
+                list.dedup();
+                if list.as_slice() == self.flood_list(network) {
+                    None
+                } else {
+                    if list.is_empty() {
+                        self.flood.remove(&network);
+                    } else {
+                        self.flood.insert(network, list);
+                    }
+                    Some(Change::Flood(network))
+                }
+            }
+        })
+    }
+
     fn env(&self) -> Env<'_> {
         Env {
             rules: &self.rules,
             networks: &self.networks,
             macs: &self.macs,
+            flood: &self.flood,
         }
     }
 

@@ -8,7 +8,8 @@
 //!    upcall's side effect; translation only reports whether it would change the table.
 //! 3. Forwarding: a group destination, or an unknown one, is flooded to every local
 //!    member but the ingress and, for frames not from the tunnel, replicated head-end to
-//!    every remote VTEP of the segment; a known destination goes to its attachment or is
+//!    every remote VTEP of the segment (the configured ones, then those of the network's
+//!    control-plane flood list); a known destination goes to its attachment or is
 //!    encapsulated to its VTEP. Frames are never sent back where they came from, nor from
 //!    a VTEP to a VTEP (split horizon). ARP is forwarded like any frame.
 //!
@@ -174,7 +175,20 @@ impl<T: Tracer> Ctx<'_, T> {
             .collect();
         let seg = net.vxlan.as_ref().filter(|_| !ing.is_from_tunnel());
         if let Some(seg) = seg {
+            // The configured remotes, then the control plane's that are not among them.
+            self.meta.flood = Some(ing.network);
             targets.extend(seg.remotes.iter().map(|ip| Target::Remote(*ip)));
+            let control = self
+                .env
+                .flood
+                .get(&ing.network)
+                .map_or(&[][..], Vec::as_slice);
+            targets.extend(
+                control
+                    .iter()
+                    .filter(|ip| !seg.remotes.contains(ip))
+                    .map(|ip| Target::Remote(*ip)),
+            );
         }
         // Fewest tag rewrites: the current tag first, then untagged, then by VLAN id.
         let cur = self.vlan.outer(self.key, &mut self.wc);

@@ -2,7 +2,8 @@
 //!
 //! Random rule tables over a small universe of fields (so rules overlap and packets
 //! collide), the lab networks of the unit tests, and random sequences of packets, rule
-//! changes, static MACs and time steps. A simple list of megaflows plays the cache: a
+//! changes, static MACs, a control plane's remote stations (announced, moved, withdrawn) and
+//! flood lists, and time steps. A simple list of megaflows plays the cache: a
 //! packet that matches one must get from it exactly what the slow path decides directly
 //! (and the same mask); a miss is an upcall (learn, translate, install) that must not
 //! overlap any installed megaflow. Every change is followed by revalidation of the flows
@@ -161,6 +162,10 @@ enum Op {
     Modify(usize, Rule),
     Delete(usize),
     StaticMac(Mac, bool),
+    /// A control plane announces (`true`) or withdraws a station behind VTEP `.2` or `.9`.
+    Remote(Mac, bool, bool),
+    /// A control plane's flood list for VNI 16 (a subset of three VTEPs).
+    Flood(u8),
     Advance(u64),
 }
 
@@ -171,6 +176,8 @@ fn arb_op() -> impl Strategy<Value = Op> {
         1 => (any::<usize>(), arb_rule()).prop_map(|(i, r)| Op::Modify(i, r)),
         1 => any::<usize>().prop_map(Op::Delete),
         1 => (arb_mac(), any::<bool>()).prop_map(|(m, r)| Op::StaticMac(m, r)),
+        2 => (arb_mac(), any::<bool>(), any::<bool>()).prop_map(|(m, v, a)| Op::Remote(m, v, a)),
+        1 => (0u8..8).prop_map(Op::Flood),
         1 => (0u64..400).prop_map(Op::Advance),
     ]
 }
@@ -272,6 +279,27 @@ impl Sim {
                     Location::Local(Attachment::untagged(PortId(2)))
                 };
                 self.sp.set_static_mac(NET16, m, loc).ok()
+            }
+            Op::Remote(mac, nine, announce) => {
+                let (network, vtep) = (NET16, ip(if nine { "10.0.0.9" } else { "10.0.0.2" }));
+                let u = if announce {
+                    RemoteUpdate::Station { network, mac, vtep }
+                } else {
+                    RemoteUpdate::StationGone { network, mac, vtep }
+                };
+                self.sp.apply_remote(&u).ok().flatten()
+            }
+            Op::Flood(bits) => {
+                let all = ["10.0.0.2", "10.0.0.8", "10.0.0.9"];
+                let vteps = (0..3)
+                    .filter(|i| bits & (1 << i) != 0)
+                    .map(|i| ip(all[i]))
+                    .collect();
+                let u = RemoteUpdate::FloodList {
+                    network: NET16,
+                    vteps,
+                };
+                self.sp.apply_remote(&u).ok().flatten()
             }
             Op::Advance(s) => return self.advance(s),
             _ => None,

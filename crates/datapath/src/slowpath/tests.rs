@@ -446,6 +446,132 @@ fn network_changes_are_validated_and_reported() {
     );
 }
 
+fn station(mac: Mac, vtep: &str) -> RemoteUpdate {
+    RemoteUpdate::Station {
+        network: NET16,
+        mac,
+        vtep: ip(vtep),
+    }
+}
+
+fn gone(mac: Mac, vtep: &str) -> RemoteUpdate {
+    RemoteUpdate::StationGone {
+        network: NET16,
+        mac,
+        vtep: ip(vtep),
+    }
+}
+
+fn flood_list(vteps: &[&str]) -> RemoteUpdate {
+    RemoteUpdate::FloodList {
+        network: NET16,
+        vteps: vteps.iter().map(|v| ip(v)).collect(),
+    }
+}
+
+#[test]
+fn control_plane_stations_get_unicast_and_move() {
+    let mut sp = lab();
+    let k = frame(1, mac(0xa), mac(0xd));
+    let (x, _) = sp.upcall(&k, secs(0));
+    assert_eq!(acts(&x).len(), 5, "unknown: flooded");
+    let c = sp.apply_remote(&station(mac(0xd), "10.0.0.9")).unwrap();
+    assert_eq!(c, Some(Change::Mac((NET16, mac(0xd)))));
+    assert!(c.unwrap().affects(&x.megaflow(&k), &x.meta));
+    match sp.revalidate(&x.megaflow(&k), &x.actions, &x.meta, secs(1)) {
+        Revalidation::Modify(y) => assert_eq!(acts(&y), encap(16, "10.0.0.9").to_vec()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sp.apply_remote(&station(mac(0xd), "10.0.0.9")), Ok(None));
+    // Data-plane learning from the tunnel does not move it; a move is the control plane's.
+    let (_, ch) = sp.upcall(
+        &from_vtep(16, "10.0.0.2", mac(0xd), mac::BROADCAST),
+        secs(2),
+    );
+    assert!(ch.is_empty());
+    sp.apply_remote(&station(mac(0xd), "10.0.0.3")).unwrap();
+    assert_eq!(acts(&sp.xlate(&k, secs(3))), encap(16, "10.0.0.3").to_vec());
+    // A withdrawal from the old VTEP changes nothing; from the current one, it floods.
+    assert_eq!(sp.apply_remote(&gone(mac(0xd), "10.0.0.9")), Ok(None));
+    assert!(
+        sp.apply_remote(&gone(mac(0xd), "10.0.0.3"))
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(acts(&sp.xlate(&k, secs(4))).len(), 5);
+    // Refused: group MACs, networks without a segment, unknown networks.
+    assert_eq!(
+        sp.apply_remote(&station(mac::BROADCAST, "10.0.0.3")),
+        Err(SlowPathError::GroupMac(mac::BROADCAST))
+    );
+    let vlan = RemoteUpdate::FloodList {
+        network: NET20,
+        vteps: vec![],
+    };
+    assert_eq!(sp.apply_remote(&vlan), Err(SlowPathError::NotVxlan(NET20)));
+    let unknown = RemoteUpdate::FloodList {
+        network: NetworkId(99),
+        vteps: vec![],
+    };
+    assert!(sp.apply_remote(&unknown).is_err());
+}
+
+#[test]
+fn a_local_sighting_takes_a_control_plane_station_over() {
+    let mut sp = lab();
+    sp.apply_remote(&station(mac(0xa), "10.0.0.9")).unwrap();
+    let (x, ch) = sp.upcall(&frame(1, mac(0xa), mac::BROADCAST), secs(0));
+    assert_eq!(ch, vec![Change::Mac((NET16, mac(0xa)))]);
+    assert!(!x.needs_learning);
+    let e = sp.macs().get(NET16, mac(0xa)).unwrap();
+    assert_eq!(
+        (e.kind(), e.location()),
+        (
+            MacKind::Dynamic,
+            Location::Local(Attachment::untagged(PortId(1)))
+        )
+    );
+    // The control plane's late withdrawal of the old location leaves it here.
+    assert_eq!(sp.apply_remote(&gone(mac(0xa), "10.0.0.9")), Ok(None));
+    assert!(sp.macs().get(NET16, mac(0xa)).is_some());
+}
+
+#[test]
+fn flood_lists_add_to_the_configured_remotes() {
+    let mut sp = lab();
+    let k = frame(1, mac(0xa), mac::BROADCAST);
+    let (x, _) = sp.upcall(&k, secs(0));
+    assert_eq!(x.meta.flood, Some(NET16));
+    let c = sp
+        .apply_remote(&flood_list(&["10.0.0.9", "10.0.0.3", "10.0.0.9"]))
+        .unwrap();
+    assert_eq!(c, Some(Change::Flood(NET16)));
+    assert_eq!(sp.flood_list(NET16), &[ip("10.0.0.3"), ip("10.0.0.9")]);
+    assert!(c.unwrap().affects(&x.megaflow(&k), &x.meta));
+    let mut want = vec![out(2)];
+    want.extend(encap(16, "10.0.0.2"));
+    want.extend(encap(16, "10.0.0.3"));
+    want.extend(encap(16, "10.0.0.9"));
+    assert_eq!(acts(&sp.xlate(&k, secs(1))), want, "10.0.0.3 once");
+    assert_eq!(
+        sp.apply_remote(&flood_list(&["10.0.0.3", "10.0.0.9"])),
+        Ok(None)
+    );
+    // Frames from the tunnel never replicate; flows of other networks are not affected.
+    let (y, _) = sp.upcall(
+        &from_vtep(16, "10.0.0.2", mac(0xc), mac::BROADCAST),
+        secs(1),
+    );
+    assert_eq!(y.meta.flood, None);
+    let (z, _) = sp.upcall(&frame(3, mac(0xe), mac::BROADCAST), secs(1));
+    assert!(
+        !Change::Flood(NET16).affects(&z.megaflow(&frame(3, mac(0xe), mac::BROADCAST)), &z.meta)
+    );
+    assert!(sp.apply_remote(&flood_list(&[])).unwrap().is_some());
+    assert_eq!(acts(&sp.xlate(&k, secs(2))).len(), 5);
+    assert!(sp.flood_list(NET16).is_empty());
+}
+
 mod engine {
     use super::*;
     use crate::cache::{FlowEntry, FlowTable};
@@ -707,5 +833,60 @@ mod engine {
         });
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].packet, vec![1; 60]);
+    }
+
+    #[derive(Default)]
+    struct Stations(Mutex<Vec<MacKey>>);
+
+    impl StationObserver for Stations {
+        fn stations_changed(&self, keys: &[MacKey]) {
+            self.0.lock().unwrap().extend_from_slice(keys);
+        }
+    }
+
+    #[test]
+    fn station_observer_hears_learning_aging_and_control_plane() {
+        let (e, _) = engine(100);
+        let obs = Arc::new(Stations::default());
+        assert!(e.observe_stations(obs.clone()));
+        assert!(!e.observe_stations(obs.clone()), "one observer");
+        let take = || std::mem::take(&mut *obs.0.lock().unwrap());
+        e.handle(vec![up(frame(1, mac(0xa), mac(0xb)))], secs(0));
+        assert_eq!(take(), vec![(NET16, mac(0xa))]);
+        e.handle(vec![up(frame(1, mac(0xa), mac(0xb)))], secs(1));
+        assert!(take().is_empty(), "a refresh is no change");
+        let r = e.apply_remote(&[station(mac(0xb), "10.0.0.9"), flood_list(&["10.0.0.9"])]);
+        assert_eq!((r.changed, r.unchanged, r.refused.len()), (2, 0, 0));
+        assert_eq!(take(), vec![(NET16, mac(0xb))]);
+        e.sweep(secs(400));
+        assert_eq!(take(), vec![(NET16, mac(0xa))], "aged out");
+    }
+
+    #[test]
+    fn remote_updates_revalidate_only_affected_flows() {
+        let (e, _) = engine(100);
+        let to_b = frame(1, mac(0xa), mac(0xb));
+        let bcast = frame(2, mac(0xc), mac::BROADCAST);
+        let other = frame(3, mac(0xe), mac(0xf));
+        e.handle(vec![up(to_b), up(bcast), up(other)], secs(0));
+        e.sweep(secs(0));
+        e.apply_remote(&[station(mac(0xb), "10.0.0.9")]);
+        let r = e.sweep(secs(1));
+        assert_eq!(
+            (r.revalidated, r.modified),
+            (1, 1),
+            "only the flow toward B"
+        );
+        let f = e.table().lookup(&to_b).unwrap();
+        assert_eq!(f.actions().as_slice(), &encap(16, "10.0.0.9"));
+        e.apply_remote(&[flood_list(&["10.0.0.8"])]);
+        let r = e.sweep(secs(2));
+        assert_eq!(
+            (r.revalidated, r.modified),
+            (1, 1),
+            "only VNI 16's flooding flow"
+        );
+        let f = e.table().lookup(&bcast).unwrap();
+        assert_eq!(f.actions().as_slice().len(), 7);
     }
 }

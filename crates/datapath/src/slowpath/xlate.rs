@@ -6,6 +6,7 @@
 //! same mask*: megaflows are equivalence classes, hence correct for every packet they
 //! match and pairwise disjoint.
 
+use super::hash::FastMap;
 use super::mac::{Location, Mac, MacTable, is_group};
 use super::network::{Attachment, NetworkId, Networks};
 use super::rules::{RuleAction, RuleId, RuleTable};
@@ -44,6 +45,10 @@ pub struct FlowMeta {
     pub learn: Option<LearnRef>,
     /// Whether NORMAL ran (the decision consulted the MAC table).
     pub normal: bool,
+    /// The network whose remote VTEPs NORMAL replicated the flow's frames to (head-end
+    /// replication, whatever the list held): a change of that network's flood list
+    /// revalidates the flow.
+    pub flood: Option<NetworkId>,
 }
 
 /// The result of translating a key.
@@ -93,6 +98,9 @@ pub(crate) struct Env<'a> {
     pub rules: &'a RuleTable,
     pub networks: &'a Networks,
     pub macs: &'a MacTable,
+    /// Control-plane flood lists (head-end replication) per network, besides the
+    /// segments' configured remotes.
+    pub flood: &'a FastMap<NetworkId, Vec<std::net::IpAddr>>,
 }
 
 /// The VLAN stack as actions so far left it: tags pushed by actions (known, consulting
