@@ -152,7 +152,7 @@ impl ControlHandler for Fake {
                 ResponseBody::Done(DoneBody::message("deleted 1 rule"))
             }
             Request::RulesList => ResponseBody::Rules(self.rules.lock().unwrap().clone()),
-            Request::Reload => {
+            Request::Reload { .. } => {
                 return Response::err("/etc/flowd/flowd.toml:3:1: unknown field `flow_limt`");
             }
             _ => return Response::err("unsupported"),

@@ -1,7 +1,8 @@
 //! A reload moves the daemon's listeners: the control socket (`[control] socket`) and
 //! the Prometheus endpoint (`[metrics] listen`), on the real daemon running in the lab's
 //! hypervisor namespace. A move binds the new listener first; one that cannot bind is
-//! logged and the old listener keeps serving; the next reload tries again.
+//! logged and the old listener keeps serving; the next reload tries again. A reload asked
+//! through the control socket answers whether each move took effect.
 
 use flowd::control::client;
 use flowd::control::proto::{Request, Response, ResponseBody};
@@ -46,7 +47,7 @@ fn ask(socket: &Path, req: Request) -> Result<ResponseBody, String> {
 
 /// `flowctl reload` on `socket`; the daemon's answer.
 fn reload(l: &Lab, socket: &Path) -> String {
-    match ask(socket, Request::Reload) {
+    match ask(socket, Request::Reload { allow_empty: false }) {
         Ok(ResponseBody::Done(d)) => d.message,
         other => panic!("reload: {other:?}\n{}", l.log()),
     }
@@ -72,9 +73,9 @@ fn alive(l: &mut Lab) -> bool {
     matches!(l.daemon.as_mut().map(|d| d.try_wait()), Some(Ok(None)))
 }
 
-/// Waits up to 10 s for `f`; panics with the daemon's log if it never holds.
+/// Waits up to 60 s (a loaded machine) for `f`; panics with the daemon's log if it never holds.
 fn eventually(l: &Lab, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if f() {
             return;
@@ -226,6 +227,16 @@ fn control_socket_that_cannot_be_bound_keeps_the_old_one_until_fixed() {
         line.contains("ERROR") && line.contains("blocker"),
         "the reason, with the path: {line}"
     );
+    // Asked through flowctl, the same reload answers that the move was not applied
+    // (flowctl exits non-zero), and why.
+    match ask(&old, Request::Reload { allow_empty: false }) {
+        Err(m) => assert!(
+            m.contains("not applied: [control] socket") && m.contains("blocker"),
+            "{m}"
+        ),
+        other => panic!("a failed move answered {other:?}"),
+    }
+    assert!(answers(&old), "the old socket keeps answering");
 
     // Fixed: the same file reloaded again moves the socket (nothing changed in the
     // file, yet the move is retried).
@@ -295,6 +306,13 @@ fn metrics_enabled_moved_refused_and_disabled_by_reload() {
     );
     scrape(&l, b).expect("the old address keeps serving");
     assert!(alive(&mut l));
+    match ask(&sock, Request::Reload { allow_empty: false }) {
+        Err(m) => assert!(
+            m.contains("not applied: [metrics] listen") && m.contains("19103"),
+            "{m}"
+        ),
+        other => panic!("a failed move answered {other:?}"),
+    }
 
     // The port freed, the same file reloaded: the move is retried and succeeds.
     drop(holder);

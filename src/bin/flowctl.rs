@@ -61,7 +61,11 @@ enum Command {
         command: RulesCommand,
     },
     /// Re-read the configuration file and apply what changed.
-    Reload,
+    Reload {
+        /// Apply a file with no representor, which unplugs every VF (refused without).
+        #[arg(long)]
+        allow_empty: bool,
+    },
     /// Each network's stations and flood list, with their origin (static, evpn,
     /// learned).
     Fdb {
@@ -151,7 +155,7 @@ fn to_request(cmd: Command) -> Result<Request, Usage> {
             }
             RulesCommand::List => Request::RulesList,
         },
-        Command::Reload => Request::Reload,
+        Command::Reload { allow_empty } => Request::Reload { allow_empty },
         Command::Fdb { network } => Request::Fdb { network },
     })
 }

@@ -10,6 +10,7 @@
 use clap::{Parser, Subcommand};
 use flowd::config::Config;
 use flowd::control::server::{ControlHandler, ControlServer, RunningServer, ServerOptions};
+use flowd::daemon::listeners::{Listener, ListenerReports};
 use flowd::daemon::metrics::{self, MetricsEndpoint};
 use flowd::daemon::{Daemon, handler};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -108,7 +109,10 @@ async fn signals(daemon: Arc<Daemon>) {
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return; }
             _ = hup.recv() => {
                 let d = daemon.clone();
-                match tokio::task::spawn_blocking(move || d.reload()).await {
+                match tokio::task::spawn_blocking(move || d.reload(false)).await {
+                    Ok(Ok(lines)) if lines.iter().any(|l| l.starts_with("not applied")) => {
+                        tracing::warn!(changes = ?lines, "SIGHUP: configuration reloaded in part");
+                    }
                     Ok(Ok(lines)) => tracing::info!(changes = ?lines, "SIGHUP: configuration reloaded"),
                     Ok(Err(e)) => tracing::error!(error = %e, "SIGHUP: reload refused, configuration unchanged"),
                     Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed"),
@@ -131,14 +135,17 @@ async fn control_socket(
     first: ControlServer,
     handler: Arc<dyn ControlHandler>,
     mut follow: Follow,
+    reports: Arc<Daemon>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let reports = reports.listener_reports();
     let mut current = first.spawn(handler.clone());
     tracing::info!(socket = %current.path().display(), "control socket ready");
     tokio::pin!(shutdown);
+    reports.attach();
     loop {
         let want = follow.borrow_and_update().control.socket.clone();
-        current = move_control_socket(current, &want, &handler).await;
+        current = move_control_socket(current, &want, &handler, reports).await;
         tokio::select! {
             _ = &mut shutdown => break,
             more = follow.changed() => if more.is_err() {
@@ -152,18 +159,23 @@ async fn control_socket(
 }
 
 /// Moves the control socket to `want` (if it differs); the socket served afterwards.
+/// The outcome is reported as soon as it is known: before the old socket stops, which
+/// waits for the connection that asked for the reload, itself waiting for the report.
 async fn move_control_socket(
     current: RunningServer,
     want: &std::path::Path,
     handler: &Arc<dyn ControlHandler>,
+    reports: &ListenerReports,
 ) -> RunningServer {
     if current.path() == want {
+        reports.report(Listener::Control, Ok(()));
         return current;
     }
     let old = current.path().to_path_buf();
     match ControlServer::bind(want, ServerOptions::default()) {
         Ok(server) => {
             let next = server.spawn(handler.clone());
+            reports.report(Listener::Control, Ok(()));
             current.stop().await;
             tracing::info!(
                 from = %old.display(),
@@ -178,6 +190,12 @@ async fn move_control_socket(
                 socket = %old.display(),
                 "reload: cannot move the control socket; still serving on the old one"
             );
+            let why = format!(
+                "socket {}: {e}; still serving on {}",
+                want.display(),
+                old.display()
+            );
+            reports.report(Listener::Control, Err(why));
             current
         }
     }
@@ -191,8 +209,11 @@ async fn move_control_socket(
 async fn metrics_endpoint(h: Arc<handler::Handler>, mut follow: Follow) {
     let mut current: Option<Endpoint> = None;
     let mut publishing = false;
+    let reports = h.0.clone();
+    reports.listener_reports().attach();
     loop {
         let want = follow.borrow_and_update().metrics.map(|m| m.listen);
+        let mut outcome = Ok(());
         if let Some(addr) = want {
             match metrics::recorder() {
                 Ok(handle) => {
@@ -200,15 +221,23 @@ async fn metrics_endpoint(h: Arc<handler::Handler>, mut follow: Follow) {
                         publishing = true;
                         tokio::spawn(publish_metrics(h.clone(), follow.clone()));
                     }
-                    current = move_metrics(current, addr, handle).await;
+                    let moved;
+                    (current, moved) = move_metrics(current, addr, handle).await;
+                    outcome = moved;
                 }
-                Err(e) => tracing::error!(error = %e, "metrics disabled"),
+                Err(e) => {
+                    tracing::error!(error = %e, "metrics disabled");
+                    outcome = Err(format!("metrics disabled: {e}"));
+                }
             }
         } else if let Some((_, old)) = current.take() {
             let addr = old.local_addr();
             old.stop().await;
             tracing::info!(listen = %addr, "reload: metrics endpoint stopped");
         }
+        reports
+            .listener_reports()
+            .report(Listener::Metrics, outcome);
         if follow.changed().await.is_err() {
             // The daemon is gone: keep the endpoint until the process ends.
             return std::future::pending().await;
@@ -224,9 +253,9 @@ async fn move_metrics(
     current: Option<Endpoint>,
     addr: SocketAddr,
     handle: PrometheusHandle,
-) -> Option<Endpoint> {
+) -> (Option<Endpoint>, Result<(), String>) {
     let mut old = match current {
-        Some((listen, ep)) if listen == addr => return Some((listen, ep)),
+        Some((listen, ep)) if listen == addr => return (Some((listen, ep)), Ok(())),
         other => other,
     };
     let was = old.as_ref().map(|(listen, ep)| (*listen, ep.local_addr()));
@@ -259,9 +288,15 @@ async fn move_metrics(
                 previous = previous.as_deref().unwrap_or("none"),
                 "metrics endpoint listening"
             );
-            Some((addr, next))
+            (Some((addr, next)), Ok(()))
         }
         Err(e) => {
+            let serving = old
+                .as_ref()
+                .map_or("metrics are not served".to_string(), |(_, ep)| {
+                    format!("still serving on {}", ep.local_addr())
+                });
+            let why = format!("listen {addr}: {e}; {serving}");
             match (&old, was) {
                 (Some((_, ep)), _) => tracing::error!(
                     error = %e,
@@ -275,7 +310,7 @@ async fn move_metrics(
                 ),
                 (None, None) => tracing::error!(error = %e, "cannot start the metrics endpoint"),
             }
-            old
+            (old, Err(why))
         }
     }
 }
@@ -337,7 +372,7 @@ fn run(path: PathBuf, keep_offloads: bool) -> ExitCode {
         let h = Arc::new(handler::Handler(daemon.clone()));
         tokio::spawn(metrics_endpoint(h.clone(), daemon.subscribe_config()));
         let follow = daemon.subscribe_config();
-        control_socket(server, h, follow, signals(daemon.clone())).await;
+        control_socket(server, h, follow, daemon.clone(), signals(daemon.clone())).await;
         let d = daemon.clone();
         let _ = tokio::task::spawn_blocking(move || d.shutdown(keep_offloads)).await;
         ExitCode::SUCCESS

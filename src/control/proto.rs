@@ -80,7 +80,11 @@ pub enum Request {
     /// List rules.
     RulesList,
     /// Re-read the configuration file and apply what changed.
-    Reload,
+    Reload {
+        /// Apply a file with no representor (which unplugs them all).
+        #[serde(default)]
+        allow_empty: bool,
+    },
     /// Each network's stations and flood list, with their origin (static, evpn,
     /// learned).
     Fdb {
@@ -422,7 +426,7 @@ mod tests {
                 r#match: "in_port(1)".into(),
             },
             Request::RulesList,
-            Request::Reload,
+            Request::Reload { allow_empty: false },
             Request::Fdb { network: None },
             Request::Fdb {
                 network: Some("tenant-a".into()),

@@ -413,17 +413,32 @@ impl Handler {
         }
     }
 
-    fn reload(&self) -> Response {
-        match self.0.reload() {
-            Ok(lines) => done(
-                if lines.is_empty() {
+    /// The answer states what was applied and what was not; anything asked for and not
+    /// applied makes it an error (flowctl exits non-zero), the applied part included.
+    fn reload(&self, allow_empty: bool) -> Response {
+        match self.0.reload(allow_empty) {
+            Ok(lines) => {
+                let (refused, mut applied): (Vec<String>, Vec<String>) = lines
+                    .into_iter()
+                    .partition(|l| l.starts_with("not applied"));
+                // A listener that could not move was not changed.
+                for section in ["[control]", "[metrics]"] {
+                    if refused.iter().any(|l| l.contains(section)) {
+                        applied.retain(|l| *l != format!("{section} changed"));
+                    }
+                }
+                let applied = if applied.is_empty() {
                     "no change".to_string()
                 } else {
-                    lines.join("; ")
-                },
-                None,
-            ),
-            Err(e) => Response::err(e),
+                    applied.join("; ")
+                };
+                if refused.is_empty() {
+                    done(applied, None)
+                } else {
+                    Response::err(format!("applied: {applied}; {}", refused.join("; ")))
+                }
+            }
+            Err(e) => Response::err(format!("reload refused, nothing applied: {e}")),
         }
     }
 }
@@ -457,7 +472,7 @@ impl ControlHandler for Handler {
             } => self.rules_add(priority, &r#match, &actions),
             Request::RulesDel { priority, r#match } => self.rules_del(priority, &r#match),
             Request::RulesList => self.rules_list().into(),
-            Request::Reload => self.reload(),
+            Request::Reload { allow_empty } => self.reload(allow_empty),
             Request::Fdb { network } => super::evpn::fdb(&self.0, network.as_deref()),
         }
     }
@@ -470,7 +485,12 @@ impl Daemon {
     /// affect stay installed (the revalidator re-translates only affected flows).
     /// Uplink, tunnel device, `[datapath]`, `[offload]` and `[discovery]` changes need a
     /// restart and are reported as such.
-    pub fn reload(&self) -> Result<Vec<String>, String> {
+    ///
+    /// A file that would unplug every representor (an empty or comment-only file, a
+    /// truncated one) is refused unless `allow_empty`: it would stop every VF's traffic.
+    /// The lines returned say what was applied; those starting with "not applied" what
+    /// was asked for and not applied (the answer is then an error).
+    pub fn reload(&self, allow_empty: bool) -> Result<Vec<String>, String> {
         let Some(path) = &self.config_path else {
             return Err("no configuration file to reload".into());
         };
@@ -484,12 +504,24 @@ impl Daemon {
             .config
             .lock()
             .map_err(|_| "configuration lock poisoned")?;
+        let representors = |c: &Config| {
+            c.ports
+                .iter()
+                .filter(|p| p.role == crate::config::PortRole::Representor)
+                .count()
+        };
+        if !allow_empty && representors(&new) == 0 && representors(&cur) > 0 {
+            return Err(format!(
+                "{} has no representor: it would unplug all {} and stop their traffic                  (to do that, `flowctl reload --allow-empty`)",
+                path.display(),
+                representors(&cur)
+            ));
+        }
         new.inherit_port_ids(&cur);
         let diff = Config::diff(&cur, &new);
         if diff.is_empty() {
             // Published all the same: a listener whose move failed retries it.
-            self.publish_config(&cur);
-            return Ok(Vec::new());
+            return Ok(self.publish_config(&cur));
         }
         let mut lines = diff.summary();
         // Configured MTUs go on the netdevs; the ports' live facts follow from the
@@ -552,11 +584,40 @@ impl Daemon {
         self.hooks
             .marks
             .store(std::sync::Arc::new(super::network_marks(&target)));
-        let nets = self.apply_networks_and_rules(&cur, &target);
-        if let Err(e) = nets {
-            cur.ports = ports.ports;
-            return Err(e.to_string());
+        let refused = match self.apply_networks_and_rules(&cur, &target) {
+            Ok(r) => r,
+            Err(e) => {
+                cur.ports = ports.ports;
+                return Err(e.to_string());
+            }
+        };
+        for (name, why) in &refused.networks {
+            lines.push(format!("not applied: network `{name}`: {why}"));
         }
+        for ((priority, m), why) in &refused.rules {
+            lines.push(format!(
+                "not applied: rule priority {priority} match {m}: {why}"
+            ));
+        }
+        // What is in force: a refused network stays as it was (or absent), a refused
+        // rule absent.
+        let networks: Vec<_> = new
+            .networks
+            .iter()
+            .filter_map(|n| {
+                if refused.networks.iter().any(|(name, _)| *name == n.name) {
+                    cur.networks.iter().find(|c| c.name == n.name).cloned()
+                } else {
+                    Some(n.clone())
+                }
+            })
+            .collect();
+        let rules: Vec<_> = new
+            .rules
+            .iter()
+            .filter(|r| !refused.rules.iter().any(|(k, _)| *k == r.key()))
+            .cloned()
+            .collect();
         if let Err(e) = self.evpn.reconfigure(&target, self.switch.engine()) {
             lines.push(format!("not applied: {e}"));
         }
@@ -576,22 +637,24 @@ impl Daemon {
             ports: ports.ports,
             datapath,
             offload,
-            networks: new.networks.clone(),
-            rules: new.rules.clone(),
+            networks,
+            rules,
             control: new.control.clone(),
             metrics: new.metrics,
             ..cur.clone()
         };
-        self.publish_config(&applied);
+        lines.extend(self.publish_config(&applied));
         *cur = applied;
         Ok(lines)
     }
 
+    /// Applies the networks and rules of `new`; the ones the slow path refused, as
+    /// (name or rule, why).
     fn apply_networks_and_rules(
         &self,
         cur: &Config,
         new: &Config,
-    ) -> Result<(), super::build::BuildError> {
+    ) -> Result<Refused, super::build::BuildError> {
         use super::build::{network, network_id, rule};
         let engine = self.switch.engine();
         // Build everything first: a bad item changes nothing.
@@ -618,7 +681,8 @@ impl Daemon {
             .filter(|n| !new.networks.iter().any(|m| network_id(m) == network_id(n)))
             .map(network_id)
             .collect();
-        engine.configure(|sp| {
+        let refused = engine.configure(|sp| {
+            let mut refused = Refused::default();
             let mut changes = Vec::new();
             for id in gone_nets {
                 if let Ok(c) = sp.remove_network(id) {
@@ -635,7 +699,10 @@ impl Daemon {
                 match res {
                     Ok(Some(c)) => changes.push(c),
                     Ok(None) => {}
-                    Err(e) => tracing::warn!(network = %cfgnet.name, error = %e, "reload"),
+                    Err(e) => {
+                        tracing::warn!(network = %cfgnet.name, error = %e, "reload: network refused");
+                        refused.networks.push((cfgnet.name.clone(), e.to_string()));
+                    }
                 }
             }
             let ids: Vec<_> = sp
@@ -651,14 +718,28 @@ impl Daemon {
                 }
             }
             for r in new_rules {
-                if let Ok((_, c)) = sp.add_rule(r) {
-                    changes.push(c);
+                let key = (r.priority, r.matches.to_string());
+                match sp.add_rule(r) {
+                    Ok((_, c)) => changes.push(c),
+                    Err(e) => {
+                        tracing::warn!(priority = key.0, r#match = %key.1, error = %e, "reload: rule refused");
+                        refused.rules.push((key, e.to_string()));
+                    }
                 }
             }
-            ((), changes)
+            (refused, changes)
         });
-        Ok(())
+        Ok(refused)
     }
+}
+
+/// What the slow path refused of a reload.
+#[derive(Debug, Default)]
+struct Refused {
+    /// Networks, by name, and why.
+    networks: Vec<(String, String)>,
+    /// Rules, by (priority, match), and why.
+    rules: Vec<((u16, String), String)>,
 }
 
 /// Wraps a daemon for the control server.

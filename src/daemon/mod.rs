@@ -16,6 +16,7 @@ pub mod build;
 pub mod evpn;
 pub mod handler;
 mod hotplug;
+pub mod listeners;
 pub mod metrics;
 pub mod observer;
 pub mod ports;
@@ -109,6 +110,8 @@ pub struct Daemon {
     pub counters: Arc<DaemonCounters>,
     /// BGP EVPN through FRR (networks with `evpn = true`).
     pub evpn: evpn::EvpnHandle,
+    /// What the listener tasks made of the configuration published last.
+    listeners: listeners::ListenerReports,
     /// The configuration in force, published after start and after every successful
     /// reload, even one that changed nothing (the control socket and the metrics
     /// listener follow it, and retry a move that failed).
@@ -476,6 +479,7 @@ impl Daemon {
             adoption,
             counters: Arc::new(DaemonCounters::default()),
             evpn,
+            listeners: listeners::ListenerReports::default(),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
         });
@@ -502,9 +506,19 @@ impl Daemon {
         self.applied.subscribe()
     }
 
-    /// Publishes the configuration in force to [`Self::subscribe_config`]'s receivers.
-    pub(super) fn publish_config(&self, cfg: &Config) {
+    /// Publishes the configuration in force to [`Self::subscribe_config`]'s receivers,
+    /// then waits for the listener tasks that report (see [`listeners`]) to confirm
+    /// their part: what they could not apply, as "not applied" lines. The caller holds
+    /// the configuration lock, so no other publication interleaves.
+    pub(super) fn publish_config(&self, cfg: &Config) -> Vec<String> {
+        let n = self.listeners.published();
         self.applied.send_replace(Arc::new(cfg.clone()));
+        self.listeners.wait(n, Duration::from_secs(10))
+    }
+
+    /// The reports of the control socket and metrics tasks (the binary attaches them).
+    pub fn listener_reports(&self) -> &listeners::ListenerReports {
+        &self.listeners
     }
 
     /// Applies fibwatch's events: links to the ports' live facts, path facts to the

@@ -530,7 +530,7 @@ impl EvpnLab {
     pub fn reload_flowd(&self, h: usize, config: &str) -> Result<String, String> {
         let cfg = self.dir.join(format!("flowd-hv{h}.toml"));
         std::fs::write(&cfg, config).map_err(|e| e.to_string())?;
-        match self.request(h, Request::Reload)? {
+        match self.request(h, Request::Reload { allow_empty: false })? {
             ResponseBody::Done(d) => Ok(d.message),
             other => Err(format!("reload: {other:?}")),
         }

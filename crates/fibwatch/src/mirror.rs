@@ -401,7 +401,8 @@ impl Mirror {
         }
     }
 
-    /// Compares the state (not generations) with `other`; lists up to `max` differences.
+    /// Compares the state (not generations) with `other`: links, addresses, routes and
+    /// rules exactly, neighbours by what they resolve to; lists up to `max` differences.
     pub fn differences(&self, other: &Mirror, max: usize) -> Vec<String> {
         let mut out = Vec::new();
         let a = Canonical::of(self);
@@ -440,7 +441,16 @@ impl Canonical {
             addrs: sorted(m.addresses()),
             routes: sorted(m.routes()),
             rules: sorted(m.rules()),
-            neighs: sorted(m.neighs.values().map(|(n, _)| n)),
+            // A neighbour as flowd uses it: its usable MAC, or none. The kernel does
+            // not notify every NUD transition (a FAILED entry probed again turns
+            // INCOMPLETE silently; REACHABLE ages to STALE on a timer), so a mirror
+            // cannot hold the exact state a dump shows at any instant; it holds
+            // whether, and to what, the neighbour resolves.
+            neighs: sorted(
+                m.neighs
+                    .values()
+                    .map(|(n, _)| (n.ifindex, n.ip, n.usable_mac())),
+            ),
         }
     }
 }

@@ -40,6 +40,15 @@ pub enum ParseError {
     /// Unbalanced parentheses or a missing `(`.
     #[error("syntax error near `{0}`")]
     Syntax(String),
+    /// A field group whose protocol the match does not fix: `tcp(..)` without the IP
+    /// version, `ipv4(..)` beside another `eth_type`. The message names what to add.
+    #[error("`{group}(..)` needs {needs}")]
+    Prerequisite {
+        /// The group.
+        group: String,
+        /// What it needs, as the syntax spells it.
+        needs: String,
+    },
 }
 
 fn bad(field: &str, value: &str) -> ParseError {
@@ -717,6 +726,17 @@ fn parse_tun_flags(s: &str) -> Result<(u16, u16), ParseError> {
 struct Builder {
     k: FlowKey,
     m: FlowKey,
+    /// The protocol groups seen, checked against their prerequisites at the end.
+    l3: Option<&'static str>,
+    l4: Option<&'static str>,
+    tcp_flags: bool,
+}
+
+fn needs(group: &str, needs: &str) -> ParseError {
+    ParseError::Prerequisite {
+        group: group.to_string(),
+        needs: needs.to_string(),
+    }
 }
 
 impl Builder {
@@ -890,15 +910,141 @@ impl Builder {
                 let (x, y) = parse_int(name, args, 0xffff)?;
                 (self.k.eth_type, self.m.eth_type) = (x as u16, y as u16);
             }
-            "ipv4" | "ipv6" | "arp" => self.ip(name, args)?,
-            "tcp" | "udp" | "icmp" | "icmpv6" | "tp" => self.l4(name, args)?,
+            "ipv4" | "ipv6" | "arp" => {
+                self.once_l3(group_name(name))?;
+                self.ip(name, args)?;
+            }
+            "tcp" | "udp" | "icmp" | "icmpv6" | "tp" => {
+                self.once_l4(group_name(name))?;
+                self.l4(name, args)?;
+            }
             "tcp_flags" => {
                 let (x, y) = parse_int(name, args, 0x0fff)?;
                 (self.k.tcp_flags, self.m.tcp_flags) = (x as u16, y as u16);
+                self.tcp_flags = true;
             }
             _ => return Err(ParseError::UnknownField(name.to_string())),
         }
         Ok(())
+    }
+}
+
+/// The protocol groups' names, for the builder's record of what it saw.
+fn group_name(name: &str) -> &'static str {
+    ["ipv4", "ipv6", "arp", "tcp", "udp", "icmp", "icmpv6", "tp"]
+        .into_iter()
+        .find(|g| *g == name)
+        .unwrap_or("tp")
+}
+
+const ETH_IPV4: u16 = 0x0800;
+const ETH_IPV6: u16 = 0x86dd;
+const ETH_ARP: u16 = 0x0806;
+
+impl Builder {
+    fn once_l3(&mut self, name: &'static str) -> Result<(), ParseError> {
+        match self.l3.replace(name) {
+            Some(prev) => Err(ParseError::Syntax(format!("{prev}(..) and {name}(..)"))),
+            None => Ok(()),
+        }
+    }
+
+    fn once_l4(&mut self, name: &'static str) -> Result<(), ParseError> {
+        match self.l4.replace(name) {
+            Some(prev) => Err(ParseError::Syntax(format!("{prev}(..) and {name}(..)"))),
+            None => Ok(()),
+        }
+    }
+
+    /// The exact `eth_type`, if the match fixes one.
+    fn eth_type(&self) -> Option<u16> {
+        (self.m.eth_type == 0xffff).then_some(self.k.eth_type)
+    }
+
+    /// Makes the match fix `eth_type` to `want` (a group implies it), or refuses if it
+    /// says otherwise.
+    fn imply_eth_type(&mut self, group: &str, want: u16) -> Result<(), ParseError> {
+        match (self.m.eth_type, self.eth_type()) {
+            (0, _) => {
+                (self.k.eth_type, self.m.eth_type) = (want, 0xffff);
+                Ok(())
+            }
+            (_, Some(t)) if t == want => Ok(()),
+            _ => Err(needs(group, &format!("eth_type({want:#06x})"))),
+        }
+    }
+
+    /// Makes the match fix the IP protocol to `want`, or refuses if it says otherwise.
+    fn imply_proto(&mut self, group: &str, want: u8) -> Result<(), ParseError> {
+        match self.m.ip_proto {
+            0 => {
+                (self.k.ip_proto, self.m.ip_proto) = (want, 0xff);
+                Ok(())
+            }
+            0xff if self.k.ip_proto == want => Ok(()),
+            _ => Err(needs(group, &format!("proto={want}"))),
+        }
+    }
+
+    /// Checks and completes the prerequisites of each group, as OVS does: a field is
+    /// only meaningful under the protocols that carry it, so `ipv4(..)` implies
+    /// `eth_type(0x0800)`, `tcp(..)` implies `proto=6` and needs the IP version, and so
+    /// on. A match that contradicts a prerequisite is refused. The result prints back
+    /// exactly (every masked field under a group that names its protocol).
+    fn finish(mut self) -> Result<Megaflow, ParseError> {
+        match self.l3 {
+            Some("ipv4") => self.imply_eth_type("ipv4", ETH_IPV4)?,
+            Some("ipv6") => self.imply_eth_type("ipv6", ETH_IPV6)?,
+            Some("arp") => self.imply_eth_type("arp", ETH_ARP)?,
+            _ => {}
+        }
+        match self.l4 {
+            Some("tcp") => self.imply_proto("tcp", 6)?,
+            Some("udp") => self.imply_proto("udp", 17)?,
+            Some("icmp") => {
+                self.imply_eth_type("icmp", ETH_IPV4)?;
+                self.imply_proto("icmp", 1)?;
+            }
+            Some("icmpv6") => {
+                self.imply_eth_type("icmpv6", ETH_IPV6)?;
+                self.imply_proto("icmpv6", 58)?;
+            }
+            Some(_) => {
+                // `tp(..)`: ports of another protocol; it must be named exactly, and
+                // not be one with a group of its own.
+                if self.m.ip_proto != 0xff {
+                    return Err(needs("tp", "an exact proto= in ipv4(..) or ipv6(..)"));
+                }
+                let own = match (self.k.ip_proto, self.eth_type()) {
+                    (6, _) => Some("tcp"),
+                    (17, _) => Some("udp"),
+                    (1, Some(ETH_IPV4)) => Some("icmp"),
+                    (58, Some(ETH_IPV6)) => Some("icmpv6"),
+                    _ => None,
+                };
+                if let Some(g) = own {
+                    return Err(needs("tp", &format!("another protocol: use {g}(..)")));
+                }
+            }
+            None => {}
+        }
+        if self.tcp_flags {
+            self.imply_proto("tcp_flags", 6)?;
+        }
+        let ip_version =
+            "the IP version: ipv4(..) or ipv6(..), or eth_type(0x0800) or eth_type(0x86dd)";
+        if let Some(g) = self.l4.filter(|g| matches!(*g, "tcp" | "udp" | "tp"))
+            && !matches!(self.eth_type(), Some(ETH_IPV4 | ETH_IPV6))
+        {
+            return Err(needs(g, ip_version));
+        }
+        if self.tcp_flags && !matches!(self.eth_type(), Some(ETH_IPV4 | ETH_IPV6)) {
+            return Err(needs("tcp_flags", ip_version));
+        }
+        // An IP or ARP field without a group (eth_type given alone) is fine; an eth_type
+        // group naming neither IP nor ARP cannot carry L3 or L4 fields: the groups above
+        // already refused those.
+        Ok(Megaflow::new(&self.k, &FlowMask(self.m)))
     }
 }
 
@@ -909,6 +1055,9 @@ impl std::str::FromStr for Megaflow {
         let mut b = Builder {
             k: FlowKey::default(),
             m: FlowKey::default(),
+            l3: None,
+            l4: None,
+            tcp_flags: false,
         };
         let s = s.trim();
         if s != "<all>" {
@@ -917,7 +1066,7 @@ impl std::str::FromStr for Megaflow {
                 b.group(name, args)?;
             }
         }
-        Ok(Megaflow::new(&b.k, &FlowMask(b.m)))
+        b.finish()
     }
 }
 
@@ -1116,6 +1265,82 @@ mod tests {
     }
 
     /// A random megaflow whose fields are consistent with its protocols (what xlate makes).
+    /// Groups of the match syntax, for the round trip of what a user may type.
+    const GROUPS: [&str; 18] = [
+        "in_port(3)",
+        "eth(src=02:00:00:00:00:01)",
+        "vlan(vid=10)",
+        "eth_type(0x0800)",
+        "eth_type(0x86dd)",
+        "eth_type(0x0806)",
+        "ipv4(src=10.0.0.0/8,dst=1.2.3.4,proto=6)",
+        "ipv4(src=10.1.0.0/16,proto=1)",
+        "ipv6(src=2001:db8::/32,proto=17)",
+        "arp(sip=10.0.0.1,op=1)",
+        "tcp(src=1,dst=2)",
+        "udp(dst=53)",
+        "icmp(type=8)",
+        "icmpv6(type=128)",
+        "tp(dst=5)",
+        "tcp_flags(0x002)",
+        "ipv4(proto=47)",
+        "ipv4(frag=no)",
+    ];
+
+    #[test]
+    fn a_protocol_group_carries_its_prerequisites() {
+        let p = |s: &str| s.parse::<Megaflow>().map(|m| m.to_string());
+        // The examples: ARP no longer matches an ipv4(..) rule, tcp(..) never
+        // matches UDP, and the fuzz finding prints back whole.
+        assert_eq!(
+            p("ipv4(src=10.1.0.0/16,proto=1)").unwrap(),
+            "eth_type(0x0800),ipv4(src=10.1.0.0/16,proto=1)"
+        );
+        assert_eq!(
+            p("eth_type(0x0800),tcp(dst=80)").unwrap(),
+            "eth_type(0x0800),ipv4(proto=6),tcp(dst=80)"
+        );
+        assert_eq!(
+            p("ipv4(src=10.0.0.0/8,dst=1.2.3.4,proto=6),tcp(src=1,dst=2)").unwrap(),
+            "eth_type(0x0800),ipv4(src=10.0.0.0/8,dst=1.2.3.4,proto=6),tcp(src=1,dst=2)"
+        );
+        assert_eq!(
+            p("icmp(type=8)").unwrap(),
+            "eth_type(0x0800),ipv4(proto=1),icmp(type=8)"
+        );
+        let e = p("tcp(dst=80)").unwrap_err().to_string();
+        assert!(e.contains("`tcp(..)` needs the IP version"), "{e}");
+        let e = p("ipv4(proto=17),tcp(dst=80)").unwrap_err().to_string();
+        assert!(e.contains("proto=6"), "{e}");
+        let e = p("eth_type(0x0806),ipv4(src=1.2.3.4)")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("eth_type(0x0800)"), "{e}");
+        let e = p("ipv4(proto=6),tp(dst=1)").unwrap_err().to_string();
+        assert!(e.contains("use tcp(..)"), "{e}");
+        assert!(p("ipv4(src=1.2.3.4),ipv6(src=::1)").is_err());
+
+        let rule: Megaflow = "ipv4(src=10.1.0.0/16,proto=1)".parse().unwrap();
+        let mut arp = FlowKey {
+            eth_type: 0x0806,
+            ip_proto: 1,
+            ..FlowKey::default()
+        };
+        arp.ip_src[..4].copy_from_slice(&[10, 1, 0, 9]);
+        assert!(!rule.matches(&arp), "an ipv4 rule matched ARP");
+        let mut icmp = arp;
+        icmp.eth_type = 0x0800;
+        assert!(rule.matches(&icmp));
+        let tcp80: Megaflow = "eth_type(0x0800),tcp(dst=80)".parse().unwrap();
+        let udp = FlowKey {
+            eth_type: 0x0800,
+            ip_proto: 17,
+            tp_dst: 80,
+            ..FlowKey::default()
+        };
+        assert!(!tcp80.matches(&udp), "a tcp rule matched UDP");
+    }
+
     fn arb_megaflow() -> impl Strategy<Value = Megaflow> {
         let ip = prop_oneof![Just(0x0800u16), Just(0x86dd), Just(0x0806), Just(0x1234)];
         let proto = prop_oneof![Just(6u8), Just(17), Just(1), Just(58), Just(47)];
@@ -1199,6 +1424,28 @@ mod tests {
             let s = mf.to_string();
             let back: Megaflow = s.parse().map_err(|e| TestCaseError::fail(format!("{s}: {e}")))?;
             prop_assert_eq!(back, mf, "{}", s);
+        }
+
+        /// Whatever parses prints back to text that parses to the same match, and that
+        /// text is a fixed point: nothing is dropped, nothing widened.
+        #[test]
+        fn parsed_matches_print_back_exactly(
+            groups in proptest::sample::subsequence(GROUPS.to_vec(), 0..6).prop_shuffle()
+        ) {
+            let s = groups.join(",");
+            if let Ok(mf) = s.parse::<Megaflow>() {
+                let printed = mf.to_string();
+                let back: Megaflow = printed
+                    .parse()
+                    .map_err(|e| TestCaseError::fail(format!("{s} -> {printed}: {e}")))?;
+                prop_assert_eq!(back, mf, "{} -> {}", s, printed);
+                prop_assert_eq!(back.to_string(), printed.clone());
+                // Every group given is in the printed text (the implied ones added).
+                for g in &groups {
+                    let name = g.split('(').next().unwrap_or_default();
+                    prop_assert!(printed.contains(&format!("{name}(")), "{} -> {}", s, printed);
+                }
+            }
         }
 
         #[test]

@@ -12,6 +12,9 @@ pub enum SlowPathError {
     /// No rule has this id.
     #[error("no rule {0}")]
     UnknownRule(RuleId),
+    /// A rule with the same priority and match exists already.
+    #[error("rule {0} already has this priority and match")]
+    DuplicateRule(RuleId),
     /// A VNI does not fit in VXLAN's 24 bits.
     #[error("invalid VNI {0}: VXLAN network identifiers have 24 bits")]
     InvalidVni(u32),

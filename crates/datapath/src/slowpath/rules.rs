@@ -234,6 +234,7 @@ impl RuleTable {
     /// Adds a rule.
     pub fn add(&mut self, rule: Rule) -> Result<(RuleId, RuleChange), SlowPathError> {
         rule.validate()?;
+        self.refuse_duplicate(&rule, None)?;
         self.next_id += 1;
         let id = RuleId(self.next_id);
         let priority = rule.priority;
@@ -244,6 +245,7 @@ impl RuleTable {
     /// Replaces a rule's priority, match and actions, keeping its id.
     pub fn modify(&mut self, id: RuleId, rule: Rule) -> Result<RuleChange, SlowPathError> {
         rule.validate()?;
+        self.refuse_duplicate(&rule, Some(id))?;
         let old = self.remove(id)?;
         let priority = old.rule.priority.max(rule.priority);
         self.insert(RuleEntry::new(id, rule));
@@ -254,6 +256,19 @@ impl RuleTable {
     pub fn delete(&mut self, id: RuleId) -> Result<RuleChange, SlowPathError> {
         let old = self.remove(id)?;
         Ok(self.bump(old.rule.priority))
+    }
+
+    /// Two rules with the same priority and match would make the second one dead and
+    /// "delete" ambiguous: refused, naming the rule that holds them.
+    fn refuse_duplicate(&self, rule: &Rule, except: Option<RuleId>) -> Result<(), SlowPathError> {
+        match self.rules.iter().find(|e| {
+            Some(e.id) != except
+                && e.rule.priority == rule.priority
+                && e.rule.matches == rule.matches
+        }) {
+            Some(e) => Err(SlowPathError::DuplicateRule(e.id)),
+            None => Ok(()),
+        }
     }
 
     fn remove(&mut self, id: RuleId) -> Result<RuleEntry, SlowPathError> {
