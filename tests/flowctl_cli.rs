@@ -15,7 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +23,8 @@ use std::time::Duration;
 #[derive(Default)]
 struct Fake {
     requests: AtomicUsize,
+    /// Ends the long command (`trace in_port(777)`).
+    release: AtomicBool,
     rules: Mutex<Vec<RuleRow>>,
 }
 
@@ -104,6 +106,14 @@ impl ControlHandler for Fake {
             }]),
             Request::Trace { flow } if flow.contains("in_port(666)") => {
                 panic!("the fake handler panics on in_port(666)")
+            }
+            Request::Trace { flow } if flow.contains("in_port(777)") => {
+                // A long command: busy until the test lets it go.
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                while !self.release.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                ResponseBody::Done(DoneBody::message("slow trace done"))
             }
             Request::Trace { flow } => ResponseBody::Trace(TraceBody {
                 lines: vec![
@@ -540,32 +550,51 @@ fn junk_gets_an_error_and_the_server_keeps_serving() {
 fn bounded_clients() {
     let d = Daemon::start_with(ServerOptions {
         max_clients: 1,
-        idle_timeout: Duration::from_secs(30),
+        ..ServerOptions::default()
     });
     let mut first = connect(&d.socket);
     assert!(matches!(
         raw_exchange(&mut first, b"{\"command\":\"show\"}\n"),
         Response::Ok(_)
     ));
-    // The only slot is taken: the next client is told, not left hanging.
+    // The only slot is held by an idle client: it makes room for the new one, and is
+    // told why it is closed.
+    let o = d.flowctl(&["show"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let mut told = String::new();
+    first.read_line(&mut told).unwrap();
+    assert!(told.contains("closed: idle"), "{told}");
+    let mut rest = Vec::new();
+    let _ = first.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+
+    // The only slot is held by a client whose command runs: the next one is refused.
+    let mut busy = connect(&d.socket);
+    let before = d.requests();
+    busy.get_mut()
+        .write_all(b"{\"command\":\"trace\",\"flow\":\"in_port(777)\"}\n")
+        .unwrap();
+    for _ in 0..1000 {
+        if d.requests() > before {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(d.requests() > before, "the long command started");
     let o = d.flowctl(&["show"]);
     assert_eq!(code(&o), 1);
     assert!(
-        stderr(&o).contains("too many control clients"),
+        stderr(&o).contains("too many control clients: all 1 are running a command"),
         "{}",
         stderr(&o)
     );
-    drop(first);
-    // The slot comes back once the first client leaves.
-    let mut ok = false;
-    for _ in 0..100 {
-        if code(&d.flowctl(&["show"])) == 0 {
-            ok = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(ok);
+    d.fake.release.store(true, Ordering::SeqCst);
+    let mut answer = String::new();
+    busy.read_line(&mut answer).unwrap();
+    assert!(answer.contains("slow trace done"), "{answer}");
+    // Answered, it is idle again: the next client takes its slot.
+    let o = d.flowctl(&["show"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The control socket: flowctl's protocol ([`proto`]), the daemon's server ([`server`]),
-//! the blocking client ([`client`]) and flowctl's human output ([`format`]).
+//! the blocking client ([`client`]), flowctl's human output ([`format`]) and the
+//! connection slots the daemon's listeners share ([`slots`]).
 //!
 //! Newline-delimited JSON over a Unix socket (mode 0600 in a 0700 directory, so only
 //! root talks to the daemon). The daemon implements [`ControlHandler`]; the server calls
@@ -9,6 +10,7 @@ pub mod client;
 pub mod format;
 pub mod proto;
 pub mod server;
+pub mod slots;
 
 pub use client::{ClientError, request};
 pub use proto::{FlowFilter, Request, Response, ResponseBody};

@@ -13,6 +13,24 @@ use std::collections::BTreeMap;
 /// The largest request line the server accepts, in bytes (newline included).
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
+/// How much of a request an error answer quotes back, in bytes: a longer quote is cut
+/// there and followed by `... (N bytes)` (see [`elide`]).
+pub const MAX_ECHO_BYTES: usize = 200;
+
+/// `text` when it is at most `max` bytes long, else its first `max` bytes (cut at a
+/// character boundary) followed by `... (N bytes)`, N being its whole length: what an
+/// error answer quotes of a client's input.
+pub fn elide(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..cut], text.len()).into()
+}
+
 /// Which flows `dump-flows` lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -581,5 +599,15 @@ mod tests {
         // Stats from a newer daemon with counters this client does not know still parse.
         let s: StatsBody = serde_json::from_str(r#"{"upcalls":1}"#).unwrap();
         assert_eq!(s.upcalls, 1);
+    }
+
+    #[test]
+    fn elide_cuts_long_quotes_at_a_character_boundary() {
+        assert_eq!(elide("short", 200), "short");
+        let long = "x".repeat(1 << 20);
+        let e = elide(&long, MAX_ECHO_BYTES);
+        assert_eq!(e, format!("{}... (1048576 bytes)", "x".repeat(200)));
+        // 'é' is two bytes: a cut inside it moves back.
+        assert_eq!(elide("aéé", 2), "a... (5 bytes)");
     }
 }

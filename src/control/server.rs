@@ -1,11 +1,24 @@
 //! The control socket server (tokio).
 //!
 //! Each connection sends requests, one JSON object per line, and gets one response line
-//! per request. A malformed line gets an error response and the connection goes on; a
-//! line longer than [`MAX_REQUEST_BYTES`] gets an error response and the connection is
-//! closed (the stream cannot be resynchronised). At most [`ServerOptions::max_clients`]
-//! connections are served at once; one more is told so and closed. A connection idle for
-//! [`ServerOptions::idle_timeout`] is closed.
+//! per request. A malformed line gets an error response (quoting at most
+//! [`MAX_ECHO_BYTES`] of what it could not read) and the connection goes on; a line
+//! longer than [`MAX_REQUEST_BYTES`] gets an error response and the connection is closed
+//! (the stream cannot be resynchronised).
+//!
+//! Idle and slow clients cannot lock the operator out:
+//! - a request must arrive complete within [`ServerOptions::idle_timeout`] of the
+//!   connection's accept or of its previous answer; blank lines and partial bytes do not
+//!   renew that deadline. A client that misses it is told so and closed. An answer must
+//!   be taken within [`ServerOptions::answer_timeout`].
+//! - at most [`ServerOptions::max_clients`] connections are served at once
+//!   ([`super::slots`]); when all are taken, the connection idle the longest is closed
+//!   (with a message saying why) to make room for the new one. Only when every
+//!   connection is running a command is the new one refused (`too many control
+//!   clients`).
+//!
+//! [`CONTROL_CONNECTIONS`] counts the connections closed for a deadline, evicted and
+//! refused (`flowctl stats`: `control_conns_*`).
 //!
 //! The handler is synchronous and runs on tokio's blocking pool, so a slow command (a
 //! trace, a reload) never stalls the socket for other clients. A panicking handler
@@ -15,7 +28,8 @@
 //! it, then [`RunningServer::stop`] the old one (which removes its file). Connections
 //! already accepted on the old socket go on until they end.
 
-use super::proto::{MAX_REQUEST_BYTES, Request, Response};
+use super::proto::{MAX_ECHO_BYTES, MAX_REQUEST_BYTES, Request, Response, elide};
+use super::slots::{ConnCounters, Slot, Slots};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -23,8 +37,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// What the daemon plugs into the server.
 pub trait ControlHandler: Send + Sync {
@@ -55,20 +70,43 @@ pub enum ServeError {
     },
 }
 
+/// Connections the control socket serves at once (the default of
+/// [`ServerOptions::max_clients`]).
+pub const MAX_CLIENTS: usize = 16;
+
+/// How long a connection has to send a complete request, from its accept or from its
+/// previous answer (the default of [`ServerOptions::idle_timeout`]).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a client has to take an answer (the default of
+/// [`ServerOptions::answer_timeout`]).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the server tries to tell a client why it is closed, before closing anyway.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The control socket's connection counters (every server of the process).
+pub static CONTROL_CONNECTIONS: ConnCounters = ConnCounters::new();
+
 /// Server limits.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// Connections served at once.
+    /// Connections served at once; when all are taken, the one idle the longest makes
+    /// room for a new client.
     pub max_clients: usize,
-    /// A connection idle this long is closed.
+    /// A complete request must arrive within this of the connection's accept or of its
+    /// previous answer (blank lines do not count), or the connection is closed.
     pub idle_timeout: Duration,
+    /// An answer not taken by the client within this closes the connection.
+    pub answer_timeout: Duration,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
         Self {
-            max_clients: 16,
-            idle_timeout: Duration::from_secs(60),
+            max_clients: MAX_CLIENTS,
+            idle_timeout: IDLE_TIMEOUT,
+            answer_timeout: ANSWER_TIMEOUT,
         }
     }
 }
@@ -147,7 +185,7 @@ impl ControlServer {
         handler: Arc<dyn ControlHandler>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let slots = Arc::new(Semaphore::new(self.options.max_clients.max(1)));
+        let slots = Slots::new(self.options.max_clients, &CONTROL_CONNECTIONS);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -182,29 +220,34 @@ impl ControlServer {
 
     fn spawn_client(
         &self,
-        mut stream: UnixStream,
-        slots: &Arc<Semaphore>,
+        stream: UnixStream,
+        slots: &Arc<Slots>,
         handler: &Arc<dyn ControlHandler>,
     ) {
-        let idle = self.options.idle_timeout;
+        let Some(slot) = slots.admit() else {
+            // Every connection is running a command. One attempt to say so, without a
+            // task: a flood of connections must not pile up writers.
+            let msg = format!(
+                "too many control clients: all {} are running a command; try again",
+                self.options.max_clients.max(1)
+            );
+            refuse(stream, &response_line(&Response::err(msg)));
+            return;
+        };
         let handler = Arc::clone(handler);
-        match Arc::clone(slots).try_acquire_owned() {
-            Ok(permit) => {
-                tokio::spawn(async move {
-                    let _ = serve_client(stream, handler, idle).await;
-                    drop(permit);
-                });
-            }
-            Err(_) => {
-                tokio::spawn(async move {
-                    let _ = write_response(
-                        &mut stream,
-                        &Response::err("too many control clients; try again"),
-                    )
-                    .await;
-                });
-            }
-        }
+        let options = self.options.clone();
+        tokio::spawn(async move {
+            let _ = serve_client(stream, handler, &options, slot).await;
+        });
+    }
+}
+
+/// One non-blocking attempt to write `msg` on `stream`, then closes it. A fresh
+/// connection's buffer takes a short message whole; tokio's own `try_write` could
+/// refuse before the reactor has seen the socket writable.
+fn refuse(stream: UnixStream, msg: &[u8]) {
+    if let Ok(s) = stream.into_std() {
+        let _ = std::io::Write::write(&mut &s, msg);
     }
 }
 
@@ -240,14 +283,25 @@ pub async fn serve(path: &Path, handler: Arc<dyn ControlHandler>) -> Result<(), 
     Ok(())
 }
 
-async fn write_response<W: AsyncWriteExt + Unpin>(w: &mut W, resp: &Response) -> io::Result<()> {
+/// `resp` as one line.
+fn response_line(resp: &Response) -> Vec<u8> {
     let mut line = serde_json::to_vec(resp).unwrap_or_else(|e| {
         serde_json::to_vec(&Response::err(format!("cannot encode response: {e}")))
             .unwrap_or_default()
     });
     line.push(b'\n');
-    w.write_all(&line).await?;
+    line
+}
+
+async fn write_response<W: AsyncWriteExt + Unpin>(w: &mut W, resp: &Response) -> io::Result<()> {
+    w.write_all(&response_line(resp)).await?;
     w.flush().await
+}
+
+/// Tells the client why it is closed, if it takes the message within
+/// [`FAREWELL_TIMEOUT`].
+async fn farewell<W: AsyncWriteExt + Unpin>(w: &mut W, why: String) {
+    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, write_response(w, &Response::err(why))).await;
 }
 
 /// Reads one line of at most `MAX_REQUEST_BYTES`. `Ok(None)` at end of stream;
@@ -273,26 +327,66 @@ async fn read_line<R: AsyncBufReadExt + Unpin>(
     Ok(Some(()))
 }
 
+/// What ended a wait for the next request line.
+enum Next {
+    Line(io::Result<Option<()>>),
+    TimedOut,
+    Evicted,
+}
+
 async fn serve_client(
     stream: UnixStream,
     handler: Arc<dyn ControlHandler>,
-    idle: Duration,
+    options: &ServerOptions,
+    mut slot: Slot,
 ) -> io::Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     let mut buf = Vec::new();
+    // Counted from the accept, then from each answer; nothing else renews it.
+    let mut deadline = Instant::now() + options.idle_timeout;
     loop {
-        let line = match tokio::time::timeout(idle, read_line(&mut rd, &mut buf)).await {
-            Err(_) | Ok(Ok(None)) => return Ok(()),
-            Ok(Ok(Some(()))) => &buf,
-            Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
-                let msg = format!("request larger than {MAX_REQUEST_BYTES} bytes");
-                return write_response(&mut wr, &Response::err(msg)).await;
+        let next = tokio::select! {
+            read = tokio::time::timeout_at(deadline, read_line(&mut rd, &mut buf)) => {
+                read.map_or(Next::TimedOut, Next::Line)
             }
-            Ok(Err(e)) => return Err(e),
+            () = slot.evicted() => Next::Evicted,
+        };
+        let line = match next {
+            Next::Line(Ok(Some(()))) => &buf,
+            Next::Line(Ok(None)) => return Ok(()),
+            Next::Line(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                let msg = format!("request larger than {MAX_REQUEST_BYTES} bytes");
+                let _ = tokio::time::timeout(
+                    options.answer_timeout,
+                    write_response(&mut wr, &Response::err(msg)),
+                )
+                .await;
+                return Ok(());
+            }
+            Next::Line(Err(e)) => return Err(e),
+            Next::TimedOut => {
+                slot.timed_out();
+                drop(slot);
+                let why = format!(
+                    "closed: no complete request within {} s",
+                    options.idle_timeout.as_secs_f64()
+                );
+                farewell(&mut wr, why).await;
+                return Ok(());
+            }
+            Next::Evicted => {
+                let why = "closed: idle while every control slot was taken, and a new \
+                           client needed one";
+                farewell(&mut wr, why.into()).await;
+                return Ok(());
+            }
         };
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
+        }
+        if !slot.busy() {
+            return Ok(()); // Evicted just now: the new client has the slot.
         }
         let resp = match serde_json::from_slice::<Request>(line) {
             Ok(req) => {
@@ -302,9 +396,22 @@ async fn serve_client(
                     Err(_) => Response::err("internal error: the command handler failed"),
                 }
             }
-            Err(e) => Response::err(format!("malformed request: {e}")),
+            Err(e) => Response::err(format!(
+                "malformed request: {}",
+                elide(&e.to_string(), MAX_ECHO_BYTES)
+            )),
         };
-        write_response(&mut wr, &resp).await?;
+        let sent =
+            tokio::time::timeout(options.answer_timeout, write_response(&mut wr, &resp)).await;
+        match sent {
+            Ok(r) => r?,
+            Err(_) => {
+                slot.timed_out();
+                return Ok(());
+            }
+        }
+        slot.idle();
+        deadline = Instant::now() + options.idle_timeout;
     }
 }
 
@@ -400,5 +507,87 @@ mod tests {
         assert!(matches!(err, ServeError::AlreadyRunning(_)), "{err}");
         assert!(a.exists());
         drop(running);
+    }
+
+    /// Sends `chunk` every 50 ms on `s` until the server closes the connection or 20 s
+    /// pass; what the server said.
+    fn trickle(mut s: std::os::unix::net::UnixStream, first: &[u8], chunk: &[u8]) -> String {
+        s.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let _ = s.write_all(first);
+        let mut said = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            let _ = s.write_all(chunk);
+            let mut buf = [0u8; 512];
+            match std::io::Read::read(&mut s, &mut buf) {
+                Ok(0) => return String::from_utf8_lossy(&said).into_owned(),
+                Ok(n) => said.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+        panic!("still open after 20 s: {}", String::from_utf8_lossy(&said));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blank_lines_and_partial_bytes_do_not_renew_the_deadline_answers_do() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.sock");
+        let options = ServerOptions {
+            idle_timeout: Duration::from_millis(300),
+            ..ServerOptions::default()
+        };
+        let handler: Arc<dyn ControlHandler> = Arc::new(Slow(Duration::ZERO));
+        let server = ControlServer::bind(&path, options)
+            .expect("bind")
+            .spawn(handler);
+        let p = path.clone();
+        let (blank, partial) = tokio::task::spawn_blocking(move || {
+            let connect = || std::os::unix::net::UnixStream::connect(&p).expect("connect");
+            (
+                trickle(connect(), b"", b"\n"),
+                trickle(connect(), b"{\"command\":", b" "),
+            )
+        })
+        .await
+        .expect("join");
+        for said in [blank, partial] {
+            assert!(
+                said.contains("closed: no complete request within 0.3 s"),
+                "{said}"
+            );
+        }
+
+        // Requests answered more often than the deadline keep the connection open.
+        let options = ServerOptions {
+            idle_timeout: Duration::from_secs(2),
+            ..ServerOptions::default()
+        };
+        let path = dir.path().join("d.sock");
+        let handler: Arc<dyn ControlHandler> = Arc::new(Slow(Duration::ZERO));
+        let renewed = ControlServer::bind(&path, options)
+            .expect("bind")
+            .spawn(handler);
+        tokio::task::spawn_blocking(move || {
+            let s = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let mut r = std::io::BufReader::new(s);
+            let started = std::time::Instant::now();
+            while started.elapsed() < Duration::from_secs(3) {
+                r.get_mut()
+                    .write_all(b"{\"command\":\"show\"}\n")
+                    .expect("send");
+                let mut line = String::new();
+                r.read_line(&mut line).expect("answer");
+                assert!(line.contains("done"), "{line}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .await
+        .expect("join");
+        server.stop().await;
+        renewed.stop().await;
     }
 }

@@ -635,7 +635,10 @@ pub(crate) fn fdb(d: &super::Daemon, only: Option<&str>) -> crate::control::prot
         });
     }
     match only {
-        Some(name) if rows.is_empty() => Response::err(format!("no network `{name}`")),
+        Some(name) if rows.is_empty() => Response::err(format!(
+            "no network `{}`",
+            crate::control::proto::elide(name, crate::control::proto::MAX_ECHO_BYTES)
+        )),
         _ => Response::Ok(ResponseBody::Fdb(rows)),
     }
 }

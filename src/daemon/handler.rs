@@ -3,10 +3,10 @@
 use super::{Daemon, fib_timing};
 use crate::config::{Config, RuleActionsConfig, RuleConfig};
 use crate::control::proto::{
-    DoneBody, FlowFilter, FlowRow, Placement, Request, Response, ResponseBody, RuleRow, StatsBody,
-    TraceBody, TunnelRow,
+    DoneBody, FlowFilter, FlowRow, MAX_ECHO_BYTES, Placement, Request, Response, ResponseBody,
+    RuleRow, StatsBody, TraceBody, TunnelRow, elide,
 };
-use crate::control::server::ControlHandler;
+use crate::control::server::{CONTROL_CONNECTIONS, ControlHandler};
 use datapath::Megaflow;
 use datapath::cache::FlowEntry;
 use offload::backend::HwState;
@@ -149,7 +149,7 @@ impl Handler {
     fn trace(&self, flow: &str) -> Response {
         let mf: Megaflow = match flow.parse() {
             Ok(m) => m,
-            Err(e) => return Response::err(format!("bad flow: {e}")),
+            Err(e) => return Response::err(format!("bad flow: {}", echo(&e))),
         };
         let d = &self.0;
         let trace = d
@@ -240,6 +240,13 @@ impl Handler {
             other.insert(name.into(), n.load(Ordering::Relaxed));
         }
         other.extend(super::evpn::stats_counters(d));
+        // The listeners' connections closed for a deadline, evicted and refused.
+        other.extend(CONTROL_CONNECTIONS.snapshot().named("control"));
+        other.extend(
+            super::metrics::SCRAPE_CONNECTIONS
+                .snapshot()
+                .named("metrics"),
+        );
         for (kind, n) in d
             .counters
             .events
@@ -354,11 +361,11 @@ impl Handler {
         let d = &self.0;
         let matches: Megaflow = match m.parse() {
             Ok(v) => v,
-            Err(e) => return Response::err(format!("bad match: {e}")),
+            Err(e) => return Response::err(format!("bad match: {}", echo(&e))),
         };
         let actions: RuleActionsConfig = match actions.parse() {
             Ok(v) => v,
-            Err(e) => return Response::err(format!("bad actions: {e}")),
+            Err(e) => return Response::err(format!("bad actions: {}", echo(&e))),
         };
         let rc = RuleConfig {
             priority,
@@ -387,7 +394,7 @@ impl Handler {
         let d = &self.0;
         let matches: Megaflow = match m.parse() {
             Ok(v) => v,
-            Err(e) => return Response::err(format!("bad match: {e}")),
+            Err(e) => return Response::err(format!("bad match: {}", echo(&e))),
         };
         let id = d
             .switch
@@ -441,6 +448,11 @@ impl Handler {
             Err(e) => Response::err(format!("reload refused, nothing applied: {e}")),
         }
     }
+}
+
+/// A parse error of a client's text, quoting at most [`MAX_ECHO_BYTES`] of it.
+fn echo(e: &datapath::flow::ParseError) -> String {
+    elide(&e.to_string(), MAX_ECHO_BYTES).into_owned()
 }
 
 fn done(message: String, count: Option<u64>) -> Response {

@@ -10,7 +10,7 @@
 //! | `flowd_migrations_total` | counter | `kind` |
 //! | `flowd_fib_events_total`, `flowd_fib_resyncs_total` | counter | |
 //! | `flowd_revalidator_runs_total` | counter | |
-//! | `flowd_datapath_total` | counter | `counter` (rx_packets, cache_hits, ...) |
+//! | `flowd_datapath_total` | counter | `counter` (rx_packets, cache_hits, ..., `control_conns_*`, `metrics_conns_*`) |
 //! | `flowd_port_total` | counter | `port`, `counter` (rx_large, rx_gso, rx_truncated, kernel_drops, tx_dropped, errors) |
 //! | `flowd_port` | gauge | `port`, `fact` (down, ring_frames, ring_mtu) |
 //!
@@ -18,21 +18,29 @@
 //! HTTP server of flowd's own ([`MetricsEndpoint`]), so that a configuration reload can
 //! move it to another address, start it or stop it: bind the new endpoint, then stop the
 //! old one. Any `GET` (or `HEAD`), whatever its path, gets the Prometheus text format;
-//! a request head larger than [`MAX_REQUEST_HEAD`] or slower than [`REQUEST_TIMEOUT`]
-//! is refused.
+//! a request head larger than [`MAX_REQUEST_HEAD`] or not complete within
+//! [`REQUEST_TIMEOUT`] of the accept is refused and the connection closed, however
+//! steadily its bytes trickle in.
+//!
+//! At most [`MAX_SCRAPES`] connections are served at once, with the control socket's
+//! rule ([`crate::control::slots`]): when all are taken, the one idle the longest (still
+//! sending its head, or lingering after its answer) is closed to make room, so slow
+//! clients cannot starve a scrape; only when every one is being answered is a new one
+//! refused (`503`). [`SCRAPE_CONNECTIONS`] counts them (`flowctl stats`:
+//! `metrics_conns_*`).
 
 use super::handler::Handler;
 use crate::control::proto::{Request, Response, ResponseBody};
 use crate::control::server::ControlHandler;
+use crate::control::slots::{ConnCounters, Slot, Slots};
 use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 /// The largest request head the endpoint reads (request line and headers).
@@ -46,8 +54,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const LINGER: Duration = Duration::from_secs(1);
 const MAX_LINGER_BYTES: usize = 64 * 1024;
 
-/// Scrapes served at once by one endpoint; one more is closed without an answer.
-const MAX_SCRAPES: usize = 8;
+/// Connections served at once by one endpoint; one more takes the slot of the one idle
+/// the longest, or is refused when all are being answered.
+pub const MAX_SCRAPES: usize = 8;
+
+/// The metrics endpoint's connection counters (every endpoint of the process).
+pub static SCRAPE_CONNECTIONS: ConnCounters = ConnCounters::new();
 
 /// Why metrics cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -131,17 +143,19 @@ impl Drop for MetricsEndpoint {
 }
 
 async fn serve(listener: TcpListener, handle: PrometheusHandle) {
-    let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
+    let slots = Slots::new(MAX_SCRAPES, &SCRAPE_CONNECTIONS);
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                    continue; // Too many scrapes at once: close this one.
+                let Some(slot) = slots.admit() else {
+                    // Every connection is being answered. One attempt to say so, without
+                    // a task: a flood of connections must not pile up writers.
+                    refuse(stream);
+                    continue;
                 };
                 let handle = handle.clone();
                 tokio::spawn(async move {
-                    let _ = scrape(stream, &handle).await;
-                    drop(permit);
+                    let _ = scrape(stream, &handle, slot).await;
                 });
             }
             // Out of descriptors and the like: back off instead of spinning.
@@ -150,11 +164,35 @@ async fn serve(listener: TcpListener, handle: PrometheusHandle) {
     }
 }
 
-async fn scrape(mut stream: TcpStream, handle: &PrometheusHandle) -> io::Result<()> {
-    let head = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await {
-        Ok(head) => head?,
-        Err(_) => Head::TooSlow,
+/// One non-blocking attempt to answer `503`, then closes the connection (a fresh
+/// connection's buffer takes it whole; tokio's own `try_write` could refuse before the
+/// reactor has seen the socket writable).
+fn refuse(stream: TcpStream) {
+    if let Ok(s) = stream.into_std() {
+        let _ = io::Write::write(&mut &s, &plain(503, "Service Unavailable", &[]));
+    }
+}
+
+async fn scrape(
+    mut stream: TcpStream,
+    handle: &PrometheusHandle,
+    mut slot: Slot,
+) -> io::Result<()> {
+    // Counted from the accept: bytes trickling in do not extend it.
+    let head = tokio::select! {
+        head = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)) => match head {
+            Ok(head) => head?,
+            Err(_) => Head::TooSlow,
+        },
+        // Evicted for a new client: close without a word.
+        () = slot.evicted() => return Ok(()),
     };
+    if head == Head::TooSlow {
+        slot.timed_out();
+    }
+    if !slot.busy() {
+        return Ok(());
+    }
     let Some(resp) = response(&head, || handle.render()) else {
         return Ok(());
     };
@@ -163,13 +201,17 @@ async fn scrape(mut stream: TcpStream, handle: &PrometheusHandle) -> io::Result<
         stream.shutdown().await
     })
     .await;
+    if sent.is_err() {
+        slot.timed_out();
+    }
     if !matches!(sent, Ok(Ok(()))) {
         return Ok(());
     }
+    slot.idle();
     // Lingering close: read what the client still sends (the rest of an oversized
     // head), so that closing with unread data does not reset the connection before the
-    // client has read the answer.
-    let _ = tokio::time::timeout(LINGER, async {
+    // client has read the answer. A new client may cut it short.
+    let linger = tokio::time::timeout(LINGER, async {
         let mut sink = [0u8; 1024];
         let mut left = MAX_LINGER_BYTES;
         while left > 0 {
@@ -180,8 +222,11 @@ async fn scrape(mut stream: TcpStream, handle: &PrometheusHandle) -> io::Result<
             left = left.saturating_sub(n);
         }
         io::Result::Ok(())
-    })
-    .await;
+    });
+    tokio::select! {
+        _ = linger => {}
+        () = slot.evicted() => {}
+    }
     Ok(())
 }
 
