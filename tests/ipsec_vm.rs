@@ -74,10 +74,15 @@ fn seed_ipsec(ns: &Netns, local: &str, remote: &str, out: (u32, &str), inn: (u32
 /// Pings a remote VM from vf0 while the remote's uplink-1 port is captured; every ping
 /// must be answered.
 fn pinged(l: &Lab, phase: &str) -> Wire {
-    wire(&l.remote, "eth1", || {
+    let w = wire(&l.remote, "eth1", || {
         let (ok, out) = ping(&l.vfs[0], "1.1.1.3");
         assert!(ok, "{phase}: {out}\n{}", l.log());
-    })
+    });
+    eprintln!(
+        "{phase}: on the remote's underlay {} cleartext VXLAN, {} ESP",
+        w.vxlan, w.esp
+    );
+    w
 }
 
 fn all_encap_flows(l: &Lab, pred: impl Fn(&flowd::control::proto::FlowRow) -> bool) -> bool {
