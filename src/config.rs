@@ -81,7 +81,13 @@ pub struct DatapathConfig {
     pub handler_threads: usize,
     /// Packets received per port per poll (default 32).
     pub batch: usize,
+    /// The most stations the MAC table holds, all networks together (default 65536,
+    /// at most [`MAX_MAC_TABLE_SIZE`]); one port may hold a quarter of them.
+    pub mac_table_size: usize,
 }
+
+/// The largest `[datapath] mac_table_size` (about 1 GiB of table at its worst).
+pub const MAX_MAC_TABLE_SIZE: usize = 1 << 22;
 
 impl Default for DatapathConfig {
     fn default() -> Self {
@@ -91,6 +97,7 @@ impl Default for DatapathConfig {
             upcall_queue: 4096,
             handler_threads: 1,
             batch: 32,
+            mac_table_size: 65_536,
         }
     }
 }
@@ -1317,6 +1324,13 @@ fn check_datapath(d: &DatapathConfig, at: Range<usize>, errs: &mut Errors) {
         (1, limits::HANDLER_THREADS),
     );
     check_range(errs, s, "batch", d.batch as u64, (1, limits::BATCH));
+    check_range(
+        errs,
+        s,
+        "mac_table_size",
+        d.mac_table_size as u64,
+        (1, MAX_MAC_TABLE_SIZE as u64),
+    );
 }
 
 fn check_offload(o: &OffloadConfig, at: Range<usize>, errs: &mut Errors) {
@@ -1612,6 +1626,11 @@ mod tests {
         assert_eq!(c.datapath.flow_limit, 10000);
         assert_eq!(c.datapath.max_idle_ms, 5000);
         assert_eq!(c.datapath.upcall_queue, 4096);
+        assert_eq!(c.datapath.mac_table_size, 65_536);
+        assert!(
+            Config::from_str("[datapath]\nmac_table_size = 1024\n")
+                .is_ok_and(|c| c.datapath.mac_table_size == 1024)
+        );
         assert_eq!(c.offload.policy, OffloadPolicy::SkipHw);
         assert_eq!(c.metrics.unwrap().listen, "127.0.0.1:9369".parse().unwrap());
         assert_eq!(c.control.socket, PathBuf::from("/tmp/flowd-lab/flowd.sock"));
@@ -1673,7 +1692,7 @@ mod tests {
         assert_eq!(
             errors_of("bad_many.toml"),
             [
-                "3:1: unknown field `flow_limt`, expected one of `flow_limit`, `max_idle_ms`, `upcall_queue`, `handler_threads`, `batch`",
+                "3:1: unknown field `flow_limt`, expected one of `flow_limit`, `max_idle_ms`, `upcall_queue`, `handler_threads`, `batch`, `mac_table_size`",
                 "6:10: unknown variant `sometimes`, expected one of `none`, `skip_sw`, `skip_hw`, `off`",
                 "9:10: bad metrics listen address `localhost` (expected IP:PORT, e.g. 127.0.0.1:9369)",
                 "17:8: duplicate port name `rep0` (first on line 12)",
@@ -1908,6 +1927,14 @@ mod tests {
             (
                 "[offload]\nqueue = 2000000\n",
                 "[offload] queue = 2000000 out of range",
+            ),
+            (
+                "[datapath]\nmac_table_size = 0\n",
+                "[datapath] mac_table_size = 0 out of range 1..=4194304",
+            ),
+            (
+                "[datapath]\nmac_table_size = 9223372036854775807\n",
+                "[datapath] mac_table_size = 9223372036854775807 out of range",
             ),
         ] {
             let text = format!("{base}{extra}");

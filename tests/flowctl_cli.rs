@@ -127,12 +127,12 @@ impl ControlHandler for Fake {
                 message: "deleted 2 flows".into(),
                 count: Some(2),
             }),
-            Request::Stats => ResponseBody::Stats(StatsBody {
+            Request::Stats => ResponseBody::Stats(Box::new(StatsBody {
                 upcalls: 42,
                 flows: 2,
                 offload_failed_by_reason: BTreeMap::from([("mtu".into(), 1)]),
                 ..Default::default()
-            }),
+            })),
             Request::RulesAdd {
                 priority,
                 r#match,
@@ -337,12 +337,12 @@ fn tables_trace_and_changes() {
     );
     let o = d.flowctl(&["stats"]);
     assert!(
-        stdout(&o).contains("\nupcalls           42\n"),
+        stdout(&o).contains("\nupcalls                  42\n"),
         "{}",
         stdout(&o)
     );
     assert!(
-        stdout(&o).contains("\n  mtu             1\n"),
+        stdout(&o).contains("\n  mtu                    1\n"),
         "{}",
         stdout(&o)
     );

@@ -225,6 +225,18 @@ pub fn stats(s: &StatsBody) -> String {
     row("fib_events".into(), s.fib_events);
     row("resyncs".into(), s.resyncs);
     row("revalidator_runs".into(), s.revalidator_runs);
+    row("mac_entries".into(), s.mac_entries);
+    row("mac_limit".into(), s.mac_limit);
+    row("mac_port_quota".into(), s.mac_port_quota);
+    row("mac_evictions".into(), s.mac_evictions);
+    row("mac_quota_evictions".into(), s.mac_quota_evictions);
+    row("flow_limit".into(), s.flow_limit);
+    row("flow_port_quota".into(), s.flow_port_quota);
+    row("upcall_port_share_drops".into(), s.upcall_port_share_drops);
+    row("malformed".into(), s.malformed.values().sum());
+    for (k, v) in &s.malformed {
+        row(format!("  {k}"), *v);
+    }
     for (k, v) in &s.other {
         row(k.clone(), *v);
     }
@@ -253,9 +265,17 @@ pub fn rules(list: &[RuleRow]) -> String {
     table(&["ID", "PRIORITY", "ORIGIN", "MATCH", "ACTIONS"], &rows)
 }
 
-/// `fdb`: per network, its flood list and a table of its stations.
+/// `fdb`: the MAC table's fill, then per network its flood list, its stations' counts
+/// and a table of its stations.
 pub fn fdb(list: &[FdbNetworkRow]) -> String {
     let mut out = String::new();
+    if let Some(t) = list.iter().find_map(|n| n.table) {
+        let _ = writeln!(
+            out,
+            "MAC table: {} of {} stations, at most {} learned per port; evicted: {} (table full), {} (port quota)\n",
+            t.entries, t.limit, t.port_quota, t.evictions, t.quota_evictions
+        );
+    }
     for (i, n) in list.iter().enumerate() {
         if i > 0 {
             out.push('\n');
@@ -276,6 +296,11 @@ pub fn fdb(list: &[FdbNetworkRow]) -> String {
             flood.join(", ")
         };
         let _ = writeln!(out, "  flood: {flood}");
+        if !n.counts.is_empty() {
+            let by: Vec<String> = n.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let total: u64 = n.counts.values().sum();
+            let _ = writeln!(out, "  stations: {total} ({})", by.join(", "));
+        }
         let rows: Vec<Vec<String>> = n
             .stations
             .iter()
@@ -447,12 +472,17 @@ mod tests {
             ..Default::default()
         };
         let out = stats(&s);
-        assert!(out.contains("\nupcalls           12\n"), "{out}");
+        assert!(out.contains("\nupcalls                  12\n"), "{out}");
         assert!(
-            out.contains("\noffload_failed    3\n  mtu             2\n  neighbour       1\n"),
+            out.contains(
+                "\noffload_failed           3\n  mtu                    2\n  neighbour              1\n"
+            ),
             "{out}"
         );
-        assert!(out.contains("\nmigrations        0\nfib_events"), "{out}");
+        assert!(
+            out.contains("\nmigrations               0\nfib_events"),
+            "{out}"
+        );
         let t = trace(&TraceBody {
             lines: vec![
                 "rule 3: priority 100 in_port(1)".into(),
@@ -498,11 +528,21 @@ mod tests {
                     age_ms: None,
                 },
             ],
+            counts: BTreeMap::from([("evpn".into(), 1), ("learned".into(), 1)]),
+            table: Some(super::super::proto::MacTableRow {
+                entries: 9,
+                limit: 1024,
+                port_quota: 256,
+                evictions: 0,
+                quota_evictions: 3,
+            }),
         }]);
         assert_eq!(
             t,
-            "network tenant-a (vni 100), evpn: evbr-100 evvx-100 evad-100\n\
+            "MAC table: 9 of 1024 stations, at most 256 learned per port; evicted: 0 (table full), 3 (port quota)\n\n\
+             network tenant-a (vni 100), evpn: evbr-100 evvx-100 evad-100\n\
              \x20 flood: 192.0.2.2 (evpn), 192.0.2.9 (static)\n\
+             \x20 stations: 2 (evpn 1, learned 1)\n\
              \x20 MAC                LOCATION        ORIGIN   AGE\n\
              \x20 02:00:00:00:00:01  rep0            learned  1.500s\n\
              \x20 02:00:00:00:00:02  vtep 192.0.2.2  evpn     -\n"

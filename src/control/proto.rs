@@ -148,7 +148,7 @@ pub enum ResponseBody {
     /// `trace`.
     Trace(TraceBody),
     /// `stats`.
-    Stats(StatsBody),
+    Stats(Box<StatsBody>),
     /// `rules list`.
     Rules(Vec<RuleRow>),
     /// A command that changes something (`del-flows`, `rules add|del`, `reload`).
@@ -312,12 +312,36 @@ pub struct StatsBody {
     pub resyncs: u64,
     /// Revalidator passes.
     pub revalidator_runs: u64,
+    /// Stations in the MAC table now (every network; `flowctl fdb` per network).
+    pub mac_entries: u64,
+    /// The MAC table's size (`[datapath] mac_table_size`).
+    pub mac_limit: u64,
+    /// The most learned stations one port may hold (a quarter of the table).
+    pub mac_port_quota: u64,
+    /// Stations evicted because the table was full (the oldest learned).
+    pub mac_evictions: u64,
+    /// Stations evicted because their port held its quota (that port's oldest).
+    pub mac_quota_evictions: u64,
+    /// The flow limit (`[datapath] flow_limit`).
+    pub flow_limit: u64,
+    /// The most flows one ingress port may own (a quarter of the limit).
+    pub flow_port_quota: u64,
+    /// Misses dropped because their port had its share of the upcall queue (included
+    /// in `upcall_drops`).
+    pub upcall_port_share_drops: u64,
+    /// Malformed frames dropped, by reason (`ipv4_ihl`, `tcp_truncated`, ...; every
+    /// reason listed).
+    pub malformed: BTreeMap<String, u64>,
     /// Other counters.
     pub other: BTreeMap<String, u64>,
     /// Per datapath port (by name): `rx_large` (frames past a ring frame, received whole),
     /// `rx_gso` (super-frames), `rx_truncated` (frames that could not be read whole),
     /// `kernel_drops` (the ring or socket buffer was full), `tx_dropped`, `errors`,
-    /// `down` (1 while its netdev is gone), `ring_frames`, `ring_mtu`.
+    /// `down` (1 while its netdev is gone), `ring_frames`, `ring_mtu`; and what the port
+    /// holds of the shared tables: `rx_malformed` (malformed frames dropped),
+    /// `upcall_drops` (its misses the slow path did not take), `mac_entries` (stations
+    /// learned behind it), `mac_quota_evictions`, `flows` (flows it owns as ingress),
+    /// `flow_quota_refusals`.
     pub ports: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
@@ -353,6 +377,28 @@ pub struct FdbNetworkRow {
     /// Known stations.
     #[serde(default)]
     pub stations: Vec<StationRow>,
+    /// The network's stations by origin (`learned`, `static`, `evpn`).
+    #[serde(default)]
+    pub counts: BTreeMap<String, u64>,
+    /// The whole MAC table (every network): stations, size, a port's quota.
+    #[serde(default)]
+    pub table: Option<MacTableRow>,
+}
+
+/// The MAC table as a whole, in `fdb`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct MacTableRow {
+    /// Stations now, every network.
+    pub entries: u64,
+    /// Its size.
+    pub limit: u64,
+    /// The most learned stations one port may hold.
+    pub port_quota: u64,
+    /// Evicted because the table was full.
+    pub evictions: u64,
+    /// Evicted because their port held its quota.
+    pub quota_evictions: u64,
 }
 
 /// A remote VTEP of a flood list.
@@ -547,7 +593,7 @@ mod tests {
                 actions: "drop".into(),
                 megaflow: "in_port(1)".into(),
             })),
-            Response::Ok(ResponseBody::Stats(stats)),
+            Response::Ok(ResponseBody::Stats(Box::new(stats))),
             Response::Ok(ResponseBody::Rules(vec![RuleRow {
                 id: 1,
                 priority: 1,
@@ -573,6 +619,8 @@ mod tests {
                     origin: "evpn".into(),
                     age_ms: None,
                 }],
+                counts: Default::default(),
+                table: None,
             }])),
             Response::err("no such rule"),
         ] {

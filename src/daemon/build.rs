@@ -77,7 +77,10 @@ pub fn network_id(cfg: &NetworkConfig) -> NetworkId {
 
 /// The slow path a configuration describes.
 pub fn slowpath(cfg: &Config) -> Result<SlowPath, BuildError> {
-    let mut sp = SlowPath::with_normal(MacConfig::default());
+    let mut sp = SlowPath::with_normal(MacConfig {
+        max_entries: cfg.datapath.mac_table_size,
+        ..MacConfig::default()
+    });
     for net in &cfg.networks {
         let id = network_id(net);
         sp.add_network(id, network(cfg, net))

@@ -551,6 +551,14 @@ pub(crate) fn fdb(d: &super::Daemon, only: Option<&str>) -> crate::control::prot
     let names = d.ports.table();
     let now = d.switch.clock().now();
     let sp = d.switch.engine().read();
+    let (mac_stats, mac_cfg) = (sp.macs().stats(), sp.macs().config());
+    let table = crate::control::proto::MacTableRow {
+        entries: sp.macs().len() as u64,
+        limit: mac_cfg.max_entries as u64,
+        port_quota: mac_cfg.port_quota() as u64,
+        evictions: mac_stats.evicted,
+        quota_evictions: mac_stats.quota_evicted,
+    };
     let mut rows = Vec::new();
     for net in cfg
         .networks
@@ -616,6 +624,10 @@ pub(crate) fn fdb(d: &super::Daemon, only: Option<&str>) -> crate::control::prot
             })
             .collect();
         stations.sort_by_key(|(m, _)| m.0);
+        let mut counts = std::collections::BTreeMap::new();
+        for (_, r) in &stations {
+            *counts.entry(r.origin.clone()).or_insert(0u64) += 1;
+        }
         let evpn = net.evpn.then(|| {
             let n = match net.segment {
                 crate::config::Segment::Vni(v) => evpn::Names::of(v),
@@ -632,6 +644,8 @@ pub(crate) fn fdb(d: &super::Daemon, only: Option<&str>) -> crate::control::prot
             evpn,
             flood,
             stations: stations.into_iter().map(|(_, r)| r).collect(),
+            counts,
+            table: Some(table),
         });
     }
     match only {

@@ -267,13 +267,16 @@ impl Handler {
             other.insert(name.into(), n as u64);
         }
         let names = d.ports.table();
-        let ports = dp
+        let name_of = |id: datapath::PortId| {
+            names
+                .get(id)
+                .map_or_else(|| format!("port{id}"), |p| p.name.clone())
+        };
+        let mut ports: BTreeMap<String, BTreeMap<String, u64>> = dp
             .ports
             .iter()
             .map(|(id, ps)| {
-                let name = names
-                    .get(*id)
-                    .map_or_else(|| format!("port{id}"), |p| p.name.clone());
+                let name = name_of(*id);
                 let counters = BTreeMap::from([
                     ("rx_truncated".to_string(), ps.rx_truncated),
                     ("rx_large".to_string(), ps.rx_large),
@@ -284,14 +287,45 @@ impl Handler {
                     ("down".to_string(), u64::from(ps.down)),
                     ("ring_frames".to_string(), u64::from(ps.ring_frames)),
                     ("ring_mtu".to_string(), u64::from(ps.ring_mtu)),
+                    ("rx_malformed".to_string(), ps.rx_malformed),
+                    ("upcall_drops".to_string(), ps.upcall_drops),
                 ]);
                 (name, counters)
             })
             .collect();
-        ResponseBody::Stats(StatsBody {
+        let engine = d.switch.engine();
+        let (macs, mac_cfg, mac_ports) = {
+            let sp = engine.read();
+            let t = sp.macs();
+            (t.stats(), (t.len(), t.config()), t.port_stats())
+        };
+        for (id, st) in mac_ports {
+            let row = ports.entry(name_of(id)).or_default();
+            row.insert("mac_entries".into(), st.entries as u64);
+            row.insert("mac_quota_evictions".into(), st.quota_evicted);
+        }
+        for (id, st) in engine.table().port_stats() {
+            let row = ports.entry(name_of(id)).or_default();
+            row.insert("flows".into(), st.flows as u64);
+            row.insert("flow_quota_refusals".into(), st.refused);
+        }
+        let malformed = datapath::flow::Malformed::ALL
+            .iter()
+            .map(|m| (m.name().to_string(), dp.malformed[m.index()]))
+            .collect();
+        ResponseBody::Stats(Box::new(StatsBody {
+            mac_entries: mac_cfg.0 as u64,
+            mac_limit: mac_cfg.1.max_entries as u64,
+            mac_port_quota: mac_cfg.1.port_quota() as u64,
+            mac_evictions: macs.evicted,
+            mac_quota_evictions: macs.quota_evicted,
+            flow_limit: engine.table().limit() as u64,
+            flow_port_quota: engine.table().port_quota() as u64,
+            upcall_port_share_drops: up.port_share,
+            malformed,
             ports,
             upcalls: up.queued,
-            upcall_drops: up.queue_full + up.dropped_other,
+            upcall_drops: up.queue_full + up.dropped_other + up.port_share,
             flows: flows.len() as u64,
             flows_offloaded: offloaded,
             flow_setups: up.installed,
@@ -313,7 +347,7 @@ impl Handler {
             resyncs: fib.map_or(0, |f| f.full_resyncs.saturating_sub(1)),
             revalidator_runs: reval.sweeps,
             other,
-        })
+        }))
     }
 
     fn rules_list(&self) -> ResponseBody {
@@ -547,10 +581,19 @@ impl Daemon {
             restart.push(format!("port ({})", ports.restart.join(", ")));
         }
         let (d0, d1) = (&cur.datapath, &new.datapath);
-        if (d0.upcall_queue, d0.handler_threads, d0.batch)
-            != (d1.upcall_queue, d1.handler_threads, d1.batch)
-        {
-            restart.push("[datapath] upcall_queue, handler_threads and batch".into());
+        if (
+            d0.upcall_queue,
+            d0.handler_threads,
+            d0.batch,
+            d0.mac_table_size,
+        ) != (
+            d1.upcall_queue,
+            d1.handler_threads,
+            d1.batch,
+            d1.mac_table_size,
+        ) {
+            restart
+                .push("[datapath] upcall_queue, handler_threads, batch and mac_table_size".into());
         }
         if (d0.flow_limit, d0.max_idle_ms) != (d1.flow_limit, d1.max_idle_ms) {
             self.switch

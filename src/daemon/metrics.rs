@@ -12,7 +12,12 @@
 //! | `flowd_revalidator_runs_total` | counter | |
 //! | `flowd_datapath_total` | counter | `counter` (rx_packets, cache_hits, ..., `control_conns_*`, `metrics_conns_*`) |
 //! | `flowd_port_total` | counter | `port`, `counter` (rx_large, rx_gso, rx_truncated, kernel_drops, tx_dropped, errors) |
-//! | `flowd_port` | gauge | `port`, `fact` (down, ring_frames, ring_mtu) |
+//! | `flowd_port` | gauge | `port`, `fact` (down, ring_frames, ring_mtu, mac_entries, flows) |
+//! | `flowd_mac_table_entries`, `flowd_mac_table_limit`, `flowd_mac_port_quota` | gauge | |
+//! | `flowd_mac_evictions_total` | counter | `cause` = table_full, port_quota |
+//! | `flowd_flow_limit`, `flowd_flow_port_quota` | gauge | |
+//! | `flowd_upcall_port_share_drops_total` | counter | |
+//! | `flowd_malformed_total` | counter | `reason` (ipv4_ihl, tcp_truncated, ...) |
 //!
 //! The recorder is installed once per process ([`recorder`]); the endpoint is a small
 //! HTTP server of flowd's own ([`MetricsEndpoint`]), so that a configuration reload can
@@ -340,13 +345,24 @@ pub fn publish(h: &Handler) {
     counter!("flowd_fib_events_total").absolute(s.fib_events);
     counter!("flowd_fib_resyncs_total").absolute(s.resyncs);
     counter!("flowd_revalidator_runs_total").absolute(s.revalidator_runs);
+    gauge!("flowd_mac_table_entries").set(s.mac_entries as f64);
+    gauge!("flowd_mac_table_limit").set(s.mac_limit as f64);
+    gauge!("flowd_mac_port_quota").set(s.mac_port_quota as f64);
+    counter!("flowd_mac_evictions_total", "cause" => "table_full").absolute(s.mac_evictions);
+    counter!("flowd_mac_evictions_total", "cause" => "port_quota").absolute(s.mac_quota_evictions);
+    gauge!("flowd_flow_limit").set(s.flow_limit as f64);
+    gauge!("flowd_flow_port_quota").set(s.flow_port_quota as f64);
+    counter!("flowd_upcall_port_share_drops_total").absolute(s.upcall_port_share_drops);
+    for (reason, n) in &s.malformed {
+        counter!("flowd_malformed_total", "reason" => reason.clone()).absolute(*n);
+    }
     for (name, n) in &s.other {
         counter!("flowd_datapath_total", "counter" => name.clone()).absolute(*n);
     }
     for (port, counters) in &s.ports {
         for (name, n) in counters {
             match name.as_str() {
-                "down" | "ring_frames" | "ring_mtu" => {
+                "down" | "ring_frames" | "ring_mtu" | "mac_entries" | "flows" => {
                     gauge!("flowd_port", "port" => port.clone(), "fact" => name.clone())
                         .set(*n as f64);
                 }

@@ -5,7 +5,11 @@
 //! metadata); the key is extracted and looked up in the [`FlowCache`] (EMC, then the
 //! megaflow classifier); a hit runs the flow's actions through the [`Executor`] into the
 //! ports' transmit batches, a miss goes to the [`MissHandler`] (the upcall). Transmit
-//! batches are flushed at the end of every receive batch.
+//! batches are flushed at the end of every receive batch. A frame a NIC would drop
+//! (see [`crate::flow::extract_checked`]: IHL < 5, lengths beyond the frame, TCP or UDP
+//! headers cut short, ...) is dropped before the lookup and counted by reason
+//! ([`DpStats::malformed`]) and per port; a miss the slow path refuses is counted per
+//! port too.
 //!
 //! # Ports whose device is gone
 //! A port that fails with an error for which [`PortError::is_device_gone`] holds (on
@@ -28,7 +32,7 @@ use crate::PortId;
 use crate::actions::Actions;
 use crate::cache::{CacheConfig, FlowCache, FlowOp, key_hash};
 use crate::exec::{ExecEnv, ExecStats, Executor, Packet, PacketSink};
-use crate::flow::{FlowKey, TunnelMeta};
+use crate::flow::{FlowKey, Malformed, TunnelMeta, extract_checked};
 use crate::port::{PacketBatch, Poller, Port, PortError, PortStats, Waker};
 use crate::tunnel::TunnelResolver;
 use crate::wire::gso::{self, Segmenter};
@@ -164,6 +168,9 @@ pub struct DpStats {
     pub upcall_drops: u64,
     /// Frames dropped on receive (truncated, empty).
     pub rx_dropped: u64,
+    /// Malformed frames dropped, by reason (indexed by [`Malformed::index`]; see
+    /// [`crate::flow::extract_checked`]): what a NIC would drop is never switched.
+    pub malformed: [u64; Malformed::COUNT],
     /// Packet-outs executed.
     pub packet_outs: u64,
     /// Hits on flows a tc filter carries (seen by the tap, forwarded by tc, not here).
@@ -209,6 +216,10 @@ struct DpPort {
     down: bool,
     /// Frames dropped because the port was down.
     down_drops: u64,
+    /// Malformed frames received on the port.
+    malformed: u64,
+    /// Misses of frames received on the port that the slow path did not take.
+    upcall_drops: u64,
 }
 
 impl DpPort {
@@ -428,6 +439,8 @@ impl Datapath {
             tx: PacketBatch::with_bytes(self.cfg.batch, gso::MAX_FRAME, bytes),
             down: false,
             down_drops: 0,
+            malformed: 0,
+            upcall_drops: 0,
         });
         self.poller = None;
     }
@@ -488,6 +501,8 @@ impl Datapath {
             }
             st.down = p.down;
             st.tx_dropped += p.down_drops;
+            st.rx_malformed += p.malformed;
+            st.upcall_drops += p.upcall_drops;
             out.push((PortId(i as u32), st));
         }
         out
@@ -626,7 +641,7 @@ impl Datapath {
                         return;
                     }
                 };
-                (FlowKey::extract(inner, tport, Some(&meta)), inner, o)
+                (extract_checked(inner, tport, Some(&meta)), inner, o)
             }
             Decap::ClearRefused => {
                 self.stats.ipsec_clear_dropped += 1;
@@ -636,7 +651,14 @@ impl Datapath {
                 self.stats.kernel_rx_ignored += 1;
                 return;
             }
-            Decap::No => (FlowKey::extract(frame, in_port, None), frame, offload),
+            Decap::No => (extract_checked(frame, in_port, None), frame, offload),
+        };
+        let key = match key {
+            (key, _, None) => key,
+            (_, _, Some(why)) => {
+                self.count_malformed(in_port, why);
+                return;
+            }
         };
         let hash = key_hash(&key);
         let pkt = Packet {
@@ -678,10 +700,27 @@ impl Datapath {
             env: &env,
             now,
         };
+        let dropped = *up.drops;
         if offload.is_complete() {
             up.one(&key, pkt, &mut sink);
         } else {
             up.incomplete(&key, pkt, &mut self.miss_scratch, &mut sink);
+        }
+        let dropped = self.stats.upcall_drops - dropped;
+        if dropped > 0
+            && let Some(Some(p)) = self.ports.get_mut(in_port.0 as usize)
+        {
+            p.upcall_drops += dropped;
+        }
+    }
+
+    /// Counts a malformed frame received on `port` (dropped).
+    fn count_malformed(&mut self, port: PortId, why: Malformed) {
+        if let Some(n) = self.stats.malformed.get_mut(why.index()) {
+            *n += 1;
+        }
+        if let Some(Some(p)) = self.ports.get_mut(port.0 as usize) {
+            p.malformed += 1;
         }
     }
 
@@ -1193,6 +1232,34 @@ mod tests {
         assert!(up.take_sent().is_empty(), "tc forwards it, not us");
         assert_eq!(dp.stats().tc_carried, 1);
         assert_eq!(entry.stats().packets, 1, "tc's counters account for it");
+    }
+
+    #[test]
+    fn malformed_frames_are_dropped_and_counted_per_reason() {
+        use crate::wire::testutil::tcp_frame;
+        let (mut dp, rep, up) = datapath();
+        install(&mut dp, 1, "in_port(1)", "2");
+        let good = tcp_frame(false, &[], 10, crate::wire::tcp::flags::ACK);
+        let mut ihl = good.clone();
+        ihl[14] = 0x44;
+        let mut long = good.clone();
+        long[16..18].copy_from_slice(&2000u16.to_be_bytes());
+        let mut doff = good.clone();
+        doff[14 + 20 + 12] = 0x30;
+        for f in [&ihl, &long, &doff, &good[..20].to_vec(), &good] {
+            rep.inject(f);
+        }
+        dp.run_once(0, 1).unwrap();
+        assert_eq!(up.take_sent(), vec![good], "only the well-formed frame");
+        let st = dp.stats();
+        let by = |m: Malformed| st.malformed[m.index()];
+        assert_eq!(by(Malformed::Ipv4Ihl), 1);
+        assert_eq!(by(Malformed::Ipv4TotalLen), 1);
+        assert_eq!(by(Malformed::TcpTruncated), 1);
+        assert_eq!(by(Malformed::Ipv4Truncated), 1);
+        assert_eq!(st.malformed.iter().sum::<u64>(), 4);
+        assert_eq!((st.hits, st.misses), (1, 0));
+        assert_eq!(port_stats(&mut dp, REP).rx_malformed, 4);
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub use emc::ExactMatchCache;
 pub use entry::{FlowEntry, FlowStats};
 pub use flow_cache::{CacheConfig, CacheCounters, FlowCache, FlowOp};
 pub use hash::key_hash;
-pub use table::{FlowTable, Subscription};
+pub use table::{FlowTable, PortFlowStats, Subscription};
 
 use crate::FlowId;
 
@@ -49,6 +49,14 @@ pub enum CacheError {
     #[error("flow limit reached ({limit} flows)")]
     FlowLimit {
         /// The limit in force.
+        limit: usize,
+    },
+    /// The flow's ingress port owns its share of the table.
+    #[error("port {port} owns its share of the flow table ({limit} flows)")]
+    PortFlowLimit {
+        /// The port.
+        port: crate::PortId,
+        /// Its quota.
         limit: usize,
     },
     /// Some packet would match both the new megaflow and an installed one whose actions
@@ -110,6 +118,52 @@ mod tests {
         key.ip_dst[..4].copy_from_slice(&dst);
         key.tp_dst = 443;
         key
+    }
+
+    #[test]
+    fn a_port_owns_at_most_its_share_of_the_table() {
+        let t = FlowTable::new(8);
+        assert_eq!(t.port_quota(), 2);
+        let flood = |i: u8| ip_flow(1, [10, 0, 0, i], 4);
+        let a = t.put_for(&flood(1), out(9), 0, PortId(1)).unwrap();
+        t.put_for(&flood(2), out(9), 0, PortId(1)).unwrap();
+        assert_eq!(
+            t.put_for(&flood(3), out(9), 0, PortId(1)).unwrap_err(),
+            CacheError::PortFlowLimit {
+                port: PortId(1),
+                limit: 2
+            }
+        );
+        // The same flow again is no new flow; another port still has room.
+        assert!(t.put_for(&flood(2), out(9), 0, PortId(1)).is_ok());
+        t.put_for(&ip_flow(2, [10, 0, 0, 1], 4), out(9), 0, PortId(2))
+            .unwrap();
+        assert_eq!(t.owner(a.id()), Some(PortId(1)));
+        // A deleted flow gives its port room again.
+        t.remove(a.id());
+        t.put_for(&flood(3), out(9), 0, PortId(1)).unwrap();
+        let st = t.port_stats();
+        assert_eq!(
+            st,
+            vec![
+                (
+                    PortId(1),
+                    PortFlowStats {
+                        flows: 2,
+                        refused: 1
+                    }
+                ),
+                (
+                    PortId(2),
+                    PortFlowStats {
+                        flows: 1,
+                        refused: 0
+                    }
+                ),
+            ]
+        );
+        t.flush();
+        assert!(t.port_stats().iter().all(|(_, s)| s.flows == 0));
     }
 
     #[test]

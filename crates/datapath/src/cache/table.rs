@@ -1,6 +1,8 @@
 //! [`FlowTable`]: the control plane's registry of every installed megaflow.
 //!
-//! The table allocates [`FlowId`]s, enforces the flow limit, refuses a megaflow that
+//! The table allocates [`FlowId`]s, enforces the flow limit and each ingress port's
+//! share of it ([`FlowTable::put_for`]: a port may own at most a quarter of the limit,
+//! so that one port's flood of new flows cannot take the table from the others), refuses a megaflow that
 //! overlaps an installed one with different actions, and feeds every datapath thread's
 //! [`FlowCache`](super::FlowCache) through a bounded queue of [`FlowOp`]s. It is also what
 //! the slow path reads: dump ([`FlowTable::snapshot`]), revalidation, LRU eviction
@@ -35,8 +37,9 @@
 use super::hash::MaskWords;
 use super::{CacheError, FlowEntry, FlowOp};
 use crate::flow::{FlowKey, FlowMask, KEY_WORDS, Megaflow};
-use crate::{Actions, FlowId};
+use crate::{Actions, FlowId, PortId};
 use hashbrown::HashTable;
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -63,9 +66,28 @@ struct Group {
     members: HashTable<u32>,
 }
 
+/// A port's share of the flow table: [`FlowTable::port_quota`] is the limit divided by
+/// this.
+pub const PORT_SHARE_DIVISOR: usize = 4;
+
+/// No owner (a flow put with [`FlowTable::put`]).
+const NO_OWNER: u32 = u32::MAX;
+
+/// The flows one ingress port owns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortFlowStats {
+    /// Flows it owns now.
+    pub flows: usize,
+    /// Installs refused because it owned its quota.
+    pub refused: u64,
+}
+
 #[derive(Default)]
 struct Inner {
     slab: Vec<Option<Arc<FlowEntry>>>,
+    /// The owning port of each slab slot ([`NO_OWNER`] for none).
+    owners: Vec<u32>,
+    ports: HashMap<u32, PortFlowStats>,
     free: Vec<u32>,
     len: usize,
     limit: usize,
@@ -131,6 +153,29 @@ impl FlowTable {
         actions: Actions,
         now: u64,
     ) -> Result<Arc<FlowEntry>, CacheError> {
+        self.put_owned(megaflow, actions, now, None)
+    }
+
+    /// [`Self::put`] for a flow owned by ingress port `port`, which may own at most
+    /// [`Self::port_quota`] flows: beyond it, [`CacheError::PortFlowLimit`] (counted
+    /// per port).
+    pub fn put_for(
+        &self,
+        megaflow: &Megaflow,
+        actions: Actions,
+        now: u64,
+        port: PortId,
+    ) -> Result<Arc<FlowEntry>, CacheError> {
+        self.put_owned(megaflow, actions, now, Some(port))
+    }
+
+    fn put_owned(
+        &self,
+        megaflow: &Megaflow,
+        actions: Actions,
+        now: u64,
+        port: Option<PortId>,
+    ) -> Result<Arc<FlowEntry>, CacheError> {
         let mut inner = self.lock();
         let key = megaflow.key.masked(&megaflow.mask);
         if let Some(existing) = inner.check_overlap(&key, &megaflow.mask, &actions)? {
@@ -139,9 +184,55 @@ impl FlowTable {
         if inner.len >= inner.limit {
             return Err(CacheError::FlowLimit { limit: inner.limit });
         }
+        let quota = inner.port_quota();
+        if let Some(p) = port {
+            let st = inner.ports.entry(p.0).or_default();
+            if st.flows >= quota {
+                st.refused += 1;
+                return Err(CacheError::PortFlowLimit {
+                    port: p,
+                    limit: quota,
+                });
+            }
+        }
         let entry = inner.insert(&key, &megaflow.mask, actions, now)?;
+        if let Some(p) = port {
+            let index = entry.id().0 as u32 as usize;
+            if inner.owners.len() <= index {
+                inner.owners.resize(index + 1, NO_OWNER);
+            }
+            inner.owners[index] = p.0;
+            inner.ports.entry(p.0).or_default().flows += 1;
+        }
         inner.broadcast(&FlowOp::Put(Arc::clone(&entry)));
         Ok(entry)
+    }
+
+    /// The most flows one ingress port may own: a quarter of the limit (at least 1).
+    pub fn port_quota(&self) -> usize {
+        self.lock().port_quota()
+    }
+
+    /// The ingress port that owns a flow, if it was put for one.
+    pub fn owner(&self, id: FlowId) -> Option<PortId> {
+        let inner = self.lock();
+        slab_entry(&inner.slab, id.0 as u32).filter(|e| e.id() == id)?;
+        match inner.owners.get(id.0 as u32 as usize) {
+            Some(&p) if p != NO_OWNER => Some(PortId(p)),
+            _ => None,
+        }
+    }
+
+    /// Each ingress port's flows and refused installs (ports that had any), by id.
+    pub fn port_stats(&self) -> Vec<(PortId, PortFlowStats)> {
+        let mut v: Vec<_> = self
+            .lock()
+            .ports
+            .iter()
+            .map(|(p, s)| (PortId(*p), *s))
+            .collect();
+        v.sort_by_key(|(p, _)| *p);
+        v
     }
 
     /// Deletes a flow: marks it dead, forgets it and queues its deletion to every
@@ -161,9 +252,13 @@ impl FlowTable {
             e.kill();
         }
         inner.slab = Vec::new();
+        inner.owners = Vec::new();
         inner.free = Vec::new();
         inner.groups = Vec::new();
         inner.len = 0;
+        for st in inner.ports.values_mut() {
+            st.flows = 0;
+        }
         inner.broadcast(&FlowOp::Flush);
     }
 
@@ -249,6 +344,10 @@ impl FlowTable {
 }
 
 impl Inner {
+    fn port_quota(&self) -> usize {
+        (self.limit / PORT_SHARE_DIVISOR).max(1)
+    }
+
     /// `Ok(Some(e))`: the same megaflow with the same actions is installed as `e`.
     /// `Ok(None)`: no conflicting flow.
     fn check_overlap(
@@ -360,6 +459,12 @@ impl Inner {
         let entry = slot.take()?;
         self.free.push(index);
         self.len -= 1;
+        if let Some(owner) = self.owners.get_mut(index as usize) {
+            let port = std::mem::replace(owner, NO_OWNER);
+            if let Some(st) = self.ports.get_mut(&port) {
+                st.flows = st.flows.saturating_sub(1);
+            }
+        }
         if let Some(gi) = self
             .groups
             .iter()
@@ -377,6 +482,7 @@ impl Inner {
         if self.len == 0 {
             // Give the memory back after a mass deletion.
             self.slab = Vec::new();
+            self.owners = Vec::new();
             self.free = Vec::new();
         }
         Some(entry)

@@ -44,6 +44,87 @@ use std::net::IpAddr;
 /// `eth_type` of an 802.3 (length-field) frame, as Open vSwitch's `FLOW_DL_TYPE_NONE`.
 pub const ETH_TYPE_NONE: u16 = 0x05ff;
 
+/// Why a frame is malformed: what a NIC would drop it for. Each reason has its own
+/// counter ([`Malformed::name`] is its stable name in `flowctl stats` and the metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Malformed {
+    /// Shorter than an Ethernet header (14 bytes).
+    EthTruncated,
+    /// A VLAN tag cut short.
+    VlanTruncated,
+    /// Ethertype IPv4, fewer than 20 bytes of IP header.
+    Ipv4Truncated,
+    /// Ethertype IPv4, version field not 4.
+    Ipv4Version,
+    /// IHL below 5 (a header shorter than 20 bytes).
+    Ipv4Ihl,
+    /// Total length below the header length or beyond the frame.
+    Ipv4TotalLen,
+    /// Ethertype IPv6, fewer than 40 bytes of IP header.
+    Ipv6Truncated,
+    /// Ethertype IPv6, version field not 6.
+    Ipv6Version,
+    /// Payload length beyond the frame.
+    Ipv6PayloadLen,
+    /// The extension header chain runs past the payload.
+    Ipv6ExtHeaders,
+    /// A TCP header cut short, or its data offset below 5 or beyond the payload.
+    TcpTruncated,
+    /// A UDP header cut short (fewer than 8 bytes).
+    UdpTruncated,
+}
+
+impl Malformed {
+    /// The number of reasons.
+    pub const COUNT: usize = 12;
+
+    /// Every reason, in counter order.
+    pub const ALL: [Malformed; Self::COUNT] = [
+        Malformed::EthTruncated,
+        Malformed::VlanTruncated,
+        Malformed::Ipv4Truncated,
+        Malformed::Ipv4Version,
+        Malformed::Ipv4Ihl,
+        Malformed::Ipv4TotalLen,
+        Malformed::Ipv6Truncated,
+        Malformed::Ipv6Version,
+        Malformed::Ipv6PayloadLen,
+        Malformed::Ipv6ExtHeaders,
+        Malformed::TcpTruncated,
+        Malformed::UdpTruncated,
+    ];
+
+    /// The reason's stable name (`ipv4_ihl`, `tcp_truncated`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Malformed::EthTruncated => "eth_truncated",
+            Malformed::VlanTruncated => "vlan_truncated",
+            Malformed::Ipv4Truncated => "ipv4_truncated",
+            Malformed::Ipv4Version => "ipv4_version",
+            Malformed::Ipv4Ihl => "ipv4_ihl",
+            Malformed::Ipv4TotalLen => "ipv4_total_len",
+            Malformed::Ipv6Truncated => "ipv6_truncated",
+            Malformed::Ipv6Version => "ipv6_version",
+            Malformed::Ipv6PayloadLen => "ipv6_payload_len",
+            Malformed::Ipv6ExtHeaders => "ipv6_ext_headers",
+            Malformed::TcpTruncated => "tcp_truncated",
+            Malformed::UdpTruncated => "udp_truncated",
+        }
+    }
+
+    /// Its index in [`Malformed::ALL`] (for a counter array).
+    pub fn index(self) -> usize {
+        Self::ALL.iter().position(|m| *m == self).unwrap_or(0)
+    }
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Tunnel metadata of a decapsulated packet, copied into the key's `tun_*` fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TunnelMeta {
@@ -163,6 +244,17 @@ pub fn extract_with_offsets(
     in_port: PortId,
     tunnel: Option<&TunnelMeta>,
 ) -> (FlowKey, Offsets) {
+    let (key, off, _) = extract_checked(frame, in_port, tunnel);
+    (key, off)
+}
+
+/// [`extract_with_offsets`], also saying why the frame is one a NIC would drop (see the
+/// module documentation); the key and offsets are the same either way.
+pub fn extract_checked(
+    frame: &[u8],
+    in_port: PortId,
+    tunnel: Option<&TunnelMeta>,
+) -> (FlowKey, Offsets, Option<Malformed>) {
     let mut key = FlowKey {
         in_port: in_port.0,
         ..FlowKey::default()
@@ -171,8 +263,8 @@ pub fn extract_with_offsets(
         set_tunnel(&mut key, t);
     }
     let mut off = Offsets::default();
-    extract_l2(&mut key, &mut off, frame);
-    (key, off)
+    let bad = extract_l2(&mut key, &mut off, frame).err();
+    (key, off, bad)
 }
 
 fn set_tunnel(key: &mut FlowKey, t: &TunnelMeta) {
@@ -186,9 +278,13 @@ fn set_tunnel(key: &mut FlowKey, t: &TunnelMeta) {
     key.tun_flags = (t.flags & !tun_flags::IPV6) | tun_flags::PRESENT | family;
 }
 
-fn extract_l2(key: &mut FlowKey, off: &mut Offsets, frame: &[u8]) {
+/// What each layer's extraction returns: `Err` for a frame a NIC would drop (the key
+/// is filled as far as it goes either way).
+type Checked = Result<(), Malformed>;
+
+fn extract_l2(key: &mut FlowKey, off: &mut Offsets, frame: &[u8]) -> Checked {
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
-        return;
+        return Err(Malformed::EthTruncated);
     };
     key.eth_dst = eth.dst_addr();
     key.eth_src = eth.src_addr();
@@ -209,32 +305,54 @@ fn extract_l2(key: &mut FlowKey, off: &mut Offsets, frame: &[u8]) {
     }
     if etype < ethertype::MIN {
         key.eth_type = ETH_TYPE_NONE;
-        return;
+        return Ok(());
     }
     key.eth_type = etype;
     if is_tpid(etype) && frame.len() < at + vlan_wire::HEADER_LEN {
         // A truncated tag: no L2 end.
-        return;
+        return Err(Malformed::VlanTruncated);
     }
     off.l3 = Some(at);
     let Some(l3) = frame.get(at..) else {
-        return;
+        return Ok(());
     };
     match etype {
         ethertype::IPV4 => extract_ipv4(key, off, l3, at),
         ethertype::IPV6 => extract_ipv6(key, off, l3, at),
-        ethertype::ARP | ethertype::RARP => extract_arp(key, l3),
-        _ => {}
+        ethertype::ARP | ethertype::RARP => {
+            extract_arp(key, l3);
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
-fn extract_ipv4(key: &mut FlowKey, off: &mut Offsets, l3: &[u8], base: usize) {
-    let Ok(ip) = Ipv4Packet::new_checked(l3) else {
-        return;
-    };
-    if ip.version() != 4 {
-        return;
+/// Why an IPv4 header fails [`Ipv4Packet::check_len`] (or its version), if it does.
+fn ipv4_error(l3: &[u8]) -> Option<Malformed> {
+    let ip = Ipv4Packet::new_unchecked(l3);
+    if l3.len() < crate::wire::ipv4::HEADER_LEN {
+        return Some(Malformed::Ipv4Truncated);
     }
+    if ip.version() != 4 {
+        return Some(Malformed::Ipv4Version);
+    }
+    let (hlen, total) = (usize::from(ip.header_len()), usize::from(ip.total_len()));
+    if hlen < crate::wire::ipv4::HEADER_LEN {
+        Some(Malformed::Ipv4Ihl)
+    } else if total < hlen || total > l3.len() {
+        Some(Malformed::Ipv4TotalLen)
+    } else {
+        None
+    }
+}
+
+fn extract_ipv4(key: &mut FlowKey, off: &mut Offsets, l3: &[u8], base: usize) -> Checked {
+    if let Some(e) = ipv4_error(l3) {
+        return Err(e);
+    }
+    let Ok(ip) = Ipv4Packet::new_checked(l3) else {
+        return Err(Malformed::Ipv4TotalLen);
+    };
     key.ip_src = addr_to(IpAddr::V4(ip.src_addr()));
     key.ip_dst = addr_to(IpAddr::V4(ip.dst_addr()));
     key.ip_proto = ip.protocol();
@@ -244,40 +362,46 @@ fn extract_ipv4(key: &mut FlowKey, off: &mut Offsets, l3: &[u8], base: usize) {
         key.ip_frag |= frag::ANY;
         if ip.frag_offset() != 0 {
             key.ip_frag |= frag::LATER;
-            return;
+            return Ok(());
         }
     }
     off.l4 = Some(base + usize::from(ip.header_len()));
-    extract_l4(key, ip.protocol(), ip.payload(), false);
+    extract_l4(key, ip.protocol(), ip.payload(), false)
 }
 
-fn extract_ipv6(key: &mut FlowKey, off: &mut Offsets, l3: &[u8], base: usize) {
-    let Ok(ip) = Ipv6Packet::new_checked(l3) else {
-        return;
-    };
-    if ip.version() != 6 {
-        return;
+fn extract_ipv6(key: &mut FlowKey, off: &mut Offsets, l3: &[u8], base: usize) -> Checked {
+    if l3.len() < ipv6::HEADER_LEN {
+        return Err(Malformed::Ipv6Truncated);
     }
+    if Ipv6Packet::new_unchecked(l3).version() != 6 {
+        return Err(Malformed::Ipv6Version);
+    }
+    let Ok(ip) = Ipv6Packet::new_checked(l3) else {
+        return Err(Malformed::Ipv6PayloadLen);
+    };
     key.ip_src = ip.src_addr().octets();
     key.ip_dst = ip.dst_addr().octets();
     key.ip_tos = ip.traffic_class();
     key.ip_ttl = ip.hop_limit();
-    let Ok(ext) = skip_extension_headers(ip.next_header(), ip.payload()) else {
-        return;
+    let ext = match skip_extension_headers(ip.next_header(), ip.payload()) {
+        Ok(ext) => ext,
+        Err(crate::wire::Error::Truncated) => return Err(Malformed::Ipv6ExtHeaders),
+        // A chain longer than we follow: a NIC passes it.
+        Err(_) => return Ok(()),
     };
     key.ip_proto = ext.protocol;
     if let Some(f) = ext.frag {
         key.ip_frag |= frag::ANY;
         if f.offset != 0 {
             key.ip_frag |= frag::LATER;
-            return;
+            return Ok(());
         }
     }
     let Some(l4) = ip.payload().get(ext.offset..) else {
-        return;
+        return Err(Malformed::Ipv6ExtHeaders);
     };
     off.l4 = Some(base + ipv6::HEADER_LEN + ext.offset);
-    extract_l4(key, ext.protocol, l4, true);
+    extract_l4(key, ext.protocol, l4, true)
 }
 
 fn extract_arp(key: &mut FlowKey, l3: &[u8]) {
@@ -311,26 +435,32 @@ fn ports(l4: &[u8], min: usize) -> Option<(u16, u16)> {
     }
 }
 
-fn extract_l4(key: &mut FlowKey, proto: u8, l4: &[u8], v6: bool) {
+fn extract_l4(key: &mut FlowKey, proto: u8, l4: &[u8], v6: bool) -> Checked {
     match proto {
         ip_proto::TCP => {
-            if let Ok(t) = TcpPacket::new_checked(l4) {
-                key.tp_src = t.src_port();
-                key.tp_dst = t.dst_port();
-                key.tcp_flags = t.flags() & tcp::flags::MASK;
-            }
+            let Ok(t) = TcpPacket::new_checked(l4) else {
+                return Err(Malformed::TcpTruncated);
+            };
+            key.tp_src = t.src_port();
+            key.tp_dst = t.dst_port();
+            key.tcp_flags = t.flags() & tcp::flags::MASK;
         }
         ip_proto::UDP | ip_proto::SCTP => {
             let min = if proto == ip_proto::UDP { 8 } else { 12 };
-            if let Some((s, d)) = ports(l4, min) {
-                key.tp_src = s;
-                key.tp_dst = d;
+            match ports(l4, min) {
+                Some((s, d)) => {
+                    key.tp_src = s;
+                    key.tp_dst = d;
+                }
+                None if proto == ip_proto::UDP => return Err(Malformed::UdpTruncated),
+                None => {}
             }
         }
         ip_proto::ICMP if !v6 => icmp(key, l4),
         ip_proto::ICMPV6 if v6 => icmp(key, l4),
         _ => {}
     }
+    Ok(())
 }
 
 fn icmp(key: &mut FlowKey, l4: &[u8]) {
@@ -636,6 +766,129 @@ mod test {
             k2.tun_flags,
             tun_flags::PRESENT | tun_flags::KEY | tun_flags::CSUM | tun_flags::DONT_FRAGMENT
         );
+    }
+
+    /// The verdict on a frame: None when a NIC would pass it.
+    fn bad(f: &[u8]) -> Option<Malformed> {
+        extract_checked(f, PortId(1), None).2
+    }
+
+    /// A minimal IPv4 UDP frame (10.0.0.1:53 -> 10.0.0.2:53, 4 bytes of data).
+    fn udp4() -> Vec<u8> {
+        hex("0200 0000 0002 0200 0000 0001 0800
+             4500 0020 0000 0000 4011 0000 0a00 0001 0a00 0002
+             0035 0035 000c 0000 6162 6364")
+    }
+
+    /// A minimal IPv6 UDP frame (fd00::1 -> fd00::2, ports 53, no data).
+    fn udp6() -> Vec<u8> {
+        hex("0200 0000 0002 0200 0000 0001 86dd
+             6000 0000 0008 1140 fd00 0000 0000 0000 0000 0000 0000 0001
+             fd00 0000 0000 0000 0000 0000 0000 0002 0035 0035 0008 0000")
+    }
+
+    #[test]
+    fn well_formed_frames_pass_padding_included() {
+        for f in [
+            udp4(),
+            udp6(),
+            tcp_frame(false, &[], 10, tcp::flags::ACK),
+            tcp_frame(true, &[(0x8100, 7)], 10, tcp::flags::ACK),
+            inner(VXLAN_V4_ARP),
+            inner(VXLAN_V4_PING),
+            hex(ICMPV6_RS),
+        ] {
+            assert_eq!(bad(&f), None);
+            let mut padded = f.clone();
+            padded.resize(f.len() + 20, 0);
+            assert_eq!(bad(&padded), None, "Ethernet padding is no error");
+        }
+        // An 802.3 frame and an unknown ethertype are not parsed, not judged.
+        let mut llc = udp4();
+        llc[12..14].copy_from_slice(&[0x00, 0x40]);
+        assert_eq!(bad(&llc), None);
+    }
+
+    #[test]
+    fn each_reason_is_found() {
+        let v4 = udp4();
+        let set = |f: &[u8], at: usize, b: u8| {
+            let mut f = f.to_vec();
+            f[at] = b;
+            f
+        };
+        let cases: Vec<(Vec<u8>, Malformed)> = vec![
+            (v4[..13].to_vec(), Malformed::EthTruncated),
+            (
+                hex("ffff ffff ffff 0200 0000 0001 8100 00"),
+                Malformed::VlanTruncated,
+            ),
+            (v4[..14 + 19].to_vec(), Malformed::Ipv4Truncated),
+            (set(&v4, 14, 0x65), Malformed::Ipv4Version),
+            (set(&v4, 14, 0x44), Malformed::Ipv4Ihl),
+            (set(&v4, 17, 0x10), Malformed::Ipv4TotalLen), // 16 < 20
+            (set(&v4, 16, 0x01), Malformed::Ipv4TotalLen), // 288 > frame
+            (udp6()[..14 + 39].to_vec(), Malformed::Ipv6Truncated),
+            (set(&udp6(), 14, 0x40), Malformed::Ipv6Version),
+            (set(&udp6(), 19, 0x09), Malformed::Ipv6PayloadLen),
+            // Hop-by-hop header claiming 16 bytes in an 8-byte payload.
+            (
+                {
+                    let mut f = set(&set(&udp6(), 20, 0), 55, 1);
+                    f[54] = 17;
+                    f
+                },
+                Malformed::Ipv6ExtHeaders,
+            ),
+            // UDP with 4 bytes of header: total length 24.
+            (set(&v4[..38], 17, 24), Malformed::UdpTruncated),
+            (set(&udp6()[..58], 19, 4), Malformed::UdpTruncated),
+        ];
+        for (f, want) in &cases {
+            assert_eq!(bad(f), Some(*want), "{want}");
+            // The key is the same partial key as before.
+            assert_eq!(
+                extract_checked(f, PortId(1), None).0,
+                FlowKey::extract(f, PortId(1), None)
+            );
+        }
+        // TCP: cut short, data offset < 5, data offset beyond the segment.
+        let t = tcp_frame(false, &[], 0, tcp::flags::SYN);
+        let mut cut = t[..14 + 20 + 12].to_vec();
+        Ipv4Packet::new_unchecked(&mut cut[14..34]).set_total_len(32);
+        assert_eq!(bad(&cut), Some(Malformed::TcpTruncated));
+        let mut doff = t.clone();
+        doff[14 + 20 + 12] = 0x40;
+        assert_eq!(bad(&doff), Some(Malformed::TcpTruncated));
+        doff[14 + 20 + 12] = 0xf0;
+        assert_eq!(bad(&doff), Some(Malformed::TcpTruncated));
+        let t6 = tcp_frame(true, &[], 0, tcp::flags::SYN);
+        let mut cut6 = t6[..14 + 40 + 10].to_vec();
+        cut6[18..20].copy_from_slice(&10u16.to_be_bytes());
+        assert_eq!(bad(&cut6), Some(Malformed::TcpTruncated));
+        // Every name is distinct and every reason was exercised.
+        let names: std::collections::HashSet<_> = Malformed::ALL.iter().map(|m| m.name()).collect();
+        assert_eq!(names.len(), Malformed::ALL.len());
+        for m in Malformed::ALL {
+            assert_eq!(Malformed::ALL[m.index()], m);
+            let seen = cases.iter().any(|(_, w)| *w == m) || m == Malformed::TcpTruncated;
+            assert!(seen, "{m} has a case");
+        }
+    }
+
+    #[test]
+    fn later_fragments_carry_no_l4_header_to_judge() {
+        // A later fragment with 4 bytes of payload: not a truncated UDP header.
+        let mut f = udp4();
+        f.truncate(38);
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[14..34]);
+        ip.set_total_len(24);
+        ip.set_frag(false, false, 1480);
+        assert_eq!(bad(&f), None);
+        // The first fragment of the same: judged.
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[14..34]);
+        ip.set_frag(false, true, 0);
+        assert_eq!(bad(&f), Some(Malformed::UdpTruncated));
     }
 
     proptest! {

@@ -4,6 +4,8 @@ mod extract;
 mod format;
 mod key;
 
-pub use extract::{ETH_TYPE_NONE, Offsets, TunnelMeta, extract_with_offsets};
+pub use extract::{
+    ETH_TYPE_NONE, Malformed, Offsets, TunnelMeta, extract_checked, extract_with_offsets,
+};
 pub use format::{Mac, ParseError};
 pub use key::{FlowKey, FlowMask, KEY_WORDS, Megaflow, addr_from, addr_to, frag, tun_flags, vlan};

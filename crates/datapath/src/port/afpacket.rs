@@ -1047,6 +1047,9 @@ impl Port for AfPacketPort {
             ring_frames: self.ring.as_ref().map_or(0, |r| r.frames as u32),
             ring_frame_size: self.ring.as_ref().map_or(0, |r| r.frame_size as u32),
             ring_mtu: self.ring_mtu().unwrap_or(0),
+            // Counted by the datapath.
+            rx_malformed: 0,
+            upcall_drops: 0,
         }
     }
 }

@@ -106,6 +106,12 @@ pub struct PortStats {
     /// The MTU the receive ring was sized for, the device's MTU at open (0: no ring). A
     /// device whose MTU is now larger gets frames above it truncated: reopen the port.
     pub ring_mtu: u32,
+    /// Malformed frames received and dropped (counted by the datapath; by reason in
+    /// `DpStats::malformed`).
+    pub rx_malformed: u64,
+    /// Misses of frames received on this port that the slow path did not take (upcall
+    /// queue full, or the port's share of it taken; counted by the datapath).
+    pub upcall_drops: u64,
 }
 
 /// A source and sink of packets.

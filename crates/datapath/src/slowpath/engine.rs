@@ -25,15 +25,15 @@
 
 use super::hash::FastMap;
 use super::remote::{StationObserver, stations};
-use super::upcall::{Upcall, UpcallCounters, Verdict};
+use super::upcall::{Upcall, UpcallCounters, UpcallReceiver, Verdict};
 use super::{Change, ChangeSet, FlowMeta, Revalidation, SlowPath, Xlation};
-use crate::FlowId;
 use crate::actions::Actions;
 use crate::cache::key_hash;
 use crate::cache::{FlowEntry, FlowTable};
 use crate::flow::{FlowKey, FlowMask, Megaflow};
+use crate::{FlowId, PortId};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard,
     RwLockWriteGuard,
@@ -155,6 +155,13 @@ impl std::fmt::Debug for Engine {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// The ingress port a flow put for this key counts against ([`FlowTable::put_for`]):
+/// its `in_port`, unless it came decapsulated from the fabric (remote hypervisors'
+/// traffic shares the tunnel port and is not one port's).
+fn owner(key: &FlowKey) -> Option<PortId> {
+    (!key.has_tunnel()).then_some(PortId(key.in_port))
 }
 
 /// Below this many live flows a sweep re-translates on its own thread.
@@ -336,7 +343,7 @@ impl Engine {
         let (x, changes) = self.translate(&up, now);
         self.counters.translated.fetch_add(1, Relaxed);
         let megaflow = x.megaflow(&up.key);
-        let flow = self.install(&megaflow, &x, now, seq);
+        let flow = self.install(&megaflow, &x, now, seq, owner(&up.key));
         self.notify(changes);
         decided.push(Decided {
             megaflow,
@@ -374,7 +381,7 @@ impl Engine {
             if x.needs_learning {
                 continue;
             }
-            if let Some((entry, true)) = self.put(&x.megaflow(k), &x, now) {
+            if let Some((entry, true)) = self.put(&x.megaflow(k), &x, now, owner(k)) {
                 out.push(entry);
             }
         }
@@ -393,12 +400,19 @@ impl Engine {
         self.write().upcall(&up.key, now)
     }
 
-    fn install(&self, mf: &Megaflow, x: &Xlation, now: Duration, seq: u64) -> Option<FlowId> {
+    fn install(
+        &self,
+        mf: &Megaflow,
+        x: &Xlation,
+        now: Duration,
+        seq: u64,
+        owner: Option<PortId>,
+    ) -> Option<FlowId> {
         use std::sync::atomic::Ordering::Relaxed;
         if x.needs_learning {
             return None;
         }
-        let (entry, new) = self.put(mf, x, now)?;
+        let (entry, new) = self.put(mf, x, now, owner)?;
         if new {
             self.observer.installed(&entry);
         } else {
@@ -413,9 +427,19 @@ impl Engine {
 
     /// Puts a translated megaflow in the table with its metadata (counting installs and
     /// failures); the entry, and whether it is new (else an identical flow was there).
-    fn put(&self, mf: &Megaflow, x: &Xlation, now: Duration) -> Option<(Arc<FlowEntry>, bool)> {
+    fn put(
+        &self,
+        mf: &Megaflow,
+        x: &Xlation,
+        now: Duration,
+        owner: Option<PortId>,
+    ) -> Option<(Arc<FlowEntry>, bool)> {
         use std::sync::atomic::Ordering::Relaxed;
-        let Ok(entry) = self.table.put(mf, x.actions.clone(), ms(now)) else {
+        let put = match owner {
+            Some(p) => self.table.put_for(mf, x.actions.clone(), ms(now), p),
+            None => self.table.put(mf, x.actions.clone(), ms(now)),
+        };
+        let Ok(entry) = put else {
             self.counters.install_failed.fetch_add(1, Relaxed);
             return None;
         };
@@ -456,12 +480,15 @@ impl Engine {
     }
 
     fn replace(&self, old: &Arc<FlowEntry>, x: &Xlation) -> Option<FlowId> {
+        let owner = self.table.owner(old.id());
         self.table.remove(old.id())?;
         lock(&self.metas).remove(&old.id());
-        match self
-            .table
-            .put(&old.megaflow(), x.actions.clone(), old.used())
-        {
+        let (mf, actions, used) = (old.megaflow(), x.actions.clone(), old.used());
+        let put = match owner {
+            Some(p) => self.table.put_for(&mf, actions, used, p),
+            None => self.table.put(&mf, actions, used),
+        };
+        match put {
             Ok(new) => {
                 lock(&self.metas).insert(new.id(), x.meta);
                 self.observer.modified(old, &new);
@@ -643,7 +670,7 @@ impl Engine {
     /// up to 100 ms for the first), handles them and passes the verdicts to `deliver`.
     pub fn run_handler(
         &self,
-        rx: &Receiver<Upcall>,
+        rx: &UpcallReceiver,
         clock: &dyn Fn() -> Duration,
         stop: &AtomicBool,
         deliver: &mut dyn FnMut(Vec<Verdict>),

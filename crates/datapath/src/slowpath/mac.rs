@@ -9,6 +9,13 @@
 //! mobility); a learned station moves to wherever it is seen, and the control plane
 //! replaces it.
 //!
+//! **Per-port quota.** Learned stations behind one local port may hold at most
+//! [`MacConfig::port_quota`] entries (a quarter of the table): a port at its quota that
+//! shows a new source evicts its own oldest learned station, never another port's, so a
+//! VM flooding random source MACs cannot push its neighbours' stations out (nor make
+//! every network flood). Static and control-plane stations, and stations behind remote
+//! VTEPs, do not count against any port.
+//!
 //! Time is passed in (`now`, a monotonic [`Duration`] since an arbitrary epoch); the table
 //! never reads a clock. An entry older than the aging time is treated as absent at once and
 //! removed by [`MacTable::expire`], whose result drives revalidation.
@@ -19,6 +26,7 @@
 
 use super::hash::FastMap;
 use super::network::{Attachment, NetworkId};
+use crate::PortId;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,6 +119,18 @@ impl Default for MacConfig {
     }
 }
 
+/// A port's share of the MAC table: [`MacConfig::port_quota`] is the table's size
+/// divided by this.
+pub const PORT_SHARE_DIVISOR: usize = 4;
+
+impl MacConfig {
+    /// The most learned stations one local port may hold: a quarter of the table (at
+    /// least 1).
+    pub fn port_quota(&self) -> usize {
+        (self.max_entries / PORT_SHARE_DIVISOR).max(1)
+    }
+}
+
 /// The station whose entry changed: flows that consulted it need revalidation.
 pub type MacKey = (NetworkId, Mac);
 
@@ -142,6 +162,44 @@ pub struct MacStats {
     pub expired: u64,
     /// Entries evicted because the table was full.
     pub evicted: u64,
+    /// Learned entries evicted because their port held its quota (each port's own
+    /// oldest, to make room for its new station).
+    pub quota_evicted: u64,
+}
+
+/// One local port's learned stations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortMacStats {
+    /// Learned stations behind the port now.
+    pub entries: usize,
+    /// Its stations evicted because it held its quota.
+    pub quota_evicted: u64,
+}
+
+type Key = (NetworkId, [u8; 6]);
+
+/// A port's learned stations: how many, oldest learned first (stale records skipped as
+/// in the table's own order), and its evictions.
+#[derive(Debug, Default)]
+struct PortMacs {
+    entries: usize,
+    order: VecDeque<(Key, u64)>,
+    quota_evicted: u64,
+}
+
+/// The port a learned local station counts against, if it counts.
+fn quota_port(e: &MacEntry) -> Option<PortId> {
+    match (e.kind, e.location) {
+        (MacKind::Dynamic, Location::Local(a)) => Some(a.port),
+        _ => None,
+    }
+}
+
+/// Forgets a removed entry from its port's count.
+fn uncount(ports: &mut FastMap<PortId, PortMacs>, e: &MacEntry) {
+    if let Some(p) = quota_port(e).and_then(|p| ports.get_mut(&p)) {
+        p.entries = p.entries.saturating_sub(1);
+    }
 }
 
 /// The MAC table.
@@ -151,6 +209,8 @@ pub struct MacTable {
     map: FastMap<(NetworkId, [u8; 6]), MacEntry>,
     /// Learned entries, oldest learned first: (key, seq); stale when the entry's seq differs.
     order: VecDeque<((NetworkId, [u8; 6]), u64)>,
+    /// Learned local entries per port (the quota's accounting).
+    ports: FastMap<PortId, PortMacs>,
     seq: u64,
     stats: MacStats,
 }
@@ -176,6 +236,23 @@ impl MacTable {
     /// The counters.
     pub fn stats(&self) -> MacStats {
         self.stats
+    }
+
+    /// Each local port's learned stations and quota evictions (ports that held some).
+    pub fn port_stats(&self) -> Vec<(PortId, PortMacStats)> {
+        let mut v: Vec<_> = self
+            .ports
+            .iter()
+            .map(|(p, m)| {
+                let st = PortMacStats {
+                    entries: m.entries,
+                    quota_evicted: m.quota_evicted,
+                };
+                (*p, st)
+            })
+            .collect();
+        v.sort_by_key(|(p, _)| *p);
+        v
     }
 
     /// The number of entries (expired ones included until [`MacTable::expire`]).
@@ -268,6 +345,15 @@ impl MacTable {
             }
         };
         let mut changed = vec![(net, mac)];
+        if let Location::Local(a) = loc {
+            let counted = self
+                .map
+                .get(&(net, mac.0))
+                .is_some_and(|e| quota_port(e) == Some(a.port));
+            if !counted {
+                changed.extend(self.make_port_room(a.port));
+            }
+        }
         if matches!(outcome, LearnOutcome::Learned) && !self.map.contains_key(&(net, mac.0)) {
             changed.extend(self.make_room());
         }
@@ -289,11 +375,39 @@ impl MacTable {
             last_seen: AtomicU64::new(nanos(now)),
             seq: self.seq,
         };
-        self.map.insert(key, entry);
+        if let Location::Local(a) = location
+            && kind == MacKind::Dynamic
+        {
+            let p = self.ports.entry(a.port).or_default();
+            p.entries += 1;
+            p.order.push_back((key, self.seq));
+        }
+        if let Some(old) = self.map.insert(key, entry) {
+            uncount(&mut self.ports, &old);
+        }
         if kind == MacKind::Dynamic {
             self.order.push_back((key, self.seq));
             self.compact();
         }
+    }
+
+    /// Evicts `port`'s oldest learned station if the port holds its quota.
+    fn make_port_room(&mut self, port: PortId) -> Option<MacKey> {
+        let quota = self.config.port_quota();
+        let p = self.ports.get_mut(&port)?;
+        if p.entries < quota {
+            return None;
+        }
+        while let Some((key, seq)) = p.order.pop_front() {
+            if self.map.get(&key).is_some_and(|e| e.seq == seq) {
+                self.map.remove(&key);
+                p.entries = p.entries.saturating_sub(1);
+                p.quota_evicted += 1;
+                self.stats.quota_evicted += 1;
+                return Some((key.0, Mac(key.1)));
+            }
+        }
+        None
     }
 
     /// Evicts the oldest learned entry if the table is full.
@@ -303,7 +417,9 @@ impl MacTable {
         }
         while let Some((key, seq)) = self.order.pop_front() {
             if self.map.get(&key).is_some_and(|e| e.seq == seq) {
-                self.map.remove(&key);
+                if let Some(e) = self.map.remove(&key) {
+                    uncount(&mut self.ports, &e);
+                }
                 self.stats.evicted += 1;
                 return Some((key.0, Mac(key.1)));
             }
@@ -311,12 +427,18 @@ impl MacTable {
         None
     }
 
-    /// Drops stale order records once they outnumber live entries.
+    /// Drops stale order records once they outnumber live entries (the table's, and
+    /// each port's once they outnumber its entries), and ports left with nothing.
     fn compact(&mut self) {
-        if self.order.len() > 2 * self.map.len() + 64 {
-            let map = &self.map;
-            self.order
-                .retain(|(k, s)| map.get(k).is_some_and(|e| e.seq == *s));
+        let map = &self.map;
+        let live = |(k, s): &(Key, u64)| map.get(k).is_some_and(|e| e.seq == *s);
+        if self.order.len() > 2 * map.len() + 64 {
+            self.order.retain(live);
+        }
+        for p in self.ports.values_mut() {
+            if p.order.len() > 2 * p.entries + 64 {
+                p.order.retain(live);
+            }
         }
     }
 
@@ -352,7 +474,9 @@ impl MacTable {
 
     /// Removes a station, static or learned.
     pub fn remove(&mut self, net: NetworkId, mac: Mac) -> Option<MacKey> {
-        self.map.remove(&(net, mac.0)).map(|_| (net, mac))
+        let e = self.map.remove(&(net, mac.0))?;
+        uncount(&mut self.ports, &e);
+        Some((net, mac))
     }
 
     /// Removes every entry of a network (or those matching `pred`), returning them.
@@ -361,14 +485,17 @@ impl MacTable {
         mut pred: impl FnMut(&MacKey, &MacEntry) -> bool,
     ) -> Vec<MacKey> {
         let mut gone = Vec::new();
+        let ports = &mut self.ports;
         self.map.retain(|k, e| {
             let key = (k.0, Mac(k.1));
             let drop = pred(&key, e);
             if drop {
                 gone.push(key);
+                uncount(ports, e);
             }
             !drop
         });
+        self.compact();
         gone
     }
 
@@ -498,16 +625,126 @@ mod tests {
     #[test]
     fn full_table_evicts_oldest_learned() {
         let cfg = MacConfig {
-            max_entries: 2,
+            max_entries: 8,
             ..MacConfig::default()
         };
         let mut t = MacTable::new(cfg);
         let m = |i| Mac([0, 0, 0, 0, 1, i]);
-        t.learn(NET, m(1), port(1), secs(0));
-        t.learn(NET, m(2), port(1), secs(1));
-        let (_, changed) = t.learn(NET, m(3), port(1), secs(2));
-        assert_eq!(changed, vec![(NET, m(3)), (NET, m(1))]);
-        assert_eq!(t.len(), 2);
-        assert_eq!(t.stats().evicted, 1);
+        // Four ports at their quota of 2 fill the table.
+        for i in 1..=8u8 {
+            t.learn(
+                NET,
+                m(i),
+                port(u32::from(i).div_ceil(2)),
+                secs(u64::from(i)),
+            );
+        }
+        let (_, changed) = t.learn(NET, m(9), port(5), secs(9));
+        assert_eq!(changed, vec![(NET, m(9)), (NET, m(1))]);
+        assert_eq!(t.len(), 8);
+        assert_eq!((t.stats().evicted, t.stats().quota_evicted), (1, 0));
+    }
+
+    #[test]
+    fn a_port_at_its_quota_evicts_its_own_oldest_only() {
+        let cfg = MacConfig {
+            max_entries: 16,
+            ..MacConfig::default()
+        };
+        assert_eq!(cfg.port_quota(), 4);
+        let mut t = MacTable::new(cfg);
+        let m = |p: u8, i: u8| Mac([2, 0, 0, 0, p, i]);
+        // Port 2's stations, learned first (the oldest in the table).
+        for i in 0..3 {
+            t.learn(NET, m(2, i), port(2), secs(0));
+        }
+        // Port 1 floods 100 sources.
+        for i in 0..100 {
+            let (o, changed) = t.learn(NET, m(1, i), port(1), secs(1));
+            assert_eq!(o, LearnOutcome::Learned);
+            if i >= 4 {
+                assert_eq!(changed, vec![(NET, m(1, i)), (NET, m(1, i - 4))]);
+            }
+        }
+        for i in 0..3 {
+            assert!(t.lookup(NET, m(2, i), secs(2)).is_some(), "neighbour kept");
+        }
+        assert_eq!(t.len(), 7);
+        let st: Vec<_> = t.port_stats();
+        assert_eq!(
+            st,
+            vec![
+                (
+                    PortId(1),
+                    PortMacStats {
+                        entries: 4,
+                        quota_evicted: 96
+                    }
+                ),
+                (
+                    PortId(2),
+                    PortMacStats {
+                        entries: 3,
+                        quota_evicted: 0
+                    }
+                ),
+            ]
+        );
+        assert_eq!((t.stats().quota_evicted, t.stats().evicted), (96, 0));
+        // A station moving to the full port counts there; statics do not count.
+        t.learn(NET, m(2, 0), port(1), secs(3));
+        assert_eq!(t.port_stats()[0].1.entries, 4);
+        assert_eq!(t.port_stats()[1].1.entries, 2);
+        t.set_static(NET, m(9, 9), port(1));
+        assert_eq!(t.port_stats()[0].1.entries, 4);
+        assert_eq!(t.remove_where(|_, _| true).len(), 7);
+        assert!(t.port_stats().iter().all(|(_, s)| s.entries == 0));
+    }
+
+    /// The per-port accounting, recounted from the entries.
+    fn recount(t: &MacTable) -> Vec<(PortId, usize)> {
+        let mut n: std::collections::BTreeMap<PortId, usize> = Default::default();
+        for (_, e) in t.iter() {
+            if let Some(p) = quota_port(e) {
+                *n.entry(p).or_default() += 1;
+            }
+        }
+        n.into_iter().collect()
+    }
+
+    proptest::proptest! {
+        /// Whatever is learned, moved, configured, removed or aged: no port holds more
+        /// than its quota, the counts agree with the entries, and the table stays
+        /// within its size.
+        #[test]
+        fn no_port_exceeds_its_quota(
+            ops in proptest::collection::vec((0u8..6, 1u32..4, 0u8..40, 0u64..50), 1..300),
+            size in 4usize..24,
+        ) {
+            let cfg = MacConfig { max_entries: size, aging: secs(20) };
+            let mut t = MacTable::new(cfg);
+            for (op, p, i, now) in ops {
+                let mac = Mac([2, 0, 0, 0, 0, i]);
+                match op {
+                    0..=2 => { t.learn(NET, mac, port(p), secs(now)); }
+                    3 => { t.set_static(NET, mac, port(p)); }
+                    4 => { t.remove(NET, mac); }
+                    _ => { t.expire(secs(now)); }
+                }
+                let counts = recount(&t);
+                for (p, n) in &counts {
+                    proptest::prop_assert!(*n <= cfg.port_quota(), "port {p}: {n}");
+                }
+                let kept: Vec<_> = t
+                    .port_stats()
+                    .into_iter()
+                    .filter(|(_, s)| s.entries > 0)
+                    .map(|(p, s)| (p, s.entries))
+                    .collect();
+                proptest::prop_assert_eq!(kept, counts);
+                let learned = t.iter().filter(|(_, e)| e.kind() == MacKind::Dynamic).count();
+                proptest::prop_assert!(learned <= size);
+            }
+        }
     }
 }

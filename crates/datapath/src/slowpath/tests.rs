@@ -643,13 +643,49 @@ mod engine {
         };
         let (tx, rx) = upcall_queues(cfg, counters.clone());
         let k = frame(1, mac(0xa), mac(0xb));
+        let k2 = frame(2, mac(0xb), mac(0xa));
         assert!(tx.send(&k, &[0; 60]).is_ok());
-        assert!(tx.send(&k, &[0; 60]).is_ok());
-        assert_eq!(tx.send(&k, &[0; 60]), Err(UpcallDrop::QueueFull));
+        assert!(tx.send(&k2, &[0; 60]).is_ok());
+        assert_eq!(
+            tx.send(&frame(3, mac(0xc), mac(0xa)), &[0; 60]),
+            Err(UpcallDrop::QueueFull)
+        );
         assert_eq!(tx.send(&k, &[0; 101]), Err(UpcallDrop::TooBig(101)));
         let s = counters.snapshot();
         assert_eq!((s.queued, s.queue_full, s.dropped_other), (2, 1, 1));
         assert_eq!(rx[0].try_iter().count(), 2);
+    }
+
+    #[test]
+    fn a_flooding_port_leaves_the_queue_to_the_others() {
+        let counters = Arc::new(UpcallCounters::default());
+        let cfg = UpcallConfig {
+            capacity: 16,
+            ..UpcallConfig::default()
+        };
+        assert_eq!(cfg.port_share(), 4);
+        let (tx, rx) = upcall_queues(cfg, counters.clone());
+        // Port 1 floods: it gets slots until the queue is half full, no more.
+        let flood: Vec<_> = (0..100u8)
+            .map(|i| tx.send(&frame(1, mac(i), mac(0xff)), &[0; 60]))
+            .collect();
+        assert_eq!(flood.iter().filter(|r| r.is_ok()).count(), 8);
+        assert!(flood[8..].iter().all(|r| *r == Err(UpcallDrop::PortShare)));
+        // Ports 2 and 3 each still get their share, and more while room is left.
+        for p in [2, 3] {
+            for i in 0..4 {
+                assert_eq!(tx.send(&frame(p, mac(0x40 + i), mac(1)), &[0; 60]), Ok(()));
+            }
+        }
+        assert_eq!(
+            tx.send(&frame(2, mac(0x50), mac(1)), &[0; 60]),
+            Err(UpcallDrop::PortShare)
+        );
+        let s = counters.snapshot();
+        assert_eq!((s.queued, s.port_share, s.queue_full), (16, 93, 0));
+        // Taking upcalls gives their slots back.
+        assert_eq!(rx[0].try_iter().count(), 16);
+        assert_eq!(tx.send(&frame(1, mac(0x60), mac(1)), &[0; 60]), Ok(()));
     }
 
     #[test]
@@ -769,12 +805,22 @@ mod engine {
 
     #[test]
     fn flow_limit_evicts_least_recently_used() {
-        let (e, _) = engine(10);
-        for i in 0..12 {
-            e.handle(vec![up(frame(1, mac(0xa), mac(0x10 + i)))], secs(0));
+        let (e, _) = engine(12);
+        // Four ports, each owning its quota (12 / 4 = 3 flows), fill the table.
+        for i in 0..14 {
+            let port = [1u8, 2, 3, 5][usize::from(i) % 4];
+            let src = if port == 1 { mac(0xa) } else { mac(port) };
+            e.handle(vec![up(frame(port.into(), src, mac(0x10 + i)))], secs(0));
         }
         let s = e.counters().snapshot();
-        assert_eq!((s.installed, s.install_failed), (10, 2));
+        assert_eq!((s.installed, s.install_failed), (12, 2));
+        let owned: Vec<_> = e
+            .table()
+            .port_stats()
+            .iter()
+            .map(|(_, s)| (s.flows, s.refused))
+            .collect();
+        assert_eq!(owned, vec![(3, 0); 4]);
         let first = e.table().lookup(&frame(1, mac(0xa), mac(0x10))).unwrap();
         first.touch(500);
         let r = e.sweep(secs(1));

@@ -7,16 +7,34 @@
 //! upcall (memory is bounded by queue capacity x maximum frame size) and handed back
 //! with its actions in a [`Verdict`], so the first packets of a flow are forwarded too.
 //!
+//! **Fair share.** One port must not fill a queue with its misses (a VM flooding new
+//! flows or random source MACs) and starve its neighbours' first packets. Each queue
+//! counts the upcalls each ingress port has in it: a port holding a quarter of the
+//! queue or more ([`UpcallConfig::port_share`]) gets a slot only while the queue is less
+//! than half full. A port flooding alone thus leaves at least half of every queue to
+//! the others, and a port with fewer than its share queued is refused only by a queue
+//! that is really full. A refusal is counted (`port_share`), and by the datapath per
+//! port.
+//!
 //! Thread-safety: [`UpcallSender`] is `Clone + Send + Sync` (one per datapath thread or
-//! shared); a handler owns its `Receiver`. Counters are relaxed atomics.
+//! shared); a handler owns its [`UpcallReceiver`], which gives each upcall's slot back
+//! as it takes it. Counters are relaxed atomics: with several datapath threads a port
+//! may briefly exceed its share by one upcall per thread.
 
 use crate::actions::Actions;
 use crate::cache::key_hash;
 use crate::flow::FlowKey;
 use crate::{FlowId, PortId};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
+};
+use std::time::Duration;
+
+/// Ports whose queued upcalls are counted apart: port ids beyond share a counter with
+/// the id modulo this (and so a share).
+pub const PORT_SLOTS: usize = 1024;
 
 /// One cache miss.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +74,14 @@ pub struct UpcallConfig {
     pub max_frame: usize,
 }
 
+impl UpcallConfig {
+    /// The upcalls one port may have in a queue once it is half full: a quarter of
+    /// its capacity (at least 1).
+    pub fn port_share(&self) -> usize {
+        (self.capacity / 4).max(1)
+    }
+}
+
 impl Default for UpcallConfig {
     fn default() -> Self {
         Self {
@@ -79,6 +105,9 @@ pub enum UpcallDrop {
     /// The handler has exited.
     #[error("upcall handler gone")]
     Disconnected,
+    /// The ingress port has its share of a queue that is half full or more.
+    #[error("the port has its share of the upcall queue")]
+    PortShare,
 }
 
 /// Upcall counters.
@@ -90,6 +119,8 @@ pub struct UpcallCounters {
     pub queue_full: AtomicU64,
     /// Dropped: frame too big or handler gone.
     pub dropped_other: AtomicU64,
+    /// Dropped: the ingress port had its share of the queue (see the module docs).
+    pub port_share: AtomicU64,
     /// Upcalls translated.
     pub translated: AtomicU64,
     /// Upcalls answered by a flow installed earlier in the same batch (coalesced).
@@ -110,6 +141,8 @@ pub struct UpcallStats {
     pub queue_full: u64,
     /// Dropped: frame too big or handler gone.
     pub dropped_other: u64,
+    /// Dropped: the ingress port had its share of the queue.
+    pub port_share: u64,
     /// Upcalls translated.
     pub translated: u64,
     /// Upcalls coalesced with an earlier one.
@@ -127,6 +160,7 @@ impl UpcallCounters {
             queued: self.queued.load(Relaxed),
             queue_full: self.queue_full.load(Relaxed),
             dropped_other: self.dropped_other.load(Relaxed),
+            port_share: self.port_share.load(Relaxed),
             translated: self.translated.load(Relaxed),
             coalesced: self.coalesced.load(Relaxed),
             installed: self.installed.load(Relaxed),
@@ -135,25 +169,104 @@ impl UpcallCounters {
     }
 }
 
+/// What one queue holds: in all, and per ingress port (by id modulo [`PORT_SLOTS`]).
+#[derive(Debug)]
+struct QueueLoad {
+    total: AtomicUsize,
+    ports: Box<[AtomicU32]>,
+}
+
+impl QueueLoad {
+    fn new() -> Self {
+        Self {
+            total: AtomicUsize::new(0),
+            ports: (0..PORT_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    fn port(&self, port: PortId) -> Option<&AtomicU32> {
+        self.ports.get(port.0 as usize % PORT_SLOTS)
+    }
+
+    /// An upcall of `port` left the queue.
+    fn taken(&self, port: PortId) {
+        let dec = |n: u32| Some(n.saturating_sub(1));
+        let _ = self
+            .total
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        if let Some(p) = self.port(port) {
+            let _ = p.fetch_update(Relaxed, Relaxed, dec);
+        }
+    }
+}
+
+/// One queue's sending end and load.
+#[derive(Debug, Clone)]
+struct Queue {
+    tx: SyncSender<Upcall>,
+    load: Arc<QueueLoad>,
+}
+
 /// The datapath's end of the upcall queues.
 #[derive(Debug, Clone)]
 pub struct UpcallSender {
-    queues: Vec<SyncSender<Upcall>>,
+    queues: Vec<Queue>,
     max_frame: usize,
+    /// Half of a queue's capacity, and a port's share of it.
+    half: usize,
+    share: usize,
     counters: Arc<UpcallCounters>,
+}
+
+/// A handler's end of its upcall queue.
+#[derive(Debug)]
+pub struct UpcallReceiver {
+    rx: Receiver<Upcall>,
+    load: Arc<QueueLoad>,
+}
+
+impl UpcallReceiver {
+    /// Waits up to `timeout` for an upcall.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Upcall, RecvTimeoutError> {
+        let up = self.rx.recv_timeout(timeout)?;
+        self.load.taken(up.in_port);
+        Ok(up)
+    }
+
+    /// An upcall, if one is queued.
+    pub fn try_recv(&self) -> Result<Upcall, TryRecvError> {
+        let up = self.rx.try_recv()?;
+        self.load.taken(up.in_port);
+        Ok(up)
+    }
+
+    /// The upcalls queued now.
+    pub fn try_iter(&self) -> impl Iterator<Item = Upcall> + '_ {
+        std::iter::from_fn(|| self.try_recv().ok())
+    }
 }
 
 /// Creates the queues: the sender and one receiver per handler.
 pub fn upcall_queues(
     config: UpcallConfig,
     counters: Arc<UpcallCounters>,
-) -> (UpcallSender, Vec<Receiver<Upcall>>) {
+) -> (UpcallSender, Vec<UpcallReceiver>) {
     let (queues, receivers) = (0..config.handlers.max(1))
-        .map(|_| sync_channel(config.capacity))
+        .map(|_| {
+            let (tx, rx) = sync_channel(config.capacity);
+            let load = Arc::new(QueueLoad::new());
+            let rx = UpcallReceiver {
+                rx,
+                load: load.clone(),
+            };
+            (Queue { tx, load }, rx)
+        })
         .unzip();
     let sender = UpcallSender {
         queues,
         max_frame: config.max_frame,
+        half: config.capacity / 2,
+        share: config.port_share(),
         counters,
     };
     (sender, receivers)
@@ -170,23 +283,35 @@ impl UpcallSender {
         let Some(queue) = self.queues.get((key_hash(key) % n.max(1)) as usize) else {
             return Err(UpcallDrop::Disconnected);
         };
+        let in_port = PortId(key.in_port);
+        let (load, Some(mine)) = (&queue.load, queue.load.port(in_port)) else {
+            return Err(UpcallDrop::Disconnected);
+        };
+        if mine.load(Relaxed) as usize >= self.share && load.total.load(Relaxed) >= self.half {
+            self.counters.port_share.fetch_add(1, Relaxed);
+            return Err(UpcallDrop::PortShare);
+        }
+        mine.fetch_add(1, Relaxed);
+        load.total.fetch_add(1, Relaxed);
         let up = Upcall {
             key: *key,
-            in_port: PortId(key.in_port),
+            in_port,
             packet: frame.to_vec(),
         };
-        match queue.try_send(up) {
+        match queue.tx.try_send(up) {
             Ok(()) => {
                 self.counters.queued.fetch_add(1, Relaxed);
                 Ok(())
             }
-            Err(TrySendError::Full(_)) => {
-                self.counters.queue_full.fetch_add(1, Relaxed);
-                Err(UpcallDrop::QueueFull)
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.counters.dropped_other.fetch_add(1, Relaxed);
-                Err(UpcallDrop::Disconnected)
+            Err(e) => {
+                load.taken(in_port);
+                if let TrySendError::Full(_) = e {
+                    self.counters.queue_full.fetch_add(1, Relaxed);
+                    Err(UpcallDrop::QueueFull)
+                } else {
+                    self.counters.dropped_other.fetch_add(1, Relaxed);
+                    Err(UpcallDrop::Disconnected)
+                }
             }
         }
     }
