@@ -119,9 +119,13 @@ fn no_tunnel_frame_ever_leaves_in_clear() {
     assert!(ipsec.contains("esp transport spi 0x3"), "{ipsec}");
 
     // (b) Offloaded (skip_hw): encap and decap filters, the kernel encrypts. Both VMs'
-    // neighbours are made permanent first: an ARP refresh is a new flow, which flowd
-    // rightly sends itself (through the kernel), and under qemu's slow clock one falls
-    // in this phase; what is checked here is the pings'.
+    // neighbours are made permanent first and IPv6 is off on both: an ARP refresh or an
+    // IPv6 multicast report is a new flow, which flowd rightly sends itself (through the
+    // kernel), and under qemu's slow clock one falls in this phase; what is checked here
+    // is the pings'.
+    for (ns, dev) in [(&l.vfs[0], "vf0"), (&l.remote, "vxlan16")] {
+        let _ = ns.try_exec(&format!("sysctl -qw net.ipv6.conf.{dev}.disable_ipv6=1"));
+    }
     l.remote
         .ip("neigh replace 1.1.1.2 lladdr e4:11:11:11:11:10 dev vxlan16 nud permanent");
     l.vfs[0].ip("neigh replace 1.1.1.3 lladdr 82:8a:29:ad:4e:ef dev vf0 nud permanent");
