@@ -13,14 +13,14 @@
 //! the networks. Every wait is a bounded loop on a condition; the lab's guards stop the
 //! daemons and delete the namespaces even when an assertion fails.
 
+mod common;
+
+use common::exe;
+
 use flowd::control::proto::{FlowFilter, Request, ResponseBody};
 use flowd::lab::evpn::{self, Departed, EvpnLab, vm_ip, vm_mac, vtep};
 use flowd::netns::can_netns;
 use std::time::{Duration, Instant};
-
-fn exe() -> std::path::PathBuf {
-    flowd::lab::Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd"))
-}
 
 /// The backend flowd uses: tc where the kernel has cls_flower (the VM suite), else the
 /// simulated eswitch.

@@ -17,6 +17,8 @@
 
 mod common;
 
+use common::{exe, stat};
+
 use common::lab::{encap_flows, flows, ping, wait};
 use common::{Wire, wire};
 use flowd::control::proto::{Request, ResponseBody, TunnelRow};
@@ -33,21 +35,10 @@ fn ready() -> bool {
     true
 }
 
-fn exe() -> std::path::PathBuf {
-    Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd"))
-}
-
 fn tunnels(l: &Lab) -> Vec<TunnelRow> {
     match l.request(Request::Tunnels) {
         Ok(ResponseBody::Tunnels(rows)) => rows,
         other => panic!("tunnels: {other:?}"),
-    }
-}
-
-fn stat(l: &Lab, name: &str) -> u64 {
-    match l.request(Request::Stats) {
-        Ok(ResponseBody::Stats(s)) => s.other.get(name).copied().unwrap_or(0),
-        other => panic!("stats: {other:?}"),
     }
 }
 

@@ -17,36 +17,18 @@
 
 mod common;
 
+use common::{exe, skip_without_netns as skip, stat};
+
 use common::lab::{capture, encap_flows, flows, ping, wait};
 use flowd::control::proto::{Request, ResponseBody, TunnelRow};
 use flowd::lab::{self, Lab};
-use flowd::netns::{Netns, can_netns};
-use std::path::PathBuf;
-
-fn exe() -> PathBuf {
-    Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd"))
-}
+use flowd::netns::Netns;
 
 fn tunnels(l: &Lab) -> Vec<TunnelRow> {
     match l.request(Request::Tunnels) {
         Ok(ResponseBody::Tunnels(rows)) => rows,
         other => panic!("tunnels: {other:?}"),
     }
-}
-
-fn stat(l: &Lab, name: &str) -> u64 {
-    match l.request(Request::Stats) {
-        Ok(ResponseBody::Stats(s)) => s.other.get(name).copied().unwrap_or(0),
-        other => panic!("stats: {other:?}"),
-    }
-}
-
-fn skip() -> bool {
-    if can_netns() {
-        return false;
-    }
-    eprintln!("skipped: needs root and iproute2");
-    true
 }
 
 #[test]

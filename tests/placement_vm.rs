@@ -17,6 +17,8 @@
 
 mod common;
 
+use common::exe;
+
 use common::lab::{capture, encap_flows, ping, wait};
 use flowd::lab::{self, Lab};
 use flowd::netns::Netns;
@@ -29,10 +31,6 @@ fn ready() -> bool {
         return false;
     }
     true
-}
-
-fn exe() -> std::path::PathBuf {
-    Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd"))
 }
 
 /// flowd's IPv4 tunnel filters on a representor (`tc filter show` text, one block per

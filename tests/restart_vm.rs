@@ -13,7 +13,10 @@
 //! On a host without cls_flower it is skipped; with FLOWD_VM=1 (inside the VM) a
 //! missing cls_flower fails it.
 
-use flowd::control::proto::{Request, ResponseBody};
+mod common;
+
+use common::stat;
+
 use flowd::lab;
 use flowd::netns::Netns;
 use std::collections::BTreeSet;
@@ -41,13 +44,6 @@ fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-fn stat(l: &lab::Lab, name: &str) -> u64 {
-    match l.request(Request::Stats) {
-        Ok(ResponseBody::Stats(s)) => s.other.get(name).copied().unwrap_or(0),
-        _ => 0,
-    }
 }
 
 #[test]

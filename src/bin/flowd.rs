@@ -93,16 +93,35 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn signals(daemon: Arc<Daemon>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return std::future::pending().await;
-    };
+/// The signals flowd handles, caught from the moment this returns: before the control
+/// socket answers, so that a SIGHUP sent as soon as it does (a supervisor's reload right
+/// after start) is a reload, neither lost (a disposition inherited as ignored, as under
+/// `nohup`) nor fatal (the default).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (within the runtime).
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// Serves the signals until SIGTERM or SIGINT: SIGHUP reloads.
+async fn signals(sigs: Signals, daemon: Arc<Daemon>) {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = sigs;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return; }
@@ -350,6 +369,13 @@ fn run(path: PathBuf, keep_offloads: bool) -> ExitCode {
         }
     };
     rt.block_on(async move {
+        let sigs = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("flowd: cannot install signal handlers: {e}");
+                return ExitCode::from(1);
+            }
+        };
         let server = match ControlServer::bind(&cfg.control.socket, ServerOptions::default()) {
             Ok(s) => s,
             Err(e) => {
@@ -372,7 +398,14 @@ fn run(path: PathBuf, keep_offloads: bool) -> ExitCode {
         let h = Arc::new(handler::Handler(daemon.clone()));
         tokio::spawn(metrics_endpoint(h.clone(), daemon.subscribe_config()));
         let follow = daemon.subscribe_config();
-        control_socket(server, h, follow, daemon.clone(), signals(daemon.clone())).await;
+        control_socket(
+            server,
+            h,
+            follow,
+            daemon.clone(),
+            signals(sigs, daemon.clone()),
+        )
+        .await;
         let d = daemon.clone();
         let _ = tokio::task::spawn_blocking(move || d.shutdown(keep_offloads)).await;
         ExitCode::SUCCESS

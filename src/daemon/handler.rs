@@ -203,6 +203,7 @@ impl Handler {
             ("gso_passed".to_string(), dp.exec.gso_passed),
             ("gso_segmented".to_string(), dp.exec.gso_segmented),
             ("gso_segments".to_string(), dp.exec.gso_segments),
+            ("udp_super_frames".to_string(), dp.exec.udp_super_frames),
             ("csum_completed".to_string(), dp.exec.csum_completed),
             (
                 "offload_metadata_invalid".to_string(),

@@ -4,6 +4,29 @@
 
 pub use flowd::netns::{Netns, can_netns, sh};
 
+/// The daemon binary the tests start (`FLOWD_EXE`, or the one cargo built).
+pub fn exe() -> std::path::PathBuf {
+    flowd::lab::Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd"))
+}
+
+/// True (the test is skipped, and says so) without root and iproute2.
+pub fn skip_without_netns() -> bool {
+    if can_netns() {
+        return false;
+    }
+    eprintln!("skipped: needs root and iproute2");
+    true
+}
+
+/// One of the daemon's counters (`flowctl stats`), 0 if it has none of that name.
+pub fn stat(l: &flowd::lab::Lab, name: &str) -> u64 {
+    use flowd::control::proto::{Request, ResponseBody};
+    match l.request(Request::Stats) {
+        Ok(ResponseBody::Stats(s)) => s.other.get(name).copied().unwrap_or(0),
+        other => panic!("stats: {other:?}"),
+    }
+}
+
 /// Enters `ns` from the calling thread (tests: panics on failure).
 pub fn enter(ns: &Netns) {
     ns.enter().unwrap_or_else(|e| panic!("{e}"));

@@ -36,7 +36,7 @@ use crate::flow::{FlowKey, Malformed, TunnelMeta, extract_checked};
 use crate::port::{PacketBatch, Poller, Port, PortError, PortStats, Waker};
 use crate::tunnel::TunnelResolver;
 use crate::wire::gso::{self, Segmenter};
-use crate::wire::{Offload, vxlan};
+use crate::wire::{GsoKind, Offload, vxlan};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -211,6 +211,9 @@ struct DpPort {
     io: Option<Box<dyn Port>>,
     /// The port transmits offload metadata ([`Port::offloads`]).
     offloads: bool,
+    /// The port takes UDP super-frames ([`Port::udp_segmentation`]; re-read after each
+    /// transmit: the kernel may refuse them).
+    udp_segmentation: bool,
     tx: PacketBatch,
     /// The port's device is gone: not polled, not transmitted to.
     down: bool,
@@ -275,6 +278,10 @@ impl PacketSink for TxSink<'_> {
     fn offloads(&self, port: PortId) -> bool {
         matches!(self.ports.get(port.0 as usize), Some(Some(p)) if p.offloads)
     }
+
+    fn udp_segmentation(&self, port: PortId) -> bool {
+        matches!(self.ports.get(port.0 as usize), Some(Some(p)) if p.udp_segmentation)
+    }
 }
 
 /// Sends the port's pending transmit batch; what the port did not send is counted in
@@ -294,6 +301,7 @@ fn flush_port(p: &mut DpPort, dropped: &mut u64) {
         }
     };
     *dropped += (p.tx.len() - sent) as u64;
+    p.udp_segmentation = io.udp_segmentation();
     p.tx.clear();
 }
 
@@ -384,6 +392,8 @@ pub struct Datapath {
     /// Where a super-frame that missed the cache is cut into the segments the slow path
     /// gets (it takes complete frames).
     miss_scratch: Vec<u8>,
+    /// Datagrams cut from a UDP super-frame of VXLAN packets (allocated at the first).
+    split_scratch: Vec<u8>,
     stats: DpStats,
     poller: Option<(Poller, Vec<PortId>, Vec<PortId>)>,
     waker: Option<Waker>,
@@ -402,6 +412,7 @@ impl Datapath {
         Self {
             rx: PacketBatch::new(cfg.batch, gso::MAX_FRAME),
             miss_scratch: vec![0; gso::MAX_FRAME],
+            split_scratch: Vec::new(),
             cache: FlowCache::new(cfg.cache),
             cfg,
             ports: Vec::new(),
@@ -430,12 +441,14 @@ impl Datapath {
             self.tunnel_port = Some(id);
         }
         let offloads = io.as_ref().is_some_and(|p| p.offloads());
+        let udp_segmentation = io.as_ref().is_some_and(|p| p.udp_segmentation());
         let frame = self.cfg.max_frame + 128;
         let bytes = self.cfg.batch * PacketBatch::new(1, frame).max_frame() + gso::MAX_FRAME;
         self.ports[idx] = Some(DpPort {
             role,
             io,
             offloads,
+            udp_segmentation,
             tx: PacketBatch::with_bytes(self.cfg.batch, gso::MAX_FRAME, bytes),
             down: false,
             down_drops: 0,
@@ -626,21 +639,25 @@ impl Datapath {
     ) {
         let (key, inner, offload) = match self.try_decap(role, frame) {
             Decap::Yes(meta, inner, tport, at) => {
-                self.stats.decap += 1;
-                if role == PortRole::Tunnel {
-                    self.stats.ipsec_rx += 1;
-                }
                 // The metadata of the inner frame: its offsets move with it. A partial
                 // checksum of the outer headers leaves a complete inner frame; a
-                // super-frame of outer datagrams cannot be decapsulated as one.
+                // super-frame of outer datagrams is cut into them, each decapsulated.
                 let o = match offload.shifted(0, -(at as isize)) {
                     Some(o) => o,
                     None if offload.gso.is_none() => Offload::NONE,
+                    None if offload.gso.is_some_and(|g| g.kind == GsoKind::Udp) => {
+                        self.split_datagrams(in_port, role, frame, offload, now);
+                        return;
+                    }
                     None => {
                         self.exec.stats.offload_invalid += 1;
                         return;
                     }
                 };
+                self.stats.decap += 1;
+                if role == PortRole::Tunnel {
+                    self.stats.ipsec_rx += 1;
+                }
                 (extract_checked(inner, tport, Some(&meta)), inner, o)
             }
             Decap::ClearRefused => {
@@ -729,6 +746,33 @@ impl Datapath {
     /// policy covers counts only as the kernel delivered it through the tunnel port
     /// (decrypted, checked against the policy); any other counts only off an uplink: one
     /// copy of each packet is processed, and cleartext never passes for encrypted.
+    /// Cuts a UDP super-frame of VXLAN packets (a sender's USO, as flowd's own VXLAN
+    /// output sends; or GRO of forwarded UDP) into its datagrams and takes each as if
+    /// received alone.
+    fn split_datagrams(
+        &mut self,
+        in_port: PortId,
+        role: PortRole,
+        frame: &[u8],
+        offload: Offload,
+        now: u64,
+    ) {
+        let Some(g) = offload.gso else { return };
+        let mut scratch = std::mem::take(&mut self.split_scratch);
+        scratch.resize(gso::MAX_FRAME, 0);
+        match Segmenter::new(frame, g.kind, usize::from(g.size)) {
+            Ok(mut segs) => {
+                self.exec.stats.gso_segmented += 1;
+                while let Ok(Some(n)) = segs.write_next(&mut scratch) {
+                    self.exec.stats.gso_segments += 1;
+                    self.process_one(in_port, role, &scratch[..n], Offload::NONE, now);
+                }
+            }
+            Err(_) => self.exec.stats.offload_invalid += 1,
+        }
+        self.split_scratch = scratch;
+    }
+
     fn try_decap<'f>(&self, role: PortRole, frame: &'f [u8]) -> Decap<'f> {
         if role != PortRole::Uplink && role != PortRole::Tunnel {
             return Decap::No;
@@ -981,6 +1025,71 @@ mod tests {
         assert_eq!(rep.take_sent(), vec![inner_frame()]);
         let st = dp.stats();
         assert_eq!((st.rx, st.decap, st.hits, st.misses), (2, 1, 2, 0));
+    }
+
+    /// A UDP super-frame of VXLAN packets (what a peer's USO or GRO of forwarded UDP
+    /// hands over) is cut into its datagrams, each decapsulated on its own.
+    #[test]
+    fn a_udp_super_frame_of_vxlan_packets_is_decapsulated_datagram_by_datagram() {
+        use crate::wire::vxlan::OuterHeaders;
+        use crate::wire::{Gso, GsoKind};
+        let (mut dp, rep, up) = datapath();
+        install(
+            &mut dp,
+            2,
+            "tunnel(tun_id=0x10,src=192.168.203.56),in_port(3)",
+            "1",
+        );
+        let inners: Vec<Vec<u8>> = (0..3u8)
+            .map(|i| {
+                let mut f = inner_frame();
+                f[20..].fill(i);
+                if i == 2 {
+                    f.truncate(60);
+                }
+                f
+            })
+            .collect();
+        let first = vxlan::VXLAN_OVERHEAD_V4 - vxlan::HEADER_LEN;
+        let mut f = vec![0u8; first];
+        for inner in &inners {
+            let at = f.len();
+            f.resize(at + vxlan::HEADER_LEN, 0);
+            vxlan::emit_header(&mut f[at..], 0x10).unwrap();
+            f.extend_from_slice(inner);
+        }
+        let outer = OuterHeaders {
+            src_mac: [2, 0, 0, 0, 0, 0x56],
+            dst_mac: [2, 0, 0, 0, 0, 0x51],
+            src_ip: "192.168.203.56".parse().unwrap(),
+            dst_ip: "192.168.203.51".parse().unwrap(),
+            tos: 0,
+            ttl: 64,
+            df: true,
+            ident: 1,
+            udp_src: 50000,
+            udp_dst: 4789,
+            vni: 0x10,
+            udp_csum: false,
+        };
+        let inner_len = f.len() - vxlan::VXLAN_OVERHEAD_V4;
+        let (_, csum) = vxlan::encapsulate_for_segmentation(&mut f, inner_len, &outer).unwrap();
+        let o = Offload {
+            csum: Some(csum),
+            csum_valid: false,
+            gso: Some(Gso {
+                kind: GsoKind::Udp,
+                size: (vxlan::HEADER_LEN + 64) as u16,
+                ecn: false,
+            }),
+            hdr_len: first as u16,
+        };
+        up.inject_offload(&f, o);
+        dp.run_once(0, 1).unwrap();
+        assert_eq!(rep.take_sent(), inners);
+        let st = dp.stats();
+        assert_eq!((st.rx, st.decap, st.hits), (1, 3, 3));
+        assert_eq!((st.exec.gso_segmented, st.exec.gso_segments), (1, 3));
     }
 
     /// A path IPsec protects: encapsulated frames go to the tunnel port (the kernel's IP

@@ -29,7 +29,13 @@
 //!   ([`gso::Segmenter`]), each segment written straight into the uplink's transmit
 //!   slot behind room for the outer headers, then encapsulated in place: one copy of the
 //!   payload, one checksum pass. A partial checksum of a complete frame is completed in
-//!   the uplink's slot, before the outer UDP checksum covers it.
+//!   the uplink's slot, before the outer UDP checksum covers it. Where the uplink takes
+//!   UDP super-frames ([`PacketSink::udp_segmentation`]: AF_PACKET on Linux 6.2 or
+//!   later), the VXLAN packets of one super-frame are written one after the other behind
+//!   one set of outer headers, as one UDP datagram the kernel or the NIC cuts at the
+//!   VXLAN packet size (`udp_super_frames`): one skb and one trip through the stack for
+//!   up to 64 packets. That cut needs the outer UDP checksum, so such packets carry one
+//!   even where `udp_csum` is off (the NIC computes it; a checksum is always valid).
 //! - A super-frame whose segments would not fit the tunnel's path MTU is answered as a
 //!   packet of that segment size would be (below); an IPv4 TCP one without DF is instead
 //!   segmented to the payload that fits (better than fragmenting each segment).
@@ -105,6 +111,11 @@ pub trait PacketSink {
     /// Whether `port` transmits frames with their offload metadata (its
     /// [`crate::port::Port::offloads`]); false for an unknown port.
     fn offloads(&self, port: PortId) -> bool;
+    /// Whether `port` also takes UDP super-frames for the kernel to cut (its
+    /// [`crate::port::Port::udp_segmentation`]); false by default.
+    fn udp_segmentation(&self, _port: PortId) -> bool {
+        false
+    }
 }
 
 /// What an execution needs besides the packet.
@@ -180,6 +191,10 @@ pub struct ExecStats {
     pub gso_segmented: u64,
     /// The segments those made.
     pub gso_segments: u64,
+    /// UDP super-frames of VXLAN packets handed to an uplink to cut
+    /// ([`crate::port::Port::udp_segmentation`]), each carrying up to 64 of those
+    /// segments.
+    pub udp_super_frames: u64,
     /// Partial checksums flowd completed.
     pub csum_completed: u64,
     /// Frames dropped because their offload metadata does not describe them.
@@ -657,6 +672,11 @@ fn encap_super(
         }
     };
     stats.gso_segmented += 1;
+    if sink.udp_segmentation(path.route.egress)
+        && let Some(sent) = encap_as_udp_super(&mut seg, path, sink, ip_id, stats)
+    {
+        return Some(sent);
+    }
     let overhead = path.overhead;
     let len = overhead + seg.max_len();
     while seg.remaining() > 0 {
@@ -683,6 +703,105 @@ fn encap_super(
             return Some(if failed { Sent::Invalid } else { Sent::Refused });
         }
         stats.gso_segments += 1;
+    }
+    Some(Sent::Yes)
+}
+
+/// Most VXLAN packets one UDP super-frame carries: the kernel's `UDP_MAX_SEGMENTS` (64;
+/// 128 since Linux 6.9).
+const UDP_MAX_SEGMENTS: usize = 64;
+
+/// Writes the segments of `seg`, each behind a VXLAN header, into UDP super-frames for
+/// the egress to cut at the unit size (USO; see [`crate::port::Port::udp_segmentation`]):
+/// one frame, one skb and one trip through the kernel's stack for up to 64 VXLAN packets
+/// instead of one each. Every unit but the last of a frame is exactly the unit size, as
+/// UDP segmentation requires: the segmenter's segments all have the first one's length
+/// but the last. The outer UDP checksum is left partial for the cut to complete (the
+/// kernel requires it: segments leave with a checksum even where `udp_csum` is off), and
+/// the outer IPv4 identification counts one per segment, as the kernel numbers them.
+/// None, with nothing written, where two units would not fit one datagram.
+fn encap_as_udp_super(
+    seg: &mut Segmenter<'_>,
+    path: &Path,
+    sink: &mut dyn PacketSink,
+    ip_id: &mut u16,
+    stats: &mut ExecStats,
+) -> Option<Sent> {
+    let overhead = path.overhead;
+    // Outer Ethernet, IP and UDP headers, then the first unit.
+    let first = overhead - vxlan::HEADER_LEN;
+    let udp_at = first - crate::wire::udp::HEADER_LEN;
+    let unit = vxlan::HEADER_LEN + seg.max_len();
+    // The outer IP packet within 64 KiB: IPv4's total length counts its header, IPv6's
+    // payload length does not.
+    let v6 = matches!(path.outer.dst_ip, IpAddr::V6(_));
+    let ip_header = if v6 {
+        0
+    } else {
+        udp_at - crate::wire::ethernet::HEADER_LEN
+    };
+    let room = 65_535 - ip_header - crate::wire::udp::HEADER_LEN;
+    let per_frame = (room / unit).min(UDP_MAX_SEGMENTS);
+    if per_frame < 2 {
+        return None;
+    }
+    let o = Offload {
+        csum: Some(crate::wire::PartialCsum {
+            start: udp_at as u16,
+            offset: 6,
+        }),
+        csum_valid: false,
+        gso: Some(crate::wire::Gso {
+            kind: crate::wire::GsoKind::Udp,
+            size: unit as u16,
+            ecn: false,
+        }),
+        hdr_len: first as u16,
+    };
+    let vni = path.outer.vni;
+    while seg.remaining() > 0 {
+        let k = seg.remaining().min(per_frame);
+        let outer = OuterHeaders {
+            ident: ip_id.wrapping_add(1),
+            ..path.outer
+        };
+        let mut failed = false;
+        let fill = &mut |slot: &mut [u8]| {
+            let mut at = first;
+            for _ in 0..k {
+                let Some(u) = slot.get_mut(at..) else {
+                    failed = true;
+                    return 0;
+                };
+                let n = match (vxlan::emit_header(u, vni), u.get_mut(vxlan::HEADER_LEN..)) {
+                    (Ok(()), Some(body)) => match seg.write_next(body) {
+                        Ok(Some(n)) => n,
+                        _ => {
+                            failed = true;
+                            return 0;
+                        }
+                    },
+                    _ => {
+                        failed = true;
+                        return 0;
+                    }
+                };
+                at += vxlan::HEADER_LEN + n;
+            }
+            match vxlan::encapsulate_for_segmentation(slot, at - overhead, &outer) {
+                Ok((n, _)) => n,
+                Err(_) => {
+                    failed = true;
+                    0
+                }
+            }
+        };
+        if !sink.send_with(path.route.egress, first + k * unit, o, fill) {
+            return Some(if failed { Sent::Invalid } else { Sent::Refused });
+        }
+        *ip_id = ip_id.wrapping_add(k as u16);
+        stats.gso_segments += k as u64;
+        stats.udp_super_frames += 1;
     }
     Some(Sent::Yes)
 }
@@ -1123,6 +1242,95 @@ mod tests {
         assert_eq!(st.gso_segments, 7);
         let (segs, _) = inner_frames(&s, 1500);
         check_segments(&f, &segs, 1354);
+    }
+
+    /// A [`Collect`] whose ports also take UDP super-frames.
+    struct UsoCollect(Collect);
+
+    impl PacketSink for UsoCollect {
+        fn send(&mut self, port: PortId, frame: &[u8], offload: Offload) -> bool {
+            self.0.send(port, frame, offload)
+        }
+        fn send_with(
+            &mut self,
+            port: PortId,
+            len: usize,
+            offload: Offload,
+            fill: &mut dyn FnMut(&mut [u8]) -> usize,
+        ) -> bool {
+            self.0.send_with(port, len, offload, fill)
+        }
+        fn offloads(&self, _: PortId) -> bool {
+            true
+        }
+        fn udp_segmentation(&self, _: PortId) -> bool {
+            true
+        }
+    }
+
+    /// To an uplink that takes UDP super-frames, VXLAN output hands over the VXLAN
+    /// packets of a super-frame as few datagrams for the kernel to cut: cut as the
+    /// kernel would ([`Segmenter`] on UDP), they are the very packets written one by one
+    /// otherwise, but for the outer UDP checksum, which they always carry.
+    #[test]
+    fn vxlan_output_hands_segments_to_udp_segmentation_as_one_datagram() {
+        for (v6, tun, payload, frames) in [
+            (false, TUN4, 10_000, 1),
+            (false, TUN4, 65_000, 2),
+            (true, TUN6, 9_000, 1),
+        ] {
+            let (f, o) = tso_frame(v6, &[], payload, 1354);
+            let (one_by_one, _) = run_offload(tun, &resolver(1500), &f, o, true);
+            let a: Actions = tun.parse().unwrap();
+            let mut ex = Executor::new();
+            let mut sink = UsoCollect(Collect(Vec::new(), Vec::new(), true));
+            let env = ExecEnv {
+                resolver: &resolver(1500),
+                tunnel_port: Some(PortId(9)),
+                in_port: Some(PortId(1)),
+            };
+            let pkt = Packet {
+                frame: &f,
+                offload: o,
+                flow_hash: 42,
+            };
+            ex.execute(pkt, a.as_slice(), &env, &mut sink);
+            let (sent, offloads) = (&sink.0.0, &sink.0.1);
+            assert_eq!(sent.len(), frames, "payload {payload}");
+            assert_eq!(ex.stats.udp_super_frames, frames as u64);
+            assert_eq!(ex.stats.gso_segments, one_by_one.0.len() as u64);
+            let mut cut = Vec::new();
+            for ((port, frame), o) in sent.iter().zip(offloads) {
+                assert_eq!(*port, PortId(2));
+                let g = o.gso.expect("a UDP super-frame");
+                assert_eq!(g.kind, GsoKind::Udp);
+                let over = if v6 { 70 } else { 50 };
+                assert_eq!(
+                    o.csum.map(|c| (c.start, c.offset)),
+                    Some((over as u16 - 16, 6))
+                );
+                assert_eq!(usize::from(o.hdr_len), over - 8);
+                assert!(frame.len() - 14 <= 65_535 + if v6 { 40 } else { 0 });
+                let mut seg = Segmenter::new(frame, GsoKind::Udp, usize::from(g.size)).unwrap();
+                let mut buf = vec![0u8; 65_600];
+                while let Some(n) = seg.write_next(&mut buf).unwrap() {
+                    cut.push(buf[..n].to_vec());
+                }
+            }
+            assert_eq!(cut.len(), one_by_one.0.len(), "payload {payload}");
+            for (i, (c, (_, w))) in cut.iter_mut().zip(&one_by_one.0).enumerate() {
+                let d = vxlan::decapsulate(c, 4789).unwrap().expect("vxlan");
+                let udp = crate::wire::UdpPacket::new_checked(&c[d.inner_offset - 16..]).unwrap();
+                assert!(udp.checksum() != 0 && udp.verify_checksum(&d.src, &d.dst));
+                let mut w = w.clone();
+                if !v6 {
+                    // Written one by one over IPv4, the outer checksum is off by default.
+                    c[40..42].fill(0);
+                    w[40..42].fill(0);
+                }
+                assert_eq!(*c, w, "segment {i} of {payload}");
+            }
+        }
     }
 
     #[test]

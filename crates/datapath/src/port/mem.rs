@@ -27,6 +27,7 @@ pub struct MemPort {
     name: String,
     mtu: u32,
     offloads: bool,
+    udp_segmentation: bool,
     q: Arc<Mutex<Queues>>,
 }
 
@@ -45,6 +46,7 @@ impl MemPort {
                 name: name.to_string(),
                 mtu,
                 offloads: false,
+                udp_segmentation: false,
                 q: q.clone(),
             },
             MemPortHandle { q },
@@ -56,6 +58,14 @@ impl MemPort {
     pub fn with_offloads(name: &str, mtu: u32) -> (Self, MemPortHandle) {
         let (mut p, h) = Self::new(name, mtu);
         p.offloads = true;
+        (p, h)
+    }
+
+    /// As [`Self::with_offloads`], for a port that also takes UDP super-frames
+    /// ([`Port::udp_segmentation`]).
+    pub fn with_udp_segmentation(name: &str, mtu: u32) -> (Self, MemPortHandle) {
+        let (mut p, h) = Self::with_offloads(name, mtu);
+        p.udp_segmentation = true;
         (p, h)
     }
 }
@@ -166,6 +176,10 @@ impl Port for MemPort {
 
     fn offloads(&self) -> bool {
         self.offloads
+    }
+
+    fn udp_segmentation(&self) -> bool {
+        self.udp_segmentation
     }
 
     fn stats(&mut self) -> PortStats {

@@ -149,4 +149,12 @@ pub trait Port: Send {
     fn offloads(&self) -> bool {
         false
     }
+    /// Whether [`Self::send`] also takes UDP super-frames (`GsoKind::Udp` metadata with
+    /// the UDP checksum partial) for the kernel or the device to cut into datagrams
+    /// (USO): VXLAN output then hands over one datagram of many VXLAN packets instead of
+    /// writing each. An AF_PACKET port with a vnet header on Linux 6.2 or later (earlier
+    /// kernels refuse `VIRTIO_NET_HDR_GSO_UDP_L4` there; a refusal turns it off).
+    fn udp_segmentation(&self) -> bool {
+        false
+    }
 }

@@ -13,6 +13,7 @@
 //! the outer metadata and where the inner frame lies, without copying. Neither
 //! allocates.
 
+use super::checksum;
 use super::ethernet::{self, EthernetFrame, EthernetRepr, ethertype};
 use super::ipv4::{self, Ipv4Packet, Ipv4Repr};
 use super::ipv6::{self, Ipv6Packet, Ipv6Repr, skip_extension_headers};
@@ -240,6 +241,60 @@ pub fn encapsulate_in_place(
     inner_len: usize,
     outer: &OuterHeaders,
 ) -> Result<usize> {
+    let csum = if outer.udp_csum || matches!(outer.dst_ip, IpAddr::V6(_)) {
+        OuterCsum::Full
+    } else {
+        OuterCsum::Zero
+    };
+    write_outer(out, inner_len, outer, csum)
+}
+
+/// Writes `outer` headers for a datagram the kernel (or the NIC) will cut into VXLAN
+/// packets (UDP segmentation, `VIRTIO_NET_HDR_GSO_UDP_L4`): `out[overhead(outer)..]`
+/// already holds `inner_len` bytes, an inner frame followed by whole units of VXLAN
+/// header + inner frame, each unit (the first counting this function's VXLAN header)
+/// the segment size but the last. The lengths cover the whole datagram; the UDP
+/// checksum field holds the pseudo-header's sum (partial: each segment's is completed
+/// after the cut, so an outer checksum is always sent, whatever `outer.udp_csum` says).
+/// Returns the frame's length and the partial checksum to hand over with it. Errors as
+/// [`encapsulate`]'s.
+pub fn encapsulate_for_segmentation(
+    out: &mut [u8],
+    inner_len: usize,
+    outer: &OuterHeaders,
+) -> Result<(usize, PartialCsum)> {
+    let n = write_outer(out, inner_len, outer, OuterCsum::Partial)?;
+    let start = (overhead(outer)? - UDP_VXLAN) as u16;
+    Ok((n, PartialCsum { start, offset: 6 }))
+}
+
+/// Writes a VXLAN header for `vni` at the start of `out` (a unit of a datagram built
+/// for [`encapsulate_for_segmentation`]). Errors: `out` shorter than a header, a VNI
+/// of more than 24 bits.
+pub fn emit_header(out: &mut [u8], vni: u32) -> Result<()> {
+    if vni > MAX_VNI {
+        return Err(Error::Malformed);
+    }
+    let h = out.get_mut(..HEADER_LEN).ok_or(Error::BufferTooSmall)?;
+    VxlanRepr { vni }.emit(&mut VxlanHeader::new_unchecked(h));
+    Ok(())
+}
+
+/// What the outer UDP checksum field gets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OuterCsum {
+    Full,
+    Zero,
+    /// The pseudo-header's sum, for whoever completes it.
+    Partial,
+}
+
+fn write_outer(
+    out: &mut [u8],
+    inner_len: usize,
+    outer: &OuterHeaders,
+    csum: OuterCsum,
+) -> Result<usize> {
     let overhead = overhead(outer)?;
     let v6 = overhead == VXLAN_OVERHEAD_V6;
     let l3_len = overhead - ethernet::HEADER_LEN;
@@ -306,10 +361,23 @@ pub fn encapsulate_in_place(
         udp_len - udp::HEADER_LEN,
         None,
     )?;
-    if v6 || outer.udp_csum {
-        let udp_start = ethernet::HEADER_LEN + ip_hdr_len;
-        let seg = out.get_mut(udp_start..).ok_or(Error::BufferTooSmall)?;
-        UdpPacket::new_unchecked(seg).fill_checksum(&outer.src_ip, &outer.dst_ip);
+    let udp_start = ethernet::HEADER_LEN + ip_hdr_len;
+    match csum {
+        OuterCsum::Zero => {}
+        OuterCsum::Full => {
+            let seg = out.get_mut(udp_start..).ok_or(Error::BufferTooSmall)?;
+            UdpPacket::new_unchecked(seg).fill_checksum(&outer.src_ip, &outer.dst_ip);
+        }
+        OuterCsum::Partial => {
+            let acc = checksum::pseudo_header(
+                &outer.src_ip,
+                &outer.dst_ip,
+                ip_proto::UDP,
+                udp_len as u32,
+            );
+            let sum = checksum::fold(acc);
+            UdpPacket::new_unchecked(&mut out[udp_start..]).set_checksum(sum);
+        }
     }
     Ok(total)
 }
