@@ -11,7 +11,13 @@
 //!   of `../shared/peers/t6_lib.sh` (`br0` netdev with `rep0` and a vxlan port, `br-phy`
 //!   with the uplink and the VTEP address, `tnl/neigh/set`), started by hand with a private
 //!   run directory (never the system service). Skipped with a message when
-//!   `ovs-vswitchd` is missing (`scripts/bench.sh` installs `openvswitch-switch`).
+//!   `ovs-vswitchd` is missing (`scripts/bench.sh` installs `openvswitch-switch`);
+//! - **flowd tc skip_hw**: flowd with real tc flower (backend `tc`, the lab's
+//!   `policy = "skip_hw"`): after each connection's first packets, the kernel's tc
+//!   carries it. Only where the kernel has cls_flower, which this development host's
+//!   lacks: the VM suite measures it (`FLOWD_VM_BENCH=1`, see tests/vm/run-all.sh), under
+//!   qemu's software emulation, so only its ratio to the other columns measured in the
+//!   same VM means anything.
 //!
 //! Every device keeps its default offloads (TSO, GSO, GRO, checksum). The VF's MTU is the
 //! underlay's less 50. Each figure is the median of `FLOWD_BENCH_REPS` (default 3) runs of
@@ -56,16 +62,19 @@ enum Switch {
     Flowd,
     Kernel,
     Ovs,
+    /// flowd with real tc flower, `skip_hw` (where the kernel has cls_flower: the VM).
+    FlowdTc,
 }
 
 impl Switch {
-    const ALL: [Switch; 3] = [Switch::Flowd, Switch::Kernel, Switch::Ovs];
+    const ALL: [Switch; 4] = [Switch::Flowd, Switch::Kernel, Switch::Ovs, Switch::FlowdTc];
 
     fn key(self) -> &'static str {
         match self {
             Switch::Flowd => "flowd",
             Switch::Kernel => "kernel",
             Switch::Ovs => "ovs",
+            Switch::FlowdTc => "flowd-tc",
         }
     }
 
@@ -74,6 +83,7 @@ impl Switch {
             Switch::Flowd => "flowd sw (off)",
             Switch::Kernel => "kernel br+vxlan",
             Switch::Ovs => "OVS netdev+TSO",
+            Switch::FlowdTc => "flowd tc skip_hw",
         }
     }
 }
@@ -149,6 +159,13 @@ fn set_mtu(lab: &Lab, mtu: u32) -> Result<(), String> {
 }
 
 /// flowd's software path: the lab's configuration with `policy = "off"`.
+/// flowd with real tc flower: the lab's configuration (`policy = "skip_hw"`), backend
+/// `tc`.
+fn start_flowd_tc(lab: &mut Lab, exe: &std::path::Path) -> Result<(), String> {
+    let text = lab::config_text("tc", &lab.socket());
+    lab.start_daemon_config(exe, &text, &[])
+}
+
 fn start_flowd(lab: &mut Lab, exe: &std::path::Path) -> Result<(), String> {
     let text = lab::config_text("sim", &lab.socket()).replace(
         "policy = \"skip_hw\"",
@@ -463,6 +480,7 @@ fn measure_mtu(
     let mut _ovs = None;
     match col.sw {
         Switch::Flowd => start_flowd(&mut lab, exe)?,
+        Switch::FlowdTc => start_flowd_tc(&mut lab, exe)?,
         Switch::Kernel => start_kernel(&lab, mtu)?,
         Switch::Ovs => {
             let ovs = Ovs::start(&lab.hv)?;
@@ -515,7 +533,7 @@ fn measure_mtu(
             }
         }
     }
-    if col.sw == Switch::Flowd {
+    if matches!(col.sw, Switch::Flowd | Switch::FlowdTc) {
         let log = lab.log();
         let bad = log.lines().filter(|l| l.contains("ERROR")).count();
         if bad > 0 {
@@ -536,6 +554,14 @@ fn measure(sw: Switch, exe: &std::path::Path, reps: usize) -> Column {
         col.notes.push(
             "skipped: Open vSwitch is not installed (apt-get install openvswitch-switch; \
              scripts/bench.sh tries)"
+                .into(),
+        );
+        return col;
+    }
+    if sw == Switch::FlowdTc && !flowd::daemon::kernel_has_flower() {
+        col.notes.push(
+            "skipped: this kernel has no cls_flower (the VM suite measures this column: \
+             FLOWD_VM_BENCH=1 in tests/vm/run-all.sh)"
                 .into(),
         );
         return col;

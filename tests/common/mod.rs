@@ -53,6 +53,8 @@ pub fn seed_underlay(hv: &Netns, remote: &Netns) {
     hv.ip("link set vxlan_sys up");
 }
 
+pub mod tcp;
+
 /// Helpers for tests that drive the daemon in the lab (`flowd::lab`).
 pub mod lab {
     use flowd::control::proto::{FlowFilter, FlowRow, Request, ResponseBody};

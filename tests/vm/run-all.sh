@@ -7,8 +7,10 @@
 # operators run, and what the failover figures are quoted for. Prints one PASS/FAIL line per test binary and "N passed, M failed";
 # exits non-zero when anything failed. Logs go to OUTDIR/<name>.log.
 #
-# Optional: FLOWD_VM_BENCH=1 also runs the tc benchmark (build it first with
-# `cargo bench --bench offload_tc --no-run`), FLOWD_VM_BENCH_SIZES="10000 50000".
+# Optional: FLOWD_VM_BENCH=1 also runs the tc benchmark and the TCP table's tc column
+# (build them first with `cargo bench --bench offload_tc --bench tcp --no-run`),
+# FLOWD_VM_BENCH_SIZES="10000 50000", FLOWD_VM_BENCH_COLUMNS=flowd-tc,flowd,kernel,
+# FLOWD_VM_BENCH_REPS=1.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -62,6 +64,16 @@ if [ "${FLOWD_VM_BENCH:-0}" = 1 ]; then
     cat "$out/offload_tc_bench.log"
   else
     fail=$((fail + 1)); echo "FAIL offload_tc_bench (not built: cargo bench --bench offload_tc --no-run)"
+  fi
+  # The TCP table's tc column, beside flowd's software path and the kernel's own path
+  # measured in the same VM (qemu's emulation: compare within the VM only).
+  bin=$(newest release tcp)
+  if [ -n "$bin" ]; then
+    run tcp_bench env FLOWD_BENCH_COLUMNS=${FLOWD_VM_BENCH_COLUMNS:-flowd-tc,flowd,kernel} \
+      FLOWD_BENCH_REPS=${FLOWD_VM_BENCH_REPS:-1} "$bin" --bench
+    cat "$out/tcp_bench.log"
+  else
+    fail=$((fail + 1)); echo "FAIL tcp_bench (not built: cargo bench --bench tcp --no-run)"
   fi
 fi
 echo "$pass passed, $fail failed"
