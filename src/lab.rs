@@ -349,9 +349,7 @@ impl Lab {
     /// How many flows `dump-flows --offloaded` shows in tc (0 when the daemon does not
     /// answer).
     pub fn offloaded_tc_flows(&self) -> usize {
-        match self.request(Request::DumpFlows {
-            filter: FlowFilter::Offloaded,
-        }) {
+        match self.request(Request::dump_flows(FlowFilter::Offloaded)) {
             Ok(ResponseBody::Flows(rows)) => rows.iter().filter(|r| r.placement.dp == "tc").count(),
             _ => 0,
         }
@@ -504,9 +502,7 @@ fn failover(lab: &Lab) -> Result<(), String> {
     let r = lab.failover("0.01", 500)?;
     println!("steady ping: {}", r.summary());
     lab.show(Request::Tunnels)?;
-    lab.show(Request::DumpFlows {
-        filter: FlowFilter::All,
-    })?;
+    lab.show(Request::dump_flows(FlowFilter::All))?;
     let _ = lab.show(Request::Stats);
     if r.received + 50 < r.sent {
         lab.diagnose();
@@ -552,9 +548,7 @@ fn mtu_refusal(lab: &Lab) -> Result<(), String> {
     std::thread::sleep(Duration::from_millis(300));
     ping(&lab.vfs[0], "1.1.1.3", 3)?;
     std::thread::sleep(Duration::from_millis(300));
-    lab.show(Request::DumpFlows {
-        filter: FlowFilter::Software,
-    })
+    lab.show(Request::dump_flows(FlowFilter::Software))
 }
 
 fn run(lab: &mut Lab) -> Result<(), String> {
@@ -576,9 +570,7 @@ fn run(lab: &mut Lab) -> Result<(), String> {
     ping(&lab.vfs[1], "2.2.2.3", 5)?;
     std::thread::sleep(Duration::from_millis(300));
     step("flowctl dump-flows");
-    lab.show(Request::DumpFlows {
-        filter: FlowFilter::All,
-    })?;
+    lab.show(Request::dump_flows(FlowFilter::All))?;
     step("flowctl tunnels");
     lab.show(Request::Tunnels)?;
     failover(lab)?;

@@ -152,12 +152,7 @@ fn evpn_fabric_of_two_flowd_hypervisors_and_a_kernel_vtep() {
     assert_eq!(counts[1], 0, "unicast flooded to hv3: {counts:?}");
     // ...and its megaflow (and filter: tc in the VM suite, the simulated eswitch here)
     // encapsulates toward that VTEP alone.
-    let flows = match lab.request(
-        1,
-        Request::DumpFlows {
-            filter: FlowFilter::All,
-        },
-    ) {
+    let flows = match lab.request(1, Request::dump_flows(FlowFilter::All)) {
         Ok(ResponseBody::Flows(rows)) => rows,
         other => panic!("dump-flows: {other:?}"),
     };

@@ -21,9 +21,7 @@ use std::time::Duration;
 
 /// The VF's ICMP encap flow: (all packets, packets flowd's software datapath forwarded).
 fn encap_counters(l: &lab::Lab) -> Option<(u64, u64)> {
-    let Ok(ResponseBody::Flows(rows)) = l.request(Request::DumpFlows {
-        filter: FlowFilter::All,
-    }) else {
+    let Ok(ResponseBody::Flows(rows)) = l.request(Request::dump_flows(FlowFilter::All)) else {
         return None;
     };
     rows.iter()

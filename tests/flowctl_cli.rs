@@ -3,8 +3,8 @@
 //! keeps serving through junk, oversized requests, panicking handlers and crowds.
 
 use flowd::control::proto::{
-    DoneBody, FlowFilter, FlowRow, MAX_REQUEST_BYTES, Placement, PortRow, RuleRow, StatsBody,
-    TraceBody, TunnelRow,
+    DoneBody, FlowFilter, FlowRow, FlowSummary, MAX_REQUEST_BYTES, Placement, PortRow, RuleRow,
+    StatsBody, TraceBody, TunnelRow,
 };
 use flowd::control::{
     ControlHandler, ControlServer, Request, Response, ResponseBody, ServeError, ServerOptions,
@@ -73,10 +73,39 @@ impl ControlHandler for Fake {
     fn handle(&self, req: Request) -> Response {
         self.requests.fetch_add(1, Ordering::SeqCst);
         let body = match req {
-            Request::DumpFlows { filter } => ResponseBody::Flows(
+            Request::DumpFlows { select, .. } if select.port.as_deref() == Some("nope") => {
+                return Response::err("no port named `nope` (see `flowctl show`)");
+            }
+            Request::DumpFlows {
+                filter,
+                select,
+                summary: true,
+            } => {
+                let picked: Vec<FlowRow> = flows()
+                    .into_iter()
+                    .filter(|f| filter.accepts(&f.placement))
+                    .filter(|f| {
+                        select
+                            .remote
+                            .is_none_or(|r| f.actions.contains(&r.to_string()))
+                    })
+                    .collect();
+                let offloaded = picked.iter().filter(|f| f.placement.offloaded).count() as u64;
+                ResponseBody::FlowSummary(FlowSummary {
+                    flows: picked.len() as u64,
+                    offloaded,
+                    software: picked.len() as u64 - offloaded,
+                    by_placement: [("tc".to_string(), offloaded)].into_iter().collect(),
+                    by_port: [("rep0".to_string(), picked.len() as u64)]
+                        .into_iter()
+                        .collect(),
+                })
+            }
+            Request::DumpFlows { filter, select, .. } => ResponseBody::Flows(
                 flows()
                     .into_iter()
                     .filter(|f| filter.accepts(&f.placement))
+                    .take(select.limit.unwrap_or(u64::MAX) as usize)
                     .collect(),
             ),
             Request::Show => ResponseBody::Ports(vec![PortRow {
@@ -276,6 +305,44 @@ fn dump_flows_reads_like_ovs() {
     let o = d.flowctl(&["dump-flows", "--software"]);
     assert_eq!(stdout(&o).lines().count(), 1);
     assert!(stdout(&o).contains("offloaded:no"));
+}
+
+#[test]
+fn dump_flows_selects_limits_and_summarizes() {
+    let d = Daemon::start();
+    let o = d.flowctl(&["dump-flows", "--limit", "1"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 1, "{}", stdout(&o));
+    let o = d.flowctl(&["dump-flows", "--summary", "--remote", "198.51.100.2"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("flows: 1 (offloaded 0, software 1)\n"),
+        "{out}"
+    );
+    assert!(out.contains("IN_PORT") && out.contains("rep0"), "{out}");
+    let o = d.flowctl(&["--json", "dump-flows", "--summary"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["flows"], 2, "{v}");
+    // A name the daemon does not know: its answer, exit 1.
+    let o = d.flowctl(&["dump-flows", "--port", "nope"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("no port named `nope`"),
+        "{}",
+        stderr(&o)
+    );
+    // Malformed or contradictory selections never reach the daemon: exit 2.
+    let before = d.requests();
+    for args in [
+        &["dump-flows", "--remote", "not-an-ip"][..],
+        &["dump-flows", "--limit", "-3"],
+        &["dump-flows", "--reason", "mtu", "--offloaded"],
+    ] {
+        let o = d.flowctl(args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+    }
+    assert_eq!(d.requests(), before);
 }
 
 #[test]

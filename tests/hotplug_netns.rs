@@ -24,9 +24,7 @@ fn ports(l: &Lab) -> Vec<PortRow> {
 }
 
 fn flows(l: &Lab) -> Vec<FlowRow> {
-    match l.request(Request::DumpFlows {
-        filter: FlowFilter::All,
-    }) {
+    match l.request(Request::dump_flows(FlowFilter::All)) {
         Ok(ResponseBody::Flows(f)) => f,
         other => panic!("dump-flows: {other:?}"),
     }

@@ -5,7 +5,7 @@
 use clap::{Args, Parser, Subcommand};
 use datapath::Megaflow;
 use flowd::config::{DEFAULT_CONTROL_SOCKET, RuleActionsConfig};
-use flowd::control::proto::FlowFilter;
+use flowd::control::proto::{FlowFilter, FlowSelect};
 use flowd::control::{Request, Response, format, request};
 use std::io::Write;
 use std::path::PathBuf;
@@ -38,6 +38,25 @@ enum Command {
         /// Only flows in flowd's software datapath.
         #[arg(long)]
         software: bool,
+        /// Only flows entering on this port (a name `show` lists).
+        #[arg(long, value_name = "NAME")]
+        port: Option<String>,
+        /// Only flows of this network (entering on its representors, or in its VNI).
+        #[arg(long, value_name = "NAME")]
+        network: Option<String>,
+        /// Only flows toward or from this remote VTEP.
+        #[arg(long, value_name = "IP")]
+        remote: Option<std::net::IpAddr>,
+        /// Only software flows kept there for this reason category (`mtu`, `no_route`,
+        /// `neighbour`, ... as `dump-flows` and `stats` show them).
+        #[arg(long, value_name = "CATEGORY", conflicts_with = "offloaded")]
+        reason: Option<String>,
+        /// At most this many flows.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+        /// Count the selected flows (by placement and port) instead of listing them.
+        #[arg(long)]
+        summary: bool,
     },
     /// List ports.
     Show,
@@ -119,12 +138,26 @@ fn to_request(cmd: Command) -> Result<Request, Usage> {
         Command::DumpFlows {
             offloaded,
             software,
+            port,
+            network,
+            remote,
+            reason,
+            limit,
+            summary,
         } => Request::DumpFlows {
-            filter: match (offloaded, software) {
+            filter: match (offloaded, software || reason.is_some()) {
                 (true, _) => FlowFilter::Offloaded,
                 (_, true) => FlowFilter::Software,
                 _ => FlowFilter::All,
             },
+            select: FlowSelect {
+                port,
+                network,
+                remote,
+                reason,
+                limit,
+            },
+            summary,
         },
         Command::Show => Request::Show,
         Command::Tunnels => Request::Tunnels,

@@ -10,8 +10,8 @@
 //! aligned tables.
 
 use super::proto::{
-    DoneBody, FdbNetworkRow, FlowRow, Placement, PortRow, ResponseBody, RuleRow, StatsBody,
-    TraceBody, TunnelRow,
+    DoneBody, FdbNetworkRow, FlowRow, FlowSummary, Placement, PortRow, ResponseBody, RuleRow,
+    StatsBody, TraceBody, TunnelRow,
 };
 use std::fmt::Write;
 
@@ -26,7 +26,30 @@ pub fn body(b: &ResponseBody) -> String {
         ResponseBody::Rules(r) => rules(r),
         ResponseBody::Done(d) => done(d),
         ResponseBody::Fdb(f) => fdb(f),
+        ResponseBody::FlowSummary(s) => flow_summary(s),
     }
+}
+
+/// `dump-flows --summary`.
+pub fn flow_summary(s: &FlowSummary) -> String {
+    let mut out = format!(
+        "flows: {} (offloaded {}, software {})\n",
+        s.flows, s.offloaded, s.software
+    );
+    let counts = |m: &std::collections::BTreeMap<String, u64>| -> Vec<Vec<String>> {
+        m.iter()
+            .map(|(k, n)| vec![k.clone(), n.to_string()])
+            .collect()
+    };
+    if !s.by_placement.is_empty() {
+        out.push('\n');
+        out.push_str(&table(&["PLACEMENT", "FLOWS"], &counts(&s.by_placement)));
+    }
+    if !s.by_port.is_empty() {
+        out.push('\n');
+        out.push_str(&table(&["IN_PORT", "FLOWS"], &counts(&s.by_port)));
+    }
+    out
 }
 
 /// `used:` as OVS prints it: seconds with milliseconds, or `never`.

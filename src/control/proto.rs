@@ -1,7 +1,9 @@
 //! The control protocol: one JSON object per line each way over a Unix socket.
 //!
 //! A request names its command in `"command"`:
-//! `{"command":"dump_flows","filter":"offloaded"}`, `{"command":"show"}`,
+//! `{"command":"dump_flows","filter":"offloaded"}`,
+//! `{"command":"dump_flows","select":{"remote":"10.0.0.2"},"summary":true}`,
+//! `{"command":"show"}`,
 //! `{"command":"rules_add","priority":100,"match":"in_port(1)","actions":"normal"}`.
 //! The answer is `{"ok":{"type":"flows","data":[...]}}` or `{"err":{"message":"..."}}`.
 //! Unknown fields are ignored and fields added later carry `#[serde(default)]`, so older
@@ -44,6 +46,17 @@ pub enum FlowFilter {
     Software,
 }
 
+impl Request {
+    /// `dump-flows` of every flow `filter` accepts, as rows.
+    pub fn dump_flows(filter: FlowFilter) -> Self {
+        Request::DumpFlows {
+            filter,
+            select: FlowSelect::default(),
+            summary: false,
+        }
+    }
+}
+
 impl FlowFilter {
     /// Whether a flow placed as `p` passes the filter.
     pub fn accepts(self, p: &Placement) -> bool {
@@ -55,6 +68,51 @@ impl FlowFilter {
     }
 }
 
+/// Which flows `dump-flows` lists besides their placement: every condition given must
+/// hold. Names are resolved by the daemon (an unknown one is an error answer).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FlowSelect {
+    /// Flows entering on this port (its name, as `show` lists it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    /// Flows of this network: entering on one of its representors, or carried in its
+    /// VNI (encapsulated toward a remote VTEP or decapsulated from one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Flows toward this remote VTEP (encapsulated to it) or from it (decapsulated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<std::net::IpAddr>,
+    /// Software flows kept there for this reason category (`mtu`, `no_route`, ... as
+    /// `dump-flows` shows them and `stats` counts them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// At most this many flows (the first ones found).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
+impl FlowSelect {
+    /// Whether it selects every flow (nothing set).
+    pub fn is_all(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// `dump-flows --summary`: how many flows the selection holds, by placement and port.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FlowSummary {
+    /// Flows selected.
+    pub flows: u64,
+    /// Of which a filter carries (tc or the simulated eswitch).
+    pub offloaded: u64,
+    /// Of which are in flowd's software datapath only.
+    pub software: u64,
+    /// Flows by placement: `tc`, `sim`, or `software (<reason category>)`.
+    pub by_placement: BTreeMap<String, u64>,
+    /// Flows by the port they enter on.
+    pub by_port: BTreeMap<String, u64>,
+}
+
 /// What flowctl asks the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
@@ -62,9 +120,15 @@ impl FlowFilter {
 pub enum Request {
     /// List flows.
     DumpFlows {
-        /// Which ones.
+        /// Which ones, by placement.
         #[serde(default)]
         filter: FlowFilter,
+        /// Which ones, by port, network, remote VTEP or reason; and how many.
+        #[serde(default, skip_serializing_if = "FlowSelect::is_all")]
+        select: FlowSelect,
+        /// Counts only ([`ResponseBody::FlowSummary`]), no rows.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        summary: bool,
     },
     /// List ports.
     Show,
@@ -155,6 +219,8 @@ pub enum ResponseBody {
     Done(DoneBody),
     /// `fdb`.
     Fdb(Vec<FdbNetworkRow>),
+    /// `dump-flows --summary`.
+    FlowSummary(FlowSummary),
 }
 
 impl ResponseBody {
@@ -464,14 +530,19 @@ mod tests {
     #[test]
     fn requests_round_trip() {
         for r in [
-            Request::DumpFlows {
-                filter: FlowFilter::All,
-            },
-            Request::DumpFlows {
-                filter: FlowFilter::Offloaded,
-            },
+            Request::dump_flows(FlowFilter::All),
+            Request::dump_flows(FlowFilter::Offloaded),
+            Request::dump_flows(FlowFilter::Software),
             Request::DumpFlows {
                 filter: FlowFilter::Software,
+                select: FlowSelect {
+                    port: Some("rep0".into()),
+                    network: Some("tenant-a".into()),
+                    remote: Some("10.0.0.2".parse().unwrap()),
+                    reason: Some("mtu".into()),
+                    limit: Some(10),
+                },
+                summary: true,
             },
             Request::Show,
             Request::Tunnels,
@@ -513,13 +584,31 @@ mod tests {
         );
         assert_eq!(
             serde_json::from_str::<Request>(r#"{"command":"dump_flows"}"#).unwrap(),
-            Request::DumpFlows {
-                filter: FlowFilter::All
-            }
+            Request::dump_flows(FlowFilter::All)
         );
         assert_eq!(
             serde_json::to_string(&Request::Show).unwrap(),
             r#"{"command":"show"}"#
+        );
+        // The selection travels only when given: an older daemon reads a plain dump.
+        assert_eq!(
+            serde_json::to_string(&Request::dump_flows(FlowFilter::All)).unwrap(),
+            r#"{"command":"dump_flows","filter":"all"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(
+                r#"{"command":"dump_flows","select":{"port":"rep0","limit":5},"summary":true}"#
+            )
+            .unwrap(),
+            Request::DumpFlows {
+                filter: FlowFilter::All,
+                select: FlowSelect {
+                    port: Some("rep0".into()),
+                    limit: Some(5),
+                    ..FlowSelect::default()
+                },
+                summary: true,
+            }
         );
         assert!(serde_json::from_str::<Request>(r#"{"command":"explode"}"#).is_err());
         // Fields a newer client adds are ignored by an older daemon.

@@ -25,6 +25,7 @@
 //!   withdraws the networks); a stop with `--keep-offloads` or a crash leaves them.
 
 use super::DaemonError;
+use super::lock;
 use crate::config::{Config, EvpnConfig};
 use datapath::flow::Mac;
 use datapath::slowpath::{
@@ -34,7 +35,7 @@ use evpn::{Fabric, RemoteEvent, ShadowSpec};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -65,10 +66,6 @@ pub fn specs(cfg: &Config, settings: &EvpnConfig) -> BTreeMap<NetworkId, ShadowS
             Some((super::build::network_id(n), spec))
         })
         .collect()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What the thread shares with the daemon.

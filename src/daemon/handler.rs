@@ -1,16 +1,18 @@
 //! The control socket's requests, answered from the running daemon.
 
-use super::{Daemon, fib_timing};
+use super::{Daemon, fib_timing, lock};
 use crate::config::{Config, RuleActionsConfig, RuleConfig};
 use crate::control::proto::{
-    DoneBody, FlowFilter, FlowRow, MAX_ECHO_BYTES, Placement, Request, Response, ResponseBody,
-    RuleRow, StatsBody, TraceBody, TunnelRow, elide,
+    DoneBody, FlowFilter, FlowRow, FlowSelect, FlowSummary, MAX_ECHO_BYTES, Placement, Request,
+    Response, ResponseBody, RuleRow, StatsBody, TraceBody, TunnelRow, elide,
 };
 use crate::control::server::{CONTROL_CONNECTIONS, ControlHandler};
 use datapath::Megaflow;
+use datapath::PortId;
 use datapath::cache::FlowEntry;
 use offload::backend::HwState;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -54,7 +56,95 @@ fn placement(d: &Daemon, e: &FlowEntry) -> Placement {
     }
 }
 
-fn flow_row(d: &Daemon, e: &FlowEntry, now_ms: u64) -> FlowRow {
+/// A [`FlowSelect`] resolved against the daemon's ports and configuration.
+struct Selector {
+    port: Option<PortId>,
+    /// The network's representors and VNI.
+    network: Option<(Vec<PortId>, Option<u32>)>,
+    remote: Option<IpAddr>,
+    reason: Option<String>,
+    limit: u64,
+}
+
+impl Selector {
+    fn resolve(d: &Daemon, s: &FlowSelect) -> Result<Self, String> {
+        let ports = d.ports.table();
+        let port_id = |name: &str| {
+            ports
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| p.id)
+                .ok_or_else(|| format!("no port named `{name}` (see `flowctl show`)"))
+        };
+        let port = s.port.as_deref().map(port_id).transpose()?;
+        let network = match &s.network {
+            None => None,
+            Some(name) => {
+                let cfg = lock(&d.config);
+                let n = cfg
+                    .networks
+                    .iter()
+                    .find(|n| n.name == *name)
+                    .ok_or_else(|| format!("no network named `{name}` in the configuration"))?;
+                let vni = match n.segment {
+                    crate::config::Segment::Vni(v) => Some(v),
+                    crate::config::Segment::Vlan(_) => None,
+                };
+                // A representor not plugged now has no flows to select.
+                let reps = n.members.iter().filter_map(|m| port_id(m).ok()).collect();
+                Some((reps, vni))
+            }
+        };
+        Ok(Self {
+            port,
+            network,
+            remote: s.remote,
+            reason: s.reason.clone(),
+            limit: s.limit.unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Whether the flow passes the conditions its key and actions decide.
+    fn matches(&self, e: &FlowEntry) -> bool {
+        let key = e.key();
+        let in_port = PortId(key.in_port);
+        if self.port.is_some_and(|p| p != in_port) {
+            return false;
+        }
+        let tunnels = || {
+            e.actions().as_slice().iter().filter_map(|a| match a {
+                datapath::actions::Action::SetTunnel(t) => Some(t),
+                _ => None,
+            })
+        };
+        if let Some(r) = self.remote
+            && key.tunnel_src() != Some(r)
+            && !tunnels().any(|t| t.dst == r)
+        {
+            return false;
+        }
+        if let Some((reps, vni)) = &self.network {
+            let decap = key.tunnel_src().is_some();
+            let ours = (!decap && reps.contains(&in_port))
+                || vni
+                    .is_some_and(|v| (decap && key.tun_vni == v) || tunnels().any(|t| t.vni == v));
+            if !ours {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether a flow placed as `p` passes the reason condition.
+    fn matches_placement(&self, p: &Placement) -> bool {
+        match &self.reason {
+            None => true,
+            Some(r) => !p.offloaded && p.category.as_deref() == Some(r.as_str()),
+        }
+    }
+}
+
+fn flow_row_placed(d: &Daemon, e: &FlowEntry, placement: Placement, now_ms: u64) -> FlowRow {
     let mut st = e.stats();
     let sw_packets = st.packets;
     if let Some(rs) = d.offload.as_ref().and_then(|o| o.stats(e.id())) {
@@ -69,25 +159,61 @@ fn flow_row(d: &Daemon, e: &FlowEntry, now_ms: u64) -> FlowRow {
         sw_packets,
         bytes: st.bytes,
         used_ms_ago: (st.packets > 0).then(|| now_ms.saturating_sub(st.used)),
-        placement: placement(d, e),
+        placement,
         actions: e.actions().to_string(),
     }
 }
 
 impl Handler {
-    fn dump_flows(&self, filter: FlowFilter) -> ResponseBody {
+    /// `dump-flows`: the flows the filter and the selection pass, as rows or counted.
+    /// The conditions on keys and actions are checked first; a flow's row is formatted
+    /// only once it is selected.
+    fn dump_flows(&self, filter: FlowFilter, select: &FlowSelect, summary: bool) -> Response {
         let d = &self.0;
+        let sel = match Selector::resolve(d, select) {
+            Ok(s) => s,
+            Err(e) => return Response::err(e),
+        };
         let now = d.switch.clock().now_ms();
-        let rows = d
-            .switch
-            .engine()
-            .table()
-            .snapshot()
-            .iter()
-            .map(|e| flow_row(d, e, now))
-            .filter(|r| filter.accepts(&r.placement))
-            .collect();
-        ResponseBody::Flows(rows)
+        let ports = d.ports.table();
+        let mut rows = Vec::new();
+        let mut sum = FlowSummary::default();
+        let mut taken = 0u64;
+        for e in d.switch.engine().table().snapshot().iter() {
+            if taken >= sel.limit {
+                break;
+            }
+            if !sel.matches(e) {
+                continue;
+            }
+            let p = placement(d, e);
+            if !filter.accepts(&p) || !sel.matches_placement(&p) {
+                continue;
+            }
+            taken += 1;
+            if !summary {
+                rows.push(flow_row_placed(d, e, p, now));
+                continue;
+            }
+            sum.flows += 1;
+            let at = if p.offloaded {
+                sum.offloaded += 1;
+                p.dp.clone()
+            } else {
+                sum.software += 1;
+                format!("software ({})", p.category.as_deref().unwrap_or("-"))
+            };
+            *sum.by_placement.entry(at).or_default() += 1;
+            let port = ports
+                .get(PortId(e.key().in_port))
+                .map_or_else(|| format!("port {}", e.key().in_port), |p| p.name.clone());
+            *sum.by_port.entry(port).or_default() += 1;
+        }
+        if summary {
+            ResponseBody::FlowSummary(sum).into()
+        } else {
+            ResponseBody::Flows(rows).into()
+        }
     }
 
     fn tunnels(&self) -> ResponseBody {
@@ -503,7 +629,11 @@ impl From<ResponseBody> for Response {
 impl ControlHandler for Handler {
     fn handle(&self, req: Request) -> Response {
         match req {
-            Request::DumpFlows { filter } => self.dump_flows(filter).into(),
+            Request::DumpFlows {
+                filter,
+                select,
+                summary,
+            } => self.dump_flows(filter, &select, summary),
             Request::Show => ResponseBody::Ports(self.0.port_rows()).into(),
             Request::Tunnels => self.tunnels().into(),
             Request::Trace { flow } => self.trace(&flow),

@@ -672,3 +672,9 @@ impl Daemon {
         }
     }
 }
+
+/// Locks a mutex of the daemon's; a panic elsewhere that poisoned it leaves the data as
+/// it was (every holder keeps it consistent), so the daemon carries on.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -9,6 +9,7 @@
 //! toward the remote it decapsulates from (its network's mark, its fixed local address
 //! if matched). Head-end replication reaches several remotes: several paths.
 
+use super::lock;
 use super::routes::RouteTable;
 use crate::switch::Clock;
 use arc_swap::ArcSwap;
@@ -22,7 +23,7 @@ use offload::FlowRequest;
 use offload::worker::OffloadWorker;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use vocab::{LookupKey, TunnelPath, TunnelRole};
 
 /// The tunnel paths a flow depends on: the lookup key of each of its `set(tunnel)`
@@ -99,10 +100,6 @@ pub struct FlowHooks {
     held: Mutex<HashMap<FlowId, Vec<LookupKey>>>,
     /// Counters.
     pub counters: HookCounters,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl FlowHooks {

@@ -9,6 +9,7 @@
 //! re-created uplink). This table is what `flowctl show` prints and what the offload
 //! layer's port table is built from.
 
+use super::lock;
 use crate::config::{PortConfig, PortRole as CfgRole};
 use crate::control::proto::PortRow;
 use arc_swap::ArcSwap;
@@ -16,7 +17,7 @@ use datapath::{IfIndex, PortId};
 use fibwatch::Link;
 use offload::{PortInfo, PortKind, PortTable};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use vocab::SwitchId;
 
 /// What changed about one configured port.
@@ -77,10 +78,6 @@ struct Inner {
     configured: Vec<PortConfig>,
     /// The last facts seen per port (kept while its netdev is gone).
     by_id: HashMap<PortId, PortInfo>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl LivePorts {

@@ -20,6 +20,7 @@
 //! also answers the datapath's inbound question from fibwatch's compiled inbound
 //! policies, and switches the kernel path's receive sockets on and off with them.
 
+use super::lock;
 use arc_swap::ArcSwap;
 use datapath::port::RxControl;
 use datapath::tunnel::{LookupKey, TunnelResolver, TunnelRoute, Unroutable, Via};
@@ -27,7 +28,7 @@ use datapath::{IfIndex, PortId};
 use fibwatch::Inbound;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use vocab::PathFacts;
 
 /// One key in use, as `flowctl tunnels` shows it.
@@ -52,10 +53,6 @@ pub struct RouteTable {
     inbound: ArcSwap<Inbound>,
     /// The kernel path's receive sockets (when the tunnel port has one).
     rx: Mutex<Option<RxControl>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl RouteTable {

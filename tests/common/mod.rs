@@ -64,9 +64,7 @@ pub mod lab {
 
     /// Every flow, as `flowctl dump-flows` lists it.
     pub fn flows(l: &Lab) -> Vec<FlowRow> {
-        match l.request(Request::DumpFlows {
-            filter: FlowFilter::All,
-        }) {
+        match l.request(Request::dump_flows(FlowFilter::All)) {
             Ok(ResponseBody::Flows(rows)) => rows,
             other => panic!("dump-flows: {other:?}"),
         }
