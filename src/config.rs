@@ -171,7 +171,16 @@ pub struct OffloadConfig {
     /// Capacity of the offload worker's queue (default 4096, at most 1048576). A request
     /// that finds it full waits in a backlog (the flow stays `pending`): none is lost.
     pub queue: Option<usize>,
+    /// Filters each simulated eswitch holds (backend `sim`; default 65536, at most
+    /// 16777216): past it an install is refused with ENOSPC and the flow stays in
+    /// software (`capacity`), as a NIC's full flow table refuses it.
+    pub sim_capacity: Option<usize>,
 }
+
+/// A simulated eswitch's default capacity, in filters.
+pub const DEFAULT_SIM_CAPACITY: usize = 65_536;
+/// A simulated eswitch's largest capacity.
+pub const MAX_SIM_CAPACITY: usize = 1 << 24;
 
 /// The offload queue's default capacity.
 pub const DEFAULT_OFFLOAD_QUEUE: usize = 4096;
@@ -1338,6 +1347,15 @@ fn check_offload(o: &OffloadConfig, at: Range<usize>, errs: &mut Errors) {
     if let Some(q) = o.queue {
         check_range(errs, s, "queue", q as u64, (1, MAX_OFFLOAD_QUEUE as u64));
     }
+    if let Some(c) = o.sim_capacity {
+        check_range(
+            errs,
+            s,
+            "sim_capacity",
+            c as u64,
+            (1, MAX_SIM_CAPACITY as u64),
+        );
+    }
     for (key, v) in [("coalesce_ms", o.coalesce_ms), ("settle_ms", o.settle_ms)] {
         if let Some(v) = v {
             check_range(errs, s, key, v, (0, limits::OFFLOAD_MS));
@@ -1924,6 +1942,14 @@ mod tests {
                 "7:10: invalid value: integer `-1`, expected u32",
             ),
             ("[offload]\nqueue = 0\n", "[offload] queue = 0 out of range"),
+            (
+                "[offload]\nsim_capacity = 0\n",
+                "[offload] sim_capacity = 0 out of range",
+            ),
+            (
+                "[offload]\nsim_capacity = 16777217\n",
+                "[offload] sim_capacity = 16777217 out of range",
+            ),
             (
                 "[offload]\nqueue = 2000000\n",
                 "[offload] queue = 2000000 out of range",

@@ -296,20 +296,16 @@ impl Handler {
         let d = &self.0;
         let up = d.switch.engine().counters().snapshot();
         let dp = d.switch.datapath_stats();
-        let flows = d.switch.engine().table().snapshot();
-        let mut offloaded = 0;
-        let mut failed: BTreeMap<String, u64> = BTreeMap::new();
-        if let Some(o) = &d.offload {
-            for e in &flows {
-                match o.placement(e.id()) {
-                    Some(p) if p.is_offloaded() => offloaded += 1,
-                    Some(offload::Placement::Software { reason }) => {
-                        *failed.entry(reason.category().to_string()).or_default() += 1;
-                    }
-                    _ => {}
-                }
+        let flows = d.switch.engine().table().len();
+        let (offloaded, failed) = match &d.offload {
+            Some(o) => {
+                let (n, by) = o.placement_counts();
+                let by: BTreeMap<String, u64> =
+                    by.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+                (n, by)
             }
-        }
+            None => (0, BTreeMap::new()),
+        };
         let fib = d.watcher.as_ref().and_then(|w| w.stats().ok());
         let reval = d.switch.engine().reval_stats();
         let mut other = BTreeMap::from([
@@ -453,7 +449,7 @@ impl Handler {
             ports,
             upcalls: up.queued,
             upcall_drops: up.queue_full + up.dropped_other + up.port_share,
-            flows: flows.len() as u64,
+            flows: flows as u64,
             flows_offloaded: offloaded,
             flow_setups: up.installed,
             offload_ok: offloaded,
@@ -736,8 +732,10 @@ impl Daemon {
             ));
         }
         let (o0, o1) = (&cur.offload, &new.offload);
-        if (o0.policy, o0.backend, o0.queue) != (o1.policy, o1.backend, o1.queue) {
-            restart.push("[offload] policy, backend and queue".into());
+        if (o0.policy, o0.backend, o0.queue, o0.sim_capacity)
+            != (o1.policy, o1.backend, o1.queue, o1.sim_capacity)
+        {
+            restart.push("[offload] policy, backend, queue and sim_capacity".into());
         }
         if (o0.coalesce_ms, o0.settle_ms) != (o1.coalesce_ms, o1.settle_ms)
             && let Some(w) = &self.watcher

@@ -164,12 +164,16 @@ fn backend(cfg: &Config, table: &PortTable) -> Result<Option<Backend>, DaemonErr
         .map_err(|e| DaemonError::Offload(e.to_string()))?;
         return Ok(Some((Box::new(tc), "tc")));
     }
-    Ok(Some((Box::new(sim_fabric(table)), "sim")))
+    let capacity = cfg
+        .offload
+        .sim_capacity
+        .unwrap_or(crate::config::DEFAULT_SIM_CAPACITY);
+    Ok(Some((Box::new(sim_fabric(table, capacity)), "sim")))
 }
 
 /// One simulated eswitch per switch id, holding that id's uplink, representors and the
 /// tunnel device.
-fn sim_fabric(table: &PortTable) -> offload::sim::SimFabric {
+fn sim_fabric(table: &PortTable, capacity: usize) -> offload::sim::SimFabric {
     use offload::sim::{SimCaps, SimRep, SimSwitchSpec};
     let tunnels: Vec<IfIndex> = table
         .iter()
@@ -184,7 +188,7 @@ fn sim_fabric(table: &PortTable) -> offload::sim::SimFabric {
             uplinks: Vec::new(),
             tunnels: tunnels.clone(),
             reps: Vec::new(),
-            capacity: 65_536,
+            capacity,
             caps: SimCaps::default(),
         });
         match p.kind {

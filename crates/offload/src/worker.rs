@@ -14,7 +14,7 @@ use crate::offloader::{AdoptionReport, FlowRequest, OffloadCounters, Offloader};
 use crate::placement::{Placement, SoftwareReason};
 use crate::ports::PortInfo;
 use datapath::{FlowId, PortId};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -262,6 +262,26 @@ impl OffloadWorker {
     /// A flow's placement.
     pub fn placement(&self, flow: FlowId) -> Option<Placement> {
         lock(&self.published).placements.get(&flow).cloned()
+    }
+
+    /// How many flows a filter carries, and how many are in software by reason
+    /// category (`SoftwareReason::category`): one pass over the placements under one
+    /// lock, nothing cloned, so that `stats` and the metrics stay cheap at a million
+    /// flows.
+    pub fn placement_counts(&self) -> (u64, BTreeMap<&'static str, u64>) {
+        let p = lock(&self.published);
+        let mut offloaded = 0;
+        let mut software = BTreeMap::new();
+        for pl in p.placements.values() {
+            match pl {
+                Placement::Software { reason } => {
+                    *software.entry(reason.category()).or_default() += 1;
+                }
+                pl if pl.is_offloaded() => offloaded += 1,
+                _ => {}
+            }
+        }
+        (offloaded, software)
     }
 
     /// A flow's last pulled counters.

@@ -1,0 +1,449 @@
+//! Scale through the real daemon (issue 15): flow setup rate for a burst of new flows,
+//! memory per megaflow, and `dump-flows` at that size, on `flowd lab`'s topology
+//! (namespaces `sc-*`; backend `sim`, policy `skip_hw`: every flow is also offloaded to
+//! the simulated eswitch, sized for it with `[offload] sim_capacity`).
+//!
+//! Each new flow is a NORMAL + VXLAN encapsulation megaflow: vf0 sends frames to
+//! distinct unknown unicast MACs (02:f0:..), which NORMAL floods to the network's remote
+//! VTEP, one megaflow per destination (the mask covers the whole destination MAC). The
+//! frames are written straight onto vf0 with AF_PACKET, as fast as the socket takes them.
+//!
+//! - **setup**: `FLOWD_SCALE_BURST` (default 100,000) new flows offered in one pass; the
+//!   time from the first frame to 90% and 100% of them installed (polling `flowctl
+//!   stats`), and how many upcalls were dropped (a dropped one waits for its flow's next
+//!   packet). Goal: 100% installed from the one pass, at >= 100,000 flows/s.
+//! - **memory**: then up to `FLOWD_SCALE_FLOWS` (default 1,000,000) flows, offered in
+//!   passes of 2,000, each waiting until the count settles; RSS growth
+//!   of the daemon divided by the flows it holds, once the simulated eswitch carries
+//!   them. Goal: <= 1 KiB per flow.
+//! - **dump-flows**: the time to answer `--summary` and `--limit 1000`, and the whole
+//!   dump's size and time up to 200,000 flows (beyond that it is not attempted).
+//!
+//! Needs root and iproute2. Bounded: every wait has a deadline; the namespaces and the
+//! daemon go away on every exit path. Runs only under `cargo bench` (`--bench`).
+
+use datapath::port::{AfPacketPort, PacketBatch, Port};
+use flowd::control::client::request_with_timeout;
+use flowd::control::proto::{FlowFilter, FlowSelect, Request, Response, ResponseBody, StatsBody};
+use flowd::lab::{self, Lab};
+use flowd::netns::{Netns, can_netns};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Err once SIGINT or SIGTERM arrived: every loop stops and the lab is torn down.
+fn interrupted() -> Result<(), String> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        Err("interrupted".into())
+    } else {
+        Ok(())
+    }
+}
+
+const GOAL_RATE: f64 = 100_000.0;
+const GOAL_BYTES_PER_FLOW: f64 = 1024.0;
+/// Flows offered per pass while filling the table: few enough that the receive ring and
+/// the upcall queue take them (the fill measures memory, not bursts).
+const PASS: u64 = 2_000;
+/// The whole dump is attempted up to this many flows.
+const FULL_DUMP_MAX: u64 = 200_000;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .filter(|&v| v > 0)
+        .unwrap_or(default)
+}
+
+fn stats(l: &Lab) -> StatsBody {
+    match l.request(Request::Stats) {
+        Ok(ResponseBody::Stats(s)) => *s,
+        other => panic!("stats: {other:?}"),
+    }
+}
+
+/// The daemon's resident set, in bytes.
+fn rss(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Frame `i`: vf0 (`src`) to the unknown unicast MAC 02:f0:<i>, IPv4/UDP 1.1.1.2 ->
+/// 1.1.1.200, 60 bytes.
+fn frame(src: [u8; 6], i: u64, out: &mut [u8; 60]) {
+    *out = [0; 60];
+    let b = (i as u32).to_be_bytes();
+    out[..6].copy_from_slice(&[0x02, 0xf0, b[0], b[1], b[2], b[3]]);
+    out[6..12].copy_from_slice(&src);
+    out[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip = &mut out[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&46u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&[1, 1, 1, 2]);
+    ip[16..20].copy_from_slice(&[1, 1, 1, 200]);
+    let sum = ip
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum::<u32>();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    out[34..36].copy_from_slice(&40000u16.to_be_bytes());
+    out[36..38].copy_from_slice(&9u16.to_be_bytes());
+    out[38..40].copy_from_slice(&26u16.to_be_bytes());
+}
+
+/// Sends frames `range` once from vf0 (inside namespace `ns`); the time it took.
+fn offer(ns: &str, range: std::ops::Range<u64>) -> Result<Duration, String> {
+    let ns = ns.to_string();
+    std::thread::spawn(move || {
+        Netns::borrowed(&ns).enter().map_err(|e| e.to_string())?;
+        let mut port = AfPacketPort::open("vf0", 64).map_err(|e| e.to_string())?;
+        let src = port.mac();
+        let mut batch = PacketBatch::new(64, 128);
+        let mut f = [0u8; 60];
+        let t0 = Instant::now();
+        let mut i = range.start;
+        while i < range.end {
+            batch.clear();
+            while i < range.end && batch.len() < 64 {
+                frame(src, i, &mut f);
+                batch.push(&f);
+                i += 1;
+            }
+            // What the veth could not take is dropped and counted by the port (and
+            // shows as flows never offered).
+            port.send(&batch).map_err(|e| e.to_string())?;
+        }
+        Ok(t0.elapsed())
+    })
+    .join()
+    .map_err(|_| "the sender panicked".to_string())?
+}
+
+/// Waits until the daemon holds `want` flows (at most `secs`); the flow count and the
+/// time of each sample.
+fn wait_flows(l: &Lab, want: u64, secs: u64, t0: Instant) -> Vec<(Duration, u64)> {
+    let mut samples = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last = (0, Instant::now());
+    loop {
+        let n = stats(l).flows;
+        samples.push((t0.elapsed(), n));
+        if n >= want || Instant::now() >= deadline || interrupted().is_err() {
+            return samples;
+        }
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(5) {
+            return samples; // no progress for 5 s
+        }
+        // `stats` walks every flow's placement: polling it much faster would itself
+        // load the daemon at a million flows.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the flow count stops growing (300 ms without a new flow; at most 30 s).
+fn settle(l: &Lab) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = stats(l).flows;
+    let mut still = 0;
+    while still < 3 && Instant::now() < deadline && interrupted().is_ok() {
+        std::thread::sleep(Duration::from_millis(100));
+        let n = stats(l).flows;
+        still = if n == last { still + 1 } else { 0 };
+        last = n;
+    }
+}
+
+/// When the count first reached `n`.
+fn reached(samples: &[(Duration, u64)], n: u64) -> Option<Duration> {
+    samples.iter().find(|(_, c)| *c >= n).map(|(t, _)| *t)
+}
+
+fn timed(l: &Lab, req: Request) -> Result<(Duration, usize, ResponseBody), String> {
+    let t = Instant::now();
+    let line = serde_json::to_vec(&req).map_err(|e| e.to_string())?.len();
+    match request_with_timeout(&l.socket(), &req, Duration::from_secs(300)) {
+        Ok(Response::Ok(body)) => {
+            let size = serde_json::to_vec(&body).map_or(0, |v| v.len()) + line;
+            Ok((t.elapsed(), size, body))
+        }
+        Ok(Response::Err { message }) => Err(message),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+fn run(l: &mut Lab, flows: u64, burst: u64) -> Result<(), String> {
+    let exe = Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd"));
+    let cap = flows + 1000;
+    let cfg = lab::config_text("sim", &l.socket())
+        .replace(
+            "max_idle_ms = 10000",
+            &format!(
+                "max_idle_ms = 3600000\nflow_limit = {}\n\
+                 # one port may hold a quarter of the table\n",
+                (4 * cap).min(16_777_216)
+            ),
+        )
+        .replace(
+            "backend = \"sim\"",
+            &format!("backend = \"sim\"\nsim_capacity = {}", 2 * cap),
+        );
+    l.start_daemon_config(&exe, &cfg, &[])?;
+    let pid = l.daemon.as_ref().map(|d| d.id()).ok_or("no daemon")?;
+    let (ok, out) = l.vfs[0].try_exec("ping -c 3 -i 0.2 -W 2 1.1.1.3");
+    if !ok {
+        return Err(format!("vf0 cannot reach 1.1.1.3: {out}"));
+    }
+    let base = stats(l);
+    let rss0 = rss(pid);
+    println!(
+        "baseline: {} flows, RSS {:.1} MiB; offering {burst} new flows in one pass",
+        base.flows,
+        mib(rss0)
+    );
+
+    // Setup: one pass of `burst` new flows.
+    let t0 = Instant::now();
+    let send_time = offer(&l.vfs[0].name, 0..burst)?;
+    let samples = wait_flows(l, base.flows + burst, 60, t0);
+    let after = stats(l);
+    let installed = after.flows - base.flows;
+    let t90 = reached(&samples, base.flows + burst * 9 / 10);
+    let t100 = reached(&samples, base.flows + burst);
+    let drops = after.upcall_drops - base.upcall_drops;
+    let rep0 = |s: &StatsBody, k: &str| {
+        s.ports
+            .get("rep0")
+            .and_then(|p| p.get(k))
+            .copied()
+            .unwrap_or(0)
+    };
+    let ring_drops = rep0(&after, "kernel_drops") - rep0(&base, "kernel_drops");
+
+    // Memory: fill up to `flows`, a pass at a time.
+    // The burst's missing flows first (their second packet), then the rest: each pass
+    // waits until the count settles (no flow added for 300 ms).
+    let mut next = 0;
+    while next < flows {
+        interrupted()?;
+        let end = (next + PASS).min(flows);
+        offer(&l.vfs[0].name, next..end)?;
+        settle(l);
+        next = end;
+    }
+    let mut resent = 0u64;
+    // Whatever is still missing (an upcall or a ring frame dropped) gets one more packet.
+    if stats(l).flows < base.flows + flows {
+        resent = 1;
+        next = 0;
+        while next < flows {
+            interrupted()?;
+            let end = (next + PASS).min(flows);
+            offer(&l.vfs[0].name, next..end)?;
+            settle(l);
+            next = end;
+        }
+    }
+    let held = stats(l).flows;
+    // Offloaded too: the simulated eswitch carries them (its state is the daemon's).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stats(l).flows_offloaded + 1000 < held && Instant::now() < deadline {
+        interrupted()?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let end = stats(l);
+    let rss1 = rss(pid);
+    let grown = end.flows.saturating_sub(base.flows).max(1);
+    let per_flow = rss1.saturating_sub(rss0) as f64 / grown as f64;
+
+    // dump-flows.
+    let summary = timed(
+        l,
+        Request::DumpFlows {
+            filter: FlowFilter::All,
+            select: FlowSelect::default(),
+            summary: true,
+        },
+    )?;
+    let limited = timed(
+        l,
+        Request::DumpFlows {
+            filter: FlowFilter::All,
+            select: FlowSelect {
+                limit: Some(1000),
+                ..FlowSelect::default()
+            },
+            summary: false,
+        },
+    )?;
+    let full = (end.flows <= FULL_DUMP_MAX)
+        .then(|| timed(l, Request::dump_flows(FlowFilter::All)))
+        .transpose()?;
+
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("\nscale: flowd through the daemon, NORMAL + VXLAN encap, backend sim (skip_hw)");
+    println!("load average at end: {}", load.trim());
+    println!(
+        "{:<44} {:>14} {:>14}  verdict",
+        "figure", "measured", "goal"
+    );
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    let rate = t100.map(|t| burst as f64 / t.as_secs_f64());
+    println!(
+        "{:<44} {:>14} {:>14}",
+        format!("burst of {burst}: offered in"),
+        format!("{:.3} s", send_time.as_secs_f64()),
+        "-"
+    );
+    println!(
+        "{:<44} {:>14} {:>14}  {}",
+        "burst: installed from one pass",
+        format!("{installed} of {burst}"),
+        "100%",
+        verdict(installed >= burst)
+    );
+    println!(
+        "{:<44} {:>14} {:>14}",
+        "burst: 90% installed after",
+        t90.map_or("-".into(), |t| format!("{:.3} s", t.as_secs_f64())),
+        "-"
+    );
+    println!(
+        "{:<44} {:>14} {:>14}  {}",
+        "burst: 100% installed after (flows/s)",
+        match (t100, rate) {
+            (Some(t), Some(r)) => format!("{:.3} s ({r:.0}/s)", t.as_secs_f64()),
+            _ => "never".into(),
+        },
+        format!(">= {GOAL_RATE:.0}/s"),
+        verdict(rate.is_some_and(|r| r >= GOAL_RATE))
+    );
+    println!(
+        "{:<44} {:>14} {:>14}  {}",
+        "burst: upcalls dropped",
+        drops,
+        "0",
+        verdict(drops == 0)
+    );
+    println!(
+        "{:<44} {:>14} {:>14}  {}",
+        "burst: dropped at rep0's receive ring",
+        ring_drops,
+        "0",
+        verdict(ring_drops == 0)
+    );
+    println!(
+        "{:<44} {:>14} {:>14}",
+        "flows held (offloaded to the sim eswitch)",
+        format!("{} ({})", end.flows, end.flows_offloaded),
+        format!("{flows}")
+    );
+    println!(
+        "{:<44} {:>14} {:>14}",
+        "flows needing a second round of packets",
+        if resent > 0 { "some" } else { "none" },
+        "none"
+    );
+    println!(
+        "{:<44} {:>14} {:>14}",
+        "RSS before / after",
+        format!("{:.0}/{:.0} MiB", mib(rss0), mib(rss1)),
+        "-"
+    );
+    println!(
+        "{:<44} {:>14} {:>14}  {}",
+        "RSS growth per flow",
+        format!("{per_flow:.0} B"),
+        format!("<= {GOAL_BYTES_PER_FLOW:.0} B"),
+        verdict(per_flow <= GOAL_BYTES_PER_FLOW)
+    );
+    println!(
+        "{:<44} {:>14} {:>14}",
+        "dump-flows --summary",
+        format!("{:.3} s", summary.0.as_secs_f64()),
+        "-"
+    );
+    println!(
+        "{:<44} {:>14} {:>14}",
+        "dump-flows --limit 1000",
+        format!("{:.3} s", limited.0.as_secs_f64()),
+        "-"
+    );
+    match full {
+        Some((t, size, _)) => println!(
+            "{:<44} {:>14} {:>14}",
+            "dump-flows (all, JSON)",
+            format!("{:.2} s {:.0} MiB", t.as_secs_f64(), mib(size as u64)),
+            "-"
+        ),
+        None => println!(
+            "{:<44} {:>14} {:>14}",
+            "dump-flows (all)",
+            format!("not run > {FULL_DUMP_MAX}"),
+            "-"
+        ),
+    }
+    if let ResponseBody::FlowSummary(s) = summary.2 {
+        println!(
+            "summary: {} flows, by placement {:?}",
+            s.flows, s.by_placement
+        );
+    }
+    Ok(())
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("scale: runs under `cargo bench --bench scale` only (netns, minutes)");
+        return;
+    }
+    if !can_netns() {
+        println!("scale: skipped (needs root and iproute2)");
+        return;
+    }
+    // SAFETY: installing an async-signal-safe handler that only stores an atomic.
+    unsafe {
+        let handler: extern "C" fn(libc::c_int) = on_signal;
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    }
+    let flows = env_u64("FLOWD_SCALE_FLOWS", 1_000_000).min(4_000_000);
+    let burst = env_u64("FLOWD_SCALE_BURST", 100_000).min(flows);
+    println!(
+        "scale: {flows} flows (FLOWD_SCALE_FLOWS), burst {burst} (FLOWD_SCALE_BURST); load {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    let mut l = match lab::build("sc") {
+        Ok(l) => l,
+        Err(e) => {
+            println!("scale: cannot build the lab: {e}");
+            std::process::exit(1);
+        }
+    };
+    let r = run(&mut l, flows, burst);
+    drop(l);
+    if let Err(e) = r {
+        println!("scale: {e}");
+        std::process::exit(1);
+    }
+}
