@@ -17,7 +17,9 @@ if ! command -v ovs-vswitchd >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q openvswitch-switch >/dev/null || true
   [ -z "$norc" ] || rm -f /usr/sbin/policy-rc.d
 fi
-for b in cache datapath slowpath fibwatch offload_sim afpacket evpn tcp; do
+# benches/scale.rs drives the real daemon to FLOWD_SCALE_FLOWS flows (default 1,000,000:
+# several GB of RSS and some minutes; set it lower on a small machine).
+for b in cache datapath slowpath fibwatch offload_sim afpacket evpn tcp scale; do
   if grep -q "name = \"$b\"" Cargo.toml; then
     cargo bench --quiet --bench "$b"
   fi

@@ -13,19 +13,12 @@
 
 mod common;
 
-use common::{exe, skip_without_netns as skip, stat};
+use common::{exe, skip_without_netns as skip, stat, tunnels};
 
 use common::lab::{encap_flows, flows, ping, wait};
 use common::wire;
-use flowd::control::proto::{Request, ResponseBody, TunnelRow};
-use flowd::lab::{self, Lab};
 
-fn tunnels(l: &Lab) -> Vec<TunnelRow> {
-    match l.request(Request::Tunnels) {
-        Ok(ResponseBody::Tunnels(rows)) => rows,
-        other => panic!("tunnels: {other:?}"),
-    }
-}
+use flowd::lab;
 
 /// The seed's outbound policy shape, from uplink 1's address to the remote VTEP.
 const OUT_POLICY: &str = "xfrm policy add src 192.168.1.1/32 dst 10.0.0.2/32 dir out \

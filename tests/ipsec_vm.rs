@@ -17,11 +17,10 @@
 
 mod common;
 
-use common::{exe, stat};
+use common::{exe, stat, tunnels};
 
 use common::lab::{encap_flows, flows, ping, wait};
 use common::{Wire, wire};
-use flowd::control::proto::{Request, ResponseBody, TunnelRow};
 use flowd::lab::{self, Lab};
 use flowd::netns::Netns;
 
@@ -33,13 +32,6 @@ fn ready() -> bool {
         return false;
     }
     true
-}
-
-fn tunnels(l: &Lab) -> Vec<TunnelRow> {
-    match l.request(Request::Tunnels) {
-        Ok(ResponseBody::Tunnels(rows)) => rows,
-        other => panic!("tunnels: {other:?}"),
-    }
 }
 
 const HV: &str = "192.168.1.1";

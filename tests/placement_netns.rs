@@ -17,19 +17,12 @@
 
 mod common;
 
-use common::{exe, skip_without_netns as skip, stat};
+use common::{exe, skip_without_netns as skip, stat, tunnels};
 
 use common::lab::{capture, encap_flows, flows, ping, wait};
-use flowd::control::proto::{Request, ResponseBody, TunnelRow};
+use flowd::control::proto::{Request, ResponseBody};
 use flowd::lab::{self, Lab};
 use flowd::netns::Netns;
-
-fn tunnels(l: &Lab) -> Vec<TunnelRow> {
-    match l.request(Request::Tunnels) {
-        Ok(ResponseBody::Tunnels(rows)) => rows,
-        other => panic!("tunnels: {other:?}"),
-    }
-}
 
 #[test]
 fn a_live_mtu_change_redecides_the_flows_of_its_port() {

@@ -27,6 +27,15 @@ pub fn stat(l: &flowd::lab::Lab, name: &str) -> u64 {
     }
 }
 
+/// The daemon's tunnel paths (`flowctl tunnels`).
+pub fn tunnels(l: &flowd::lab::Lab) -> Vec<flowd::control::proto::TunnelRow> {
+    use flowd::control::proto::{Request, ResponseBody};
+    match l.request(Request::Tunnels) {
+        Ok(ResponseBody::Tunnels(rows)) => rows,
+        other => panic!("tunnels: {other:?}"),
+    }
+}
+
 /// Enters `ns` from the calling thread (tests: panics on failure).
 pub fn enter(ns: &Netns) {
     ns.enter().unwrap_or_else(|e| panic!("{e}"));
