@@ -1,0 +1,144 @@
+//! Numeric bounds of the configuration keys, checked on the key's own line.
+
+use super::*;
+use std::ops::Range;
+
+/// Upper bounds of the numeric keys: what the daemon can honour on a hypervisor (each
+/// sizes something allocated up front, or a timer). Checked with the key's line.
+pub mod limits {
+    /// `[datapath] flow_limit`: megaflows.
+    pub const FLOW_LIMIT: u64 = 16 << 20;
+    /// `[datapath] max_idle_ms`: one day.
+    pub const MAX_IDLE_MS: u64 = 86_400_000;
+    /// `[datapath] upcall_queue`: packets waiting for the slow path.
+    pub const UPCALL_QUEUE: u64 = 1 << 20;
+    /// `[datapath] handler_threads`.
+    pub const HANDLER_THREADS: u64 = 64;
+    /// `[datapath] batch`: frames per receive batch.
+    pub const BATCH: u64 = 1024;
+    /// `[offload] coalesce_ms` and `settle_ms`.
+    pub const OFFLOAD_MS: u64 = 60_000;
+    /// `[evpn] restart_grace_ms`: one day.
+    pub const RESTART_GRACE_MS: u64 = 86_400_000;
+}
+
+/// The span of `key = ...` inside a section's span, for an error on that key's line (the
+/// section's own span when the key is not written: a default is never out of range).
+pub(super) fn key_span(errs: &Errors, section: &Range<usize>, key: &str) -> Range<usize> {
+    // The section's table runs from its header to the next header (a dotted key or an
+    // inline table stays on its lines too).
+    let text = errs.text.get(section.start..).unwrap_or_default();
+    let mut off = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let t = line.trim_start();
+        if i > 0 && t.starts_with('[') {
+            break;
+        }
+        if let Some(rest) = t.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            let at = section.start + off + (line.len() - t.len());
+            return at..at + key.len();
+        }
+        off += line.len();
+    }
+    section.clone()
+}
+
+/// Reports `value` outside `min..=max` at `key`'s line.
+pub(super) fn check_range(
+    errs: &mut Errors,
+    section: (&str, &Range<usize>),
+    key: &str,
+    value: u64,
+    (min, max): (u64, u64),
+) {
+    if !(min..=max).contains(&value) {
+        let at = key_span(errs, section.1, key);
+        errs.at(
+            at,
+            format!("[{}] {key} = {value} out of range {min}..={max}", section.0),
+        );
+    }
+}
+
+pub(super) fn check_datapath(d: &DatapathConfig, at: Range<usize>, errs: &mut Errors) {
+    let s = ("datapath", &at);
+    check_range(
+        errs,
+        s,
+        "flow_limit",
+        d.flow_limit as u64,
+        (1, limits::FLOW_LIMIT),
+    );
+    check_range(
+        errs,
+        s,
+        "max_idle_ms",
+        d.max_idle_ms,
+        (1, limits::MAX_IDLE_MS),
+    );
+    check_range(
+        errs,
+        s,
+        "upcall_queue",
+        d.upcall_queue as u64,
+        (1, limits::UPCALL_QUEUE),
+    );
+    check_range(
+        errs,
+        s,
+        "handler_threads",
+        d.handler_threads as u64,
+        (1, limits::HANDLER_THREADS),
+    );
+    check_range(errs, s, "batch", d.batch as u64, (1, limits::BATCH));
+    check_range(
+        errs,
+        s,
+        "mac_table_size",
+        d.mac_table_size as u64,
+        (1, MAX_MAC_TABLE_SIZE as u64),
+    );
+}
+
+pub(super) fn check_offload(o: &OffloadConfig, at: Range<usize>, errs: &mut Errors) {
+    let s = ("offload", &at);
+    if let Some(q) = o.queue {
+        check_range(errs, s, "queue", q as u64, (1, MAX_OFFLOAD_QUEUE as u64));
+    }
+    if let Some(c) = o.sim_capacity {
+        check_range(
+            errs,
+            s,
+            "sim_capacity",
+            c as u64,
+            (1, MAX_SIM_CAPACITY as u64),
+        );
+    }
+    for (key, v) in [("coalesce_ms", o.coalesce_ms), ("settle_ms", o.settle_ms)] {
+        if let Some(v) = v {
+            check_range(errs, s, key, v, (0, limits::OFFLOAD_MS));
+        }
+    }
+}
+
+pub(super) fn check_evpn_section(e: &EvpnConfig, at: Range<usize>, errs: &mut Errors) {
+    if e.udp_port == 4789 || e.udp_port == 0 {
+        let span = key_span(errs, &at, "udp_port");
+        errs.at(
+            span,
+            "[evpn] udp_port must not be 0 or 4789: the shadow vxlan devices must never take data traffic",
+        );
+    }
+    check_range(
+        errs,
+        ("evpn", &at),
+        "restart_grace_ms",
+        e.restart_grace_ms,
+        (0, limits::RESTART_GRACE_MS),
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Loading
