@@ -96,7 +96,7 @@ fn kernel_counter(ns: &str, a: u8) -> impl FnMut() -> usize {
     assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
     let mut req = evpn_crate::netlink::Requester::open().expect("netlink");
     move || {
-        req.dump_fdb()
+        evpn_crate::netlink::dump_fdb(&mut req)
             .unwrap_or_default()
             .iter()
             .filter(|e| e.mac[..3] == [0x02, 0xbb, a] && e.dst.is_some() && e.is_ext_learned())

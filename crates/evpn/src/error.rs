@@ -42,3 +42,17 @@ pub enum Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<rtnl::Error> for Error {
+    fn from(e: rtnl::Error) -> Self {
+        match e {
+            rtnl::Error::Socket { op, source } => Error::Socket { op, source },
+            rtnl::Error::Kernel { op, source } => Error::Kernel { op, source },
+            rtnl::Error::DumpInterrupted { what } => Error::DumpInterrupted { what },
+            other => Error::Socket {
+                op: "netlink",
+                source: std::io::Error::other(other.to_string()),
+            },
+        }
+    }
+}

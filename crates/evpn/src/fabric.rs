@@ -123,19 +123,23 @@ impl Fabric {
     }
 
     fn create(&mut self, what: &str, m: netlink_packet_route::link::LinkMessage) -> Result<()> {
-        self.req.request(
-            what,
-            RouteNetlinkMessage::NewLink(m),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
+        self.req
+            .request(
+                what,
+                RouteNetlinkMessage::NewLink(m),
+                NLM_F_CREATE | NLM_F_EXCL,
+            )
+            .map_err(Error::from)
     }
 
     fn delete(&mut self, name: &str, ifindex: IfIndex) -> Result<()> {
-        self.req.request(
-            &format!("delete {name}"),
-            RouteNetlinkMessage::DelLink(link::delete(ifindex)),
-            0,
-        )
+        self.req
+            .request(
+                &format!("delete {name}"),
+                RouteNetlinkMessage::DelLink(link::delete(ifindex)),
+                0,
+            )
+            .map_err(Error::from)
     }
 
     /// Creates, adopts, re-creates or deletes shadow devices so that exactly the networks
@@ -176,11 +180,13 @@ impl Fabric {
                 if let Some(f) = links.get(name.as_str())
                     && !f.up
                 {
-                    self.req.request(
-                        &format!("set {name} up"),
-                        RouteNetlinkMessage::SetLink(link::set_up(f.ifindex)),
-                        0,
-                    )?;
+                    self.req
+                        .request(
+                            &format!("set {name} up"),
+                            RouteNetlinkMessage::SetLink(link::set_up(f.ifindex)),
+                            0,
+                        )
+                        .map_err(Error::from)?;
                 }
             }
         }
@@ -244,11 +250,14 @@ impl Fabric {
             }
         };
         // RTM_NEWLINK on an existing device (see `ensure_port`), before any port joins.
-        let pvid = self.req.request(
-            &format!("set {} vlan_default_pvid 0", n.bridge),
-            RouteNetlinkMessage::NewLink(link::bridge_no_default_pvid(bridge)),
-            0,
-        );
+        let pvid = self
+            .req
+            .request(
+                &format!("set {} vlan_default_pvid 0", n.bridge),
+                RouteNetlinkMessage::NewLink(link::bridge_no_default_pvid(bridge)),
+                0,
+            )
+            .map_err(Error::from);
         match pvid {
             Err(Error::Kernel { source, .. })
                 if source.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
@@ -302,16 +311,18 @@ impl Fabric {
             })?;
         // RTM_NEWLINK on an existing device: RTM_SETLINK ignores IFLA_LINKINFO, where
         // the bridge port's settings are (`ip link set DEV type bridge_slave ...`).
-        self.req.request(
-            &format!("set {name} bridge port learning off"),
-            RouteNetlinkMessage::NewLink(link::bridge_port(ifindex)),
-            0,
-        )
+        self.req
+            .request(
+                &format!("set {name} bridge port learning off"),
+                RouteNetlinkMessage::NewLink(link::bridge_port(ifindex)),
+                0,
+            )
+            .map_err(Error::from)
     }
 
     /// Dumps the FDB again and reports what differs from what was reported.
     pub fn resync(&mut self, out: &mut Vec<RemoteEvent>) -> Result<()> {
-        let dump = self.req.dump_fdb()?;
+        let dump = crate::netlink::dump_fdb(&mut self.req)?;
         self.mirror.begin_resync();
         for e in dump {
             self.mirror.apply(&FdbEvent::New(e));

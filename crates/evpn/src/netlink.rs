@@ -1,14 +1,14 @@
-//! The only module that touches netlink sockets: requests with their acknowledgements
-//! (many per `sendmsg`), dumps, and the subscribed event socket. Messages are
-//! netlink-packet-route's; undecodable ones are skipped and counted, never a panic.
+//! The only module that touches netlink sockets: the subscribed event socket, and the
+//! FDB dump. Requests, acknowledgements and dumps go through the shared [`rtnl`] layer
+//! (re-exported here). Messages are netlink-packet-route's; undecodable ones are skipped
+//! and counted, never a panic.
 
 use crate::error::{Error, Result};
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload,
-};
+use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
+use rtnl::split;
+pub use rtnl::{Requester, request_bytes, split_raw, to_route_message};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -16,249 +16,24 @@ use std::time::Duration;
 /// rtnetlink groups the event socket joins: `RTNLGRP_LINK` (a shadow device removed or
 /// changed behind flowd's back) and `RTNLGRP_NEIGH` (FDB entries, `AF_BRIDGE`).
 const GROUPS: [u32; 2] = [1, 3];
-const RECV_BUF: usize = 1 << 20;
-const DUMP_RETRIES: usize = 8;
-/// Requests per `sendmsg`.
-const BATCH: usize = 64;
+const RECV_BUF: usize = rtnl::RECV_BUF;
 
 fn sock_err(op: &'static str) -> impl FnOnce(io::Error) -> Error {
     move |source| Error::Socket { op, source }
 }
 
-/// A request as bytes: the netlink header (`flags`, `seq`, pid 0) and the message.
-pub(crate) fn request_bytes(payload: RouteNetlinkMessage, flags: u16, seq: u32) -> Vec<u8> {
-    let mut header = NetlinkHeader::default();
-    header.flags = flags;
-    header.sequence_number = seq;
-    let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(payload));
-    msg.finalize();
-    let mut bytes = vec![0u8; msg.buffer_len()];
-    msg.serialize(&mut bytes);
-    bytes
-}
-
-/// One message's bytes decoded (tests, and the capture example).
-pub fn to_route_message(bytes: &[u8]) -> Option<RouteNetlinkMessage> {
-    match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes)
-        .ok()?
-        .payload
-    {
-        NetlinkPayload::InnerMessage(m) => Some(m),
-        _ => None,
-    }
-}
-
-/// Splits a datagram into decoded messages, counting the undecodable ones.
-fn split(buf: &[u8], undecodable: &mut u64) -> Vec<NetlinkMessage<RouteNetlinkMessage>> {
-    let mut out = Vec::new();
-    let mut off = 0usize;
-    while buf.len().saturating_sub(off) >= 16 {
-        let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]);
-        let len = len as usize;
-        if len < 16 || off + len > buf.len() {
-            *undecodable += 1;
-            break;
-        }
-        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..off + len]) {
-            Ok(m) => out.push(m),
-            Err(e) => {
-                *undecodable += 1;
-                tracing::debug!(error = %e, "skipping undecodable netlink message");
-            }
-        }
-        off += (len + 3) & !3;
-    }
-    out
-}
-
-/// The raw bytes of each message of a datagram (the capture example).
-pub fn split_raw(buf: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut off = 0usize;
-    while buf.len().saturating_sub(off) >= 16 {
-        let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]);
-        let len = len as usize;
-        if len < 16 || off + len > buf.len() {
-            break;
-        }
-        out.push(&buf[off..off + len]);
-        off += (len + 3) & !3;
-    }
-    out
-}
-
-/// A blocking request socket: requests with acknowledgements, and dumps.
-pub struct Requester {
-    socket: Socket,
-    seq: u32,
-    buf: Vec<u8>,
-    /// Messages that could not be decoded.
-    pub undecodable: u64,
-}
-
-impl std::fmt::Debug for Requester {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Requester").field("seq", &self.seq).finish()
-    }
-}
-
-impl Requester {
-    /// Opens a request socket in the calling thread's network namespace.
-    pub fn open() -> Result<Self> {
-        let mut socket = Socket::new(NETLINK_ROUTE).map_err(sock_err("socket"))?;
-        socket.bind_auto().map_err(sock_err("bind"))?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .map_err(sock_err("connect"))?;
-        socket
-            .set_rx_buf_sz(RECV_BUF)
-            .map_err(sock_err("SO_RCVBUF"))?;
-        Ok(Requester {
-            socket,
-            seq: 0,
-            buf: Vec::with_capacity(RECV_BUF),
-            undecodable: 0,
+/// Every bridge FDB entry of this namespace (an `AF_BRIDGE` neighbour dump).
+pub fn dump_fdb(req: &mut Requester) -> Result<Vec<crate::fdb::FdbEntry>> {
+    let mut m = netlink_packet_route::neighbour::NeighbourMessage::default();
+    m.header.family = netlink_packet_route::AddressFamily::Bridge;
+    Ok(req
+        .dump("fdb", RouteNetlinkMessage::GetNeighbour(m))?
+        .iter()
+        .filter_map(|msg| match msg {
+            RouteNetlinkMessage::NewNeighbour(n) => crate::fdb::entry(n),
+            _ => None,
         })
-    }
-
-    fn recv(&mut self, op: &'static str) -> Result<Vec<NetlinkMessage<RouteNetlinkMessage>>> {
-        self.buf.clear();
-        self.buf.reserve(RECV_BUF);
-        loop {
-            match self.socket.recv(&mut self.buf, 0) {
-                Ok(_) => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::Socket { op, source: e }),
-            }
-        }
-        Ok(split(&self.buf, &mut self.undecodable))
-    }
-
-    /// Sends one request and waits for its acknowledgement; `what` names it in errors.
-    pub fn request(&mut self, what: &str, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
-        self.batch(vec![msg], flags)
-            .pop()
-            .unwrap_or(Ok(()))
-            .map_err(|source| Error::Kernel {
-                op: what.to_string(),
-                source,
-            })
-    }
-
-    /// Sends requests (many per `sendmsg`) and waits for every acknowledgement: one
-    /// result per request, in order.
-    pub fn batch(&mut self, msgs: Vec<RouteNetlinkMessage>, flags: u16) -> Vec<io::Result<()>> {
-        let mut results = Vec::with_capacity(msgs.len());
-        let mut msgs = msgs.into_iter().peekable();
-        while msgs.peek().is_some() {
-            let first = self.seq.wrapping_add(1);
-            let mut bytes = Vec::new();
-            let mut n = 0usize;
-            for m in msgs.by_ref().take(BATCH) {
-                self.seq = self.seq.wrapping_add(1);
-                bytes.extend(request_bytes(
-                    m,
-                    flags | NLM_F_REQUEST | NLM_F_ACK,
-                    self.seq,
-                ));
-                n += 1;
-            }
-            let mut chunk: Vec<Option<io::Result<()>>> = (0..n).map(|_| None).collect();
-            if let Err(e) = self.socket.send(&bytes, 0) {
-                results.extend((0..n).map(|_| Err(io::Error::new(e.kind(), e.to_string()))));
-                continue;
-            }
-            let mut pending = n;
-            while pending > 0 {
-                let got = match self.recv("recv ack") {
-                    Ok(v) => v,
-                    Err(e) => {
-                        for slot in chunk.iter_mut().filter(|s| s.is_none()) {
-                            *slot = Some(Err(io::Error::other(e.to_string())));
-                        }
-                        break;
-                    }
-                };
-                for msg in got {
-                    let i = msg.header.sequence_number.wrapping_sub(first) as usize;
-                    let (Some(slot), NetlinkPayload::Error(e)) = (chunk.get_mut(i), msg.payload)
-                    else {
-                        continue;
-                    };
-                    if slot.is_none() {
-                        *slot = Some(match e.code {
-                            None => Ok(()),
-                            Some(_) => Err(e.to_io()),
-                        });
-                        pending -= 1;
-                    }
-                }
-            }
-            results.extend(chunk.into_iter().map(|r| r.unwrap_or(Ok(()))));
-        }
-        results
-    }
-
-    fn dump_once(&mut self, req: RouteNetlinkMessage) -> Result<Option<Vec<RouteNetlinkMessage>>> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let bytes = request_bytes(req, NLM_F_REQUEST | NLM_F_DUMP, seq);
-        self.socket.send(&bytes, 0).map_err(sock_err("send dump"))?;
-        let mut out = Vec::new();
-        let mut interrupted = false;
-        loop {
-            for msg in self.recv("recv dump")? {
-                if msg.header.sequence_number != seq {
-                    continue;
-                }
-                interrupted |= msg.header.flags & NLM_F_DUMP_INTR != 0;
-                match msg.payload {
-                    NetlinkPayload::Done(_) => {
-                        return Ok((!interrupted).then_some(out));
-                    }
-                    NetlinkPayload::Error(e) => {
-                        return Err(Error::Kernel {
-                            op: "dump".into(),
-                            source: e.to_io(),
-                        });
-                    }
-                    NetlinkPayload::InnerMessage(m) => out.push(m),
-                    _ => {}
-                }
-            }
-        }
-    }
-
-    /// Dumps (retrying an interrupted dump).
-    pub fn dump(
-        &mut self,
-        what: &'static str,
-        req: RouteNetlinkMessage,
-    ) -> Result<Vec<RouteNetlinkMessage>> {
-        for _ in 0..DUMP_RETRIES {
-            if let Some(v) = self.dump_once(req.clone())? {
-                return Ok(v);
-            }
-            tracing::debug!(what, "dump interrupted, retrying");
-        }
-        Err(Error::DumpInterrupted { what })
-    }
-}
-
-impl Requester {
-    /// Every bridge FDB entry of this namespace (an `AF_BRIDGE` neighbour dump).
-    pub fn dump_fdb(&mut self) -> Result<Vec<crate::fdb::FdbEntry>> {
-        let mut m = netlink_packet_route::neighbour::NeighbourMessage::default();
-        m.header.family = netlink_packet_route::AddressFamily::Bridge;
-        Ok(self
-            .dump("fdb", RouteNetlinkMessage::GetNeighbour(m))?
-            .iter()
-            .filter_map(|msg| match msg {
-                RouteNetlinkMessage::NewNeighbour(n) => crate::fdb::entry(n),
-                _ => None,
-            })
-            .collect())
-    }
+        .collect())
 }
 
 /// What one read of the event socket gave.

@@ -19,7 +19,7 @@ pub enum Error {
     #[error("kernel refused {op}: {source}")]
     Kernel {
         /// The request.
-        op: &'static str,
+        op: String,
         /// The errno, as an I/O error.
         #[source]
         source: io::Error,
@@ -49,3 +49,17 @@ pub enum Error {
 
 /// fibwatch's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<rtnl::Error> for Error {
+    fn from(e: rtnl::Error) -> Self {
+        match e {
+            rtnl::Error::Socket { op, source } => Error::Socket { op, source },
+            rtnl::Error::Kernel { op, source } => Error::Kernel { op, source },
+            rtnl::Error::DumpInterrupted { what } => Error::DumpInterrupted { what },
+            other => Error::Socket {
+                op: "netlink",
+                source: io::Error::other(other.to_string()),
+            },
+        }
+    }
+}

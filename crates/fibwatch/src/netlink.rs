@@ -10,10 +10,7 @@ use crate::model::{
 };
 use datapath::IfIndex;
 use ipnet::IpNet;
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REPLACE, NLM_F_REQUEST,
-    NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE, NetlinkPayload};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::neighbour::{
@@ -25,7 +22,8 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
+use rtnl::split;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -43,7 +41,6 @@ const GROUPS: [u32; 8] = [
 ];
 
 const RECV_BUF: usize = 1 << 20;
-const DUMP_RETRIES: usize = 8;
 
 /// What one read of the event socket gave.
 #[derive(Debug)]
@@ -133,118 +130,29 @@ impl EventSocket {
     }
 }
 
-/// Splits a datagram into decoded messages, skipping undecodable ones.
-fn split(buf: &[u8], undecodable: &mut u64) -> Vec<NetlinkMessage<RouteNetlinkMessage>> {
-    let mut out = Vec::new();
-    let mut off = 0usize;
-    while buf.len().saturating_sub(off) >= 16 {
-        let Some(len_bytes) = buf.get(off..off + 4) else {
-            break;
-        };
-        let len =
-            u32::from_ne_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
-        if len < 16 || off + len > buf.len() {
-            *undecodable += 1;
-            break;
-        }
-        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..off + len]) {
-            Ok(m) => out.push(m),
-            Err(e) => {
-                *undecodable += 1;
-                tracing::debug!(error = %e, "skipping undecodable netlink message");
-            }
-        }
-        off += (len + 3) & !3;
-    }
-    out
-}
-
-/// A blocking request socket: dumps, neighbour probes.
+/// A blocking request socket: dumps, neighbour probes, route and MTU changes (framing,
+/// acknowledgements and dump retries are the shared [`rtnl::Requester`]'s).
+#[derive(Debug)]
 pub struct Requester {
-    socket: Socket,
-    seq: u32,
-    buf: Vec<u8>,
-}
-
-impl std::fmt::Debug for Requester {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Requester").field("seq", &self.seq).finish()
-    }
+    inner: rtnl::Requester,
 }
 
 impl Requester {
     /// Opens a request socket in the calling thread's network namespace.
     pub fn open() -> Result<Self> {
-        let mut socket = Socket::new(NETLINK_ROUTE).map_err(sock_err("socket"))?;
-        socket.bind_auto().map_err(sock_err("bind"))?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .map_err(sock_err("connect"))?;
-        socket
-            .set_rx_buf_sz(RECV_BUF)
-            .map_err(sock_err("SO_RCVBUF"))?;
         Ok(Requester {
-            socket,
-            seq: 0,
-            buf: Vec::with_capacity(RECV_BUF),
+            inner: rtnl::Requester::open()?,
         })
     }
 
-    fn send(&mut self, payload: RouteNetlinkMessage, flags: u16) -> Result<u32> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = flags;
-        header.sequence_number = self.seq;
-        let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(payload));
-        msg.finalize();
-        let mut bytes = vec![0u8; msg.buffer_len()];
-        msg.serialize(&mut bytes);
-        self.socket.send(&bytes, 0).map_err(sock_err("send"))?;
-        Ok(self.seq)
-    }
-
-    /// Dumps one kind of object. `Ok(None)` if the dump was interrupted (retry it).
-    fn dump_once(&mut self, req: RouteNetlinkMessage) -> Result<Option<Vec<Change>>> {
-        let seq = self.send(req, NLM_F_REQUEST | NLM_F_DUMP)?;
-        let mut out = Vec::new();
-        let mut interrupted = false;
-        let mut skipped = 0u64;
-        loop {
-            self.buf.clear();
-            self.buf.reserve(RECV_BUF);
-            self.socket
-                .recv(&mut self.buf, 0)
-                .map_err(sock_err("recv dump"))?;
-            for msg in split(&self.buf, &mut skipped) {
-                if msg.header.sequence_number != seq {
-                    continue;
-                }
-                interrupted |= msg.header.flags & NLM_F_DUMP_INTR != 0;
-                match msg.payload {
-                    NetlinkPayload::Done(_) => {
-                        return Ok(if interrupted { None } else { Some(out) });
-                    }
-                    NetlinkPayload::Error(e) => {
-                        return Err(Error::Kernel {
-                            op: "dump",
-                            source: e.to_io(),
-                        });
-                    }
-                    NetlinkPayload::InnerMessage(inner) => out.extend(to_change(inner)),
-                    _ => {}
-                }
-            }
-        }
-    }
-
+    /// Dumps one kind of object, translated into changes.
     fn dump(&mut self, what: &'static str, req: RouteNetlinkMessage) -> Result<Vec<Change>> {
-        for _ in 0..DUMP_RETRIES {
-            if let Some(v) = self.dump_once(req.clone())? {
-                return Ok(v);
-            }
-            tracing::debug!(what, "dump interrupted, retrying");
-        }
-        Err(Error::DumpInterrupted { what })
+        Ok(self
+            .inner
+            .dump(what, req)?
+            .into_iter()
+            .filter_map(to_change)
+            .collect())
     }
 
     /// Dumps the kinds asked for, as upserts.
@@ -295,11 +203,11 @@ impl Requester {
             IpAddr::V4(a) => NeighbourAddress::Inet(a),
             IpAddr::V6(a) => NeighbourAddress::Inet6(a),
         }));
-        let seq = self.send(
+        Ok(self.inner.request(
+            "neighbour probe",
             RouteNetlinkMessage::NewNeighbour(m),
-            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
-        )?;
-        self.wait_ack(seq, "neighbour probe")
+            NLM_F_CREATE,
+        )?)
     }
 
     /// Replaces (or adds) a unicast route `dst` via `gateway` out of `oif` in the main
@@ -325,11 +233,11 @@ impl Requester {
             RouteAttribute::Gateway(addr(gateway)),
             RouteAttribute::Oif(oif.0),
         ]);
-        let seq = self.send(
+        Ok(self.inner.request(
+            "route replace",
             RouteNetlinkMessage::NewRoute(m),
-            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE | NLM_F_ACK,
-        )?;
-        self.wait_ack(seq, "route replace")
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )?)
     }
 
     /// Sets a link's MTU (`ip link set DEV mtu N`); returns once the kernel
@@ -338,33 +246,9 @@ impl Requester {
         let mut m = LinkMessage::default();
         m.header.index = ifindex.0;
         m.attributes.push(LinkAttribute::Mtu(mtu));
-        let seq = self.send(RouteNetlinkMessage::SetLink(m), NLM_F_REQUEST | NLM_F_ACK)?;
-        self.wait_ack(seq, "set link mtu")
-    }
-
-    fn wait_ack(&mut self, seq: u32, op: &'static str) -> Result<()> {
-        let mut skipped = 0;
-        loop {
-            self.buf.clear();
-            self.buf.reserve(RECV_BUF);
-            self.socket
-                .recv(&mut self.buf, 0)
-                .map_err(sock_err("recv ack"))?;
-            for msg in split(&self.buf, &mut skipped) {
-                if msg.header.sequence_number != seq {
-                    continue;
-                }
-                if let NetlinkPayload::Error(e) = msg.payload {
-                    return match e.code {
-                        None => Ok(()),
-                        Some(_) => Err(Error::Kernel {
-                            op,
-                            source: e.to_io(),
-                        }),
-                    };
-                }
-            }
-        }
+        Ok(self
+            .inner
+            .request("set link mtu", RouteNetlinkMessage::SetLink(m), 0)?)
     }
 }
 

@@ -598,7 +598,7 @@ pub fn dump() -> Result<Xfrm> {
                             break 'dump;
                         }
                         return Err(Error::Kernel {
-                            op: "xfrm dump",
+                            op: "xfrm dump".into(),
                             source: io::Error::from_raw_os_error(errno),
                         });
                     }
