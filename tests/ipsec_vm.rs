@@ -24,16 +24,6 @@ use common::{Wire, wire};
 use flowd::lab::{self, Lab};
 use flowd::netns::Netns;
 
-fn ready() -> bool {
-    let in_vm = std::env::var_os("FLOWD_VM").is_some();
-    if !flowd::netns::can_netns() || !flowd::daemon::kernel_has_flower() {
-        assert!(!in_vm, "the VM must have cls_flower and root");
-        eprintln!("skipped: needs cls_flower and esp4 (run in the VM suite)");
-        return false;
-    }
-    true
-}
-
 const HV: &str = "192.168.1.1";
 const RM: &str = "10.0.0.2";
 const KEY_OUT: &str = "0x20f01f80a26f633d85617465686c32552c92c42f";
@@ -75,7 +65,7 @@ fn all_encap_flows(l: &Lab, pred: impl Fn(&flowd::control::proto::FlowRow) -> bo
 
 #[test]
 fn no_tunnel_frame_ever_leaves_in_clear() {
-    if !ready() {
+    if common::skip_without_flower("cls_flower and esp4") {
         return;
     }
     let mut l = lab::build("vips").expect("lab");

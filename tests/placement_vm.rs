@@ -23,16 +23,6 @@ use common::lab::{capture, encap_flows, ping, wait};
 use flowd::lab::{self, Lab};
 use flowd::netns::Netns;
 
-fn ready() -> bool {
-    let in_vm = std::env::var_os("FLOWD_VM").is_some();
-    if !flowd::netns::can_netns() || !flowd::daemon::kernel_has_flower() {
-        assert!(!in_vm, "the VM must have cls_flower and root");
-        eprintln!("skipped: needs cls_flower (run in the VM suite)");
-        return false;
-    }
-    true
-}
-
 /// flowd's IPv4 tunnel filters on a representor (`tc filter show` text, one block per
 /// filter), as tc prints them.
 fn ipv4_encap_filters(l: &Lab, dev: &str) -> Vec<String> {
@@ -55,7 +45,7 @@ fn ipv4_encap_filters(l: &Lab, dev: &str) -> Vec<String> {
 
 #[test]
 fn a_representor_mtu_past_the_uplink_withdraws_its_filter_and_back() {
-    if !ready() {
+    if common::skip_without_flower("cls_flower") {
         return;
     }
     let mut l = lab::build("vmtu").expect("lab");
@@ -104,7 +94,7 @@ fn a_representor_mtu_past_the_uplink_withdraws_its_filter_and_back() {
 
 #[test]
 fn two_networks_toward_one_remote_each_filter_its_source_and_egress() {
-    if !ready() {
+    if common::skip_without_flower("cls_flower") {
         return;
     }
     let mut l = lab::build("vshr").expect("lab");
@@ -160,7 +150,7 @@ fn two_networks_toward_one_remote_each_filter_its_source_and_egress() {
 
 #[test]
 fn a_networks_fwmark_is_set_by_its_filter_and_routes_it() {
-    if !ready() {
+    if common::skip_without_flower("cls_flower") {
         return;
     }
     let mut l = lab::build("vmrk").expect("lab");

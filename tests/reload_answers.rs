@@ -7,22 +7,12 @@
 //!   range, is refused by `--check-config` and by the reload (nothing applied, an error
 //!   answer); the daemon goes on with the configuration it had.
 
+mod common;
+
 use flowd::control::client;
 use flowd::control::proto::{Request, Response, ResponseBody};
-use flowd::lab::{self, Lab};
-use flowd::netns::can_netns;
+use flowd::lab::Lab;
 use std::time::{Duration, Instant};
-
-fn lab_with_daemon(prefix: &str) -> Option<Lab> {
-    if !can_netns() {
-        eprintln!("skipped: needs root and iproute2");
-        return None;
-    }
-    let mut l = lab::build(prefix).expect("lab topology");
-    let exe = Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd"));
-    l.start_daemon_exe(&exe, "sim").expect("flowd starts");
-    Some(l)
-}
 
 fn ask(l: &Lab, req: Request) -> Result<ResponseBody, String> {
     match client::request_with_timeout(&l.socket(), &req, Duration::from_secs(20)) {
@@ -60,7 +50,7 @@ fn check_config(path: &std::path::Path) -> (bool, String) {
 
 #[test]
 fn rules_mean_what_they_say_and_are_never_doubled() {
-    let Some(l) = lab_with_daemon("rqr") else {
+    let Some(l) = common::lab_with_sim_daemon("rqr") else {
         return;
     };
     let add = |prio: u16, m: &str, actions: &str| {
@@ -121,7 +111,7 @@ fn rules_mean_what_they_say_and_are_never_doubled() {
 
 #[test]
 fn a_reload_answers_what_it_did_not_apply() {
-    let Some(l) = lab_with_daemon("rqa") else {
+    let Some(l) = common::lab_with_sim_daemon("rqa") else {
         return;
     };
     let file = l.dir.join("flowd.toml");

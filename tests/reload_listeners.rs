@@ -4,28 +4,16 @@
 //! logged and the old listener keeps serving; the next reload tries again. A reload asked
 //! through the control socket answers whether each move took effect.
 
+mod common;
+
 use flowd::control::client;
 use flowd::control::proto::{Request, Response, ResponseBody};
 use flowd::lab::{self, Lab};
-use flowd::netns::can_netns;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// Builds a lab named `prefix` and starts the daemon on it (no `[metrics]`); `None`
-/// (the test skips) without network namespaces.
-fn lab_with_daemon(prefix: &str) -> Option<Lab> {
-    if !can_netns() {
-        eprintln!("skipped: needs root and iproute2");
-        return None;
-    }
-    let mut l = lab::build(prefix).expect("lab topology");
-    let exe = Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd"));
-    l.start_daemon_exe(&exe, "sim").expect("flowd starts");
-    Some(l)
-}
 
 /// Rewrites the lab's configuration with this control socket and metrics address.
 fn write_config(l: &Lab, socket: &Path, metrics: Option<SocketAddr>) {
@@ -152,7 +140,7 @@ fn refused(l: &Lab, addr: SocketAddr) -> bool {
 
 #[test]
 fn control_socket_moves_on_reload_and_is_removed_on_shutdown() {
-    let Some(mut l) = lab_with_daemon("rlc") else {
+    let Some(mut l) = common::lab_with_sim_daemon("rlc") else {
         return;
     };
     let old = l.socket();
@@ -195,7 +183,7 @@ fn control_socket_moves_on_reload_and_is_removed_on_shutdown() {
 
 #[test]
 fn control_socket_that_cannot_be_bound_keeps_the_old_one_until_fixed() {
-    let Some(mut l) = lab_with_daemon("rlf") else {
+    let Some(mut l) = common::lab_with_sim_daemon("rlf") else {
         return;
     };
     let old = l.socket();
@@ -251,7 +239,7 @@ fn control_socket_that_cannot_be_bound_keeps_the_old_one_until_fixed() {
 
 #[test]
 fn metrics_enabled_moved_refused_and_disabled_by_reload() {
-    let Some(mut l) = lab_with_daemon("rlm") else {
+    let Some(mut l) = common::lab_with_sim_daemon("rlm") else {
         return;
     };
     let sock = l.socket();

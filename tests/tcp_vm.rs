@@ -15,16 +15,6 @@ use common::lab::{flows, ping, wait};
 use common::tcp::{BYTES, set_mtu, transfers};
 use flowd::lab;
 
-fn ready() -> bool {
-    let in_vm = std::env::var_os("FLOWD_VM").is_some();
-    if !flowd::netns::can_netns() || !flowd::daemon::kernel_has_flower() {
-        assert!(!in_vm, "the VM must have cls_flower and root");
-        eprintln!("skipped: needs cls_flower (run in the VM suite)");
-        return false;
-    }
-    true
-}
-
 /// Packets tc carried (a flow's packets less those through flowd) over the flows `which`
 /// selects by their match.
 fn tc_packets(l: &lab::Lab, which: impl Fn(&str) -> bool) -> u64 {
@@ -37,7 +27,7 @@ fn tc_packets(l: &lab::Lab, which: impl Fn(&str) -> bool) -> u64 {
 
 #[test]
 fn tcp_with_default_offloads_through_tc_flower() {
-    if !ready() {
+    if common::skip_without_flower("cls_flower") {
         return;
     }
     let mut l = lab::build("vtcp").expect("lab");

@@ -18,6 +18,31 @@ pub fn skip_without_netns() -> bool {
     true
 }
 
+/// True (the test is skipped, and says it needs `needs`) without root or cls_flower; in
+/// the VM suite (`FLOWD_VM` set) their absence fails the test instead.
+pub fn skip_without_flower(needs: &str) -> bool {
+    if can_netns() && flowd::daemon::kernel_has_flower() {
+        return false;
+    }
+    assert!(
+        std::env::var_os("FLOWD_VM").is_none(),
+        "the VM must have cls_flower and root"
+    );
+    eprintln!("skipped: needs {needs} (run in the VM suite)");
+    true
+}
+
+/// The lab with the daemon started on the simulated eswitch; None (the test is
+/// skipped, and says so) without root and iproute2.
+pub fn lab_with_sim_daemon(prefix: &str) -> Option<flowd::lab::Lab> {
+    if skip_without_netns() {
+        return None;
+    }
+    let mut l = flowd::lab::build(prefix).expect("lab topology");
+    l.start_daemon_exe(&exe(), "sim").expect("flowd starts");
+    Some(l)
+}
+
 /// One of the daemon's counters (`flowctl stats`), 0 if it has none of that name.
 pub fn stat(l: &flowd::lab::Lab, name: &str) -> u64 {
     use flowd::control::proto::{Request, ResponseBody};
