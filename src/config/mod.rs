@@ -21,7 +21,9 @@
 //! [`Config::inherit_port_ids`] keeps the ids ports already had, so adding a port never
 //! renumbers the others. Rules that name `in_port(N)` should use ports with explicit ids.
 
+use datapath::actions::Action;
 use datapath::flow::Mac;
+use datapath::slowpath::RuleAction;
 use datapath::{Actions, Megaflow, PortId};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -407,6 +409,54 @@ impl std::str::FromStr for RuleActionsConfig {
             return Ok(RuleActionsConfig::Normal);
         }
         s.parse().map(RuleActionsConfig::Datapath)
+    }
+}
+
+/// Why a rule's datapath actions cannot be a slow-path rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleActionError {
+    /// An action only the datapath itself takes (e.g. `userspace`).
+    #[error("action `{0}` is not allowed in a rule")]
+    NotAllowed(String),
+    /// Output to the tunnel port with no `set(tunnel(...))` before it.
+    #[error(
+        "action `{0}` is not allowed in a rule: output to the tunnel port needs set(tunnel(...)) before it"
+    )]
+    TunnelWithoutSet(String),
+}
+
+impl RuleActionsConfig {
+    /// The slow path's actions for this list: `set(tunnel)` followed by output to the
+    /// tunnel port is one tunnel action, plain outputs and VLAN pushes and pops stay, an
+    /// empty list drops. The one place rule actions are validated: configuration
+    /// checks (with the line), reload and `flowctl rules add` call it.
+    pub fn to_rule_actions(
+        &self,
+        tunnel: Option<PortId>,
+    ) -> Result<Vec<RuleAction>, RuleActionError> {
+        let list = match self {
+            RuleActionsConfig::Normal => return Ok(vec![RuleAction::Normal]),
+            RuleActionsConfig::Datapath(list) => list.as_slice(),
+        };
+        let mut out = Vec::new();
+        let mut pending_tunnel = None;
+        for a in list {
+            match *a {
+                Action::SetTunnel(attrs) => pending_tunnel = Some(attrs),
+                Action::Output(p) if Some(p) == tunnel => match pending_tunnel.take() {
+                    Some(attrs) => out.push(RuleAction::Tunnel { port: p, attrs }),
+                    None => return Err(RuleActionError::TunnelWithoutSet(a.to_string())),
+                },
+                Action::Output(p) => out.push(RuleAction::Output(p)),
+                Action::PushVlan { tpid, tci } => out.push(RuleAction::PushVlan { tpid, tci }),
+                Action::PopVlan => out.push(RuleAction::PopVlan),
+                ref other => return Err(RuleActionError::NotAllowed(other.to_string())),
+            }
+        }
+        if out.is_empty() {
+            out.push(RuleAction::Drop);
+        }
+        Ok(out)
     }
 }
 

@@ -611,7 +611,11 @@ pub(super) fn build_networks(
     out
 }
 
-pub(super) fn build_rules(raw: &[Spanned<RawRule>], errs: &mut Errors) -> Vec<RuleConfig> {
+pub(super) fn build_rules(
+    raw: &[Spanned<RawRule>],
+    tunnel: Option<PortId>,
+    errs: &mut Errors,
+) -> Vec<RuleConfig> {
     let mut keys: HashMap<(u16, Megaflow), usize> = HashMap::new();
     let mut out = Vec::new();
     for r in raw {
@@ -640,6 +644,12 @@ pub(super) fn build_rules(raw: &[Spanned<RawRule>], errs: &mut Errors) -> Vec<Ru
             continue;
         };
         let priority = *r.priority.get_ref();
+        if let Err(e) = actions.to_rule_actions(tunnel) {
+            errs.at(
+                r.actions.span(),
+                format!("rule at priority {priority}: {e}"),
+            );
+        }
         if let Some(first) = keys.insert((priority, matches), r.matches.span().start) {
             let l = errs.line(first);
             errs.at(
@@ -709,7 +719,11 @@ pub(super) fn build(raw: Raw, errs: &mut Errors) -> Config {
         discovery: discovery.is_some(),
     };
     let networks = build_networks(&raw.networks, &index, errs);
-    let rules = build_rules(&raw.rules, errs);
+    let tunnel = ports
+        .iter()
+        .find(|p| p.role == PortRole::Tunnel)
+        .map(|p| p.id);
+    let rules = build_rules(&raw.rules, tunnel, errs);
     let evpn = raw.evpn.map_or_else(EvpnConfig::default, |e| {
         check_evpn_section(e.get_ref(), e.span(), errs);
         e.into_inner()

@@ -14,11 +14,10 @@ use crate::config::{
 };
 use crate::switch::SwitchPort;
 use datapath::PortId;
-use datapath::actions::Action;
 use datapath::dpif::PortRole;
 use datapath::port::{AfPacketPort, KernelTunnel, Port, PortError, RxControl};
 use datapath::slowpath::{
-    Attachment, Location, MacConfig, Network, NetworkId, Rule, RuleAction, SlowPath, SlowPathError,
+    Attachment, Location, MacConfig, Network, NetworkId, Rule, SlowPath, SlowPathError,
     VxlanSegment,
 };
 use std::net::IpAddr;
@@ -62,8 +61,14 @@ pub enum BuildError {
         why: String,
     },
     /// A rule's datapath actions cannot be a rule (e.g. `userspace`).
-    #[error("rule at priority {0}: action `{1}` is not allowed in a rule")]
-    RuleAction(u16, String),
+    #[error("rule at priority {priority}: {source}")]
+    RuleAction {
+        /// The rule's priority.
+        priority: u16,
+        /// Why.
+        #[source]
+        source: crate::config::RuleActionError,
+    },
 }
 
 /// The network id of the `index`-th configured network.
@@ -144,46 +149,22 @@ pub fn network(cfg: &Config, net: &NetworkConfig) -> Network {
     }
 }
 
-/// A configured rule as the slow path's rule.
+/// A configured rule as the slow path's rule (its actions checked by
+/// [`RuleActionsConfig::to_rule_actions`], the configuration's own check).
 pub fn rule(cfg: &Config, r: &RuleConfig) -> Result<Rule, BuildError> {
-    let actions = match &r.actions {
-        RuleActionsConfig::Normal => vec![RuleAction::Normal],
-        RuleActionsConfig::Datapath(list) => rule_actions(cfg, r.priority, list.as_slice())?,
-    };
+    let actions = r
+        .actions
+        .to_rule_actions(cfg.tunnel_port().map(|t| t.id))
+        .map_err(|source| BuildError::RuleAction {
+            priority: r.priority,
+            source,
+        })?;
     Ok(Rule::new(
         r.priority,
         &r.matches.key,
         &r.matches.mask,
         actions,
     ))
-}
-
-fn rule_actions(cfg: &Config, prio: u16, list: &[Action]) -> Result<Vec<RuleAction>, BuildError> {
-    let tunnel = cfg.tunnel_port().map(|t| t.id);
-    let mut out = Vec::new();
-    let mut pending_tunnel = None;
-    for a in list {
-        match *a {
-            Action::SetTunnel(attrs) => pending_tunnel = Some(attrs),
-            Action::Output(p) if Some(p) == tunnel => match pending_tunnel.take() {
-                Some(attrs) => out.push(RuleAction::Tunnel { port: p, attrs }),
-                None => {
-                    return Err(BuildError::RuleAction(
-                        prio,
-                        format!("{a} without set(tunnel)"),
-                    ));
-                }
-            },
-            Action::Output(p) => out.push(RuleAction::Output(p)),
-            Action::PushVlan { tpid, tci } => out.push(RuleAction::PushVlan { tpid, tci }),
-            Action::PopVlan => out.push(RuleAction::PopVlan),
-            ref other => return Err(BuildError::RuleAction(prio, other.to_string())),
-        }
-    }
-    if out.is_empty() {
-        out.push(RuleAction::Drop);
-    }
-    Ok(out)
 }
 
 /// Every network member must be a port (declared, or discovered on the PF).
@@ -428,12 +409,29 @@ actions = "set(tunnel(tun_id=0x10,dst=192.0.2.2,ttl=64,tp_dst=4789)),100"
 
     #[test]
     fn userspace_is_not_a_rule_action() {
+        // Refused by the configuration's check, at the line of the actions.
         let text = CFG.replace(r#"actions = "drop""#, r#"actions = "userspace""#);
-        let cfg: Config = text.parse().expect("config");
-        let Err(e) = slowpath(&cfg) else {
-            panic!("userspace must be refused in a rule");
+        let e = text
+            .parse::<Config>()
+            .expect_err("userspace must be refused in a rule");
+        assert_eq!(
+            e.to_string(),
+            "<config>:29:11: rule at priority 100: action `userspace` is not allowed in a rule"
+        );
+        // And by a rule built at run time (`flowctl rules add`), through the same check.
+        let cfg: Config = CFG.parse().expect("config");
+        let r = RuleConfig {
+            actions: "userspace".parse().expect("actions"),
+            ..cfg.rules[0].clone()
         };
+        let e = rule(&cfg, &r).expect_err("refused");
         assert!(e.to_string().contains("userspace"), "{e}");
+        let r = RuleConfig {
+            actions: "100".parse().expect("actions"),
+            ..cfg.rules[0].clone()
+        };
+        let e = rule(&cfg, &r).expect_err("tunnel output without set(tunnel)");
+        assert!(e.to_string().contains("set(tunnel"), "{e}");
     }
 
     #[test]
