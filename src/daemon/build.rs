@@ -9,9 +9,7 @@
 //! - a VNI network without `local_vtep` lets the tunnel source follow the route to each
 //!   remote VTEP (one VTEP address per uplink).
 
-use crate::config::{
-    Config, MacLocation, NetworkConfig, PortRole as CfgRole, RuleActionsConfig, RuleConfig, Segment,
-};
+use crate::config::{Config, MacLocation, NetworkConfig, PortRole as CfgRole, RuleConfig, Segment};
 use crate::switch::SwitchPort;
 use datapath::PortId;
 use datapath::dpif::PortRole;
@@ -150,7 +148,7 @@ pub fn network(cfg: &Config, net: &NetworkConfig) -> Network {
 }
 
 /// A configured rule as the slow path's rule (its actions checked by
-/// [`RuleActionsConfig::to_rule_actions`], the configuration's own check).
+/// [`crate::config::RuleActionsConfig::to_rule_actions`], the configuration's own check).
 pub fn rule(cfg: &Config, r: &RuleConfig) -> Result<Rule, BuildError> {
     let actions = r
         .actions
