@@ -590,26 +590,62 @@ fn vm_run() -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.exists())
 }
 
-/// `flowd lab [--vm] [--hold]`.
-pub fn main(vm: bool, hold: bool) -> ExitCode {
+/// A lab the driver runs ([`drive`]): built, run, diagnosed on failure, held on
+/// request, and torn down when dropped (also on failure or Ctrl-C).
+pub(crate) trait Scenario {
+    /// After a failure: prints what helps understand it.
+    fn diagnose(&self);
+    /// While held: how to reach it.
+    fn hold_hint(&self) -> String;
+}
+
+impl Scenario for Lab {
+    fn diagnose(&self) {
+        let log = self.log();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        eprintln!("--- last lines of the daemon's log:");
+        for l in tail.iter().rev() {
+            eprintln!("{l}");
+        }
+    }
+
+    fn hold_hint(&self) -> String {
+        format!("flowctl --socket {} ...", self.socket().display())
+    }
+}
+
+/// Runs a lab: in the VM (`vm`: the same command, `args`, inside `../shared/lab/vm-run`),
+/// or here after the checks (`needs`: what is missing, if anything), with Ctrl-C
+/// tearing it down; `hold` keeps it running after success until Ctrl-C.
+pub(crate) fn drive<L: Scenario>(
+    name: &str,
+    args: &str,
+    (vm, hold): (bool, bool),
+    needs: Option<String>,
+    build: impl FnOnce() -> Result<L, String>,
+    run: impl FnOnce(&mut L) -> Result<(), String>,
+) -> ExitCode {
     if vm {
         let Some(runner) = vm_run() else {
-            eprintln!("flowd lab --vm: ../shared/lab/vm-run not found");
+            eprintln!("{name} --vm: ../shared/lab/vm-run not found");
             return ExitCode::from(1);
         };
         let exe = std::env::current_exe().unwrap_or_default();
-        println!("booting Debian's kernel in a VM (25-60 s) and running the lab there");
+        println!("booting Debian's kernel in a VM (25-60 s) and running `{name}` there");
         let st = Command::new(runner)
             .arg("--")
-            .arg(format!("{} lab", exe.display()))
+            .arg(format!("{} {args}", exe.display()))
             .status();
         return match st {
             Ok(s) if s.success() => ExitCode::SUCCESS,
             _ => ExitCode::from(1),
         };
     }
-    if !can_netns() {
-        eprintln!("flowd lab: needs root and iproute2 (it builds network namespaces)");
+    let needs = needs.or_else(|| {
+        (!can_netns()).then(|| "needs root and iproute2 (it builds network namespaces)".into())
+    });
+    if let Some(why) = needs {
+        eprintln!("{name}: {why}");
         return ExitCode::from(1);
     }
     // SAFETY: installing an async-signal-safe handler that only stores an atomic.
@@ -618,29 +654,20 @@ pub fn main(vm: bool, hold: bool) -> ExitCode {
         libc::signal(libc::SIGINT, handler as libc::sighandler_t);
         libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
     }
-    step("building the lab: 2 VFs on VNIs 16 and 17, 2 uplinks, a remote hypervisor");
-    let mut lab = match build("fl") {
+    let mut lab = match build() {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("flowd lab: {e}");
+            eprintln!("{name}: {e}");
             return ExitCode::from(1);
         }
     };
     let res = run(&mut lab);
     if let Err(e) = &res {
-        eprintln!("\nflowd lab failed: {e}");
-        let log = lab.log();
-        let tail: Vec<&str> = log.lines().rev().take(30).collect();
-        eprintln!("--- last lines of the daemon's log:");
-        for l in tail.iter().rev() {
-            eprintln!("{l}");
-        }
+        eprintln!("\n{name} failed: {e}");
+        lab.diagnose();
     }
     if hold && res.is_ok() {
-        println!(
-            "\nlab running; flowctl --socket {} ...; Ctrl-C to tear down",
-            lab.socket().display()
-        );
+        println!("\nlab running; {}; Ctrl-C to tear down", lab.hold_hint());
         while !INTERRUPTED.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -652,6 +679,21 @@ pub fn main(vm: bool, hold: bool) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// `flowd lab [--vm] [--hold]`.
+pub fn main(vm: bool, hold: bool) -> ExitCode {
+    drive(
+        "flowd lab",
+        "lab",
+        (vm, hold),
+        None,
+        || {
+            step("building the lab: 2 VFs on VNIs 16 and 17, 2 uplinks, a remote hypervisor");
+            build("fl")
+        },
+        run,
+    )
 }
 
 #[cfg(test)]

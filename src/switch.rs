@@ -15,6 +15,7 @@
 //! the switch started, in milliseconds where the cache wants a `u64`.
 
 use datapath::PortId;
+use datapath::cache::FlowTable;
 use datapath::dpif::{
     Datapath, DpConfig, DpStats, Miss, MissHandler, MissVerdict, PacketOut, PortOp, PortRole,
 };
@@ -127,17 +128,18 @@ pub struct Switch {
 }
 
 impl Switch {
-    /// Starts the threads. `observer` hears of every flow install, change and delete
+    /// Starts the threads on `table` (sized by the caller: the daemon shares it with the
+    /// offload worker's placement observer). `observer` hears of every flow install, change and delete
     /// (offload); `resolver` routes tunnel endpoints for encapsulation.
     pub fn start(
         cfg: SwitchConfig,
+        table: Arc<FlowTable>,
         slowpath: SlowPath,
         ports: Vec<SwitchPort>,
         resolver: Arc<dyn TunnelResolver>,
         observer: Arc<dyn FlowObserver>,
     ) -> std::io::Result<Self> {
         let clock = cfg.clock;
-        let table = Arc::new(datapath::cache::FlowTable::new(cfg.engine.flow_limit));
         let counters = Arc::new(UpcallCounters::default());
         let engine = Arc::new(Engine::new(
             slowpath,

@@ -141,8 +141,10 @@ fn learned_switching_remote_vtep_and_vni_isolation() {
         },
         ..SwitchConfig::default()
     };
+    let table = Arc::new(datapath::cache::FlowTable::new(cfg.engine.flow_limit));
     let switch = Switch::start(
         cfg,
+        table,
         slowpath(local, remote),
         ports,
         Arc::new(resolver),

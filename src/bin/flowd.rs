@@ -129,10 +129,11 @@ async fn signals(sigs: Signals, daemon: Arc<Daemon>) {
             _ = hup.recv() => {
                 let d = daemon.clone();
                 match tokio::task::spawn_blocking(move || d.reload(false)).await {
-                    Ok(Ok(lines)) if lines.iter().any(|l| l.starts_with("not applied")) => {
-                        tracing::warn!(changes = ?lines, "SIGHUP: configuration reloaded in part");
+                    Ok(Ok(r)) if !r.not_applied.is_empty() => {
+                        let not_applied: Vec<String> = r.not_applied.iter().map(ToString::to_string).collect();
+                        tracing::warn!(changes = ?r.applied, ?not_applied, "SIGHUP: configuration reloaded in part");
                     }
-                    Ok(Ok(lines)) => tracing::info!(changes = ?lines, "SIGHUP: configuration reloaded"),
+                    Ok(Ok(r)) => tracing::info!(changes = ?r.applied, "SIGHUP: configuration reloaded"),
                     Ok(Err(e)) => tracing::error!(error = %e, "SIGHUP: reload refused, configuration unchanged"),
                     Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed"),
                 }

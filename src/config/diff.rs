@@ -1,4 +1,7 @@
-//! What changed between two configurations: the diff a reload applies.
+//! What changed between two configurations: the one diff a reload applies. It is
+//! computed once ([`Config::diff`]) and consumed by the reload (sections, networks,
+//! rules) and by hot-plug (representors): the daemon never compares configurations
+//! itself.
 
 use super::*;
 use std::collections::BTreeMap;
@@ -50,12 +53,156 @@ pub struct ConfigDiff {
     pub control_changed: bool,
     /// `[discovery]` differs.
     pub discovery_changed: bool,
+    /// Representors to plug and unplug while traffic flows.
+    pub hotplug: Hotplug,
+    /// Ports whose change needs a restart: uplinks and the tunnel device (added,
+    /// removed or changed in more than their MTU), and a port changing role.
+    pub ports_restart: Vec<String>,
+    /// `[datapath]` keys that size what the datapath allocates at start changed
+    /// (`upcall_queue`, `handler_threads`, `batch`, `mac_table_size`): a restart.
+    pub datapath_restart: bool,
+    /// `[datapath] flow_limit` or `max_idle_ms` changed: applied live.
+    pub flow_limits_changed: bool,
+    /// `[offload] policy`, `backend`, `queue` or `sim_capacity` changed: a restart.
+    pub offload_restart: bool,
+    /// `[offload] coalesce_ms` or `settle_ms` changed: applied live.
+    pub fib_timing_changed: bool,
+    /// `[evpn]` (the BGP side's settings, fixed when it starts) changed: a restart.
+    pub evpn_restart: bool,
+}
+
+/// Representors a reload plugs and unplugs (see `daemon::hotplug`). A port whose only
+/// change is its `mtu` is not here: the MTU goes on its netdev, and its live facts
+/// follow.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Hotplug {
+    /// Representors only in the new configuration.
+    pub plugged: Vec<PortConfig>,
+    /// Representors only in the old configuration.
+    pub unplugged: Vec<PortConfig>,
+    /// Representors in both whose VF number or switch id changed, as (old, new):
+    /// unplugged, then plugged again under the same port number.
+    pub replugged: Vec<(PortConfig, PortConfig)>,
+}
+
+impl Hotplug {
+    /// Whether no representor comes or goes.
+    pub fn is_empty(&self) -> bool {
+        self.plugged.is_empty() && self.unplugged.is_empty() && self.replugged.is_empty()
+    }
+
+    /// The ports that leave the switch: the unplugged ones, and the old form of the
+    /// replugged ones.
+    pub fn leaving(&self) -> impl Iterator<Item = &PortConfig> {
+        self.unplugged
+            .iter()
+            .chain(self.replugged.iter().map(|c| &c.0))
+    }
+
+    /// The ports that join it: the new form of the replugged ones, and the plugged ones.
+    pub fn joining(&self) -> impl Iterator<Item = &PortConfig> {
+        self.replugged.iter().map(|c| &c.1).chain(&self.plugged)
+    }
+}
+
+/// Whether two configurations of a port differ in more than the MTU they ask for.
+fn differs(a: &PortConfig, b: &PortConfig) -> bool {
+    PortConfig {
+        mtu: None,
+        ..a.clone()
+    } != PortConfig {
+        mtu: None,
+        ..b.clone()
+    }
+}
+
+/// Representor changes, and the ports whose change needs a restart.
+pub(super) fn port_changes(old: &Config, new: &Config) -> (Hotplug, Vec<String>) {
+    let next: BTreeMap<&str, &PortConfig> =
+        new.ports.iter().map(|p| (p.name.as_str(), p)).collect();
+    let rep = |p: &PortConfig| p.role == PortRole::Representor;
+    let mut hotplug = Hotplug::default();
+    let mut restart = Vec::new();
+    for p in &old.ports {
+        match next.get(p.name.as_str()) {
+            Some(n) if !differs(n, p) => {}
+            None if rep(p) => hotplug.unplugged.push(p.clone()),
+            Some(n) if rep(p) && rep(n) => hotplug.replugged.push((p.clone(), (*n).clone())),
+            _ => restart.push(p.name.clone()),
+        }
+    }
+    for n in &new.ports {
+        if old.port(&n.name).is_none() {
+            if rep(n) {
+                hotplug.plugged.push(n.clone());
+            } else {
+                restart.push(n.name.clone());
+            }
+        }
+    }
+    (hotplug, restart)
 }
 
 impl ConfigDiff {
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
         *self == ConfigDiff::default()
+    }
+
+    /// The configuration in force once a reload applied what it applies live: the
+    /// representor changes and every port's MTU (ports needing a restart stay as they
+    /// are), the flow limits and routing timing, networks, rules, `[control]`,
+    /// and `[metrics]` from `new`; the rest of `[datapath]` and `[offload]`,
+    /// `[discovery]` and `[evpn]`, as in force (they need a restart). Networks and rules the
+    /// slow path then refuses are the reload's to take back out.
+    pub fn in_force(&self, cur: &Config, new: &Config) -> Config {
+        let ports = cur
+            .ports
+            .iter()
+            .filter_map(|p| match new.port(&p.name) {
+                _ if self.ports_restart.contains(&p.name) => Some(p.clone()),
+                Some(n) => Some(n.clone()),
+                None => None,
+            })
+            .chain(self.hotplug.plugged.iter().cloned())
+            .collect();
+        Config {
+            ports,
+            datapath: DatapathConfig {
+                flow_limit: new.datapath.flow_limit,
+                max_idle_ms: new.datapath.max_idle_ms,
+                ..cur.datapath
+            },
+            offload: OffloadConfig {
+                coalesce_ms: new.offload.coalesce_ms,
+                settle_ms: new.offload.settle_ms,
+                ..cur.offload
+            },
+            discovery: cur.discovery.clone(),
+            evpn: cur.evpn,
+            ..new.clone()
+        }
+    }
+
+    /// What needs a restart, by section (empty: everything was applied).
+    pub fn needs_restart(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.ports_restart.is_empty() {
+            out.push(format!("port ({})", self.ports_restart.join(", ")));
+        }
+        if self.datapath_restart {
+            out.push("[datapath] upcall_queue, handler_threads, batch and mac_table_size".into());
+        }
+        if self.offload_restart {
+            out.push("[offload] policy, backend, queue and sim_capacity".into());
+        }
+        if self.discovery_changed {
+            out.push("[discovery]".into());
+        }
+        if self.evpn_restart {
+            out.push("[evpn]".into());
+        }
+        out
     }
 
     /// One line per change, for logs and `flowctl reload`.
@@ -90,6 +237,7 @@ impl ConfigDiff {
             (self.metrics_changed, "[metrics] changed"),
             (self.control_changed, "[control] changed"),
             (self.discovery_changed, "[discovery] changed"),
+            (self.evpn_restart, "[evpn] changed"),
         ] {
             if changed {
                 out.push(what.to_string());

@@ -40,8 +40,8 @@ mod parse;
 mod tests;
 
 pub use check::limits;
-pub use diff::ConfigDiff;
 use diff::diff_named;
+pub use diff::{ConfigDiff, Hotplug};
 use error::Errors;
 pub use error::{ConfigError, ConfigErrors};
 use parse::{build, parse_raw};
@@ -594,6 +594,7 @@ impl Config {
             .filter(|(k, r)| old_rules.get(*k).is_none_or(|o| o != *r))
             .map(|(_, r)| (*r).clone())
             .collect();
+        let (hotplug, ports_restart) = diff::port_changes(old, new);
         ConfigDiff {
             ports_added,
             ports_removed,
@@ -608,6 +609,23 @@ impl Config {
             metrics_changed: old.metrics != new.metrics,
             control_changed: old.control != new.control,
             discovery_changed: old.discovery != new.discovery,
+            hotplug,
+            ports_restart,
+            datapath_restart: {
+                let (a, b) = (&old.datapath, &new.datapath);
+                (a.upcall_queue, a.handler_threads, a.batch, a.mac_table_size)
+                    != (b.upcall_queue, b.handler_threads, b.batch, b.mac_table_size)
+            },
+            flow_limits_changed: (old.datapath.flow_limit, old.datapath.max_idle_ms)
+                != (new.datapath.flow_limit, new.datapath.max_idle_ms),
+            offload_restart: {
+                let (a, b) = (&old.offload, &new.offload);
+                (a.policy, a.backend, a.queue, a.sim_capacity)
+                    != (b.policy, b.backend, b.queue, b.sim_capacity)
+            },
+            fib_timing_changed: (old.offload.coalesce_ms, old.offload.settle_ms)
+                != (new.offload.coalesce_ms, new.offload.settle_ms),
+            evpn_restart: old.evpn != new.evpn,
         }
     }
 }

@@ -224,64 +224,9 @@ pub(super) fn parse_switch_id(s: &Spanned<String>, errs: &mut Errors) -> Option<
 
 /// Validates ports; returns them with ids assigned, and name -> (role, span).
 pub(super) fn build_ports(raw: &[Spanned<RawPort>], errs: &mut Errors) -> Vec<PortConfig> {
-    let mut names: HashMap<&str, Range<usize>> = HashMap::new();
-    let mut ids: HashMap<u32, Range<usize>> = HashMap::new();
-    let mut tunnel: Option<Range<usize>> = None;
+    let mut seen = SeenPorts::default();
     for p in raw {
-        let p = p.get_ref();
-        let name = p.name.get_ref().as_str();
-        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\t']) {
-            errs.at(
-                p.name.span(),
-                format!(
-                    "bad port name `{name}`: a netdev name has 1 to 15 characters, no `/` or spaces"
-                ),
-            );
-        }
-        if let Some(first) = names.insert(name, p.name.span()) {
-            let l = errs.line(first.start);
-            errs.at(
-                p.name.span(),
-                format!("duplicate port name `{name}` (first on line {l})"),
-            );
-        }
-        if let Some(id) = &p.id {
-            if *id.get_ref() == 0 {
-                errs.at(id.span(), "port id 0 is reserved; use 1 or more");
-            } else if let Some(first) = ids.insert(*id.get_ref(), id.span()) {
-                let l = errs.line(first.start);
-                errs.at(
-                    id.span(),
-                    format!("duplicate port id {} (first on line {l})", id.get_ref()),
-                );
-            }
-        }
-        if let Some(vf) = &p.vf
-            && p.role != PortRole::Representor
-        {
-            errs.at(
-                vf.span(),
-                format!(
-                    "`vf` is only for representors, and port `{name}` is {}",
-                    p.role.with_article()
-                ),
-            );
-        }
-        if let Some(mtu) = &p.mtu
-            && !(MIN_MTU..=MAX_MTU).contains(mtu.get_ref())
-        {
-            errs.at(
-                mtu.span(),
-                format!("mtu {} out of range {MIN_MTU}..={MAX_MTU}", mtu.get_ref()),
-            );
-        }
-        if p.role == PortRole::Tunnel {
-            if let Some(first) = &tunnel {
-                let l = errs.line(first.start);
-                errs.at(p.name.span(), format!("a second tunnel port `{name}`: flowd uses one tunnel device (first on line {l})"));
-            }
-            tunnel.get_or_insert(p.name.span());
-        }
+        check_port(p.get_ref(), &mut seen, errs);
     }
     let mut next = 1u32;
     let mut out = Vec::with_capacity(raw.len());
@@ -290,7 +235,7 @@ pub(super) fn build_ports(raw: &[Spanned<RawPort>], errs: &mut Errors) -> Vec<Po
         let (id, explicit) = match &p.id {
             Some(id) => (*id.get_ref(), true),
             None => {
-                while ids.contains_key(&next) {
+                while seen.ids.contains_key(&next) {
                     next += 1;
                 }
                 next += 1;
@@ -308,6 +253,71 @@ pub(super) fn build_ports(raw: &[Spanned<RawPort>], errs: &mut Errors) -> Vec<Po
         });
     }
     out
+}
+
+/// Names, explicit ids and the tunnel port seen so far, with where.
+#[derive(Default)]
+struct SeenPorts<'a> {
+    names: HashMap<&'a str, Range<usize>>,
+    ids: HashMap<u32, Range<usize>>,
+    tunnel: Option<Range<usize>>,
+}
+
+/// One port's checks: its name, id, `vf`, `mtu`, and at most one tunnel port.
+fn check_port<'a>(p: &'a RawPort, seen: &mut SeenPorts<'a>, errs: &mut Errors) {
+    let name = p.name.get_ref().as_str();
+    if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\t']) {
+        errs.at(
+            p.name.span(),
+            format!(
+                "bad port name `{name}`: a netdev name has 1 to 15 characters, no `/` or spaces"
+            ),
+        );
+    }
+    if let Some(first) = seen.names.insert(name, p.name.span()) {
+        let l = errs.line(first.start);
+        errs.at(
+            p.name.span(),
+            format!("duplicate port name `{name}` (first on line {l})"),
+        );
+    }
+    if let Some(id) = &p.id {
+        if *id.get_ref() == 0 {
+            errs.at(id.span(), "port id 0 is reserved; use 1 or more");
+        } else if let Some(first) = seen.ids.insert(*id.get_ref(), id.span()) {
+            let l = errs.line(first.start);
+            errs.at(
+                id.span(),
+                format!("duplicate port id {} (first on line {l})", id.get_ref()),
+            );
+        }
+    }
+    if let Some(vf) = &p.vf
+        && p.role != PortRole::Representor
+    {
+        errs.at(
+            vf.span(),
+            format!(
+                "`vf` is only for representors, and port `{name}` is {}",
+                p.role.with_article()
+            ),
+        );
+    }
+    if let Some(mtu) = &p.mtu
+        && !(MIN_MTU..=MAX_MTU).contains(mtu.get_ref())
+    {
+        errs.at(
+            mtu.span(),
+            format!("mtu {} out of range {MIN_MTU}..={MAX_MTU}", mtu.get_ref()),
+        );
+    }
+    if p.role == PortRole::Tunnel {
+        if let Some(first) = &seen.tunnel {
+            let l = errs.line(first.start);
+            errs.at(p.name.span(), format!("a second tunnel port `{name}`: flowd uses one tunnel device (first on line {l})"));
+        }
+        seen.tunnel.get_or_insert(p.name.span());
+    }
 }
 
 /// What network validation needs to know about ports.

@@ -1,5 +1,7 @@
-//! From a validated [`Config`] to the switch's parts: the slow path's networks, rules
-//! and static MACs, and the datapath's ports.
+//! From a validated [`Config`] (and the kernel's facts) to the daemon's parts: the slow
+//! path's networks, rules and static MACs, the datapath's ports, the switch's settings,
+//! the offload backend. Functions of their inputs; the order they are called in is
+//! [`super::start`]'s.
 //!
 //! Conventions (documented in docs/operations.md):
 //! - the rule table always ends in a priority-0 `normal` rule, so a config without rules
@@ -9,16 +11,25 @@
 //! - a VNI network without `local_vtep` lets the tunnel source follow the route to each
 //!   remote VTEP (one VTEP address per uplink).
 
-use crate::config::{Config, MacLocation, NetworkConfig, PortRole as CfgRole, RuleConfig, Segment};
-use crate::switch::SwitchPort;
-use datapath::PortId;
+use crate::config::{
+    Config, MacLocation, NetworkConfig, OffloadBackendKind, OffloadPolicy, PortRole as CfgRole,
+    RuleConfig, Segment,
+};
+use crate::switch::{SwitchConfig, SwitchPort};
+use datapath::dpif::DpConfig;
 use datapath::dpif::PortRole;
 use datapath::port::{AfPacketPort, KernelTunnel, Port, PortError, RxControl};
+use datapath::slowpath::EngineConfig;
+use datapath::slowpath::upcall::UpcallConfig;
 use datapath::slowpath::{
     Attachment, Location, MacConfig, Network, NetworkId, Rule, SlowPath, SlowPathError,
     VxlanSegment,
 };
+use datapath::{IfIndex, PortId};
+use offload::{OffloadBackend, PortKind, PortTable, TcPolicy};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::time::Duration;
 
 /// Why the configuration could not be turned into a running switch.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +69,9 @@ pub enum BuildError {
         /// Why.
         why: String,
     },
+    /// A configured port has no netdev.
+    #[error("port `{0}`: no such interface `{0}`")]
+    NoSuchInterface(String),
     /// A rule's datapath actions cannot be a rule (e.g. `userspace`).
     #[error("rule at priority {priority}: {source}")]
     RuleAction {
@@ -301,6 +315,121 @@ pub fn local_vteps(cfg: &Config, extra: &[IpAddr]) -> Vec<IpAddr> {
     v.sort();
     v.dedup();
     v
+}
+
+/// fibwatch's (coalesce, settle) from `[offload]`.
+pub fn fib_timing(o: &crate::config::OffloadConfig) -> (Duration, Duration) {
+    (
+        Duration::from_millis(o.coalesce_ms.unwrap_or(20)),
+        Duration::from_millis(o.settle_ms.unwrap_or(2)),
+    )
+}
+
+/// An offload backend and its name (`tc`, `sim`).
+pub type Backend = (Box<dyn OffloadBackend>, &'static str);
+
+pub fn backend(cfg: &Config, table: &PortTable) -> Result<Option<Backend>, offload::BackendError> {
+    let policy = match cfg.offload.policy {
+        OffloadPolicy::Off => return Ok(None),
+        OffloadPolicy::None => TcPolicy::None,
+        OffloadPolicy::SkipSw => TcPolicy::SkipSw,
+        OffloadPolicy::SkipHw => TcPolicy::SkipHw,
+    };
+    let use_tc = match cfg.offload.backend {
+        OffloadBackendKind::Tc => true,
+        OffloadBackendKind::Sim => false,
+        OffloadBackendKind::Auto => super::kernel::kernel_has_flower(),
+    };
+    if use_tc {
+        let devices: Vec<IfIndex> = table.iter().map(|p| p.ifindex).collect();
+        let tc = offload::tc::TcBackend::new(
+            offload::tc::TcConfig {
+                policy,
+                ..Default::default()
+            },
+            &devices,
+        )?;
+        return Ok(Some((Box::new(tc), "tc")));
+    }
+    let capacity = cfg
+        .offload
+        .sim_capacity
+        .unwrap_or(crate::config::DEFAULT_SIM_CAPACITY);
+    Ok(Some((Box::new(sim_fabric(table, capacity)), "sim")))
+}
+
+/// One simulated eswitch per switch id, holding that id's uplink, representors and the
+/// tunnel device.
+fn sim_fabric(table: &PortTable, capacity: usize) -> offload::sim::SimFabric {
+    use offload::sim::{SimCaps, SimRep, SimSwitchSpec};
+    let tunnels: Vec<IfIndex> = table
+        .iter()
+        .filter(|p| p.kind == PortKind::Tunnel)
+        .map(|p| p.ifindex)
+        .collect();
+    let mut specs: BTreeMap<Vec<u8>, SimSwitchSpec> = BTreeMap::new();
+    for p in table.iter() {
+        let Some(id) = &p.switch_id else { continue };
+        let spec = specs.entry(id.0.clone()).or_insert_with(|| SimSwitchSpec {
+            switch_id: id.0.clone(),
+            uplinks: Vec::new(),
+            tunnels: tunnels.clone(),
+            reps: Vec::new(),
+            capacity,
+            caps: SimCaps::default(),
+        });
+        match p.kind {
+            PortKind::Uplink => spec.uplinks.push(p.ifindex),
+            PortKind::Representor { vf } => spec.reps.push(SimRep {
+                vf,
+                rep: p.ifindex,
+                vf_port: p.ifindex,
+            }),
+            _ => {}
+        }
+    }
+    offload::sim::SimFabric::new(specs.into_values().collect())
+}
+
+/// The switch's settings from `[datapath]`.
+pub fn switch_config(
+    cfg: &Config,
+    local_vteps: Vec<IpAddr>,
+    clock: crate::switch::Clock,
+    paused: bool,
+) -> SwitchConfig {
+    let d = &cfg.datapath;
+    SwitchConfig {
+        datapath: DpConfig {
+            batch: d.batch,
+            local_vteps,
+            ..DpConfig::default()
+        },
+        upcall: UpcallConfig {
+            handlers: d.handler_threads.max(1),
+            capacity: d.upcall_queue,
+            ..UpcallConfig::default()
+        },
+        engine: EngineConfig {
+            max_idle: Duration::from_millis(d.max_idle_ms),
+            flow_limit: d.flow_limit,
+            ..EngineConfig::default()
+        },
+        clock,
+        paused,
+        ..SwitchConfig::default()
+    }
+}
+
+/// Each VNI network's `fwmark`.
+pub fn network_marks(cfg: &Config) -> HashMap<u32, u32> {
+    cfg.networks
+        .iter()
+        .filter_map(|n| match (n.segment, n.fwmark) {
+            (crate::config::Segment::Vni(v), Some(m)) => Some((v, m)),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -540,7 +540,7 @@ fn cleanup() {
 
 /// `flowctl fdb`: each network's flood list and stations, with their origin.
 pub(crate) fn fdb(d: &super::Daemon, only: Option<&str>) -> crate::control::proto::Response {
-    use crate::control::proto::{FdbNetworkRow, FloodRow, Response, ResponseBody, StationRow};
+    use crate::control::proto::{FdbNetworkRow, Response, ResponseBody};
     // The configuration lock first, then the slow path's (a reload's order).
     let Ok(cfg) = d.config.lock().map(|c| c.clone()) else {
         return Response::err("configuration unavailable");
@@ -563,66 +563,10 @@ pub(crate) fn fdb(d: &super::Daemon, only: Option<&str>) -> crate::control::prot
         .filter(|n| only.is_none_or(|o| o == n.name))
     {
         let id = super::build::network_id(net);
-        let statics: Vec<IpAddr> = sp
-            .networks()
-            .get(id)
-            .and_then(|n| n.vxlan.as_ref())
-            .map(|s| s.remotes.clone())
-            .unwrap_or_default();
-        let mut flood: Vec<FloodRow> = statics
-            .iter()
-            .map(|ip| FloodRow {
-                vtep: ip.to_string(),
-                origin: "static".into(),
-            })
-            .collect();
-        flood.extend(
-            sp.flood_list(id)
-                .iter()
-                .filter(|ip| !statics.contains(ip))
-                .map(|ip| FloodRow {
-                    vtep: ip.to_string(),
-                    origin: "evpn".into(),
-                }),
-        );
-        let mut stations: Vec<(Mac, StationRow)> = sp
-            .macs()
-            .iter()
-            .filter(|((n, _), _)| *n == id)
-            .map(|((_, mac), e)| {
-                let location = match e.location() {
-                    Location::Local(a) => {
-                        let port = names
-                            .get(a.port)
-                            .map_or_else(|| format!("port {}", a.port), |p| p.name.clone());
-                        match a.vlan {
-                            Some(v) => format!("{port} vlan {v}"),
-                            None => port,
-                        }
-                    }
-                    Location::Remote(ip) => format!("vtep {ip}"),
-                    _ => "-".into(),
-                };
-                let (origin, age_ms) = match e.kind() {
-                    MacKind::Dynamic => (
-                        "learned",
-                        Some(now.saturating_sub(e.last_seen()).as_millis() as u64),
-                    ),
-                    MacKind::Static => ("static", None),
-                    _ => ("evpn", None),
-                };
-                let row = StationRow {
-                    mac: mac.to_string(),
-                    location,
-                    origin: origin.into(),
-                    age_ms,
-                };
-                (mac, row)
-            })
-            .collect();
-        stations.sort_by_key(|(m, _)| m.0);
+        let flood = flood_rows(&sp, id);
+        let stations = station_rows(&sp, id, &names, now);
         let mut counts = std::collections::BTreeMap::new();
-        for (_, r) in &stations {
+        for r in &stations {
             *counts.entry(r.origin.clone()).or_insert(0u64) += 1;
         }
         let evpn = net.evpn.then(|| {
@@ -640,7 +584,7 @@ pub(crate) fn fdb(d: &super::Daemon, only: Option<&str>) -> crate::control::prot
             segment: net.segment.to_string(),
             evpn,
             flood,
-            stations: stations.into_iter().map(|(_, r)| r).collect(),
+            stations,
             counts,
             table: Some(table),
         });
@@ -652,6 +596,79 @@ pub(crate) fn fdb(d: &super::Daemon, only: Option<&str>) -> crate::control::prot
         )),
         _ => Response::Ok(ResponseBody::Fdb(rows)),
     }
+}
+
+/// A network's flood list: its static remote VTEPs, then those EVPN added.
+fn flood_rows(
+    sp: &datapath::slowpath::SlowPath,
+    id: datapath::slowpath::NetworkId,
+) -> Vec<crate::control::proto::FloodRow> {
+    use crate::control::proto::FloodRow;
+    let statics: Vec<IpAddr> = sp
+        .networks()
+        .get(id)
+        .and_then(|n| n.vxlan.as_ref())
+        .map(|s| s.remotes.clone())
+        .unwrap_or_default();
+    let row = |ip: &IpAddr, origin: &str| FloodRow {
+        vtep: ip.to_string(),
+        origin: origin.into(),
+    };
+    let mut flood: Vec<FloodRow> = statics.iter().map(|ip| row(ip, "static")).collect();
+    flood.extend(
+        sp.flood_list(id)
+            .iter()
+            .filter(|ip| !statics.contains(ip))
+            .map(|ip| row(ip, "evpn")),
+    );
+    flood
+}
+
+/// A network's stations, by MAC: where each is, learned (with its age), static or
+/// from EVPN.
+fn station_rows(
+    sp: &datapath::slowpath::SlowPath,
+    id: datapath::slowpath::NetworkId,
+    names: &offload::PortTable,
+    now: std::time::Duration,
+) -> Vec<crate::control::proto::StationRow> {
+    let mut stations: Vec<(Mac, crate::control::proto::StationRow)> = sp
+        .macs()
+        .iter()
+        .filter(|((n, _), _)| *n == id)
+        .map(|((_, mac), e)| {
+            let location = match e.location() {
+                Location::Local(a) => {
+                    let port = names
+                        .get(a.port)
+                        .map_or_else(|| format!("port {}", a.port), |p| p.name.clone());
+                    match a.vlan {
+                        Some(v) => format!("{port} vlan {v}"),
+                        None => port,
+                    }
+                }
+                Location::Remote(ip) => format!("vtep {ip}"),
+                _ => "-".into(),
+            };
+            let (origin, age_ms) = match e.kind() {
+                MacKind::Dynamic => (
+                    "learned",
+                    Some(now.saturating_sub(e.last_seen()).as_millis() as u64),
+                ),
+                MacKind::Static => ("static", None),
+                _ => ("evpn", None),
+            };
+            let row = crate::control::proto::StationRow {
+                mac: mac.to_string(),
+                location,
+                origin: origin.into(),
+                age_ms,
+            };
+            (mac, row)
+        })
+        .collect();
+    stations.sort_by_key(|(m, _)| m.0);
+    stations.into_iter().map(|(_, r)| r).collect()
 }
 
 /// The EVPN counters for `flowctl stats` (none when no network has `evpn = true`).

@@ -1,7 +1,7 @@
 //! The control socket's requests, answered from the running daemon.
 
-use super::{Daemon, fib_timing, lock};
-use crate::config::{Config, RuleActionsConfig, RuleConfig};
+use super::{Daemon, lock};
+use crate::config::{RuleActionsConfig, RuleConfig};
 use crate::control::proto::{
     DoneBody, FlowFilter, FlowRow, FlowSelect, FlowSummary, MAX_ECHO_BYTES, Placement, Request,
     Response, ResponseBody, RuleRow, StatsBody, TraceBody, TunnelRow, elide,
@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 /// Answers flowctl.
 pub struct Handler(pub Arc<Daemon>);
@@ -581,26 +580,19 @@ impl Handler {
     /// applied makes it an error (flowctl exits non-zero), the applied part included.
     fn reload(&self, allow_empty: bool) -> Response {
         match self.0.reload(allow_empty) {
-            Ok(lines) => {
-                let (refused, mut applied): (Vec<String>, Vec<String>) = lines
-                    .into_iter()
-                    .partition(|l| l.starts_with("not applied"));
-                // A listener that could not move was not changed.
-                for section in ["[control]", "[metrics]"] {
-                    if refused.iter().any(|l| l.contains(section)) {
-                        applied.retain(|l| *l != format!("{section} changed"));
-                    }
-                }
+            Ok(report) => {
+                let applied = report.applied_lines();
                 let applied = if applied.is_empty() {
                     "no change".to_string()
                 } else {
                     applied.join("; ")
                 };
-                if refused.is_empty() {
-                    done(applied, None)
-                } else {
-                    Response::err(format!("applied: {applied}; {}", refused.join("; ")))
+                if report.not_applied.is_empty() {
+                    return done(applied, None);
                 }
+                let refused: Vec<String> =
+                    report.not_applied.iter().map(ToString::to_string).collect();
+                Response::err(format!("applied: {applied}; {}", refused.join("; ")))
             }
             Err(e) => Response::err(format!("reload refused, nothing applied: {e}")),
         }
@@ -649,281 +641,6 @@ impl ControlHandler for Handler {
             Request::Fdb { network } => super::evpn::fdb(&self.0, network.as_deref()),
         }
     }
-}
-
-impl Daemon {
-    /// Re-reads the configuration file and applies what changed: representors (plugged,
-    /// unplugged, changed), networks, static MACs, configured rules (runtime rules
-    /// stay), the control socket and the metrics listener. Flows the changes do not
-    /// affect stay installed (the revalidator re-translates only affected flows).
-    /// Uplink, tunnel device, `[datapath]`, `[offload]` and `[discovery]` changes need a
-    /// restart and are reported as such.
-    ///
-    /// A file that would unplug every representor (an empty or comment-only file, a
-    /// truncated one) is refused unless `allow_empty`: it would stop every VF's traffic.
-    /// The lines returned say what was applied; those starting with "not applied" what
-    /// was asked for and not applied (the answer is then an error).
-    pub fn reload(&self, allow_empty: bool) -> Result<Vec<String>, String> {
-        let Some(path) = &self.config_path else {
-            return Err("no configuration file to reload".into());
-        };
-        let mut new = Config::load(path).map_err(|e| e.to_string())?;
-        if new.discovery.is_some() {
-            let links = offload::discover::links().map_err(|e| e.to_string())?;
-            super::build::discover_ports(&mut new, &links).map_err(|e| e.to_string())?;
-        }
-        super::build::check_members(&new).map_err(|e| e.to_string())?;
-        let mut cur = self
-            .config
-            .lock()
-            .map_err(|_| "configuration lock poisoned")?;
-        let representors = |c: &Config| {
-            c.ports
-                .iter()
-                .filter(|p| p.role == crate::config::PortRole::Representor)
-                .count()
-        };
-        if !allow_empty && representors(&new) == 0 && representors(&cur) > 0 {
-            return Err(format!(
-                "{} has no representor: it would unplug all {} and stop their traffic                  (to do that, `flowctl reload --allow-empty`)",
-                path.display(),
-                representors(&cur)
-            ));
-        }
-        new.inherit_port_ids(&cur);
-        let diff = Config::diff(&cur, &new);
-        if diff.is_empty() {
-            // Published all the same: a listener whose move failed retries it.
-            return Ok(self.publish_config(&cur));
-        }
-        let mut lines = diff.summary();
-        // Configured MTUs go on the netdevs; the ports' live facts follow from the
-        // kernel's link events.
-        let links = super::dump_links().map_err(|e| e.to_string())?;
-        lines.extend(super::apply_mtus(&new.ports, &links)?);
-        let ports = self.apply_ports(&cur, &new)?;
-        lines.extend(ports.lines);
-        let mut restart = Vec::new();
-        if !ports.restart.is_empty() {
-            restart.push(format!("port ({})", ports.restart.join(", ")));
-        }
-        let (d0, d1) = (&cur.datapath, &new.datapath);
-        if (
-            d0.upcall_queue,
-            d0.handler_threads,
-            d0.batch,
-            d0.mac_table_size,
-        ) != (
-            d1.upcall_queue,
-            d1.handler_threads,
-            d1.batch,
-            d1.mac_table_size,
-        ) {
-            restart
-                .push("[datapath] upcall_queue, handler_threads, batch and mac_table_size".into());
-        }
-        if (d0.flow_limit, d0.max_idle_ms) != (d1.flow_limit, d1.max_idle_ms) {
-            self.switch
-                .engine()
-                .set_limits(Duration::from_millis(d1.max_idle_ms), d1.flow_limit);
-            lines.push(format!(
-                "flow limit {}, max idle {} ms",
-                d1.flow_limit, d1.max_idle_ms
-            ));
-        }
-        let (o0, o1) = (&cur.offload, &new.offload);
-        if (o0.policy, o0.backend, o0.queue, o0.sim_capacity)
-            != (o1.policy, o1.backend, o1.queue, o1.sim_capacity)
-        {
-            restart.push("[offload] policy, backend, queue and sim_capacity".into());
-        }
-        if (o0.coalesce_ms, o0.settle_ms) != (o1.coalesce_ms, o1.settle_ms)
-            && let Some(w) = &self.watcher
-        {
-            let (coalesce, settle) = fib_timing(&new.offload);
-            w.set_timing(coalesce, settle).map_err(|e| e.to_string())?;
-            lines.push(format!(
-                "routing changes: settle {} ms, coalesce at most {} ms",
-                settle.as_millis(),
-                coalesce.as_millis()
-            ));
-        }
-        if diff.discovery_changed {
-            restart.push("[discovery]".into());
-        }
-        if !restart.is_empty() {
-            lines.push(format!(
-                "not applied: {} changes need a restart (systemctl restart flowd; add \
-                 --keep-offloads to keep traffic)",
-                restart.join(", ")
-            ));
-        }
-        // Networks see the ports in force (a network may name a port whose change was
-        // not applied: it is left out of the network until then).
-        let target = Config {
-            ports: ports.ports.clone(),
-            ..new.clone()
-        };
-        // Decapsulating flows of a network look up the way back with its mark.
-        self.hooks
-            .marks
-            .store(std::sync::Arc::new(super::network_marks(&target)));
-        let refused = match self.apply_networks_and_rules(&cur, &target) {
-            Ok(r) => r,
-            Err(e) => {
-                cur.ports = ports.ports;
-                return Err(e.to_string());
-            }
-        };
-        for (name, why) in &refused.networks {
-            lines.push(format!("not applied: network `{name}`: {why}"));
-        }
-        for ((priority, m), why) in &refused.rules {
-            lines.push(format!(
-                "not applied: rule priority {priority} match {m}: {why}"
-            ));
-        }
-        // What is in force: a refused network stays as it was (or absent), a refused
-        // rule absent.
-        let networks: Vec<_> = new
-            .networks
-            .iter()
-            .filter_map(|n| {
-                if refused.networks.iter().any(|(name, _)| *name == n.name) {
-                    cur.networks.iter().find(|c| c.name == n.name).cloned()
-                } else {
-                    Some(n.clone())
-                }
-            })
-            .collect();
-        let rules: Vec<_> = new
-            .rules
-            .iter()
-            .filter(|r| !refused.rules.iter().any(|(k, _)| *k == r.key()))
-            .cloned()
-            .collect();
-        if let Err(e) = self.evpn.reconfigure(&target, self.switch.engine()) {
-            lines.push(format!("not applied: {e}"));
-        }
-        // Keep the sections that were not applied as they are in force. The control
-        // socket and the metrics listener follow the published configuration.
-        let datapath = crate::config::DatapathConfig {
-            flow_limit: new.datapath.flow_limit,
-            max_idle_ms: new.datapath.max_idle_ms,
-            ..cur.datapath
-        };
-        let offload = crate::config::OffloadConfig {
-            coalesce_ms: new.offload.coalesce_ms,
-            settle_ms: new.offload.settle_ms,
-            ..cur.offload
-        };
-        let applied = Config {
-            ports: ports.ports,
-            datapath,
-            offload,
-            networks,
-            rules,
-            control: new.control.clone(),
-            metrics: new.metrics,
-            ..cur.clone()
-        };
-        lines.extend(self.publish_config(&applied));
-        *cur = applied;
-        Ok(lines)
-    }
-
-    /// Applies the networks and rules of `new`; the ones the slow path refused, as
-    /// (name or rule, why).
-    fn apply_networks_and_rules(
-        &self,
-        cur: &Config,
-        new: &Config,
-    ) -> Result<Refused, super::build::BuildError> {
-        use super::build::{network, network_id, rule};
-        let engine = self.switch.engine();
-        // Build everything first: a bad item changes nothing.
-        let nets: Vec<_> = new
-            .networks
-            .iter()
-            .map(|n| (network_id(n), network(new, n), n))
-            .collect();
-        let new_rules = new
-            .rules
-            .iter()
-            .filter(|r| !cur.rules.contains(r))
-            .map(|r| rule(new, r))
-            .collect::<Result<Vec<_>, _>>()?;
-        let gone_rules: Vec<(u16, String)> = cur
-            .rules
-            .iter()
-            .filter(|r| !new.rules.contains(r))
-            .map(RuleConfig::key)
-            .collect();
-        let gone_nets: Vec<_> = cur
-            .networks
-            .iter()
-            .filter(|n| !new.networks.iter().any(|m| network_id(m) == network_id(n)))
-            .map(network_id)
-            .collect();
-        let refused = engine.configure(|sp| {
-            let mut refused = Refused::default();
-            let mut changes = Vec::new();
-            for id in gone_nets {
-                if let Ok(c) = sp.remove_network(id) {
-                    changes.push(c);
-                }
-            }
-            for (id, net, cfgnet) in nets {
-                let existing = sp.networks().get(id).cloned();
-                let res = match existing {
-                    Some(old) if old == net => Ok(None),
-                    Some(_) => sp.replace_network(id, net).map(Some),
-                    None => sp.add_network(id, net).map(Some),
-                };
-                match res {
-                    Ok(Some(c)) => changes.push(c),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(network = %cfgnet.name, error = %e, "reload: network refused");
-                        refused.networks.push((cfgnet.name.clone(), e.to_string()));
-                    }
-                }
-            }
-            let ids: Vec<_> = sp
-                .rules()
-                .entries()
-                .iter()
-                .filter(|e| gone_rules.contains(&(e.rule.priority, e.rule.matches.to_string())))
-                .map(|e| e.id)
-                .collect();
-            for id in ids {
-                if let Ok(c) = sp.delete_rule(id) {
-                    changes.push(c);
-                }
-            }
-            for r in new_rules {
-                let key = (r.priority, r.matches.to_string());
-                match sp.add_rule(r) {
-                    Ok((_, c)) => changes.push(c),
-                    Err(e) => {
-                        tracing::warn!(priority = key.0, r#match = %key.1, error = %e, "reload: rule refused");
-                        refused.rules.push((key, e.to_string()));
-                    }
-                }
-            }
-            (refused, changes)
-        });
-        Ok(refused)
-    }
-}
-
-/// What the slow path refused of a reload.
-#[derive(Debug, Default)]
-struct Refused {
-    /// Networks, by name, and why.
-    networks: Vec<(String, String)>,
-    /// Rules, by (priority, match), and why.
-    rules: Vec<((u16, String), String)>,
 }
 
 /// Wraps a daemon for the control server.

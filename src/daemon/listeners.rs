@@ -7,6 +7,7 @@
 //! listener reported on that publication. A bind that failed is a "not applied" line of
 //! the answer; the listener keeps serving where it was and retries on the next reload.
 
+use super::reload::NotApplied;
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,16 @@ pub enum Listener {
     Control,
     /// The Prometheus endpoint.
     Metrics,
+}
+
+impl Listener {
+    /// The configuration section it follows (`[control]`, `[metrics]`).
+    pub fn section(self) -> &'static str {
+        match self {
+            Listener::Control => "[control]",
+            Listener::Metrics => "[metrics]",
+        }
+    }
 }
 
 #[derive(Default)]
@@ -62,8 +73,8 @@ impl ListenerReports {
     }
 
     /// Waits until every attached listener reported on publication `n` (or `within`
-    /// passed); the failures, as "not applied" lines.
-    pub(super) fn wait(&self, n: u64, within: Duration) -> Vec<String> {
+    /// passed); the failures.
+    pub(super) fn wait(&self, n: u64, within: Duration) -> Vec<NotApplied> {
         let deadline = Instant::now() + within;
         let mut s = self.lock();
         loop {
@@ -75,10 +86,7 @@ impl ListenerReports {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return vec![format!(
-                    "not applied: the listeners did not confirm within {} s (see the log)",
-                    within.as_secs()
-                )];
+                return vec![NotApplied::ListenersSilent(within)];
             }
             s = self
                 .cond
@@ -87,11 +95,17 @@ impl ListenerReports {
                 .0;
         }
         let mut out = Vec::new();
-        for (name, r) in [("[control]", &s.control), ("[metrics]", &s.metrics)] {
+        for (which, r) in [
+            (Listener::Control, &s.control),
+            (Listener::Metrics, &s.metrics),
+        ] {
             if let Some((g, Err(e))) = r
                 && *g >= n
             {
-                out.push(format!("not applied: {name} {e}"));
+                out.push(NotApplied::Listener {
+                    which,
+                    why: e.clone(),
+                });
             }
         }
         out
@@ -123,6 +137,7 @@ mod tests {
         });
         let lines = r.wait(n, Duration::from_secs(30));
         t.join().unwrap();
+        let lines: Vec<String> = lines.iter().map(ToString::to_string).collect();
         assert_eq!(
             lines,
             vec!["not applied: [metrics] 127.0.0.1:1: address in use".to_string()]
@@ -132,6 +147,9 @@ mod tests {
         r.report(Listener::Control, Ok(()));
         let lines = r.wait(n, Duration::from_millis(50));
         assert_eq!(lines.len(), 1);
-        assert!(lines[0].contains("did not confirm"), "{lines:?}");
+        assert!(
+            lines[0].to_string().contains("did not confirm"),
+            "{lines:?}"
+        );
     }
 }

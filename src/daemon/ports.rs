@@ -83,13 +83,13 @@ struct Inner {
 impl LivePorts {
     /// The configured ports over the links as dumped; `Err` names the first configured
     /// port without a netdev.
-    pub fn new(ports: &[PortConfig], links: &[Link]) -> Result<Self, String> {
+    pub fn new(ports: &[PortConfig], links: &[Link]) -> Result<Self, super::build::BuildError> {
         let by_name: HashMap<&str, &Link> = links.iter().map(|l| (l.name.as_str(), l)).collect();
         let mut by_id = HashMap::new();
         for p in ports {
             let link = by_name
                 .get(p.name.as_str())
-                .ok_or_else(|| format!("port `{}`: no such interface `{}`", p.name, p.name))?;
+                .ok_or_else(|| super::build::BuildError::NoSuchInterface(p.name.clone()))?;
             by_id.insert(p.id, info(p, link));
         }
         let me = Self {

@@ -211,27 +211,14 @@ impl Mirror {
     /// Applies one change under the current generation, recording what it may affect.
     pub fn apply(&mut self, change: Change, dirty: &mut Dirty) -> Applied {
         let g = self.generation;
-        let mut applied = Applied::default();
-        match change {
-            Change::LinkUp(link) => {
-                let index = link.index;
-                match self.links.insert(index, (link.clone(), g)) {
-                    Some((old, _)) if old == link => {}
-                    Some((old, _)) => {
-                        applied.resync_routes =
-                            old.admin_up != link.admin_up || old.oper_up != link.oper_up;
-                        dirty.links.insert(index);
-                    }
-                    None => {
-                        dirty.links.insert(index);
-                    }
-                }
-            }
+        let resync_routes = match change {
+            Change::LinkUp(link) => self.link_up(link, g, dirty),
             Change::LinkGone(index) => {
-                if self.links.remove(&index).is_some() {
+                let gone = self.links.remove(&index).is_some();
+                if gone {
                     dirty.links.insert(index);
-                    applied.resync_routes = true;
                 }
+                gone
             }
             Change::AddrUp(addr) => {
                 dirty.links.insert(addr.ifindex);
@@ -239,41 +226,39 @@ impl Mirror {
                     Some(slot) => *slot = (addr, g),
                     None => self.addrs.push((addr, g)),
                 }
+                false
             }
             Change::AddrGone(addr) => {
                 let before = self.addrs.len();
                 self.addrs.retain(|(a, _)| !same_addr(a, &addr));
-                if self.addrs.len() != before {
+                let gone = self.addrs.len() != before;
+                if gone {
                     dirty.links.insert(addr.ifindex);
-                    applied.resync_routes = addr.addr.is_ipv4();
                 }
+                gone && addr.addr.is_ipv4()
             }
             Change::RouteUp(route) => {
                 if self.upsert_route(route.clone(), g) {
                     dirty.prefixes.push(route.key.dst);
                 }
+                false
             }
             Change::RouteGone(key) => {
                 if self.remove_route(&key) {
                     dirty.prefixes.push(key.dst);
                 }
+                false
             }
             Change::RuleUp(rule) => {
-                if let Some(slot) = self.rules.iter_mut().find(|(r, _)| *r == rule) {
-                    slot.1 = g;
-                } else {
-                    let at = self
-                        .rules
-                        .partition_point(|(r, _)| r.priority <= rule.priority);
-                    self.rules.insert(at, (rule, g));
-                    dirty.all = true;
-                }
+                dirty.all |= self.rule_up(rule, g);
+                false
             }
             Change::RuleGone(rule) => {
                 if let Some(at) = self.rules.iter().position(|(r, _)| *r == rule) {
                     self.rules.remove(at);
                     dirty.all = true;
                 }
+                false
             }
             Change::NeighUp(n) => {
                 let key = (n.ifindex, n.ip);
@@ -283,14 +268,46 @@ impl Mirror {
                         dirty.next_hops.insert(key);
                     }
                 }
+                false
             }
             Change::NeighGone { ifindex, ip } => {
                 if self.neighs.remove(&(ifindex, ip)).is_some() {
                     dirty.next_hops.insert((ifindex, ip));
                 }
+                false
+            }
+        };
+        Applied { resync_routes }
+    }
+
+    /// A link's facts; true when its admin or operational state changed (its routes
+    /// are then dumped again).
+    fn link_up(&mut self, link: Link, g: u64, dirty: &mut Dirty) -> bool {
+        let index = link.index;
+        match self.links.insert(index, (link.clone(), g)) {
+            Some((old, _)) if old == link => false,
+            Some((old, _)) => {
+                dirty.links.insert(index);
+                old.admin_up != link.admin_up || old.oper_up != link.oper_up
+            }
+            None => {
+                dirty.links.insert(index);
+                false
             }
         }
-        applied
+    }
+
+    /// A policy rule, kept in priority order; true if it is new.
+    fn rule_up(&mut self, rule: Rule, g: u64) -> bool {
+        if let Some(slot) = self.rules.iter_mut().find(|(r, _)| *r == rule) {
+            slot.1 = g;
+            return false;
+        }
+        let at = self
+            .rules
+            .partition_point(|(r, _)| r.priority <= rule.priority);
+        self.rules.insert(at, (rule, g));
+        true
     }
 
     /// Inserts or replaces a route; true if the mirror changed.
