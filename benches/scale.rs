@@ -190,7 +190,36 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1 << 20) as f64
 }
 
-fn run(l: &mut Lab, flows: u64, burst: u64) -> Result<(), String> {
+/// What one new-flow burst did.
+struct Burst {
+    size: u64,
+    offered_in: Duration,
+    installed: u64,
+    t90: Option<Duration>,
+    t100: Option<Duration>,
+    upcall_drops: u64,
+    ring_drops: u64,
+}
+
+/// What the table held once filled, and what it cost.
+struct Filled {
+    end: StatsBody,
+    resent: bool,
+    rss: (u64, u64),
+    per_flow: f64,
+}
+
+/// dump-flows timings: summary, limited, and whole (when not too large).
+type Timed = (Duration, usize, ResponseBody);
+struct Dumps {
+    summary: Timed,
+    limited: Timed,
+    full: Option<Timed>,
+}
+
+/// Starts the daemon with a flow table, an offload queue and a simulated eswitch sized
+/// for `flows`; returns its pid.
+fn start(l: &mut Lab, flows: u64) -> Result<u32, String> {
     let exe = Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd"));
     let cap = flows + 1000;
     let cfg = lab::config_text("sim", &l.socket())
@@ -212,23 +241,15 @@ fn run(l: &mut Lab, flows: u64, burst: u64) -> Result<(), String> {
     if !ok {
         return Err(format!("vf0 cannot reach 1.1.1.3: {out}"));
     }
-    let base = stats(l);
-    let rss0 = rss(pid);
-    println!(
-        "baseline: {} flows, RSS {:.1} MiB; offering {burst} new flows in one pass",
-        base.flows,
-        mib(rss0)
-    );
+    Ok(pid)
+}
 
-    // Setup: one pass of `burst` new flows.
+/// Setup: one pass of `size` new flows, and how they were installed.
+fn burst(l: &mut Lab, base: &StatsBody, size: u64) -> Result<Burst, String> {
     let t0 = Instant::now();
-    let send_time = offer(&l.vfs[0].name, 0..burst)?;
-    let samples = wait_flows(l, base.flows + burst, 60, t0);
+    let offered_in = offer(&l.vfs[0].name, 0..size)?;
+    let samples = wait_flows(l, base.flows + size, 60, t0);
     let after = stats(l);
-    let installed = after.flows - base.flows;
-    let t90 = reached(&samples, base.flows + burst * 9 / 10);
-    let t100 = reached(&samples, base.flows + burst);
-    let drops = after.upcall_drops - base.upcall_drops;
     let rep0 = |s: &StatsBody, k: &str| {
         s.ports
             .get("rep0")
@@ -236,11 +257,20 @@ fn run(l: &mut Lab, flows: u64, burst: u64) -> Result<(), String> {
             .copied()
             .unwrap_or(0)
     };
-    let ring_drops = rep0(&after, "kernel_drops") - rep0(&base, "kernel_drops");
+    Ok(Burst {
+        size,
+        offered_in,
+        installed: after.flows - base.flows,
+        t90: reached(&samples, base.flows + size * 9 / 10),
+        t100: reached(&samples, base.flows + size),
+        upcall_drops: after.upcall_drops - base.upcall_drops,
+        ring_drops: rep0(&after, "kernel_drops") - rep0(base, "kernel_drops"),
+    })
+}
 
-    // Memory: fill up to `flows`, a pass at a time.
-    // The burst's missing flows first (their second packet), then the rest: each pass
-    // waits until the count settles (no flow added for 300 ms).
+/// Offers flows `0..flows`, a pass at a time, each pass waiting until the count
+/// settles (no flow added for 300 ms).
+fn offer_all(l: &mut Lab, flows: u64) -> Result<(), String> {
     let mut next = 0;
     while next < flows {
         interrupted()?;
@@ -249,18 +279,18 @@ fn run(l: &mut Lab, flows: u64, burst: u64) -> Result<(), String> {
         settle(l);
         next = end;
     }
-    let mut resent = 0u64;
+    Ok(())
+}
+
+/// Memory: fills the table up to `flows` (the burst's missing flows get their second
+/// packet, then the rest), waits until the simulated eswitch holds them, and measures
+/// RSS growth per flow.
+fn fill(l: &mut Lab, pid: u32, base: &StatsBody, rss0: u64, flows: u64) -> Result<Filled, String> {
+    offer_all(l, flows)?;
     // Whatever is still missing (an upcall or a ring frame dropped) gets one more packet.
-    if stats(l).flows < base.flows + flows {
-        resent = 1;
-        next = 0;
-        while next < flows {
-            interrupted()?;
-            let end = (next + PASS).min(flows);
-            offer(&l.vfs[0].name, next..end)?;
-            settle(l);
-            next = end;
-        }
+    let resent = stats(l).flows < base.flows + flows;
+    if resent {
+        offer_all(l, flows)?;
     }
     let held = stats(l).flows;
     // Offloaded too: the simulated eswitch carries them (its state is the daemon's).
@@ -272,32 +302,164 @@ fn run(l: &mut Lab, flows: u64, burst: u64) -> Result<(), String> {
     let end = stats(l);
     let rss1 = rss(pid);
     let grown = end.flows.saturating_sub(base.flows).max(1);
-    let per_flow = rss1.saturating_sub(rss0) as f64 / grown as f64;
+    Ok(Filled {
+        per_flow: rss1.saturating_sub(rss0) as f64 / grown as f64,
+        end,
+        resent,
+        rss: (rss0, rss1),
+    })
+}
 
-    // dump-flows.
-    let summary = timed(
-        l,
-        Request::DumpFlows {
-            filter: FlowFilter::All,
-            select: FlowSelect::default(),
-            summary: true,
-        },
-    )?;
-    let limited = timed(
-        l,
-        Request::DumpFlows {
-            filter: FlowFilter::All,
-            select: FlowSelect {
-                limit: Some(1000),
-                ..FlowSelect::default()
-            },
-            summary: false,
-        },
-    )?;
-    let full = (end.flows <= FULL_DUMP_MAX)
-        .then(|| timed(l, Request::dump_flows(FlowFilter::All)))
-        .transpose()?;
+/// dump-flows three ways.
+fn dumps(l: &mut Lab, flows: u64) -> Result<Dumps, String> {
+    let ask = |select: FlowSelect, summary: bool| Request::DumpFlows {
+        filter: FlowFilter::All,
+        select,
+        summary,
+    };
+    Ok(Dumps {
+        summary: timed(l, ask(FlowSelect::default(), true))?,
+        limited: timed(
+            l,
+            ask(
+                FlowSelect {
+                    limit: Some(1000),
+                    ..FlowSelect::default()
+                },
+                false,
+            ),
+        )?,
+        full: (flows <= FULL_DUMP_MAX)
+            .then(|| timed(l, Request::dump_flows(FlowFilter::All)))
+            .transpose()?,
+    })
+}
 
+/// One row of the table: the figure, what was measured, the goal and, where there is a
+/// goal, whether it was met.
+fn row(figure: &str, measured: impl std::fmt::Display, goal: &str, met: Option<bool>) {
+    let verdict = match met {
+        Some(true) => "  met",
+        Some(false) => "  NOT met",
+        None => "",
+    };
+    println!(
+        "{figure:<44} {:>14} {goal:>14}{verdict}",
+        measured.to_string()
+    );
+}
+
+fn secs(t: Duration) -> String {
+    format!("{:.3} s", t.as_secs_f64())
+}
+
+fn print_burst(b: &Burst) {
+    let rate = b.t100.map(|t| b.size as f64 / t.as_secs_f64());
+    row(
+        &format!("burst of {}: offered in", b.size),
+        secs(b.offered_in),
+        "-",
+        None,
+    );
+    row(
+        "burst: installed from one pass",
+        format!("{} of {}", b.installed, b.size),
+        "100%",
+        Some(b.installed >= b.size),
+    );
+    row(
+        "burst: 90% installed after",
+        b.t90.map_or("-".into(), secs),
+        "-",
+        None,
+    );
+    row(
+        "burst: 100% installed after (flows/s)",
+        match (b.t100, rate) {
+            (Some(t), Some(r)) => format!("{} ({r:.0}/s)", secs(t)),
+            _ => "never".into(),
+        },
+        &format!(">= {GOAL_RATE:.0}/s"),
+        Some(rate.is_some_and(|r| r >= GOAL_RATE)),
+    );
+    row(
+        "burst: upcalls dropped",
+        b.upcall_drops,
+        "0",
+        Some(b.upcall_drops == 0),
+    );
+    row(
+        "burst: dropped at rep0's receive ring",
+        b.ring_drops,
+        "0",
+        Some(b.ring_drops == 0),
+    );
+}
+
+fn print_filled(f: &Filled, flows: u64) {
+    row(
+        "flows held (offloaded to the sim eswitch)",
+        format!("{} ({})", f.end.flows, f.end.flows_offloaded),
+        &flows.to_string(),
+        None,
+    );
+    row(
+        "flows needing a second round of packets",
+        if f.resent { "some" } else { "none" },
+        "none",
+        None,
+    );
+    row(
+        "RSS before / after",
+        format!("{:.0}/{:.0} MiB", mib(f.rss.0), mib(f.rss.1)),
+        "-",
+        None,
+    );
+    row(
+        "RSS growth per flow",
+        format!("{:.0} B", f.per_flow),
+        &format!("<= {GOAL_BYTES_PER_FLOW:.0} B"),
+        Some(f.per_flow <= GOAL_BYTES_PER_FLOW),
+    );
+}
+
+fn print_dumps(d: &Dumps) {
+    row("dump-flows --summary", secs(d.summary.0), "-", None);
+    row("dump-flows --limit 1000", secs(d.limited.0), "-", None);
+    match &d.full {
+        Some((t, size, _)) => row(
+            "dump-flows (all, JSON)",
+            format!("{:.2} s {:.0} MiB", t.as_secs_f64(), mib(*size as u64)),
+            "-",
+            None,
+        ),
+        None => row(
+            "dump-flows (all)",
+            format!("not run > {FULL_DUMP_MAX}"),
+            "-",
+            None,
+        ),
+    }
+    if let ResponseBody::FlowSummary(s) = &d.summary.2 {
+        println!(
+            "summary: {} flows, by placement {:?}",
+            s.flows, s.by_placement
+        );
+    }
+}
+
+fn run(l: &mut Lab, flows: u64, size: u64) -> Result<(), String> {
+    let pid = start(l, flows)?;
+    let base = stats(l);
+    let rss0 = rss(pid);
+    println!(
+        "baseline: {} flows, RSS {:.1} MiB; offering {size} new flows in one pass",
+        base.flows,
+        mib(rss0)
+    );
+    let b = burst(l, &base, size)?;
+    let f = fill(l, pid, &base, rss0, flows)?;
+    let d = dumps(l, f.end.flows)?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("\nscale: flowd through the daemon, NORMAL + VXLAN encap, backend sim (skip_hw)");
     println!("load average at end: {}", load.trim());
@@ -305,108 +467,9 @@ fn run(l: &mut Lab, flows: u64, burst: u64) -> Result<(), String> {
         "{:<44} {:>14} {:>14}  verdict",
         "figure", "measured", "goal"
     );
-    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
-    let rate = t100.map(|t| burst as f64 / t.as_secs_f64());
-    println!(
-        "{:<44} {:>14} {:>14}",
-        format!("burst of {burst}: offered in"),
-        format!("{:.3} s", send_time.as_secs_f64()),
-        "-"
-    );
-    println!(
-        "{:<44} {:>14} {:>14}  {}",
-        "burst: installed from one pass",
-        format!("{installed} of {burst}"),
-        "100%",
-        verdict(installed >= burst)
-    );
-    println!(
-        "{:<44} {:>14} {:>14}",
-        "burst: 90% installed after",
-        t90.map_or("-".into(), |t| format!("{:.3} s", t.as_secs_f64())),
-        "-"
-    );
-    println!(
-        "{:<44} {:>14} {:>14}  {}",
-        "burst: 100% installed after (flows/s)",
-        match (t100, rate) {
-            (Some(t), Some(r)) => format!("{:.3} s ({r:.0}/s)", t.as_secs_f64()),
-            _ => "never".into(),
-        },
-        format!(">= {GOAL_RATE:.0}/s"),
-        verdict(rate.is_some_and(|r| r >= GOAL_RATE))
-    );
-    println!(
-        "{:<44} {:>14} {:>14}  {}",
-        "burst: upcalls dropped",
-        drops,
-        "0",
-        verdict(drops == 0)
-    );
-    println!(
-        "{:<44} {:>14} {:>14}  {}",
-        "burst: dropped at rep0's receive ring",
-        ring_drops,
-        "0",
-        verdict(ring_drops == 0)
-    );
-    println!(
-        "{:<44} {:>14} {:>14}",
-        "flows held (offloaded to the sim eswitch)",
-        format!("{} ({})", end.flows, end.flows_offloaded),
-        format!("{flows}")
-    );
-    println!(
-        "{:<44} {:>14} {:>14}",
-        "flows needing a second round of packets",
-        if resent > 0 { "some" } else { "none" },
-        "none"
-    );
-    println!(
-        "{:<44} {:>14} {:>14}",
-        "RSS before / after",
-        format!("{:.0}/{:.0} MiB", mib(rss0), mib(rss1)),
-        "-"
-    );
-    println!(
-        "{:<44} {:>14} {:>14}  {}",
-        "RSS growth per flow",
-        format!("{per_flow:.0} B"),
-        format!("<= {GOAL_BYTES_PER_FLOW:.0} B"),
-        verdict(per_flow <= GOAL_BYTES_PER_FLOW)
-    );
-    println!(
-        "{:<44} {:>14} {:>14}",
-        "dump-flows --summary",
-        format!("{:.3} s", summary.0.as_secs_f64()),
-        "-"
-    );
-    println!(
-        "{:<44} {:>14} {:>14}",
-        "dump-flows --limit 1000",
-        format!("{:.3} s", limited.0.as_secs_f64()),
-        "-"
-    );
-    match full {
-        Some((t, size, _)) => println!(
-            "{:<44} {:>14} {:>14}",
-            "dump-flows (all, JSON)",
-            format!("{:.2} s {:.0} MiB", t.as_secs_f64(), mib(size as u64)),
-            "-"
-        ),
-        None => println!(
-            "{:<44} {:>14} {:>14}",
-            "dump-flows (all)",
-            format!("not run > {FULL_DUMP_MAX}"),
-            "-"
-        ),
-    }
-    if let ResponseBody::FlowSummary(s) = summary.2 {
-        println!(
-            "summary: {} flows, by placement {:?}",
-            s.flows, s.by_placement
-        );
-    }
+    print_burst(&b);
+    print_filled(&f, flows);
+    print_dumps(&d);
     Ok(())
 }
 

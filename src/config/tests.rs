@@ -480,3 +480,67 @@ fn no_input_panics() {
         }
     }
 }
+
+#[test]
+fn the_diff_says_what_a_reload_applies_and_what_needs_a_restart() {
+    let old = Config::load(&data("good_lab.toml")).unwrap();
+    let text = std::fs::read_to_string(data("good_lab.toml")).unwrap();
+    // rep1 leaves, rep9 arrives, rep0 changes its VF; the flow limit,
+    // the routing timing, the batch size and [evpn] change too.
+    let edited = text
+        .replace("rep1", "rep9")
+        .replace("vf = 0\n", "vf = 3\n")
+        .replace("flow_limit = 10000", "flow_limit = 20000\nbatch = 16")
+        .replace(
+            "[offload]",
+            "[evpn]\nudp_port = 61001\n\n[offload]\ncoalesce_ms = 50",
+        );
+    let mut new = Config::from_str(&edited).unwrap_or_else(|e| panic!("{e}"));
+    new.inherit_port_ids(&old);
+    let d = Config::diff(&old, &new);
+    let names = |ports: &[PortConfig]| ports.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&d.hotplug.plugged), ["rep9"]);
+    assert_eq!(names(&d.hotplug.unplugged), ["rep1"]);
+    let replugged: Vec<_> = d
+        .hotplug
+        .replugged
+        .iter()
+        .map(|(a, b)| (a.vf, b.vf))
+        .collect();
+    assert_eq!(replugged, [(Some(0), Some(3))]);
+    assert!(d.ports_restart.is_empty());
+    assert!(d.flow_limits_changed && d.datapath_restart && d.evpn_restart);
+    assert!(d.fib_timing_changed && !d.offload_restart);
+    assert_eq!(
+        d.needs_restart(),
+        [
+            "[datapath] upcall_queue, handler_threads, batch and mac_table_size",
+            "[evpn]"
+        ]
+    );
+    // In force: the representors changed, the live settings new, the rest as it was.
+    let f = d.in_force(&old, &new);
+    assert_eq!(
+        names(&f.ports),
+        names(&old.ports)
+            .into_iter()
+            .filter(|n| n != "rep1")
+            .chain(["rep9".to_string()])
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(f.datapath.flow_limit, 20000);
+    assert_eq!(f.datapath.batch, old.datapath.batch);
+    assert_eq!(f.offload.coalesce_ms, Some(50));
+    assert_eq!(f.evpn, old.evpn);
+    // An uplink removed needs a restart, and stays in force.
+    let no_uplink = Config::from_str(&text.replace("role = \"uplink\"", "role = \"representor\""))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let d = Config::diff(&old, &no_uplink);
+    assert!(!d.ports_restart.is_empty(), "{d:?}");
+    assert!(
+        d.in_force(&old, &no_uplink)
+            .ports
+            .iter()
+            .any(|p| p.role == PortRole::Uplink)
+    );
+}

@@ -491,7 +491,7 @@ impl EvpnHandle {
     }
 
     /// A reload: applies the EVPN networks of `cfg` (starting the EVPN side if needed).
-    pub fn reconfigure(&self, cfg: &Config, engine: &Arc<Engine>) -> Result<(), String> {
+    pub fn reconfigure(&self, cfg: &Config, engine: &Arc<Engine>) -> Result<(), DaemonError> {
         let want = specs(cfg, &self.settings);
         let mut running = lock(&self.running);
         match running.as_ref() {
@@ -506,7 +506,7 @@ impl EvpnHandle {
                     evpn: self.settings,
                     ..cfg.clone()
                 };
-                *running = Some(Evpn::start(&cfg, engine).map_err(|e| format!("evpn: {e}"))?);
+                *running = Some(Evpn::start(&cfg, engine)?);
                 Ok(())
             }
         }

@@ -19,7 +19,7 @@
 
 use super::build::BuildError;
 use super::reload::ReloadError;
-use super::{Daemon, kernel, lock};
+use super::{Daemon, kernel};
 use crate::config::{Config, Hotplug, PortConfig};
 use crate::switch::SwitchPort;
 use datapath::PortId;
@@ -74,15 +74,6 @@ impl Daemon {
             in_force.to_vec(),
             opened.iter().map(|(info, _)| info.clone()).collect(),
         );
-        {
-            let mut m = lock(&self.opened);
-            m.retain(|id, _| !gone.contains(id));
-            m.extend(
-                opened
-                    .iter()
-                    .map(|(info, _)| (info.id, (info.ifindex, info.mtu))),
-            );
-        }
         for (info, io) in opened {
             self.switch.plug(SwitchPort {
                 id: info.id,

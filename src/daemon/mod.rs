@@ -29,7 +29,6 @@ mod start;
 use crate::config::{Config, PortRole as CfgRole};
 use crate::control::proto::PortRow;
 use crate::switch::{Switch, SwitchPort};
-use datapath::IfIndex;
 use datapath::port::AfPacketPort;
 use datapath::slowpath::{DeleteReason, FlowObserver};
 use fibwatch::{Event, Watcher};
@@ -39,7 +38,7 @@ use offload::worker::{OffloadWorker, PortChange};
 use ports::{LivePorts, PortUpdate};
 pub use reload::{NotApplied, ReloadError, ReloadReport};
 use routes::RouteTable;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -105,9 +104,6 @@ pub struct Daemon {
     pub backend: String,
     /// The ports with their live facts.
     pub ports: LivePorts,
-    /// The netdev and MTU each datapath port's socket was opened on (the MTU sizes its
-    /// receive ring).
-    opened: Mutex<HashMap<datapath::PortId, (IfIndex, u32)>>,
     /// What start-up adoption of a previous run's filters did.
     pub adoption: offload::AdoptionReport,
     /// Counters.
@@ -234,13 +230,7 @@ impl Daemon {
             return;
         }
         // The socket must be on the netdev as it is now, with a ring for its MTU.
-        let opened = self
-            .opened
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&u.now.id)
-            .copied();
-        if opened.is_some_and(|(ifindex, mtu)| ifindex == u.now.ifindex && mtu >= u.now.mtu) {
+        if !self.ports.needs_reopen(&u.now) {
             return;
         }
         self.reopen(&u);
@@ -252,10 +242,7 @@ impl Daemon {
         let batch = self.config.lock().map_or(32, |c| c.datapath.batch);
         match AfPacketPort::open(&u.now.name, batch) {
             Ok(io) => {
-                self.opened
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(u.now.id, (u.now.ifindex, u.now.mtu));
+                self.ports.opened(&u.now);
                 self.switch.plug(SwitchPort {
                     id: u.now.id,
                     role: build::role(u.role),

@@ -78,6 +78,9 @@ struct Inner {
     configured: Vec<PortConfig>,
     /// The last facts seen per port (kept while its netdev is gone).
     by_id: HashMap<PortId, PortInfo>,
+    /// The netdev and MTU each datapath port's socket was opened on (the MTU sized its
+    /// receive ring); the tunnel port has none.
+    sockets: HashMap<PortId, (IfIndex, u32)>,
 }
 
 impl LivePorts {
@@ -92,11 +95,17 @@ impl LivePorts {
                 .ok_or_else(|| super::build::BuildError::NoSuchInterface(p.name.clone()))?;
             by_id.insert(p.id, info(p, link));
         }
+        let sockets = by_id
+            .values()
+            .filter(|p: &&PortInfo| p.kind != PortKind::Tunnel)
+            .map(|p| (p.id, (p.ifindex, p.mtu)))
+            .collect();
         let me = Self {
             table: ArcSwap::from_pointee(PortTable::new()),
             inner: Mutex::new(Inner {
                 configured: ports.to_vec(),
                 by_id,
+                sockets,
             }),
         };
         me.publish(&lock(&me.inner));
@@ -161,13 +170,31 @@ impl LivePorts {
         })
     }
 
-    /// A reload's port set: ports removed, and ports added or changed with their facts.
+    /// Whether a port's socket must be opened again for its facts `now`: its netdev is
+    /// new, or its MTU outgrew the receive ring.
+    pub fn needs_reopen(&self, now: &PortInfo) -> bool {
+        lock(&self.inner)
+            .sockets
+            .get(&now.id)
+            .is_none_or(|&(ifindex, mtu)| ifindex != now.ifindex || mtu < now.mtu)
+    }
+
+    /// A port's socket was opened on these facts.
+    pub fn opened(&self, on: &PortInfo) {
+        lock(&self.inner)
+            .sockets
+            .insert(on.id, (on.ifindex, on.mtu));
+    }
+
+    /// A reload's port set: ports removed, and ports added or changed with their facts
+    /// (their sockets opened on them).
     pub fn reconfigure(&self, ports: Vec<PortConfig>, added: Vec<PortInfo>) {
         let mut inner = lock(&self.inner);
-        inner
-            .by_id
-            .retain(|id, _| ports.iter().any(|p| p.id == *id));
+        let kept = |id: &PortId| ports.iter().any(|p| p.id == *id);
+        inner.by_id.retain(|id, _| kept(id));
+        inner.sockets.retain(|id, _| kept(id));
         for a in added {
+            inner.sockets.insert(a.id, (a.ifindex, a.mtu));
             inner.by_id.insert(a.id, a);
         }
         inner.configured = ports;

@@ -50,7 +50,7 @@ pub enum ReloadError {
 }
 
 /// What a reload did not apply (the answer is then an error that says what was).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum NotApplied {
     /// Sections or ports whose change needs a restart.
     Restart(Vec<String>),
@@ -70,8 +70,8 @@ pub enum NotApplied {
         /// Why.
         why: String,
     },
-    /// The EVPN side could not take the networks.
-    Evpn(String),
+    /// The EVPN side could not start for the networks.
+    Evpn(super::DaemonError),
     /// A listener (control socket, metrics endpoint) could not move; it serves where it
     /// was.
     Listener {
@@ -100,7 +100,7 @@ impl fmt::Display for NotApplied {
                 matches,
                 why,
             } => write!(f, "rule priority {priority} match {matches}: {why}"),
-            NotApplied::Evpn(why) => f.write_str(why),
+            NotApplied::Evpn(why) => write!(f, "{why}"),
             NotApplied::Listener { which, why } => write!(f, "{} {why}", which.section()),
             NotApplied::ListenersSilent(within) => write!(
                 f,

@@ -21,12 +21,11 @@
 use super::{Daemon, DaemonCounters, DaemonError, build, evpn, kernel, listeners, lock};
 use crate::config::{Config, OffloadPolicy};
 use crate::switch::Switch;
+use datapath::FlowId;
 use datapath::cache::FlowTable;
-use datapath::{FlowId, IfIndex};
 use fibwatch::Watcher;
 use offload::worker::{OffloadWorker, WorkerConfig};
-use offload::{Offloader, PortKind, PortTable};
-use std::collections::HashMap;
+use offload::{Offloader, PortTable};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -70,12 +69,6 @@ impl Daemon {
         // 3.
         let slowpath = build::slowpath(&cfg)?;
         let build::Opened { ports: opened, rx } = build::open_ports(&cfg, cfg.datapath.batch)?;
-        let opened_on: HashMap<datapath::PortId, (IfIndex, u32)> = facts
-            .table
-            .iter()
-            .filter(|p| p.kind != PortKind::Tunnel)
-            .map(|p| (p.id, (p.ifindex, p.mtu)))
-            .collect();
         let routes = facts.routes(rx);
         // 4.
         let flows = Arc::new(FlowTable::new(cfg.datapath.flow_limit));
@@ -116,7 +109,6 @@ impl Daemon {
             offload: offload.worker,
             backend: offload.backend.to_string(),
             ports: facts.live,
-            opened: Mutex::new(opened_on),
             adoption,
             counters: Arc::new(DaemonCounters::default()),
             evpn,
