@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod observer;
 pub mod ports;
 pub mod routes;
+pub mod stats;
 
 use crate::config::{Config, OffloadBackendKind, OffloadPolicy, PortRole as CfgRole};
 use crate::control::proto::PortRow;
