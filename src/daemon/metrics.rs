@@ -309,8 +309,7 @@ async fn http(
     let mut conn = pin!(conn);
     // A backstop until the head is complete (hyper's own timer bounds the head, and
     // its `400` and `431` fit any socket buffer), then the deadline of the answer.
-    let deadline = pin!(tokio::time::sleep(2 * limits.request_timeout));
-    let mut deadline = deadline;
+    let mut deadline = pin!(tokio::time::sleep(2 * limits.request_timeout));
     let mut answered = false;
     loop {
         tokio::select! {
