@@ -400,9 +400,8 @@ fn publish_snapshot(s: &Snapshot) {
     counter!("flowd_upcall_drops_total").absolute(s.upcall_drops());
     counter!("flowd_flow_setups_total").absolute(s.upcalls.installed);
     // Every category, so that one that emptied reads 0 rather than its last value.
-    let software: std::collections::BTreeMap<_, _> = s.software_by_category().collect();
     for reason in offload::SoftwareReason::CATEGORIES {
-        let n = software.get(reason).copied().unwrap_or(0);
+        let n = s.software(reason);
         gauge!("flowd_offload_software_flows", "reason" => reason).set(n as f64);
     }
     for (kind, n) in s.migrations() {

@@ -235,6 +235,12 @@ impl Snapshot {
             .flat_map(|o| o.software.iter().map(|(k, v)| (*k, *v)))
     }
 
+    /// Flows in software for reasons of `category` (0 without offload).
+    pub fn software(&self, category: &str) -> u64 {
+        let by = self.offload.as_ref().map(|o| &o.software);
+        by.and_then(|m| m.get(category)).copied().unwrap_or(0)
+    }
+
     /// Offloaded flows that moved, by kind (none without offload).
     pub fn migrations(&self) -> Vec<(&'static str, u64)> {
         self.offload.as_ref().map_or_else(Vec::new, |o| {
