@@ -345,7 +345,7 @@ async fn publish_metrics(h: Arc<handler::Handler>, config: Follow) {
             continue;
         }
         let h = h.clone();
-        let _ = tokio::task::spawn_blocking(move || metrics::publish(&h)).await;
+        let _ = tokio::task::spawn_blocking(move || metrics::publish(&h.0)).await;
     }
 }
 

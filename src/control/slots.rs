@@ -209,6 +209,27 @@ impl Slot {
     pub fn timed_out(&self) {
         self.slots.counters.timed_out();
     }
+
+    /// Takes the eviction notice out of the slot, for a task that waits for it while
+    /// the slot itself is lent (shared) to the code that marks the connection busy and
+    /// idle, such as an HTTP service. Afterwards [`Slot::evicted`] completes at once:
+    /// wait on the [`Eviction`] instead.
+    pub fn take_eviction(&mut self) -> Eviction {
+        let (_, gone) = oneshot::channel();
+        Eviction(std::mem::replace(&mut self.evicted, gone))
+    }
+}
+
+/// A slot's eviction notice apart from the slot ([`Slot::take_eviction`]).
+#[derive(Debug)]
+pub struct Eviction(oneshot::Receiver<()>);
+
+impl Eviction {
+    /// Completes when the connection was evicted for a new client (at once if it was
+    /// already). Await it at most once to completion.
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.0).await;
+    }
 }
 
 impl Drop for Slot {
@@ -273,5 +294,22 @@ mod tests {
         assert_eq!(C.snapshot().timed_out, 1);
         drop((a, b));
         assert_eq!(slots.len(), 3, "evicted slots were already given back");
+    }
+
+    #[tokio::test]
+    async fn an_eviction_taken_out_of_its_slot_still_hears_it() {
+        static C: ConnCounters = ConnCounters::new();
+        let slots = Slots::new(1, &C);
+        let mut a = slots.admit().expect("a");
+        let mut eviction = a.take_eviction();
+        // The slot lent elsewhere still marks the connection busy and idle.
+        assert!(a.busy());
+        assert!(slots.admit().is_none(), "busy: not evicted");
+        a.idle();
+        let _b = slots.admit().expect("b evicts a");
+        tokio::time::timeout(std::time::Duration::from_secs(5), eviction.wait())
+            .await
+            .expect("the eviction heard");
+        assert!(!a.busy(), "an evicted connection executes nothing");
     }
 }

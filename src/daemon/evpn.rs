@@ -670,23 +670,3 @@ fn station_rows(
     stations.sort_by_key(|(m, _)| m.0);
     stations.into_iter().map(|(_, r)| r).collect()
 }
-
-/// The EVPN counters for `flowctl stats` (none when no network has `evpn = true`).
-pub(crate) fn stats_counters(d: &super::Daemon) -> Vec<(String, u64)> {
-    let Some(s) = d.evpn.stats() else {
-        return Vec::new();
-    };
-    [
-        ("evpn_fdb_events", s.fdb_events),
-        ("evpn_remote_updates", s.remote_updates),
-        ("evpn_flood_updates", s.flood_updates),
-        ("evpn_local_added", s.local_added),
-        ("evpn_local_removed", s.local_removed),
-        ("evpn_resyncs", s.resyncs),
-        ("evpn_errors", s.errors),
-        ("evpn_kept_from_previous_run", s.kept),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
-}

@@ -4,17 +4,15 @@ use super::{Daemon, lock};
 use crate::config::{RuleActionsConfig, RuleConfig};
 use crate::control::proto::{
     DoneBody, FlowFilter, FlowRow, FlowSelect, FlowSummary, MAX_ECHO_BYTES, Placement, Request,
-    Response, ResponseBody, RuleRow, StatsBody, TraceBody, TunnelRow, elide,
+    Response, ResponseBody, RuleRow, TraceBody, TunnelRow, elide,
 };
-use crate::control::server::{CONTROL_CONNECTIONS, ControlHandler};
+use crate::control::server::ControlHandler;
 use datapath::Megaflow;
 use datapath::PortId;
 use datapath::cache::FlowEntry;
 use offload::backend::HwState;
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 /// Answers flowctl.
 pub struct Handler(pub Arc<Daemon>);
@@ -291,187 +289,6 @@ impl Handler {
         .into()
     }
 
-    fn stats(&self) -> ResponseBody {
-        let d = &self.0;
-        let up = d.switch.engine().counters().snapshot();
-        let dp = d.switch.datapath_stats();
-        let flows = d.switch.engine().table().len();
-        let (offloaded, failed) = match &d.offload {
-            Some(o) => {
-                let (n, by) = o.placement_counts();
-                let by: BTreeMap<String, u64> =
-                    by.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-                (n, by)
-            }
-            None => (0, BTreeMap::new()),
-        };
-        let fib = d.watcher.as_ref().and_then(|w| w.stats().ok());
-        let reval = d.switch.engine().reval_stats();
-        let mut other = BTreeMap::from([
-            ("rx_packets".to_string(), dp.rx),
-            ("cache_hits".to_string(), dp.hits),
-            ("decapsulated".to_string(), dp.decap),
-            ("tc_carried".to_string(), dp.tc_carried),
-            ("encap_no_route".to_string(), dp.exec.no_route),
-            (
-                "encap_next_hop_unresolved".to_string(),
-                dp.exec.next_hop_unresolved,
-            ),
-            ("encap_not_managed".to_string(), dp.exec.not_managed),
-            ("encap_too_big".to_string(), dp.exec.encap_too_big),
-            ("encap_too_big_replies".to_string(), dp.exec.too_big_replies),
-            ("encap_fragmented".to_string(), dp.exec.fragmented),
-            ("gso_passed".to_string(), dp.exec.gso_passed),
-            ("gso_segmented".to_string(), dp.exec.gso_segmented),
-            ("gso_segments".to_string(), dp.exec.gso_segments),
-            ("udp_super_frames".to_string(), dp.exec.udp_super_frames),
-            ("csum_completed".to_string(), dp.exec.csum_completed),
-            (
-                "offload_metadata_invalid".to_string(),
-                dp.exec.offload_invalid,
-            ),
-            ("ipsec_kernel_out".to_string(), dp.exec.kernel_out),
-            ("ipsec_no_sa".to_string(), dp.exec.ipsec_no_sa),
-            ("ipsec_blocked".to_string(), dp.exec.ipsec_blocked),
-            ("ipsec_rx".to_string(), dp.ipsec_rx),
-            ("ipsec_clear_dropped".to_string(), dp.ipsec_clear_dropped),
-            ("ipsec_kernel_rx_ignored".to_string(), dp.kernel_rx_ignored),
-            ("tx_dropped".to_string(), dp.tx_dropped + dp.exec.sink_drops),
-            ("packet_out_drops".to_string(), d.switch.packet_out_drops()),
-            ("flows_expired_idle".to_string(), reval.total.idle as u64),
-            ("flows_evicted".to_string(), reval.total.evicted as u64),
-        ]);
-        if let Some(o) = &d.offload {
-            let c = o.counters();
-            for (name, n) in [
-                ("offload_deferred", o.deferred()),
-                ("offload_backlog", o.backlog() as u64),
-                ("offload_rejudged", c.rejudged),
-                ("offload_capacity_refusals", c.capacity_refusals),
-                ("offload_transient_failures", c.transient_failures),
-                ("offload_retries", c.retries),
-                ("offload_retries_ok", c.retries_ok),
-            ] {
-                other.insert(name.into(), n);
-            }
-        }
-        for (name, n) in [
-            ("ports_reopened", &d.counters.ports_reopened),
-            ("port_reopen_errors", &d.counters.reopen_errors),
-        ] {
-            other.insert(name.into(), n.load(Ordering::Relaxed));
-        }
-        other.extend(super::evpn::stats_counters(d));
-        // The listeners' connections closed for a deadline, evicted and refused.
-        other.extend(CONTROL_CONNECTIONS.snapshot().named("control"));
-        other.extend(
-            super::metrics::SCRAPE_CONNECTIONS
-                .snapshot()
-                .named("metrics"),
-        );
-        for (kind, n) in d
-            .counters
-            .events
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default()
-        {
-            other.insert(format!("fib_{kind}_events"), n);
-        }
-        // Start-up adoption of a previous run's filters.
-        let a = d.adoption;
-        for (name, n) in [
-            ("kept_filters_found", a.kept),
-            ("kept_filters_adopted", a.adopted),
-            ("kept_filters_replaced", a.replaced),
-            ("kept_filters_removed", a.removed),
-        ] {
-            other.insert(name.into(), n as u64);
-        }
-        let names = d.ports.table();
-        let name_of = |id: datapath::PortId| {
-            names
-                .get(id)
-                .map_or_else(|| format!("port{id}"), |p| p.name.clone())
-        };
-        let mut ports: BTreeMap<String, BTreeMap<String, u64>> = dp
-            .ports
-            .iter()
-            .map(|(id, ps)| {
-                let name = name_of(*id);
-                let counters = BTreeMap::from([
-                    ("rx_truncated".to_string(), ps.rx_truncated),
-                    ("rx_large".to_string(), ps.rx_large),
-                    ("rx_gso".to_string(), ps.rx_gso),
-                    ("kernel_drops".to_string(), ps.kernel_drops),
-                    ("tx_dropped".to_string(), ps.tx_dropped),
-                    ("errors".to_string(), ps.errors),
-                    ("down".to_string(), u64::from(ps.down)),
-                    ("ring_frames".to_string(), u64::from(ps.ring_frames)),
-                    ("ring_mtu".to_string(), u64::from(ps.ring_mtu)),
-                    ("rx_malformed".to_string(), ps.rx_malformed),
-                    ("upcall_drops".to_string(), ps.upcall_drops),
-                ]);
-                (name, counters)
-            })
-            .collect();
-        let engine = d.switch.engine();
-        let (macs, mac_cfg, mac_ports) = {
-            let sp = engine.read();
-            let t = sp.macs();
-            (t.stats(), (t.len(), t.config()), t.port_stats())
-        };
-        for (id, st) in mac_ports {
-            let row = ports.entry(name_of(id)).or_default();
-            row.insert("mac_entries".into(), st.entries as u64);
-            row.insert("mac_quota_evictions".into(), st.quota_evicted);
-        }
-        for (id, st) in engine.table().port_stats() {
-            let row = ports.entry(name_of(id)).or_default();
-            row.insert("flows".into(), st.flows as u64);
-            row.insert("flow_quota_refusals".into(), st.refused);
-        }
-        let malformed = datapath::flow::Malformed::ALL
-            .iter()
-            .map(|m| (m.name().to_string(), dp.malformed[m.index()]))
-            .collect();
-        ResponseBody::Stats(Box::new(StatsBody {
-            mac_entries: mac_cfg.0 as u64,
-            mac_limit: mac_cfg.1.max_entries as u64,
-            mac_port_quota: mac_cfg.1.port_quota() as u64,
-            mac_evictions: macs.evicted,
-            mac_quota_evictions: macs.quota_evicted,
-            flow_limit: engine.table().limit() as u64,
-            flow_port_quota: engine.table().port_quota() as u64,
-            upcall_port_share_drops: up.port_share,
-            malformed,
-            ports,
-            upcalls: up.queued,
-            upcall_drops: up.queue_full + up.dropped_other + up.port_share,
-            flows: flows as u64,
-            flows_offloaded: offloaded,
-            flow_setups: up.installed,
-            offload_ok: offloaded,
-            offload_failed_by_reason: failed,
-            migrations_by_kind: d
-                .offload
-                .as_ref()
-                .map(|o| {
-                    let c = o.counters();
-                    BTreeMap::from([
-                        ("moved".to_string(), c.moved),
-                        ("to_software".to_string(), c.to_software),
-                        ("to_offload".to_string(), c.to_offload),
-                    ])
-                })
-                .unwrap_or_default(),
-            fib_events: fib.map_or(0, |f| f.changes),
-            resyncs: fib.map_or(0, |f| f.full_resyncs.saturating_sub(1)),
-            revalidator_runs: reval.sweeps,
-            other,
-        }))
-    }
-
     fn rules_list(&self) -> ResponseBody {
         // The configuration lock first, then the slow path's: a reload takes them in
         // that order (the other order deadlocks against it).
@@ -629,7 +446,9 @@ impl ControlHandler for Handler {
                 let n = self.0.delete_flows();
                 done(format!("{n} flows deleted"), Some(n as u64))
             }
-            Request::Stats => self.stats().into(),
+            Request::Stats => {
+                ResponseBody::Stats(Box::new(super::stats::Snapshot::take(&self.0).body())).into()
+            }
             Request::RulesAdd {
                 priority,
                 r#match,

@@ -1,5 +1,6 @@
-//! Prometheus metrics: the `flowctl stats` counters, published every second under
-//! stable names through the `metrics` crate and its Prometheus exporter.
+//! Prometheus metrics: the daemon's counters ([`super::stats::Snapshot`]), published
+//! every second under stable names through the `metrics` crate and its Prometheus
+//! exporter, and served over HTTP.
 //!
 //! | metric | kind | labels |
 //! |---|---|---|
@@ -11,7 +12,7 @@
 //! | `flowd_fib_events_total`, `flowd_fib_resyncs_total` | counter | |
 //! | `flowd_revalidator_runs_total` | counter | |
 //! | `flowd_datapath_total` | counter | `counter` (rx_packets, cache_hits, ..., `control_conns_*`, `metrics_conns_*`) |
-//! | `flowd_port_total` | counter | `port`, `counter` (rx_large, rx_gso, rx_truncated, kernel_drops, tx_dropped, errors) |
+//! | `flowd_port_total` | counter | `port`, `counter` (rx_large, rx_gso, rx_truncated, kernel_drops, tx_dropped, errors, ...) |
 //! | `flowd_port` | gauge | `port`, `fact` (down, ring_frames, ring_mtu, mac_entries, flows) |
 //! | `flowd_mac_table_entries`, `flowd_mac_table_limit`, `flowd_mac_port_quota` | gauge | |
 //! | `flowd_mac_evictions_total` | counter | `cause` = table_full, port_quota |
@@ -19,13 +20,26 @@
 //! | `flowd_upcall_port_share_drops_total` | counter | |
 //! | `flowd_malformed_total` | counter | `reason` (ipv4_ihl, tcp_truncated, ...) |
 //!
-//! The recorder is installed once per process ([`recorder`]); the endpoint is a small
-//! HTTP server of flowd's own ([`MetricsEndpoint`]), so that a configuration reload can
-//! move it to another address, start it or stop it: bind the new endpoint, then stop the
-//! old one. Any `GET` (or `HEAD`), whatever its path, gets the Prometheus text format;
-//! a request head larger than [`MAX_REQUEST_HEAD`] or not complete within
-//! [`REQUEST_TIMEOUT`] of the accept is refused and the connection closed, however
-//! steadily its bytes trickle in.
+//! The numbers come from one typed snapshot, the one `flowctl stats` renders
+//! ([`publish`]); a port counter is a gauge or a counter by its
+//! [`Kind`](super::stats::Kind), not by its name.
+//!
+//! The recorder is installed once per process ([`recorder`]). The endpoint
+//! ([`MetricsEndpoint`]) is hyper's HTTP/1.1 server connection on a listener of flowd's
+//! own, so that a configuration reload can move it to another address, start it or stop
+//! it: bind the new endpoint, then stop the old one. Any `GET` (or `HEAD`), whatever its
+//! path, gets the Prometheus text format (`Connection: close`: one request per
+//! connection); other methods get `405`. The limits:
+//! - a request head hyper cannot parse gets `400`, one larger than
+//!   [`MAX_REQUEST_HEAD`] (hyper's read buffer limit) `431`;
+//! - a head not complete within [`REQUEST_TIMEOUT`] of the accept gets `408` and the
+//!   connection is closed, however steadily its bytes trickle in (hyper's header read
+//!   timeout, on tokio's timer: bytes do not extend it);
+//! - the answer must be taken within [`REQUEST_TIMEOUT`] of the complete head, or the
+//!   connection is closed;
+//! - after its answer, the endpoint reads and discards what the client still sends for
+//!   a moment (the rest of an oversized head), so that closing does not reset the
+//!   connection before the client has read the answer.
 //!
 //! At most [`MAX_SCRAPES`] connections are served at once, with the control socket's
 //! rule ([`crate::control::slots`]): when all are taken, the one idle the longest (still
@@ -34,21 +48,31 @@
 //! refused (`503`). [`SCRAPE_CONNECTIONS`] counts them (`flowctl stats`:
 //! `metrics_conns_*`).
 
-use super::handler::Handler;
-use crate::control::proto::{Request, Response, ResponseBody};
-use crate::control::server::ControlHandler;
-use crate::control::slots::{ConnCounters, Slot, Slots};
+use super::Daemon;
+use super::stats::{Kind, Snapshot};
+use crate::control::slots::{ConnCounters, Eviction, Slot, Slots};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
+use std::pin::pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-/// The largest request head the endpoint reads (request line and headers).
+/// The largest request head the endpoint reads (request line and headers): hyper's
+/// read buffer limit (its smallest allowed).
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 
 /// How long a client has to send its request head, and then to take the response.
@@ -65,7 +89,6 @@ pub const MAX_SCRAPES: usize = 8;
 
 /// The metrics endpoint's connection counters (every endpoint of the process).
 pub static SCRAPE_CONNECTIONS: ConnCounters = ConnCounters::new();
-
 /// Why metrics cannot be served.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -107,6 +130,23 @@ pub fn recorder() -> Result<PrometheusHandle, MetricsError> {
     Ok(h)
 }
 
+/// What the endpoint serves: the Prometheus text (a recorder handle's `render`).
+type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The endpoint's bounds (constants but in tests).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// [`REQUEST_TIMEOUT`].
+    request_timeout: Duration,
+    /// [`MAX_SCRAPES`].
+    max_scrapes: usize,
+}
+
+const LIMITS: Limits = Limits {
+    request_timeout: REQUEST_TIMEOUT,
+    max_scrapes: MAX_SCRAPES,
+};
+
 /// A Prometheus text endpoint listening on one address, served by a task of its own.
 /// Dropping it stops it too.
 #[derive(Debug)]
@@ -118,13 +158,17 @@ pub struct MetricsEndpoint {
 impl MetricsEndpoint {
     /// Listens on `addr` and serves `handle.render()` there. Needs a tokio runtime.
     pub fn bind(addr: SocketAddr, handle: PrometheusHandle) -> Result<Self, MetricsError> {
+        Self::bind_with(addr, Arc::new(move || handle.render()), LIMITS)
+    }
+
+    fn bind_with(addr: SocketAddr, render: Render, limits: Limits) -> Result<Self, MetricsError> {
         let bind_err = |source| MetricsError::Bind { addr, source };
         let std_listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
         std_listener.set_nonblocking(true).map_err(bind_err)?;
         let listener = TcpListener::from_std(std_listener).map_err(bind_err)?;
         // The address actually bound (port 0 picks one).
         let addr = listener.local_addr().map_err(bind_err)?;
-        let task = tokio::spawn(serve(listener, handle));
+        let task = tokio::spawn(serve(listener, render, limits));
         Ok(Self { addr, task })
     }
 
@@ -147,8 +191,8 @@ impl Drop for MetricsEndpoint {
     }
 }
 
-async fn serve(listener: TcpListener, handle: PrometheusHandle) {
-    let slots = Slots::new(MAX_SCRAPES, &SCRAPE_CONNECTIONS);
+async fn serve(listener: TcpListener, render: Render, limits: Limits) {
+    let slots = Slots::new(limits.max_scrapes, &SCRAPE_CONNECTIONS);
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -158,10 +202,7 @@ async fn serve(listener: TcpListener, handle: PrometheusHandle) {
                     refuse(stream);
                     continue;
                 };
-                let handle = handle.clone();
-                tokio::spawn(async move {
-                    let _ = scrape(stream, &handle, slot).await;
-                });
+                tokio::spawn(scrape(stream, render.clone(), slot, limits));
             }
             // Out of descriptors and the like: back off instead of spinning.
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -171,52 +212,162 @@ async fn serve(listener: TcpListener, handle: PrometheusHandle) {
 
 /// One non-blocking attempt to answer `503`, then closes the connection (a fresh
 /// connection's buffer takes it whole; tokio's own `try_write` could refuse before the
-/// reactor has seen the socket writable).
+/// reactor has seen the socket writable). Not through hyper, which answers only a
+/// request it has read.
 fn refuse(stream: TcpStream) {
     if let Ok(s) = stream.into_std() {
-        let _ = io::Write::write(&mut &s, &plain(503, "Service Unavailable", &[]));
+        let _ = io::Write::write(&mut &s, &plain(StatusCode::SERVICE_UNAVAILABLE));
     }
 }
 
-async fn scrape(
-    mut stream: TcpStream,
-    handle: &PrometheusHandle,
-    mut slot: Slot,
-) -> io::Result<()> {
-    // Counted from the accept: bytes trickling in do not extend it.
-    let head = tokio::select! {
-        head = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)) => match head {
-            Ok(head) => head?,
-            Err(_) => Head::TooSlow,
-        },
-        // Evicted for a new client: close without a word.
-        () = slot.evicted() => return Ok(()),
-    };
-    if head == Head::TooSlow {
-        slot.timed_out();
-    }
-    if !slot.busy() {
-        return Ok(());
-    }
-    let Some(resp) = response(&head, || handle.render()) else {
-        return Ok(());
-    };
-    let sent = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        stream.write_all(&resp).await?;
-        stream.shutdown().await
-    })
-    .await;
-    if sent.is_err() {
-        slot.timed_out();
-    }
-    if !matches!(sent, Ok(Ok(()))) {
-        return Ok(());
+/// A complete answer with `status` and its reason as the body, for the two answers
+/// hyper does not give: `503` to a connection that gets no slot and `408` to a head
+/// that came too slowly (hyper closes those without a word).
+fn plain(status: StatusCode) -> Vec<u8> {
+    let reason = status.canonical_reason().unwrap_or_default();
+    let body = format!("{reason}\n");
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// How hyper's connection ended.
+enum Served {
+    /// Answered (or refused by hyper with `400` or `431`, or closed by the client).
+    Done,
+    /// The head did not come within the deadline.
+    HeadTooSlow,
+    /// The answer was not taken within the deadline.
+    AnswerTooSlow,
+    /// Evicted for a new client while idle.
+    Evicted,
+}
+
+/// Serves one connection in its slot: hyper answers the request, then the endpoint
+/// answers `408` if hyper gave up on the head, and lingers.
+async fn scrape(mut stream: TcpStream, render: Render, mut slot: Slot, limits: Limits) {
+    let mut eviction = slot.take_eviction();
+    let served = http(&mut stream, &*render, &slot, &mut eviction, limits).await;
+    match served {
+        Served::Done => {}
+        Served::Evicted => return,
+        Served::AnswerTooSlow => return slot.timed_out(),
+        Served::HeadTooSlow => {
+            slot.timed_out();
+            if !slot.busy() {
+                return;
+            }
+            let sent = tokio::time::timeout(limits.request_timeout, async {
+                stream
+                    .write_all(&plain(StatusCode::REQUEST_TIMEOUT))
+                    .await?;
+                stream.shutdown().await
+            })
+            .await;
+            if sent.is_err() {
+                slot.timed_out();
+            }
+            if !matches!(sent, Ok(Ok(()))) {
+                return;
+            }
+        }
     }
     slot.idle();
-    // Lingering close: read what the client still sends (the rest of an oversized
-    // head), so that closing with unread data does not reset the connection before the
-    // client has read the answer. A new client may cut it short.
-    let linger = tokio::time::timeout(LINGER, async {
+    linger(&mut stream, &mut eviction).await;
+}
+
+/// Hyper's HTTP/1.1 server connection on `stream`, one request, within the deadlines;
+/// the connection is busy in its slot while the request is answered.
+async fn http(
+    stream: &mut TcpStream,
+    render: &(dyn Fn() -> String + Send + Sync),
+    slot: &Slot,
+    eviction: &mut Eviction,
+    limits: Limits,
+) -> Served {
+    let answering = Notify::new();
+    let service = service_fn(|req: Request<Incoming>| {
+        // A complete head: busy (not evictable) until answered, unless evicted already.
+        let answer = if slot.busy() {
+            answering.notify_one();
+            Ok(answer(req.method(), render))
+        } else {
+            Err(Evicted)
+        };
+        std::future::ready(answer)
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.request_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .keep_alive(false)
+        .title_case_headers(true)
+        .serve_connection(TokioIo::new(stream), service);
+    let mut conn = pin!(conn);
+    // A backstop until the head is complete (hyper's own timer bounds the head, and
+    // its `400` and `431` fit any socket buffer), then the deadline of the answer.
+    let mut deadline = pin!(tokio::time::sleep(2 * limits.request_timeout));
+    let mut answered = false;
+    loop {
+        tokio::select! {
+            done = &mut conn => {
+                return match done {
+                    Err(e) if e.is_timeout() => Served::HeadTooSlow,
+                    _ => Served::Done,
+                };
+            }
+            () = eviction.wait() => return Served::Evicted,
+            () = answering.notified(), if !answered => {
+                answered = true;
+                deadline.as_mut().reset(Instant::now() + limits.request_timeout);
+            }
+            () = &mut deadline => return Served::AnswerTooSlow,
+        }
+    }
+}
+
+/// A service's refusal to answer: the connection was evicted before its head was
+/// complete.
+#[derive(Debug, thiserror::Error)]
+#[error("evicted for a new client")]
+struct Evicted;
+
+/// The answer to a request with a complete head: the metrics to a `GET` or `HEAD`
+/// (hyper leaves out the body of the latter), `405` to anything else, which is not
+/// rendered.
+fn answer(method: &Method, render: &dyn Fn() -> String) -> Response<Full<Bytes>> {
+    let close = HeaderValue::from_static("close");
+    if method != Method::GET && method != Method::HEAD {
+        let reason = StatusCode::METHOD_NOT_ALLOWED.canonical_reason();
+        let mut r = Response::new(Full::from(format!("{}\n", reason.unwrap_or_default())));
+        *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        let h = r.headers_mut();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        h.insert(CONNECTION, close);
+        return r;
+    }
+    let mut r = Response::new(Full::from(render()));
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    h.insert(CONNECTION, close);
+    r
+}
+
+/// Lingering close: reads what the client still sends (the rest of an oversized head),
+/// so that closing with unread data does not reset the connection before the client
+/// has read the answer. A new client may cut it short.
+async fn linger(stream: &mut TcpStream, eviction: &mut Eviction) {
+    let read = tokio::time::timeout(LINGER, async {
         let mut sink = [0u8; 1024];
         let mut left = MAX_LINGER_BYTES;
         while left > 0 {
@@ -229,278 +380,68 @@ async fn scrape(
         io::Result::Ok(())
     });
     tokio::select! {
-        _ = linger => {}
-        () = slot.evicted() => {}
-    }
-    Ok(())
-}
-
-/// What a client sent.
-#[derive(Debug, PartialEq, Eq)]
-enum Head {
-    /// A request head, complete or cut by the end of the stream.
-    Request(Vec<u8>),
-    /// More than [`MAX_REQUEST_HEAD`] bytes without the blank line that ends a head.
-    TooLarge,
-    /// Not all of it within [`REQUEST_TIMEOUT`].
-    TooSlow,
-}
-
-/// Where the blank line ending a request head is, if `buf` has one.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n");
-    let lf = buf.windows(2).position(|w| w == b"\n\n");
-    crlf.into_iter().chain(lf).min()
-}
-
-async fn read_head<R: AsyncReadExt + Unpin>(r: &mut R) -> io::Result<Head> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = r.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(Head::Request(buf));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = head_end(&buf) {
-            buf.truncate(end);
-            return Ok(Head::Request(buf));
-        }
-        if buf.len() > MAX_REQUEST_HEAD {
-            return Ok(Head::TooLarge);
-        }
+        _ = read => {}
+        () = eviction.wait() => {}
     }
 }
 
-/// The bytes to answer `head` with (`None`: close without a word). `body` renders the
-/// metrics, called only for a `GET` or a `HEAD`.
-fn response(head: &Head, body: impl FnOnce() -> String) -> Option<Vec<u8>> {
-    let request = match head {
-        Head::Request(r) if r.iter().all(u8::is_ascii_whitespace) => return None,
-        Head::Request(r) => r,
-        Head::TooLarge => return Some(plain(431, "Request Header Fields Too Large", &[])),
-        Head::TooSlow => return Some(plain(408, "Request Timeout", &[])),
-    };
-    let line = request.split(|&b| b == b'\n').next().unwrap_or_default();
-    let mut words = line
-        .trim_ascii()
-        .split(|&b| b == b' ')
-        .filter(|w| !w.is_empty());
-    let (Some(method), Some(_target)) = (words.next(), words.next()) else {
-        return Some(plain(400, "Bad Request", &[]));
-    };
-    let head_only = match method {
-        b"GET" => false,
-        b"HEAD" => true,
-        _ => return Some(plain(405, "Method Not Allowed", &["Allow: GET, HEAD"])),
-    };
-    let text = body();
-    let mut resp = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        text.len()
-    )
-    .into_bytes();
-    if !head_only {
-        resp.extend_from_slice(text.as_bytes());
-    }
-    Some(resp)
+/// Publishes the daemon's counters now.
+pub fn publish(d: &Daemon) {
+    publish_snapshot(&Snapshot::take(d));
 }
 
-/// An error response whose body is its reason.
-fn plain(status: u16, reason: &str, headers: &[&str]) -> Vec<u8> {
-    let mut extra = String::new();
-    for h in headers {
-        extra.push_str(h);
-        extra.push_str("\r\n");
-    }
-    let body = format!("{reason}\n");
-    format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-/// Publishes the current counters once.
-pub fn publish(h: &Handler) {
-    let Response::Ok(ResponseBody::Stats(s)) = h.handle(Request::Stats) else {
-        return;
-    };
-    gauge!("flowd_flows", "placement" => "offloaded").set(s.flows_offloaded as f64);
+/// Publishes `s` under the metrics' names (see the module docs).
+fn publish_snapshot(s: &Snapshot) {
+    let offloaded = s.offloaded();
+    gauge!("flowd_flows", "placement" => "offloaded").set(offloaded as f64);
     gauge!("flowd_flows", "placement" => "software")
-        .set(s.flows.saturating_sub(s.flows_offloaded) as f64);
-    counter!("flowd_upcalls_total").absolute(s.upcalls);
-    counter!("flowd_upcall_drops_total").absolute(s.upcall_drops);
-    counter!("flowd_flow_setups_total").absolute(s.flow_setups);
+        .set(s.flows.installed.saturating_sub(offloaded) as f64);
+    counter!("flowd_upcalls_total").absolute(s.upcalls.queued);
+    counter!("flowd_upcall_drops_total").absolute(s.upcall_drops());
+    counter!("flowd_flow_setups_total").absolute(s.upcalls.installed);
     // Every category, so that one that emptied reads 0 rather than its last value.
     for reason in offload::SoftwareReason::CATEGORIES {
-        let n = s.offload_failed_by_reason.get(reason).copied().unwrap_or(0);
+        let n = s.software(reason);
         gauge!("flowd_offload_software_flows", "reason" => reason).set(n as f64);
     }
-    for (kind, n) in &s.migrations_by_kind {
-        counter!("flowd_migrations_total", "kind" => kind.clone()).absolute(*n);
+    for (kind, n) in s.migrations() {
+        counter!("flowd_migrations_total", "kind" => kind).absolute(n);
     }
-    counter!("flowd_fib_events_total").absolute(s.fib_events);
-    counter!("flowd_fib_resyncs_total").absolute(s.resyncs);
-    counter!("flowd_revalidator_runs_total").absolute(s.revalidator_runs);
-    gauge!("flowd_mac_table_entries").set(s.mac_entries as f64);
-    gauge!("flowd_mac_table_limit").set(s.mac_limit as f64);
-    gauge!("flowd_mac_port_quota").set(s.mac_port_quota as f64);
-    counter!("flowd_mac_evictions_total", "cause" => "table_full").absolute(s.mac_evictions);
-    counter!("flowd_mac_evictions_total", "cause" => "port_quota").absolute(s.mac_quota_evictions);
-    gauge!("flowd_flow_limit").set(s.flow_limit as f64);
-    gauge!("flowd_flow_port_quota").set(s.flow_port_quota as f64);
-    counter!("flowd_upcall_port_share_drops_total").absolute(s.upcall_port_share_drops);
-    for (reason, n) in &s.malformed {
-        counter!("flowd_malformed_total", "reason" => reason.clone()).absolute(*n);
+    counter!("flowd_fib_events_total").absolute(s.fib_changes());
+    counter!("flowd_fib_resyncs_total").absolute(s.fib_resyncs());
+    counter!("flowd_revalidator_runs_total").absolute(s.reval.sweeps);
+    publish_tables(s);
+    for (reason, n) in s.malformed() {
+        counter!("flowd_malformed_total", "reason" => reason).absolute(n);
     }
-    for (name, n) in &s.other {
-        counter!("flowd_datapath_total", "counter" => name.clone()).absolute(*n);
+    for (name, n) in s.other() {
+        counter!("flowd_datapath_total", "counter" => name).absolute(n);
     }
     for (port, counters) in &s.ports {
-        for (name, n) in counters {
-            match name.as_str() {
-                "down" | "ring_frames" | "ring_mtu" | "mac_entries" | "flows" => {
-                    gauge!("flowd_port", "port" => port.clone(), "fact" => name.clone())
-                        .set(*n as f64);
-                }
-                _ => {
-                    counter!("flowd_port_total", "port" => port.clone(), "counter" => name.clone())
-                        .absolute(*n)
+        for (name, kind, n) in counters.named() {
+            let port = port.clone();
+            match kind {
+                Kind::Level => gauge!("flowd_port", "port" => port, "fact" => name).set(n as f64),
+                Kind::Total => {
+                    counter!("flowd_port_total", "port" => port, "counter" => name).absolute(n)
                 }
             }
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::{Read, Write};
-
-    fn handle_with_flows() -> PrometheusHandle {
-        let rec = PrometheusBuilder::new().build_recorder();
-        let handle = rec.handle();
-        metrics::with_local_recorder(&rec, || {
-            gauge!("flowd_flows", "placement" => "software").set(3.0);
-        });
-        handle
-    }
-
-    fn exchange(addr: SocketAddr, request: &[u8]) -> io::Result<String> {
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        s.write_all(request)?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out)?;
-        Ok(String::from_utf8_lossy(&out).into_owned())
-    }
-
-    #[test]
-    fn answers_get_and_head_refuses_the_rest() {
-        let body = || "flowd_flows 1\n".to_string();
-        let req = |s: &str| Head::Request(s.as_bytes().to_vec());
-        let get = String::from_utf8(response(&req("GET /metrics HTTP/1.1"), body).unwrap());
-        let get = get.unwrap();
-        assert!(get.starts_with("HTTP/1.1 200 OK\r\n"), "{get}");
-        assert!(get.contains("Content-Type: text/plain; version=0.0.4\r\n"));
-        assert!(get.contains("Content-Length: 14\r\n"));
-        assert!(get.contains("Connection: close\r\n"));
-        assert!(get.ends_with("\r\n\r\nflowd_flows 1\n"), "{get}");
-        let head = response(&req("HEAD / HTTP/1.0"), body).unwrap();
-        assert!(head.ends_with(b"Content-Length: 14\r\nConnection: close\r\n\r\n"));
-        let mut rendered = false;
-        let post = response(&req("POST /metrics HTTP/1.1"), || {
-            rendered = true;
-            String::new()
-        })
-        .unwrap();
-        assert!(post.starts_with(b"HTTP/1.1 405 "));
-        assert!(!rendered, "only GET and HEAD render");
-        for junk in ["GET", "\u{0}\u{1}\u{ff}", "  GET  ", "\r\n"] {
-            let r = response(&req(junk), body);
-            assert!(
-                r.is_none()
-                    || r.as_deref()
-                        .is_some_and(|r| r.starts_with(b"HTTP/1.1 400 ")),
-                "{junk:?}"
-            );
-        }
-        assert!(
-            response(&req(""), body).is_none(),
-            "nothing sent: nothing said"
-        );
-        assert!(
-            response(&Head::TooLarge, body)
-                .unwrap()
-                .starts_with(b"HTTP/1.1 431 ")
-        );
-        assert!(
-            response(&Head::TooSlow, body)
-                .unwrap()
-                .starts_with(b"HTTP/1.1 408 ")
-        );
-    }
-
-    #[tokio::test]
-    async fn reads_a_head_within_bounds() {
-        let mut ok: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nrest";
-        assert_eq!(
-            read_head(&mut ok).await.unwrap(),
-            Head::Request(b"GET / HTTP/1.1\r\nHost: x".to_vec())
-        );
-        let mut bare: &[u8] = b"GET / HTTP/1.0\n\n";
-        assert_eq!(
-            read_head(&mut bare).await.unwrap(),
-            Head::Request(b"GET / HTTP/1.0".to_vec())
-        );
-        let big = vec![b'a'; MAX_REQUEST_HEAD + 10];
-        assert_eq!(
-            read_head(&mut big.as_slice()).await.unwrap(),
-            Head::TooLarge
-        );
-        let mut cut: &[u8] = b"GET / HT";
-        assert_eq!(
-            read_head(&mut cut).await.unwrap(),
-            Head::Request(b"GET / HT".to_vec())
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn serves_then_stops_listening() {
-        let ep = MetricsEndpoint::bind("127.0.0.1:0".parse().unwrap(), handle_with_flows())
-            .expect("bind");
-        let addr = ep.local_addr();
-        assert_ne!(addr.port(), 0);
-        let resp = tokio::task::spawn_blocking(move || {
-            exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        })
-        .await
-        .unwrap()
-        .expect("scrape");
-        assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
-        assert!(
-            resp.contains("flowd_flows{placement=\"software\"} 3"),
-            "{resp}"
-        );
-        let big =
-            tokio::task::spawn_blocking(move || exchange(addr, &[b'x'; 3 * MAX_REQUEST_HEAD]))
-                .await
-                .unwrap()
-                .expect("oversized head");
-        assert!(big.starts_with("HTTP/1.1 431 "), "{big}");
-
-        // The same port on another endpoint: refused while this one listens.
-        let err = MetricsEndpoint::bind(addr, handle_with_flows()).expect_err("in use");
-        assert!(err.addr_in_use(), "{err}");
-
-        ep.stop().await;
-        let err = std::net::TcpStream::connect(addr).expect_err("stopped");
-        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
-        // And the address can be served again at once.
-        let again = MetricsEndpoint::bind(addr, handle_with_flows()).expect("rebind");
-        drop(again);
-    }
+/// The MAC and flow tables' sizes, limits and evictions.
+fn publish_tables(s: &Snapshot) {
+    let m = &s.macs;
+    gauge!("flowd_mac_table_entries").set(m.entries as f64);
+    gauge!("flowd_mac_table_limit").set(m.limit as f64);
+    gauge!("flowd_mac_port_quota").set(m.port_quota as f64);
+    counter!("flowd_mac_evictions_total", "cause" => "table_full").absolute(m.stats.evicted);
+    counter!("flowd_mac_evictions_total", "cause" => "port_quota").absolute(m.stats.quota_evicted);
+    gauge!("flowd_flow_limit").set(s.flows.limit as f64);
+    gauge!("flowd_flow_port_quota").set(s.flows.port_quota as f64);
+    counter!("flowd_upcall_port_share_drops_total").absolute(s.upcalls.port_share);
 }
+
+#[cfg(test)]
+mod tests;

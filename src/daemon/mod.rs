@@ -25,6 +25,7 @@ pub mod ports;
 pub mod reload;
 pub mod routes;
 mod start;
+pub mod stats;
 
 use crate::config::{Config, PortRole as CfgRole};
 use crate::control::proto::PortRow;
