@@ -175,6 +175,119 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
+/// A variant measured: its name, and flowd's configuration or tc -batch's action flag.
+type Variant = (&'static str, Result<TcConfig, &'static str>);
+
+/// flowd's default and tc -batch; on the first size (`detail`), where the time goes too.
+fn variants(base: TcConfig, detail: bool) -> Vec<Variant> {
+    let mut v: Vec<Variant> = vec![("flowd (echo, default)", Ok(base)), ("tc -batch", Err(""))];
+    if !detail {
+        return v;
+    }
+    v.push((
+        "flowd echo 1 socket",
+        Ok(TcConfig {
+            channels: 1,
+            ..base
+        }),
+    ));
+    v.push((
+        "flowd echo percpu stats",
+        Ok(TcConfig {
+            no_percpu_stats: false,
+            ..base
+        }),
+    ));
+    for (name, batch) in [
+        ("flowd echo batch 16", 16),
+        ("flowd echo batch 32", 32),
+        ("flowd echo batch 128", 128),
+        ("flowd echo batch 256", 256),
+    ] {
+        v.push((name, Ok(TcConfig { batch, ..base })));
+    }
+    v.push((
+        "flowd echo 3 sockets",
+        Ok(TcConfig {
+            channels: 3,
+            ..base
+        }),
+    ));
+    v.push((
+        "flowd no echo",
+        Ok(TcConfig {
+            echo: false,
+            ..base
+        }),
+    ));
+    v.push(("tc -batch no_percpu", Err(" no_percpu")));
+    v
+}
+
+/// The best of two rounds of each variant with `n` rules, in alternating order, after a
+/// warm-up (the first filters a kernel sees cost more: slab, per-CPU chunks, hash table
+/// growth).
+fn measure(n: u32, base: TcConfig, variants: &[Variant]) -> Vec<Option<Run>> {
+    let _ = run_flowd(n, base);
+    let mut best: Vec<Option<Run>> = vec![None; variants.len()];
+    for round in 0..2 {
+        let order: Vec<usize> = if round == 0 {
+            (0..variants.len()).collect()
+        } else {
+            (0..variants.len()).rev().collect()
+        };
+        for i in order {
+            let r = match variants[i].1 {
+                Ok(cfg) => Some(run_flowd(n, cfg)),
+                Err(flag) => run_tc(n, flag),
+            };
+            if let Some(r) = r {
+                let b = best[i].get_or_insert(r);
+                if r.ins < b.ins {
+                    (b.ins, b.user, b.sys) = (r.ins, r.user, r.sys);
+                }
+                b.rem = b.rem.min(r.rem);
+            }
+        }
+    }
+    best
+}
+
+fn print_size(n: u32, variants: &[Variant], best: &[Option<Run>]) {
+    for ((name, _), r) in variants.iter().zip(best) {
+        match r {
+            Some(Run {
+                ins,
+                rem,
+                user,
+                sys,
+            }) => println!(
+                "{:<26} {:>7} {:>10.3} {:>12.0} {:>10.3} {:>12.0} {:>7.2}/{:<6.2}",
+                name,
+                n,
+                ins.as_secs_f64(),
+                rate(n as usize, *ins),
+                rem.as_secs_f64(),
+                rate(n as usize, *rem),
+                user,
+                sys
+            ),
+            None => println!("{name:<26} {n:>7} (not supported by this tc)"),
+        }
+    }
+    if let (Some(f), Some(t)) = (best[0], best[1]) {
+        println!(
+            "{:<26} {:>7} {:>10} {:>12.2} {:>10} {:>12.2}",
+            "flowd / tc -batch",
+            n,
+            "",
+            t.ins.as_secs_f64() / f.ins.as_secs_f64(),
+            "",
+            t.rem.as_secs_f64() / f.rem.as_secs_f64()
+        );
+    }
+}
+
 fn main() {
     let sizes: Vec<u32> = std::env::args()
         .skip(1)
@@ -201,111 +314,15 @@ fn main() {
         "{:<26} {:>7} {:>10} {:>12} {:>10} {:>12} {:>14}",
         "backend", "rules", "install s", "install/s", "remove s", "remove/s", "inst. cpu u/s"
     );
+    let base = TcConfig {
+        policy: TcPolicy::SkipHw,
+        owner_tag: 0xbe4c,
+        ..TcConfig::default()
+    };
     for (k, &n) in sizes.iter().enumerate() {
-        let base = TcConfig {
-            policy: TcPolicy::SkipHw,
-            owner_tag: 0xbe4c,
-            ..TcConfig::default()
-        };
-        // (name, flowd config or tc -batch action flag)
-        let mut variants: Vec<(&str, Result<TcConfig, &str>)> =
-            vec![("flowd (echo, default)", Ok(base)), ("tc -batch", Err(""))];
-        if k == 0 {
-            // Where the time goes, on the first size only.
-            variants.push((
-                "flowd echo 1 socket",
-                Ok(TcConfig {
-                    channels: 1,
-                    ..base
-                }),
-            ));
-            variants.push((
-                "flowd echo percpu stats",
-                Ok(TcConfig {
-                    no_percpu_stats: false,
-                    ..base
-                }),
-            ));
-            for (name, batch) in [
-                ("flowd echo batch 16", 16),
-                ("flowd echo batch 32", 32),
-                ("flowd echo batch 128", 128),
-                ("flowd echo batch 256", 256),
-            ] {
-                variants.push((name, Ok(TcConfig { batch, ..base })));
-            }
-            variants.push((
-                "flowd echo 3 sockets",
-                Ok(TcConfig {
-                    channels: 3,
-                    ..base
-                }),
-            ));
-            variants.push((
-                "flowd no echo",
-                Ok(TcConfig {
-                    echo: false,
-                    ..base
-                }),
-            ));
-            variants.push(("tc -batch no_percpu", Err(" no_percpu")));
-        }
-        // The first filters a kernel sees cost more (slab, per-CPU chunks, hash table
-        // growth): warm up, then keep the best of two rounds, in alternating order.
-        let _ = run_flowd(n, base);
-        let mut best: Vec<Option<Run>> = vec![None; variants.len()];
-        for round in 0..2 {
-            let order: Vec<usize> = if round == 0 {
-                (0..variants.len()).collect()
-            } else {
-                (0..variants.len()).rev().collect()
-            };
-            for i in order {
-                let r = match variants[i].1 {
-                    Ok(cfg) => Some(run_flowd(n, cfg)),
-                    Err(flag) => run_tc(n, flag),
-                };
-                if let Some(r) = r {
-                    let b = best[i].get_or_insert(r);
-                    if r.ins < b.ins {
-                        (b.ins, b.user, b.sys) = (r.ins, r.user, r.sys);
-                    }
-                    b.rem = b.rem.min(r.rem);
-                }
-            }
-        }
-        for ((name, _), r) in variants.iter().zip(&best) {
-            match r {
-                Some(Run {
-                    ins,
-                    rem,
-                    user,
-                    sys,
-                }) => println!(
-                    "{:<26} {:>7} {:>10.3} {:>12.0} {:>10.3} {:>12.0} {:>7.2}/{:<6.2}",
-                    name,
-                    n,
-                    ins.as_secs_f64(),
-                    rate(n as usize, *ins),
-                    rem.as_secs_f64(),
-                    rate(n as usize, *rem),
-                    user,
-                    sys
-                ),
-                None => println!("{name:<26} {n:>7} (not supported by this tc)"),
-            }
-        }
-        if let (Some(f), Some(t)) = (best[0], best[1]) {
-            println!(
-                "{:<26} {:>7} {:>10} {:>12.2} {:>10} {:>12.2}",
-                "flowd / tc -batch",
-                n,
-                "",
-                t.ins.as_secs_f64() / f.ins.as_secs_f64(),
-                "",
-                t.rem.as_secs_f64() / f.rem.as_secs_f64()
-            );
-        }
+        let variants = variants(base, k == 0);
+        let best = measure(n, base, &variants);
+        print_size(n, &variants, &best);
     }
 }
 
