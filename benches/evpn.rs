@@ -234,6 +234,70 @@ fn ms(d: Option<Duration>) -> String {
     })
 }
 
+/// The kernel VTEP (hv3) announces `n` MACs (static entries on its VM's bridge port),
+/// then withdraws them.
+fn kernel_announces(lab: &EvpnLab, n: usize) -> Vec<Row> {
+    let batch = |verb: &str| -> String {
+        (0..n)
+            .map(|i| format!("fdb {verb} {} dev h3p0 master static\n", mac_str(mac(3, i))))
+            .collect()
+    };
+    let file = lab.dir.join("macs.batch");
+    let hv3 = lab.hvs[2].name.clone();
+    let run_batch = |file: &Path| {
+        let (ok, out) =
+            Netns::borrowed(&hv3).try_exec(&format!("bridge -batch {}", file.display()));
+        assert!(ok, "{out}");
+    };
+    let mut rows = Vec::new();
+    std::fs::write(&file, batch("add")).expect("batch");
+    rows.extend(measure(
+        lab,
+        "hv3 (kernel) announces",
+        3,
+        &vtep(3),
+        &[1, 2],
+        n,
+        || run_batch(&file),
+    ));
+    std::fs::write(&file, batch("del")).expect("batch");
+    rows.extend(measure(
+        lab,
+        "hv3 (kernel) withdraws",
+        3,
+        &vtep(3),
+        &[1, 2],
+        0,
+        || run_batch(&file),
+    ));
+    rows
+}
+
+fn print(n: usize, load: &str, rows: &[Row]) {
+    println!(
+        "\nBGP EVPN convergence, {n} MACs (load average at start: {})",
+        load.trim()
+    );
+    println!(
+        "{:<48} {:>12} {:>12} {:>12} {:>14}",
+        "announcer -> receiver", "zebra ms", "flowd ms", "flowd CPU us", "flowd RSS B"
+    );
+    println!(
+        "{:<48} {:>12} {:>12} {:>12} {:>14}",
+        "", "(bridge fdb)", "(stations)", "per MAC", "per MAC"
+    );
+    for r in rows {
+        println!(
+            "{:<48} {:>12} {:>12} {:>12.1} {:>14.0}",
+            r.what,
+            ms(r.zebra),
+            ms(r.flowd),
+            r.cpu.as_secs_f64() * 1e6 / n as f64,
+            r.rss_kib as f64 * 1024.0 / n as f64
+        );
+    }
+}
+
 fn main() {
     if !can_netns() || !evpn::frr_available() {
         println!("evpn bench: skipped (needs root, iproute2 and FRR: apt-get install frr)");
@@ -253,42 +317,7 @@ fn main() {
             .expect("flowd starts");
     }
     lab.wait_fabric(Duration::from_secs(90)).expect("fabric");
-    let mut rows = Vec::new();
-
-    // The kernel VTEP announces N MACs (static entries on its VM's bridge port).
-    let batch = |verb: &str| -> String {
-        (0..n)
-            .map(|i| format!("fdb {verb} {} dev h3p0 master static\n", mac_str(mac(3, i))))
-            .collect()
-    };
-    let file = lab.dir.join("macs.batch");
-    std::fs::write(&file, batch("add")).expect("batch");
-    let hv3 = lab.hvs[2].name.clone();
-    let run_batch = |file: &Path| {
-        let (ok, out) =
-            Netns::borrowed(&hv3).try_exec(&format!("bridge -batch {}", file.display()));
-        assert!(ok, "{out}");
-    };
-    rows.extend(measure(
-        &lab,
-        "hv3 (kernel) announces",
-        3,
-        &vtep(3),
-        &[1, 2],
-        n,
-        || run_batch(&file),
-    ));
-    std::fs::write(&file, batch("del")).expect("batch");
-    rows.extend(measure(
-        &lab,
-        "hv3 (kernel) withdraws",
-        3,
-        &vtep(3),
-        &[1, 2],
-        0,
-        || run_batch(&file),
-    ));
-
+    let mut rows = kernel_announces(&lab, n);
     // flowd on hv1 learns N MACs from its VM and announces them.
     let sender = lab.flowd[0].as_ref().map_or(0, std::process::Child::id);
     let before = usage(sender);
@@ -304,29 +333,7 @@ fn main() {
     ));
     let sent = usage(sender);
     let advertised = lab.advertised(1, 100).len();
-
-    println!(
-        "\nBGP EVPN convergence, {n} MACs (load average at start: {})",
-        load.trim()
-    );
-    println!(
-        "{:<48} {:>12} {:>12} {:>12} {:>14}",
-        "announcer -> receiver", "zebra ms", "flowd ms", "flowd CPU us", "flowd RSS B"
-    );
-    println!(
-        "{:<48} {:>12} {:>12} {:>12} {:>14}",
-        "", "(bridge fdb)", "(stations)", "per MAC", "per MAC"
-    );
-    for r in &rows {
-        println!(
-            "{:<48} {:>12} {:>12} {:>12.1} {:>14.0}",
-            r.what,
-            ms(r.zebra),
-            ms(r.flowd),
-            r.cpu.as_secs_f64() * 1e6 / n as f64,
-            r.rss_kib as f64 * 1024.0 / n as f64
-        );
-    }
+    print(n, &load, &rows);
     println!(
         "sender flowd hv1: {advertised} static entries on evad-100; CPU {:.1} us per MAC learned and advertised, RSS {:+.0} B per MAC",
         sent.cpu.saturating_sub(before.cpu).as_secs_f64() * 1e6 / n as f64,
