@@ -670,7 +670,13 @@ fn print_table(cols: &[Column], reps: usize, load_start: &str) {
             println!("note ({}): {n}", c.sw.key());
         }
     }
-    // The goal, on every 9000 row and direction.
+    print_goals(cols);
+}
+
+/// The goal, on every 9000 row and direction.
+fn print_goals(cols: &[Column]) {
+    let get = |sw: Switch| cols.iter().find(|c| c.sw == sw);
+    let fig = |sw: Switch, row: usize, dir: usize| get(sw).and_then(|c| c.gbps[row][dir]);
     let mut verdicts = Vec::new();
     for (row, &(mtu, streams)) in ROWS.iter().enumerate() {
         if mtu != 9000 {
