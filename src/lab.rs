@@ -311,27 +311,13 @@ impl Lab {
         config: &str,
         args: &[&str],
     ) -> Result<(), String> {
-        let cfg = self.dir.join("flowd.toml");
-        std::fs::write(&cfg, config).map_err(|e| e.to_string())?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("flowd.log"))
-            .map_err(|e| e.to_string())?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.hv.name])
-            .arg(exe)
-            .args(args)
-            .arg("--config")
-            .arg(&cfg)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", exe.display()))?;
+        let child = spawn_flowd(
+            &self.hv,
+            exe,
+            args,
+            (&self.dir.join("flowd.toml"), config),
+            &self.dir.join("flowd.log"),
+        )?;
         self.daemon = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -588,6 +574,38 @@ fn vm_run() -> Option<PathBuf> {
         candidates.extend(exe.ancestors().map(|a| a.join("../shared/lab/vm-run")));
     }
     candidates.into_iter().find(|p| p.exists())
+}
+
+/// Writes `config` to its file and starts flowd (`exe`, with `args`) in namespace `ns`
+/// on it, its log appended to `log`.
+pub(crate) fn spawn_flowd(
+    ns: &Netns,
+    exe: &Path,
+    args: &[&str],
+    (file, config): (&Path, &str),
+    log: &Path,
+) -> Result<Child, String> {
+    std::fs::write(file, config).map_err(|e| e.to_string())?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| e.to_string())?;
+    Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(exe)
+        .args(args)
+        .arg("--config")
+        .arg(file)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("start {}: {e}", exe.display()))
 }
 
 /// A lab the driver runs ([`drive`]): built, run, diagnosed on failure, held on

@@ -257,29 +257,14 @@ impl EvpnLab {
         grace_ms: u64,
         args: &[&str],
     ) -> Result<(), String> {
-        let cfg = self.dir.join(format!("flowd-hv{h}.toml"));
         let text = flowd_config(h, backend, &self.socket(h), grace_ms);
-        std::fs::write(&cfg, text).map_err(|e| e.to_string())?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("flowd-hv{h}.log")))
-            .map_err(|e| e.to_string())?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.hvs[h - 1].name])
-            .arg(exe)
-            .args(args)
-            .arg("--config")
-            .arg(&cfg)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", exe.display()))?;
+        let child = super::spawn_flowd(
+            &self.hvs[h - 1],
+            exe,
+            args,
+            (&self.dir.join(format!("flowd-hv{h}.toml")), &text),
+            &self.dir.join(format!("flowd-hv{h}.log")),
+        )?;
         self.flowd[h - 1] = Some(child);
         let r = wait_for("flowd's control socket", Duration::from_secs(60), || {
             self.request(h, Request::Show).is_ok()
