@@ -1,5 +1,8 @@
-//! Numeric bounds of the configuration keys, checked on the key's own line.
+//! Checks of the configuration, each reported at the line of the value at fault:
+//! numeric bounds of the keys, and each port's own rules. (Checks across items,
+//! such as network members and rule duplicates, run where [`super::parse`] builds them.)
 
+use super::parse::RawPort;
 use super::*;
 use std::ops::Range;
 
@@ -140,5 +143,67 @@ pub(super) fn check_evpn_section(e: &EvpnConfig, at: Range<usize>, errs: &mut Er
     );
 }
 
-// ---------------------------------------------------------------------------------------
-// Loading
+/// Names, explicit ids and the tunnel port seen so far, with where.
+#[derive(Default)]
+pub(super) struct SeenPorts<'a> {
+    names: HashMap<&'a str, Range<usize>>,
+    pub(super) ids: HashMap<u32, Range<usize>>,
+    tunnel: Option<Range<usize>>,
+}
+
+/// One port's checks: its name, id, `vf`, `mtu`, and at most one tunnel port.
+pub(super) fn check_port<'a>(p: &'a RawPort, seen: &mut SeenPorts<'a>, errs: &mut Errors) {
+    let name = p.name.get_ref().as_str();
+    if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\t']) {
+        errs.at(
+            p.name.span(),
+            format!(
+                "bad port name `{name}`: a netdev name has 1 to 15 characters, no `/` or spaces"
+            ),
+        );
+    }
+    if let Some(first) = seen.names.insert(name, p.name.span()) {
+        let l = errs.line(first.start);
+        errs.at(
+            p.name.span(),
+            format!("duplicate port name `{name}` (first on line {l})"),
+        );
+    }
+    if let Some(id) = &p.id {
+        if *id.get_ref() == 0 {
+            errs.at(id.span(), "port id 0 is reserved; use 1 or more");
+        } else if let Some(first) = seen.ids.insert(*id.get_ref(), id.span()) {
+            let l = errs.line(first.start);
+            errs.at(
+                id.span(),
+                format!("duplicate port id {} (first on line {l})", id.get_ref()),
+            );
+        }
+    }
+    if let Some(vf) = &p.vf
+        && p.role != PortRole::Representor
+    {
+        errs.at(
+            vf.span(),
+            format!(
+                "`vf` is only for representors, and port `{name}` is {}",
+                p.role.with_article()
+            ),
+        );
+    }
+    if let Some(mtu) = &p.mtu
+        && !(MIN_MTU..=MAX_MTU).contains(mtu.get_ref())
+    {
+        errs.at(
+            mtu.span(),
+            format!("mtu {} out of range {MIN_MTU}..={MAX_MTU}", mtu.get_ref()),
+        );
+    }
+    if p.role == PortRole::Tunnel {
+        if let Some(first) = &seen.tunnel {
+            let l = errs.line(first.start);
+            errs.at(p.name.span(), format!("a second tunnel port `{name}`: flowd uses one tunnel device (first on line {l})"));
+        }
+        seen.tunnel.get_or_insert(p.name.span());
+    }
+}

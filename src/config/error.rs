@@ -115,6 +115,3 @@ pub(super) fn line_col(text: &str, starts: &[usize], offset: usize) -> (usize, u
     let start = starts[line - 1];
     (line, text[start..off].chars().count() + 1)
 }
-
-// ---------------------------------------------------------------------------------------
-// The raw, spanned form of each section

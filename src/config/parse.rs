@@ -2,14 +2,13 @@
 //! (each `[[port]]`, `[[network]]`, `[[rule]]` on its own), then built into the model
 //! with the references between sections resolved, every mistake reported at its line.
 
-use super::check::{check_datapath, check_evpn_section, check_offload};
+use super::check::{SeenPorts, check_datapath, check_evpn_section, check_offload, check_port};
 use super::*;
 use datapath::flow::Mac;
 use datapath::{Megaflow, PortId};
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::ops::Range;
 use std::path::PathBuf;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
@@ -253,71 +252,6 @@ pub(super) fn build_ports(raw: &[Spanned<RawPort>], errs: &mut Errors) -> Vec<Po
         });
     }
     out
-}
-
-/// Names, explicit ids and the tunnel port seen so far, with where.
-#[derive(Default)]
-struct SeenPorts<'a> {
-    names: HashMap<&'a str, Range<usize>>,
-    ids: HashMap<u32, Range<usize>>,
-    tunnel: Option<Range<usize>>,
-}
-
-/// One port's checks: its name, id, `vf`, `mtu`, and at most one tunnel port.
-fn check_port<'a>(p: &'a RawPort, seen: &mut SeenPorts<'a>, errs: &mut Errors) {
-    let name = p.name.get_ref().as_str();
-    if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\t']) {
-        errs.at(
-            p.name.span(),
-            format!(
-                "bad port name `{name}`: a netdev name has 1 to 15 characters, no `/` or spaces"
-            ),
-        );
-    }
-    if let Some(first) = seen.names.insert(name, p.name.span()) {
-        let l = errs.line(first.start);
-        errs.at(
-            p.name.span(),
-            format!("duplicate port name `{name}` (first on line {l})"),
-        );
-    }
-    if let Some(id) = &p.id {
-        if *id.get_ref() == 0 {
-            errs.at(id.span(), "port id 0 is reserved; use 1 or more");
-        } else if let Some(first) = seen.ids.insert(*id.get_ref(), id.span()) {
-            let l = errs.line(first.start);
-            errs.at(
-                id.span(),
-                format!("duplicate port id {} (first on line {l})", id.get_ref()),
-            );
-        }
-    }
-    if let Some(vf) = &p.vf
-        && p.role != PortRole::Representor
-    {
-        errs.at(
-            vf.span(),
-            format!(
-                "`vf` is only for representors, and port `{name}` is {}",
-                p.role.with_article()
-            ),
-        );
-    }
-    if let Some(mtu) = &p.mtu
-        && !(MIN_MTU..=MAX_MTU).contains(mtu.get_ref())
-    {
-        errs.at(
-            mtu.span(),
-            format!("mtu {} out of range {MIN_MTU}..={MAX_MTU}", mtu.get_ref()),
-        );
-    }
-    if p.role == PortRole::Tunnel {
-        if let Some(first) = &seen.tunnel {
-            let l = errs.line(first.start);
-            errs.at(p.name.span(), format!("a second tunnel port `{name}`: flowd uses one tunnel device (first on line {l})"));
-        }
-        seen.tunnel.get_or_insert(p.name.span());
-    }
 }
 
 /// What network validation needs to know about ports.
