@@ -163,3 +163,72 @@ pub fn decode_filter_msg(msg: &TcMessage) -> FilterEntry {
     };
     FilterEntry { handle, filter }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::{RequestKind, push_request};
+    use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+    use netlink_packet_route::RouteNetlinkMessage;
+
+    const H: RuleHandle = RuleHandle {
+        device: IfIndex(5),
+        prio: 1,
+        protocol: 0x0800,
+        handle: 1,
+    };
+
+    /// `tc filter del dev if5 parent ffff: protocol ip prio 1 handle 1 flower`:
+    /// RTM_DELTFILTER (45), REQUEST|ACK, tcm_info = prio << 16 | htons(ETH_P_IP),
+    /// TCA_KIND "flower" padded to four bytes.
+    #[rustfmt::skip]
+    const DEL_IF5: [u8; 48] = [
+        48, 0, 0, 0,  45, 0,  0x05, 0,  7, 0, 0, 0,  0, 0, 0, 0,
+        0, 0, 0, 0,  5, 0, 0, 0,  1, 0, 0, 0,  0xf1, 0xff, 0xff, 0xff,  0x08, 0x00, 0x01, 0x00,
+        11, 0, 1, 0,  b'f', b'l', b'o', b'w', b'e', b'r', 0, 0,
+    ];
+
+    #[test]
+    fn a_delete_is_byte_exact_and_decodes_back_to_its_handle() {
+        let mut buf = Vec::new();
+        push_request(&mut buf, RequestKind::Delete, 7, del_filter(&H));
+        assert_eq!(buf, DEL_IF5);
+        let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf).unwrap();
+        let NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelTrafficFilter(m)) = msg.payload
+        else {
+            panic!("{msg:?}")
+        };
+        let e = decode_filter_msg(&m);
+        assert_eq!(e.handle, H);
+        assert!(e.filter.is_none(), "a flower header without options");
+    }
+
+    #[test]
+    fn a_dump_asks_for_the_ingress_of_one_device() {
+        let m = dump_filters(IfIndex(9));
+        assert_eq!(m.header.index, 9);
+        assert_eq!(m.header.parent, TcHandle::INGRESS);
+        assert_eq!(m.header.info, 0);
+        assert!(m.attributes.is_empty());
+    }
+
+    #[test]
+    fn cookies_round_trip_and_foreign_ones_are_refused() {
+        let c = cookie(0xdead_beef, FlowId(42));
+        assert_eq!(&c[..4], b"flwd");
+        assert_eq!(parse_cookie(&c), Some((0xdead_beef, FlowId(42))));
+        assert_eq!(parse_cookie(&c[..15]), None);
+        let mut other = c;
+        other[0] = b'F';
+        assert_eq!(parse_cookie(&other), None);
+        assert_eq!(parse_cookie(&[]), None);
+    }
+
+    #[test]
+    fn another_classifier_is_an_error_not_a_misread() {
+        let mut m = del_filter(&H);
+        m.attributes = vec![TcAttribute::Kind("u32".into())];
+        let e = decode_filter_msg(&m);
+        assert!(matches!(e.filter, Some(Err(_))), "{:?}", e.filter);
+    }
+}

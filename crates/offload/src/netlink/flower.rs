@@ -571,3 +571,126 @@ impl MaskAcc {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::{Emitable, NlasIterator, Parseable};
+
+    fn emit(opts: &[TcFilterFlowerOption]) -> Vec<u8> {
+        let mut b = vec![0u8; opts.buffer_len()];
+        opts.emit(&mut b);
+        b
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Vec<TcFilterFlowerOption>, DecodeError> {
+        NlasIterator::new(bytes)
+            .map(|nla| TcFilterFlowerOption::parse(&nla?))
+            .collect()
+    }
+
+    /// `protocol ip flower skip_hw ip_proto tcp dst_port 80` on if5, without actions.
+    fn tcp_80() -> FlowerRule {
+        FlowerRule {
+            ingress: IfIndex(5),
+            matches: FlowerMatch {
+                protocol: 0x0800,
+                ip_proto: Some(IPPROTO_TCP),
+                l4_dst: Some(Masked::new(80, 0xffff)),
+                ..FlowerMatch::default()
+            },
+            actions: Vec::new(),
+        }
+    }
+
+    /// The options of [`tcp_80`]: KEY_ETH_TYPE (8, big endian), KEY_IP_PROTO (9),
+    /// KEY_TCP_DST (19) and KEY_TCP_DST_MASK (36), both big endian, FLAGS (22)
+    /// TCA_CLS_FLAGS_SKIP_HW, and an empty ACT (3; a nest, sent without NLA_F_NESTED).
+    #[rustfmt::skip]
+    const TCP_80: [u8; 44] = [
+        6, 0, 8, 0,  0x08, 0x00, 0, 0,
+        5, 0, 9, 0,  6, 0, 0, 0,
+        6, 0, 19, 0,  0, 80, 0, 0,
+        6, 0, 36, 0,  0xff, 0xff, 0, 0,
+        8, 0, 22, 0,  1, 0, 0, 0,
+        4, 0, 3, 0,
+    ];
+
+    #[test]
+    fn a_known_match_is_byte_exact_and_decodes_back() {
+        let rule = tcp_80();
+        let bytes = emit(&encode_flower(&rule, TcPolicy::SkipHw, None, 0));
+        assert_eq!(bytes, TCP_80);
+        let d = decode_flower(IfIndex(5), 0x0800, &parse(&bytes).unwrap()).unwrap();
+        assert_eq!(d.rule, rule);
+        assert_eq!(d.policy, TcPolicy::SkipHw);
+        assert_eq!(d.hw, HwState::Unknown);
+    }
+
+    #[test]
+    fn a_value_without_a_mask_is_exact_and_a_mask_alone_matches_zero() {
+        use TcFilterFlowerOption as O;
+        let d = decode_flower(
+            IfIndex(1),
+            0x0800,
+            &[O::IpTtl(64), O::Ipv4DstMask(Ipv4Addr::new(255, 0, 0, 0))],
+        )
+        .unwrap();
+        assert_eq!(d.rule.matches.ip_ttl, Some(Masked::new(64, 0xff)));
+        assert_eq!(
+            d.rule.matches.ip_dst,
+            Some(Masked::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V4(Ipv4Addr::new(255, 0, 0, 0))
+            ))
+        );
+    }
+
+    #[test]
+    fn keys_flowd_never_installs_are_decode_errors() {
+        use TcFilterFlowerOption as O;
+        for bad in [
+            vec![O::InDev("eth0".into())],
+            vec![
+                O::Ipv4Src(Ipv4Addr::LOCALHOST),
+                O::Ipv6SrcMask(Ipv6Addr::LOCALHOST),
+            ],
+        ] {
+            assert!(decode_flower(IfIndex(1), 0x0800, &bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn in_hw_flags_give_the_hardware_state() {
+        use TcFilterFlowerOption as O;
+        let hw = |opts: &[O]| decode_flower(IfIndex(1), 3, opts).unwrap().hw;
+        assert_eq!(
+            hw(&[O::Flags(cls_flags::IN_HW), O::InHwCount(2)]),
+            HwState::InHw { count: 2 }
+        );
+        assert_eq!(hw(&[O::Flags(cls_flags::NOT_IN_HW)]), HwState::NotInHw);
+        assert_eq!(hw(&[]), HwState::Unknown);
+    }
+
+    #[test]
+    fn truncated_or_flipped_options_never_panic() {
+        let bytes = emit(&encode_flower(&tcp_80(), TcPolicy::None, None, 0));
+        for cut in 0..bytes.len() {
+            if let Ok(o) = parse(&bytes[..cut]) {
+                let _ = decode_flower(IfIndex(5), 0x0800, &o);
+            }
+        }
+        let mut x: u32 = 3;
+        for _ in 0..3000 {
+            let mut b = bytes.clone();
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let i = (x as usize) % b.len();
+            b[i] = (x >> 8) as u8;
+            if let Ok(o) = parse(&b) {
+                let _ = decode_flower(IfIndex(5), 0x0800, &o);
+            }
+        }
+    }
+}

@@ -27,7 +27,7 @@ pub use qdisc::new_ingress_qdisc;
 
 use crate::backend::KernelErrno;
 use netlink_packet_core::{
-    DecodeError, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST,
+    DecodeError, NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::tc::TcMessage;
@@ -46,8 +46,6 @@ pub enum RequestKind {
     ReplaceQuiet,
     /// Delete.
     Delete,
-    /// Dump.
-    Dump,
     /// New qdisc.
     Qdisc,
 }
@@ -74,10 +72,6 @@ pub fn push_request(buf: &mut Vec<u8>, kind: RequestKind, seq: u32, msg: TcMessa
         RequestKind::Delete => (
             RouteNetlinkMessage::DelTrafficFilter(msg),
             NLM_F_REQUEST | NLM_F_ACK,
-        ),
-        RequestKind::Dump => (
-            RouteNetlinkMessage::GetTrafficFilter(msg),
-            NLM_F_REQUEST | NLM_F_DUMP,
         ),
         RequestKind::Qdisc => (
             RouteNetlinkMessage::NewQueueDiscipline(msg),

@@ -4,24 +4,10 @@
 //! carry their extack, malformed input is an error and never a panic, and echoes are
 //! verified on the bytes.
 
-#![allow(unused_imports)]
-
-use crate::judge::{Facts, judge};
 use crate::netlink::{self, Answer, RequestKind};
-use crate::ports::{PortInfo, PortKind, PortTable};
 use crate::rule::{FlowerAction, FlowerRule, TcPolicy};
 use crate::tests::*;
-use crate::translate::translate;
-use crate::{OffloadError, Placement, SoftwareReason, Unsupported};
-use datapath::flow::{addr_to, frag, tun_flags, vlan};
-use datapath::{
-    Action, Actions, FlowId, FlowKey, FlowMask, IfIndex, Megaflow, PortId, TunnelAttrs,
-};
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
-use netlink_packet_route::RouteNetlinkMessage;
-use std::collections::HashMap;
-use std::net::IpAddr;
-use vocab::{Ipsec, IpsecSa, LookupKey, Path, PathFacts, PathProblem, SwitchId};
+use datapath::{FlowId, IfIndex};
 
 #[test]
 fn seed_six_filters_translate_and_round_trip() {

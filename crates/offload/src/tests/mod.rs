@@ -5,10 +5,8 @@
 //! modules, in `netlink/tests.rs`. Here: the fixtures they share (ports, paths, the
 //! seed's flows).
 
-#![allow(unused_imports)]
-
 use crate::judge::{Facts, judge};
-use crate::netlink::{self, Answer, RequestKind};
+use crate::netlink::{self, RequestKind};
 use crate::ports::{PortInfo, PortKind, PortTable};
 use crate::rule::{FlowerAction, FlowerRule, TcPolicy};
 use crate::translate::translate;
