@@ -7,7 +7,8 @@
 //!   tells flowd's filters from others', so [`Offloader::sweep_orphans`] after a restart
 //!   leaves no orphans;
 //! - requests are batched, several per `sendmsg`, each with its own sequence number so
-//!   every ACK (or errno + extack) maps back to its flow;
+//!   every ACK (or errno + extack) maps back to its flow; the sockets, framing, answers
+//!   and dumps are [`rtnl`]'s ([`rtnl::Requester::transact`], [`rtnl::Requester::dump`]);
 //! - creates and replaces ask for an echo (NLM_F_ECHO); the echoed filter is decoded and
 //!   compared with the request, a mismatch is a failed offload (and the filter is
 //!   removed); its flags give `in_hw` / `not_in_hw`.
@@ -22,6 +23,7 @@ use crate::netlink::{self, RequestKind};
 use crate::ports::PortInfo;
 use crate::rule::{FlowerRule, TcPolicy};
 use datapath::{FlowId, IfIndex};
+use netlink_packet_core::DecodeError;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::tc::TcMessage;
 use rtnl::{Requester, Tuning};
@@ -427,8 +429,15 @@ impl TcBackend {
         // The dump is numbered in this backend's sequence, like every request.
         ch.set_seq(seq.wrapping_sub(1));
         let req = RouteNetlinkMessage::GetTrafficFilter(netlink::dump_filters(dev));
-        Ok(ch
-            .dump("filters", req)?
+        let undecodable = ch.undecodable;
+        let msgs = ch.dump("filters", req)?;
+        if ch.undecodable != undecodable {
+            // A dump flowd cannot read in full is no answer to count or sweep by.
+            return Err(BackendError::Decode(DecodeError::from(
+                "undecodable message in a filter dump",
+            )));
+        }
+        Ok(msgs
             .iter()
             .filter_map(|m| match m {
                 RouteNetlinkMessage::NewTrafficFilter(f) => Some(netlink::decode_filter_msg(f)),
