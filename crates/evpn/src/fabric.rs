@@ -259,7 +259,7 @@ impl Fabric {
             )
             .map_err(Error::from);
         match pvid {
-            Err(Error::Kernel { source, .. })
+            Err(Error::Netlink(rtnl::Error::Kernel { source, .. }))
                 if source.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
             other => other?,
         }

@@ -19,7 +19,7 @@ const GROUPS: [u32; 2] = [1, 3];
 const RECV_BUF: usize = rtnl::RECV_BUF;
 
 fn sock_err(op: &'static str) -> impl FnOnce(io::Error) -> Error {
-    move |source| Error::Socket { op, source }
+    move |source| rtnl::Error::Socket { op, source }.into()
 }
 
 /// Every bridge FDB entry of this namespace (an `AF_BRIDGE` neighbour dump).
@@ -99,10 +99,11 @@ impl Events {
         // SAFETY: creating a descriptor; its ownership moves into the OwnedFd at once.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
-            return Err(Error::Socket {
+            return Err(rtnl::Error::Socket {
                 op: "eventfd",
                 source: io::Error::last_os_error(),
-            });
+            }
+            .into());
         }
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
         let wake = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
@@ -154,10 +155,11 @@ impl Events {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Received::Nothing),
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Ok(Received::Overrun),
             Err(e) => {
-                return Err(Error::Socket {
+                return Err(rtnl::Error::Socket {
                     op: "recv",
                     source: e,
-                });
+                }
+                .into());
             }
         }
         for m in split(&self.buf, &mut self.undecodable) {

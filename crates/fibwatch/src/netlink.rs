@@ -71,7 +71,7 @@ impl std::fmt::Debug for EventSocket {
 }
 
 fn sock_err(op: &'static str) -> impl FnOnce(io::Error) -> Error {
-    move |source| Error::Socket { op, source }
+    move |source| rtnl::Error::Socket { op, source }.into()
 }
 
 impl EventSocket {
@@ -114,10 +114,11 @@ impl EventSocket {
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Ok(Received::Overrun),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Received::Changes(0)),
             Err(e) => {
-                return Err(Error::Socket {
+                return Err(rtnl::Error::Socket {
                     op: "recv",
                     source: e,
-                });
+                }
+                .into());
             }
         }
         let before = out.len();

@@ -47,10 +47,11 @@ impl EventFd {
         // SAFETY: plain syscall; the returned fd is owned below.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
-            return Err(Error::Socket {
+            return Err(rtnl::Error::Socket {
                 op: "eventfd",
                 source: io::Error::last_os_error(),
-            });
+            }
+            .into());
         }
         // SAFETY: fd is a fresh descriptor we own.
         Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))

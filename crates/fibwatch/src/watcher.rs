@@ -159,7 +159,7 @@ impl Watcher {
                     }
                 }
             })
-            .map_err(|source| Error::Socket {
+            .map_err(|source| rtnl::Error::Socket {
                 op: "spawn thread",
                 source,
             })?;

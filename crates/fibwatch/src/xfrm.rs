@@ -542,7 +542,7 @@ pub fn decode_state(b: &[u8]) -> Option<State> {
 const RECV_BUF: usize = 1 << 16;
 
 fn sock_err(op: &'static str) -> impl FnOnce(io::Error) -> Error {
-    move |source| Error::Socket { op, source }
+    move |source| rtnl::Error::Socket { op, source }.into()
 }
 
 /// The messages of a datagram: (type, payload).
@@ -597,10 +597,11 @@ pub fn dump() -> Result<Xfrm> {
                         if errno == 0 {
                             break 'dump;
                         }
-                        return Err(Error::Kernel {
+                        return Err(rtnl::Error::Kernel {
                             op: "xfrm dump".into(),
                             source: io::Error::from_raw_os_error(errno),
-                        });
+                        }
+                        .into());
                     }
                     XFRM_MSG_NEWPOLICY => x.policies.extend(decode_policy(payload)),
                     XFRM_MSG_NEWSA => x.states.extend(decode_state(payload)),
@@ -662,10 +663,11 @@ impl XfrmEvents {
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => any = true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    return Err(Error::Socket {
+                    return Err(rtnl::Error::Socket {
                         op: "xfrm recv",
                         source: e,
-                    });
+                    }
+                    .into());
                 }
             }
         }

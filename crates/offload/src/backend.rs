@@ -200,9 +200,31 @@ pub enum BackendError {
     /// No answer came for a request.
     #[error("no answer for request")]
     NoAnswer,
+    /// Another failure of the netlink layer (a dump the kernel kept interrupting).
+    #[error(transparent)]
+    Netlink(rtnl::Error),
     /// The rule's device is not managed by this backend.
     #[error("device if{0} not managed")]
     UnknownDevice(IfIndex),
+}
+
+impl From<rtnl::Error> for BackendError {
+    /// In the backend's terms: a socket timeout is no answer, a refusal its errno.
+    fn from(e: rtnl::Error) -> Self {
+        match e {
+            rtnl::Error::Socket { source, .. }
+                if source.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                Self::NoAnswer
+            }
+            rtnl::Error::Socket { source, .. } => Self::Io(source),
+            rtnl::Error::Kernel { source, .. } => Self::errno(KernelErrno::from_errno(
+                source.raw_os_error().unwrap_or(libc::EIO),
+            )),
+            rtnl::Error::Decode(e) => Self::Decode(e),
+            other => Self::Netlink(other),
+        }
+    }
 }
 
 impl BackendError {

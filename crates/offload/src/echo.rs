@@ -11,6 +11,7 @@
 
 use crate::backend::HwState;
 use crate::netlink::cls_flags;
+use netlink_packet_core::{DecodeError, NLA_HEADER_SIZE, NlasIterator};
 
 const TC_HDR: usize = 20;
 const NL_HDR: usize = 16;
@@ -25,29 +26,20 @@ const TCA_ACT_OPTIONS: u16 = 2;
 const TCA_ACT_COOKIE: u16 = 6;
 const MAX_ATTRS: usize = 96;
 
-/// Iterates the attributes of a nested attribute payload: (type, value).
-struct Nlas<'a>(&'a [u8]);
-
-impl<'a> Iterator for Nlas<'a> {
-    type Item = Result<(u16, &'a [u8]), ()>;
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.0.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([self.0[0], self.0[1]]) as usize;
-        let ty = u16::from_ne_bytes([self.0[2], self.0[3]]) & 0x3fff;
-        if len < 4 || len > self.0.len() {
-            self.0 = &[];
-            return Some(Err(()));
-        }
-        let v = &self.0[4..len];
-        self.0 = self.0.get(len.next_multiple_of(4)..).unwrap_or(&[]);
-        Some(Ok((ty, v)))
-    }
+/// The attributes of a nested attribute payload, (type, value), through
+/// netlink-packet-core's [`NlasIterator`] (no allocation; a malformed attribute ends
+/// the walk with an error).
+fn nlas(b: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]), DecodeError>> {
+    NlasIterator::new(b).map(|nla| {
+        let nla = nla?;
+        let (kind, len) = (nla.kind(), usize::from(nla.length()));
+        let bytes: &[u8] = nla.into_inner();
+        Ok((kind, &bytes[NLA_HEADER_SIZE..len]))
+    })
 }
 
 fn find(b: &[u8], ty: u16) -> Option<&[u8]> {
-    Nlas(b)
+    nlas(b)
         .filter_map(Result::ok)
         .find(|(t, _)| *t == ty)
         .map(|x| x.1)
@@ -164,7 +156,7 @@ pub fn verify(request: &[u8], echo: &[u8]) -> Result<HwState, Mismatch> {
         (rq.opts, &mut keys_rq, &mut flags_rq, &mut acts_rq),
         (ec.opts, &mut keys_ec, &mut flags_ec, &mut acts_ec),
     ] {
-        for a in Nlas(opts) {
+        for a in nlas(opts) {
             let (t, v) = a.map_err(|_| "malformed flower options")?;
             match t {
                 TCA_FLOWER_ACT => *acts = Some(v),
@@ -196,8 +188,8 @@ pub fn verify(request: &[u8], echo: &[u8]) -> Result<HwState, Mismatch> {
 }
 
 fn verify_actions(rq: &[u8], ec: &[u8]) -> Result<(), Mismatch> {
-    let mut a = Nlas(rq);
-    let mut b = Nlas(ec);
+    let mut a = nlas(rq);
+    let mut b = nlas(ec);
     loop {
         match (a.next(), b.next()) {
             (None, None) => return Ok(()),
@@ -259,7 +251,7 @@ fn verify_action(rq: &[u8], ec: &[u8]) -> Result<(), Mismatch> {
 
 fn meaningful<'a>(opts: &'a [u8], attrs: &[u16]) -> Result<AttrSet<'a>, String> {
     let mut s = AttrSet::new();
-    for a in Nlas(opts) {
+    for a in nlas(opts) {
         let (t, v) = a.map_err(|_| "malformed action options")?;
         if attrs.contains(&t) {
             s.push(t, v)?;

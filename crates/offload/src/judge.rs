@@ -41,7 +41,7 @@
 
 use crate::placement::SoftwareReason;
 use crate::ports::{PortInfo, PortKind, PortTable};
-use crate::rule::{FlowerAction, FlowerRule};
+use crate::rule::{FlowerAction, FlowerRule, TunnelKeySet};
 use std::collections::HashMap;
 use vocab::{IfIndex, LookupKey, Path, PathFacts, PathProblem};
 
@@ -170,43 +170,7 @@ pub fn judge(
     for a in &mut rule.actions {
         match a {
             FlowerAction::SetMark(m) => mark = *m,
-            FlowerAction::TunnelSet(t) => {
-                let key = LookupKey {
-                    dst: t.dst,
-                    src: (!t.src.is_unspecified()).then_some(t.src),
-                    mark,
-                };
-                let (path, uplink) = facts.path(&key)?;
-                if ingress.kind != PortKind::Tunnel {
-                    same_switch(ingress, uplink)?;
-                }
-                stays_encrypted(&key, &path, facts.hardware)?;
-                let overhead = path.overhead(&t.dst);
-                if ingress.mtu + overhead > path.mtu {
-                    return Err(SoftwareReason::Mtu {
-                        port_mtu: ingress.mtu,
-                        overhead,
-                        uplink_mtu: path.mtu,
-                    });
-                }
-                if path.next_hop_mac.is_none() {
-                    return Err(SoftwareReason::NextHopUnresolved {
-                        key,
-                        neighbour: path.neighbour,
-                    });
-                }
-                if t.src.is_unspecified() {
-                    match path.src {
-                        Some(src) => t.src = src,
-                        None => {
-                            return Err(SoftwareReason::Path {
-                                key,
-                                problem: PathProblem::NoRoute,
-                            });
-                        }
-                    }
-                }
-            }
+            FlowerAction::TunnelSet(t) => encap(ingress, t, mark, facts)?,
             FlowerAction::Redirect(dev) | FlowerAction::Mirror(dev) => {
                 let out = facts.port(*dev)?;
                 up(out)?;
@@ -231,6 +195,53 @@ pub fn judge(
         stays_encrypted(key, &path, facts.hardware)?;
         if let Some(rep) = first_out.filter(|p| p.kind != PortKind::Tunnel) {
             same_switch(rep, uplink)?;
+        }
+    }
+    Ok(())
+}
+
+/// An encapsulation's path facts: its uplink on the ingress's eswitch, IPsec, the MTU
+/// with the tunnel's overhead, a resolved next hop, and a source address (filled in
+/// from the route when the flow left it open).
+fn encap(
+    ingress: &PortInfo,
+    t: &mut TunnelKeySet,
+    mark: u32,
+    facts: &Facts<'_>,
+) -> Result<(), SoftwareReason> {
+    let key = LookupKey {
+        dst: t.dst,
+        src: (!t.src.is_unspecified()).then_some(t.src),
+        mark,
+    };
+    let (path, uplink) = facts.path(&key)?;
+    if ingress.kind != PortKind::Tunnel {
+        same_switch(ingress, uplink)?;
+    }
+    stays_encrypted(&key, &path, facts.hardware)?;
+    let overhead = path.overhead(&t.dst);
+    if ingress.mtu + overhead > path.mtu {
+        return Err(SoftwareReason::Mtu {
+            port_mtu: ingress.mtu,
+            overhead,
+            uplink_mtu: path.mtu,
+        });
+    }
+    if path.next_hop_mac.is_none() {
+        return Err(SoftwareReason::NextHopUnresolved {
+            key,
+            neighbour: path.neighbour,
+        });
+    }
+    if t.src.is_unspecified() {
+        match path.src {
+            Some(src) => t.src = src,
+            None => {
+                return Err(SoftwareReason::Path {
+                    key,
+                    problem: PathProblem::NoRoute,
+                });
+            }
         }
     }
     Ok(())

@@ -9,10 +9,12 @@
 //!   ([`PortTable`]: MTU, state, switch id) and the path facts of its tunnel lookup
 //!   keys (uplink, next hop, path MTU): offloaded, or software with a
 //!   [`SoftwareReason`];
-//! - [`netlink`]: the only module that knows tc's netlink attributes: [`FlowerRule`] to and from
-//!   netlink-packet-route's tc types (plus the `gact` and `vlan` actions it lacks),
-//!   request building, ACK/extack decoding; [`echo`] verifies the kernel's echo of each
-//!   created filter against the request, on the bytes;
+//! - [`netlink`]: the only module that knows tc's netlink attributes, one module per
+//!   object (flower match, actions with the `gact`, `vlan` and `skbedit` netlink-packet-route
+//!   lacks, filter messages, qdisc): [`FlowerRule`] to and from netlink-packet-route's tc
+//!   types and each request's flags; framing, ACK/extack and echoes are [`rtnl`]'s;
+//!   [`echo`] verifies the kernel's echo of each created filter against the request, on
+//!   the bytes;
 //! - [`backend`]: the [`OffloadBackend`] trait, with [`tc::TcBackend`] (Linux tc over
 //!   netlink) and [`sim::SimFabric`] (simulated eswitches);
 //! - [`offloader`]: the per-flow state machine ([`Placement`]) driving a backend; it holds
@@ -20,11 +22,12 @@
 //!   flows a changed fact concerns; failures that may pass are retried;
 //!   [`worker`]: the same behind a bounded queue on its own thread, with a backlog that
 //!   delays requests the queue has no room for instead of losing them;
-//! - [`discover`]: ports, switch ids and representor names from rtnetlink and sysfs
-//!   (link messages only).
+//! - [`discover`]: ports, switch ids and representor names from a link dump and sysfs;
+//!   [`devlink`]: the eswitch mode, over generic netlink (neli).
 //!
-//! Sockets live in [`tc`] (batched requests, several sockets for large calls) and
-//! [`discover`]; everything above [`backend`] sees only flowd's own types.
+//! rtnetlink sockets are [`rtnl::Requester`]s, held by [`tc`] (batched requests,
+//! several sockets for large calls) and [`discover`]; everything above [`backend`]
+//! sees only flowd's own types.
 //!
 //! Thread-safety: translation and the judge are pure; a backend is owned by one
 //! thread (the worker); placements are published through a lock the readers only
@@ -32,6 +35,7 @@
 
 pub mod adopt;
 pub mod backend;
+pub mod devlink;
 pub mod discover;
 pub mod echo;
 pub mod error;

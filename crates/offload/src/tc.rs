@@ -7,7 +7,8 @@
 //!   tells flowd's filters from others', so [`Offloader::sweep_orphans`] after a restart
 //!   leaves no orphans;
 //! - requests are batched, several per `sendmsg`, each with its own sequence number so
-//!   every ACK (or errno + extack) maps back to its flow;
+//!   every ACK (or errno + extack) maps back to its flow; the sockets, framing, answers
+//!   and dumps are [`rtnl`]'s ([`rtnl::Requester::transact`], [`rtnl::Requester::dump`]);
 //! - creates and replaces ask for an echo (NLM_F_ECHO); the echoed filter is decoded and
 //!   compared with the request, a mismatch is a failed offload (and the filter is
 //!   removed); its flags give `in_hw` / `not_in_hw`.
@@ -18,14 +19,16 @@ use crate::backend::{
     BackendError, DumpedRule, HwState, Installed, KernelErrno, OffloadBackend, RuleHandle,
     RuleStats,
 };
-use crate::netlink::{self, Answer, RequestKind};
+use crate::netlink::{self, RequestKind};
 use crate::ports::PortInfo;
 use crate::rule::{FlowerRule, TcPolicy};
 use datapath::{FlowId, IfIndex};
+use netlink_packet_core::DecodeError;
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::tc::TcMessage;
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use rtnl::{Requester, Tuning};
 use std::collections::{HashMap, HashSet};
-use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 /// First priority flowd allocates.
 pub const PRIO_BASE: u16 = 0x4000;
@@ -113,26 +116,18 @@ impl Item<'_> {
 /// A batch of requests with their sequence numbers.
 type Chunk<'a> = Vec<(u32, Item<'a>)>;
 
-/// One netlink socket and its receive slots.
-struct Chan {
-    sock: Socket,
-    /// Datagram slots for recvmmsg (one ACK or echo each).
-    slots: Vec<u8>,
-}
-
 /// The tc flower backend.
 pub struct TcBackend {
     /// Sockets: large calls spread their batches over them, one thread each (the
     /// kernel inserts flower filters without the RTNL lock, so they proceed in
     /// parallel); everything else uses the first.
-    chans: Vec<Chan>,
+    chans: Vec<Requester>,
     cfg: TcConfig,
     seq: u32,
     devices: HashSet<IfIndex>,
     prios: HashMap<(IfIndex, u16, u64), u16>,
     next_prio: HashMap<IfIndex, u16>,
     next_handle: u32,
-    rbuf: Vec<u8>,
     /// Whether the kernel honours `tunnel_key nofrag` (assumed until an echo shows
     /// otherwise).
     nofrag: bool,
@@ -143,88 +138,9 @@ fn prio_key(rule: &FlowerRule) -> (IfIndex, u16, u64) {
     (rule.ingress, rule.matches.protocol, rule.mask_signature())
 }
 
-/// Size of one recvmmsg slot: an echoed filter fits in NLMSG_GOODSIZE.
-const SLOT: usize = 16 << 10;
-/// Datagrams per recvmmsg.
-const SLOTS: usize = 64;
-
-/// Receives up to [`SLOTS`] datagrams in one syscall, blocking for the first; returns
-/// the length of each.
-fn recv_many(fd: i32, slots: &mut [u8], lens: &mut [usize; SLOTS]) -> std::io::Result<usize> {
-    let mut iov: [libc::iovec; SLOTS] = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; SLOTS];
-    // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths).
-    let mut hdrs: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
-    for (i, chunk) in slots.chunks_exact_mut(SLOT).take(SLOTS).enumerate() {
-        iov[i] = libc::iovec {
-            iov_base: chunk.as_mut_ptr().cast(),
-            iov_len: SLOT,
-        };
-        hdrs[i].msg_hdr.msg_iov = &mut iov[i];
-        hdrs[i].msg_hdr.msg_iovlen = 1;
-    }
-    // SAFETY: every header points at its own iovec, which points into `slots`, all
-    // alive and exclusively borrowed for the duration of the call.
-    let n = unsafe {
-        libc::recvmmsg(
-            fd,
-            hdrs.as_mut_ptr(),
-            SLOTS as u32,
-            libc::MSG_WAITFORONE,
-            std::ptr::null_mut(),
-        )
-    };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let n = n as usize;
-    for i in 0..n {
-        // A truncated datagram (MSG_TRUNC) is cut to the slot; its parse fails cleanly.
-        lens[i] = (hdrs[i].msg_len as usize).min(SLOT);
-    }
-    Ok(n)
-}
-
-fn set_buf(fd: i32, opt: libc::c_int, size: libc::c_int) {
-    // SO_*BUFFORCE needs CAP_NET_ADMIN; the plain option is the fallback.
-    // SAFETY: setsockopt with a valid fd and a pointer to a live c_int of the given size.
-    unsafe {
-        let p = &size as *const libc::c_int as *const libc::c_void;
-        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        if libc::setsockopt(fd, libc::SOL_SOCKET, opt, p, len) != 0 {
-            let plain = if opt == libc::SO_RCVBUFFORCE {
-                libc::SO_RCVBUF
-            } else {
-                libc::SO_SNDBUF
-            };
-            libc::setsockopt(fd, libc::SOL_SOCKET, plain, p, len);
-        }
-    }
-}
-
-fn set_rcv_timeout(fd: i32, secs: i64) {
-    let tv = libc::timeval {
-        tv_sec: secs,
-        tv_usec: 0,
-    };
-    // SAFETY: setsockopt with a valid fd and a pointer to a live timeval.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const libc::timeval as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        );
-    }
-}
-
 /// The answers to one request.
 #[derive(Default)]
 struct Reply {
-    acked: bool,
     error: Option<(KernelErrno, Option<String>)>,
     /// The echoed filter, raw (until verified).
     echo: Option<Vec<u8>>,
@@ -232,138 +148,80 @@ struct Reply {
     checked: Option<Result<HwState, BackendError>>,
 }
 
-const RTM_NEWTFILTER: u16 = 44;
-const NLMSG_ERROR: u16 = 2;
-
-/// Walks the messages of a received buffer without decoding them: (type, seq, bytes).
-fn raw_messages(mut buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
-    std::iter::from_fn(move || {
-        if buf.len() < 16 {
-            return None;
-        }
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        if len < 16 || len > buf.len() {
-            buf = &[];
-            return None;
-        }
-        let ty = u16::from_ne_bytes([buf[4], buf[5]]);
-        let seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
-        let (m, rest) = buf.split_at(len);
-        buf = rest.get(len.next_multiple_of(4) - len..).unwrap_or(&[]);
-        Some((ty, seq, m))
-    })
+/// A socket of the backend: extack on, buffers for thousands of echoes in flight, and
+/// a timeout after which a request counts as unanswered.
+fn open_channel() -> Result<Requester, BackendError> {
+    Ok(Requester::open_tuned(Tuning {
+        ext_ack: true,
+        rcvbuf: 32 << 20,
+        sndbuf: Some(8 << 20),
+        force_buffers: true,
+        timeout: Some(Duration::from_secs(10)),
+    })?)
 }
 
-impl Chan {
-    fn open() -> Result<Self, BackendError> {
-        let mut sock = Socket::new(NETLINK_ROUTE)?;
-        sock.bind_auto()?;
-        sock.connect(&SocketAddr::new(0, 0))?;
-        sock.set_ext_ack(true)?;
-        sock.set_cap_ack(true)?;
-        let fd = sock.as_raw_fd();
-        set_buf(fd, libc::SO_RCVBUFFORCE, 32 << 20);
-        set_buf(fd, libc::SO_SNDBUFFORCE, 8 << 20);
-        set_rcv_timeout(fd, 10);
-        Ok(Self {
-            sock,
-            slots: vec![0; SLOT * SLOTS],
-        })
-    }
-
-    /// Sends a buffer of requests and collects the answers of `seqs` (an ACK each, and
-    /// the raw echo of creates/replaces).
-    fn transact(&mut self, buf: &[u8], seqs: &[u32]) -> Result<HashMap<u32, Reply>, BackendError> {
-        self.sock.send(buf, 0)?;
-        let wanted: HashSet<u32> = seqs.iter().copied().collect();
-        let mut replies: HashMap<u32, Reply> = HashMap::with_capacity(seqs.len());
-        let mut pending = wanted.len();
-        while pending > 0 {
-            let mut lens = [0usize; SLOTS];
-            let got = match recv_many(self.sock.as_raw_fd(), &mut self.slots, &mut lens) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    return Err(BackendError::NoAnswer);
-                }
-                Err(e) => return Err(e.into()),
+/// Sends a buffer of requests and collects the answers of `seqs` (an ACK each, and
+/// the raw echo of creates/replaces).
+fn transact(
+    ch: &mut Requester,
+    buf: &[u8],
+    seqs: &[u32],
+) -> Result<HashMap<u32, Reply>, BackendError> {
+    Ok(ch
+        .transact(buf, seqs)?
+        .into_iter()
+        .map(|(seq, r)| {
+            let reply = Reply {
+                error: r.error.map(netlink::refusal),
+                echo: r.echo,
+                checked: None,
             };
-            for (i, len) in lens.iter().enumerate().take(got) {
-                let dgram = &self.slots[i * SLOT..i * SLOT + len];
-                for (ty, seq, m) in raw_messages(dgram) {
-                    if !wanted.contains(&seq) {
-                        continue;
-                    }
-                    match ty {
-                        NLMSG_ERROR => {
-                            let Some(Ok(Answer::Ack { error, .. })) =
-                                netlink::parse_answers(m).pop()
-                            else {
-                                return Err(BackendError::Decode("bad NLMSG_ERROR".into()));
-                            };
-                            let r = replies.entry(seq).or_default();
-                            if !r.acked {
-                                r.acked = true;
-                                r.error = error;
-                                pending -= 1;
-                            }
-                        }
-                        RTM_NEWTFILTER => replies.entry(seq).or_default().echo = Some(m.to_vec()),
-                        _ => {}
-                    }
-                }
-            }
-        }
-        Ok(replies)
-    }
+            (seq, reply)
+        })
+        .collect())
+}
 
-    /// Builds one batch, frames it into one sendmsg and answers each request, in
-    /// order; echoes of creates and replaces are verified here, on this thread.
-    fn run_chunk(
-        &mut self,
-        kind: RequestKind,
-        chunk: Chunk<'_>,
-        b: Build,
-    ) -> Vec<Result<Reply, BackendError>> {
-        let verify = b.echo && matches!(kind, RequestKind::Create | RequestKind::Replace);
-        let mut buf = Vec::with_capacity(chunk.len() * 512);
-        let mut seqs = Vec::with_capacity(chunk.len());
-        let mut ranges = Vec::with_capacity(chunk.len());
-        for (seq, item) in chunk {
-            let start = buf.len();
-            netlink::push_request(&mut buf, kind, seq, item.message(b));
-            seqs.push(seq);
-            ranges.push(start..buf.len());
-        }
-        match self.transact(&buf, &seqs) {
-            Ok(mut replies) => seqs
-                .iter()
-                .zip(ranges)
-                .map(|(s, r)| {
-                    let mut reply = replies.remove(s).ok_or(BackendError::NoAnswer)?;
-                    if verify && reply.error.is_none() {
-                        reply.checked = Some(match reply.echo.take() {
-                            Some(echo) => {
-                                crate::echo::verify(&buf[r], &echo).map_err(|m| match m {
-                                    crate::echo::Mismatch::NoFragIgnored => {
-                                        BackendError::NoFragIgnored
-                                    }
-                                    crate::echo::Mismatch::Other(s) => {
-                                        BackendError::EchoMismatch(s)
-                                    }
-                                })
-                            }
-                            None => Err(BackendError::EchoMismatch("no echo".into())),
-                        });
-                    }
-                    Ok(reply)
-                })
-                .collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "tc: batch failed");
-                let mut out = vec![Err(e)];
-                out.extend((1..seqs.len()).map(|_| Err(BackendError::NoAnswer)));
-                out
-            }
+/// Builds one batch, frames it into one sendmsg and answers each request, in
+/// order; echoes of creates and replaces are verified here, on this thread.
+fn run_chunk(
+    ch: &mut Requester,
+    kind: RequestKind,
+    chunk: Chunk<'_>,
+    b: Build,
+) -> Vec<Result<Reply, BackendError>> {
+    let verify = b.echo && matches!(kind, RequestKind::Create | RequestKind::Replace);
+    let mut buf = Vec::with_capacity(chunk.len() * 512);
+    let mut seqs = Vec::with_capacity(chunk.len());
+    let mut ranges = Vec::with_capacity(chunk.len());
+    for (seq, item) in chunk {
+        let start = buf.len();
+        netlink::push_request(&mut buf, kind, seq, item.message(b));
+        seqs.push(seq);
+        ranges.push(start..buf.len());
+    }
+    match transact(ch, &buf, &seqs) {
+        Ok(mut replies) => seqs
+            .iter()
+            .zip(ranges)
+            .map(|(s, r)| {
+                let mut reply = replies.remove(s).ok_or(BackendError::NoAnswer)?;
+                if verify && reply.error.is_none() {
+                    reply.checked = Some(match reply.echo.take() {
+                        Some(echo) => crate::echo::verify(&buf[r], &echo).map_err(|m| match m {
+                            crate::echo::Mismatch::NoFragIgnored => BackendError::NoFragIgnored,
+                            crate::echo::Mismatch::Other(s) => BackendError::EchoMismatch(s),
+                        }),
+                        None => Err(BackendError::EchoMismatch("no echo".into())),
+                    });
+                }
+                Ok(reply)
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "tc: batch failed");
+            let mut out = vec![Err(e)];
+            out.extend((1..seqs.len()).map(|_| Err(BackendError::NoAnswer)));
+            out
         }
     }
 }
@@ -403,7 +261,7 @@ impl TcBackend {
     /// Opens the netlink sockets and sets up the ingress qdisc on each device.
     pub fn new(cfg: TcConfig, devices: &[IfIndex]) -> Result<Self, BackendError> {
         let chans = (0..cfg.channels.max(1))
-            .map(|_| Chan::open())
+            .map(|_| open_channel())
             .collect::<Result<Vec<_>, _>>()?;
         let mut b = Self {
             chans,
@@ -413,7 +271,6 @@ impl TcBackend {
             prios: HashMap::new(),
             next_prio: HashMap::new(),
             next_handle: 0,
-            rbuf: vec![0; 1 << 20],
             nofrag: true,
         };
         for d in devices {
@@ -435,7 +292,7 @@ impl TcBackend {
             seq,
             netlink::new_ingress_qdisc(dev),
         );
-        let mut replies = self.chans[0].transact(&buf, &[seq])?;
+        let mut replies = transact(&mut self.chans[0], &buf, &[seq])?;
         match replies.remove(&seq).and_then(|r| r.error) {
             None | Some((KernelErrno::Exists, _)) => {}
             Some((errno, extack)) => return Err(BackendError::Kernel { errno, extack }),
@@ -500,7 +357,7 @@ impl TcBackend {
             let ch = &mut self.chans[0];
             return chunks
                 .into_iter()
-                .flat_map(|c| ch.run_chunk(kind, c, b))
+                .flat_map(|c| run_chunk(ch, kind, c, b))
                 .collect();
         }
         let mut per: Vec<Vec<(usize, Chunk)>> = (0..k).map(|_| Vec::new()).collect();
@@ -516,7 +373,7 @@ impl TcBackend {
                 .map(|(ch, mine)| {
                     s.spawn(move || {
                         mine.into_iter()
-                            .map(|(i, c)| (i, ch.run_chunk(kind, c, b)))
+                            .map(|(i, c)| (i, run_chunk(ch, kind, c, b)))
                             .collect::<Vec<_>>()
                     })
                 })
@@ -565,37 +422,28 @@ impl TcBackend {
         Ok(Installed { handle, hw })
     }
 
+    /// The filters on a device's ingress (a dump, retried when interrupted).
     fn filters_of(&mut self, dev: IfIndex) -> Result<Vec<netlink::FilterEntry>, BackendError> {
         let seq = self.next_seq();
-        let mut buf = Vec::new();
-        netlink::push_request(&mut buf, RequestKind::Dump, seq, netlink::dump_filters(dev));
-        let sock = &self.chans[0].sock;
-        sock.send(&buf, 0)?;
-        let mut out = Vec::new();
-        loop {
-            let n = match sock.recv(&mut &mut self.rbuf[..], 0) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    return Err(BackendError::NoAnswer);
-                }
-                Err(e) => return Err(e.into()),
-            };
-            for a in netlink::parse_answers(&self.rbuf[..n.min(self.rbuf.len())]) {
-                match a.map_err(BackendError::Decode)? {
-                    Answer::Filter { seq: s, msg } if s == seq => {
-                        out.push(netlink::decode_filter_msg(&msg))
-                    }
-                    Answer::Done { seq: s } if s == seq => return Ok(out),
-                    Answer::Ack {
-                        seq: s,
-                        error: Some((errno, extack)),
-                    } if s == seq => {
-                        return Err(BackendError::Kernel { errno, extack });
-                    }
-                    _ => {}
-                }
-            }
+        let ch = &mut self.chans[0];
+        // The dump is numbered in this backend's sequence, like every request.
+        ch.set_seq(seq.wrapping_sub(1));
+        let req = RouteNetlinkMessage::GetTrafficFilter(netlink::dump_filters(dev));
+        let undecodable = ch.undecodable;
+        let msgs = ch.dump("filters", req)?;
+        if ch.undecodable != undecodable {
+            // A dump flowd cannot read in full is no answer to count or sweep by.
+            return Err(BackendError::Decode(DecodeError::from(
+                "undecodable message in a filter dump",
+            )));
         }
+        Ok(msgs
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewTrafficFilter(f) => Some(netlink::decode_filter_msg(f)),
+                _ => None,
+            })
+            .collect())
     }
 
     fn devices(&self) -> Vec<IfIndex> {

@@ -130,76 +130,88 @@ fn translate_match(k: &FlowKey, m: &FlowKey) -> Result<(PortId, FlowerMatch)> {
         arp_tha,
         pad: _,
     } = *k;
-    let FlowKey {
-        tun_src: m_tun_src,
-        tun_dst: m_tun_dst,
-        ip_src: m_ip_src,
-        ip_dst: m_ip_dst,
-        in_port: m_in_port,
-        tun_vni: m_tun_vni,
-        tun_tp_dst: m_tun_tp_dst,
-        tun_tos: m_tun_tos,
-        tun_ttl: m_tun_ttl,
-        tun_flags: m_tun_flags,
-        eth_type: m_eth_type,
-        eth_src: m_eth_src,
-        eth_dst: m_eth_dst,
-        vlan_tci: m_vlan_tci,
-        vlan_tpid: m_vlan_tpid,
-        ip_proto: m_ip_proto,
-        ip_tos: m_ip_tos,
-        ip_ttl: m_ip_ttl,
-        ip_frag: m_ip_frag,
-        tp_src: m_tp_src,
-        tp_dst: m_tp_dst,
-        tcp_flags: m_tcp_flags,
-        arp_sha: m_arp_sha,
-        arp_tha: m_arp_tha,
-        pad: _,
-    } = *m;
+    // The key is destructured in full (a new field breaks the build here until it is
+    // handled); its mask is read field by field.
 
     let in_port =
-        exact(in_port, m_in_port, u32::MAX, "in_port")?.ok_or(OffloadError::field("in_port"))?;
+        exact(in_port, m.in_port, u32::MAX, "in_port")?.ok_or(OffloadError::field("in_port"))?;
     let mut f = FlowerMatch {
-        eth_dst: masked(eth_dst, m_eth_dst),
-        eth_src: masked(eth_src, m_eth_src),
+        eth_dst: masked(eth_dst, m.eth_dst),
+        eth_src: masked(eth_src, m.eth_src),
         ..FlowerMatch::default()
     };
 
     // Tunnel metadata.
     let tun = TunKeys {
-        src: (tun_src, m_tun_src),
-        dst: (tun_dst, m_tun_dst),
-        vni: (tun_vni, m_tun_vni),
-        tp_dst: (tun_tp_dst, m_tun_tp_dst),
-        tos: (tun_tos, m_tun_tos),
-        ttl: (tun_ttl, m_tun_ttl),
-        flags: (k_tun_flags, m_tun_flags),
+        src: (tun_src, m.tun_src),
+        dst: (tun_dst, m.tun_dst),
+        vni: (tun_vni, m.tun_vni),
+        tp_dst: (tun_tp_dst, m.tun_tp_dst),
+        tos: (tun_tos, m.tun_tos),
+        ttl: (tun_ttl, m.tun_ttl),
+        flags: (k_tun_flags, m.tun_flags),
     };
     f.tunnel = translate_tunnel(&tun)?;
 
     // Ethertype and VLAN tags.
-    let eth_type = exact(eth_type, m_eth_type, 0xffff, "eth_type")?;
-    let tagged = m_vlan_tci[0] & vlan::PRESENT != 0 && vlan_tci[0] & vlan::PRESENT != 0;
+    let eth_type = exact(eth_type, m.eth_type, 0xffff, "eth_type")?;
+    let vlans = VlanKeys {
+        tci: (vlan_tci, m.vlan_tci),
+        tpid: (vlan_tpid, m.vlan_tpid),
+    };
+    translate_vlans(&vlans, eth_type, &mut f)?;
+
+    // L3 and L4.
+    let l3 = L3Keys {
+        ip_src: (ip_src, m.ip_src),
+        ip_dst: (ip_dst, m.ip_dst),
+        ip_proto: (ip_proto, m.ip_proto),
+        ip_tos: (ip_tos, m.ip_tos),
+        ip_ttl: (ip_ttl, m.ip_ttl),
+        ip_frag: (ip_frag, m.ip_frag),
+        tp_src: (tp_src, m.tp_src),
+        tp_dst: (tp_dst, m.tp_dst),
+        tcp_flags: (tcp_flags, m.tcp_flags),
+        arp_sha: (arp_sha, m.arp_sha),
+        arp_tha: (arp_tha, m.arp_tha),
+    };
+    match eth_type {
+        Some(ETH_P_IP) => translate_ip(&l3, false, &mut f)?,
+        Some(ETH_P_IPV6) => translate_ip(&l3, true, &mut f)?,
+        Some(ETH_P_ARP) => translate_arp(&l3, &mut f)?,
+        _ => l3.refuse_any()?,
+    }
+    Ok((PortId(in_port), f))
+}
+
+/// A megaflow's VLAN fields: (key, mask) of the TCIs and TPIDs, outer first.
+struct VlanKeys {
+    tci: ([u16; 2], [u16; 2]),
+    tpid: ([u16; 2], [u16; 2]),
+}
+
+/// The VLAN tags and the filter's protocol: the outer TPID for a tagged flow, else the
+/// ethertype (`eth_type`, already checked exact).
+fn translate_vlans(v: &VlanKeys, eth_type: Option<u16>, f: &mut FlowerMatch) -> Result<()> {
+    let ((tci, m_tci), (tpid, m_tpid)) = (v.tci, v.tpid);
+    let tagged = m_tci[0] & vlan::PRESENT != 0 && tci[0] & vlan::PRESENT != 0;
     // Tag fields matched without matching whether a tag is there: flower cannot.
-    if m_vlan_tci[0] & vlan::PRESENT == 0 && (m_vlan_tci != [0, 0] || m_vlan_tpid != [0, 0]) {
+    if m_tci[0] & vlan::PRESENT == 0 && (m_tci != [0, 0] || m_tpid != [0, 0]) {
         return Err(OffloadError::field("vlan_tci"));
     }
     if tagged {
-        let tpid0 =
-            exact(vlan_tpid[0], m_vlan_tpid[0], 0xffff, "vlan_tpid")?.unwrap_or(ETH_P_8021Q);
+        let tpid0 = exact(tpid[0], m_tpid[0], 0xffff, "vlan_tpid")?.unwrap_or(ETH_P_8021Q);
         f.protocol = tpid0;
-        let inner = m_vlan_tci[1] & vlan::PRESENT != 0 && vlan_tci[1] & vlan::PRESENT != 0;
-        let mut outer = vlan_match(vlan_tci[0], m_vlan_tci[0])?;
+        let inner = m_tci[1] & vlan::PRESENT != 0 && tci[1] & vlan::PRESENT != 0;
+        let mut outer = vlan_match(tci[0], m_tci[0])?;
         if inner {
-            outer.eth_type = Some(
-                exact(vlan_tpid[1], m_vlan_tpid[1], 0xffff, "vlan_tpid")?.unwrap_or(ETH_P_8021Q),
-            );
-            let mut c = vlan_match(vlan_tci[1], m_vlan_tci[1])?;
+            outer.eth_type =
+                Some(exact(tpid[1], m_tpid[1], 0xffff, "vlan_tpid")?.unwrap_or(ETH_P_8021Q));
+            let mut c = vlan_match(tci[1], m_tci[1])?;
             c.eth_type = eth_type;
             f.cvlan = Some(c);
         } else {
-            if m_vlan_tci[1] & vlan::PRESENT == 0 && (m_vlan_tci[1] != 0 || m_vlan_tpid[1] != 0) {
+            if m_tci[1] & vlan::PRESENT == 0 && (m_tci[1] != 0 || m_tpid[1] != 0) {
                 return Err(OffloadError::field("vlan_tci"));
             }
             outer.eth_type = eth_type;
@@ -209,33 +221,12 @@ fn translate_match(k: &FlowKey, m: &FlowKey) -> Result<(PortId, FlowerMatch)> {
         // "No tag" (the present bit matched as absent) has no flower key of its own: only
         // an exact ethertype says it (a `protocol ip` filter never sees an 802.1Q frame,
         // a `protocol all` filter sees both). Without one, refuse rather than over-match.
-        if m_vlan_tci[0] & vlan::PRESENT != 0 && eth_type.is_none() {
+        if m_tci[0] & vlan::PRESENT != 0 && eth_type.is_none() {
             return Err(OffloadError::field("vlan_tci"));
         }
         f.protocol = eth_type.unwrap_or(crate::translate::ETH_P_ALL);
     }
-
-    // L3 and L4.
-    let l3 = L3Keys {
-        ip_src: (ip_src, m_ip_src),
-        ip_dst: (ip_dst, m_ip_dst),
-        ip_proto: (ip_proto, m_ip_proto),
-        ip_tos: (ip_tos, m_ip_tos),
-        ip_ttl: (ip_ttl, m_ip_ttl),
-        ip_frag: (ip_frag, m_ip_frag),
-        tp_src: (tp_src, m_tp_src),
-        tp_dst: (tp_dst, m_tp_dst),
-        tcp_flags: (tcp_flags, m_tcp_flags),
-        arp_sha: (arp_sha, m_arp_sha),
-        arp_tha: (arp_tha, m_arp_tha),
-    };
-    match eth_type {
-        Some(ETH_P_IP) => translate_ip(&l3, false, &mut f)?,
-        Some(ETH_P_IPV6) => translate_ip(&l3, true, &mut f)?,
-        Some(ETH_P_ARP) => translate_arp(&l3, &mut f)?,
-        _ => l3.refuse_any()?,
-    }
-    Ok((PortId(in_port), f))
+    Ok(())
 }
 
 fn vlan_match(tci: u16, mask: u16) -> Result<VlanMatch> {

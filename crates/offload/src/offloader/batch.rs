@@ -1,0 +1,336 @@
+//! Requests in batches: removes first, then installs and replaces, each a backend
+//! call for many flows; every answer settled into the flow's [`Placement`] (offloaded,
+//! retried later, or software with the reason), the capacity freed handed to flows
+//! that waited for it.
+
+use super::*;
+
+impl Offloader {
+    /// Processes requests in order, batching backend calls; returns the new
+    /// placements of the flows touched.
+    pub fn process(&mut self, reqs: Vec<FlowRequest>) -> Vec<(FlowId, Placement)> {
+        let mut touched = Vec::with_capacity(reqs.len());
+        let mut chunk: Vec<FlowRequest> = Vec::new();
+        let mut seen = HashSet::new();
+        for r in reqs {
+            if !seen.insert(r.flow()) {
+                self.process_chunk(std::mem::take(&mut chunk), &mut touched);
+                seen.clear();
+                seen.insert(r.flow());
+            }
+            chunk.push(r);
+        }
+        self.process_chunk(chunk, &mut touched);
+        touched
+    }
+
+    /// Records a put's request (re-indexing the flow when what it depends on changed)
+    /// and returns its entry.
+    fn record(
+        &mut self,
+        flow: FlowId,
+        megaflow: Megaflow,
+        actions: Actions,
+        paths: Vec<TunnelPath>,
+    ) -> &mut FlowEntry {
+        let same = self
+            .flows
+            .get(&flow)
+            .is_some_and(|e| e.megaflow == megaflow && e.actions == actions && e.paths == paths);
+        if !same {
+            let old = self.flows.remove(&flow);
+            if let Some(old) = &old {
+                self.unindex(flow, old);
+            }
+            let (placement, installed, stats, attempts) = match old {
+                Some(o) => (o.placement, o.installed, o.stats, o.attempts),
+                None => (
+                    Placement::software(SoftwareReason::Pending),
+                    None,
+                    RuleStats::default(),
+                    0,
+                ),
+            };
+            let e = FlowEntry {
+                megaflow,
+                actions,
+                paths,
+                placement,
+                installed,
+                stats,
+                attempts,
+            };
+            self.index(flow, &e);
+            self.flows.insert(flow, e);
+        }
+        self.flows.get_mut(&flow).expect("recorded above")
+    }
+
+    /// One chunk: each flow at most once, so removes, replaces and installs can be
+    /// batched independently.
+    fn process_chunk(&mut self, chunk: Vec<FlowRequest>, touched: &mut Vec<(FlowId, Placement)>) {
+        let mut removes: Vec<(FlowId, RuleHandle, bool)> = Vec::new(); // (flow, handle, forget flow)
+        let mut replaces: Vec<(FlowId, RuleHandle, FlowerRule)> = Vec::new();
+        let mut installs: Vec<(FlowId, FlowerRule)> = Vec::new();
+        for r in chunk {
+            match r {
+                FlowRequest::Remove { flow } => {
+                    self.cancel_retry(flow);
+                    self.capacity_waiting.remove(&flow);
+                    if let Some(e) = self.flows.remove(&flow) {
+                        self.unindex(flow, &e);
+                        if let Some((h, _)) = e.installed {
+                            removes.push((flow, h, true));
+                        }
+                    }
+                }
+                FlowRequest::Put {
+                    flow,
+                    megaflow,
+                    actions,
+                    paths,
+                } => {
+                    let prepared = self.prepare(&megaflow, &actions, &paths);
+                    let fresh = self.flows.get(&flow).is_none_or(|e| e.installed.is_none());
+                    let adopted = if fresh {
+                        self.adopt_kept(&prepared)
+                    } else {
+                        None
+                    };
+                    // A previous run's rule for this very match is taken over: as it
+                    // is (offloaded at once, no request), or replaced in place below.
+                    let adopted_placement =
+                        adopted.as_ref().filter(|(_, same)| *same).map(|(k, _)| {
+                            offloaded(self.backend.as_ref(), &self.ports, k.rule.ingress, k.hw)
+                        });
+                    let entry = self.record(flow, megaflow, actions, paths);
+                    if let Some((k, _)) = adopted {
+                        entry.installed = Some((k.handle, k.rule));
+                        entry.stats = k.stats;
+                    }
+                    if let Some(p) = adopted_placement {
+                        entry.placement = p.clone();
+                        touched.push((flow, p));
+                    }
+                    match (prepared, entry.installed.as_ref()) {
+                        (Err(reason), installed) => {
+                            let withdrawn = installed.is_some();
+                            if let Some((h, _)) = installed {
+                                removes.push((flow, *h, false));
+                            }
+                            entry.installed = None;
+                            entry.attempts = 0;
+                            let p = Placement::software(reason);
+                            // A verdict that did not change is not news.
+                            let changed = entry.placement != p;
+                            entry.placement = p.clone();
+                            if withdrawn {
+                                self.counters.to_software += 1;
+                            }
+                            self.cancel_retry(flow);
+                            self.capacity_waiting.remove(&flow);
+                            if changed {
+                                touched.push((flow, p));
+                            }
+                        }
+                        (Ok(rule), Some((_, old))) if *old == rule => {}
+                        (Ok(rule), Some((h, _))) => replaces.push((flow, *h, rule)),
+                        (Ok(rule), None) => installs.push((flow, rule)),
+                    }
+                }
+            }
+        }
+        self.run_removes(&removes);
+        self.run_replaces(replaces, touched);
+        self.run_installs(installs, touched);
+    }
+
+    /// During an adoption round, the kept rule a prepared rule takes over (removed from
+    /// the round), and whether it is unchanged.
+    fn adopt_kept(
+        &mut self,
+        prepared: &Result<FlowerRule, SoftwareReason>,
+    ) -> Option<(Kept, bool)> {
+        if self.kept.is_empty() {
+            return None;
+        }
+        let rule = prepared.as_ref().ok()?;
+        let k = self.kept.remove(&(rule.ingress, rule.matches))?;
+        let unchanged = k.rule == *rule;
+        if unchanged {
+            self.adoption.adopted += 1;
+        } else {
+            self.adoption.replaced += 1;
+        }
+        Some((k, unchanged))
+    }
+
+    fn run_removes(&mut self, removes: &[(FlowId, RuleHandle, bool)]) {
+        if removes.is_empty() {
+            return;
+        }
+        let handles: Vec<RuleHandle> = removes.iter().map(|r| r.1).collect();
+        let mut freed = 0;
+        for (r, res) in removes.iter().zip(self.backend.remove(&handles)) {
+            match res {
+                Ok(()) => freed += 1,
+                Err(BackendError::Kernel {
+                    errno: KernelErrno::NotFound,
+                    ..
+                }) => {}
+                Err(e) => {
+                    tracing::warn!(flow = %r.0, error = %e, "offload: remove failed; the sweep retries")
+                }
+            }
+        }
+        self.capacity_freed(freed);
+    }
+
+    /// The failure of an answer that came later than the deadline.
+    fn late(&self, started: Instant) -> Option<String> {
+        let elapsed = started.elapsed();
+        (elapsed > self.deadline).then(|| {
+            format!(
+                "backend answered after {} ms (deadline {} ms)",
+                elapsed.as_millis(),
+                self.deadline.as_millis()
+            )
+        })
+    }
+
+    fn run_installs(
+        &mut self,
+        installs: Vec<(FlowId, FlowerRule)>,
+        touched: &mut Vec<(FlowId, Placement)>,
+    ) {
+        if installs.is_empty() {
+            return;
+        }
+        let batch: Vec<(FlowId, &FlowerRule)> = installs.iter().map(|(f, r)| (*f, r)).collect();
+        let started = Instant::now();
+        let results = self.backend.install(&batch);
+        let late = self.late(started);
+        let mut withdraw = Vec::new();
+        for ((flow, rule), res) in installs.into_iter().zip(results) {
+            let (installed, placement) =
+                self.outcome(flow, res, late.as_ref(), &rule, &mut withdraw);
+            self.settle(flow, installed.map(|h| (h, rule)), placement, touched);
+        }
+        self.withdraw(withdraw);
+    }
+
+    fn run_replaces(
+        &mut self,
+        replaces: Vec<(FlowId, RuleHandle, FlowerRule)>,
+        touched: &mut Vec<(FlowId, Placement)>,
+    ) {
+        if replaces.is_empty() {
+            return;
+        }
+        let batch: Vec<(FlowId, RuleHandle, &FlowerRule)> =
+            replaces.iter().map(|(f, h, r)| (*f, *h, r)).collect();
+        let started = Instant::now();
+        let results = self.backend.replace(&batch);
+        let late = self.late(started);
+        let mut withdraw = Vec::new();
+        for ((flow, old, rule), res) in replaces.into_iter().zip(results) {
+            if res.is_err() {
+                // The old rule no longer matches what the flow does: take it out.
+                withdraw.push(old);
+            }
+            let (installed, placement) =
+                self.outcome(flow, res, late.as_ref(), &rule, &mut withdraw);
+            self.settle(flow, installed.map(|h| (h, rule)), placement, touched);
+        }
+        self.withdraw(withdraw);
+    }
+
+    fn outcome(
+        &self,
+        flow: FlowId,
+        res: Result<crate::backend::Installed, BackendError>,
+        late: Option<&String>,
+        rule: &FlowerRule,
+        withdraw: &mut Vec<RuleHandle>,
+    ) -> (Option<RuleHandle>, Placement) {
+        let attempts = self.flows.get(&flow).map_or(0, |e| e.attempts) + 1;
+        match (res, late) {
+            (Ok(i), Some(why)) => {
+                withdraw.push(i.handle);
+                (
+                    None,
+                    Placement::software(SoftwareReason::Retrying {
+                        error: why.clone(),
+                        attempts,
+                    }),
+                )
+            }
+            (Ok(i), None) => (
+                Some(i.handle),
+                offloaded(self.backend.as_ref(), &self.ports, rule.ingress, i.hw),
+            ),
+            (Err(e), _) => (None, Placement::software(failure(&e, attempts))),
+        }
+    }
+
+    /// Records a backend call's outcome for a flow; a retryable failure is scheduled
+    /// for another attempt.
+    fn settle(
+        &mut self,
+        flow: FlowId,
+        installed: Option<(RuleHandle, FlowerRule)>,
+        placement: Placement,
+        touched: &mut Vec<(FlowId, Placement)>,
+    ) {
+        tracing::debug!(%flow, %placement, "offload: placed");
+        let Some(e) = self.flows.get_mut(&flow) else {
+            return;
+        };
+        touched.push((flow, placement.clone()));
+        match (e.installed.is_some(), installed.is_some()) {
+            (true, true) => self.counters.moved += 1,
+            (true, false) => self.counters.to_software += 1,
+            (false, true) => self.counters.to_offload += 1,
+            (false, false) => {}
+        }
+        e.installed = installed;
+        let retry = match placement.reason() {
+            Some(SoftwareReason::Capacity(_)) => {
+                self.counters.capacity_refusals += 1;
+                self.capacity_waiting.insert(flow);
+                true
+            }
+            Some(SoftwareReason::Retrying { .. }) => {
+                self.counters.transient_failures += 1;
+                true
+            }
+            _ => false,
+        };
+        e.attempts = if retry { e.attempts + 1 } else { 0 };
+        let attempts = e.attempts;
+        e.placement = placement;
+        if retry {
+            self.schedule_retry(flow, attempts);
+        } else {
+            self.cancel_retry(flow);
+            self.capacity_waiting.remove(&flow);
+        }
+    }
+
+    pub(super) fn withdraw(&mut self, handles: Vec<RuleHandle>) {
+        if handles.is_empty() {
+            return;
+        }
+        let mut freed = 0;
+        for res in self.backend.remove(&handles) {
+            match res {
+                Ok(()) => freed += 1,
+                Err(e) if e.kernel_errno() == Some(KernelErrno::NotFound) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "offload: withdrawing a rule failed; the sweep retries")
+                }
+            }
+        }
+        self.capacity_freed(freed);
+    }
+}
