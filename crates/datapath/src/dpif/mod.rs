@@ -12,7 +12,8 @@
 //! port too.
 //!
 //! # Ports whose device is gone
-//! A port that fails with an error for which [`PortError::is_device_gone`] holds (on
+//! A port that fails with an error for which
+//! [`PortError::is_device_gone`](crate::port::PortError::is_device_gone) holds (on
 //! receive, on transmit, or when `poll()` reported an error on it and
 //! [`Port::take_error`] read a gone device), that reports [`PortStats::down`], or whose
 //! descriptor `poll()` reports hung up or invalid (`POLLHUP`, `POLLNVAL`) is marked down:

@@ -52,8 +52,9 @@
 //! # Too big for the path
 //!
 //! Encapsulation asks the [`TunnelResolver`] for the egress uplink, source IP and MACs.
-//! On a path the host's IPsec policy protects ([`Via::Kernel`]) the frame goes to the
-//! tunnel port instead, whose I/O hands it to the kernel's IP output
+//! On a path the host's IPsec policy protects
+//! ([`Via::Kernel`](crate::tunnel::Via::Kernel)) the frame goes to the tunnel port
+//! instead, whose I/O hands it to the kernel's IP output
 //! ([`KernelTunnel`](crate::port::KernelTunnel)); a path whose policy blocks is dropped
 //! and counted (`ipsec_blocked`); nothing on a protected path is ever written to an
 //! uplink.
