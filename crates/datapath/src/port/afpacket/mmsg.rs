@@ -1,0 +1,185 @@
+//! Batched socket I/O: the `mmsghdr`/`iovec` scratch messages (a vnet header, then the
+//! frame), receiving with `recvmmsg` (the fallback without a ring; the VLAN tag read back
+//! from `PACKET_AUXDATA`), and sending with `sendmmsg`, dropping and counting the one frame
+//! the kernel refuses.
+
+use super::AfPacketPort;
+use super::sys::*;
+use crate::port::batch::HEADROOM;
+use crate::port::{PacketBatch, PortError};
+use crate::wire::vnet::{self, GsoKind, Offload};
+use std::io;
+use std::os::fd::AsRawFd;
+
+impl AfPacketPort {
+    /// Reads the VLAN tag from frame `j`'s control messages, if the kernel stripped one.
+    pub(super) fn vlan_from_cmsg(&self, j: usize) -> Option<[u8; 4]> {
+        let h = &self.hdrs[j].msg_hdr;
+        // SAFETY: `h` was filled by recvmmsg with msg_control pointing into `self.cmsgs`
+        // (still borrowed by us) and msg_controllen set by the kernel; CMSG_* walk it
+        // within those bounds.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == PACKET_AUXDATA {
+                    let aux: AuxData = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    if aux.tp_status & TP_STATUS_VLAN_VALID == 0 {
+                        return None;
+                    }
+                    return Some(vlan_bytes(aux.tp_status, aux.tp_vlan_tci, aux.tp_vlan_tpid));
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        None
+    }
+
+    /// Points message `j` at a vnet header buffer (if the socket has them) and then at
+    /// `len` bytes of frame at `frame`, with `cmsg` bytes of control space (0: none).
+    pub(super) fn set_msg(&mut self, j: usize, frame: *mut u8, len: usize, cmsg: usize) {
+        let first = if self.vnet { 2 * j } else { 2 * j + 1 };
+        self.iovs[2 * j] = libc::iovec {
+            iov_base: self.vnet_hdrs[j].as_mut_ptr().cast(),
+            iov_len: vnet::HEADER_LEN,
+        };
+        self.iovs[2 * j + 1] = libc::iovec {
+            iov_base: frame.cast(),
+            iov_len: len,
+        };
+        // SAFETY: all-zero is a valid msghdr (no name, no control).
+        let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+        h.msg_iov = &mut self.iovs[first];
+        h.msg_iovlen = 2 * j + 2 - first;
+        if cmsg > 0 {
+            h.msg_control = self.cmsgs[j * CMSG_SPACE..].as_mut_ptr().cast();
+            h.msg_controllen = cmsg as _;
+        }
+        self.hdrs[j].msg_hdr = h;
+        self.hdrs[j].msg_len = 0;
+    }
+
+    /// Receives with `recvmmsg`, each frame at a fixed stride in `batch`.
+    pub(super) fn recv_mmsg(&mut self, batch: &mut PacketBatch) -> Result<usize, PortError> {
+        let want = batch.raw_slot_count().min(self.hdrs.len());
+        if want == 0 {
+            return Ok(0);
+        }
+        let max = batch.max_frame();
+        let (buf, start, stride) = batch.raw_slots();
+        let base = buf.as_mut_ptr();
+        for j in 0..want {
+            let at = start + j * stride + HEADROOM;
+            // SAFETY: `raw_slot_count` guarantees `at + max` lies within `buf`.
+            let p = unsafe { base.add(at) };
+            self.set_msg(j, p, max, CMSG_SPACE);
+        }
+        // SAFETY: every header points at iovecs and control buffers that live in `self`
+        // or `batch`, sized as declared, and both stay borrowed for the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                want as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => self.io_error("recvmmsg", e).map(|()| 0),
+            };
+        }
+        let vnet_len = if self.vnet { vnet::HEADER_LEN } else { 0 };
+        let n = n as usize;
+        for j in 0..n {
+            let at = start + j * stride + HEADROOM;
+            let got = self.hdrs[j].msg_len as usize;
+            let truncated = self.hdrs[j].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            let hdr = self.vnet_hdrs[j];
+            let offload = if truncated || got < vnet_len {
+                self.truncated += 1;
+                None
+            } else {
+                self.offload_of(&hdr)
+            };
+            let idx = batch.len();
+            let Some(o) = offload else {
+                batch.commit_at(at, 0, Offload::NONE);
+                continue;
+            };
+            let len = got - vnet_len;
+            let tag = if len >= 12 {
+                self.vlan_from_cmsg(j)
+            } else {
+                None
+            };
+            if batch.commit_at(at, len, o)
+                && let Some(tag) = tag
+            {
+                batch.insert4(idx, 12, tag);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Sends `batch` with `sendmmsg`, as many messages per call as the port has headers.
+    pub(super) fn send_mmsg(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
+        let mut sent = 0;
+        let mut next = 0;
+        while next < batch.len() {
+            let count = (batch.len() - next).min(self.hdrs.len());
+            for j in 0..count {
+                let p = batch.get(next + j);
+                self.vnet_hdrs[j] = batch.offload(next + j).to_bytes();
+                // The kernel only reads the frame (the pointer is mutable for the iovec).
+                self.set_msg(j, p.as_ptr().cast_mut(), p.len(), 0);
+            }
+            // SAFETY: the headers point at iovecs in `self` that point into `batch`, all
+            // borrowed for the call; the kernel only reads the packet bytes.
+            let r = unsafe {
+                libc::sendmmsg(
+                    self.fd.as_raw_fd(),
+                    self.hdrs.as_mut_ptr(),
+                    count as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r > 0 {
+                sent += r as usize;
+                next += r as usize;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                // The frame at `next` cannot go (too large, queue full): drop it, count
+                // it, and carry on with the rest of the batch.
+                // EINVAL: a vnet header the kernel refused for this frame.
+                Some(libc::EMSGSIZE | libc::EAGAIN | libc::ENOBUFS | libc::EINVAL) => {
+                    // A kernel that refuses UDP segmentation here (a backport without
+                    // it, a build without it): VXLAN output cuts datagrams itself from
+                    // now on.
+                    if e.raw_os_error() == Some(libc::EINVAL)
+                        && batch
+                            .offload(next)
+                            .gso
+                            .is_some_and(|g| g.kind == GsoKind::Udp)
+                    {
+                        self.uso = false;
+                    }
+                    self.tx_dropped += 1;
+                    next += 1;
+                }
+                Some(libc::EINTR) => {}
+                // The device is down or gone: the rest of the batch would fail alike.
+                Some(libc::ENETDOWN | libc::ENXIO | libc::ENODEV) => {
+                    self.tx_dropped += (batch.len() - next) as u64;
+                    return self.io_error("sendmmsg", e).map(|()| sent);
+                }
+                _ => return self.io_error("sendmmsg", e).map(|()| sent),
+            }
+        }
+        Ok(sent)
+    }
+}

@@ -1,0 +1,290 @@
+//! The TPACKET_V2 receive ring (`PACKET_RX_RING`): its geometry, its mapping, and
+//! reading frames out of it into a [`PacketBatch`] (with the whole-frame copy from the
+//! socket's queue for a frame marked `TP_STATUS_COPY`). See the parent module's docs
+//! ("The receive ring") for why it is sized as it is.
+
+use super::AfPacketPort;
+use super::sys::*;
+use crate::port::PacketBatch;
+use crate::wire::vnet;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Bytes the kernel puts before the MAC header in a TPACKET_V2 frame of a raw socket:
+/// `TPACKET_ALIGN(TPACKET2_HDRLEN + 16)` = 80, minus the 14-byte Ethernet header; the
+/// vnet header (when the socket has one) lies in the 10 bytes after that, just before
+/// the MAC header.
+pub(super) const RING_MAC_OFFSET: usize = 66;
+/// Ring memory per port (for MTUs up to ~1900: 1024 frames of 2 KiB).
+pub(super) const RING_BYTES: usize = 2 << 20;
+/// Fewest frames in a ring (jumbo MTUs).
+pub(super) const RING_MIN_FRAMES: usize = 256;
+/// Target block size.
+pub(super) const RING_BLOCK: usize = 64 << 10;
+
+/// The geometry of a receive ring for a port of MTU `mtu` with pages of `page` bytes, for
+/// a socket with a vnet header or without.
+pub(super) fn ring_geometry(mtu: u32, page: usize, vnet: bool) -> TpacketReq {
+    let vnet = if vnet { vnet::HEADER_LEN } else { 0 };
+    let need = RING_MAC_OFFSET + vnet + mtu as usize + 14 + 8;
+    let frame = if need <= page {
+        need.next_power_of_two()
+    } else {
+        need.next_multiple_of(page)
+    };
+    let per_block = RING_BLOCK.div_ceil(frame).max(1);
+    let block = frame * per_block;
+    let blocks = (RING_BYTES / block)
+        .max(RING_MIN_FRAMES.div_ceil(per_block))
+        .max(1);
+    TpacketReq {
+        tp_block_size: block as u32,
+        tp_block_nr: blocks as u32,
+        tp_frame_size: frame as u32,
+        tp_frame_nr: (blocks * per_block) as u32,
+    }
+}
+
+/// A TPACKET_V2 receive ring mapped from the socket.
+pub(super) struct RxRing {
+    pub(super) base: *mut u8,
+    pub(super) map_len: usize,
+    pub(super) frame_size: usize,
+    pub(super) frames_per_block: usize,
+    pub(super) block_size: usize,
+    pub(super) frames: usize,
+    /// The MTU the frames were sized for.
+    pub(super) mtu: u32,
+    /// The next frame to read.
+    pub(super) head: usize,
+}
+
+impl RxRing {
+    /// Sets up and maps a ring on `fd` (which must not be bound yet); None if the kernel
+    /// refuses (the caller falls back to `recvmmsg`).
+    pub(super) fn setup(fd: i32, mtu: u32, vnet: bool) -> Option<Self> {
+        // SAFETY: plain sysconf query.
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            p if p > 0 => p as usize,
+            _ => 4096,
+        };
+        let req = ring_geometry(mtu, page, vnet);
+        setsockopt_int(fd, PACKET_VERSION, TPACKET_V2).ok()?;
+        // SAFETY: `req` outlives the call and its size is passed.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                PACKET_RX_RING,
+                (&req as *const TpacketReq).cast(),
+                std::mem::size_of::<TpacketReq>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return None;
+        }
+        let map_len = req.tp_block_size as usize * req.tp_block_nr as usize;
+        // SAFETY: maps the ring the kernel just allocated for `fd`; the result is checked
+        // and the mapping is released in `Drop`. (The ring's pages are kernel memory, never
+        // swapped: no MAP_LOCKED; MAP_POPULATE spares the first pass its page faults.)
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            // Release the kernel's ring (a zero request) so that recvmmsg works.
+            let zero = TpacketReq::default();
+            // SAFETY: as above, with a zero request.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_PACKET,
+                    PACKET_RX_RING,
+                    (&zero as *const TpacketReq).cast(),
+                    std::mem::size_of::<TpacketReq>() as libc::socklen_t,
+                );
+            }
+            return None;
+        }
+        Some(Self {
+            base: base.cast(),
+            map_len,
+            frame_size: req.tp_frame_size as usize,
+            frames_per_block: (req.tp_block_size / req.tp_frame_size) as usize,
+            block_size: req.tp_block_size as usize,
+            frames: req.tp_frame_nr as usize,
+            mtu,
+            head: 0,
+        })
+    }
+
+    /// The first byte of frame `i` (< `frames`): frames never straddle blocks.
+    fn frame(&self, i: usize) -> *mut u8 {
+        let off = (i / self.frames_per_block) * self.block_size
+            + (i % self.frames_per_block) * self.frame_size;
+        // SAFETY: `off + frame_size <= map_len` by construction of the geometry, so the
+        // pointer stays inside the mapping.
+        unsafe { self.base.add(off) }
+    }
+
+    /// The status word of the frame at `f` (from [`Self::frame`]), shared with the kernel.
+    fn status(&self, f: *mut u8) -> &AtomicU32 {
+        // SAFETY: `f` is a frame start inside the mapping (16-byte aligned: the mapping is
+        // page aligned and frame and block sizes are multiples of 16), which lives as long
+        // as `self`; the kernel accesses the word with word-sized accesses and barriers.
+        unsafe { AtomicU32::from_ptr(f.cast()) }
+    }
+
+    /// The frame at the head of the ring, if the kernel handed it over: its start and
+    /// its header (read once: the frame is ours until [`Self::release`]).
+    fn peek(&self) -> Option<(*mut u8, u32, Tpacket2Hdr)> {
+        let f = self.frame(self.head);
+        let status = self.status(f).load(Ordering::Acquire);
+        if status & TP_STATUS_USER == 0 {
+            return None;
+        }
+        // SAFETY: the frame is ours until we store TP_STATUS_KERNEL (the kernel does not
+        // write it meanwhile; the Acquire load orders its writes before our reads); the
+        // header lies at the aligned start of the frame.
+        let h: Tpacket2Hdr = unsafe { std::ptr::read(f.cast()) };
+        Some((f, status, h))
+    }
+
+    /// Hands the head frame back to the kernel and moves to the next.
+    fn release(&mut self) {
+        let f = self.frame(self.head);
+        self.status(f).store(TP_STATUS_KERNEL, Ordering::Release);
+        self.head = if self.head + 1 == self.frames {
+            0
+        } else {
+            self.head + 1
+        };
+    }
+}
+
+impl Drop for RxRing {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `setup`; no reference into it
+        // outlives the ring.
+        unsafe {
+            libc::munmap(self.base.cast(), self.map_len);
+        }
+    }
+}
+impl AfPacketPort {
+    /// Receives through the ring: copies the frames the kernel handed over into `batch`
+    /// (as many as it has room for), handing each back at once. A frame too large for a
+    /// ring frame (marked `TP_STATUS_COPY`) is read whole from the socket's queue instead.
+    pub(super) fn recv_ring(&mut self, batch: &mut PacketBatch) -> usize {
+        let Some(mut ring) = self.ring.take() else {
+            return 0;
+        };
+        let vnet_len = if self.vnet { vnet::HEADER_LEN } else { 0 };
+        let mut n = 0;
+        while !batch.is_full() {
+            let Some((f, status, h)) = ring.peek() else {
+                break;
+            };
+            let (mac, snap, len) = (h.tp_mac as usize, h.tp_snaplen as usize, h.tp_len as usize);
+            if status & TP_STATUS_COPY != 0 {
+                // The whole frame waits on the socket's queue, in ring order.
+                if !batch.fits(len) && len <= batch.max_frame() {
+                    break; // the next batch takes it
+                }
+                self.recv_copy(batch);
+                ring.release();
+                n += 1;
+                continue;
+            }
+            // Lengths come from the kernel but are bounded against the frame anyway.
+            let in_frame = mac >= std::mem::size_of::<Tpacket2Hdr>() + vnet_len
+                && mac.checked_add(snap).is_some_and(|e| e <= ring.frame_size);
+            if in_frame && len == snap && !batch.fits(snap) && snap <= batch.max_frame() {
+                break; // the next batch takes it
+            }
+            let idx = batch.len();
+            let offload = if in_frame {
+                // SAFETY: `mac - vnet_len .. mac` lies inside this frame (checked above).
+                let hdr = unsafe { std::slice::from_raw_parts(f.add(mac - vnet_len), vnet_len) };
+                self.offload_of(hdr)
+            } else {
+                None
+            };
+            let stored = match (offload, batch.next_slot()) {
+                (Some(o), Some(dst)) if in_frame && len == snap && snap <= dst.len() => {
+                    // SAFETY: `mac + snap <= frame_size` (checked above), so the source
+                    // lies inside this frame, which we own; `dst` is a distinct buffer.
+                    let src = unsafe { std::slice::from_raw_parts(f.add(mac), snap) };
+                    dst[..snap].copy_from_slice(src);
+                    batch.commit_offload(snap, o)
+                }
+                (None, _) => batch.commit(0),
+                _ => {
+                    self.truncated += 1;
+                    batch.commit(0)
+                }
+            };
+            ring.release();
+            n += 1;
+            if stored && snap >= 12 && status & TP_STATUS_VLAN_VALID != 0 {
+                batch.insert4(idx, 12, vlan_bytes(status, h.tp_vlan_tci, h.tp_vlan_tpid));
+            }
+        }
+        self.ring = Some(ring);
+        n
+    }
+
+    /// Reads one frame whole from the socket's queue into `batch` (the copy of a ring
+    /// frame marked `TP_STATUS_COPY`); appends an empty packet if there was none or it
+    /// did not fit.
+    fn recv_copy(&mut self, batch: &mut PacketBatch) {
+        let idx = batch.len();
+        let Some(dst) = batch.next_slot() else {
+            return;
+        };
+        let (ptr, cap) = (dst.as_mut_ptr(), dst.len());
+        self.set_msg(0, ptr, cap, CMSG_SPACE);
+        // SAFETY: message 0 points at a vnet header buffer and control space in `self`
+        // and at `cap` free bytes of `batch`, all borrowed for the call.
+        let r = unsafe {
+            libc::recvmsg(
+                self.fd.as_raw_fd(),
+                &mut self.hdrs[0].msg_hdr,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        let vnet_len = if self.vnet { vnet::HEADER_LEN } else { 0 };
+        let truncated = self.hdrs[0].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        if r < 0 || truncated || (r as usize) < vnet_len {
+            if r < 0 {
+                self.errors += 1;
+            }
+            self.truncated += 1;
+            batch.commit(0);
+            return;
+        }
+        let len = r as usize - vnet_len;
+        let hdr = self.vnet_hdrs[0];
+        let Some(o) = self.offload_of(&hdr) else {
+            batch.commit(0);
+            return;
+        };
+        self.rx_large += 1;
+        let tag = if len >= 12 {
+            self.vlan_from_cmsg(0)
+        } else {
+            None
+        };
+        if batch.commit_offload(len, o)
+            && let Some(tag) = tag
+        {
+            batch.insert4(idx, 12, tag);
+        }
+    }
+}

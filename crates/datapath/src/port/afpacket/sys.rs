@@ -1,0 +1,271 @@
+//! The kernel's side of an AF_PACKET socket: the `<linux/if_packet.h>` constants and
+//! structures flowd uses (mirrored, `#[repr(C)]`), the interface ioctls and socket
+//! options the port is opened with, and the kernel release check for UDP segmentation.
+
+use super::PortError;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+pub(super) const PACKET_AUXDATA: libc::c_int = 8;
+pub(super) const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+pub(super) const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+pub(super) const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
+pub(super) const ETH_P_ALL: u16 = 0x0003;
+pub(super) const PACKET_RX_RING: libc::c_int = 5;
+pub(super) const PACKET_VERSION: libc::c_int = 10;
+pub(super) const TPACKET_V2: libc::c_int = 1;
+pub(super) const TP_STATUS_KERNEL: u32 = 0;
+pub(super) const TP_STATUS_USER: u32 = 1;
+pub(super) const PACKET_STATISTICS: libc::c_int = 6;
+pub(super) const PACKET_COPY_THRESH: libc::c_int = 7;
+pub(super) const PACKET_VNET_HDR: libc::c_int = 15;
+pub(super) const TP_STATUS_COPY: u32 = 1 << 1;
+
+/// Mirrors `struct tpacket_stats` from `<linux/if_packet.h>` (TPACKET_V1 and V2).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(super) struct TpacketStats {
+    pub(super) tp_packets: u32,
+    pub(super) tp_drops: u32,
+}
+
+/// Mirrors `struct tpacket2_hdr` from `<linux/if_packet.h>`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(super) struct Tpacket2Hdr {
+    pub(super) tp_status: u32,
+    pub(super) tp_len: u32,
+    pub(super) tp_snaplen: u32,
+    pub(super) tp_mac: u16,
+    pub(super) tp_net: u16,
+    pub(super) tp_sec: u32,
+    pub(super) tp_nsec: u32,
+    pub(super) tp_vlan_tci: u16,
+    pub(super) tp_vlan_tpid: u16,
+    pub(super) tp_padding: [u8; 4],
+}
+
+/// Mirrors `struct tpacket_req` from `<linux/if_packet.h>`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(super) struct TpacketReq {
+    pub(super) tp_block_size: u32,
+    pub(super) tp_block_nr: u32,
+    pub(super) tp_frame_size: u32,
+    pub(super) tp_frame_nr: u32,
+}
+
+/// The 4 tag bytes for a VLAN tag the kernel moved to metadata.
+pub(super) fn vlan_bytes(status: u32, tci: u16, tpid: u16) -> [u8; 4] {
+    let tpid = if status & TP_STATUS_VLAN_TPID_VALID != 0 {
+        tpid
+    } else {
+        0x8100
+    };
+    let [a, b] = tpid.to_be_bytes();
+    let [c, d] = tci.to_be_bytes();
+    [a, b, c, d]
+}
+
+/// Mirrors `struct tpacket_auxdata` from `<linux/if_packet.h>`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(super) struct AuxData {
+    pub(super) tp_status: u32,
+    pub(super) tp_len: u32,
+    pub(super) tp_snaplen: u32,
+    pub(super) tp_mac: u16,
+    pub(super) tp_net: u16,
+    pub(super) tp_vlan_tci: u16,
+    pub(super) tp_vlan_tpid: u16,
+}
+
+/// Control-message space per frame: one `cmsghdr` + `AuxData`, rounded up.
+pub(super) const CMSG_SPACE: usize = 64;
+
+/// Whether the running kernel's release is at least `major.minor` (`uname`); false if it
+/// cannot be read.
+pub(super) fn kernel_at_least(major: u32, minor: u32) -> bool {
+    // SAFETY: an all-zero utsname is valid; uname fills it.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a live utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return false;
+    }
+    let release: Vec<u8> = u
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    release_at_least(&String::from_utf8_lossy(&release), major, minor)
+}
+
+/// Whether a kernel release string ("6.18.44-fc", "5.10.0-28-amd64") is at least
+/// `major.minor`.
+pub(super) fn release_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
+    }
+}
+
+pub(super) fn sys_err(op: &'static str, port: &str) -> PortError {
+    PortError::Io {
+        op,
+        port: port.to_string(),
+        source: io::Error::last_os_error(),
+    }
+}
+
+/// An interface request for `name`; None if the name does not fit.
+pub(super) fn ifreq(name: &str) -> Option<libc::ifreq> {
+    // SAFETY: all-zero is a valid ifreq.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= req.ifr_name.len() || bytes.contains(&0) {
+        return None;
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    Some(req)
+}
+
+/// Runs an interface ioctl on `fd` (whose network namespace decides which `name` is
+/// meant: sysfs would show the mounter's namespace instead).
+pub(super) fn if_ioctl(fd: i32, name: &str, req: libc::c_ulong) -> Result<libc::ifreq, PortError> {
+    let mut r = ifreq(name).ok_or_else(|| PortError::NoSuchInterface(name.to_string()))?;
+    // SAFETY: `r` is a valid ifreq for the call; these requests only fill its union.
+    let rc = unsafe { libc::ioctl(fd, req as _, &mut r) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ENODEV) => PortError::NoSuchInterface(name.to_string()),
+            _ => PortError::Io {
+                op: "ioctl",
+                port: name.to_string(),
+                source: e,
+            },
+        });
+    }
+    Ok(r)
+}
+
+pub(super) fn setsockopt_int(fd: i32, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
+    setsockopt_sol(fd, libc::SOL_PACKET, opt, val)
+}
+
+pub(super) fn setsockopt_sol(
+    fd: i32,
+    level: libc::c_int,
+    opt: libc::c_int,
+    val: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `val` outlives the call and its size is passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&val as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// A fresh non-blocking AF_PACKET raw socket that receives nothing yet (protocol 0).
+pub(super) fn packet_socket(name: &str) -> Result<OwnedFd, PortError> {
+    // SAFETY: plain system call; the result is checked.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if raw < 0 {
+        return Err(sys_err("socket", name));
+    }
+    // SAFETY: `raw` is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// What the port needs to know of its netdev, read with ioctls on the socket.
+pub(super) struct Device {
+    pub(super) ifindex: u32,
+    pub(super) mtu: u32,
+    pub(super) mac: [u8; 6],
+}
+
+impl Device {
+    /// Reads the index, MTU and MAC address of interface `name` in `fd`'s namespace.
+    pub(super) fn query(fd: i32, name: &str) -> Result<Self, PortError> {
+        // SAFETY (union reads): each request fills the member read after it.
+        let ifindex = unsafe {
+            if_ioctl(fd, name, libc::SIOCGIFINDEX)?
+                .ifr_ifru
+                .ifru_ifindex
+        } as u32;
+        let mtu = unsafe { if_ioctl(fd, name, libc::SIOCGIFMTU)?.ifr_ifru.ifru_mtu } as u32;
+        let hw = unsafe {
+            if_ioctl(fd, name, libc::SIOCGIFHWADDR)?
+                .ifr_ifru
+                .ifru_hwaddr
+        };
+        let mut mac = [0u8; 6];
+        for (d, s) in mac.iter_mut().zip(hw.sa_data) {
+            *d = s as u8;
+        }
+        Ok(Self { ifindex, mtu, mac })
+    }
+}
+
+/// Puts interface `ifindex` in promiscuous mode for the socket `fd` and binds the socket
+/// to it with `ETH_P_ALL`: from here on it receives that interface's frames only.
+pub(super) fn bind_promisc(fd: i32, name: &str, ifindex: u32) -> Result<(), PortError> {
+    let mreq = libc::packet_mreq {
+        mr_ifindex: ifindex as i32,
+        mr_type: libc::PACKET_MR_PROMISC as u16,
+        mr_alen: 0,
+        mr_address: [0; 8],
+    };
+    // SAFETY: `mreq` outlives the call and its size is passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_ADD_MEMBERSHIP,
+            (&mreq as *const libc::packet_mreq).cast(),
+            std::mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(sys_err("PACKET_ADD_MEMBERSHIP", name));
+    }
+    // SAFETY: all-zero is a valid sockaddr_ll.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = ETH_P_ALL.to_be();
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: `sll` outlives the call and its size is passed.
+    let r = unsafe {
+        libc::bind(
+            fd,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(sys_err("bind", name));
+    }
+    Ok(())
+}
