@@ -16,6 +16,9 @@
 //!   passes of 2,000, each waiting until the count settles; RSS growth
 //!   of the daemon divided by the flows it holds, once the simulated eswitch carries
 //!   them. Goal: <= 1 KiB per flow.
+//! - **ring**: `FLOWD_SCALE_RING_KIB` (default 2048, flowd's default) is the daemon's
+//!   `[datapath] ring_kib`: what rep0's receive ring holds of a burst while the
+//!   datapath thread works through it.
 //! - **dump-flows**: the time to answer `--summary` and `--limit 1000`, and the whole
 //!   dump's size and time up to 200,000 flows (beyond that it is not attempted).
 //!
@@ -219,14 +222,14 @@ struct Dumps {
 
 /// Starts the daemon with a flow table, an offload queue and a simulated eswitch sized
 /// for `flows`; returns its pid.
-fn start(l: &mut Lab, flows: u64) -> Result<u32, String> {
+fn start(l: &mut Lab, flows: u64, ring_kib: u64) -> Result<u32, String> {
     let exe = Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd"));
     let cap = flows + 1000;
     let cfg = lab::config_text("sim", &l.socket())
         .replace(
             "max_idle_ms = 10000",
             &format!(
-                "max_idle_ms = 3600000\nflow_limit = {}\n\
+                "max_idle_ms = 3600000\nflow_limit = {}\nring_kib = {ring_kib}\n\
                  # one port may hold a quarter of the table\n",
                 (4 * cap).min(16_777_216)
             ),
@@ -448,8 +451,8 @@ fn print_dumps(d: &Dumps) {
     }
 }
 
-fn run(l: &mut Lab, flows: u64, size: u64) -> Result<(), String> {
-    let pid = start(l, flows)?;
+fn run(l: &mut Lab, flows: u64, size: u64, ring_kib: u64) -> Result<(), String> {
+    let pid = start(l, flows, ring_kib)?;
     let base = stats(l);
     let rss0 = rss(pid);
     println!(
@@ -490,8 +493,10 @@ fn main() {
     }
     let flows = env_u64("FLOWD_SCALE_FLOWS", 1_000_000).min(4_000_000);
     let burst = env_u64("FLOWD_SCALE_BURST", 100_000).min(flows);
+    let ring_kib = env_u64("FLOWD_SCALE_RING_KIB", 2048).clamp(128, 256 << 10);
     println!(
-        "scale: {flows} flows (FLOWD_SCALE_FLOWS), burst {burst} (FLOWD_SCALE_BURST); load {}",
+        "scale: {flows} flows (FLOWD_SCALE_FLOWS), burst {burst} (FLOWD_SCALE_BURST), \
+         ring_kib {ring_kib} (FLOWD_SCALE_RING_KIB); load {}",
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .trim()
@@ -503,7 +508,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let r = run(&mut l, flows, burst);
+    let r = run(&mut l, flows, burst, ring_kib);
     drop(l);
     if let Err(e) = r {
         println!("scale: {e}");

@@ -19,6 +19,10 @@ pub mod limits {
     pub const HANDLER_THREADS: u64 = 64;
     /// `[datapath] batch`: frames per receive batch.
     pub const BATCH: u64 = 1024;
+    /// `[datapath] ring_kib`: the smallest receive ring per port (64 frames of 2 KiB).
+    pub const MIN_RING_KIB: u64 = 128;
+    /// `[datapath] ring_kib`: the largest (256 MiB of pinned kernel memory per port).
+    pub const MAX_RING_KIB: u64 = 256 << 10;
     /// `[offload] coalesce_ms` and `settle_ms`.
     pub const OFFLOAD_MS: u64 = 60_000;
     /// `[evpn] restart_grace_ms`: one day.
@@ -96,6 +100,13 @@ pub(super) fn check_datapath(d: &DatapathConfig, at: Range<usize>, errs: &mut Er
         (1, limits::HANDLER_THREADS),
     );
     check_range(errs, s, "batch", d.batch as u64, (1, limits::BATCH));
+    check_range(
+        errs,
+        s,
+        "ring_kib",
+        d.ring_kib as u64,
+        (limits::MIN_RING_KIB, limits::MAX_RING_KIB),
+    );
     check_range(
         errs,
         s,

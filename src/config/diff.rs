@@ -59,7 +59,8 @@ pub struct ConfigDiff {
     /// removed or changed in more than their MTU), and a port changing role.
     pub ports_restart: Vec<String>,
     /// `[datapath]` keys that size what the datapath allocates at start changed
-    /// (`upcall_queue`, `handler_threads`, `batch`, `mac_table_size`): a restart.
+    /// (`upcall_queue`, `handler_threads`, `batch`, `mac_table_size`, `ring_kib`): a
+    /// restart.
     pub datapath_restart: bool,
     /// `[datapath] flow_limit` or `max_idle_ms` changed: applied live.
     pub flow_limits_changed: bool,
@@ -191,7 +192,10 @@ impl ConfigDiff {
             out.push(format!("port ({})", self.ports_restart.join(", ")));
         }
         if self.datapath_restart {
-            out.push("[datapath] upcall_queue, handler_threads, batch and mac_table_size".into());
+            out.push(
+                "[datapath] upcall_queue, handler_threads, batch, mac_table_size and ring_kib"
+                    .into(),
+            );
         }
         if self.offload_restart {
             out.push("[offload] policy, backend, queue and sim_capacity".into());

@@ -102,7 +102,15 @@ pub struct DatapathConfig {
     /// The most stations the MAC table holds, all networks together (default 65536,
     /// at most [`MAX_MAC_TABLE_SIZE`]); one port may hold a quarter of them.
     pub mac_table_size: usize,
+    /// Receive ring memory per port, in KiB (default 2048: 1024 frames at MTU 1500). A
+    /// burst of new flows larger than the ring, arriving while the datapath thread is
+    /// busy, is dropped by the kernel (`kernel_drops`); the ring is kernel memory each
+    /// port pins.
+    pub ring_kib: usize,
 }
+
+/// The default `[datapath] ring_kib`.
+pub const DEFAULT_RING_KIB: usize = 2048;
 
 /// The largest `[datapath] mac_table_size` (about 1 GiB of table at its worst).
 pub const MAX_MAC_TABLE_SIZE: usize = 1 << 22;
@@ -116,6 +124,7 @@ impl Default for DatapathConfig {
             handler_threads: 1,
             batch: 32,
             mac_table_size: 65_536,
+            ring_kib: DEFAULT_RING_KIB,
         }
     }
 }
@@ -613,8 +622,19 @@ impl Config {
             ports_restart,
             datapath_restart: {
                 let (a, b) = (&old.datapath, &new.datapath);
-                (a.upcall_queue, a.handler_threads, a.batch, a.mac_table_size)
-                    != (b.upcall_queue, b.handler_threads, b.batch, b.mac_table_size)
+                (
+                    a.upcall_queue,
+                    a.handler_threads,
+                    a.batch,
+                    a.mac_table_size,
+                    a.ring_kib,
+                ) != (
+                    b.upcall_queue,
+                    b.handler_threads,
+                    b.batch,
+                    b.mac_table_size,
+                    b.ring_kib,
+                )
             },
             flow_limits_changed: (old.datapath.flow_limit, old.datapath.max_idle_ms)
                 != (new.datapath.flow_limit, new.datapath.max_idle_ms),

@@ -95,7 +95,7 @@ fn every_error_with_its_line() {
     assert_eq!(
         errors_of("bad_many.toml"),
         [
-            "3:1: unknown field `flow_limt`, expected one of `flow_limit`, `max_idle_ms`, `upcall_queue`, `handler_threads`, `batch`, `mac_table_size`",
+            "3:1: unknown field `flow_limt`, expected one of `flow_limit`, `max_idle_ms`, `upcall_queue`, `handler_threads`, `batch`, `mac_table_size`, `ring_kib`",
             "6:10: unknown variant `sometimes`, expected one of `none`, `skip_sw`, `skip_hw`, `off`",
             "9:10: bad metrics listen address `localhost` (expected IP:PORT, e.g. 127.0.0.1:9369)",
             "17:8: duplicate port name `rep0` (first on line 12)",
@@ -514,7 +514,7 @@ fn the_diff_says_what_a_reload_applies_and_what_needs_a_restart() {
     assert_eq!(
         d.needs_restart(),
         [
-            "[datapath] upcall_queue, handler_threads, batch and mac_table_size",
+            "[datapath] upcall_queue, handler_threads, batch, mac_table_size and ring_kib",
             "[evpn]"
         ]
     );

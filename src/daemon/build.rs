@@ -18,7 +18,7 @@ use crate::config::{
 use crate::switch::{SwitchConfig, SwitchPort};
 use datapath::dpif::DpConfig;
 use datapath::dpif::PortRole;
-use datapath::port::{AfPacketPort, KernelTunnel, Port, PortError, RxControl};
+use datapath::port::{AfPacketPort, KernelTunnel, Port, PortError, PortOptions, RxControl};
 use datapath::slowpath::EngineConfig;
 use datapath::slowpath::upcall::UpcallConfig;
 use datapath::slowpath::{
@@ -263,7 +263,7 @@ pub struct Opened {
 /// kernel's IP stack (for IPsec-protected paths; without it, protected paths drop and
 /// count, never fall back to an uplink). Fails on the first netdev that cannot be
 /// opened: a switch with a missing port is not started half-configured.
-pub fn open_ports(cfg: &Config, batch: usize) -> Result<Opened, BuildError> {
+pub fn open_ports(cfg: &Config) -> Result<Opened, BuildError> {
     let mut rx = None;
     let ports = cfg
         .ports
@@ -285,12 +285,7 @@ pub fn open_ports(cfg: &Config, batch: usize) -> Result<Opened, BuildError> {
                         None
                     }
                 },
-                _ => Some(Box::new(AfPacketPort::open(&p.name, batch).map_err(
-                    |source| BuildError::Port {
-                        name: p.name.clone(),
-                        source,
-                    },
-                )?)),
+                _ => Some(Box::new(open_port(&p.name, &cfg.datapath)?)),
             };
             Ok(SwitchPort {
                 id: p.id,
@@ -300,6 +295,26 @@ pub fn open_ports(cfg: &Config, batch: usize) -> Result<Opened, BuildError> {
         })
         .collect::<Result<_, BuildError>>()?;
     Ok(Opened { ports, rx })
+}
+
+/// How `[datapath]` says ports' sockets are opened (batch, receive ring size).
+pub fn port_options(d: &crate::config::DatapathConfig) -> PortOptions {
+    PortOptions {
+        batch: d.batch,
+        ring_bytes: d.ring_kib << 10,
+        ..PortOptions::default()
+    }
+}
+
+/// Opens a port's AF_PACKET socket as `[datapath]` says.
+pub fn open_port(
+    name: &str,
+    d: &crate::config::DatapathConfig,
+) -> Result<AfPacketPort, BuildError> {
+    AfPacketPort::open_opts(name, port_options(d)).map_err(|source| BuildError::Port {
+        name: name.to_string(),
+        source,
+    })
 }
 
 /// Local VTEP addresses: VXLAN to one of these is decapsulated. The networks' explicit
@@ -565,7 +580,7 @@ actions = "set(tunnel(tun_id=0x10,dst=192.0.2.2,ttl=64,tp_dst=4789)),100"
     fn a_missing_netdev_is_a_clear_error() {
         let text = CFG.replace("rep0", "flowd-nosuch0");
         let cfg: Config = text.parse().expect("config");
-        let Err(e) = open_ports(&cfg, 8) else {
+        let Err(e) = open_ports(&cfg) else {
             panic!("a missing netdev must be refused");
         };
         assert_eq!(

@@ -25,7 +25,6 @@ use crate::switch::SwitchPort;
 use datapath::PortId;
 use datapath::actions::Action;
 use datapath::dpif::PortRole;
-use datapath::port::AfPacketPort;
 use datapath::slowpath::{DeleteReason, FlowObserver};
 use offload::worker::PortChange;
 use std::collections::HashMap;
@@ -52,12 +51,7 @@ impl Daemon {
             let f = facts
                 .get(p.name.as_str())
                 .ok_or_else(|| BuildError::NoSuchInterface(p.name.clone()))?;
-            let io = AfPacketPort::open(&p.name, new.datapath.batch).map_err(|source| {
-                BuildError::Port {
-                    name: p.name.clone(),
-                    source,
-                }
-            })?;
+            let io = super::build::open_port(&p.name, &new.datapath)?;
             opened.push((super::ports::info(p, f), io));
         }
         let gone: Vec<PortId> = hotplug.leaving().map(|p| p.id).collect();

@@ -30,7 +30,6 @@ pub mod stats;
 use crate::config::{Config, PortRole as CfgRole};
 use crate::control::proto::PortRow;
 use crate::switch::{Switch, SwitchPort};
-use datapath::port::AfPacketPort;
 use datapath::slowpath::{DeleteReason, FlowObserver};
 use fibwatch::{Event, Watcher};
 pub use kernel::{KernelError, kernel_has_flower};
@@ -240,8 +239,8 @@ impl Daemon {
     /// Opens a port's socket again and hands it to the datapath thread, which replaces
     /// the old one.
     fn reopen(&self, u: &PortUpdate) {
-        let batch = self.config.lock().map_or(32, |c| c.datapath.batch);
-        match AfPacketPort::open(&u.now.name, batch) {
+        let datapath = lock(&self.config).datapath.clone();
+        match build::open_port(&u.now.name, &datapath) {
             Ok(io) => {
                 self.ports.opened(&u.now);
                 self.switch.plug(SwitchPort {

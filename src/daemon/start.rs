@@ -68,7 +68,7 @@ impl Daemon {
         let facts = Facts::gather(&cfg)?;
         // 3.
         let slowpath = build::slowpath(&cfg)?;
-        let build::Opened { ports: opened, rx } = build::open_ports(&cfg, cfg.datapath.batch)?;
+        let build::Opened { ports: opened, rx } = build::open_ports(&cfg)?;
         let routes = facts.routes(rx);
         // 4.
         let flows = Arc::new(FlowTable::new(cfg.datapath.flow_limit));

@@ -127,6 +127,7 @@ pub use poll::{Poller, Waker};
 use super::{PacketBatch, Port, PortError, PortStats};
 use crate::IfIndex;
 use crate::wire::vnet::{self, Offload, VnetHeader};
+pub use ring::DEFAULT_RING_BYTES;
 use ring::RxRing;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -187,7 +188,7 @@ fn configure(
     raw: i32,
     name: &str,
     mtu: u32,
-    mode: RxMode,
+    opts: &PortOptions,
 ) -> Result<(bool, Option<RxRing>), PortError> {
     let opt_err = |op, e| PortError::Io {
         op,
@@ -211,8 +212,8 @@ fn configure(
     let vnet = setsockopt_int(raw, PACKET_VNET_HDR, 1).is_ok();
     // Before bind: frames queued on the socket before the ring exists would keep it
     // readable for ever.
-    let ring = match mode {
-        RxMode::Ring => RxRing::setup(raw, mtu, vnet),
+    let ring = match opts.rx {
+        RxMode::Ring => RxRing::setup(raw, mtu, vnet, opts.ring_bytes),
         RxMode::Recvmmsg => None,
     };
     if ring.is_some() {
@@ -223,21 +224,61 @@ fn configure(
     Ok((vnet, ring))
 }
 
+/// How a port's socket is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortOptions {
+    /// Frames received per batch at most (default 32).
+    pub batch: usize,
+    /// How frames are received (default [`RxMode::Ring`]).
+    pub rx: RxMode,
+    /// About how much memory the receive ring takes (default [`DEFAULT_RING_BYTES`]; at
+    /// least 256 frames at any MTU).
+    pub ring_bytes: usize,
+}
+
+impl Default for PortOptions {
+    fn default() -> Self {
+        Self {
+            batch: 32,
+            rx: RxMode::Ring,
+            ring_bytes: DEFAULT_RING_BYTES,
+        }
+    }
+}
+
 impl AfPacketPort {
     /// Opens a non-blocking AF_PACKET socket on interface `name`, able to receive batches
     /// of up to `batch` frames, receiving through a ring if possible ([`RxMode::Ring`]).
     pub fn open(name: &str, batch: usize) -> Result<Self, PortError> {
-        Self::open_with(name, batch, RxMode::Ring)
+        Self::open_opts(
+            name,
+            PortOptions {
+                batch,
+                ..PortOptions::default()
+            },
+        )
     }
 
     /// As [`Self::open`], receiving as `mode` says.
     pub fn open_with(name: &str, batch: usize, mode: RxMode) -> Result<Self, PortError> {
+        Self::open_opts(
+            name,
+            PortOptions {
+                batch,
+                rx: mode,
+                ..PortOptions::default()
+            },
+        )
+    }
+
+    /// Opens the socket as `opts` say.
+    pub fn open_opts(name: &str, opts: PortOptions) -> Result<Self, PortError> {
         let fd = packet_socket(name)?;
         let raw = fd.as_raw_fd();
         let Device { ifindex, mtu, mac } = Device::query(raw, name)?;
-        let (vnet, ring) = configure(raw, name, mtu, mode)?;
+        let (vnet, ring) = configure(raw, name, mtu, &opts)?;
         bind_promisc(raw, name, ifindex)?;
-        let batch = batch.max(1);
+        let batch = opts.batch.max(1);
         Ok(Self {
             name: name.to_string(),
             ifindex: IfIndex(ifindex),

@@ -15,16 +15,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// vnet header (when the socket has one) lies in the 10 bytes after that, just before
 /// the MAC header.
 pub(super) const RING_MAC_OFFSET: usize = 66;
-/// Ring memory per port (for MTUs up to ~1900: 1024 frames of 2 KiB).
-pub(super) const RING_BYTES: usize = 2 << 20;
+/// Ring memory per port by default (for MTUs up to ~1900: 1024 frames of 2 KiB).
+pub const DEFAULT_RING_BYTES: usize = 2 << 20;
 /// Fewest frames in a ring (jumbo MTUs).
 pub(super) const RING_MIN_FRAMES: usize = 256;
 /// Target block size.
 pub(super) const RING_BLOCK: usize = 64 << 10;
 
-/// The geometry of a receive ring for a port of MTU `mtu` with pages of `page` bytes, for
-/// a socket with a vnet header or without.
-pub(super) fn ring_geometry(mtu: u32, page: usize, vnet: bool) -> TpacketReq {
+/// The geometry of a receive ring of about `bytes` for a port of MTU `mtu` with pages of
+/// `page` bytes, for a socket with a vnet header or without.
+pub(super) fn ring_geometry(mtu: u32, page: usize, vnet: bool, bytes: usize) -> TpacketReq {
     let vnet = if vnet { vnet::HEADER_LEN } else { 0 };
     let need = RING_MAC_OFFSET + vnet + mtu as usize + 14 + 8;
     let frame = if need <= page {
@@ -34,7 +34,7 @@ pub(super) fn ring_geometry(mtu: u32, page: usize, vnet: bool) -> TpacketReq {
     };
     let per_block = RING_BLOCK.div_ceil(frame).max(1);
     let block = frame * per_block;
-    let blocks = (RING_BYTES / block)
+    let blocks = (bytes / block)
         .max(RING_MIN_FRAMES.div_ceil(per_block))
         .max(1);
     TpacketReq {
@@ -62,13 +62,13 @@ pub(super) struct RxRing {
 impl RxRing {
     /// Sets up and maps a ring on `fd` (which must not be bound yet); None if the kernel
     /// refuses (the caller falls back to `recvmmsg`).
-    pub(super) fn setup(fd: i32, mtu: u32, vnet: bool) -> Option<Self> {
+    pub(super) fn setup(fd: i32, mtu: u32, vnet: bool, bytes: usize) -> Option<Self> {
         // SAFETY: plain sysconf query.
         let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
             p if p > 0 => p as usize,
             _ => 4096,
         };
-        let req = ring_geometry(mtu, page, vnet);
+        let req = ring_geometry(mtu, page, vnet, bytes);
         setsockopt_int(fd, PACKET_VERSION, TPACKET_V2).ok()?;
         // SAFETY: `req` outlives the call and its size is passed.
         let r = unsafe {

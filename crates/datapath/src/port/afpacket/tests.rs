@@ -17,7 +17,7 @@ fn missing_interface_is_a_clear_error() {
 #[test]
 fn ring_geometry_fits_frames_in_blocks() {
     for (mtu, frame, frames) in [(1500, 2048, 1024), (1450, 2048, 1024), (9000, 12288, 258)] {
-        let r = ring_geometry(mtu, 4096, true);
+        let r = ring_geometry(mtu, 4096, true, DEFAULT_RING_BYTES);
         assert_eq!(
             (r.tp_frame_size, r.tp_frame_nr),
             (frame, frames),
@@ -30,9 +30,14 @@ fn ring_geometry_fits_frames_in_blocks() {
         assert!(RING_MAC_OFFSET + 10 + mtu as usize + 14 <= r.tp_frame_size as usize);
     }
     // A 65535 MTU still yields a valid (page-multiple) geometry.
-    let r = ring_geometry(65535, 4096, true);
+    let r = ring_geometry(65535, 4096, true, DEFAULT_RING_BYTES);
     assert_eq!(r.tp_block_size % r.tp_frame_size, 0);
     assert!(r.tp_frame_nr >= RING_MIN_FRAMES as u32);
+    // `[datapath] ring_kib`: the frame count follows the budget, never below the floor.
+    let r = ring_geometry(1500, 4096, true, 32 << 20);
+    assert_eq!((r.tp_frame_size, r.tp_frame_nr), (2048, 16384));
+    let r = ring_geometry(9000, 4096, true, 128 << 10);
+    assert_eq!(r.tp_frame_nr, 258, "at least RING_MIN_FRAMES");
 }
 
 /// Runs `f` on a thread in a fresh network namespace with a veth pair `fdr0`/`fdr1`
