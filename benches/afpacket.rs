@@ -113,27 +113,16 @@ struct Run {
     offered_pps: f64,
 }
 
-fn run(lab: &Lab, flows: u16) -> Run {
-    let conf_path = format!("/tmp/flowd-trafgen-{}-{flows}.cfg", std::process::id());
-    std::fs::write(&conf_path, trafgen_conf(flows)).expect("write trafgen config");
+/// The datapath under test, on its own thread in the hypervisor namespace, pinned to
+/// CPU 1: rep0 -> VXLAN encapsulation -> up0 toward the remote, one cached flow, until
+/// `stop` (or 20 s); its stats and its thread's CPU time.
+fn datapath_thread(
+    lab: &Lab,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(datapath::dpif::DpStats, u64)> {
     let remote_mac = lab.remote.mac("eth0");
-    // FLOWD_BENCH_SINK=1: a UDP socket (never read) takes the inner packets in the remote
-    // namespace, which then drops them once its buffer is full instead of answering each
-    // with a port-unreachable (recent kernels, 6.18 here, look the ICMP route up for every
-    // packet before rate-limiting: ~1/4 of CPU 1, as veth runs the remote's receive there).
-    let _sink = (std::env::var("FLOWD_BENCH_SINK").as_deref() == Ok("1")).then(|| {
-        let rm = Netns::borrowed(&lab.remote.name.clone());
-        std::thread::spawn(move || {
-            common::enter(&rm);
-            std::net::UdpSocket::bind("1.1.1.3:5001").expect("bind the sink")
-        })
-        .join()
-        .expect("sink thread")
-    });
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
     let hv = Netns::borrowed(&lab.hv.name.clone());
-    let worker = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         common::enter(&hv);
         pin_to_cpu(1);
         // FLOWD_BENCH_RX=recvmmsg compares with the receive path without a ring.
@@ -177,30 +166,44 @@ fn run(lab: &Lab, flows: u16) -> Run {
         dp.cache_mut().insert(Arc::new(e));
         let start = Instant::now();
         let cpu0 = thread_cpu_ns();
-        while !stop2.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(20) {
+        while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(20) {
             let _ = dp.run_once(10, start.elapsed().as_millis() as u64);
         }
         (dp.stats(), thread_cpu_ns() - cpu0)
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let tg = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.vf.name,
-            "timeout",
-            "6",
-            "trafgen",
-            "-P",
-            "1",
-            "-q",
-            "-C",
-        ])
-        .args(["-o", "vf0", "-i", &conf_path])
+    })
+}
+
+/// trafgen on vf0 for 6 s with the configuration in `conf_path`.
+fn trafgen(lab: &Lab, conf_path: &str) -> std::process::Child {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.vf.name, "timeout", "6", "trafgen"])
+        .args(["-P", "1", "-q", "-C", "-o", "vf0", "-i", conf_path])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("spawn trafgen");
+        .expect("spawn trafgen")
+}
+
+fn run(lab: &Lab, flows: u16) -> Run {
+    let conf_path = format!("/tmp/flowd-trafgen-{}-{flows}.cfg", std::process::id());
+    std::fs::write(&conf_path, trafgen_conf(flows)).expect("write trafgen config");
+    // FLOWD_BENCH_SINK=1: a UDP socket (never read) takes the inner packets in the remote
+    // namespace, which then drops them once its buffer is full instead of answering each
+    // with a port-unreachable (recent kernels, 6.18 here, look the ICMP route up for every
+    // packet before rate-limiting: ~1/4 of CPU 1, as veth runs the remote's receive there).
+    let _sink = (std::env::var("FLOWD_BENCH_SINK").as_deref() == Ok("1")).then(|| {
+        let rm = Netns::borrowed(&lab.remote.name.clone());
+        std::thread::spawn(move || {
+            common::enter(&rm);
+            std::net::UdpSocket::bind("1.1.1.3:5001").expect("bind the sink")
+        })
+        .join()
+        .expect("sink thread")
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = datapath_thread(lab, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    let mut tg = trafgen(lab, &conf_path);
     std::thread::sleep(Duration::from_secs(1));
     let (eth0, vx, offered) = (
         counter(&lab.remote, "eth0", "rx_packets"),
@@ -215,7 +218,6 @@ fn run(lab: &Lab, flows: u16) -> Run {
         vxlan_rx_pps: (counter(&lab.remote, "vxlan16", "rx_packets") - vx) as f64 / secs,
         offered_pps: (counter(&lab.hv, "rep0", "rx_packets") - offered) as f64 / secs,
     };
-    let mut tg = tg;
     let _ = tg.wait();
     stop.store(true, Ordering::Relaxed);
     if let Ok((st, cpu_ns)) = worker.join() {
