@@ -12,7 +12,7 @@ use datapath::IfIndex;
 use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE, NetlinkPayload};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -288,30 +288,16 @@ fn family(f: AddressFamily) -> Option<Family> {
 }
 
 fn link(m: &LinkMessage) -> Option<Link> {
-    if m.header.interface_family != AddressFamily::Unspec || m.header.index == 0 {
-        return None;
-    }
-    let mut l = Link {
-        index: IfIndex(m.header.index),
-        name: String::new(),
-        mtu: 0,
-        admin_up: m.header.flags.contains(LinkFlags::Up),
-        oper_up: m.header.flags.contains(LinkFlags::LowerUp),
-        mac: None,
-        switch_id: None,
-    };
-    for a in &m.attributes {
-        match a {
-            LinkAttribute::IfName(n) => l.name = n.clone(),
-            LinkAttribute::Mtu(v) => l.mtu = *v,
-            LinkAttribute::Address(b) => l.mac = mac(b),
-            LinkAttribute::PhysSwitchId(id) => {
-                l.switch_id = id.id.get(..id.len).map(|s| SwitchId(s.to_vec()));
-            }
-            _ => {}
-        }
-    }
-    Some(l)
+    let f = rtnl::LinkFacts::decode(m)?;
+    Some(Link {
+        index: IfIndex(f.index),
+        name: f.name,
+        mtu: f.mtu,
+        admin_up: f.admin_up,
+        oper_up: f.oper_up,
+        mac: f.mac,
+        switch_id: f.switch_id.map(SwitchId),
+    })
 }
 
 fn address(m: &AddressMessage) -> Option<Address> {

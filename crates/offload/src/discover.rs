@@ -8,7 +8,7 @@
 use crate::ports::PortKind;
 use datapath::IfIndex;
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::link::LinkMessage;
 
 /// One netdev as discovered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,54 +101,30 @@ pub fn links() -> std::io::Result<Vec<LinkFacts>> {
         .map_err(std::io::Error::other)?
         .iter()
         .filter_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => Some(facts(l)),
+            RouteNetlinkMessage::NewLink(l) => facts(l),
             _ => None,
         })
         .collect())
 }
 
-fn facts(l: &LinkMessage) -> LinkFacts {
+fn facts(l: &LinkMessage) -> Option<LinkFacts> {
+    let d = rtnl::LinkFacts::decode(l)?;
     let mut f = LinkFacts {
-        ifindex: IfIndex(l.header.index),
-        name: String::new(),
-        mtu: 0,
-        up: {
-            let f = l.header.flags;
-            f.contains(LinkFlags::Up) && f.contains(LinkFlags::LowerUp)
-        },
-        switch_id: None,
-        port_name: None,
-        kind: None,
+        ifindex: IfIndex(d.index),
+        name: d.name,
+        mtu: d.mtu,
+        up: d.admin_up && d.oper_up,
+        switch_id: d.switch_id,
+        port_name: d.port_name,
+        kind: d.kind,
     };
-    for a in &l.attributes {
-        match a {
-            LinkAttribute::IfName(n) => f.name = n.clone(),
-            LinkAttribute::Mtu(m) => f.mtu = *m,
-            LinkAttribute::PhysSwitchId(id) => {
-                f.switch_id = id.id.get(..id.len).map(<[u8]>::to_vec)
-            }
-            LinkAttribute::PhysPortName(n) => f.port_name = Some(n.clone()),
-            LinkAttribute::LinkInfo(infos) => {
-                for i in infos {
-                    if let LinkInfo::Kind(k) = i {
-                        f.kind = Some(match k {
-                            InfoKind::Vxlan => "vxlan".to_string(),
-                            InfoKind::Veth => "veth".to_string(),
-                            other => format!("{other:?}").to_lowercase(),
-                        });
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
     if f.switch_id.is_none() {
         f.switch_id = sysfs(&f.name, "phys_switch_id").and_then(|s| hex_bytes(&s));
     }
     if f.port_name.is_none() {
         f.port_name = sysfs(&f.name, "phys_port_name");
     }
-    f
+    Some(f)
 }
 
 #[cfg(test)]

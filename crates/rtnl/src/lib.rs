@@ -12,16 +12,19 @@
 //! [`Requester::transact`], which returns each request's refusal and echo (its
 //! sockets are [`Tuning`]: extack, large buffers, a timeout); its link discovery is a
 //! [`Requester::dump`]. Subscribed event sockets stay with their crates (their groups
-//! and wake-ups differ) but split datagrams with [`split`].
+//! and wake-ups differ) but split datagrams with [`split`]. Links are decoded once,
+//! into [`LinkFacts`], for fibwatch's mirror and offload's discovery.
 
 pub mod answer;
 pub mod frame;
+pub mod link;
 pub mod requester;
 
 pub use answer::{Answer, Nack, answers};
 pub use frame::{
     RawMessage, frame_into, raw_messages, request_bytes, split, split_raw, to_route_message,
 };
+pub use link::LinkFacts;
 pub use requester::{Reply, Requester, Tuning};
 
 use std::io;
