@@ -40,9 +40,25 @@ fn daemon_flowctl_reload_and_shutdown() {
         return;
     }
     let mut l = lab::build("dm").expect("lab topology");
-    l.start_daemon_exe(Path::new(env!("CARGO_BIN_EXE_flowd")), "sim")
+    // A receive ring of 4 MiB per port (`[datapath] ring_kib`): 2048 frames of 2 KiB.
+    let cfg = lab::config_text("sim", &l.socket()).replace(
+        "max_idle_ms = 10000",
+        "max_idle_ms = 10000\nring_kib = 4096",
+    );
+    l.start_daemon_config(Path::new(env!("CARGO_BIN_EXE_flowd")), &cfg, &[])
         .expect("flowd starts");
     let sock = l.socket();
+    // The datapath publishes its ports' counters after its first rounds.
+    let ring = || match l.request(flowd::control::proto::Request::Stats) {
+        Ok(flowd::control::proto::ResponseBody::Stats(s)) => s
+            .ports
+            .get("rep0")
+            .and_then(|p| p.get("ring_frames"))
+            .copied(),
+        other => panic!("stats: {other:?}"),
+    };
+    eventually("rep0's ring in flowctl stats", || ring().is_some());
+    assert_eq!(ring(), Some(2048), "rep0's ring frames");
 
     let (ok, out) = l.vfs[0].try_exec("ping -c 3 -i 0.2 -W 2 1.1.1.3");
     assert!(ok, "ping through the daemon: {out}\n{}", l.log());
