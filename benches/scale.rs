@@ -16,9 +16,11 @@
 //!   passes of 2,000, each waiting until the count settles; RSS growth
 //!   of the daemon divided by the flows it holds, once the simulated eswitch carries
 //!   them. Goal: <= 1 KiB per flow.
-//! - **ring**: `FLOWD_SCALE_RING_KIB` (default 2048, flowd's default) is the daemon's
-//!   `[datapath] ring_kib`: what rep0's receive ring holds of a burst while the
-//!   datapath thread works through it.
+//! - **ring and queue**: `FLOWD_SCALE_RING_KIB` (default 2048) and
+//!   `FLOWD_SCALE_UPCALL_QUEUE` (default 4096), flowd's defaults, are the daemon's
+//!   `[datapath] ring_kib` and `upcall_queue`: what rep0's receive ring, then the slow
+//!   path's queue (a port may fill a quarter of it), hold of a burst while the datapath
+//!   and the handler work through it.
 //! - **dump-flows**: the time to answer `--summary` and `--limit 1000`, and the whole
 //!   dump's size and time up to 200,000 flows (beyond that it is not attempted).
 //!
@@ -222,7 +224,7 @@ struct Dumps {
 
 /// Starts the daemon with a flow table, an offload queue and a simulated eswitch sized
 /// for `flows`; returns its pid.
-fn start(l: &mut Lab, flows: u64, ring_kib: u64) -> Result<u32, String> {
+fn start(l: &mut Lab, flows: u64, (ring_kib, upcall_queue): (u64, u64)) -> Result<u32, String> {
     let exe = Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd"));
     let cap = flows + 1000;
     let cfg = lab::config_text("sim", &l.socket())
@@ -230,6 +232,7 @@ fn start(l: &mut Lab, flows: u64, ring_kib: u64) -> Result<u32, String> {
             "max_idle_ms = 10000",
             &format!(
                 "max_idle_ms = 3600000\nflow_limit = {}\nring_kib = {ring_kib}\n\
+                 upcall_queue = {upcall_queue}\n\
                  # one port may hold a quarter of the table\n",
                 (4 * cap).min(16_777_216)
             ),
@@ -451,8 +454,8 @@ fn print_dumps(d: &Dumps) {
     }
 }
 
-fn run(l: &mut Lab, flows: u64, size: u64, ring_kib: u64) -> Result<(), String> {
-    let pid = start(l, flows, ring_kib)?;
+fn run(l: &mut Lab, flows: u64, size: u64, sizes: (u64, u64)) -> Result<(), String> {
+    let pid = start(l, flows, sizes)?;
     let base = stats(l);
     let rss0 = rss(pid);
     println!(
@@ -494,9 +497,11 @@ fn main() {
     let flows = env_u64("FLOWD_SCALE_FLOWS", 1_000_000).min(4_000_000);
     let burst = env_u64("FLOWD_SCALE_BURST", 100_000).min(flows);
     let ring_kib = env_u64("FLOWD_SCALE_RING_KIB", 2048).clamp(128, 256 << 10);
+    let upcall_queue = env_u64("FLOWD_SCALE_UPCALL_QUEUE", 4096).clamp(1, 1 << 20);
     println!(
         "scale: {flows} flows (FLOWD_SCALE_FLOWS), burst {burst} (FLOWD_SCALE_BURST), \
-         ring_kib {ring_kib} (FLOWD_SCALE_RING_KIB); load {}",
+         ring_kib {ring_kib} (FLOWD_SCALE_RING_KIB), upcall_queue {upcall_queue} \
+         (FLOWD_SCALE_UPCALL_QUEUE); load {}",
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .trim()
@@ -508,7 +513,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let r = run(&mut l, flows, burst, ring_kib);
+    let r = run(&mut l, flows, burst, (ring_kib, upcall_queue));
     drop(l);
     if let Err(e) = r {
         println!("scale: {e}");
