@@ -40,25 +40,31 @@ fn daemon_flowctl_reload_and_shutdown() {
         return;
     }
     let mut l = lab::build("dm").expect("lab topology");
-    // A receive ring of 4 MiB per port (`[datapath] ring_kib`): 2048 frames of 2 KiB.
-    let cfg = lab::config_text("sim", &l.socket()).replace(
-        "max_idle_ms = 10000",
-        "max_idle_ms = 10000\nring_kib = 4096",
-    );
+    // A receive ring of 4 MiB per port (`[datapath] ring_kib`): 2048 frames of 2 KiB;
+    // rep1 has its own of 8 MiB (`[[port]] ring_kib`).
+    let cfg = lab::config_text("sim", &l.socket())
+        .replace(
+            "max_idle_ms = 10000",
+            "max_idle_ms = 10000\nring_kib = 4096",
+        )
+        .replace("name = \"rep1\"", "name = \"rep1\"\nring_kib = 8192");
     l.start_daemon_config(Path::new(env!("CARGO_BIN_EXE_flowd")), &cfg, &[])
         .expect("flowd starts");
     let sock = l.socket();
     // The datapath publishes its ports' counters after its first rounds.
-    let ring = || match l.request(flowd::control::proto::Request::Stats) {
+    let ring = |port: &str| match l.request(flowd::control::proto::Request::Stats) {
         Ok(flowd::control::proto::ResponseBody::Stats(s)) => s
             .ports
-            .get("rep0")
+            .get(port)
             .and_then(|p| p.get("ring_frames"))
             .copied(),
         other => panic!("stats: {other:?}"),
     };
-    eventually("rep0's ring in flowctl stats", || ring().is_some());
-    assert_eq!(ring(), Some(2048), "rep0's ring frames");
+    eventually("the rings in flowctl stats", || {
+        ring("rep0").is_some() && ring("rep1").is_some()
+    });
+    assert_eq!(ring("rep0"), Some(2048), "rep0's ring frames");
+    assert_eq!(ring("rep1"), Some(4096), "rep1's own ring frames");
 
     let (ok, out) = l.vfs[0].try_exec("ping -c 3 -i 0.2 -W 2 1.1.1.3");
     assert!(ok, "ping through the daemon: {out}\n{}", l.log());

@@ -210,6 +210,15 @@ pub(super) fn check_port<'a>(p: &'a RawPort, seen: &mut SeenPorts<'a>, errs: &mu
             format!("mtu {} out of range {MIN_MTU}..={MAX_MTU}", mtu.get_ref()),
         );
     }
+    if let Some(r) = &p.ring_kib {
+        let (min, max) = (limits::MIN_RING_KIB, limits::MAX_RING_KIB);
+        if !(min..=max).contains(&(*r.get_ref() as u64)) {
+            errs.at(
+                r.span(),
+                format!("ring_kib {} out of range {min}..={max}", r.get_ref()),
+            );
+        }
+    }
     if p.role == PortRole::Tunnel {
         if let Some(first) = &seen.tunnel {
             let l = errs.line(first.start);

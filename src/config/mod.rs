@@ -315,9 +315,19 @@ pub struct PortConfig {
     pub switch_id: Option<String>,
     /// An MTU to set on the netdev.
     pub mtu: Option<u32>,
+    /// This port's receive ring in KiB, instead of `[datapath] ring_kib` (a
+    /// representor whose VM opens many flows at once gets a large ring, the others
+    /// keep the default).
+    pub ring_kib: Option<usize>,
 }
 
 impl PortConfig {
+    /// The receive ring this port is opened with, in KiB: its own `ring_kib`, or
+    /// `[datapath]`'s.
+    pub fn ring_kib(&self, datapath: &DatapathConfig) -> usize {
+        self.ring_kib.unwrap_or(datapath.ring_kib)
+    }
+
     /// The declared switch id as bytes (validated hex, so always decodable).
     pub fn switch_id_bytes(&self) -> Option<Vec<u8>> {
         let hex = self.switch_id.as_deref()?;

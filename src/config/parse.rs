@@ -40,6 +40,7 @@ pub(super) struct RawPort {
     pub(super) vf: Option<Spanned<u32>>,
     pub(super) switch_id: Option<Spanned<String>>,
     pub(super) mtu: Option<Spanned<u32>>,
+    pub(super) ring_kib: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -249,6 +250,7 @@ pub(super) fn build_ports(raw: &[Spanned<RawPort>], errs: &mut Errors) -> Vec<Po
             vf: p.vf.as_ref().map(|v| *v.get_ref()),
             switch_id: p.switch_id.as_ref().and_then(|s| parse_switch_id(s, errs)),
             mtu: p.mtu.as_ref().map(|m| *m.get_ref()),
+            ring_kib: p.ring_kib.as_ref().map(|r| *r.get_ref()),
         });
     }
     out

@@ -100,7 +100,7 @@ fn every_error_with_its_line() {
             "9:10: bad metrics listen address `localhost` (expected IP:PORT, e.g. 127.0.0.1:9369)",
             "17:8: duplicate port name `rep0` (first on line 12)",
             "19:6: duplicate port id 1 (first on line 14)",
-            "25:1: unknown field `colour`, expected one of `name`, `role`, `id`, `vf`, `switch_id`, `mtu`",
+            "25:1: unknown field `colour`, expected one of `name`, `role`, `id`, `vf`, `switch_id`, `mtu`, `ring_kib`",
             "29:7: network `a` has a vni but no port has role = \"tunnel\"",
             "30:12: member `up0` is not a declared port (declare it in a [[port]] with role = \"representor\", or use [discovery])",
             "30:19: member `nosuch` is not a declared port (declare it in a [[port]] with role = \"representor\", or use [discovery])",
@@ -543,4 +543,24 @@ fn the_diff_says_what_a_reload_applies_and_what_needs_a_restart() {
             .iter()
             .any(|p| p.role == PortRole::Uplink)
     );
+}
+
+#[test]
+fn a_port_may_have_its_own_receive_ring() {
+    let text = "[datapath]\nring_kib = 4096\n[[port]]\nname = \"rep0\"\nrole = \"representor\"\n\
+                ring_kib = 65536\n[[port]]\nname = \"rep1\"\nrole = \"representor\"\n";
+    let c = Config::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+    let rings: Vec<usize> = c.ports.iter().map(|p| p.ring_kib(&c.datapath)).collect();
+    assert_eq!(rings, [65536, 4096]);
+    // Out of range, at its line.
+    let e = Config::from_str(&text.replace("65536", "64")).expect_err("too small");
+    assert_eq!(
+        e.to_string(),
+        "<config>:6:12: ring_kib 64 out of range 128..=262144"
+    );
+    // A changed ring replugs a representor (its socket is opened again).
+    let mut new = Config::from_str(&text.replace("65536", "8192")).unwrap();
+    new.inherit_port_ids(&c);
+    let d = Config::diff(&c, &new);
+    assert_eq!(d.hotplug.replugged.len(), 1, "{d:?}");
 }

@@ -12,8 +12,8 @@
 //!   remote VTEP (one VTEP address per uplink).
 
 use crate::config::{
-    Config, MacLocation, NetworkConfig, OffloadBackendKind, OffloadPolicy, PortRole as CfgRole,
-    RuleConfig, Segment,
+    Config, DatapathConfig, MacLocation, NetworkConfig, OffloadBackendKind, OffloadPolicy,
+    PortConfig, PortRole as CfgRole, RuleConfig, Segment,
 };
 use crate::switch::{SwitchConfig, SwitchPort};
 use datapath::dpif::DpConfig;
@@ -234,6 +234,7 @@ pub fn discover_ports(
             vf,
             switch_id: None,
             mtu: None,
+            ring_kib: None,
         });
         next += 1;
         added.push(l.name.clone());
@@ -285,7 +286,7 @@ pub fn open_ports(cfg: &Config) -> Result<Opened, BuildError> {
                         None
                     }
                 },
-                _ => Some(Box::new(open_port(&p.name, &cfg.datapath)?)),
+                _ => Some(Box::new(open_port(p, &cfg.datapath)?)),
             };
             Ok(SwitchPort {
                 id: p.id,
@@ -297,22 +298,20 @@ pub fn open_ports(cfg: &Config) -> Result<Opened, BuildError> {
     Ok(Opened { ports, rx })
 }
 
-/// How `[datapath]` says ports' sockets are opened (batch, receive ring size).
-pub fn port_options(d: &crate::config::DatapathConfig) -> PortOptions {
+/// How a port's socket is opened: `[datapath]`'s batch, and the port's receive ring
+/// (its own `ring_kib`, or `[datapath]`'s).
+pub fn port_options(p: &PortConfig, d: &DatapathConfig) -> PortOptions {
     PortOptions {
         batch: d.batch,
-        ring_bytes: d.ring_kib << 10,
+        ring_bytes: p.ring_kib(d) << 10,
         ..PortOptions::default()
     }
 }
 
-/// Opens a port's AF_PACKET socket as `[datapath]` says.
-pub fn open_port(
-    name: &str,
-    d: &crate::config::DatapathConfig,
-) -> Result<AfPacketPort, BuildError> {
-    AfPacketPort::open_opts(name, port_options(d)).map_err(|source| BuildError::Port {
-        name: name.to_string(),
+/// Opens a port's AF_PACKET socket as its configuration says.
+pub fn open_port(p: &PortConfig, d: &DatapathConfig) -> Result<AfPacketPort, BuildError> {
+    AfPacketPort::open_opts(&p.name, port_options(p, d)).map_err(|source| BuildError::Port {
+        name: p.name.clone(),
         source,
     })
 }

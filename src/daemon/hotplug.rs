@@ -51,7 +51,7 @@ impl Daemon {
             let f = facts
                 .get(p.name.as_str())
                 .ok_or_else(|| BuildError::NoSuchInterface(p.name.clone()))?;
-            let io = super::build::open_port(&p.name, &new.datapath)?;
+            let io = super::build::open_port(p, &new.datapath)?;
             opened.push((super::ports::info(p, f), io));
         }
         let gone: Vec<PortId> = hotplug.leaving().map(|p| p.id).collect();

@@ -239,8 +239,14 @@ impl Daemon {
     /// Opens a port's socket again and hands it to the datapath thread, which replaces
     /// the old one.
     fn reopen(&self, u: &PortUpdate) {
-        let datapath = lock(&self.config).datapath.clone();
-        match build::open_port(&u.now.name, &datapath) {
+        let (port, datapath) = {
+            let cfg = lock(&self.config);
+            let port = cfg.ports.iter().find(|p| p.id == u.now.id).cloned();
+            (port, cfg.datapath.clone())
+        };
+        // Unplugged by a reload meanwhile: nothing to reopen.
+        let Some(port) = port else { return };
+        match build::open_port(&port, &datapath) {
             Ok(io) => {
                 self.ports.opened(&u.now);
                 self.switch.plug(SwitchPort {
