@@ -17,8 +17,8 @@
 //!   of the daemon divided by the flows it holds, once the simulated eswitch carries
 //!   them. Goal: <= 1 KiB per flow.
 //! - **ring and queue**: `FLOWD_SCALE_RING_KIB` (default 2048) and
-//!   `FLOWD_SCALE_UPCALL_QUEUE` (default 4096), flowd's defaults, are the daemon's
-//!   `[datapath] ring_kib` and `upcall_queue`: what rep0's receive ring, then the slow
+//!   `FLOWD_SCALE_UPCALL_QUEUE` (default 4096), flowd's defaults, are rep0's
+//!   `[[port]] ring_kib` and `[datapath] upcall_queue`: what rep0's receive ring, then the slow
 //!   path's queue (a port may fill a quarter of it), hold of a burst while the datapath
 //!   and the handler work through it.
 //! - **dump-flows**: the time to answer `--summary` and `--limit 1000`, and the whole
@@ -231,8 +231,7 @@ fn start(l: &mut Lab, flows: u64, (ring_kib, upcall_queue): (u64, u64)) -> Resul
         .replace(
             "max_idle_ms = 10000",
             &format!(
-                "max_idle_ms = 3600000\nflow_limit = {}\nring_kib = {ring_kib}\n\
-                 upcall_queue = {upcall_queue}\n\
+                "max_idle_ms = 3600000\nflow_limit = {}\nupcall_queue = {upcall_queue}\n\
                  # one port may hold a quarter of the table\n",
                 (4 * cap).min(16_777_216)
             ),
@@ -240,6 +239,11 @@ fn start(l: &mut Lab, flows: u64, (ring_kib, upcall_queue): (u64, u64)) -> Resul
         .replace(
             "backend = \"sim\"",
             &format!("backend = \"sim\"\nsim_capacity = {}", 2 * cap),
+        )
+        // The burst arrives on rep0: its ring only.
+        .replace(
+            "name = \"rep0\"",
+            &format!("name = \"rep0\"\nring_kib = {ring_kib}"),
         );
     l.start_daemon_config(&exe, &cfg, &[])?;
     let pid = l.daemon.as_ref().map(|d| d.id()).ok_or("no daemon")?;
