@@ -431,18 +431,13 @@ fn decode_mirred(opts: &[TcActionOption]) -> Result<FlowerAction, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netlink_packet_core::{NlasIterator, Parseable};
 
-    fn emit(acts: &[TcAction]) -> Vec<u8> {
-        let mut b = vec![0u8; acts.buffer_len()];
-        acts.emit(&mut b);
-        b
+    fn emit(items: &[TcAction]) -> Vec<u8> {
+        super::super::emitted(items)
     }
 
     fn parse(bytes: &[u8]) -> Result<Vec<TcAction>, DecodeError> {
-        NlasIterator::new(bytes)
-            .map(|nla| TcAction::parse(&nla?))
-            .collect()
+        super::super::parsed(bytes)
     }
 
     /// `action gact drop`: one action (tab 1) of kind "gact" whose options (2, with

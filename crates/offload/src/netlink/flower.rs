@@ -575,18 +575,13 @@ impl MaskAcc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netlink_packet_core::{Emitable, NlasIterator, Parseable};
 
-    fn emit(opts: &[TcFilterFlowerOption]) -> Vec<u8> {
-        let mut b = vec![0u8; opts.buffer_len()];
-        opts.emit(&mut b);
-        b
+    fn emit(items: &[TcFilterFlowerOption]) -> Vec<u8> {
+        super::super::emitted(items)
     }
 
     fn parse(bytes: &[u8]) -> Result<Vec<TcFilterFlowerOption>, DecodeError> {
-        NlasIterator::new(bytes)
-            .map(|nla| TcFilterFlowerOption::parse(&nla?))
-            .collect()
+        super::super::parsed(bytes)
     }
 
     /// `protocol ip flower skip_hw ip_proto tcp dst_port 80` on if5, without actions.

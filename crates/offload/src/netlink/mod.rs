@@ -145,3 +145,23 @@ pub fn parse_answers(buf: &[u8]) -> Vec<Result<Answer, DecodeError>> {
 
 #[cfg(test)]
 mod tests;
+
+/// Attributes emitted once, as bytes (filters' options and action lists; the tests'
+/// byte-exact captures).
+pub(crate) fn emitted<T: netlink_packet_core::Nla>(attrs: &[T]) -> Vec<u8> {
+    use netlink_packet_core::Emitable;
+    let mut bytes = vec![0; attrs.buffer_len()];
+    attrs.emit(&mut bytes);
+    bytes
+}
+
+/// Attributes parsed back from bytes (the tests' round trips).
+#[cfg(test)]
+pub(crate) fn parsed<T>(bytes: &[u8]) -> Result<Vec<T>, netlink_packet_core::DecodeError>
+where
+    T: for<'a> netlink_packet_core::Parseable<netlink_packet_core::NlaBuffer<&'a [u8]>>,
+{
+    netlink_packet_core::NlasIterator::new(bytes)
+        .map(|nla| T::parse(&nla?))
+        .collect()
+}
