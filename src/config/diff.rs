@@ -81,8 +81,9 @@ pub struct Hotplug {
     pub plugged: Vec<PortConfig>,
     /// Representors only in the old configuration.
     pub unplugged: Vec<PortConfig>,
-    /// Representors in both whose VF number or switch id changed, as (old, new):
-    /// unplugged, then plugged again under the same port number.
+    /// Representors in both whose settings other than `mtu` changed (VF number,
+    /// switch id, `ring_kib`), as (old, new): unplugged, then plugged again under the
+    /// same port number, with a new socket.
     pub replugged: Vec<(PortConfig, PortConfig)>,
 }
 

@@ -11,7 +11,7 @@
 //!   prepares plugged ones (tc: the ingress qdisc); then plugged ports join the
 //!   datapath thread.
 //!
-//! A changed representor (new VF number or switch id) is unplugged and plugged again
+//! A changed representor (new VF number, switch id or `ring_kib`) is unplugged and plugged again
 //! under the same port number. A changed `mtu` is not a port change: the reload sets
 //! it on the netdev, and the live facts follow (see [`super::ports`]). Uplinks and the
 //! tunnel device carry every tunnel and route decision: changing them still needs a
