@@ -21,6 +21,9 @@
 //!   `[[port]] ring_kib` and `[datapath] upcall_queue`: what rep0's receive ring, then the slow
 //!   path's queue (a port may fill a quarter of it), hold of a burst while the datapath
 //!   and the handler work through it.
+//! - **upkeep**: the daemon's CPU over 10 s while it holds the filled table and no
+//!   packet is offered (revalidator sweeps, counters pulled from the eswitch), with its
+//!   busiest threads.
 //! - **dump-flows**: the time to answer `--summary` and `--limit 1000`, and the whole
 //!   dump's size and time up to 200,000 flows (beyond that it is not attempted).
 //!
@@ -55,6 +58,8 @@ const GOAL_BYTES_PER_FLOW: f64 = 1024.0;
 /// Flows offered per pass while filling the table: few enough that the receive ring and
 /// the upcall queue take them (the fill measures memory, not bursts).
 const PASS: u64 = 2_000;
+/// Seconds the daemon's upkeep is measured for, with its table full and no traffic.
+const IDLE_SECS: u64 = 10;
 /// The whole dump is attempted up to this many flows.
 const FULL_DUMP_MAX: u64 = 200_000;
 
@@ -80,6 +85,57 @@ fn rss(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+/// CPU time (clock ticks, user + system) of each of the daemon's threads, summed by
+/// thread name.
+fn cpu_ticks(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut by = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by;
+    };
+    for t in tasks.flatten() {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // The name is in parentheses and may hold spaces: fields count from the last ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let name = head.split_once('(').map_or("?", |x| x.1).to_string();
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the state.
+        let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+        *by.entry(name).or_default() += ticks;
+    }
+    by
+}
+
+/// The daemon's CPU while it only holds its flows (no packet offered): upkeep that
+/// grows with the table (revalidator sweeps, counters pulled from the eswitch). Share
+/// of one core over `secs`, in all and for the busiest threads.
+fn idle_cpu(pid: u32, secs: u64) -> (f64, Vec<(String, f64)>) {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(secs));
+    let after = cpu_ticks(pid);
+    let share = |t: u64| t as f64 / hz / secs as f64;
+    let mut threads: Vec<(String, f64)> = after
+        .iter()
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                share(t.saturating_sub(*before.get(n).unwrap_or(&0))),
+            )
+        })
+        .filter(|(_, s)| *s > 0.0)
+        .collect();
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let all = threads.iter().map(|x| x.1).sum();
+    threads.truncate(3);
+    (all, threads)
 }
 
 /// Frame `i`: vf0 (`src`) to the unknown unicast MAC 02:f0:<i>, IPv4/UDP 1.1.1.2 ->
@@ -469,6 +525,7 @@ fn run(l: &mut Lab, flows: u64, size: u64, sizes: (u64, u64)) -> Result<(), Stri
     );
     let b = burst(l, &base, size)?;
     let f = fill(l, pid, &base, rss0, flows)?;
+    let idle = idle_cpu(pid, IDLE_SECS);
     let d = dumps(l, f.end.flows)?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("\nscale: flowd through the daemon, NORMAL + VXLAN encap, backend sim (skip_hw)");
@@ -479,6 +536,18 @@ fn run(l: &mut Lab, flows: u64, size: u64, sizes: (u64, u64)) -> Result<(), Stri
     );
     print_burst(&b);
     print_filled(&f, flows);
+    let busiest: Vec<String> = idle
+        .1
+        .iter()
+        .map(|(n, c)| format!("{n} {:.0}%", c * 100.0))
+        .collect();
+    row(
+        &format!("CPU holding {} flows, no traffic", f.end.flows),
+        format!("{:.0}% of a core", idle.0 * 100.0),
+        "-",
+        None,
+    );
+    println!("  busiest threads: {}", busiest.join(", "));
     print_dumps(&d);
     Ok(())
 }

@@ -271,7 +271,7 @@ impl Switch {
 
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        self.engine.notify([]);
+        self.engine.wake();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

@@ -38,7 +38,7 @@ use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard,
     RwLockWriteGuard,
 };
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Why a flow was deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -296,6 +296,12 @@ impl Engine {
             self.wake.notify_all();
         }
         self.tell_stations(&changes);
+    }
+
+    /// Wakes the revalidator without a change (it then checks its `stop` flag).
+    pub fn wake(&self) {
+        let _pending = lock(&self.pending);
+        self.wake.notify_all();
     }
 
     /// The flow table.
@@ -688,25 +694,80 @@ impl Engine {
     }
 
     /// Runs the revalidator's loop until `stop`: a sweep every `interval`, or as soon as
-    /// changes are notified.
+    /// changes are notified, paced by what the last sweep cost (see [`Pace`]): a table so
+    /// big that one sweep takes longer than `interval` is not swept back to back.
     pub fn run_revalidator(
         &self,
         clock: &dyn Fn() -> Duration,
         stop: &AtomicBool,
         interval: Duration,
     ) {
+        let mut pace = Pace::new(interval);
+        let mut ended = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             {
                 let pending = lock(&self.pending);
-                if pending.is_empty() {
+                // Checked again under the lock: a `wake` after `stop` is not lost.
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let wait = pace.wait(!pending.is_empty(), ended.elapsed());
+                if !wait.is_zero() {
+                    // Woken early by a change, or spuriously: the loop decides again.
                     drop(
                         self.wake
-                            .wait_timeout(pending, interval)
+                            .wait_timeout(pending, wait)
                             .unwrap_or_else(PoisonError::into_inner),
                     );
+                    continue;
                 }
             }
+            let started = Instant::now();
             self.sweep(clock());
+            ended = Instant::now();
+            pace.swept(ended - started);
         }
+    }
+}
+
+/// How often the revalidator sweeps. A sweep walks the whole table, so its cost grows
+/// with it (about a quarter of a second at a million flows on a small host): sweeping
+/// every `interval` regardless would keep a core busy. After a sweep that took `t`:
+/// - pending changes (a rule, a station that moved) are swept for after a rest of `t`:
+///   at most half a core while changes keep coming, and no delay for small tables;
+/// - the periodic sweep (idle flows, station ages, the flow limit) comes after
+///   `max(interval, PERIODIC_REST * t)`: at most a tenth of a core for upkeep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    interval: Duration,
+    last: Duration,
+}
+
+/// The periodic sweep rests this many times its own duration.
+const PERIODIC_REST: u32 = 9;
+
+impl Pace {
+    /// Before the first sweep: no rest.
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last: Duration::ZERO,
+        }
+    }
+
+    /// Records what the last sweep took.
+    pub fn swept(&mut self, took: Duration) {
+        self.last = took;
+    }
+
+    /// How much longer to wait, `since` the last sweep ended, with or without pending
+    /// changes; zero means sweep now.
+    pub fn wait(&self, changes: bool, since: Duration) -> Duration {
+        let rest = if changes {
+            self.last
+        } else {
+            self.interval.max(self.last * PERIODIC_REST)
+        };
+        rest.saturating_sub(since)
     }
 }

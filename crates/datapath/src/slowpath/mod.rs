@@ -56,7 +56,7 @@ mod proptests;
 mod tests;
 
 pub use engine::{
-    DeleteReason, Engine, EngineConfig, FlowObserver, NoObserver, RevalStats, SweepReport,
+    DeleteReason, Engine, EngineConfig, FlowObserver, NoObserver, Pace, RevalStats, SweepReport,
 };
 pub use error::SlowPathError;
 pub use mac::{

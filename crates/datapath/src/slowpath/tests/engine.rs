@@ -308,6 +308,49 @@ fn handler_thread_and_revalidator_run_and_stop() {
     assert_eq!(got[0].packet, vec![1; 60]);
 }
 
+#[test]
+fn the_revalidator_paces_itself_by_what_a_sweep_costs() {
+    let ms = Duration::from_millis;
+    let mut p = Pace::new(ms(500));
+    // Before any sweep: changes are swept for at once, upkeep after the interval.
+    assert_eq!(p.wait(true, ms(0)), ms(0));
+    assert_eq!(p.wait(false, ms(100)), ms(400));
+    // Cheap sweeps (a small table) change nothing.
+    p.swept(ms(2));
+    assert_eq!(p.wait(true, ms(0)), ms(2));
+    assert_eq!(p.wait(true, ms(3)), ms(0));
+    assert_eq!(p.wait(false, ms(0)), ms(500));
+    // A sweep of 300 ms (a huge table): changes wait as long again (half a core at
+    // most), upkeep nine times as long (a tenth of a core).
+    p.swept(ms(300));
+    assert_eq!(p.wait(true, ms(100)), ms(200));
+    assert_eq!(p.wait(false, ms(0)), ms(2700));
+    assert_eq!(p.wait(false, ms(2700)), ms(0));
+}
+
+#[test]
+fn the_revalidator_stops_when_woken_without_waiting_for_its_interval() {
+    let (e, _) = engine(100);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let clock = || Duration::from_secs(1);
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        let t = s.spawn(|| e.run_revalidator(&clock, &stop, Duration::from_secs(3600)));
+        // Wait until it sleeps on its interval: one sweep would have counted.
+        while !t.is_finished() && started.elapsed() < Duration::from_millis(50) {
+            std::thread::yield_now();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        e.wake();
+        t.join().unwrap();
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "not its hour-long interval"
+    );
+    assert_eq!(e.reval_stats().sweeps, 0, "no sweep before the interval");
+}
+
 #[derive(Default)]
 struct Stations(Mutex<Vec<MacKey>>);
 
