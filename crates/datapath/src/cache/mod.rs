@@ -289,6 +289,29 @@ mod tests {
         assert_eq!(t.get(d.id()).map(|e| e.id()), Some(d.id()));
     }
 
+    #[test]
+    fn a_snapshot_of_several_chunks_has_every_flow_once() {
+        let n = 2 * table::SNAPSHOT_CHUNK as u32 + 7;
+        let t = FlowTable::new(n as usize);
+        let flows: Vec<_> = (0..n)
+            .map(|i| t.put(&port_flow(i), out(1), 0).unwrap())
+            .collect();
+        // Holes across the chunks' edges.
+        for f in flows.iter().step_by(3) {
+            t.remove(f.id()).unwrap();
+        }
+        let mut got: Vec<_> = t.snapshot().iter().map(|e| e.id()).collect();
+        got.sort_unstable();
+        let mut want: Vec<_> = flows
+            .iter()
+            .map(|f| f.id())
+            .filter(|id| t.get(*id).is_some())
+            .collect();
+        want.sort_unstable();
+        assert_eq!(got.len(), t.len());
+        assert_eq!(got, want);
+    }
+
     /// A small universe of megaflows: in_port always matched (as flowd's slow path
     /// does), plus random subsets of eth_type, ip_dst bytes and tp_dst.
     fn arb_megaflow() -> impl Strategy<Value = Megaflow> {

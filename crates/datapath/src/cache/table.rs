@@ -107,6 +107,10 @@ impl std::fmt::Debug for Inner {
     }
 }
 
+/// Slab slots [`FlowTable::snapshot`] copies per hold of the table's lock (a few
+/// hundred microseconds).
+pub const SNAPSHOT_CHUNK: usize = 4096;
+
 fn slab_entry(slab: &[Option<Arc<FlowEntry>>], index: u32) -> Option<&Arc<FlowEntry>> {
     slab.get(index as usize)?.as_ref()
 }
@@ -285,9 +289,23 @@ impl FlowTable {
         })
     }
 
-    /// Every installed flow (for dumps and revalidation), in no particular order.
+    /// Every installed flow (for dumps and revalidation), in no particular order. The
+    /// table is walked [`SNAPSHOT_CHUNK`] slots per hold of its lock, so that handlers
+    /// installing flows meanwhile wait for one chunk, not for a walk of a million flows:
+    /// every flow installed for the whole walk is in it once; one installed or deleted
+    /// during the walk may or may not be.
     pub fn snapshot(&self) -> Vec<Arc<FlowEntry>> {
-        self.lock().slab.iter().flatten().cloned().collect()
+        let mut out = Vec::with_capacity(self.len());
+        let mut at = 0;
+        loop {
+            let inner = self.lock();
+            let end = (at + SNAPSHOT_CHUNK).min(inner.slab.len());
+            out.extend(inner.slab[at.min(end)..end].iter().flatten().cloned());
+            if end >= inner.slab.len() {
+                return out;
+            }
+            at = end;
+        }
     }
 
     /// The `n` least recently used flows, oldest first: eviction candidates.
