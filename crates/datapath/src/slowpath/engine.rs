@@ -337,6 +337,7 @@ impl Engine {
                 packet: up.packet,
                 actions: d.actions.clone(),
                 flow: d.flow,
+                origin: up.origin,
             };
         }
         let seq = self.seq.load(Ordering::Acquire);
@@ -356,6 +357,7 @@ impl Engine {
             packet: up.packet,
             actions: x.actions,
             flow,
+            origin: up.origin,
         }
     }
 
