@@ -258,7 +258,9 @@ impl Switch {
     }
 
     fn handles(&self) -> std::sync::MutexGuard<'_, Vec<DpHandle>> {
-        self.datapaths.lock().unwrap_or_else(PoisonError::into_inner)
+        self.datapaths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Starts receiving (after a start with [`SwitchConfig::paused`]; a no-op
@@ -312,7 +314,12 @@ impl Switch {
         let snapshots: Vec<DpStats> = self
             .handles()
             .iter()
-            .map(|h| h.stats.lock().unwrap_or_else(PoisonError::into_inner).clone())
+            .map(|h| {
+                h.stats
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+            })
             .collect();
         match <[DpStats; 1]>::try_from(snapshots) {
             Ok([one]) => one,
@@ -401,7 +408,11 @@ fn deliver_verdicts(
 ) {
     let mut woken = 0u64;
     for v in verdicts {
-        let i = if v.origin < outboxes.len() { v.origin } else { 0 };
+        let i = if v.origin < outboxes.len() {
+            v.origin
+        } else {
+            0
+        };
         let Some(out) = outboxes.get(i) else { return };
         let po = PacketOut {
             key: v.key,

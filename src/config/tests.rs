@@ -576,7 +576,9 @@ fn datapath_threads_are_bounded_at_their_line_and_need_a_restart() {
         let e = errors_in(&text.replace("threads = 2", &format!("threads = {bad}")));
         assert_eq!(
             e,
-            [format!("3:1: [datapath] threads = {bad} out of range 1..=64")]
+            [format!(
+                "3:1: [datapath] threads = {bad} out of range 1..=64"
+            )]
         );
     }
     let e = errors_in("[datapath]\nthreads = -1\n");

@@ -201,7 +201,13 @@ mod tests {
         assert_eq!(ids, [1, 3, 5]);
         let p1 = s.port(PortId(1)).expect("port 1");
         assert_eq!(
-            (p1.kernel_drops, p1.ring_frames, p1.ring_mtu, p1.down, p1.tx_dropped),
+            (
+                p1.kernel_drops,
+                p1.ring_frames,
+                p1.ring_mtu,
+                p1.down,
+                p1.tx_dropped
+            ),
             (7, 2048, 1450, true, 2)
         );
         assert_eq!(s.port(PortId(3)).map(|p| p.ring_mtu), Some(0));

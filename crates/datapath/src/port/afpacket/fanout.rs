@@ -204,4 +204,3 @@ fn fanout_arg(fd: i32) -> io::Result<u32> {
         Ok(v as u32)
     }
 }
-

@@ -133,9 +133,16 @@ fn each_frame_once(ignore_outgoing: bool) {
         send_all(&mut group[1], &out);
         send_all(&mut host, &out);
         let back = drain(&mut group, 1, Duration::from_millis(300));
-        assert!(back.iter().all(Vec::is_empty), "outgoing came back: {back:?}");
+        assert!(
+            back.iter().all(Vec::is_empty),
+            "outgoing came back: {back:?}"
+        );
         let at_peer = drain(std::slice::from_mut(&mut peer), 300, Duration::from_secs(2));
-        assert_eq!(at_peer[0].len(), 300, "transmitted by both members and the host");
+        assert_eq!(
+            at_peer[0].len(),
+            300,
+            "transmitted by both members and the host"
+        );
     });
     if !ran {
         eprintln!("skipped: needs root and iproute2");
