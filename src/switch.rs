@@ -311,8 +311,15 @@ impl Switch {
     /// The datapath threads' counters, summed, each port's included (summed over its
     /// sockets); each thread publishes its own every 100 ms.
     pub fn datapath_stats(&self) -> DpStats {
-        let snapshots: Vec<DpStats> = self
-            .handles()
+        match <[DpStats; 1]>::try_from(self.datapath_thread_stats()) {
+            Ok([one]) => one,
+            Err(all) => DpStats::sum(&all),
+        }
+    }
+
+    /// Each datapath thread's own counters (its sockets' only), by thread.
+    pub fn datapath_thread_stats(&self) -> Vec<DpStats> {
+        self.handles()
             .iter()
             .map(|h| {
                 h.stats
@@ -320,11 +327,7 @@ impl Switch {
                     .unwrap_or_else(PoisonError::into_inner)
                     .clone()
             })
-            .collect();
-        match <[DpStats; 1]>::try_from(snapshots) {
-            Ok([one]) => one,
-            Err(all) => DpStats::sum(&all),
-        }
+            .collect()
     }
 
     /// First packets dropped because the datapath's packet-out queue was full.
@@ -459,4 +462,52 @@ fn datapath_loop(
         }
     }
     *stats.lock().unwrap_or_else(PoisonError::into_inner) = dp.stats();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datapath::slowpath::upcall::Verdict;
+
+    fn verdict(origin: usize, tag: u8) -> Verdict {
+        Verdict {
+            key: datapath::FlowKey::default(),
+            in_port: PortId(1),
+            packet: vec![tag],
+            actions: datapath::Actions::new(Vec::new()),
+            flow: None,
+            origin,
+        }
+    }
+
+    #[test]
+    fn verdicts_go_back_to_the_thread_that_upcalled() {
+        let (queues, outs): (Vec<_>, Vec<_>) = (0..2).map(|_| sync_channel(2)).unzip();
+        let outboxes: Vec<Outbox> = queues
+            .into_iter()
+            .map(|queue| Outbox {
+                queue,
+                waker: Waker::new().ok(),
+            })
+            .collect();
+        let drops = AtomicU64::new(0);
+        let vs = vec![
+            verdict(1, 10),
+            verdict(0, 20),
+            verdict(1, 11),
+            verdict(7, 30),
+        ];
+        deliver_verdicts(vs, &outboxes, &drops);
+        let got = |i: usize| -> Vec<u8> {
+            outs[i]
+                .try_iter()
+                .map(|po: PacketOut| po.frame[0])
+                .collect()
+        };
+        // An unknown thread's verdict goes to thread 0; a full queue drops and counts.
+        assert_eq!(got(1), [10, 11]);
+        assert_eq!(got(0), [20, 30]);
+        deliver_verdicts(vec![verdict(1, 1); 3], &outboxes, &drops);
+        assert_eq!(drops.load(Ordering::Relaxed), 1);
+    }
 }
