@@ -12,6 +12,10 @@
 //! and the switch's per-port counters are its threads' summed. Then rep3 is plugged
 //! while the switch runs (a socket per thread), forwards, and is unplugged: both its
 //! sockets are closed.
+//!
+//! Then the daemon itself with `[datapath] threads = 2` on the lab's topology: VXLAN
+//! to the remote without loss or duplicates, rings per port doubled in `flowctl stats`,
+//! and a representor plugged and unplugged by a reload on both threads.
 
 mod common;
 
@@ -297,4 +301,109 @@ fn two_threads_deliver_each_frame_once_sum_their_counters_and_hot_plug() {
     }
     assert_eq!(sockets_on(&lab.hv, &rep3_index), 0, "rep3's sockets closed");
     switch.stop();
+}
+
+/// The packet sockets on `dev` in `hv`.
+fn sockets_on_dev(hv: &Netns, dev: &str) -> usize {
+    let index = hv.exec(&format!("cat /sys/class/net/{dev}/ifindex"));
+    sockets_on(hv, index.trim())
+}
+
+fn reload(l: &flowd::lab::Lab) -> String {
+    use flowd::control::proto::{Request, ResponseBody};
+    match l.request(Request::Reload { allow_empty: false }) {
+        Ok(ResponseBody::Done(d)) => d.message,
+        other => panic!("reload: {other:?}\n{}", l.log()),
+    }
+}
+
+/// A port's `ring_frames` in `flowctl stats`, once every thread published it.
+fn ring_frames(l: &flowd::lab::Lab, port: &str, want: u64) -> Option<u64> {
+    use flowd::control::proto::{Request, ResponseBody};
+    let read = || match l.request(Request::Stats) {
+        Ok(ResponseBody::Stats(s)) => s
+            .ports
+            .get(port)
+            .and_then(|p| p.get("ring_frames"))
+            .copied(),
+        other => panic!("stats: {other:?}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read() != Some(want) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    read()
+}
+
+const REP2: &str = r#"
+[[port]]
+name = "rep2"
+role = "representor"
+vf = 2
+switch_id = "0x00aabbccddee"
+"#;
+
+#[test]
+fn the_daemon_with_two_datapath_threads() {
+    if !can_netns() {
+        eprintln!("skipped: needs root and iproute2");
+        return;
+    }
+    let mut l = flowd::lab::build("ftd").expect("lab topology");
+    let vf2 = Netns::new("ftd-vf2");
+    l.hv.ip(&format!(
+        "link add rep2 type veth peer name vf2 netns {}",
+        vf2.name
+    ));
+    vf2.ip("addr add 1.1.1.4/24 dev vf2");
+    vf2.ip("link set vf2 address e4:11:11:11:11:12 mtu 1450 up");
+    l.hv.ip("link set rep2 mtu 1450 up");
+    let config = flowd::lab::config_text("sim", &l.socket())
+        .replace("max_idle_ms = 10000", "max_idle_ms = 3600000\nthreads = 2");
+    let exe = flowd::lab::Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd"));
+    l.start_daemon_config(&exe, &config, &[])
+        .expect("flowd starts");
+    assert_eq!(sockets_on_dev(&l.hv, "rep0"), 2, "one socket per thread");
+
+    let out = l.vfs[0].try_exec("ping -c 30 -i 0.05 -W 2 1.1.1.3").1;
+    assert_eq!(
+        flowd::lab::ping_counts(&out),
+        Some((30, 30)),
+        "{out}\n{}",
+        l.log()
+    );
+    assert_eq!(flowd::lab::ping_duplicates(&out), 0, "{out}");
+    assert_eq!(
+        ring_frames(&l, "rep0", 2048),
+        Some(2048),
+        "two rings of 1024"
+    );
+
+    // Plugged by a reload: a socket per thread, forwarding.
+    let cfg_path = l.dir.join("flowd.toml");
+    let base = std::fs::read_to_string(&cfg_path).expect("config");
+    let plugged = base.replace("members = [\"rep0\"]", "members = [\"rep0\", \"rep2\"]") + REP2;
+    std::fs::write(&cfg_path, &plugged).expect("write config");
+    let msg = reload(&l);
+    assert!(msg.contains("representors plugged: rep2"), "{msg}");
+    assert_eq!(sockets_on_dev(&l.hv, "rep2"), 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !vf2.try_exec("ping -c 2 -i 0.2 -W 1 1.1.1.3").0 {
+        assert!(Instant::now() < deadline, "vf2 over VXLAN:\n{}", l.log());
+    }
+    let out = vf2.try_exec("ping -c 20 -i 0.05 -W 2 1.1.1.2").1;
+    assert_eq!(flowd::lab::ping_counts(&out), Some((20, 20)), "{out}");
+    assert_eq!(flowd::lab::ping_duplicates(&out), 0, "{out}");
+    assert_eq!(ring_frames(&l, "rep2", 2048), Some(2048));
+
+    // Unplugged: both sockets closed.
+    std::fs::write(&cfg_path, &base).expect("write config");
+    let msg = reload(&l);
+    assert!(msg.contains("representors unplugged: rep2"), "{msg}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sockets_on_dev(&l.hv, "rep2") > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(sockets_on_dev(&l.hv, "rep2"), 0, "rep2's sockets closed");
+    l.stop_daemon().expect("flowd stops");
 }
