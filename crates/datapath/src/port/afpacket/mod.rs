@@ -21,6 +21,10 @@
 //!   it is kept as an empty packet (which the datapath drops) and counted in
 //!   [`PortStats::rx_truncated`]. The datapath's batches take 64 KiB super-frames, so
 //!   this only happens to frames past what a super-frame can be.
+//! - Several datapath threads each get their own socket on a port
+//!   ([`AfPacketPort::open_fanout`]): the sockets are one `PACKET_FANOUT_HASH` group, so
+//!   each frame reaches one of them and a flow's frames the same one (the `fanout`
+//!   module: joining without duplicates, outgoing frames, fragments, super-frames).
 //! - [`Port::stats`] also reads the kernel's drop counter (`PACKET_STATISTICS`, reset by
 //!   the kernel on every read, so the port sums it): frames dropped because the ring or
 //!   the socket buffer was full, which flowd never saw.
