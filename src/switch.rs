@@ -195,20 +195,9 @@ impl Switch {
         if n > cores {
             tracing::warn!(threads = n, cores, "more datapath threads than cores");
         }
-        let mut per_thread: Vec<Vec<SwitchPort>> = (0..n).map(|_| Vec::new()).collect();
-        for p in ports {
-            let mut io = p.io.into_iter();
-            for list in &mut per_thread {
-                list.push(SwitchPort {
-                    id: p.id,
-                    role: p.role,
-                    io: io.next().into_iter().collect(),
-                });
-            }
-        }
         let mut datapaths = Vec::new();
         let mut outboxes = Vec::new();
-        for (i, ports) in per_thread.into_iter().enumerate() {
+        for (i, ports) in split_ports(ports, n).into_iter().enumerate() {
             let miss = Box::new(UpcallMiss(sender.for_thread(i)));
             let mut dp = Datapath::new(cfg.datapath.clone(), resolver.clone(), miss);
             let (handle, outbox) = connect(&mut dp, ports, &table, cfg.queue);
@@ -357,6 +346,22 @@ impl Drop for Switch {
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name(name.to_string()).spawn(f)
+}
+
+/// Each thread's ports: thread `i` gets every port with its `io[i]` (or none).
+fn split_ports(ports: Vec<SwitchPort>, threads: usize) -> Vec<Vec<SwitchPort>> {
+    let mut per_thread: Vec<Vec<SwitchPort>> = (0..threads).map(|_| Vec::new()).collect();
+    for p in ports {
+        let mut io = p.io.into_iter();
+        for list in &mut per_thread {
+            list.push(SwitchPort {
+                id: p.id,
+                role: p.role,
+                io: io.next().into_iter().collect(),
+            });
+        }
+    }
+    per_thread
 }
 
 /// Connects a datapath to its ports, the flow table and its queues; returns the
