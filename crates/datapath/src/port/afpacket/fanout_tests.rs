@@ -128,11 +128,12 @@ fn each_frame_once(ignore_outgoing: bool) {
         // transmits on the device (here another socket, outside the group) comes back
         // to the group.
         let mut host = AfPacketPort::open("fdr0", 32).expect("host");
-        let out: Vec<Vec<u8>> = (0..100u32).map(|s| udp_frame(7, 100_000 + s)).collect();
-        send_all(&mut group[0], &out);
-        send_all(&mut group[1], &out);
-        send_all(&mut host, &out);
-        let back = drain(&mut group, 1, Duration::from_millis(300));
+        let out =
+            |base: u32| -> Vec<Vec<u8>> { (0..100).map(|s| udp_frame(7, base + s)).collect() };
+        send_all(&mut group[0], &out(100_000));
+        send_all(&mut group[1], &out(200_000));
+        send_all(&mut host, &out(300_000));
+        let back = drain(&mut group, 300, Duration::from_millis(300));
         assert!(
             back.iter().all(Vec::is_empty),
             "outgoing came back: {back:?}"
