@@ -7,6 +7,11 @@
 //!
 //! `FLOWD_BENCH_RX=recvmmsg` receives without the ring; `FLOWD_BENCH_SINK=1` gives the
 //! remote namespace a UDP socket for the inner packets (no ICMP port-unreachable work).
+//! `FLOWD_BENCH_THREADS=1,2` runs each row with 1 and with 2 datapath threads (default
+//! 1), as `[datapath] threads` does: each thread its own `Datapath` and its own socket
+//! on each port, a port's sockets in one `PACKET_FANOUT_HASH` group; thread `i` is
+//! pinned to CPU `(1 + i) % cores` (thread 1 shares CPU 0 with trafgen on a 2-core
+//! host). The figures per CPU-second sum the threads' CPU time.
 //!
 //! Needs root, iproute2 and trafgen (`apt-get install netsniff-ng`; scripts/bench.sh
 //! installs it). Bounded: each run sends for 6 s. Prints a table; it is a benchmark, not
@@ -18,7 +23,7 @@ mod common;
 use common::{Netns, can_netns};
 use datapath::cache::FlowEntry;
 use datapath::dpif::{Datapath, DpConfig, DropMisses, PortRole};
-use datapath::port::{AfPacketPort, Port, RxMode};
+use datapath::port::{AfPacketPort, Port, PortOptions, RxMode};
 use datapath::tunnel::{StaticResolver, TunnelRoute};
 use datapath::{FlowId, Megaflow, PortId};
 use std::fmt::Write as _;
@@ -111,66 +116,99 @@ struct Run {
     pps: f64,
     vxlan_rx_pps: f64,
     offered_pps: f64,
+    /// Packets the datapath threads forwarded per second of their CPU time, summed.
+    per_cpu_second: f64,
 }
 
-/// The datapath under test, on its own thread in the hypervisor namespace, pinned to
-/// CPU 1: rep0 -> VXLAN encapsulation -> up0 toward the remote, one cached flow, until
-/// `stop` (or 20 s); its stats and its thread's CPU time.
-fn datapath_thread(
+/// The datapath under test: `threads` datapath threads (thread `i` pinned to CPU
+/// `(1 + i) % cores`), each with its own socket on rep0 and up0 (a port's sockets in
+/// one fanout group when there are several): rep0 -> VXLAN encapsulation -> up0 toward
+/// the remote, one cached flow, until `stop` (or 20 s); each thread's stats and CPU time.
+fn datapath_threads(
     lab: &Lab,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(datapath::dpif::DpStats, u64)> {
+    threads: usize,
+) -> Vec<std::thread::JoinHandle<(datapath::dpif::DpStats, u64)>> {
     let remote_mac = lab.remote.mac("eth0");
     let hv = Netns::borrowed(&lab.hv.name.clone());
-    std::thread::spawn(move || {
+    // FLOWD_BENCH_RX=recvmmsg compares with the receive path without a ring.
+    let rx = match std::env::var("FLOWD_BENCH_RX").as_deref() {
+        Ok("recvmmsg") => RxMode::Recvmmsg,
+        _ => RxMode::Ring,
+    };
+    let opts = PortOptions {
+        batch: 64,
+        rx,
+        ..PortOptions::default()
+    };
+    let (reps, ups) = std::thread::spawn(move || {
         common::enter(&hv);
-        pin_to_cpu(1);
-        // FLOWD_BENCH_RX=recvmmsg compares with the receive path without a ring.
-        let mode = match std::env::var("FLOWD_BENCH_RX").as_deref() {
-            Ok("recvmmsg") => RxMode::Recvmmsg,
-            _ => RxMode::Ring,
-        };
-        let rep = AfPacketPort::open_with("rep0", 64, mode).expect("open rep0");
-        let up = AfPacketPort::open_with("up0", 64, mode).expect("open up0");
-        println!("  receive: {:?}", rep.rx_mode());
-        let mut resolver = StaticResolver::new();
-        resolver.insert(
-            "192.168.203.56".parse().unwrap(),
-            TunnelRoute {
-                egress: PortId(2),
-                src_ip: "192.168.203.51".parse().unwrap(),
-                src_mac: up.mac(),
-                dst_mac: remote_mac,
-                mtu: up.mtu() as u16,
-                via: datapath::tunnel::Via::Uplink,
-            },
-        );
-        let cfg = DpConfig {
-            batch: 64,
-            local_vteps: vec!["192.168.203.51".parse().unwrap()],
-            ..DpConfig::default()
-        };
-        let mut dp = Datapath::new(cfg, Arc::new(resolver), Box::new(DropMisses));
-        dp.add_port(PortId(1), PortRole::Representor, Some(Box::new(rep)));
-        dp.add_port(PortId(2), PortRole::Uplink, Some(Box::new(up)));
-        dp.add_port(PortId(3), PortRole::Tunnel, None);
-        let mf: Megaflow = "in_port(1),eth_type(0x0800)".parse().unwrap();
-        let actions = "set(tunnel(tun_id=0x10,dst=192.168.203.56,ttl=64,tp_dst=4789)),3";
-        let e = FlowEntry::new(
-            FlowId(1),
-            &mf.key,
-            Arc::new(mf.mask),
-            actions.parse().unwrap(),
-            0,
-        );
-        dp.cache_mut().insert(Arc::new(e));
-        let start = Instant::now();
-        let cpu0 = thread_cpu_ns();
-        while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(20) {
-            let _ = dp.run_once(10, start.elapsed().as_millis() as u64);
-        }
-        (dp.stats(), thread_cpu_ns() - cpu0)
+        (
+            AfPacketPort::open_fanout("rep0", opts, threads).expect("open rep0"),
+            AfPacketPort::open_fanout("up0", opts, threads).expect("open up0"),
+        )
     })
+    .join()
+    .expect("open thread");
+    println!("  receive: {:?}, {threads} thread(s)", reps[0].rx_mode());
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    reps.into_iter()
+        .zip(ups)
+        .enumerate()
+        .map(|(i, (rep, up))| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                pin_to_cpu((1 + i) % cores);
+                datapath_loop(rep, up, remote_mac, &stop)
+            })
+        })
+        .collect()
+}
+
+/// One datapath thread's loop over its sockets; its stats and CPU time.
+fn datapath_loop(
+    rep: AfPacketPort,
+    up: AfPacketPort,
+    remote_mac: [u8; 6],
+    stop: &AtomicBool,
+) -> (datapath::dpif::DpStats, u64) {
+    let mut resolver = StaticResolver::new();
+    resolver.insert(
+        "192.168.203.56".parse().unwrap(),
+        TunnelRoute {
+            egress: PortId(2),
+            src_ip: "192.168.203.51".parse().unwrap(),
+            src_mac: up.mac(),
+            dst_mac: remote_mac,
+            mtu: up.mtu() as u16,
+            via: datapath::tunnel::Via::Uplink,
+        },
+    );
+    let cfg = DpConfig {
+        batch: 64,
+        local_vteps: vec!["192.168.203.51".parse().unwrap()],
+        ..DpConfig::default()
+    };
+    let mut dp = Datapath::new(cfg, Arc::new(resolver), Box::new(DropMisses));
+    dp.add_port(PortId(1), PortRole::Representor, Some(Box::new(rep)));
+    dp.add_port(PortId(2), PortRole::Uplink, Some(Box::new(up)));
+    dp.add_port(PortId(3), PortRole::Tunnel, None);
+    let mf: Megaflow = "in_port(1),eth_type(0x0800)".parse().unwrap();
+    let actions = "set(tunnel(tun_id=0x10,dst=192.168.203.56,ttl=64,tp_dst=4789)),3";
+    let e = FlowEntry::new(
+        FlowId(1),
+        &mf.key,
+        Arc::new(mf.mask),
+        actions.parse().unwrap(),
+        0,
+    );
+    dp.cache_mut().insert(Arc::new(e));
+    let start = Instant::now();
+    let cpu0 = thread_cpu_ns();
+    while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(20) {
+        let _ = dp.run_once(10, start.elapsed().as_millis() as u64);
+    }
+    (dp.stats(), thread_cpu_ns() - cpu0)
 }
 
 /// trafgen on vf0 for 6 s with the configuration in `conf_path`.
@@ -184,7 +222,7 @@ fn trafgen(lab: &Lab, conf_path: &str) -> std::process::Child {
         .expect("spawn trafgen")
 }
 
-fn run(lab: &Lab, flows: u16) -> Run {
+fn run(lab: &Lab, flows: u16, threads: usize) -> Run {
     let conf_path = format!("/tmp/flowd-trafgen-{}-{flows}.cfg", std::process::id());
     std::fs::write(&conf_path, trafgen_conf(flows)).expect("write trafgen config");
     // FLOWD_BENCH_SINK=1: a UDP socket (never read) takes the inner packets in the remote
@@ -201,7 +239,7 @@ fn run(lab: &Lab, flows: u16) -> Run {
         .expect("sink thread")
     });
     let stop = Arc::new(AtomicBool::new(false));
-    let worker = datapath_thread(lab, stop.clone());
+    let workers = datapath_threads(lab, stop.clone(), threads);
     std::thread::sleep(Duration::from_millis(300));
     let mut tg = trafgen(lab, &conf_path);
     std::thread::sleep(Duration::from_secs(1));
@@ -213,27 +251,39 @@ fn run(lab: &Lab, flows: u16) -> Run {
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(4));
     let secs = t0.elapsed().as_secs_f64();
-    let r = Run {
+    let mut r = Run {
         pps: (counter(&lab.remote, "eth0", "rx_packets") - eth0) as f64 / secs,
         vxlan_rx_pps: (counter(&lab.remote, "vxlan16", "rx_packets") - vx) as f64 / secs,
         offered_pps: (counter(&lab.hv, "rep0", "rx_packets") - offered) as f64 / secs,
+        per_cpu_second: 0.0,
     };
     let _ = tg.wait();
     stop.store(true, Ordering::Relaxed);
-    if let Ok((st, cpu_ns)) = worker.join() {
+    let (mut outputs, mut cpu_total) = (0u64, 0u64);
+    for (i, w) in workers.into_iter().enumerate() {
+        let Ok((st, cpu_ns)) = w.join() else { continue };
         println!(
-            "  datapath: rx {} hits {} outputs {} tx_dropped {} sink_drops {}",
-            st.rx, st.hits, st.exec.outputs, st.tx_dropped, st.exec.sink_drops
+            "  datapath thread {i}: rx {} hits {} outputs {} tx_dropped {} sink_drops {} kernel_drops {}",
+            st.rx,
+            st.hits,
+            st.exec.outputs,
+            st.tx_dropped,
+            st.exec.sink_drops,
+            st.ports.iter().map(|(_, p)| p.kernel_drops).sum::<u64>()
         );
         // The thread's CPU time includes the softirq work its sends trigger (the remote
-        // namespace's receive path): the cost per packet on CPU 1, whatever else runs there.
+        // namespace's receive path): the cost per packet on its CPU, whatever else runs
+        // there.
         let per_pkt = cpu_ns as f64 / st.rx.max(1) as f64;
         println!(
-            "  datapath thread: {:.2} s CPU, {per_pkt:.0} ns/packet (=> {:.0} pps with CPU 1 to itself)",
+            "  datapath thread {i}: {:.2} s CPU, {per_pkt:.0} ns/packet (=> {:.0} pps with a CPU to itself)",
             cpu_ns as f64 / 1e9,
             1e9 / per_pkt
         );
+        outputs += st.exec.outputs;
+        cpu_total += cpu_ns;
     }
+    r.per_cpu_second = outputs as f64 / (cpu_total.max(1) as f64 / 1e9);
     let _ = std::fs::remove_file(&conf_path);
     r
 }
@@ -248,24 +298,45 @@ fn main() {
         println!("afpacket: skipped (needs root, iproute2 and trafgen from netsniff-ng)");
         return;
     }
+    let threads: Vec<usize> = std::env::var("FLOWD_BENCH_THREADS")
+        .unwrap_or_else(|_| "1".into())
+        .split(',')
+        .filter_map(|t| t.trim().parse().ok())
+        .filter(|&t| t >= 1)
+        .collect();
     println!(
-        "afpacket end to end: trafgen -> rep0 -> flowd datapath (VXLAN encap, 1 thread) -> up0 -> kernel vxlan"
+        "afpacket end to end: trafgen -> rep0 -> flowd datapath (VXLAN encap, {threads:?} thread(s)) -> up0 -> kernel vxlan"
     );
-    println!(
-        "{:<10} {:>14} {:>16} {:>16} {:>16} {:>6}",
-        "flows", "offered pps", "arrived pps", "vxlan rx pps", "target", "result"
+    let header = format!(
+        "{:<8} {:<10} {:>14} {:>16} {:>16} {:>18} {:>16} {:>6}",
+        "threads",
+        "flows",
+        "offered pps",
+        "arrived pps",
+        "vxlan rx pps",
+        "pkts/CPU-second",
+        "target",
+        "result"
     );
-    for flows in [1u16, 10_000] {
-        let lab = build_lab();
-        let r = run(&lab, flows);
-        println!(
-            "{flows:<10} {:>14.0} {:>16.0} {:>16.0} {:>16} {:>6}",
-            r.offered_pps,
-            r.pps,
-            r.vxlan_rx_pps,
-            format!(">= {TARGET_PPS:.0}"),
-            if r.pps >= TARGET_PPS { "PASS" } else { "MISS" }
-        );
-        drop(lab);
+    let mut rows = Vec::new();
+    for &n in &threads {
+        for flows in [1u16, 10_000] {
+            let lab = build_lab();
+            let r = run(&lab, flows, n);
+            rows.push(format!(
+                "{n:<8} {flows:<10} {:>14.0} {:>16.0} {:>16.0} {:>18.0} {:>16} {:>6}",
+                r.offered_pps,
+                r.pps,
+                r.vxlan_rx_pps,
+                r.per_cpu_second,
+                format!(">= {TARGET_PPS:.0}"),
+                if r.pps >= TARGET_PPS { "PASS" } else { "MISS" }
+            ));
+            drop(lab);
+        }
+    }
+    println!("{header}");
+    for row in rows {
+        println!("{row}");
     }
 }

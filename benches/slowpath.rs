@@ -121,6 +121,7 @@ fn setups(e: &Engine) -> f64 {
                 key: k,
                 in_port: PortId(k.in_port),
                 packet: frame.to_vec(),
+                origin: 0,
             }],
             now,
         );

@@ -1,13 +1,25 @@
-//! [`Switch`]: the running software switch: one datapath thread, upcall handler threads
+//! [`Switch`]: the running software switch: its datapath threads, upcall handler threads
 //! and the revalidator, wired around the slow path's [`Engine`].
 //!
 //! ```text
-//! datapath thread: ports -> Datapath (EMC, classifier) --miss--> UpcallSender
-//!                      ^  ^                                         |
-//!      FlowOp queue ---'  '--- PacketOut queue <-- handler threads <'
-//!   (FlowTable::subscribe)       (first packets)   (Engine::run_handler: xlate, install)
+//! datapath thread i: its sockets -> Datapath (EMC, classifier) --miss--> UpcallSender
+//!                           ^  ^                                (origin i)    |
+//!   FlowOp queue (one per ---'  '--- PacketOut queue i <-- handler threads <--'
+//!   thread: FlowTable::subscribe)      (first packets)     (Engine::run_handler)
 //! revalidator thread: Engine::run_revalidator (idle, limit, re-xlate after changes)
 //! ```
+//!
+//! **Threads** (`SwitchConfig::threads`, `[datapath] threads`). Each datapath thread
+//! owns a whole [`Datapath`]: its flow cache, fed by its own subscription to the flow
+//! table, and one I/O per port ([`SwitchPort::io`]: the daemon opens a port's AF_PACKET
+//! sockets in one `PACKET_FANOUT_HASH` group, so each frame reaches one thread and a
+//! flow's frames the same one). A thread transmits on its own sockets: nothing is shared
+//! per packet, nothing locked. An upcall carries its thread's index and its verdict
+//! comes back to that thread's packet-out queue (a flow's first packets leave from the
+//! thread that took them, before its later ones). A port change ([`Switch::plug`],
+//! [`Switch::unplug`]) goes to every thread; [`Switch::datapath_stats`] sums the threads'
+//! counters, each port's over its sockets. With one thread (the default) there is no
+//! fanout group and this is the single datapath thread it always was.
 //!
 //! Every queue is bounded: a full upcall queue drops the packet (counted), a full
 //! packet-out queue drops the first packet (counted), and flow ops wait for the datapath
@@ -33,8 +45,10 @@ use std::time::{Duration, Instant};
 /// Settings of a [`Switch`].
 #[derive(Debug, Clone)]
 pub struct SwitchConfig {
-    /// The datapath thread.
+    /// Each datapath thread's settings.
     pub datapath: DpConfig,
+    /// Datapath threads (at least 1): each port has one I/O per thread.
+    pub threads: usize,
     /// Upcall queues and handler count.
     pub upcall: UpcallConfig,
     /// Slow path: idle time, flow limit.
@@ -55,6 +69,7 @@ impl Default for SwitchConfig {
     fn default() -> Self {
         Self {
             datapath: DpConfig::default(),
+            threads: 1,
             upcall: UpcallConfig::default(),
             engine: EngineConfig::default(),
             revalidate_every: Duration::from_millis(500),
@@ -71,8 +86,10 @@ pub struct SwitchPort {
     pub id: PortId,
     /// What it is.
     pub role: PortRole,
-    /// Its I/O (none for the tunnel port).
-    pub io: Option<Box<dyn Port>>,
+    /// Its I/O, one per datapath thread: thread `i` gets `io[i]` (a thread beyond has
+    /// the port without I/O, and drops what it would send there). Empty for a tunnel
+    /// port without a kernel path.
+    pub io: Vec<Box<dyn Port>>,
 }
 
 /// The switch's shared clock.
@@ -114,16 +131,34 @@ impl MissHandler for UpcallMiss {
     }
 }
 
+/// One datapath thread's handles, as the switch keeps them.
+struct DpHandle {
+    port_ops: Sender<PortOp>,
+    waker: Option<Waker>,
+    stats: Arc<Mutex<DpStats>>,
+}
+
+/// Where handlers deliver a datapath thread's verdicts.
+#[derive(Clone)]
+struct Outbox {
+    queue: SyncSender<PacketOut>,
+    waker: Option<Waker>,
+}
+
 /// The running switch.
 pub struct Switch {
     engine: Arc<Engine>,
     clock: Clock,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-    dp_stats: Arc<Mutex<DpStats>>,
     packet_out_drops: Arc<AtomicU64>,
-    port_ops: Mutex<Sender<PortOp>>,
-    waker: Option<Waker>,
+    datapaths: Mutex<Vec<DpHandle>>,
+    paused: Arc<AtomicBool>,
+}
+
+/// What every datapath thread shares.
+struct Shared {
+    stop: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
 }
 
@@ -149,95 +184,106 @@ impl Switch {
             counters.clone(),
         ));
         let (sender, receivers) = upcall_queues(cfg.upcall, counters);
-        let (po_tx, po_rx) = sync_channel::<PacketOut>(cfg.queue);
-        let stop = Arc::new(AtomicBool::new(false));
-        let paused = Arc::new(AtomicBool::new(cfg.paused));
-        let dp_stats = Arc::new(Mutex::new(DpStats::default()));
+        let shared = Shared {
+            stop: Arc::new(AtomicBool::new(false)),
+            paused: Arc::new(AtomicBool::new(cfg.paused)),
+        };
         let packet_out_drops = Arc::new(AtomicU64::new(0));
         let mut threads = Vec::new();
-
-        let mut dp = Datapath::new(cfg.datapath.clone(), resolver, Box::new(UpcallMiss(sender)));
-        let waker = dp.waker();
-        for p in ports {
-            dp.add_port(p.id, p.role, p.io);
+        let n = cfg.threads.max(1);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        if n > cores {
+            tracing::warn!(threads = n, cores, "more datapath threads than cores");
         }
-        let sub = table.subscribe(cfg.queue);
-        for entry in sub.initial {
-            dp.cache_mut().insert(entry);
+        let mut datapaths = Vec::new();
+        let mut outboxes = Vec::new();
+        for (i, ports) in split_ports(ports, n).into_iter().enumerate() {
+            let miss = Box::new(UpcallMiss(sender.for_thread(i)));
+            let mut dp = Datapath::new(cfg.datapath.clone(), resolver.clone(), miss);
+            let (handle, outbox) = connect(&mut dp, ports, &table, cfg.queue);
+            let stats = handle.stats.clone();
+            let (stop, paused) = (shared.stop.clone(), shared.paused.clone());
+            let name = if n == 1 {
+                "flowd-dp".to_string()
+            } else {
+                format!("flowd-dp{i}")
+            };
+            threads.push(spawn(&name, move || {
+                datapath_loop(dp, clock, &stop, &paused, &stats)
+            })?);
+            datapaths.push(handle);
+            outboxes.push(outbox);
         }
-        dp.set_flow_ops(sub.ops);
-        dp.set_packet_outs(po_rx);
-        let (port_ops, port_rx) = channel();
-        dp.set_port_ops(port_rx);
-        threads.push(spawn("flowd-dp", {
-            let (stop, stats, paused) = (stop.clone(), dp_stats.clone(), paused.clone());
-            move || datapath_loop(dp, clock, &stop, &paused, &stats)
-        })?);
-
         for (i, rx) in receivers.into_iter().enumerate() {
-            let (engine, stop, tx, drops, waker) = (
+            let (engine, stop, outboxes, drops) = (
                 engine.clone(),
-                stop.clone(),
-                po_tx.clone(),
+                shared.stop.clone(),
+                outboxes.clone(),
                 packet_out_drops.clone(),
-                waker.clone(),
             );
             threads.push(spawn(&format!("flowd-handler{i}"), move || {
-                let mut deliver = |verdicts: Vec<_>| {
-                    deliver_verdicts(verdicts, &tx, &drops);
-                    if let Some(w) = &waker {
-                        w.wake();
-                    }
-                };
+                let mut deliver = |verdicts: Vec<_>| deliver_verdicts(verdicts, &outboxes, &drops);
                 engine.run_handler(&rx, &|| clock.now(), &stop, &mut deliver);
             })?);
         }
         threads.push(spawn("flowd-reval", {
-            let (engine, stop, every) = (engine.clone(), stop.clone(), cfg.revalidate_every);
+            let (engine, stop, every) = (engine.clone(), shared.stop.clone(), cfg.revalidate_every);
             move || engine.run_revalidator(&|| clock.now(), &stop, every)
         })?);
         Ok(Self {
             engine,
             clock,
-            stop,
+            stop: shared.stop,
             threads,
-            dp_stats,
             packet_out_drops,
-            port_ops: Mutex::new(port_ops),
-            waker,
-            paused,
+            datapaths: Mutex::new(datapaths),
+            paused: shared.paused,
         })
+    }
+
+    /// The number of datapath threads.
+    pub fn datapath_threads(&self) -> usize {
+        self.handles().len()
+    }
+
+    fn handles(&self) -> std::sync::MutexGuard<'_, Vec<DpHandle>> {
+        self.datapaths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Starts receiving (after a start with [`SwitchConfig::paused`]; a no-op
     /// otherwise).
     pub fn resume(&self) {
         self.paused.store(false, Ordering::Release);
-        if let Some(w) = &self.waker {
-            w.wake();
+        for h in self.handles().iter() {
+            if let Some(w) = &h.waker {
+                w.wake();
+            }
         }
     }
 
-    /// Adds a port to the running datapath (applied before its next round).
+    /// Adds a port to every datapath thread (applied before each one's next round):
+    /// thread `i` gets `port.io[i]`.
     pub fn plug(&self, port: SwitchPort) {
-        self.port_op(PortOp::Add {
-            id: port.id,
-            role: port.role,
-            io: port.io,
-        });
+        let handles = self.handles();
+        let mut io = port.io.into_iter();
+        for h in handles.iter() {
+            send_op(
+                h,
+                PortOp::Add {
+                    id: port.id,
+                    role: port.role,
+                    io: io.next(),
+                },
+            );
+        }
     }
 
-    /// Removes a port from the running datapath; its socket is closed.
+    /// Removes a port from every datapath thread; its sockets are closed.
     pub fn unplug(&self, id: PortId) {
-        self.port_op(PortOp::Remove(id));
-    }
-
-    fn port_op(&self, op: PortOp) {
-        let tx = self.port_ops.lock().unwrap_or_else(PoisonError::into_inner);
-        // The datapath thread only stops with the switch.
-        let _ = tx.send(op);
-        if let Some(w) = &self.waker {
-            w.wake();
+        for h in self.handles().iter() {
+            send_op(h, PortOp::Remove(id));
         }
     }
 
@@ -251,12 +297,26 @@ impl Switch {
         self.clock
     }
 
-    /// The datapath thread's counters, each port's included (published every 100 ms).
+    /// The datapath threads' counters, summed, each port's included (summed over its
+    /// sockets); each thread publishes its own every 100 ms.
     pub fn datapath_stats(&self) -> DpStats {
-        self.dp_stats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        match <[DpStats; 1]>::try_from(self.datapath_thread_stats()) {
+            Ok([one]) => one,
+            Err(all) => DpStats::sum(&all),
+        }
+    }
+
+    /// Each datapath thread's own counters (its sockets' only), by thread.
+    pub fn datapath_thread_stats(&self) -> Vec<DpStats> {
+        self.handles()
+            .iter()
+            .map(|h| {
+                h.stats
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+            })
+            .collect()
     }
 
     /// First packets dropped because the datapath's packet-out queue was full.
@@ -288,19 +348,95 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinH
     std::thread::Builder::new().name(name.to_string()).spawn(f)
 }
 
+/// Each thread's ports: thread `i` gets every port with its `io[i]` (or none).
+fn split_ports(ports: Vec<SwitchPort>, threads: usize) -> Vec<Vec<SwitchPort>> {
+    let mut per_thread: Vec<Vec<SwitchPort>> = (0..threads).map(|_| Vec::new()).collect();
+    for p in ports {
+        let mut io = p.io.into_iter();
+        for list in &mut per_thread {
+            list.push(SwitchPort {
+                id: p.id,
+                role: p.role,
+                io: io.next().into_iter().collect(),
+            });
+        }
+    }
+    per_thread
+}
+
+/// Connects a datapath to its ports, the flow table and its queues; returns the
+/// switch's handle on it and where its verdicts go.
+fn connect(
+    dp: &mut Datapath,
+    ports: Vec<SwitchPort>,
+    table: &FlowTable,
+    queue: usize,
+) -> (DpHandle, Outbox) {
+    let waker = dp.waker();
+    for p in ports {
+        dp.add_port(p.id, p.role, p.io.into_iter().next());
+    }
+    let sub = table.subscribe(queue);
+    for entry in sub.initial {
+        dp.cache_mut().insert(entry);
+    }
+    dp.set_flow_ops(sub.ops);
+    let (po_tx, po_rx) = sync_channel::<PacketOut>(queue);
+    dp.set_packet_outs(po_rx);
+    let (port_ops, port_rx) = channel();
+    dp.set_port_ops(port_rx);
+    let handle = DpHandle {
+        port_ops,
+        waker: waker.clone(),
+        stats: Arc::new(Mutex::new(DpStats::default())),
+    };
+    (
+        handle,
+        Outbox {
+            queue: po_tx,
+            waker,
+        },
+    )
+}
+
+fn send_op(h: &DpHandle, op: PortOp) {
+    // A datapath thread only stops with the switch.
+    let _ = h.port_ops.send(op);
+    if let Some(w) = &h.waker {
+        w.wake();
+    }
+}
+
+/// Queues each verdict to the datapath thread its upcall came from (thread 0 if that
+/// index is unknown) and wakes the threads that got some.
 fn deliver_verdicts(
     verdicts: Vec<datapath::slowpath::upcall::Verdict>,
-    tx: &SyncSender<PacketOut>,
+    outboxes: &[Outbox],
     drops: &AtomicU64,
 ) {
+    let mut woken = 0u64;
     for v in verdicts {
+        let i = if v.origin < outboxes.len() {
+            v.origin
+        } else {
+            0
+        };
+        let Some(out) = outboxes.get(i) else { return };
         let po = PacketOut {
             key: v.key,
             frame: v.packet,
             actions: v.actions,
         };
-        if tx.try_send(po).is_err() {
+        if out.queue.try_send(po).is_err() {
             drops.fetch_add(1, Ordering::Relaxed);
+        }
+        woken |= 1 << (i % 64);
+    }
+    for (i, out) in outboxes.iter().enumerate() {
+        if woken & (1 << (i % 64)) != 0
+            && let Some(w) = &out.waker
+        {
+            w.wake();
         }
     }
 }
@@ -331,4 +467,52 @@ fn datapath_loop(
         }
     }
     *stats.lock().unwrap_or_else(PoisonError::into_inner) = dp.stats();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datapath::slowpath::upcall::Verdict;
+
+    fn verdict(origin: usize, tag: u8) -> Verdict {
+        Verdict {
+            key: datapath::FlowKey::default(),
+            in_port: PortId(1),
+            packet: vec![tag],
+            actions: datapath::Actions::new(Vec::new()),
+            flow: None,
+            origin,
+        }
+    }
+
+    #[test]
+    fn verdicts_go_back_to_the_thread_that_upcalled() {
+        let (queues, outs): (Vec<_>, Vec<_>) = (0..2).map(|_| sync_channel(2)).unzip();
+        let outboxes: Vec<Outbox> = queues
+            .into_iter()
+            .map(|queue| Outbox {
+                queue,
+                waker: Waker::new().ok(),
+            })
+            .collect();
+        let drops = AtomicU64::new(0);
+        let vs = vec![
+            verdict(1, 10),
+            verdict(0, 20),
+            verdict(1, 11),
+            verdict(7, 30),
+        ];
+        deliver_verdicts(vs, &outboxes, &drops);
+        let got = |i: usize| -> Vec<u8> {
+            outs[i]
+                .try_iter()
+                .map(|po: PacketOut| po.frame[0])
+                .collect()
+        };
+        // An unknown thread's verdict goes to thread 0; a full queue drops and counts.
+        assert_eq!(got(1), [10, 11]);
+        assert_eq!(got(0), [20, 30]);
+        deliver_verdicts(vec![verdict(1, 1); 3], &outboxes, &drops);
+        assert_eq!(drops.load(Ordering::Relaxed), 1);
+    }
 }

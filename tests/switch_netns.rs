@@ -66,7 +66,7 @@ fn open_ports(hv: &Netns) -> (Vec<SwitchPort>, [u8; 6], u32) {
             ports.push(SwitchPort {
                 id: PortId(i),
                 role: PortRole::Representor,
-                io: Some(Box::new(p)),
+                io: vec![Box::new(p)],
             });
         }
         let up = AfPacketPort::open("up0", 32).expect("open up0");
@@ -74,12 +74,12 @@ fn open_ports(hv: &Netns) -> (Vec<SwitchPort>, [u8; 6], u32) {
         ports.push(SwitchPort {
             id: UPLINK,
             role: PortRole::Uplink,
-            io: Some(Box::new(up)),
+            io: vec![Box::new(up)],
         });
         ports.push(SwitchPort {
             id: TUNNEL,
             role: PortRole::Tunnel,
-            io: None,
+            io: Vec::new(),
         });
         (ports, mac, mtu)
     })

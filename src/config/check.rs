@@ -17,6 +17,8 @@ pub mod limits {
     pub const UPCALL_QUEUE: u64 = 1 << 20;
     /// `[datapath] handler_threads`.
     pub const HANDLER_THREADS: u64 = 64;
+    /// `[datapath] threads`: datapath threads (sockets in one port's fanout group).
+    pub const THREADS: u64 = 64;
     /// `[datapath] batch`: frames per receive batch.
     pub const BATCH: u64 = 1024;
     /// `[datapath] ring_kib`: the smallest receive ring per port (64 frames of 2 KiB).
@@ -99,6 +101,7 @@ pub(super) fn check_datapath(d: &DatapathConfig, at: Range<usize>, errs: &mut Er
         d.handler_threads as u64,
         (1, limits::HANDLER_THREADS),
     );
+    check_range(errs, s, "threads", d.threads as u64, (1, limits::THREADS));
     check_range(errs, s, "batch", d.batch as u64, (1, limits::BATCH));
     check_range(
         errs,

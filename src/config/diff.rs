@@ -59,7 +59,7 @@ pub struct ConfigDiff {
     /// removed or changed in more than their MTU), and a port changing role.
     pub ports_restart: Vec<String>,
     /// `[datapath]` keys that size what the datapath allocates at start changed
-    /// (`upcall_queue`, `handler_threads`, `batch`, `mac_table_size`, `ring_kib`): a
+    /// (`upcall_queue`, `handler_threads`, `threads`, `batch`, `mac_table_size`, `ring_kib`): a
     /// restart.
     pub datapath_restart: bool,
     /// `[datapath] flow_limit` or `max_idle_ms` changed: applied live.
@@ -194,7 +194,8 @@ impl ConfigDiff {
         }
         if self.datapath_restart {
             out.push(
-                "[datapath] upcall_queue, handler_threads, batch, mac_table_size and ring_kib"
+                "[datapath] upcall_queue, handler_threads, threads, batch, mac_table_size and \
+                 ring_kib"
                     .into(),
             );
         }

@@ -107,6 +107,10 @@ pub struct DatapathConfig {
     /// busy, is dropped by the kernel (`kernel_drops`); the ring is kernel memory each
     /// port pins.
     pub ring_kib: usize,
+    /// Datapath threads (default 1, at most 64). Each opens its own socket on every
+    /// port, the sockets of a port in one `PACKET_FANOUT_HASH` group: the kernel spreads
+    /// the port's flows over the threads (a flow stays on one).
+    pub threads: usize,
 }
 
 /// The default `[datapath] ring_kib`.
@@ -125,6 +129,7 @@ impl Default for DatapathConfig {
             batch: 32,
             mac_table_size: 65_536,
             ring_kib: DEFAULT_RING_KIB,
+            threads: 1,
         }
     }
 }
@@ -638,12 +643,14 @@ impl Config {
                     a.batch,
                     a.mac_table_size,
                     a.ring_kib,
+                    a.threads,
                 ) != (
                     b.upcall_queue,
                     b.handler_threads,
                     b.batch,
                     b.mac_table_size,
                     b.ring_kib,
+                    b.threads,
                 )
             },
             flow_limits_changed: (old.datapath.flow_limit, old.datapath.max_idle_ms)

@@ -95,7 +95,7 @@ fn every_error_with_its_line() {
     assert_eq!(
         errors_of("bad_many.toml"),
         [
-            "3:1: unknown field `flow_limt`, expected one of `flow_limit`, `max_idle_ms`, `upcall_queue`, `handler_threads`, `batch`, `mac_table_size`, `ring_kib`",
+            "3:1: unknown field `flow_limt`, expected one of `flow_limit`, `max_idle_ms`, `upcall_queue`, `handler_threads`, `batch`, `mac_table_size`, `ring_kib`, `threads`",
             "6:10: unknown variant `sometimes`, expected one of `none`, `skip_sw`, `skip_hw`, `off`",
             "9:10: bad metrics listen address `localhost` (expected IP:PORT, e.g. 127.0.0.1:9369)",
             "17:8: duplicate port name `rep0` (first on line 12)",
@@ -514,7 +514,7 @@ fn the_diff_says_what_a_reload_applies_and_what_needs_a_restart() {
     assert_eq!(
         d.needs_restart(),
         [
-            "[datapath] upcall_queue, handler_threads, batch, mac_table_size and ring_kib",
+            "[datapath] upcall_queue, handler_threads, threads, batch, mac_table_size and ring_kib",
             "[evpn]"
         ]
     );
@@ -563,4 +563,28 @@ fn a_port_may_have_its_own_receive_ring() {
     new.inherit_port_ids(&c);
     let d = Config::diff(&c, &new);
     assert_eq!(d.hotplug.replugged.len(), 1, "{d:?}");
+}
+
+#[test]
+fn datapath_threads_are_bounded_at_their_line_and_need_a_restart() {
+    let c = Config::from_str("").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.datapath.threads, 1, "one datapath thread by default");
+    let text = "[datapath]\nflow_limit = 100\nthreads = 2\n";
+    let two = Config::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(two.datapath.threads, 2);
+    for bad in ["0", "65"] {
+        let e = errors_in(&text.replace("threads = 2", &format!("threads = {bad}")));
+        assert_eq!(
+            e,
+            [format!(
+                "3:1: [datapath] threads = {bad} out of range 1..=64"
+            )]
+        );
+    }
+    let e = errors_in("[datapath]\nthreads = -1\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+    // Each thread opened its sockets at start: a change is a restart, nothing else.
+    let d = Config::diff(&c, &two);
+    assert!(d.datapath_restart && d.hotplug.is_empty(), "{d:?}");
+    assert!(!Config::diff(&two, &two).datapath_restart);
 }

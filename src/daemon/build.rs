@@ -262,31 +262,18 @@ pub struct Opened {
 
 /// Opens every configured port's netdev, and for the tunnel port its path through the
 /// kernel's IP stack (for IPsec-protected paths; without it, protected paths drop and
-/// count, never fall back to an uplink). Fails on the first netdev that cannot be
-/// opened: a switch with a missing port is not started half-configured.
+/// count, never fall back to an uplink): one I/O per datapath thread (`[datapath]
+/// threads`). Fails on the first netdev that cannot be opened: a switch with a missing
+/// port is not started half-configured.
 pub fn open_ports(cfg: &Config) -> Result<Opened, BuildError> {
     let mut rx = None;
     let ports = cfg
         .ports
         .iter()
         .map(|p| {
-            let io: Option<Box<dyn Port>> = match p.role {
-                CfgRole::Tunnel => match KernelTunnel::open(&p.name, vocab::VXLAN_PORT) {
-                    Ok(k) => {
-                        rx = k
-                            .rx_control()
-                            .map_err(
-                                |e| tracing::warn!(error = %e, "kernel tunnel receive control"),
-                            )
-                            .ok();
-                        Some(Box::new(k))
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "no kernel path for IPsec-protected tunnels");
-                        None
-                    }
-                },
-                _ => Some(Box::new(open_port(p, &cfg.datapath)?)),
+            let io = match p.role {
+                CfgRole::Tunnel => tunnel_io(&p.name, cfg.datapath.threads, &mut rx),
+                _ => open_port(p, &cfg.datapath)?,
             };
             Ok(SwitchPort {
                 id: p.id,
@@ -296,6 +283,31 @@ pub fn open_ports(cfg: &Config) -> Result<Opened, BuildError> {
         })
         .collect::<Result<_, BuildError>>()?;
     Ok(Opened { ports, rx })
+}
+
+/// The tunnel port's kernel path, one per datapath thread; `rx` gets the control of the
+/// first one's receive sockets: the others only transmit (their receive filters take
+/// nothing unless told, and nobody tells them). None at all if it cannot be opened.
+fn tunnel_io(name: &str, threads: usize, rx: &mut Option<RxControl>) -> Vec<Box<dyn Port>> {
+    let mut io: Vec<Box<dyn Port>> = Vec::new();
+    for i in 0..threads.max(1) {
+        match KernelTunnel::open(name, vocab::VXLAN_PORT) {
+            Ok(k) => {
+                if i == 0 {
+                    *rx = k
+                        .rx_control()
+                        .map_err(|e| tracing::warn!(error = %e, "kernel tunnel receive control"))
+                        .ok();
+                }
+                io.push(Box::new(k));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no kernel path for IPsec-protected tunnels");
+                return Vec::new();
+            }
+        }
+    }
+    io
 }
 
 /// How a port's socket is opened: `[datapath]`'s batch, and the port's receive ring
@@ -308,12 +320,19 @@ pub fn port_options(p: &PortConfig, d: &DatapathConfig) -> PortOptions {
     }
 }
 
-/// Opens a port's AF_PACKET socket as its configuration says.
-pub fn open_port(p: &PortConfig, d: &DatapathConfig) -> Result<AfPacketPort, BuildError> {
-    AfPacketPort::open_opts(&p.name, port_options(p, d)).map_err(|source| BuildError::Port {
-        name: p.name.clone(),
-        source,
-    })
+/// Opens a port's AF_PACKET sockets as its configuration says: one per datapath thread
+/// (`[datapath] threads`), in one `PACKET_FANOUT` group when there are several, each
+/// with its own receive ring.
+pub fn open_port(p: &PortConfig, d: &DatapathConfig) -> Result<Vec<Box<dyn Port>>, BuildError> {
+    let sockets = AfPacketPort::open_fanout(&p.name, port_options(p, d), d.threads.max(1))
+        .map_err(|source| BuildError::Port {
+            name: p.name.clone(),
+            source,
+        })?;
+    Ok(sockets
+        .into_iter()
+        .map(|s| Box::new(s) as Box<dyn Port>)
+        .collect())
 }
 
 /// Local VTEP addresses: VXLAN to one of these is decapsulated. The networks' explicit
@@ -429,6 +448,7 @@ pub fn switch_config(
             flow_limit: d.flow_limit,
             ..EngineConfig::default()
         },
+        threads: d.threads.max(1),
         clock,
         paused,
         ..SwitchConfig::default()

@@ -2,14 +2,15 @@
 //!
 //! A VM's VF comes and goes with the VM: its representor must join and leave the switch
 //! without a restart. A reload applies added, removed and changed representors:
-//! - a plugged port's netdev is looked up and its AF_PACKET socket opened first (a
-//!   failure changes nothing and fails the reload);
-//! - an unplugged port leaves the datapath thread, the stations learned behind it are
+//! - a plugged port's netdev is looked up and its AF_PACKET sockets opened first, one
+//!   per datapath thread in one fanout group (a failure changes nothing and fails the
+//!   reload);
+//! - an unplugged port leaves every datapath thread, the stations learned behind it are
 //!   forgotten (flows toward them are translated again), and every flow that enters by
 //!   it or outputs to it is deleted with its filter;
 //! - the offload worker, after the requests queued before, drops unplugged ports and
 //!   prepares plugged ones (tc: the ingress qdisc); then plugged ports join the
-//!   datapath thread.
+//!   datapath threads, each its own socket.
 //!
 //! A changed representor (new VF number, switch id or `ring_kib`) is unplugged and plugged again
 //! under the same port number. A changed `mtu` is not a port change: the reload sets
@@ -72,7 +73,7 @@ impl Daemon {
             self.switch.plug(SwitchPort {
                 id: info.id,
                 role: PortRole::Representor,
-                io: Some(Box::new(io)),
+                io,
             });
         }
         Ok(lines)

@@ -252,7 +252,7 @@ impl Daemon {
                 self.switch.plug(SwitchPort {
                     id: u.now.id,
                     role: build::role(u.role),
-                    io: Some(Box::new(io)),
+                    io,
                 });
                 self.counters.ports_reopened.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(port = %u.now.name, ifindex = %u.now.ifindex, mtu = u.now.mtu, "port reopened");

@@ -29,6 +29,7 @@
 //! allocates. Flow changes arrive as [`FlowOp`]s and slow-path decisions for upcalled
 //! packets as [`PacketOut`]s, both through bounded queues drained between batches.
 
+mod merge;
 mod poll;
 mod rx;
 #[cfg(test)]

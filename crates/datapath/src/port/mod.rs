@@ -20,7 +20,9 @@ mod batch;
 mod kernel;
 mod mem;
 
-pub use afpacket::{AfPacketPort, DEFAULT_RING_BYTES, Poller, PortOptions, RxMode, Waker};
+pub use afpacket::{
+    AfPacketPort, DEFAULT_RING_BYTES, MAX_FANOUT, Poller, PortOptions, RxMode, Waker,
+};
 pub use batch::PacketBatch;
 pub use kernel::{KernelTunnel, KernelTunnelStats, RxControl, mark_mac};
 pub use mem::{MemPort, MemPortHandle, NullPort};

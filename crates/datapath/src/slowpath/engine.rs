@@ -343,6 +343,7 @@ impl Engine {
                 packet: up.packet,
                 actions: d.actions.clone(),
                 flow: d.flow,
+                origin: up.origin,
             };
         }
         let seq = self.seq.load(Ordering::Acquire);
@@ -362,6 +363,7 @@ impl Engine {
             packet: up.packet,
             actions: x.actions,
             flow,
+            origin: up.origin,
         }
     }
 

@@ -45,6 +45,9 @@ pub struct Upcall {
     pub in_port: PortId,
     /// A copy of the frame.
     pub packet: Vec<u8>,
+    /// The datapath thread that sent it (its index; 0 with one thread): its
+    /// [`Verdict`] goes back to that thread, which keeps a flow's packets in order.
+    pub origin: usize,
 }
 
 /// A handled upcall: the packet and what to do with it.
@@ -61,6 +64,8 @@ pub struct Verdict {
     pub actions: Actions,
     /// The flow installed for it, if any (none when the table refused it).
     pub flow: Option<FlowId>,
+    /// The datapath thread the upcall came from ([`Upcall::origin`]).
+    pub origin: usize,
 }
 
 /// Upcall queue settings.
@@ -216,6 +221,8 @@ pub struct UpcallSender {
     half: usize,
     share: usize,
     counters: Arc<UpcallCounters>,
+    /// The datapath thread this sender belongs to ([`Upcall::origin`]).
+    origin: usize,
 }
 
 /// A handler's end of its upcall queue.
@@ -268,11 +275,21 @@ pub fn upcall_queues(
         half: config.capacity / 2,
         share: config.port_share(),
         counters,
+        origin: 0,
     };
     (sender, receivers)
 }
 
 impl UpcallSender {
+    /// The sender of datapath thread `origin`: the same queues, its upcalls marked as
+    /// that thread's.
+    pub fn for_thread(&self, origin: usize) -> Self {
+        Self {
+            origin,
+            ..self.clone()
+        }
+    }
+
     /// Queues a miss without blocking; on failure the packet is dropped and counted.
     pub fn send(&self, key: &FlowKey, frame: &[u8]) -> Result<(), UpcallDrop> {
         if frame.len() > self.max_frame {
@@ -297,6 +314,7 @@ impl UpcallSender {
             key: *key,
             in_port,
             packet: frame.to_vec(),
+            origin: self.origin,
         };
         match queue.tx.try_send(up) {
             Ok(()) => {

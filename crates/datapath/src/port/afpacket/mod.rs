@@ -21,6 +21,10 @@
 //!   it is kept as an empty packet (which the datapath drops) and counted in
 //!   [`PortStats::rx_truncated`]. The datapath's batches take 64 KiB super-frames, so
 //!   this only happens to frames past what a super-frame can be.
+//! - Several datapath threads each get their own socket on a port
+//!   ([`AfPacketPort::open_fanout`]): the sockets are one `PACKET_FANOUT_HASH` group, so
+//!   each frame reaches one of them and a flow's frames the same one (the `fanout`
+//!   module: joining without duplicates, outgoing frames, fragments, super-frames).
 //! - [`Port::stats`] also reads the kernel's drop counter (`PACKET_STATISTICS`, reset by
 //!   the kernel on every read, so the port sums it): frames dropped because the ring or
 //!   the socket buffer was full, which flowd never saw.
@@ -115,6 +119,9 @@
 //! This is the one module of the crate with `unsafe`: the system calls and the ring.
 #![allow(unsafe_code)]
 
+mod fanout;
+#[cfg(test)]
+mod fanout_tests;
 mod mmsg;
 mod poll;
 mod ring;
@@ -122,6 +129,7 @@ mod sys;
 #[cfg(test)]
 mod tests;
 
+pub use fanout::MAX_FANOUT;
 pub use poll::{Poller, Waker};
 
 use super::{PacketBatch, Port, PortError, PortStats};
@@ -174,6 +182,8 @@ pub struct AfPacketPort {
     kernel_drops: u64,
     /// The socket lost its binding: the device is gone.
     gone: bool,
+    /// The `PACKET_FANOUT` group the socket is in ([`AfPacketPort::open_fanout`]).
+    fanout: Option<u16>,
 }
 
 // SAFETY: the raw pointers inside `hdrs`/`iovs` are scratch space, rewritten before every
@@ -273,11 +283,74 @@ impl AfPacketPort {
 
     /// Opens the socket as `opts` say.
     pub fn open_opts(name: &str, opts: PortOptions) -> Result<Self, PortError> {
+        Self::open_in(name, opts, None)
+    }
+
+    /// Opens `n` sockets on interface `name` (at most [`MAX_FANOUT`]), one per datapath
+    /// thread, in one `PACKET_FANOUT_HASH` group: each frame the device receives goes
+    /// to exactly one of them, every frame of a flow to the same one (see the `fanout`
+    /// module for the hash, the join without duplicates, and outgoing frames). Each
+    /// socket has its own receive ring as `opts` say, and transmits on its own. With
+    /// `n` = 1, one plain socket ([`Self::open_opts`]).
+    pub fn open_fanout(name: &str, opts: PortOptions, n: usize) -> Result<Vec<Self>, PortError> {
+        Self::open_group(name, opts, n, true)
+    }
+
+    /// As [`Self::open_fanout`]; `ignore_outgoing` false makes the group without the
+    /// kernel's `PACKET_FANOUT_FLAG_IGNORE_OUTGOING` (the older kernels' way; tests).
+    pub(crate) fn open_group(
+        name: &str,
+        opts: PortOptions,
+        n: usize,
+        ignore_outgoing: bool,
+    ) -> Result<Vec<Self>, PortError> {
+        if n <= 1 {
+            return Ok(vec![Self::open_opts(name, opts)?]);
+        }
+        if n > MAX_FANOUT {
+            return Err(PortError::Io {
+                op: "PACKET_FANOUT",
+                port: name.to_string(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{n} sockets in one group (at most {MAX_FANOUT})"),
+                ),
+            });
+        }
+        let mut group = fanout::Group::new(ignore_outgoing);
+        let ports = (0..n)
+            .map(|_| Self::open_in(name, opts, Some(&mut group)))
+            .collect::<Result<Vec<_>, _>>()?;
+        for p in &ports {
+            group
+                .open_up(p.fd.as_raw_fd())
+                .map_err(|e| sys_io("SO_ATTACH_FILTER", name, e))?;
+        }
+        Ok(ports)
+    }
+
+    /// Opens one socket, joined to `group` if given (filtered until the caller opens it
+    /// up).
+    fn open_in(
+        name: &str,
+        opts: PortOptions,
+        group: Option<&mut fanout::Group>,
+    ) -> Result<Self, PortError> {
         let fd = packet_socket(name)?;
         let raw = fd.as_raw_fd();
         let Device { ifindex, mtu, mac } = Device::query(raw, name)?;
         let (vnet, ring) = configure(raw, name, mtu, &opts)?;
+        if group.is_some() {
+            fanout::Group::before_bind(raw).map_err(|e| sys_io("SO_ATTACH_FILTER", name, e))?;
+        }
         bind_promisc(raw, name, ifindex)?;
+        let fanout = match group {
+            Some(g) => {
+                g.join(raw).map_err(|e| sys_io("PACKET_FANOUT", name, e))?;
+                g.id()
+            }
+            None => None,
+        };
         let batch = opts.batch.max(1);
         Ok(Self {
             name: name.to_string(),
@@ -300,7 +373,13 @@ impl AfPacketPort {
             errors: 0,
             kernel_drops: 0,
             gone: false,
+            fanout,
         })
+    }
+
+    /// The `PACKET_FANOUT` group the socket is in, if any.
+    pub fn fanout_group(&self) -> Option<u16> {
+        self.fanout
     }
 
     /// The interface's MAC address.

@@ -121,6 +121,15 @@ pub(super) fn sys_err(op: &'static str, port: &str) -> PortError {
     }
 }
 
+/// An error of `op` on `port`.
+pub(super) fn sys_io(op: &'static str, port: &str, source: io::Error) -> PortError {
+    PortError::Io {
+        op,
+        port: port.to_string(),
+        source,
+    }
+}
+
 /// An interface request for `name`; None if the name does not fit.
 pub(super) fn ifreq(name: &str) -> Option<libc::ifreq> {
     // SAFETY: all-zero is a valid ifreq.

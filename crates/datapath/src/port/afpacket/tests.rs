@@ -42,7 +42,7 @@ fn ring_geometry_fits_frames_in_blocks() {
 
 /// Runs `f` on a thread in a fresh network namespace with a veth pair `fdr0`/`fdr1`
 /// (MTU 1500, up); false (test skipped) without root or iproute2.
-fn in_veth_netns(f: impl FnOnce() + Send + 'static) -> bool {
+pub(super) fn in_veth_netns(f: impl FnOnce() + Send + 'static) -> bool {
     std::thread::spawn(move || {
         // SAFETY: unshare only moves the calling thread (ours, short-lived) into a
         // new network namespace.

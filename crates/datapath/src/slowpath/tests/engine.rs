@@ -53,6 +53,7 @@ fn up(k: FlowKey) -> Upcall {
         key: k,
         in_port: PortId(k.in_port),
         packet: vec![k.eth_src[5]; 60],
+        origin: 0,
     }
 }
 
