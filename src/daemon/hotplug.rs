@@ -69,6 +69,13 @@ impl Daemon {
             in_force.to_vec(),
             opened.iter().map(|(info, _)| info.clone()).collect(),
         );
+        // A port plugged again (its id inherited) may install flows again.
+        self.switch.engine().configure(|sp| {
+            for (info, _) in &opened {
+                sp.plug_port(info.id);
+            }
+            ((), Vec::new())
+        });
         for (info, io) in opened {
             self.switch.plug(SwitchPort {
                 id: info.id,

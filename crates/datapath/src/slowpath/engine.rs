@@ -451,6 +451,12 @@ impl Engine {
             self.counters.install_failed.fetch_add(1, Relaxed);
             return None;
         };
+        // Checked after the put: an unplug deletes the port's flows after marking it,
+        // so a flow it did not see is seen here (the packet is still forwarded).
+        if self.read().is_unplugged(PortId(mf.key.in_port)) {
+            self.table.remove(entry.id());
+            return None;
+        }
         let new = lock(&self.metas).insert(entry.id(), x.meta).is_none();
         if new {
             self.counters.installed.fetch_add(1, Relaxed);

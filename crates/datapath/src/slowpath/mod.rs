@@ -189,6 +189,9 @@ pub struct SlowPath {
     macs: MacTable,
     /// Control-plane flood lists, per network (sorted, no duplicates, never empty).
     flood: FastMap<NetworkId, Vec<IpAddr>>,
+    /// Ports unplugged ([`SlowPath::forget_port`]) and not plugged again: no flow
+    /// entering by them is installed (an upcall still queued when its port left).
+    unplugged: FastMap<crate::PortId, ()>,
 }
 
 impl SlowPath {
@@ -199,6 +202,7 @@ impl SlowPath {
             networks: Networks::new(),
             macs: MacTable::new(mac),
             flood: FastMap::default(),
+            unplugged: FastMap::default(),
         }
     }
 
@@ -298,12 +302,25 @@ impl SlowPath {
     /// Forgets every station located behind `port` (an unplugged port): one change per
     /// station, so flows toward it are translated again (and flood until it is learned
     /// elsewhere).
+    /// Until [`SlowPath::plug_port`], no flow entering by the port is installed
+    /// ([`SlowPath::is_unplugged`]): upcalls of its last packets may still be queued.
     pub fn forget_port(&mut self, port: crate::PortId) -> Vec<Change> {
+        self.unplugged.insert(port, ());
         self.macs
             .remove_where(|_, e| matches!(e.location(), Location::Local(a) if a.port == port))
             .into_iter()
             .map(Change::Mac)
             .collect()
+    }
+
+    /// A port (plugged again) whose flows may be installed again.
+    pub fn plug_port(&mut self, port: crate::PortId) {
+        self.unplugged.remove(&port);
+    }
+
+    /// Whether the port was unplugged and not plugged again.
+    pub fn is_unplugged(&self, port: crate::PortId) -> bool {
+        self.unplugged.contains_key(&port)
     }
 
     /// A network's control-plane flood list (empty when it has none).

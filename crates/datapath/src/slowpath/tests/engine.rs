@@ -310,6 +310,31 @@ fn handler_thread_and_revalidator_run_and_stop() {
 }
 
 #[test]
+fn an_upcall_from_an_unplugged_port_installs_nothing_until_it_is_plugged_again() {
+    let (e, rec) = engine(100);
+    // An upcall still queued when its port left (hot-plug forgets the port first).
+    e.configure(|sp| ((), sp.forget_port(PortId(1))));
+    let v = e.handle(vec![up(frame(1, mac(0xa), mac(0xb)))], secs(0));
+    assert_eq!(v.len(), 1, "the packet still gets its verdict");
+    assert_eq!(v[0].flow, None);
+    assert_eq!(e.table().len(), 0, "no flow enters by an unplugged port");
+    assert!(
+        rec.events.lock().unwrap().is_empty(),
+        "the observer heard of none"
+    );
+    // Another port is not affected; the port plugged again installs again.
+    e.handle(vec![up(frame(2, mac(0xb), mac(0xa)))], secs(0));
+    assert_eq!(e.table().len(), 1);
+    e.configure(|sp| {
+        sp.plug_port(PortId(1));
+        ((), Vec::new())
+    });
+    let v = e.handle(vec![up(frame(1, mac(0xa), mac(0xb)))], secs(1));
+    assert!(v[0].flow.is_some());
+    assert_eq!(e.table().len(), 2);
+}
+
+#[test]
 fn the_revalidator_paces_itself_by_what_a_sweep_costs() {
     let ms = Duration::from_millis;
     let mut p = Pace::new(ms(500));
