@@ -26,17 +26,12 @@ impl Offloader {
 
     /// Records a put's request (re-indexing the flow when what it depends on changed)
     /// and returns its entry.
-    fn record(
-        &mut self,
-        flow: FlowId,
-        megaflow: Megaflow,
-        actions: Actions,
-        paths: Vec<TunnelPath>,
-    ) -> &mut FlowEntry {
+    fn record(&mut self, entry: Arc<CacheEntry>, paths: Arc<[TunnelPath]>) -> &mut Tracked {
+        let flow = entry.id();
         let same = self
             .flows
             .get(&flow)
-            .is_some_and(|e| e.megaflow == megaflow && e.actions == actions && e.paths == paths);
+            .is_some_and(|e| same_flow(&e.entry, &e.paths, &entry, &paths));
         if !same {
             let old = self.flows.remove(&flow);
             if let Some(old) = &old {
@@ -45,15 +40,15 @@ impl Offloader {
             let (placement, installed, stats, attempts) = match old {
                 Some(o) => (o.placement, o.installed, o.stats, o.attempts),
                 None => (
-                    Placement::software(SoftwareReason::Pending),
+                    self.shared
+                        .get(Placement::software(SoftwareReason::Pending)),
                     None,
                     RuleStats::default(),
                     0,
                 ),
             };
-            let e = FlowEntry {
-                megaflow,
-                actions,
+            let e = Tracked {
+                entry,
                 paths,
                 placement,
                 installed,
@@ -79,18 +74,14 @@ impl Offloader {
                     self.capacity_waiting.remove(&flow);
                     if let Some(e) = self.flows.remove(&flow) {
                         self.unindex(flow, &e);
-                        if let Some((h, _)) = e.installed {
-                            removes.push((flow, h, true));
+                        if let Some(i) = e.installed {
+                            removes.push((flow, i.handle, true));
                         }
                     }
                 }
-                FlowRequest::Put {
-                    flow,
-                    megaflow,
-                    actions,
-                    paths,
-                } => {
-                    let prepared = self.prepare(&megaflow, &actions, &paths);
+                FlowRequest::Put { entry, paths } => {
+                    let flow = entry.id();
+                    let prepared = self.prepare(&entry.megaflow(), entry.actions(), &paths);
                     let fresh = self.flows.get(&flow).is_none_or(|e| e.installed.is_none());
                     let adopted = if fresh {
                         self.adopt_kept(&prepared)
@@ -103,26 +94,39 @@ impl Offloader {
                         adopted.as_ref().filter(|(_, same)| *same).map(|(k, _)| {
                             offloaded(self.backend.as_ref(), &self.ports, k.rule.ingress, k.hw)
                         });
-                    let entry = self.record(flow, megaflow, actions, paths);
-                    if let Some((k, _)) = adopted {
-                        entry.installed = Some((k.handle, k.rule));
+                    let adopted = adopted.map(|(k, _)| {
+                        let fingerprint = self.fingerprint(&k.rule);
+                        (k, fingerprint)
+                    });
+                    let shared_adopted = adopted_placement.clone().map(|p| self.shared.get(p));
+                    let refused = prepared
+                        .as_ref()
+                        .err()
+                        .map(|reason| self.shared.get(Placement::software(reason.clone())));
+                    let prepared_fp = prepared.as_ref().ok().map(|r| self.fingerprint(r));
+                    let entry = self.record(entry, paths);
+                    if let Some((k, fingerprint)) = adopted {
+                        entry.installed = Some(InstalledRule {
+                            handle: k.handle,
+                            fingerprint,
+                        });
                         entry.stats = k.stats;
                     }
-                    if let Some(p) = adopted_placement {
-                        entry.placement = p.clone();
+                    if let (Some(p), Some(shared)) = (adopted_placement, shared_adopted) {
+                        entry.placement = shared;
                         touched.push((flow, p));
                     }
-                    match (prepared, entry.installed.as_ref()) {
-                        (Err(reason), installed) => {
+                    match (prepared, entry.installed) {
+                        (Err(_), installed) => {
                             let withdrawn = installed.is_some();
-                            if let Some((h, _)) = installed {
-                                removes.push((flow, *h, false));
+                            if let Some(i) = installed {
+                                removes.push((flow, i.handle, false));
                             }
                             entry.installed = None;
                             entry.attempts = 0;
-                            let p = Placement::software(reason);
+                            let p = refused.expect("a refusal has its placement");
                             // A verdict that did not change is not news.
-                            let changed = entry.placement != p;
+                            let changed = *entry.placement != *p;
                             entry.placement = p.clone();
                             if withdrawn {
                                 self.counters.to_software += 1;
@@ -130,11 +134,11 @@ impl Offloader {
                             self.cancel_retry(flow);
                             self.capacity_waiting.remove(&flow);
                             if changed {
-                                touched.push((flow, p));
+                                touched.push((flow, (*p).clone()));
                             }
                         }
-                        (Ok(rule), Some((_, old))) if *old == rule => {}
-                        (Ok(rule), Some((h, _))) => replaces.push((flow, *h, rule)),
+                        (Ok(_), Some(i)) if Some(i.fingerprint) == prepared_fp => {}
+                        (Ok(rule), Some(i)) => replaces.push((flow, i.handle, rule)),
                         (Ok(rule), None) => installs.push((flow, rule)),
                     }
                 }
@@ -214,7 +218,7 @@ impl Offloader {
         for ((flow, rule), res) in installs.into_iter().zip(results) {
             let (installed, placement) =
                 self.outcome(flow, res, late.as_ref(), &rule, &mut withdraw);
-            self.settle(flow, installed.map(|h| (h, rule)), placement, touched);
+            self.settle(flow, installed.map(|h| (h, &rule)), placement, touched);
         }
         self.withdraw(withdraw);
     }
@@ -240,7 +244,7 @@ impl Offloader {
             }
             let (installed, placement) =
                 self.outcome(flow, res, late.as_ref(), &rule, &mut withdraw);
-            self.settle(flow, installed.map(|h| (h, rule)), placement, touched);
+            self.settle(flow, installed.map(|h| (h, &rule)), placement, touched);
         }
         self.withdraw(withdraw);
     }
@@ -278,11 +282,19 @@ impl Offloader {
     fn settle(
         &mut self,
         flow: FlowId,
-        installed: Option<(RuleHandle, FlowerRule)>,
+        installed: Option<(RuleHandle, &FlowerRule)>,
         placement: Placement,
         touched: &mut Vec<(FlowId, Placement)>,
     ) {
         tracing::debug!(%flow, %placement, "offload: placed");
+        if !self.flows.contains_key(&flow) {
+            return;
+        }
+        let installed = installed.map(|(handle, rule)| InstalledRule {
+            handle,
+            fingerprint: self.fingerprint(rule),
+        });
+        let shared = self.shared.get(placement.clone());
         let Some(e) = self.flows.get_mut(&flow) else {
             return;
         };
@@ -308,7 +320,7 @@ impl Offloader {
         };
         e.attempts = if retry { e.attempts + 1 } else { 0 };
         let attempts = e.attempts;
-        e.placement = placement;
+        e.placement = shared;
         if retry {
             self.schedule_retry(flow, attempts);
         } else {
