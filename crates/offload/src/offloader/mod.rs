@@ -693,12 +693,16 @@ mod tests {
 
     #[test]
     fn a_put_built_from_a_megaflow_is_that_flow() {
-        let mut key = datapath::FlowKey::default();
-        key.in_port = 3;
-        key.eth_dst = [2, 0, 0, 0, 0, 1];
-        let mut mask = datapath::FlowMask::default();
-        mask.in_port = u32::MAX;
-        mask.eth_dst = [0xff; 6];
+        let key = datapath::FlowKey {
+            in_port: 3,
+            eth_dst: [2, 0, 0, 0, 0, 1],
+            ..Default::default()
+        };
+        let mask = datapath::FlowMask(datapath::FlowKey {
+            in_port: u32::MAX,
+            eth_dst: [0xff; 6],
+            ..Default::default()
+        });
         let mf = Megaflow::new(&key, &mask);
         let actions = Actions::new(vec![Action::Output(PortId(4))]);
         let r = FlowRequest::put(FlowId(9), mf, actions.clone(), Vec::new());
