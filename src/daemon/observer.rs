@@ -292,3 +292,46 @@ impl FlowObserver for FlowHooks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn path(last: u8, role: TunnelRole) -> TunnelPath {
+        TunnelPath {
+            key: LookupKey {
+                dst: IpAddr::V4(Ipv4Addr::new(192, 0, 2, last)),
+                src: None,
+                mark: 0,
+            },
+            role,
+        }
+    }
+
+    #[test]
+    fn flows_with_the_same_paths_share_one_list() {
+        let mut lists = PathLists::default();
+        let a = lists.get(vec![path(1, TunnelRole::Encap)]);
+        let b = lists.get(vec![path(1, TunnelRole::Encap)]);
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = lists.get(vec![path(2, TunnelRole::Encap)]);
+        assert!(!Arc::ptr_eq(&a, &c));
+        // Lists nobody holds leave; held ones stay shared.
+        for i in 0..200u8 {
+            lists.get(vec![path(i, TunnelRole::Decap)]);
+        }
+        assert!(lists.lists.len() <= 128, "{}", lists.lists.len());
+        assert!(Arc::ptr_eq(
+            &a,
+            &lists.get(vec![path(1, TunnelRole::Encap)])
+        ));
+    }
+
+    #[test]
+    fn a_flows_keys_are_its_paths_keys_once_each() {
+        let both = [path(1, TunnelRole::Encap), path(1, TunnelRole::Decap)];
+        assert_eq!(keys_of(&both), vec![both[0].key]);
+        assert!(keys_of(&[]).is_empty());
+    }
+}
