@@ -5,6 +5,15 @@
 
 use super::*;
 
+/// What a chunk asks of the backend.
+#[derive(Default)]
+struct Plan {
+    /// (flow, handle, whether the flow is forgotten).
+    removes: Vec<(FlowId, RuleHandle, bool)>,
+    replaces: Vec<(FlowId, RuleHandle, FlowerRule)>,
+    installs: Vec<(FlowId, FlowerRule)>,
+}
+
 impl Offloader {
     /// Processes requests in order, batching backend calls; returns the new
     /// placements of the flows touched.
@@ -64,9 +73,7 @@ impl Offloader {
     /// One chunk: each flow at most once, so removes, replaces and installs can be
     /// batched independently.
     fn process_chunk(&mut self, chunk: Vec<FlowRequest>, touched: &mut Vec<(FlowId, Placement)>) {
-        let mut removes: Vec<(FlowId, RuleHandle, bool)> = Vec::new(); // (flow, handle, forget flow)
-        let mut replaces: Vec<(FlowId, RuleHandle, FlowerRule)> = Vec::new();
-        let mut installs: Vec<(FlowId, FlowerRule)> = Vec::new();
+        let mut plan = Plan::default();
         for r in chunk {
             match r {
                 FlowRequest::Remove { flow } => {
@@ -75,78 +82,88 @@ impl Offloader {
                     if let Some(e) = self.flows.remove(&flow) {
                         self.unindex(flow, &e);
                         if let Some(i) = e.installed {
-                            removes.push((flow, i.handle, true));
+                            plan.removes.push((flow, i.handle, true));
                         }
                     }
                 }
                 FlowRequest::Put { entry, paths } => {
-                    let flow = entry.id();
-                    let prepared = self.prepare(&entry.megaflow(), entry.actions(), &paths);
-                    let fresh = self.flows.get(&flow).is_none_or(|e| e.installed.is_none());
-                    let adopted = if fresh {
-                        self.adopt_kept(&prepared)
-                    } else {
-                        None
-                    };
-                    // A previous run's rule for this very match is taken over: as it
-                    // is (offloaded at once, no request), or replaced in place below.
-                    let adopted_placement =
-                        adopted.as_ref().filter(|(_, same)| *same).map(|(k, _)| {
-                            offloaded(self.backend.as_ref(), &self.ports, k.rule.ingress, k.hw)
-                        });
-                    let adopted = adopted.map(|(k, _)| {
-                        let fingerprint = self.fingerprint(&k.rule);
-                        (k, fingerprint)
-                    });
-                    let shared_adopted = adopted_placement.clone().map(|p| self.shared.get(p));
-                    let refused = prepared
-                        .as_ref()
-                        .err()
-                        .map(|reason| self.shared.get(Placement::software(reason.clone())));
-                    let prepared_fp = prepared.as_ref().ok().map(|r| self.fingerprint(r));
-                    let entry = self.record(entry, paths);
-                    if let Some((k, fingerprint)) = adopted {
-                        entry.installed = Some(InstalledRule {
-                            handle: k.handle,
-                            fingerprint,
-                        });
-                        entry.stats = k.stats;
-                    }
-                    if let (Some(p), Some(shared)) = (adopted_placement, shared_adopted) {
-                        entry.placement = shared;
-                        touched.push((flow, p));
-                    }
-                    match (prepared, entry.installed) {
-                        (Err(_), installed) => {
-                            let withdrawn = installed.is_some();
-                            if let Some(i) = installed {
-                                removes.push((flow, i.handle, false));
-                            }
-                            entry.installed = None;
-                            entry.attempts = 0;
-                            let p = refused.expect("a refusal has its placement");
-                            // A verdict that did not change is not news.
-                            let changed = *entry.placement != *p;
-                            entry.placement = p.clone();
-                            if withdrawn {
-                                self.counters.to_software += 1;
-                            }
-                            self.cancel_retry(flow);
-                            self.capacity_waiting.remove(&flow);
-                            if changed {
-                                touched.push((flow, (*p).clone()));
-                            }
-                        }
-                        (Ok(_), Some(i)) if Some(i.fingerprint) == prepared_fp => {}
-                        (Ok(rule), Some(i)) => replaces.push((flow, i.handle, rule)),
-                        (Ok(rule), None) => installs.push((flow, rule)),
-                    }
+                    self.plan_put(entry, paths, &mut plan, touched)
                 }
             }
         }
-        self.run_removes(&removes);
-        self.run_replaces(replaces, touched);
-        self.run_installs(installs, touched);
+        self.run_removes(&plan.removes);
+        self.run_replaces(plan.replaces, touched);
+        self.run_installs(plan.installs, touched);
+    }
+
+    /// A put: recorded, judged, and planned as nothing to do, a remove (now refused), a
+    /// replace or an install.
+    fn plan_put(
+        &mut self,
+        entry: Arc<CacheEntry>,
+        paths: Arc<[TunnelPath]>,
+        plan: &mut Plan,
+        touched: &mut Vec<(FlowId, Placement)>,
+    ) {
+        let flow = entry.id();
+        let prepared = self.prepare(&entry.megaflow(), entry.actions(), &paths);
+        let fresh = self.flows.get(&flow).is_none_or(|e| e.installed.is_none());
+        let adopted = if fresh {
+            self.adopt_kept(&prepared)
+        } else {
+            None
+        };
+        // A previous run's rule for this very match is taken over: as it is (offloaded
+        // at once, no request), or replaced in place below.
+        let adopted_placement = adopted.as_ref().filter(|(_, same)| *same).map(|(k, _)| {
+            let p = offloaded(self.backend.as_ref(), &self.ports, k.rule.ingress, k.hw);
+            (self.shared.get(p.clone()), p)
+        });
+        let adopted = adopted.map(|(k, _)| {
+            let fingerprint = self.fingerprint(&k.rule);
+            (k, fingerprint)
+        });
+        let refused = prepared
+            .as_ref()
+            .err()
+            .map(|reason| self.shared.get(Placement::software(reason.clone())));
+        let prepared_fp = prepared.as_ref().ok().map(|r| self.fingerprint(r));
+        let entry = self.record(entry, paths);
+        if let Some((k, fingerprint)) = adopted {
+            entry.installed = Some(InstalledRule {
+                handle: k.handle,
+                fingerprint,
+            });
+            entry.stats = k.stats;
+        }
+        if let Some((shared, p)) = adopted_placement {
+            entry.placement = shared;
+            touched.push((flow, p));
+        }
+        match (prepared, entry.installed, refused) {
+            (Err(_), installed, Some(p)) => {
+                if let Some(i) = installed {
+                    plan.removes.push((flow, i.handle, false));
+                }
+                entry.installed = None;
+                entry.attempts = 0;
+                // A verdict that did not change is not news.
+                let changed = *entry.placement != *p;
+                entry.placement = p.clone();
+                if installed.is_some() {
+                    self.counters.to_software += 1;
+                }
+                self.cancel_retry(flow);
+                self.capacity_waiting.remove(&flow);
+                if changed {
+                    touched.push((flow, (*p).clone()));
+                }
+            }
+            (Ok(_), Some(i), _) if Some(i.fingerprint) == prepared_fp => {}
+            (Ok(rule), Some(i), _) => plan.replaces.push((flow, i.handle, rule)),
+            (Ok(rule), None, _) => plan.installs.push((flow, rule)),
+            (Err(_), _, None) => unreachable!("a refusal has its placement"),
+        }
     }
 
     /// During an adoption round, the kept rule a prepared rule takes over (removed from
