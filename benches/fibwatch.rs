@@ -176,12 +176,7 @@ fn offload_all(mirror: &Mirror, index: &mut KeyIndex, off: &mut Offloader) -> Du
             .map(|k| {
                 let (megaflow, actions, paths) = flow(e, k);
                 id += 1;
-                FlowRequest::Put {
-                    flow: FlowId(id),
-                    megaflow,
-                    actions,
-                    paths,
-                }
+                FlowRequest::put(FlowId(id), megaflow, actions, paths)
             })
             .collect();
         off.process(puts);

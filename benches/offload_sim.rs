@@ -124,12 +124,7 @@ fn main() {
         let puts: Vec<FlowRequest> = flows
             .iter()
             .enumerate()
-            .map(|(i, (m, a))| FlowRequest::Put {
-                flow: FlowId(i as u64),
-                paths: Vec::new(),
-                megaflow: *m,
-                actions: a.clone(),
-            })
+            .map(|(i, (m, a))| FlowRequest::put(FlowId(i as u64), *m, a.clone(), Vec::new()))
             .collect();
         for chunk in puts.chunks(BATCH) {
             black_box(off.process(chunk.to_vec()));

@@ -342,12 +342,7 @@ fn run_flowd(n: u32, cfg: TcConfig) -> Run {
     let puts: Vec<FlowRequest> = (0..n)
         .map(|i| {
             let (megaflow, actions) = flow(i);
-            FlowRequest::Put {
-                flow: FlowId(u64::from(i)),
-                megaflow,
-                actions,
-                paths: Vec::new(),
-            }
+            FlowRequest::put(FlowId(u64::from(i)), megaflow, actions, Vec::new())
         })
         .collect();
     let t0 = Instant::now();

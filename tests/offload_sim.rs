@@ -170,12 +170,7 @@ fn decap_flow(n: u32) -> (Megaflow, Actions) {
 }
 
 fn put(flow: u64, f: (Megaflow, Actions)) -> FlowRequest {
-    FlowRequest::Put {
-        flow: FlowId(flow),
-        megaflow: f.0,
-        actions: f.1,
-        paths: Vec::new(),
-    }
+    FlowRequest::put(FlowId(flow), f.0, f.1, Vec::new())
 }
 
 fn reason(o: &Offloader, flow: u64) -> String {

@@ -69,12 +69,12 @@ fn refusals_map_back_to_each_flow_with_extack() {
             m.in_port = u32::MAX;
             k.eth_dst = [2, 0, 0, 0, 0, i];
             m.eth_dst = [0xff; 6];
-            FlowRequest::Put {
-                flow: FlowId(u64::from(i)),
-                megaflow: Megaflow::new(&k, &m),
-                actions: Actions::new(vec![Action::Output(PortId(2))]),
-                paths: Vec::new(),
-            }
+            FlowRequest::put(
+                FlowId(u64::from(i)),
+                Megaflow::new(&k, &m),
+                Actions::new(vec![Action::Output(PortId(2))]),
+                Vec::new(),
+            )
         })
         .collect();
     let placed = off.process(reqs);

@@ -239,12 +239,7 @@ fn decap(eth_type: u16, macs: Option<([u8; 6], [u8; 6])>) -> (Megaflow, Actions)
 }
 
 fn put(flow: u64, f: (Megaflow, Actions)) -> FlowRequest {
-    FlowRequest::Put {
-        flow: FlowId(flow),
-        megaflow: f.0,
-        actions: f.1,
-        paths: Vec::new(),
-    }
+    FlowRequest::put(FlowId(flow), f.0, f.1, Vec::new())
 }
 
 /// The seed's six filters as megaflows (flow ids 1..=6).

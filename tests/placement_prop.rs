@@ -439,12 +439,12 @@ impl World {
             key,
             role: TunnelRole::Encap,
         }];
-        self.off.process(vec![FlowRequest::Put {
-            flow: id,
-            megaflow: mf,
-            actions: actions.clone(),
-            paths: paths.clone(),
-        }]);
+        self.off.process(vec![FlowRequest::put(
+            id,
+            mf,
+            actions.clone(),
+            paths.clone(),
+        )]);
         self.flows.push((id, mf, actions, paths));
     }
 

@@ -21,7 +21,7 @@ use datapath::slowpath::{DeleteReason, FlowObserver};
 use fibwatch::Watcher;
 use offload::FlowRequest;
 use offload::worker::OffloadWorker;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use vocab::{LookupKey, TunnelPath, TunnelRole};
@@ -68,6 +68,38 @@ pub fn tunnel_paths(
     paths
 }
 
+/// The lookup keys of a flow's paths, once each (the paths are sorted by key).
+fn keys_of(paths: &[TunnelPath]) -> Vec<LookupKey> {
+    let mut keys: Vec<LookupKey> = paths.iter().map(|p| p.key).collect();
+    keys.dedup();
+    keys
+}
+
+/// Path lists shared between flows: most flows of a host use one of a few (the same
+/// remote VTEP), so each holds an `Arc` of one instead of its own list (issue 15's
+/// memory per flow). Lists no flow holds any more leave when the set has doubled since
+/// it was last swept.
+#[derive(Debug, Default)]
+struct PathLists {
+    lists: HashSet<Arc<[TunnelPath]>>,
+    sweep_at: usize,
+}
+
+impl PathLists {
+    fn get(&mut self, paths: Vec<TunnelPath>) -> Arc<[TunnelPath]> {
+        if let Some(a) = self.lists.get(paths.as_slice()) {
+            return a.clone();
+        }
+        if self.lists.len() >= self.sweep_at {
+            self.lists.retain(|a| Arc::strong_count(a) > 1);
+            self.sweep_at = (self.lists.len() * 2).max(64);
+        }
+        let a: Arc<[TunnelPath]> = paths.into();
+        self.lists.insert(a.clone());
+        a
+    }
+}
+
 /// Counters the daemon reports.
 #[derive(Debug, Default)]
 pub struct HookCounters {
@@ -96,8 +128,11 @@ pub struct FlowHooks {
     pub clock: Clock,
     /// Each offloaded flow's packet count at the last refresh.
     last_packets: Mutex<HashMap<FlowId, u64>>,
-    /// The keys each flow holds.
-    held: Mutex<HashMap<FlowId, Vec<LookupKey>>>,
+    /// The paths each flow holds (their keys are what it acquired): the list shared with
+    /// every flow of the same paths, and with the offload worker's copy.
+    held: Mutex<HashMap<FlowId, Arc<[TunnelPath]>>>,
+    /// Path lists in use, interned.
+    paths: Mutex<PathLists>,
     /// Counters.
     pub counters: HookCounters,
 }
@@ -121,6 +156,7 @@ impl FlowHooks {
             clock,
             last_packets: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
+            paths: Mutex::new(PathLists::default()),
             counters: HookCounters::default(),
         }
     }
@@ -128,9 +164,9 @@ impl FlowHooks {
     /// The flows holding each lookup key.
     pub fn flows_by_key(&self) -> HashMap<LookupKey, Vec<FlowId>> {
         let mut out: HashMap<LookupKey, Vec<FlowId>> = HashMap::new();
-        for (flow, keys) in lock(&self.held).iter() {
-            for k in keys {
-                out.entry(*k).or_default().push(*flow);
+        for (flow, paths) in lock(&self.held).iter() {
+            for k in keys_of(paths) {
+                out.entry(k).or_default().push(*flow);
             }
         }
         out
@@ -140,10 +176,10 @@ impl FlowHooks {
     /// fibwatch first, its facts seeded into the route table, and, with `tell_offload`,
     /// given to the offload worker too (start-up adoption, before fibwatch's event
     /// stream is applied: the worker must judge the kept filters' flows on them).
-    fn acquire(&self, entry: &FlowEntry, tell_offload: bool) -> Vec<TunnelPath> {
-        let paths = tunnel_paths(entry, self.tunnel_port, &self.marks.load());
-        let mut keys: Vec<LookupKey> = paths.iter().map(|p| p.key).collect();
-        keys.dedup();
+    fn acquire(&self, entry: &FlowEntry, tell_offload: bool) -> Arc<[TunnelPath]> {
+        let paths =
+            lock(&self.paths).get(tunnel_paths(entry, self.tunnel_port, &self.marks.load()));
+        let keys = keys_of(&paths);
         for key in &keys {
             if !self.routes.acquire(*key) {
                 continue;
@@ -164,17 +200,17 @@ impl FlowHooks {
             }
         }
         if !keys.is_empty() {
-            lock(&self.held).insert(entry.id(), keys);
+            lock(&self.held).insert(entry.id(), paths.clone());
         }
         paths
     }
 
     /// Releases the keys a flow held: the last user of a key stops its tracking.
     fn release(&self, flow: FlowId) {
-        let Some(keys) = lock(&self.held).remove(&flow) else {
+        let Some(paths) = lock(&self.held).remove(&flow) else {
             return;
         };
-        for key in keys {
+        for key in keys_of(&paths) {
             if self.routes.release(&key)
                 && let Some(w) = &self.watcher
             {
@@ -183,13 +219,11 @@ impl FlowHooks {
         }
     }
 
-    fn offer_paths(&self, entry: &FlowEntry, paths: Vec<TunnelPath>, wait: bool) {
+    fn offer_paths(&self, entry: &Arc<FlowEntry>, paths: Arc<[TunnelPath]>, wait: bool) {
         if let Some(o) = &self.offload {
             self.counters.offered.fetch_add(1, Ordering::Relaxed);
             let req = FlowRequest::Put {
-                flow: entry.id(),
-                megaflow: entry.megaflow(),
-                actions: entry.actions().clone(),
+                entry: entry.clone(),
                 paths,
             };
             if wait {
@@ -203,7 +237,7 @@ impl FlowHooks {
     /// Announces a flow the slow path installed without an upcall (start-up adoption):
     /// its keys acquired like any new flow's, then offered, waiting for room in the
     /// queue.
-    pub fn announce(&self, entry: &FlowEntry) {
+    pub fn announce(&self, entry: &Arc<FlowEntry>) {
         let paths = self.acquire(entry, true);
         self.offer_paths(entry, paths, true);
     }
@@ -256,5 +290,48 @@ impl FlowObserver for FlowHooks {
             let live: std::collections::HashSet<FlowId> = flows.iter().map(|f| f.id()).collect();
             last.retain(|k, _| live.contains(k));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn path(last: u8, role: TunnelRole) -> TunnelPath {
+        TunnelPath {
+            key: LookupKey {
+                dst: IpAddr::V4(Ipv4Addr::new(192, 0, 2, last)),
+                src: None,
+                mark: 0,
+            },
+            role,
+        }
+    }
+
+    #[test]
+    fn flows_with_the_same_paths_share_one_list() {
+        let mut lists = PathLists::default();
+        let a = lists.get(vec![path(1, TunnelRole::Encap)]);
+        let b = lists.get(vec![path(1, TunnelRole::Encap)]);
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = lists.get(vec![path(2, TunnelRole::Encap)]);
+        assert!(!Arc::ptr_eq(&a, &c));
+        // Lists nobody holds leave; held ones stay shared.
+        for i in 0..200u8 {
+            lists.get(vec![path(i, TunnelRole::Decap)]);
+        }
+        assert!(lists.lists.len() <= 128, "{}", lists.lists.len());
+        assert!(Arc::ptr_eq(
+            &a,
+            &lists.get(vec![path(1, TunnelRole::Encap)])
+        ));
+    }
+
+    #[test]
+    fn a_flows_keys_are_its_paths_keys_once_each() {
+        let both = [path(1, TunnelRole::Encap), path(1, TunnelRole::Decap)];
+        assert_eq!(keys_of(&both), vec![both[0].key]);
+        assert!(keys_of(&[]).is_empty());
     }
 }

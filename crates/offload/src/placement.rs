@@ -225,3 +225,65 @@ impl fmt::Display for Placement {
         }
     }
 }
+
+/// Placements shared between flows: a million offloaded flows have a handful of
+/// distinct placements (`offloaded:yes dp:sim in_hw dev:rep0`, `pending`, ...), so each
+/// flow holds an `Arc` of one (8 bytes) instead of its own copy (72 bytes and the
+/// device's name on the heap). A small list of the placements handed out lately,
+/// searched linearly; placements no flow holds any more leave it when it is full.
+#[derive(Debug, Default)]
+pub(crate) struct PlacementCache {
+    recent: Vec<std::sync::Arc<Placement>>,
+}
+
+impl PlacementCache {
+    /// At most this many placements are remembered.
+    const MAX: usize = 64;
+
+    /// The shared copy of `p`.
+    pub(crate) fn get(&mut self, p: Placement) -> std::sync::Arc<Placement> {
+        if let Some(a) = self.recent.iter().find(|a| ***a == p) {
+            return a.clone();
+        }
+        if self.recent.len() >= Self::MAX {
+            self.recent.retain(|a| std::sync::Arc::strong_count(a) > 1);
+            if self.recent.len() >= Self::MAX {
+                self.recent.remove(0);
+            }
+        }
+        let a = std::sync::Arc::new(p);
+        self.recent.push(a.clone());
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_placements_are_one_shared_copy() {
+        let mut c = PlacementCache::default();
+        let on = |dev: &str| Placement::Offloaded {
+            backend: "sim",
+            device: dev.into(),
+            in_hw: HwState::InHw { count: 1 },
+        };
+        let a = c.get(on("rep0"));
+        let b = c.get(on("rep0"));
+        assert!(std::sync::Arc::ptr_eq(&a, &b));
+        let other = c.get(on("rep1"));
+        assert!(!std::sync::Arc::ptr_eq(&a, &other));
+        assert_eq!(*other, on("rep1"));
+        // Full: placements nobody holds make room; held ones stay shared.
+        for i in 0..200 {
+            let p = Placement::software(SoftwareReason::Retrying {
+                error: format!("e{i}"),
+                attempts: i,
+            });
+            assert_eq!(*c.get(p.clone()), p);
+        }
+        assert!(c.recent.len() <= PlacementCache::MAX);
+        assert!(std::sync::Arc::ptr_eq(&a, &c.get(on("rep0"))));
+    }
+}

@@ -25,8 +25,9 @@ use vocab::{LookupKey, PathFacts};
 /// What the worker publishes: placements, pulled counters and its own counters.
 #[derive(Debug, Default)]
 pub struct Published {
-    /// Each known flow's placement.
-    pub placements: HashMap<FlowId, Placement>,
+    /// Each known flow's placement, shared with the offloader and with every flow of the
+    /// same placement (see [`Offloader::placement_shared`]).
+    pub placements: HashMap<FlowId, Arc<Placement>>,
     /// Each offloaded flow's last counters.
     pub stats: HashMap<FlowId, RuleStats>,
     /// The offloader's counters.
@@ -54,9 +55,7 @@ impl Default for WorkerConfig {
     }
 }
 
-/// What travels to the worker thread (by value, as requests always did: boxing would
-/// cost an allocation per request).
-#[allow(clippy::large_enum_variant)]
+/// What travels to the worker thread.
 enum Msg {
     /// A flow request.
     Req(FlowRequest),
@@ -112,6 +111,8 @@ pub struct OffloadWorker {
     backlog: Arc<Mutex<Backlog>>,
     deferred: Arc<AtomicU64>,
     published: Arc<Mutex<Published>>,
+    /// The placement of a flow offered and not decided yet, shared by all of them.
+    pending: Arc<Placement>,
     thread: Option<JoinHandle<Offloader>>,
 }
 
@@ -159,6 +160,7 @@ impl OffloadWorker {
             backlog,
             deferred: Arc::new(AtomicU64::new(0)),
             published,
+            pending: Arc::new(Placement::software(SoftwareReason::Pending)),
             thread,
         }
     }
@@ -236,11 +238,11 @@ impl OffloadWorker {
     /// "pending". A flow the worker placed already keeps its placement until the worker
     /// decides again (it publishes only what changed).
     fn mark_pending(&self, req: &FlowRequest) {
-        if let FlowRequest::Put { flow, .. } = req {
+        if let FlowRequest::Put { .. } = req {
             lock(&self.published)
                 .placements
-                .entry(*flow)
-                .or_insert_with(|| Placement::software(SoftwareReason::Pending));
+                .entry(req.flow())
+                .or_insert_with(|| self.pending.clone());
         }
     }
 
@@ -261,7 +263,10 @@ impl OffloadWorker {
 
     /// A flow's placement.
     pub fn placement(&self, flow: FlowId) -> Option<Placement> {
-        lock(&self.published).placements.get(&flow).cloned()
+        lock(&self.published)
+            .placements
+            .get(&flow)
+            .map(|p| Placement::clone(p))
     }
 
     /// How many flows a filter carries, and how many are in software by reason
@@ -273,7 +278,7 @@ impl OffloadWorker {
         let mut offloaded = 0;
         let mut software = BTreeMap::new();
         for pl in p.placements.values() {
-            match pl {
+            match &**pl {
                 Placement::Software { reason } => {
                     *software.entry(reason.category()).or_default() += 1;
                 }
@@ -375,7 +380,12 @@ impl Worker {
             if Instant::now() >= next_stats {
                 let stats = off.sync_stats();
                 let mut p = lock(&self.published);
-                p.stats.extend(stats);
+                // One insert each: `extend` would reserve room for half as many again
+                // as it is given, and the map holds every offloaded flow (at a million
+                // flows that doubled its table for nothing).
+                for (flow, s) in stats {
+                    p.stats.insert(flow, s);
+                }
                 p.counters = off.counters();
                 next_stats = Instant::now() + self.cfg.stats_interval;
             }
@@ -414,7 +424,13 @@ impl Worker {
             .filter(|(f, _)| off.placement(*f).is_some())
             .collect();
         for (f, pl) in &touched {
-            p.placements.insert(*f, pl.clone());
+            // The offloader's own copy when it is this placement (it is, unless the
+            // flow was placed twice in the round).
+            let shared = match off.placement_shared(*f) {
+                Some(s) if **s == *pl => s.clone(),
+                _ => Arc::new(pl.clone()),
+            };
+            p.placements.insert(*f, shared);
         }
         p.counters = off.counters();
         drop(p);

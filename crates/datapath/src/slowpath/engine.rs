@@ -27,7 +27,7 @@ use super::hash::FastMap;
 use super::remote::{StationObserver, stations};
 use super::upcall::{Upcall, UpcallCounters, UpcallReceiver, Verdict};
 use super::{Change, ChangeSet, FlowMeta, Revalidation, SlowPath, Xlation};
-use crate::actions::Actions;
+use crate::actions::{Actions, SharedActions};
 use crate::cache::key_hash;
 use crate::cache::{FlowEntry, FlowTable};
 use crate::flow::{FlowKey, FlowMask, Megaflow};
@@ -132,6 +132,8 @@ pub struct Engine {
     sp: RwLock<SlowPath>,
     table: Arc<FlowTable>,
     metas: Mutex<FastMap<FlowId, FlowMeta>>,
+    /// The installed flows' action lists, shared between flows that do the same.
+    actions: Mutex<SharedActions>,
     pending: Mutex<Vec<Change>>,
     wake: Condvar,
     seq: AtomicU64,
@@ -226,6 +228,7 @@ impl Engine {
             sp: RwLock::new(sp),
             table,
             metas: Mutex::new(FastMap::default()),
+            actions: Mutex::new(SharedActions::default()),
             pending: Mutex::new(Vec::new()),
             wake: Condvar::new(),
             seq: AtomicU64::new(0),
@@ -443,9 +446,10 @@ impl Engine {
         owner: Option<PortId>,
     ) -> Option<(Arc<FlowEntry>, bool)> {
         use std::sync::atomic::Ordering::Relaxed;
+        let actions = lock(&self.actions).get(&x.actions);
         let put = match owner {
-            Some(p) => self.table.put_for(mf, x.actions.clone(), ms(now), p),
-            None => self.table.put(mf, x.actions.clone(), ms(now)),
+            Some(p) => self.table.put_for(mf, actions, ms(now), p),
+            None => self.table.put(mf, actions, ms(now)),
         };
         let Ok(entry) = put else {
             self.counters.install_failed.fetch_add(1, Relaxed);
@@ -497,7 +501,8 @@ impl Engine {
         let owner = self.table.owner(old.id());
         self.table.remove(old.id())?;
         lock(&self.metas).remove(&old.id());
-        let (mf, actions, used) = (old.megaflow(), x.actions.clone(), old.used());
+        let actions = lock(&self.actions).get(&x.actions);
+        let (mf, used) = (old.megaflow(), old.used());
         let put = match owner {
             Some(p) => self.table.put_for(&mf, actions, used, p),
             None => self.table.put(&mf, actions, used),

@@ -5,6 +5,15 @@
 
 use super::*;
 
+/// What a chunk asks of the backend.
+#[derive(Default)]
+struct Plan {
+    /// (flow, handle, whether the flow is forgotten).
+    removes: Vec<(FlowId, RuleHandle, bool)>,
+    replaces: Vec<(FlowId, RuleHandle, FlowerRule)>,
+    installs: Vec<(FlowId, FlowerRule)>,
+}
+
 impl Offloader {
     /// Processes requests in order, batching backend calls; returns the new
     /// placements of the flows touched.
@@ -26,17 +35,12 @@ impl Offloader {
 
     /// Records a put's request (re-indexing the flow when what it depends on changed)
     /// and returns its entry.
-    fn record(
-        &mut self,
-        flow: FlowId,
-        megaflow: Megaflow,
-        actions: Actions,
-        paths: Vec<TunnelPath>,
-    ) -> &mut FlowEntry {
+    fn record(&mut self, entry: Arc<CacheEntry>, paths: Arc<[TunnelPath]>) -> &mut Tracked {
+        let flow = entry.id();
         let same = self
             .flows
             .get(&flow)
-            .is_some_and(|e| e.megaflow == megaflow && e.actions == actions && e.paths == paths);
+            .is_some_and(|e| same_flow(&e.entry, &e.paths, &entry, &paths));
         if !same {
             let old = self.flows.remove(&flow);
             if let Some(old) = &old {
@@ -45,15 +49,15 @@ impl Offloader {
             let (placement, installed, stats, attempts) = match old {
                 Some(o) => (o.placement, o.installed, o.stats, o.attempts),
                 None => (
-                    Placement::software(SoftwareReason::Pending),
+                    self.shared
+                        .get(Placement::software(SoftwareReason::Pending)),
                     None,
                     RuleStats::default(),
                     0,
                 ),
             };
-            let e = FlowEntry {
-                megaflow,
-                actions,
+            let e = Tracked {
+                entry,
                 paths,
                 placement,
                 installed,
@@ -69,9 +73,7 @@ impl Offloader {
     /// One chunk: each flow at most once, so removes, replaces and installs can be
     /// batched independently.
     fn process_chunk(&mut self, chunk: Vec<FlowRequest>, touched: &mut Vec<(FlowId, Placement)>) {
-        let mut removes: Vec<(FlowId, RuleHandle, bool)> = Vec::new(); // (flow, handle, forget flow)
-        let mut replaces: Vec<(FlowId, RuleHandle, FlowerRule)> = Vec::new();
-        let mut installs: Vec<(FlowId, FlowerRule)> = Vec::new();
+        let mut plan = Plan::default();
         for r in chunk {
             match r {
                 FlowRequest::Remove { flow } => {
@@ -79,70 +81,89 @@ impl Offloader {
                     self.capacity_waiting.remove(&flow);
                     if let Some(e) = self.flows.remove(&flow) {
                         self.unindex(flow, &e);
-                        if let Some((h, _)) = e.installed {
-                            removes.push((flow, h, true));
+                        if let Some(i) = e.installed {
+                            plan.removes.push((flow, i.handle, true));
                         }
                     }
                 }
-                FlowRequest::Put {
-                    flow,
-                    megaflow,
-                    actions,
-                    paths,
-                } => {
-                    let prepared = self.prepare(&megaflow, &actions, &paths);
-                    let fresh = self.flows.get(&flow).is_none_or(|e| e.installed.is_none());
-                    let adopted = if fresh {
-                        self.adopt_kept(&prepared)
-                    } else {
-                        None
-                    };
-                    // A previous run's rule for this very match is taken over: as it
-                    // is (offloaded at once, no request), or replaced in place below.
-                    let adopted_placement =
-                        adopted.as_ref().filter(|(_, same)| *same).map(|(k, _)| {
-                            offloaded(self.backend.as_ref(), &self.ports, k.rule.ingress, k.hw)
-                        });
-                    let entry = self.record(flow, megaflow, actions, paths);
-                    if let Some((k, _)) = adopted {
-                        entry.installed = Some((k.handle, k.rule));
-                        entry.stats = k.stats;
-                    }
-                    if let Some(p) = adopted_placement {
-                        entry.placement = p.clone();
-                        touched.push((flow, p));
-                    }
-                    match (prepared, entry.installed.as_ref()) {
-                        (Err(reason), installed) => {
-                            let withdrawn = installed.is_some();
-                            if let Some((h, _)) = installed {
-                                removes.push((flow, *h, false));
-                            }
-                            entry.installed = None;
-                            entry.attempts = 0;
-                            let p = Placement::software(reason);
-                            // A verdict that did not change is not news.
-                            let changed = entry.placement != p;
-                            entry.placement = p.clone();
-                            if withdrawn {
-                                self.counters.to_software += 1;
-                            }
-                            self.cancel_retry(flow);
-                            self.capacity_waiting.remove(&flow);
-                            if changed {
-                                touched.push((flow, p));
-                            }
-                        }
-                        (Ok(rule), Some((_, old))) if *old == rule => {}
-                        (Ok(rule), Some((h, _))) => replaces.push((flow, *h, rule)),
-                        (Ok(rule), None) => installs.push((flow, rule)),
-                    }
+                FlowRequest::Put { entry, paths } => {
+                    self.plan_put(entry, paths, &mut plan, touched)
                 }
             }
         }
-        self.run_removes(&removes);
-        self.run_replaces(replaces, touched);
-        self.run_installs(installs, touched);
+        self.run_removes(&plan.removes);
+        self.run_replaces(plan.replaces, touched);
+        self.run_installs(plan.installs, touched);
+    }
+
+    /// A put: recorded, judged, and planned as nothing to do, a remove (now refused), a
+    /// replace or an install.
+    fn plan_put(
+        &mut self,
+        entry: Arc<CacheEntry>,
+        paths: Arc<[TunnelPath]>,
+        plan: &mut Plan,
+        touched: &mut Vec<(FlowId, Placement)>,
+    ) {
+        let flow = entry.id();
+        let prepared = self.prepare(&entry.megaflow(), entry.actions(), &paths);
+        let fresh = self.flows.get(&flow).is_none_or(|e| e.installed.is_none());
+        let adopted = if fresh {
+            self.adopt_kept(&prepared)
+        } else {
+            None
+        };
+        // A previous run's rule for this very match is taken over: as it is (offloaded
+        // at once, no request), or replaced in place below.
+        let adopted_placement = adopted.as_ref().filter(|(_, same)| *same).map(|(k, _)| {
+            let p = offloaded(self.backend.as_ref(), &self.ports, k.rule.ingress, k.hw);
+            (self.shared.get(p.clone()), p)
+        });
+        let adopted = adopted.map(|(k, _)| {
+            let fingerprint = self.fingerprint(&k.rule);
+            (k, fingerprint)
+        });
+        let refused = prepared
+            .as_ref()
+            .err()
+            .map(|reason| self.shared.get(Placement::software(reason.clone())));
+        let prepared_fp = prepared.as_ref().ok().map(|r| self.fingerprint(r));
+        let entry = self.record(entry, paths);
+        if let Some((k, fingerprint)) = adopted {
+            entry.installed = Some(InstalledRule {
+                handle: k.handle,
+                fingerprint,
+            });
+            entry.stats = k.stats;
+        }
+        if let Some((shared, p)) = adopted_placement {
+            entry.placement = shared;
+            touched.push((flow, p));
+        }
+        match (prepared, entry.installed, refused) {
+            (Err(_), installed, Some(p)) => {
+                if let Some(i) = installed {
+                    plan.removes.push((flow, i.handle, false));
+                }
+                entry.installed = None;
+                entry.attempts = 0;
+                // A verdict that did not change is not news.
+                let changed = *entry.placement != *p;
+                entry.placement = p.clone();
+                if installed.is_some() {
+                    self.counters.to_software += 1;
+                }
+                self.cancel_retry(flow);
+                self.capacity_waiting.remove(&flow);
+                if changed {
+                    touched.push((flow, (*p).clone()));
+                }
+            }
+            (Ok(_), Some(i), _) if Some(i.fingerprint) == prepared_fp => {}
+            (Ok(rule), Some(i), _) => plan.replaces.push((flow, i.handle, rule)),
+            (Ok(rule), None, _) => plan.installs.push((flow, rule)),
+            (Err(_), _, None) => unreachable!("a refusal has its placement"),
+        }
     }
 
     /// During an adoption round, the kept rule a prepared rule takes over (removed from
@@ -214,7 +235,7 @@ impl Offloader {
         for ((flow, rule), res) in installs.into_iter().zip(results) {
             let (installed, placement) =
                 self.outcome(flow, res, late.as_ref(), &rule, &mut withdraw);
-            self.settle(flow, installed.map(|h| (h, rule)), placement, touched);
+            self.settle(flow, installed.map(|h| (h, &rule)), placement, touched);
         }
         self.withdraw(withdraw);
     }
@@ -240,7 +261,7 @@ impl Offloader {
             }
             let (installed, placement) =
                 self.outcome(flow, res, late.as_ref(), &rule, &mut withdraw);
-            self.settle(flow, installed.map(|h| (h, rule)), placement, touched);
+            self.settle(flow, installed.map(|h| (h, &rule)), placement, touched);
         }
         self.withdraw(withdraw);
     }
@@ -278,11 +299,19 @@ impl Offloader {
     fn settle(
         &mut self,
         flow: FlowId,
-        installed: Option<(RuleHandle, FlowerRule)>,
+        installed: Option<(RuleHandle, &FlowerRule)>,
         placement: Placement,
         touched: &mut Vec<(FlowId, Placement)>,
     ) {
         tracing::debug!(%flow, %placement, "offload: placed");
+        if !self.flows.contains_key(&flow) {
+            return;
+        }
+        let installed = installed.map(|(handle, rule)| InstalledRule {
+            handle,
+            fingerprint: self.fingerprint(rule),
+        });
+        let shared = self.shared.get(placement.clone());
         let Some(e) = self.flows.get_mut(&flow) else {
             return;
         };
@@ -308,7 +337,7 @@ impl Offloader {
         };
         e.attempts = if retry { e.attempts + 1 } else { 0 };
         let attempts = e.attempts;
-        e.placement = placement;
+        e.placement = shared;
         if retry {
             self.schedule_retry(flow, attempts);
         } else {

@@ -18,37 +18,39 @@
 use crate::backend::{BackendError, HwState, KernelErrno, OffloadBackend, RuleHandle, RuleStats};
 use crate::error::OffloadError;
 use crate::judge::{Facts, judge};
-use crate::placement::{Placement, SoftwareReason};
+use crate::placement::{Placement, PlacementCache, SoftwareReason};
 use crate::ports::PortTable;
 use crate::rule::{FlowerMatch, FlowerRule};
 use crate::translate::translate;
+use datapath::cache::FlowEntry as CacheEntry;
 use datapath::{Action, Actions, FlowId, IfIndex, Megaflow, PortId};
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::num::NonZeroU64;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vocab::{LookupKey, PathFacts, TunnelPath, TunnelRole};
 
 mod batch;
 
 /// What to do with a flow.
-// Requests travel by value through a bounded queue; boxing the megaflow would cost an
-// allocation per request for no gain.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum FlowRequest {
     /// The flow was installed (or its actions changed): offload it.
     Put {
-        /// The flow.
-        flow: FlowId,
-        /// Its megaflow.
-        megaflow: Megaflow,
-        /// Its actions.
-        actions: Actions,
+        /// The flow as the datapath holds it (id, masked key, mask, actions): the flow
+        /// table's own entry, shared rather than copied (a megaflow by value is 256
+        /// bytes, and the offloader keeps what it is offered for as long as the flow
+        /// lives).
+        entry: Arc<CacheEntry>,
         /// The tunnel paths it depends on (encapsulations: the lookup key of each
         /// `set(tunnel)`; decapsulations: the key toward the remote it decapsulates
         /// from). Their facts must be known to the offloader first
-        /// ([`Offloader::path_changed`]).
-        paths: Vec<TunnelPath>,
+        /// ([`Offloader::path_changed`]). Shared: flows with the same paths may hold
+        /// one list (the daemon's observer interns them).
+        paths: Arc<[TunnelPath]>,
     },
     /// The flow is gone: remove its rule.
     Remove {
@@ -58,31 +60,91 @@ pub enum FlowRequest {
 }
 
 impl FlowRequest {
+    /// A put of a megaflow and its actions that no flow table holds (tests, benches,
+    /// tools): builds the entry the request carries.
+    pub fn put(flow: FlowId, megaflow: Megaflow, actions: Actions, paths: Vec<TunnelPath>) -> Self {
+        let entry = CacheEntry::new(flow, &megaflow.key, Arc::new(megaflow.mask), actions, 0);
+        FlowRequest::Put {
+            entry: Arc::new(entry),
+            paths: paths.into(),
+        }
+    }
+
     /// The flow the request is about.
     pub fn flow(&self) -> FlowId {
         match self {
-            FlowRequest::Put { flow, .. } | FlowRequest::Remove { flow } => *flow,
+            FlowRequest::Put { entry, .. } => entry.id(),
+            FlowRequest::Remove { flow } => *flow,
         }
     }
 }
 
+/// Whether two flows are the same flow with the same match, actions and paths.
+fn same_flow(
+    a: &CacheEntry,
+    a_paths: &[TunnelPath],
+    b: &CacheEntry,
+    b_paths: &[TunnelPath],
+) -> bool {
+    a.id() == b.id()
+        && a.key() == b.key()
+        && a.mask() == b.mask()
+        && a.actions() == b.actions()
+        && a_paths == b_paths
+}
+
+impl PartialEq for FlowRequest {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (
+                FlowRequest::Put {
+                    entry: a,
+                    paths: pa,
+                },
+                FlowRequest::Put {
+                    entry: b,
+                    paths: pb,
+                },
+            ) => same_flow(a, pa, b, pb),
+            (FlowRequest::Remove { flow: a }, FlowRequest::Remove { flow: b }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for FlowRequest {}
+
+/// The rule a flow has installed: where it is, and a fingerprint of what it is (a keyed
+/// 64-bit hash of the [`FlowerRule`], compared with the rule a new verdict prepares),
+/// rather than a second copy of the rule (about 400 bytes; the backend holds the rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InstalledRule {
+    handle: RuleHandle,
+    /// Never zero: an `Option` of it takes no more room.
+    fingerprint: NonZeroU64,
+}
+
+/// What the offloader keeps per flow. Memory (issue 15): the match and actions are the
+/// flow table's entry, shared; the paths and the placement are shared with every flow
+/// that has the same; the installed rule is a handle and a fingerprint. See the test
+/// `per_flow_state_stays_small`.
 #[derive(Debug, Clone)]
-struct FlowEntry {
-    megaflow: Megaflow,
-    actions: Actions,
-    paths: Vec<TunnelPath>,
-    placement: Placement,
-    installed: Option<(RuleHandle, FlowerRule)>,
+struct Tracked {
+    entry: Arc<CacheEntry>,
+    paths: Arc<[TunnelPath]>,
+    placement: Arc<Placement>,
+    installed: Option<InstalledRule>,
     stats: RuleStats,
     /// Failed attempts in a row of a retryable failure.
     attempts: u32,
 }
 
-impl FlowEntry {
+impl Tracked {
     /// The ports the flow's rule involves (ingress and outputs).
     fn ports(&self) -> Vec<PortId> {
         let mut v: Vec<PortId> = self
-            .actions
+            .entry
+            .actions()
             .as_slice()
             .iter()
             .filter_map(|a| match a {
@@ -90,19 +152,17 @@ impl FlowEntry {
                 _ => None,
             })
             .collect();
-        if self.megaflow.mask.0.in_port != 0 {
-            v.push(PortId(self.megaflow.key.in_port));
+        if self.entry.mask().0.in_port != 0 {
+            v.push(PortId(self.entry.key().in_port));
         }
         v.sort();
         v.dedup();
         v
     }
 
-    fn request(&self, flow: FlowId) -> FlowRequest {
+    fn request(&self) -> FlowRequest {
         FlowRequest::Put {
-            flow,
-            megaflow: self.megaflow,
-            actions: self.actions.clone(),
+            entry: self.entry.clone(),
             paths: self.paths.clone(),
         }
     }
@@ -164,7 +224,12 @@ pub struct Offloader {
     ports: PortTable,
     paths: HashMap<LookupKey, PathFacts>,
     deadline: Duration,
-    flows: HashMap<FlowId, FlowEntry>,
+    flows: HashMap<FlowId, Tracked>,
+    /// Placements shared between flows (most flows have one of a few).
+    shared: PlacementCache,
+    /// The key of the installed rules' fingerprints (random per offloader: no input can
+    /// be crafted to make two rules collide).
+    fingerprints: RandomState,
     by_key: HashMap<LookupKey, HashSet<FlowId>>,
     by_port: HashMap<PortId, HashSet<FlowId>>,
     /// Flows waiting to be tried again: (when, flow).
@@ -229,6 +294,8 @@ impl Offloader {
             paths: HashMap::new(),
             deadline,
             flows: HashMap::new(),
+            shared: PlacementCache::default(),
+            fingerprints: RandomState::new(),
             by_key: HashMap::new(),
             by_port: HashMap::new(),
             retries: BTreeSet::new(),
@@ -403,19 +470,30 @@ impl Offloader {
     /// Forgets the rules installed on a device that went away (the kernel removed them
     /// with it).
     fn forget_device(&mut self, ifindex: IfIndex) {
+        let pending = self
+            .shared
+            .get(Placement::software(SoftwareReason::Pending));
         for e in self.flows.values_mut() {
-            if e.installed
-                .as_ref()
-                .is_some_and(|(h, _)| h.device == ifindex)
-            {
+            if e.installed.is_some_and(|i| i.handle.device == ifindex) {
                 e.installed = None;
-                e.placement = Placement::software(SoftwareReason::Pending);
+                e.placement = pending.clone();
             }
         }
     }
 
+    /// The fingerprint an installed rule is remembered by.
+    fn fingerprint(&self, rule: &FlowerRule) -> NonZeroU64 {
+        NonZeroU64::new(self.fingerprints.hash_one(rule)).unwrap_or(NonZeroU64::MIN)
+    }
+
     /// A flow's placement.
     pub fn placement(&self, flow: FlowId) -> Option<&Placement> {
+        self.flows.get(&flow).map(|e| &*e.placement)
+    }
+
+    /// A flow's placement as the offloader holds it, shared with the other flows of the
+    /// same placement (the worker publishes it without a copy).
+    pub fn placement_shared(&self, flow: FlowId) -> Option<&Arc<Placement>> {
         self.flows.get(&flow).map(|e| &e.placement)
     }
 
@@ -426,14 +504,14 @@ impl Offloader {
 
     /// Every known flow's placement.
     pub fn placements(&self) -> impl Iterator<Item = (FlowId, &Placement)> {
-        self.flows.iter().map(|(f, e)| (*f, &e.placement))
+        self.flows.iter().map(|(f, e)| (*f, &*e.placement))
     }
 
     /// The handles of offloaded flows.
     pub fn offloaded(&self) -> impl Iterator<Item = (FlowId, RuleHandle)> + '_ {
         self.flows
             .iter()
-            .filter_map(|(f, e)| e.installed.as_ref().map(|(h, _)| (*f, *h)))
+            .filter_map(|(f, e)| e.installed.map(|i| (*f, i.handle)))
     }
 
     /// Translates and judges a flow on the facts as they are: the rule to install, or
@@ -463,7 +541,7 @@ impl Offloader {
     fn rejudge(&mut self, flows: impl IntoIterator<Item = FlowId>) -> Vec<(FlowId, Placement)> {
         let reqs: Vec<FlowRequest> = flows
             .into_iter()
-            .filter_map(|f| self.flows.get(&f).map(|e| e.request(f)))
+            .filter_map(|f| self.flows.get(&f).map(Tracked::request))
             .collect();
         self.counters.rejudged += reqs.len() as u64;
         self.process(reqs)
@@ -521,16 +599,16 @@ impl Offloader {
         }
     }
 
-    fn index(&mut self, flow: FlowId, e: &FlowEntry) {
+    fn index(&mut self, flow: FlowId, e: &Tracked) {
         for p in e.ports() {
             self.by_port.entry(p).or_default().insert(flow);
         }
-        for t in &e.paths {
+        for t in e.paths.iter() {
             self.by_key.entry(t.key).or_default().insert(flow);
         }
     }
 
-    fn unindex(&mut self, flow: FlowId, e: &FlowEntry) {
+    fn unindex(&mut self, flow: FlowId, e: &Tracked) {
         for p in e.ports() {
             if let Some(s) = self.by_port.get_mut(&p) {
                 s.remove(&flow);
@@ -539,7 +617,7 @@ impl Offloader {
                 }
             }
         }
-        for t in &e.paths {
+        for t in e.paths.iter() {
             if let Some(s) = self.by_key.get_mut(&t.key) {
                 s.remove(&flow);
                 if s.is_empty() {
@@ -589,5 +667,56 @@ impl Offloader {
             self.withdraw(orphans);
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Memory (issue 15: <= 1 KB per megaflow, all in). What the offloader keeps per
+    /// flow besides its map slot: the flow table's entry and the paths and placement
+    /// are shared (`Arc`s), the installed rule is a handle and a fingerprint. Before,
+    /// the megaflow (256 bytes), the actions, the paths' list, a placement by value and a
+    /// second copy of the flower rule (about 400 bytes) made it over 800 bytes. A
+    /// size is deterministic: this fails when a field by value creeps back in.
+    #[test]
+    fn per_flow_state_stays_small() {
+        assert!(
+            std::mem::size_of::<Tracked>() <= 112,
+            "{}",
+            std::mem::size_of::<Tracked>()
+        );
+        assert!(std::mem::size_of::<FlowRequest>() <= 32);
+        assert!(std::mem::size_of::<Megaflow>() + std::mem::size_of::<FlowerRule>() > 600);
+    }
+
+    #[test]
+    fn a_put_built_from_a_megaflow_is_that_flow() {
+        let key = datapath::FlowKey {
+            in_port: 3,
+            eth_dst: [2, 0, 0, 0, 0, 1],
+            ..Default::default()
+        };
+        let mask = datapath::FlowMask(datapath::FlowKey {
+            in_port: u32::MAX,
+            eth_dst: [0xff; 6],
+            ..Default::default()
+        });
+        let mf = Megaflow::new(&key, &mask);
+        let actions = Actions::new(vec![Action::Output(PortId(4))]);
+        let r = FlowRequest::put(FlowId(9), mf, actions.clone(), Vec::new());
+        assert_eq!(r.flow(), FlowId(9));
+        let FlowRequest::Put { entry, paths } = &r else {
+            panic!("a put")
+        };
+        assert_eq!(entry.megaflow(), mf);
+        assert_eq!(entry.actions(), &actions);
+        assert!(paths.is_empty());
+        assert_eq!(
+            r,
+            FlowRequest::put(FlowId(9), mf, actions.clone(), Vec::new())
+        );
+        assert_ne!(r, FlowRequest::put(FlowId(8), mf, actions, Vec::new()));
     }
 }

@@ -19,6 +19,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+mod filter;
+use filter::{ActionLists, SimFilter};
+
 /// Match features (bits of [`SimCaps::keys`]).
 pub mod keys {
     /// Ethernet addresses.
@@ -120,7 +123,7 @@ pub struct SimFaults {
 
 #[derive(Debug, Clone)]
 struct SimRule {
-    rule: FlowerRule,
+    filter: SimFilter,
     owner: FlowId,
     packets: u64,
     bytes: u64,
@@ -159,6 +162,8 @@ pub struct SimFabric {
     switches: Vec<SimSwitch>,
     by_device: HashMap<IfIndex, usize>,
     next_handle: u32,
+    /// The filters' action lists, shared.
+    actions: ActionLists,
     /// Fault injection.
     pub faults: SimFaults,
 }
@@ -196,10 +201,10 @@ impl SimFabric {
     }
 
     /// Every rule with its owner.
-    pub fn rules(&self) -> impl Iterator<Item = (FlowId, &FlowerRule)> {
+    pub fn rules(&self) -> impl Iterator<Item = (FlowId, FlowerRule)> + '_ {
         self.switches
             .iter()
-            .flat_map(|s| s.rules.values().map(|r| (r.owner, &r.rule)))
+            .flat_map(|s| s.rules.values().map(|r| (r.owner, r.filter.rule())))
     }
 
     /// Injects a packet (its key and length) on a VF port.
@@ -212,19 +217,19 @@ impl SimFabric {
             return SimVerdict::UnknownPort;
         };
         for (h, r) in sw.rules.iter_mut() {
-            if r.rule.ingress == rep && matches_key(&r.rule.matches, key) {
+            if r.filter.ingress == rep && matches_key(&r.filter.matches(), key) {
                 r.packets += 1;
                 r.bytes += len;
                 r.last_used = Some(Instant::now());
                 let handle = RuleHandle {
                     device: rep,
                     prio: 1,
-                    protocol: r.rule.matches.protocol,
+                    protocol: r.filter.protocol,
                     handle: *h,
                 };
                 return SimVerdict::Hit {
                     handle,
-                    actions: r.rule.actions.clone(),
+                    actions: r.filter.actions().to_vec(),
                 };
             }
         }
@@ -267,10 +272,12 @@ impl SimFabric {
         }
         self.next_handle = self.next_handle.wrapping_add(1).max(1);
         let handle = self.next_handle;
+        let filter = SimFilter::new(rule, &mut self.actions);
+        let sw = &mut self.switches[i];
         sw.rules.insert(
             handle,
             SimRule {
-                rule: rule.clone(),
+                filter,
                 owner,
                 packets: 0,
                 bytes: 0,
@@ -476,11 +483,15 @@ impl OffloadBackend for SimFabric {
                     .ok_or(BackendError::UnknownDevice(r.ingress))?;
                 Self::check_caps(&self.switches[i].spec.caps, r)?;
                 if old.device == r.ingress {
+                    if !self.switches[i].rules.contains_key(&old.handle) {
+                        return Err(BackendError::errno(KernelErrno::NotFound));
+                    }
+                    let filter = SimFilter::new(r, &mut self.actions);
                     let sr = self.switches[i]
                         .rules
                         .get_mut(&old.handle)
                         .ok_or(BackendError::errno(KernelErrno::NotFound))?;
-                    sr.rule = (*r).clone();
+                    sr.filter = filter;
                     sr.owner = *f;
                     return Ok(Installed {
                         handle: RuleHandle {
@@ -537,13 +548,13 @@ impl OffloadBackend for SimFabric {
             .flat_map(|s| {
                 s.rules.iter().map(|(h, r)| DumpedRule {
                     handle: RuleHandle {
-                        device: r.rule.ingress,
+                        device: r.filter.ingress,
                         prio: 1,
-                        protocol: r.rule.matches.protocol,
+                        protocol: r.filter.protocol,
                         handle: *h,
                     },
                     owner: Some(r.owner),
-                    rule: Some(r.rule.clone()),
+                    rule: Some(r.filter.rule()),
                     hw: HwState::InHw { count: 1 },
                     policy: Some(crate::rule::TcPolicy::None),
                     stats: RuleStats {
