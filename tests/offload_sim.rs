@@ -327,6 +327,72 @@ fn injected_packets_hit_or_miss_and_counters_flow_back() {
     assert!(stats[0].1.last_used_ms_ago.is_some());
 }
 
+#[test]
+fn the_worker_answers_many_flows_counters_by_their_index() {
+    let sim = fabric(10_000, SimCaps::default());
+    let cfg = WorkerConfig {
+        stats_interval: Duration::from_millis(5),
+        ..WorkerConfig::default()
+    };
+    let w = OffloadWorker::spawn(offloader(&sim, Duration::from_secs(5)), cfg);
+    // More flows than one hold of the lock covers, and a few that carry traffic.
+    let n = offload::worker::STATS_CHUNK as u32 + 10;
+    for i in 0..n {
+        assert!(w.offer_wait(put(
+            u64::from(i),
+            l2_flow(REP0, i, vec![Action::Output(REP1)])
+        )));
+    }
+    let hot = [3u32, n - 2];
+    let t0 = Instant::now();
+    while !(0..n).all(|i| {
+        w.placement(FlowId(u64::from(i)))
+            .is_some_and(|p| p.is_offloaded())
+    }) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "never all offloaded"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for i in hot {
+        let key = l2_flow(REP0, i, Vec::new()).0.key;
+        for _ in 0..=i % 5 {
+            assert!(matches!(
+                sim.lock().unwrap().inject(IfIndex(111), &key, 100),
+                SimVerdict::Hit { .. }
+            ));
+        }
+    }
+    let t0 = Instant::now();
+    while hot.iter().any(|i| {
+        w.stats(FlowId(u64::from(*i)))
+            .is_none_or(|s| s.packets == 0)
+    }) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "counters never pulled"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Asked in any order, with flows the worker does not know in between.
+    let mut ids: Vec<FlowId> = (0..u64::from(n)).rev().map(FlowId).collect();
+    ids.insert(1, FlowId(999_999));
+    let mut seen = 0;
+    w.stats_each(&ids, |i, st| {
+        seen += 1;
+        let want = hot
+            .iter()
+            .find(|h| FlowId(u64::from(**h)) == ids[i])
+            .map_or(0, |h| u64::from(h % 5) + 1);
+        assert_eq!(st.packets, want, "flow {}", ids[i]);
+    });
+    assert_eq!(
+        seen, n as usize,
+        "every known flow once, the unknown one not"
+    );
+}
+
 /// xorshift64*: deterministic, no dependency.
 struct Rng(u64);
 impl Rng {

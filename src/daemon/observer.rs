@@ -274,8 +274,9 @@ impl FlowObserver for FlowHooks {
         let Ok(mut last) = self.last_packets.lock() else {
             return;
         };
-        for f in flows {
-            let Some(st) = o.stats(f.id()) else { continue };
+        let ids: Vec<FlowId> = flows.iter().map(|f| f.id()).collect();
+        o.stats_each(&ids, |i, st| {
+            let Some(f) = flows.get(i) else { return };
             // Packets counted since the last refresh: used now (within a stats period),
             // whatever the unit of the kernel's own "last use".
             let before = last.insert(f.id(), st.packets).unwrap_or(0);
@@ -284,7 +285,7 @@ impl FlowObserver for FlowHooks {
             } else if let Some(ago) = st.last_used_ms_ago {
                 f.touch(now.saturating_sub(ago));
             }
-        }
+        });
         // Forget flows that are gone.
         if last.len() > flows.len() * 2 + 1024 {
             let live: std::collections::HashSet<FlowId> = flows.iter().map(|f| f.id()).collect();

@@ -34,6 +34,16 @@ pub struct Published {
     pub counters: OffloadCounters,
 }
 
+/// How long after pulling every offloaded flow's counters, which took `took`, to pull
+/// them again: `interval`, or nine times `took` when that is longer (a million flows
+/// pulled every second would keep a core busy; this holds it to a tenth).
+fn stats_rest(interval: Duration, took: Duration) -> Duration {
+    interval.max(took * 9)
+}
+
+/// Flows whose counters [`OffloadWorker::stats_each`] reads per hold of the lock.
+pub const STATS_CHUNK: usize = 4096;
+
 /// Worker settings.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerConfig {
@@ -294,6 +304,20 @@ impl OffloadWorker {
         lock(&self.published).stats.get(&flow).copied()
     }
 
+    /// The last pulled counters of each of `flows` that has some, to `f` with its index
+    /// in `flows`, under one hold of the lock per [`STATS_CHUNK`] flows (a sweep asks
+    /// for every flow).
+    pub fn stats_each(&self, flows: &[FlowId], mut f: impl FnMut(usize, RuleStats)) {
+        for (c, chunk) in flows.chunks(STATS_CHUNK).enumerate() {
+            let p = lock(&self.published);
+            for (i, id) in chunk.iter().enumerate() {
+                if let Some(s) = p.stats.get(id) {
+                    f(c * STATS_CHUNK + i, *s);
+                }
+            }
+        }
+    }
+
     /// Stops the worker after the queued requests and returns the offloader.
     pub fn shutdown(mut self) -> Option<Offloader> {
         self.tx.take();
@@ -378,6 +402,7 @@ impl Worker {
             let touched = off.retry_due(Instant::now(), batch_max);
             self.publish(&off, touched, &[]);
             if Instant::now() >= next_stats {
+                let started = Instant::now();
                 let stats = off.sync_stats();
                 let mut p = lock(&self.published);
                 // One insert each: `extend` would reserve room for half as many again
@@ -387,7 +412,9 @@ impl Worker {
                     p.stats.insert(flow, s);
                 }
                 p.counters = off.counters();
-                next_stats = Instant::now() + self.cfg.stats_interval;
+                drop(p);
+                next_stats =
+                    Instant::now() + stats_rest(self.cfg.stats_interval, started.elapsed());
             }
         }
     }
@@ -443,6 +470,13 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_are_pulled_at_most_a_tenth_of_the_time() {
+        let ms = Duration::from_millis;
+        assert_eq!(stats_rest(ms(1000), ms(3)), ms(1000));
+        assert_eq!(stats_rest(ms(1000), ms(200)), ms(1800));
+    }
 
     #[test]
     fn the_backlog_keeps_one_request_per_flow_in_arrival_order() {
