@@ -24,12 +24,21 @@
 //! trace, a reload) never stalls the socket for other clients. A panicking handler
 //! yields an error response, not a dead server.
 //!
+//! A streamed answer ([`Request::streams`], [`super::stream`]) is written by the
+//! handler on its blocking thread into a [`LineSink`]: chunks of about
+//! [`CHUNK_BYTES`](super::stream::CHUNK_BYTES), at most
+//! [`CHUNKS_QUEUED`](super::stream::CHUNKS_QUEUED) ahead of the socket, so its memory is
+//! bounded and the client's reading paces the handler. Each chunk must be taken within
+//! [`ServerOptions::answer_timeout`]; a client that does not is closed (counted as a
+//! deadline), which stops the handler at its next line and frees the slot.
+//!
 //! The socket can move while the daemon runs: bind the new one, [`ControlServer::spawn`]
 //! it, then [`RunningServer::stop`] the old one (which removes its file). Connections
 //! already accepted on the old socket go on until they end.
 
 use super::proto::{MAX_ECHO_BYTES, MAX_REQUEST_BYTES, Request, Response, elide};
 use super::slots::{ConnCounters, Slot, Slots};
+use super::stream::{CHUNKS_QUEUED, Closed, DumpLine, LineSink};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -45,6 +54,13 @@ use tokio::time::Instant;
 pub trait ControlHandler: Send + Sync {
     /// Answers one request. Called on a blocking thread.
     fn handle(&self, req: Request) -> Response;
+
+    /// Answers a request whose answer streams ([`Request::streams`]) by writing its
+    /// lines on `out`; stops at the first [`Closed`]. Called on a blocking thread. The
+    /// default writes [`Self::handle`]'s answer as its one line.
+    fn stream(&self, req: Request, out: &mut LineSink) -> Result<(), Closed> {
+        out.line(&self.handle(req))
+    }
 }
 
 /// Why the server could not start.
@@ -327,6 +343,50 @@ async fn read_line<R: AsyncBufReadExt + Unpin>(
     Ok(Some(()))
 }
 
+/// Writes a streamed answer: the handler produces it on a blocking thread, the chunks
+/// are written as they come, each within `answer_timeout`. `Ok(false)`: the client did
+/// not take one in time (the handler stops when the queue it feeds is dropped).
+async fn stream_answer<W: AsyncWriteExt + Unpin>(
+    handler: &Arc<dyn ControlHandler>,
+    req: Request,
+    w: &mut W,
+    answer_timeout: Duration,
+) -> io::Result<bool> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHUNKS_QUEUED);
+    let h = Arc::clone(handler);
+    let task = tokio::task::spawn_blocking(move || {
+        let mut sink = LineSink::new(tx);
+        if h.stream(req, &mut sink).is_ok() {
+            let _ = sink.flush();
+        }
+    });
+    while let Some(chunk) = rx.recv().await {
+        match tokio::time::timeout(answer_timeout, w.write_all(&chunk)).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(false),
+        }
+    }
+    if task.await.is_err() {
+        // The handler panicked mid-way: the client must not take what it got for the
+        // whole answer. The line reads as an error response before the header too.
+        let failed = DumpLine::Err {
+            message: "internal error: the command handler failed".into(),
+        };
+        let mut line = serde_json::to_vec(&failed).unwrap_or_default();
+        line.push(b'\n');
+        if tokio::time::timeout(answer_timeout, w.write_all(&line))
+            .await
+            .is_err()
+        {
+            return Ok(false);
+        }
+    }
+    match tokio::time::timeout(answer_timeout, w.flush()).await {
+        Ok(r) => r.map(|()| true),
+        Err(_) => Ok(false),
+    }
+}
+
 /// What ended a wait for the next request line.
 enum Next {
     Line(io::Result<Option<()>>),
@@ -389,6 +449,15 @@ async fn serve_client(
             return Ok(()); // Evicted just now: the new client has the slot.
         }
         let resp = match serde_json::from_slice::<Request>(line) {
+            Ok(req) if req.streams() => {
+                if !stream_answer(&handler, req, &mut wr, options.answer_timeout).await? {
+                    slot.timed_out();
+                    return Ok(());
+                }
+                slot.idle();
+                deadline = Instant::now() + options.idle_timeout;
+                continue;
+            }
             Ok(req) => {
                 let h = Arc::clone(&handler);
                 match tokio::task::spawn_blocking(move || h.handle(req)).await {

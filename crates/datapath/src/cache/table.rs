@@ -290,6 +290,32 @@ impl FlowTable {
         self.lock().slab.iter().flatten().cloned().collect()
     }
 
+    /// A walk over the table a chunk at a time, without holding its lock between two
+    /// chunks (a dump that streams): appends to `out` at most `max` (at least 1) flows
+    /// found from slab position `from` on, and returns the position to continue from,
+    /// `None` once the walk is over. A flow installed for the whole walk is visited
+    /// exactly once (its slab position never moves); one installed or removed meanwhile
+    /// may or may not be. Start at 0. The lock is held for one chunk only.
+    pub fn snapshot_chunk(
+        &self,
+        from: usize,
+        max: usize,
+        out: &mut Vec<Arc<FlowEntry>>,
+    ) -> Option<usize> {
+        let inner = self.lock();
+        let mut taken = 0;
+        for (i, slot) in inner.slab.iter().enumerate().skip(from) {
+            if taken == max.max(1) {
+                return Some(i);
+            }
+            if let Some(e) = slot {
+                out.push(Arc::clone(e));
+                taken += 1;
+            }
+        }
+        None
+    }
+
     /// The `n` least recently used flows, oldest first: eviction candidates.
     pub fn lru_candidates(&self, n: usize) -> Vec<Arc<FlowEntry>> {
         let mut all: Vec<(u64, Arc<FlowEntry>)> =
