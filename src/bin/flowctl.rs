@@ -11,8 +11,8 @@
 use clap::{Args, Parser, Subcommand};
 use datapath::Megaflow;
 use flowd::config::{DEFAULT_CONTROL_SOCKET, RuleActionsConfig};
-use flowd::control::proto::{FlowFilter, FlowSelect};
 use flowd::control::client::{Answer, DEFAULT_TIMEOUT, SocketRows, request_streamed};
+use flowd::control::proto::{FlowFilter, FlowSelect};
 use flowd::control::{Request, Response, format, request};
 use std::io::Write;
 use std::path::PathBuf;

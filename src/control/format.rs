@@ -112,11 +112,7 @@ pub struct RowWriter<W> {
 impl<W: std::io::Write> RowWriter<W> {
     /// Writes to `out` (buffer it: a row is one small write).
     pub fn new(out: W, json: bool) -> Self {
-        Self {
-            out,
-            json,
-            rows: 0,
-        }
+        Self { out, json, rows: 0 }
     }
 
     /// Writes one row.
@@ -492,7 +488,10 @@ mod tests {
             let back: Vec<FlowRow> = serde_json::from_slice(&out).unwrap();
             assert_eq!(back, rows[..n].to_vec());
             // One row per line, between the brackets.
-            assert_eq!(out.split(|b| *b == b'\n').count(), if n == 0 { 2 } else { n + 3 });
+            assert_eq!(
+                out.split(|b| *b == b'\n').count(),
+                if n == 0 { 2 } else { n + 3 }
+            );
             // A dump cut before its end is not valid JSON (unless nothing came yet).
             if n > 0 {
                 assert!(serde_json::from_slice::<Vec<FlowRow>>(&cut).is_err());

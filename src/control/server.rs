@@ -488,6 +488,7 @@ async fn serve_client(
 mod tests {
     use super::*;
     use crate::control::proto::{DoneBody, ResponseBody};
+    use crate::control::stream::{FlowRows, MAX_STREAM_LINE, StreamError, read_line_max};
     use std::io::{BufRead, Write};
 
     /// Answers every request with `done`, after `delay`.
@@ -658,5 +659,138 @@ mod tests {
         .expect("join");
         server.stop().await;
         renewed.stop().await;
+    }
+
+    /// Streams `rows` flow lines (endless when `None`) for a streamed request; records
+    /// how its last stream ended.
+    struct Streamer {
+        rows: Option<u64>,
+        ended: std::sync::Mutex<Option<Result<u64, Closed>>>,
+    }
+
+    impl ControlHandler for Streamer {
+        fn handle(&self, _: Request) -> Response {
+            Response::Ok(ResponseBody::Done(DoneBody::message("whole")))
+        }
+
+        fn stream(&self, _: Request, out: &mut LineSink) -> Result<(), Closed> {
+            use crate::control::stream::{DumpEnd, DumpStart};
+            let start = DumpStart {
+                version: 1,
+                flows_in_table: 0,
+            };
+            let mut n = 0;
+            let r = (|| {
+                out.line(&Response::Ok(ResponseBody::FlowStream(start)))?;
+                while self.rows.is_none_or(|r| n < r) {
+                    let row = crate::control::proto::FlowRow {
+                        id: n,
+                        flow: "in_port(1)".into(),
+                        packets: 0,
+                        sw_packets: 0,
+                        bytes: 0,
+                        used_ms_ago: None,
+                        placement: Default::default(),
+                        actions: "drop".into(),
+                    };
+                    out.line(&DumpLine::Flow(row))?;
+                    n += 1;
+                }
+                out.line(&DumpLine::End(DumpEnd {
+                    flows: n,
+                    limited: false,
+                }))
+            })();
+            *self.ended.lock().unwrap() = Some(r.map(|()| n));
+            r
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_streamed_answer_arrives_whole_and_the_connection_goes_on() {
+        use crate::control::client::{Answer, request_streamed};
+        use crate::control::proto::{FlowFilter, FlowSelect};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.sock");
+        let h = Arc::new(Streamer {
+            rows: Some(50_000),
+            ended: Default::default(),
+        });
+        let server = ControlServer::bind(&path, ServerOptions::default())
+            .expect("bind")
+            .spawn(h.clone());
+        let p = path.clone();
+        let (rows, end) = tokio::task::spawn_blocking(move || {
+            let req = Request::dump_flows_streamed(FlowFilter::All, FlowSelect::default());
+            let Ok(Answer::Rows(mut rows)) = request_streamed(&p, &req, Duration::from_secs(10))
+            else {
+                panic!("not streamed");
+            };
+            let ids: Vec<u64> = rows.by_ref().map(|r| r.expect("row").id).collect();
+            (ids, rows.end())
+        })
+        .await
+        .expect("join");
+        assert_eq!(rows, (0..50_000).collect::<Vec<_>>());
+        assert_eq!(end.map(|e| e.flows), Some(50_000));
+        assert_eq!(*h.ended.lock().unwrap(), Some(Ok(50_000)));
+        // A request that does not stream is answered whole.
+        let whole = tokio::task::spawn_blocking(move || ask(&path))
+            .await
+            .expect("join")
+            .expect("answer");
+        assert!(whole.contains("whole"), "{whole}");
+        server.stop().await;
+    }
+
+    /// A client that asks for a stream and does not read it is closed after the answer
+    /// timeout; the handler stops at its next line and the slot is free again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_that_does_not_read_is_closed_and_stops_the_stream() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.sock");
+        let options = ServerOptions {
+            max_clients: 1,
+            answer_timeout: Duration::from_millis(300),
+            ..ServerOptions::default()
+        };
+        let h = Arc::new(Streamer {
+            rows: None,
+            ended: Default::default(),
+        });
+        let server = ControlServer::bind(&path, options)
+            .expect("bind")
+            .spawn(h.clone());
+        let mut s = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+        s.write_all(b"{\"command\":\"dump_flows\",\"stream\":1}\n")
+            .expect("ask");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while h.ended.lock().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the stream never stopped"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(*h.ended.lock().unwrap(), Some(Err(Closed)));
+        // What the client still reads ends without a trailer: a cut dump.
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut r = std::io::BufReader::new(s);
+        let mut header = Vec::new();
+        assert!(read_line_max(&mut r, &mut header, MAX_STREAM_LINE).expect("header"));
+        let last = FlowRows::new(r).last();
+        assert!(
+            matches!(last, Some(Err(StreamError::Truncated { .. }))),
+            "{last:?}"
+        );
+        // The only slot is free again.
+        let p = path.clone();
+        let whole = tokio::task::spawn_blocking(move || ask(&p))
+            .await
+            .expect("join")
+            .expect("answer");
+        assert!(whole.contains("whole"), "{whole}");
+        server.stop().await;
     }
 }

@@ -242,7 +242,12 @@ impl<R: BufRead> FlowRows<R> {
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                 return Err(StreamError::LineTooLong);
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 return Err(StreamError::Stalled { rows });
             }
             Err(source) => return Err(StreamError::Io { rows, source }),

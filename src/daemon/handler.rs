@@ -7,9 +7,7 @@ use crate::control::proto::{
     Response, ResponseBody, RuleRow, TraceBody, TunnelRow, elide,
 };
 use crate::control::server::ControlHandler;
-use crate::control::stream::{
-    Closed, DumpEnd, DumpLine, DumpStart, LineSink, STREAM_VERSION,
-};
+use crate::control::stream::{Closed, DumpEnd, DumpLine, DumpStart, LineSink, STREAM_VERSION};
 use datapath::Megaflow;
 use datapath::PortId;
 use datapath::cache::FlowEntry;
