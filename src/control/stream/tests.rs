@@ -9,9 +9,9 @@ fn row(id: u64) -> FlowRow {
         packets: 10 * id,
         sw_packets: id,
         bytes: 1000 * id,
-        used_ms_ago: (id % 2 == 0).then_some(512),
+        used_ms_ago: id.is_multiple_of(2).then_some(512),
         placement: Placement {
-            offloaded: id % 3 == 0,
+            offloaded: id.is_multiple_of(3),
             dp: "sim".into(),
             ..Placement::default()
         },
