@@ -4,7 +4,7 @@
 //! ([`super::stream`]) row by row, and a whole one from a daemon that does not stream.
 
 use super::proto::{Request, Response, ResponseBody};
-use super::stream::{FlowRows, STREAM_VERSION, StreamError, read_line_max};
+use super::stream::{CHUNK_BYTES, FlowRows, STREAM_VERSION, StreamError, read_line_max};
 use std::io::{self, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -136,7 +136,8 @@ fn send(
     // A server that refuses the connection (too many clients) answers and closes
     // without reading: a failed write still leaves its answer to read.
     let wrote = stream.write_all(&line).and_then(|()| stream.flush()).err();
-    Ok((BufReader::new(stream), wrote))
+    // A streamed dump arrives in the server's chunks: read them in as few calls.
+    Ok((BufReader::with_capacity(CHUNK_BYTES, stream), wrote))
 }
 
 /// Reads the answer's first line (a whole [`Response`]); `wrote`: the request's write
