@@ -39,6 +39,9 @@ pub struct Dumps {
     summary: Timed,
     limited: Timed,
     streamed: Vec<Streamed>,
+    /// The control: the daemon's RSS over as long as the longest streamed dump, idle
+    /// (what grows without a dump: the revalidator, the offload worker at work).
+    idle: (Duration, (u64, u64)),
     whole: Option<(Timed, (u64, u64))>,
 }
 
@@ -148,6 +151,8 @@ pub fn dumps(l: &mut Lab, pid: u32, flows: u64) -> Result<Dumps, String> {
         streamed(l, pid, "all, text", &["dump-flows"])?,
         streamed(l, pid, "all, --json", &["--json", "dump-flows"])?,
     ];
+    let longest = streamed.iter().map(|s| s.time).max().unwrap_or_default();
+    let ((), idle) = with_rss_peak(pid, || std::thread::sleep(longest));
     let whole = (flows <= WHOLE_DUMP_MAX)
         .then(|| {
             let (t, rss) = with_rss_peak(pid, || timed(l, Request::dump_flows(FlowFilter::All)));
@@ -158,6 +163,7 @@ pub fn dumps(l: &mut Lab, pid: u32, flows: u64) -> Result<Dumps, String> {
         summary,
         limited,
         streamed,
+        idle: (longest, idle),
         whole,
     })
 }
@@ -208,6 +214,15 @@ pub fn print(d: &Dumps, row: impl Fn(&str, String, &str, Option<bool>)) {
             None,
         );
     }
+    row(
+        &format!(
+            "daemon RSS growth idle {:.1} s (control)",
+            d.idle.0.as_secs_f64()
+        ),
+        format!("{:.1} MiB", mib(d.idle.1.1.saturating_sub(d.idle.1.0))),
+        "-",
+        None,
+    );
     match &d.whole {
         Some(((t, size, _), rss)) => {
             row(
