@@ -80,6 +80,7 @@ impl ControlHandler for Fake {
                 filter,
                 select,
                 summary: true,
+                ..
             } => {
                 let picked: Vec<FlowRow> = flows()
                     .into_iter()

@@ -422,6 +422,7 @@ fn dump_flows_selects_what_an_operator_asks_for() {
             filter,
             select,
             summary: false,
+            stream: 0,
         }) {
             Ok(ResponseBody::Flows(rows)) => rows,
             other => panic!("dump-flows: {other:?}"),
@@ -496,6 +497,7 @@ fn dump_flows_selects_what_an_operator_asks_for() {
         filter: FlowFilter::All,
         select: FlowSelect::default(),
         summary: true,
+        stream: 0,
     }) {
         Ok(ResponseBody::FlowSummary(s)) => s,
         other => panic!("summary: {other:?}"),
@@ -524,6 +526,7 @@ fn dump_flows_selects_what_an_operator_asks_for() {
             filter: FlowFilter::All,
             select,
             summary: false,
+            stream: 0,
         }) {
             Err(e) => assert!(e.to_string().contains("no "), "{e}"),
             Ok(other) => panic!("an unknown name answered {other:?}"),

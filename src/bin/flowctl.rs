@@ -1,10 +1,17 @@
 //! flowctl: talks to a running flowd over its control socket.
 //!
 //! Exit codes: 0 success, 1 error from the daemon (or no daemon), 2 usage error.
+//!
+//! `dump-flows` (without `--summary`) streams: rows are printed as the daemon sends
+//! them, in constant memory. With `--json` they form one JSON array, one row per line,
+//! closed once the daemon's trailer arrived; a dump cut short (the daemon died) leaves
+//! it unclosed and exits 1. A reader that stops early (`| head`) ends flowctl quietly,
+//! with success.
 
 use clap::{Args, Parser, Subcommand};
 use datapath::Megaflow;
 use flowd::config::{DEFAULT_CONTROL_SOCKET, RuleActionsConfig};
+use flowd::control::client::{Answer, DEFAULT_TIMEOUT, SocketRows, request_streamed};
 use flowd::control::proto::{FlowFilter, FlowSelect};
 use flowd::control::{Request, Response, format, request};
 use std::io::Write;
@@ -144,21 +151,30 @@ fn to_request(cmd: Command) -> Result<Request, Usage> {
             reason,
             limit,
             summary,
-        } => Request::DumpFlows {
-            filter: match (offloaded, software || reason.is_some()) {
+        } => {
+            let filter = match (offloaded, software || reason.is_some()) {
                 (true, _) => FlowFilter::Offloaded,
                 (_, true) => FlowFilter::Software,
                 _ => FlowFilter::All,
-            },
-            select: FlowSelect {
+            };
+            let select = FlowSelect {
                 port,
                 network,
                 remote,
                 reason,
                 limit,
-            },
-            summary,
-        },
+            };
+            if summary {
+                Request::DumpFlows {
+                    filter,
+                    select,
+                    summary,
+                    stream: 0,
+                }
+            } else {
+                Request::dump_flows_streamed(filter, select)
+            }
+        }
         Command::Show => Request::Show,
         Command::Tunnels => Request::Tunnels,
         Command::Trace { flow } => {
@@ -200,17 +216,37 @@ fn print(text: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let req = match to_request(cli.command) {
-        Ok(r) => r,
-        Err(Usage(msg)) => {
-            eprintln!("flowctl: {msg}");
-            return ExitCode::from(2);
+/// Prints a streamed dump's rows as they come; flushes whenever the next row needs a
+/// read from the socket.
+fn print_rows(mut rows: SocketRows, json: bool) -> ExitCode {
+    let stdout = std::io::stdout();
+    let mut w = format::RowWriter::new(std::io::BufWriter::new(stdout.lock()), json);
+    loop {
+        if rows.would_wait() && w.flush().is_err() {
+            return ExitCode::SUCCESS; // The reader is gone (`| head`): stop quietly.
         }
-    };
-    match request(&cli.socket, &req) {
-        Ok(Response::Ok(body)) if cli.json => {
+        let Some(row) = rows.next() else { break };
+        let row = match row {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = w.flush();
+                eprintln!("flowctl: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        if w.row(&row).is_err() {
+            return ExitCode::SUCCESS;
+        }
+    }
+    // A closed pipe here is not an error either.
+    let _ = w.finish();
+    ExitCode::SUCCESS
+}
+
+/// Prints a whole answer.
+fn print_response(resp: Result<Response, flowd::control::ClientError>, json: bool) -> ExitCode {
+    match resp {
+        Ok(Response::Ok(body)) if json => {
             let json = serde_json::to_string_pretty(&body.to_json()).unwrap_or_default();
             print(&(json + "\n"))
         }
@@ -223,5 +259,25 @@ fn main() -> ExitCode {
             eprintln!("flowctl: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let req = match to_request(cli.command) {
+        Ok(r) => r,
+        Err(Usage(msg)) => {
+            eprintln!("flowctl: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    if !req.streams() {
+        return print_response(request(&cli.socket, &req), cli.json);
+    }
+    match request_streamed(&cli.socket, &req, DEFAULT_TIMEOUT) {
+        Ok(Answer::Rows(rows)) => print_rows(rows, cli.json),
+        // A daemon that does not stream answers whole.
+        Ok(Answer::Whole(resp)) => print_response(Ok(resp), cli.json),
+        Err(e) => print_response(Err(e), cli.json),
     }
 }

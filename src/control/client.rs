@@ -1,7 +1,11 @@
 //! A blocking client for the control socket (what flowctl uses).
+//!
+//! [`request`] reads a whole answer; [`request_streamed`] reads a streamed one
+//! ([`super::stream`]) row by row, and a whole one from a daemon that does not stream.
 
-use super::proto::{Request, Response};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use super::proto::{Request, Response, ResponseBody};
+use super::stream::{CHUNK_BYTES, FlowRows, STREAM_VERSION, StreamError, read_line_max};
+use std::io::{self, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,8 +13,9 @@ use std::time::Duration;
 /// How long [`request`] waits for the daemon.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The largest response the client reads (a dump of many flows is large).
-const MAX_RESPONSE_BYTES: u64 = 1 << 30;
+/// The largest one-line response the client reads (an older daemon's whole dump of many
+/// flows is large).
+const MAX_RESPONSE_BYTES: usize = 1 << 30;
 
 /// Why a request got no response.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +48,27 @@ pub enum ClientError {
     /// The answer is not a response this client understands.
     #[error("unreadable answer from flowd: {0}")]
     Protocol(#[source] serde_json::Error),
+    /// The answer's first line is longer than the client reads.
+    #[error("flowd's answer is longer than {MAX_RESPONSE_BYTES} bytes")]
+    TooLong,
+    /// A streamed answer in a format this client does not read.
+    #[error("flowd streams version {0}, this flowctl reads up to {STREAM_VERSION}")]
+    StreamVersion(u32),
+    /// A streamed answer could not be read to its end.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+}
+
+/// A stream's rows as [`request_streamed`] gives them: read from the socket.
+pub type SocketRows = FlowRows<BufReader<UnixStream>>;
+
+/// What [`request_streamed`] read.
+#[derive(Debug)]
+pub enum Answer {
+    /// A whole answer (an error, a summary, or a daemon that does not stream).
+    Whole(Response),
+    /// The header said rows follow: read them (each read waits at most the timeout).
+    Rows(SocketRows),
 }
 
 /// Sends one request and waits for its response, with [`DEFAULT_TIMEOUT`].
@@ -63,6 +89,33 @@ pub fn request_with_timeout(
     req: &Request,
     timeout: Duration,
 ) -> Result<Response, ClientError> {
+    let (mut reader, wrote) = send(path, req, timeout)?;
+    first_line(&mut reader, wrote, timeout)
+}
+
+/// Sends a request whose answer may stream ([`Request::dump_flows_streamed`]); waits
+/// at most `timeout` for each read and write, the rows' included.
+pub fn request_streamed(
+    path: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> Result<Answer, ClientError> {
+    let (mut reader, wrote) = send(path, req, timeout)?;
+    match first_line(&mut reader, wrote, timeout)? {
+        Response::Ok(ResponseBody::FlowStream(start)) if start.version > STREAM_VERSION => {
+            Err(ClientError::StreamVersion(start.version))
+        }
+        Response::Ok(ResponseBody::FlowStream(_)) => Ok(Answer::Rows(FlowRows::new(reader))),
+        whole => Ok(Answer::Whole(whole)),
+    }
+}
+
+/// Connects and sends `req`; the reader of the answer, and whether the write failed.
+fn send(
+    path: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> Result<(BufReader<UnixStream>, Option<io::Error>), ClientError> {
     let mut stream = UnixStream::connect(path).map_err(|source| match source.kind() {
         io::ErrorKind::PermissionDenied => ClientError::PermissionDenied {
             path: path.to_path_buf(),
@@ -82,15 +135,23 @@ pub fn request_with_timeout(
     line.push(b'\n');
     // A server that refuses the connection (too many clients) answers and closes
     // without reading: a failed write still leaves its answer to read.
-    let wrote = stream.write_all(&line).and_then(|()| stream.flush());
-    let mut reader = BufReader::new(stream.take(MAX_RESPONSE_BYTES));
+    let wrote = stream.write_all(&line).and_then(|()| stream.flush()).err();
+    // A streamed dump arrives in the server's chunks: read them in as few calls.
+    Ok((BufReader::with_capacity(CHUNK_BYTES, stream), wrote))
+}
+
+/// Reads the answer's first line (a whole [`Response`]); `wrote`: the request's write
+/// error, reported when nothing came back.
+fn first_line(
+    r: &mut BufReader<UnixStream>,
+    wrote: Option<io::Error>,
+    timeout: Duration,
+) -> Result<Response, ClientError> {
     let mut answer = Vec::new();
-    match reader.read_until(b'\n', &mut answer) {
-        Ok(0) => match wrote {
-            Err(e) => Err(io_error(e, timeout)),
-            Ok(()) => Err(ClientError::NoAnswer),
-        },
-        Ok(_) => serde_json::from_slice(&answer).map_err(ClientError::Protocol),
+    match read_line_max(r, &mut answer, MAX_RESPONSE_BYTES) {
+        Ok(false) => Err(wrote.map_or(ClientError::NoAnswer, |e| io_error(e, timeout))),
+        Ok(true) => serde_json::from_slice(&answer).map_err(ClientError::Protocol),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(ClientError::TooLong),
         Err(e) => Err(io_error(e, timeout)),
     }
 }

@@ -27,6 +27,8 @@ pub fn body(b: &ResponseBody) -> String {
         ResponseBody::Done(d) => done(d),
         ResponseBody::Fdb(f) => fdb(f),
         ResponseBody::FlowSummary(s) => flow_summary(s),
+        // A streamed dump's header: its rows follow on their own lines.
+        ResponseBody::FlowStream(_) => String::new(),
     }
 }
 
@@ -94,6 +96,51 @@ pub fn flow(f: &FlowRow) -> String {
 /// All `dump-flows` lines.
 pub fn flows(list: &[FlowRow]) -> String {
     list.iter().map(|f| flow(f) + "\n").collect()
+}
+
+/// `dump-flows` rows written as they arrive, in constant memory: the text lines
+/// ([`flow`]), or with `json` one JSON array holding one row per line
+/// (`[\n{...},\n{...}\n]`), opened at the first row and closed by [`Self::finish`]: a
+/// dump cut short leaves it unclosed, so that no JSON reader takes it for whole.
+#[derive(Debug)]
+pub struct RowWriter<W> {
+    out: W,
+    json: bool,
+    rows: u64,
+}
+
+impl<W: std::io::Write> RowWriter<W> {
+    /// Writes to `out` (buffer it: a row is one small write).
+    pub fn new(out: W, json: bool) -> Self {
+        Self { out, json, rows: 0 }
+    }
+
+    /// Writes one row.
+    pub fn row(&mut self, f: &FlowRow) -> std::io::Result<()> {
+        if self.json {
+            self.out
+                .write_all(if self.rows == 0 { b"[\n" } else { b",\n" })?;
+            serde_json::to_writer(&mut self.out, f)?;
+        } else {
+            writeln!(self.out, "{}", flow(f))?;
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Flushes what is written (before waiting for more rows).
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+
+    /// Ends a complete dump (closes the JSON array) and flushes.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        if self.json {
+            let end: &[u8] = if self.rows == 0 { b"[]\n" } else { b"\n]\n" };
+            self.out.write_all(end)?;
+        }
+        self.out.flush()
+    }
 }
 
 /// An aligned table: columns separated by two spaces, the last one not padded.
@@ -415,6 +462,41 @@ mod tests {
         };
         assert!(flow(&row(bare, None)).contains(", offloaded:no, actions:2"));
         assert_eq!(flows(&[]), "");
+    }
+
+    #[test]
+    fn row_writer_streams_text_and_one_json_array() {
+        let rows = [row(tc(Some(true)), Some(512)), row(tc(None), None)];
+        let mut w = RowWriter::new(Vec::new(), false);
+        for r in &rows {
+            w.row(r).unwrap();
+        }
+        assert_eq!(String::from_utf8(w.out.clone()).unwrap(), flows(&rows));
+        for n in [0, 1, 2] {
+            let mut w = RowWriter::new(Vec::new(), true);
+            for r in &rows[..n] {
+                w.row(r).unwrap();
+            }
+            let cut = w.out.clone();
+            w.finish().unwrap();
+            let mut out = Vec::new();
+            let mut again = RowWriter::new(&mut out, true);
+            for r in &rows[..n] {
+                again.row(r).unwrap();
+            }
+            again.finish().unwrap();
+            let back: Vec<FlowRow> = serde_json::from_slice(&out).unwrap();
+            assert_eq!(back, rows[..n].to_vec());
+            // One row per line, between the brackets.
+            assert_eq!(
+                out.split(|b| *b == b'\n').count(),
+                if n == 0 { 2 } else { n + 3 }
+            );
+            // A dump cut before its end is not valid JSON (unless nothing came yet).
+            if n > 0 {
+                assert!(serde_json::from_slice::<Vec<FlowRow>>(&cut).is_err());
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! `{"command":"show"}`,
 //! `{"command":"rules_add","priority":100,"match":"in_port(1)","actions":"normal"}`.
 //! The answer is `{"ok":{"type":"flows","data":[...]}}` or `{"err":{"message":"..."}}`.
+//! A `dump_flows` request with `"stream":1` is answered line by line instead (a header,
+//! one line per flow, a trailer): see [`super::stream`].
 //! Unknown fields are ignored and fields added later carry `#[serde(default)]`, so older
 //! clients and daemons keep understanding each other.
 
@@ -53,7 +55,24 @@ impl Request {
             filter,
             select: FlowSelect::default(),
             summary: false,
+            stream: 0,
         }
+    }
+
+    /// `dump-flows` of the flows `filter` and `select` pass, streamed
+    /// ([`super::stream`]).
+    pub fn dump_flows_streamed(filter: FlowFilter, select: FlowSelect) -> Self {
+        Request::DumpFlows {
+            filter,
+            select,
+            summary: false,
+            stream: super::stream::STREAM_VERSION,
+        }
+    }
+
+    /// Whether the answer is streamed: rows (not a summary) asked with `stream`.
+    pub fn streams(&self) -> bool {
+        matches!(self, Request::DumpFlows { stream, summary: false, .. } if *stream > 0)
     }
 }
 
@@ -129,6 +148,10 @@ pub enum Request {
         /// Counts only ([`ResponseBody::FlowSummary`]), no rows.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         summary: bool,
+        /// The highest stream version the client reads ([`super::stream`]); 0: the
+        /// whole answer in one line. A summary is always one line.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        stream: u32,
     },
     /// List ports.
     Show,
@@ -176,6 +199,10 @@ pub enum Request {
     },
 }
 
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
 /// The daemon's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -221,6 +248,9 @@ pub enum ResponseBody {
     Fdb(Vec<FdbNetworkRow>),
     /// `dump-flows --summary`.
     FlowSummary(FlowSummary),
+    /// A streamed `dump-flows`' header: its rows follow, one line each
+    /// ([`super::stream`]).
+    FlowStream(super::stream::DumpStart),
 }
 
 impl ResponseBody {
@@ -543,7 +573,9 @@ mod tests {
                     limit: Some(10),
                 },
                 summary: true,
+                stream: 0,
             },
+            Request::dump_flows_streamed(FlowFilter::Offloaded, FlowSelect::default()),
             Request::Show,
             Request::Tunnels,
             Request::Trace {
@@ -608,8 +640,20 @@ mod tests {
                     ..FlowSelect::default()
                 },
                 summary: true,
+                stream: 0,
             }
         );
+        // A streamed dump says so; a summary is never streamed.
+        let streamed = Request::dump_flows_streamed(FlowFilter::All, FlowSelect::default());
+        assert_eq!(
+            serde_json::to_string(&streamed).unwrap(),
+            r#"{"command":"dump_flows","filter":"all","stream":1}"#
+        );
+        assert!(streamed.streams());
+        assert!(!Request::dump_flows(FlowFilter::All).streams());
+        let summary: Request =
+            serde_json::from_str(r#"{"command":"dump_flows","summary":true,"stream":1}"#).unwrap();
+        assert!(!summary.streams());
         assert!(serde_json::from_str::<Request>(r#"{"command":"explode"}"#).is_err());
         // Fields a newer client adds are ignored by an older daemon.
         assert_eq!(

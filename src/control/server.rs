@@ -24,12 +24,21 @@
 //! trace, a reload) never stalls the socket for other clients. A panicking handler
 //! yields an error response, not a dead server.
 //!
+//! A streamed answer ([`Request::streams`], [`super::stream`]) is written by the
+//! handler on its blocking thread into a [`LineSink`]: chunks of about
+//! [`CHUNK_BYTES`](super::stream::CHUNK_BYTES), at most
+//! [`CHUNKS_QUEUED`](super::stream::CHUNKS_QUEUED) ahead of the socket, so its memory is
+//! bounded and the client's reading paces the handler. Each chunk must be taken within
+//! [`ServerOptions::answer_timeout`]; a client that does not is closed (counted as a
+//! deadline), which stops the handler at its next line and frees the slot.
+//!
 //! The socket can move while the daemon runs: bind the new one, [`ControlServer::spawn`]
 //! it, then [`RunningServer::stop`] the old one (which removes its file). Connections
 //! already accepted on the old socket go on until they end.
 
 use super::proto::{MAX_ECHO_BYTES, MAX_REQUEST_BYTES, Request, Response, elide};
 use super::slots::{ConnCounters, Slot, Slots};
+use super::stream::{CHUNKS_QUEUED, Closed, DumpLine, LineSink};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -45,6 +54,13 @@ use tokio::time::Instant;
 pub trait ControlHandler: Send + Sync {
     /// Answers one request. Called on a blocking thread.
     fn handle(&self, req: Request) -> Response;
+
+    /// Answers a request whose answer streams ([`Request::streams`]) by writing its
+    /// lines on `out`; stops at the first [`Closed`]. Called on a blocking thread. The
+    /// default writes [`Self::handle`]'s answer as its one line.
+    fn stream(&self, req: Request, out: &mut LineSink) -> Result<(), Closed> {
+        out.line(&self.handle(req))
+    }
 }
 
 /// Why the server could not start.
@@ -327,6 +343,50 @@ async fn read_line<R: AsyncBufReadExt + Unpin>(
     Ok(Some(()))
 }
 
+/// Writes a streamed answer: the handler produces it on a blocking thread, the chunks
+/// are written as they come, each within `answer_timeout`. `Ok(false)`: the client did
+/// not take one in time (the handler stops when the queue it feeds is dropped).
+async fn stream_answer<W: AsyncWriteExt + Unpin>(
+    handler: &Arc<dyn ControlHandler>,
+    req: Request,
+    w: &mut W,
+    answer_timeout: Duration,
+) -> io::Result<bool> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(CHUNKS_QUEUED);
+    let h = Arc::clone(handler);
+    let task = tokio::task::spawn_blocking(move || {
+        let mut sink = LineSink::new(tx);
+        if h.stream(req, &mut sink).is_ok() {
+            let _ = sink.flush();
+        }
+    });
+    while let Some(chunk) = rx.recv().await {
+        match tokio::time::timeout(answer_timeout, w.write_all(&chunk)).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(false),
+        }
+    }
+    if task.await.is_err() {
+        // The handler panicked mid-way: the client must not take what it got for the
+        // whole answer. The line reads as an error response before the header too.
+        let failed = DumpLine::Err {
+            message: "internal error: the command handler failed".into(),
+        };
+        let mut line = serde_json::to_vec(&failed).unwrap_or_default();
+        line.push(b'\n');
+        if tokio::time::timeout(answer_timeout, w.write_all(&line))
+            .await
+            .is_err()
+        {
+            return Ok(false);
+        }
+    }
+    match tokio::time::timeout(answer_timeout, w.flush()).await {
+        Ok(r) => r.map(|()| true),
+        Err(_) => Ok(false),
+    }
+}
+
 /// What ended a wait for the next request line.
 enum Next {
     Line(io::Result<Option<()>>),
@@ -389,6 +449,15 @@ async fn serve_client(
             return Ok(()); // Evicted just now: the new client has the slot.
         }
         let resp = match serde_json::from_slice::<Request>(line) {
+            Ok(req) if req.streams() => {
+                if !stream_answer(&handler, req, &mut wr, options.answer_timeout).await? {
+                    slot.timed_out();
+                    return Ok(());
+                }
+                slot.idle();
+                deadline = Instant::now() + options.idle_timeout;
+                continue;
+            }
             Ok(req) => {
                 let h = Arc::clone(&handler);
                 match tokio::task::spawn_blocking(move || h.handle(req)).await {
@@ -416,178 +485,4 @@ async fn serve_client(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::control::proto::{DoneBody, ResponseBody};
-    use std::io::{BufRead, Write};
-
-    /// Answers every request with `done`, after `delay`.
-    struct Slow(Duration);
-
-    impl ControlHandler for Slow {
-        fn handle(&self, _: Request) -> Response {
-            std::thread::sleep(self.0);
-            Response::Ok(ResponseBody::Done(DoneBody {
-                message: "done".into(),
-                count: None,
-            }))
-        }
-    }
-
-    fn ask(path: &Path) -> io::Result<String> {
-        let mut s = std::os::unix::net::UnixStream::connect(path)?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut req = serde_json::to_vec(&Request::Show).map_err(io::Error::other)?;
-        req.push(b'\n');
-        s.write_all(&req)?;
-        let mut line = String::new();
-        std::io::BufReader::new(s).read_line(&mut line)?;
-        Ok(line)
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn moves_to_a_new_socket_and_lets_old_connections_finish() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (a, b) = (dir.path().join("a.sock"), dir.path().join("sub/b.sock"));
-        let handler: Arc<dyn ControlHandler> = Arc::new(Slow(Duration::from_millis(300)));
-        let old = ControlServer::bind(&a, ServerOptions::default())
-            .expect("bind a")
-            .spawn(handler.clone());
-        // A request in progress on the old socket while it moves.
-        let a2 = a.clone();
-        let pending = tokio::task::spawn_blocking(move || ask(&a2));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-
-        let new = ControlServer::bind(&b, ServerOptions::default())
-            .expect("bind b")
-            .spawn(handler);
-        assert_eq!(new.path(), b.as_path());
-        old.stop().await;
-        assert!(!a.exists(), "the old socket file is removed");
-        assert!(std::os::unix::net::UnixStream::connect(&a).is_err());
-        let mode = std::fs::metadata(&b).expect("b").permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let dmode = std::fs::metadata(b.parent().expect("parent"))
-            .expect("dir")
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(dmode, 0o700);
-
-        let answered = pending
-            .await
-            .expect("join")
-            .expect("old connection answered");
-        assert!(answered.contains("done"), "{answered}");
-        let via_new = tokio::task::spawn_blocking(move || ask(&b))
-            .await
-            .expect("join")
-            .expect("new socket answers");
-        assert!(via_new.contains("done"), "{via_new}");
-        let b = new.path().to_path_buf();
-        new.stop().await;
-        assert!(!b.exists());
-    }
-
-    #[tokio::test]
-    async fn a_path_that_cannot_be_bound_is_an_error_and_the_running_socket_stays() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let a = dir.path().join("a.sock");
-        let handler: Arc<dyn ControlHandler> = Arc::new(Slow(Duration::ZERO));
-        let running = ControlServer::bind(&a, ServerOptions::default())
-            .expect("bind a")
-            .spawn(handler);
-        let file = dir.path().join("file");
-        std::fs::write(&file, b"").expect("file");
-        let err = ControlServer::bind(&file.join("sub/b.sock"), ServerOptions::default())
-            .expect_err("a directory under a file");
-        assert!(matches!(err, ServeError::Io { .. }), "{err}");
-        // The same socket again: another server answers there.
-        let err = ControlServer::bind(&a, ServerOptions::default()).expect_err("in use");
-        assert!(matches!(err, ServeError::AlreadyRunning(_)), "{err}");
-        assert!(a.exists());
-        drop(running);
-    }
-
-    /// Sends `chunk` every 50 ms on `s` until the server closes the connection or 20 s
-    /// pass; what the server said.
-    fn trickle(mut s: std::os::unix::net::UnixStream, first: &[u8], chunk: &[u8]) -> String {
-        s.set_read_timeout(Some(Duration::from_millis(50)))
-            .expect("timeout");
-        let _ = s.write_all(first);
-        let mut said = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::time::Instant::now() < deadline {
-            let _ = s.write_all(chunk);
-            let mut buf = [0u8; 512];
-            match std::io::Read::read(&mut s, &mut buf) {
-                Ok(0) => return String::from_utf8_lossy(&said).into_owned(),
-                Ok(n) => said.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => break,
-            }
-        }
-        panic!("still open after 20 s: {}", String::from_utf8_lossy(&said));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn blank_lines_and_partial_bytes_do_not_renew_the_deadline_answers_do() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("c.sock");
-        let options = ServerOptions {
-            idle_timeout: Duration::from_millis(300),
-            ..ServerOptions::default()
-        };
-        let handler: Arc<dyn ControlHandler> = Arc::new(Slow(Duration::ZERO));
-        let server = ControlServer::bind(&path, options)
-            .expect("bind")
-            .spawn(handler);
-        let p = path.clone();
-        let (blank, partial) = tokio::task::spawn_blocking(move || {
-            let connect = || std::os::unix::net::UnixStream::connect(&p).expect("connect");
-            (
-                trickle(connect(), b"", b"\n"),
-                trickle(connect(), b"{\"command\":", b" "),
-            )
-        })
-        .await
-        .expect("join");
-        for said in [blank, partial] {
-            assert!(
-                said.contains("closed: no complete request within 0.3 s"),
-                "{said}"
-            );
-        }
-
-        // Requests answered more often than the deadline keep the connection open.
-        let options = ServerOptions {
-            idle_timeout: Duration::from_secs(2),
-            ..ServerOptions::default()
-        };
-        let path = dir.path().join("d.sock");
-        let handler: Arc<dyn ControlHandler> = Arc::new(Slow(Duration::ZERO));
-        let renewed = ControlServer::bind(&path, options)
-            .expect("bind")
-            .spawn(handler);
-        tokio::task::spawn_blocking(move || {
-            let s = std::os::unix::net::UnixStream::connect(&path).expect("connect");
-            s.set_read_timeout(Some(Duration::from_secs(10)))
-                .expect("timeout");
-            let mut r = std::io::BufReader::new(s);
-            let started = std::time::Instant::now();
-            while started.elapsed() < Duration::from_secs(3) {
-                r.get_mut()
-                    .write_all(b"{\"command\":\"show\"}\n")
-                    .expect("send");
-                let mut line = String::new();
-                r.read_line(&mut line).expect("answer");
-                assert!(line.contains("done"), "{line}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-        .await
-        .expect("join");
-        server.stop().await;
-        renewed.stop().await;
-    }
-}
+mod tests;

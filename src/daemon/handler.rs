@@ -7,6 +7,7 @@ use crate::control::proto::{
     Response, ResponseBody, RuleRow, TraceBody, TunnelRow, elide,
 };
 use crate::control::server::ControlHandler;
+use crate::control::stream::{Closed, DumpEnd, DumpLine, DumpStart, LineSink, STREAM_VERSION};
 use datapath::Megaflow;
 use datapath::PortId;
 use datapath::cache::FlowEntry;
@@ -161,10 +162,84 @@ fn flow_row_placed(d: &Daemon, e: &FlowEntry, placement: Placement, now_ms: u64)
     }
 }
 
+/// Flows a dump takes from the table per lock: the table's lock (which the slow path's
+/// writers take) is held for one chunk, never for the whole walk.
+const WALK_CHUNK: usize = 1024;
+
+/// What a dump's walk found.
+#[derive(Debug, Clone, Copy)]
+struct Walked {
+    /// Flows selected and visited.
+    flows: u64,
+    /// Whether more flows matched than `limit`.
+    limited: bool,
+}
+
+/// A summary's counts, one selected flow at a time.
+fn count(sum: &mut FlowSummary, ports: &offload::PortTable, e: &FlowEntry, p: &Placement) {
+    sum.flows += 1;
+    let at = if p.offloaded {
+        sum.offloaded += 1;
+        p.dp.clone()
+    } else {
+        sum.software += 1;
+        format!("software ({})", p.category.as_deref().unwrap_or("-"))
+    };
+    *sum.by_placement.entry(at).or_default() += 1;
+    let port = ports
+        .get(PortId(e.key().in_port))
+        .map_or_else(|| format!("port {}", e.key().in_port), |p| p.name.clone());
+    *sum.by_port.entry(port).or_default() += 1;
+}
+
 impl Handler {
-    /// `dump-flows`: the flows the filter and the selection pass, as rows or counted.
-    /// The conditions on keys and actions are checked first; a flow's row is formatted
-    /// only once it is selected.
+    /// Walks the flow table a chunk at a time ([`WALK_CHUNK`]), giving `visit` each flow
+    /// the filter and the selection pass, with its placement, until `limit` or until
+    /// `visit` breaks (its value is returned as the error). The conditions on keys and
+    /// actions are checked first, the placement only for the flows they pass. A flow
+    /// installed for the whole walk is visited once; one added or removed meanwhile
+    /// may or may not be.
+    fn walk<B>(
+        &self,
+        filter: FlowFilter,
+        sel: &Selector,
+        mut visit: impl FnMut(&FlowEntry, Placement) -> std::ops::ControlFlow<B>,
+    ) -> Result<Walked, B> {
+        let d = &self.0;
+        let table = d.switch.engine().table();
+        let mut chunk = Vec::with_capacity(WALK_CHUNK);
+        let (mut from, mut flows) = (Some(0), 0u64);
+        while let Some(at) = from {
+            chunk.clear();
+            from = table.snapshot_chunk(at, WALK_CHUNK, &mut chunk);
+            for e in &chunk {
+                if !sel.matches(e) {
+                    continue;
+                }
+                let p = placement(d, e);
+                if !filter.accepts(&p) || !sel.matches_placement(&p) {
+                    continue;
+                }
+                if flows >= sel.limit {
+                    return Ok(Walked {
+                        flows,
+                        limited: true,
+                    });
+                }
+                flows += 1;
+                if let std::ops::ControlFlow::Break(b) = visit(e, p) {
+                    return Err(b);
+                }
+            }
+        }
+        Ok(Walked {
+            flows,
+            limited: false,
+        })
+    }
+
+    /// `dump-flows` in one answer: the flows the filter and the selection pass, as rows
+    /// or counted.
     fn dump_flows(&self, filter: FlowFilter, select: &FlowSelect, summary: bool) -> Response {
         let d = &self.0;
         let sel = match Selector::resolve(d, select) {
@@ -175,42 +250,51 @@ impl Handler {
         let ports = d.ports.table();
         let mut rows = Vec::new();
         let mut sum = FlowSummary::default();
-        let mut taken = 0u64;
-        for e in d.switch.engine().table().snapshot().iter() {
-            if taken >= sel.limit {
-                break;
-            }
-            if !sel.matches(e) {
-                continue;
-            }
-            let p = placement(d, e);
-            if !filter.accepts(&p) || !sel.matches_placement(&p) {
-                continue;
-            }
-            taken += 1;
-            if !summary {
-                rows.push(flow_row_placed(d, e, p, now));
-                continue;
-            }
-            sum.flows += 1;
-            let at = if p.offloaded {
-                sum.offloaded += 1;
-                p.dp.clone()
+        let walked = self.walk(filter, &sel, |e, p| {
+            if summary {
+                count(&mut sum, &ports, e, &p);
             } else {
-                sum.software += 1;
-                format!("software ({})", p.category.as_deref().unwrap_or("-"))
-            };
-            *sum.by_placement.entry(at).or_default() += 1;
-            let port = ports
-                .get(PortId(e.key().in_port))
-                .map_or_else(|| format!("port {}", e.key().in_port), |p| p.name.clone());
-            *sum.by_port.entry(port).or_default() += 1;
-        }
+                rows.push(flow_row_placed(d, e, p, now));
+            }
+            std::ops::ControlFlow::<std::convert::Infallible>::Continue(())
+        });
+        let Ok(_) = walked;
         if summary {
             ResponseBody::FlowSummary(sum).into()
         } else {
             ResponseBody::Flows(rows).into()
         }
+    }
+
+    /// `dump-flows`, streamed ([`crate::control::stream`]): the header, a line per row
+    /// as the walk finds it, the trailer. Stops when the client is gone.
+    fn dump_flows_streamed(
+        &self,
+        filter: FlowFilter,
+        select: &FlowSelect,
+        out: &mut LineSink,
+    ) -> Result<(), Closed> {
+        let d = &self.0;
+        let sel = match Selector::resolve(d, select) {
+            Ok(s) => s,
+            Err(e) => return out.line(&Response::err(e)),
+        };
+        let start = DumpStart {
+            version: STREAM_VERSION,
+            flows_in_table: d.switch.engine().table().len() as u64,
+        };
+        out.line(&Response::from(ResponseBody::FlowStream(start)))?;
+        let now = d.switch.clock().now_ms();
+        let walked = self.walk(filter, &sel, |e, p| {
+            match out.line(&DumpLine::Flow(flow_row_placed(d, e, p, now))) {
+                Ok(()) => std::ops::ControlFlow::Continue(()),
+                Err(closed) => std::ops::ControlFlow::Break(closed),
+            }
+        })?;
+        out.line(&DumpLine::End(DumpEnd {
+            flows: walked.flows,
+            limited: walked.limited,
+        }))
     }
 
     fn tunnels(&self) -> ResponseBody {
@@ -438,6 +522,7 @@ impl ControlHandler for Handler {
                 filter,
                 select,
                 summary,
+                stream: _,
             } => self.dump_flows(filter, &select, summary),
             Request::Show => ResponseBody::Ports(self.0.port_rows()).into(),
             Request::Tunnels => self.tunnels().into(),
@@ -458,6 +543,18 @@ impl ControlHandler for Handler {
             Request::RulesList => self.rules_list().into(),
             Request::Reload { allow_empty } => self.reload(allow_empty),
             Request::Fdb { network } => super::evpn::fdb(&self.0, network.as_deref()),
+        }
+    }
+
+    fn stream(&self, req: Request, out: &mut LineSink) -> Result<(), Closed> {
+        match req {
+            Request::DumpFlows {
+                filter,
+                select,
+                summary: false,
+                stream: 1..,
+            } => self.dump_flows_streamed(filter, &select, out),
+            other => out.line(&self.handle(other)),
         }
     }
 }

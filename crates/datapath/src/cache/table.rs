@@ -107,8 +107,8 @@ impl std::fmt::Debug for Inner {
     }
 }
 
-/// Slab slots [`FlowTable::snapshot`] copies per hold of the table's lock (a few
-/// hundred microseconds).
+/// Flows [`FlowTable::snapshot`] copies per hold of the table's lock (a few hundred
+/// microseconds).
 pub const SNAPSHOT_CHUNK: usize = 4096;
 
 fn slab_entry(slab: &[Option<Arc<FlowEntry>>], index: u32) -> Option<&Arc<FlowEntry>> {
@@ -296,16 +296,37 @@ impl FlowTable {
     /// during the walk may or may not be.
     pub fn snapshot(&self) -> Vec<Arc<FlowEntry>> {
         let mut out = Vec::with_capacity(self.len());
-        let mut at = 0;
-        loop {
-            let inner = self.lock();
-            let end = (at + SNAPSHOT_CHUNK).min(inner.slab.len());
-            out.extend(inner.slab[at.min(end)..end].iter().flatten().cloned());
-            if end >= inner.slab.len() {
-                return out;
-            }
-            at = end;
+        let mut from = Some(0);
+        while let Some(f) = from {
+            from = self.snapshot_chunk(f, SNAPSHOT_CHUNK, &mut out);
         }
+        out
+    }
+
+    /// A walk over the table a chunk at a time, without holding its lock between two
+    /// chunks (a dump that streams): appends to `out` at most `max` (at least 1) flows
+    /// found from slab position `from` on, and returns the position to continue from,
+    /// `None` once the walk is over. A flow installed for the whole walk is visited
+    /// exactly once (its slab position never moves); one installed or removed meanwhile
+    /// may or may not be. Start at 0. The lock is held for one chunk only.
+    pub fn snapshot_chunk(
+        &self,
+        from: usize,
+        max: usize,
+        out: &mut Vec<Arc<FlowEntry>>,
+    ) -> Option<usize> {
+        let inner = self.lock();
+        let mut taken = 0;
+        for (i, slot) in inner.slab.iter().enumerate().skip(from) {
+            if taken == max.max(1) {
+                return Some(i);
+            }
+            if let Some(e) = slot {
+                out.push(Arc::clone(e));
+                taken += 1;
+            }
+        }
+        None
     }
 
     /// The `n` least recently used flows, oldest first: eviction candidates.
