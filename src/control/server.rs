@@ -394,6 +394,34 @@ enum Next {
     Evicted,
 }
 
+/// Answers one request line, streamed or whole; `false` when the client did not take
+/// the answer within `timeout` (the connection then ends).
+async fn answer<W: AsyncWriteExt + Unpin>(
+    line: &[u8],
+    handler: &Arc<dyn ControlHandler>,
+    wr: &mut W,
+    timeout: Duration,
+) -> io::Result<bool> {
+    let resp = match serde_json::from_slice::<Request>(line) {
+        Ok(req) if req.streams() => return stream_answer(handler, req, wr, timeout).await,
+        Ok(req) => {
+            let h = Arc::clone(handler);
+            match tokio::task::spawn_blocking(move || h.handle(req)).await {
+                Ok(resp) => resp,
+                Err(_) => Response::err("internal error: the command handler failed"),
+            }
+        }
+        Err(e) => Response::err(format!(
+            "malformed request: {}",
+            elide(&e.to_string(), MAX_ECHO_BYTES)
+        )),
+    };
+    match tokio::time::timeout(timeout, write_response(wr, &resp)).await {
+        Ok(r) => r.map(|()| true),
+        Err(_) => Ok(false),
+    }
+}
+
 async fn serve_client(
     stream: UnixStream,
     handler: Arc<dyn ControlHandler>,
@@ -448,36 +476,9 @@ async fn serve_client(
         if !slot.busy() {
             return Ok(()); // Evicted just now: the new client has the slot.
         }
-        let resp = match serde_json::from_slice::<Request>(line) {
-            Ok(req) if req.streams() => {
-                if !stream_answer(&handler, req, &mut wr, options.answer_timeout).await? {
-                    slot.timed_out();
-                    return Ok(());
-                }
-                slot.idle();
-                deadline = Instant::now() + options.idle_timeout;
-                continue;
-            }
-            Ok(req) => {
-                let h = Arc::clone(&handler);
-                match tokio::task::spawn_blocking(move || h.handle(req)).await {
-                    Ok(resp) => resp,
-                    Err(_) => Response::err("internal error: the command handler failed"),
-                }
-            }
-            Err(e) => Response::err(format!(
-                "malformed request: {}",
-                elide(&e.to_string(), MAX_ECHO_BYTES)
-            )),
-        };
-        let sent =
-            tokio::time::timeout(options.answer_timeout, write_response(&mut wr, &resp)).await;
-        match sent {
-            Ok(r) => r?,
-            Err(_) => {
-                slot.timed_out();
-                return Ok(());
-            }
+        if !answer(line, &handler, &mut wr, options.answer_timeout).await? {
+            slot.timed_out();
+            return Ok(());
         }
         slot.idle();
         deadline = Instant::now() + options.idle_timeout;
