@@ -392,7 +392,8 @@ impl Engine {
             if x.needs_learning {
                 continue;
             }
-            if let Some((entry, true)) = self.put(&x.megaflow(k), &x, now, owner(k)) {
+            let unplugged = |p| sp.is_unplugged(p);
+            if let Some((entry, true)) = self.put(&x.megaflow(k), &x, now, owner(k), unplugged) {
                 out.push(entry);
             }
         }
@@ -423,7 +424,9 @@ impl Engine {
         if x.needs_learning {
             return None;
         }
-        let (entry, new) = self.put(mf, x, now, owner)?;
+        // The slow path's lock is not held here: taken for the one check.
+        let unplugged = |p| self.read().is_unplugged(p);
+        let (entry, new) = self.put(mf, x, now, owner, unplugged)?;
         if new {
             self.observer.installed(&entry);
         } else {
@@ -438,12 +441,16 @@ impl Engine {
 
     /// Puts a translated megaflow in the table with its metadata (counting installs and
     /// failures); the entry, and whether it is new (else an identical flow was there).
+    /// `unplugged` says whether a port was unplugged ([`SlowPath::is_unplugged`]), read
+    /// through whatever guard of the slow path the caller holds (its `RwLock` must not
+    /// be taken twice by one thread: a writer waiting between would deadlock it).
     fn put(
         &self,
         mf: &Megaflow,
         x: &Xlation,
         now: Duration,
         owner: Option<PortId>,
+        unplugged: impl Fn(PortId) -> bool,
     ) -> Option<(Arc<FlowEntry>, bool)> {
         use std::sync::atomic::Ordering::Relaxed;
         let actions = lock(&self.actions).get(&x.actions);
@@ -457,7 +464,7 @@ impl Engine {
         };
         // Checked after the put: an unplug deletes the port's flows after marking it,
         // so a flow it did not see is seen here (the packet is still forwarded).
-        if self.read().is_unplugged(PortId(mf.key.in_port)) {
+        if unplugged(PortId(mf.key.in_port)) {
             self.table.remove(entry.id());
             return None;
         }

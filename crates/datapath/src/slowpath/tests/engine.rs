@@ -335,6 +335,41 @@ fn an_upcall_from_an_unplugged_port_installs_nothing_until_it_is_plugged_again()
 }
 
 #[test]
+fn preinstall_does_not_deadlock_with_a_writer_waiting() {
+    // preinstall holds the slow path's read lock over its installs: taking it again
+    // there deadlocked as soon as a writer (learning, configuration) queued between.
+    let e = Arc::new(engine(10_000).0);
+    let keys: Vec<FlowKey> = (0..3000u32)
+        .map(|i| {
+            let b = i.to_be_bytes();
+            frame(1 + i % 2, Mac([0x02, 0, 1, b[1], b[2], b[3]]), mac(0xb))
+        })
+        .collect();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (e, done) = (e.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                e.configure(|_| ((), Vec::new()));
+            }
+        })
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Detached: if it deadlocks, the test fails on the deadline instead of hanging.
+    let e2 = e.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(e2.preinstall(&keys, secs(1)).len());
+    });
+    let got = rx.recv_timeout(Duration::from_secs(60));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        got.is_ok_and(|n| n > 0),
+        "preinstall never returned: {got:?}"
+    );
+    writer.join().unwrap();
+}
+
+#[test]
 fn the_revalidator_paces_itself_by_what_a_sweep_costs() {
     let ms = Duration::from_millis;
     let mut p = Pace::new(ms(500));
