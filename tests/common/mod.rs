@@ -176,14 +176,25 @@ pub struct Wire {
 pub fn wire(ns: &Netns, dev: &str, f: impl FnOnce()) -> Wire {
     let name = ns.name.clone();
     let dev = dev.to_string();
+    // tcpdump says on stderr when it listens: `f` runs only then (a loaded VM can take
+    // seconds to start it; a fixed sleep missed the first packets).
+    let ready = std::env::temp_dir().join(format!("flowd-wire-{}-{dev}.err", ns.name));
+    let _ = std::fs::remove_file(&ready);
+    let err = ready.display().to_string();
     let t = std::thread::spawn(move || {
         Netns::borrowed(&name).try_exec(&format!(
-            "timeout 8 tcpdump -i {dev} -nn -l -c 200 'udp port 4789 or esp' 2>/dev/null"
+            "timeout 15 tcpdump -i {dev} -nn -l -c 200 'udp port 4789 or esp' 2>{err}"
         ))
     });
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(&ready).is_ok_and(|e| e.contains("listening on"))
+        && t0.elapsed() < std::time::Duration::from_secs(10)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     f();
     let (_, out) = t.join().expect("tcpdump thread");
+    let _ = std::fs::remove_file(&ready);
     let mut w = Wire::default();
     for line in out.lines() {
         if line.contains("ESP(") {
