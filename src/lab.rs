@@ -17,6 +17,7 @@
 //! Ctrl-C or failure). It uses tc flower where the kernel has it, else the simulated
 //! eswitch, and says which; `--vm` runs the same inside a VM with Debian's kernel.
 
+pub mod burst;
 pub mod evpn;
 
 use crate::control::client;

@@ -11,12 +11,10 @@ mod common;
 
 use common::lab::{ping, wait};
 use common::{exe, skip_without_netns};
-use datapath::port::{AfPacketPort, PacketBatch, Port};
 use flowd::control::client::{Answer, request_streamed};
 use flowd::control::proto::{FlowFilter, FlowRow, FlowSelect, Request, ResponseBody};
 use flowd::control::stream::DumpEnd;
 use flowd::lab::{self, Lab};
-use flowd::netns::Netns;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -24,54 +22,9 @@ use std::time::{Duration, Instant};
 /// Flows vf0 offers (at least half must be installed).
 const FLOWS: u32 = 3000;
 
-/// Frame `i`: vf0 (`src`) to the unknown unicast MAC 02:f1:<i>, IPv4/UDP 1.1.1.2 ->
-/// 1.1.1.200 (as benches/scale.rs sends them).
-fn frame(src: [u8; 6], i: u32) -> [u8; 60] {
-    let mut f = [0u8; 60];
-    let b = i.to_be_bytes();
-    f[..6].copy_from_slice(&[0x02, 0xf1, b[0], b[1], b[2], b[3]]);
-    f[6..12].copy_from_slice(&src);
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    let ip = &mut f[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&46u16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&[1, 1, 1, 2]);
-    ip[16..20].copy_from_slice(&[1, 1, 1, 200]);
-    let sum = ip
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum::<u32>();
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    f[34..36].copy_from_slice(&40000u16.to_be_bytes());
-    f[36..38].copy_from_slice(&9u16.to_be_bytes());
-    f[38..40].copy_from_slice(&26u16.to_be_bytes());
-    f
-}
-
 /// Frames from vf0 to `n` distinct unknown MACs: one megaflow each.
 fn offer(ns: &str, n: u32) {
-    let ns = ns.to_string();
-    std::thread::spawn(move || {
-        Netns::borrowed(&ns).enter().expect("enter vf0's namespace");
-        let mut port = AfPacketPort::open("vf0", 64).expect("AF_PACKET on vf0");
-        let src = port.mac();
-        let mut batch = PacketBatch::new(64, 128);
-        let mut i = 0;
-        while i < n {
-            batch.clear();
-            while i < n && batch.len() < 64 {
-                batch.push(&frame(src, i));
-                i += 1;
-            }
-            port.send(&batch).expect("send");
-        }
-    })
-    .join()
-    .expect("sender");
+    flowd::lab::burst::offer(ns, "vf0", 0xf1, 0..u64::from(n)).expect("send the frames");
 }
 
 fn flow_count(l: &Lab) -> u64 {
