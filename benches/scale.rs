@@ -11,7 +11,9 @@
 //! - **setup**: `FLOWD_SCALE_BURST` (default 100,000) new flows offered in one pass; the
 //!   time from the first frame to 90% and 100% of them installed (polling `flowctl
 //!   stats`), and how many upcalls were dropped (a dropped one waits for its flow's next
-//!   packet). Goal: 100% installed from the one pass, at >= 100,000 flows/s.
+//!   packet). Goal: 100% installed from the one pass, at >= 100,000 flows/s. Beside
+//!   it, the daemon's CPU per new flow over the same time (by thread): the wall-clock
+//!   rate swings with whatever else this 2-core machine runs, the CPU cost much less.
 //! - **memory**: then up to `FLOWD_SCALE_FLOWS` (default 1,000,000) flows, offered in
 //!   passes of 2,000, each waiting until the count settles; RSS growth
 //!   of the daemon divided by the flows it holds, once the simulated eswitch carries
@@ -32,10 +34,9 @@
 //! Needs root and iproute2. Bounded: every wait has a deadline; the namespaces and the
 //! daemon go away on every exit path. Runs only under `cargo bench` (`--bench`).
 
-use datapath::port::{AfPacketPort, PacketBatch, Port};
 use flowd::control::proto::{Request, ResponseBody, StatsBody};
 use flowd::lab::{self, Lab};
-use flowd::netns::{Netns, can_netns};
+use flowd::netns::can_netns;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -118,19 +119,29 @@ fn cpu_ticks(pid: u32) -> std::collections::BTreeMap<String, u64> {
 /// grows with the table (revalidator sweeps, counters pulled from the eswitch). Share
 /// of one core over `secs`, in all and for the busiest threads.
 fn idle_cpu(pid: u32, secs: u64) -> (f64, Vec<(String, f64)>) {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(secs));
-    let after = cpu_ticks(pid);
-    let share = |t: u64| t as f64 / hz / secs as f64;
+    let (all, threads) = cpu_spent(&before, &cpu_ticks(pid));
+    let share = |t: f64| t / secs as f64;
+    (
+        share(all),
+        threads.into_iter().map(|(n, t)| (n, share(t))).collect(),
+    )
+}
+
+/// CPU-seconds spent between two [`cpu_ticks`] readings: in all, and by the three
+/// busiest threads.
+fn cpu_spent(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> (f64, Vec<(String, f64)>) {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let mut threads: Vec<(String, f64)> = after
         .iter()
         .map(|(n, t)| {
-            (
-                n.clone(),
-                share(t.saturating_sub(*before.get(n).unwrap_or(&0))),
-            )
+            let spent = t.saturating_sub(*before.get(n).unwrap_or(&0));
+            (n.clone(), spent as f64 / hz)
         })
         .filter(|(_, s)| *s > 0.0)
         .collect();
@@ -140,59 +151,18 @@ fn idle_cpu(pid: u32, secs: u64) -> (f64, Vec<(String, f64)>) {
     (all, threads)
 }
 
-/// Frame `i`: vf0 (`src`) to the unknown unicast MAC 02:f0:<i>, IPv4/UDP 1.1.1.2 ->
-/// 1.1.1.200, 60 bytes.
-fn frame(src: [u8; 6], i: u64, out: &mut [u8; 60]) {
-    *out = [0; 60];
-    let b = (i as u32).to_be_bytes();
-    out[..6].copy_from_slice(&[0x02, 0xf0, b[0], b[1], b[2], b[3]]);
-    out[6..12].copy_from_slice(&src);
-    out[12..14].copy_from_slice(&[0x08, 0x00]);
-    let ip = &mut out[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&46u16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 17;
-    ip[12..16].copy_from_slice(&[1, 1, 1, 2]);
-    ip[16..20].copy_from_slice(&[1, 1, 1, 200]);
-    let sum = ip
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum::<u32>();
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    out[34..36].copy_from_slice(&40000u16.to_be_bytes());
-    out[36..38].copy_from_slice(&9u16.to_be_bytes());
-    out[38..40].copy_from_slice(&26u16.to_be_bytes());
+/// Threads and their shares, for a table row.
+fn busiest(threads: &[(String, f64)], unit: impl Fn(f64) -> String) -> String {
+    let parts: Vec<String> = threads
+        .iter()
+        .map(|(n, s)| format!("{n} {}", unit(*s)))
+        .collect();
+    parts.join(", ")
 }
 
 /// Sends frames `range` once from vf0 (inside namespace `ns`); the time it took.
 fn offer(ns: &str, range: std::ops::Range<u64>) -> Result<Duration, String> {
-    let ns = ns.to_string();
-    std::thread::spawn(move || {
-        Netns::borrowed(&ns).enter().map_err(|e| e.to_string())?;
-        let mut port = AfPacketPort::open("vf0", 64).map_err(|e| e.to_string())?;
-        let src = port.mac();
-        let mut batch = PacketBatch::new(64, 128);
-        let mut f = [0u8; 60];
-        let t0 = Instant::now();
-        let mut i = range.start;
-        while i < range.end {
-            batch.clear();
-            while i < range.end && batch.len() < 64 {
-                frame(src, i, &mut f);
-                batch.push(&f);
-                i += 1;
-            }
-            // What the veth could not take is dropped and counted by the port (and
-            // shows as flows never offered).
-            port.send(&batch).map_err(|e| e.to_string())?;
-        }
-        Ok(t0.elapsed())
-    })
-    .join()
-    .map_err(|_| "the sender panicked".to_string())?
+    lab::burst::offer(ns, "vf0", 0xf0, range)
 }
 
 /// Waits until the daemon holds `want` flows (at most `secs`); the flow count and the
@@ -249,6 +219,9 @@ struct Burst {
     t100: Option<Duration>,
     upcall_drops: u64,
     ring_drops: u64,
+    /// The daemon's CPU-seconds from the first frame to 100% installed, in all and by
+    /// its busiest threads: the cost of a new flow, whatever else the machine runs.
+    cpu: (f64, Vec<(String, f64)>),
 }
 
 /// What the table held once filled, and what it cost.
@@ -292,10 +265,12 @@ fn start(l: &mut Lab, flows: u64, (ring_kib, upcall_queue): (u64, u64)) -> Resul
 }
 
 /// Setup: one pass of `size` new flows, and how they were installed.
-fn burst(l: &mut Lab, base: &StatsBody, size: u64) -> Result<Burst, String> {
+fn burst(l: &mut Lab, pid: u32, base: &StatsBody, size: u64) -> Result<Burst, String> {
+    let ticks = cpu_ticks(pid);
     let t0 = Instant::now();
     let offered_in = offer(&l.vfs[0].name, 0..size)?;
     let samples = wait_flows(l, base.flows + size, 60, t0);
+    let cpu = cpu_spent(&ticks, &cpu_ticks(pid));
     let after = stats(l);
     let rep0 = |s: &StatsBody, k: &str| {
         s.ports
@@ -312,6 +287,7 @@ fn burst(l: &mut Lab, base: &StatsBody, size: u64) -> Result<Burst, String> {
         t100: reached(&samples, base.flows + size),
         upcall_drops: after.upcall_drops - base.upcall_drops,
         ring_drops: rep0(&after, "kernel_drops") - rep0(base, "kernel_drops"),
+        cpu,
     })
 }
 
@@ -416,6 +392,21 @@ fn print_burst(b: &Burst) {
         "0",
         Some(b.ring_drops == 0),
     );
+    let per_flow = b.cpu.0 / b.installed.max(1) as f64;
+    row(
+        "burst: daemon CPU per new flow (flows/CPU-s)",
+        format!(
+            "{:.1} us ({:.0}/s)",
+            per_flow * 1e6,
+            1.0 / per_flow.max(1e-9)
+        ),
+        "-",
+        None,
+    );
+    println!(
+        "  busiest threads: {}",
+        busiest(&b.cpu.1, |s| format!("{s:.2} s"))
+    );
 }
 
 fn print_filled(f: &Filled, flows: u64) {
@@ -454,7 +445,7 @@ fn run(l: &mut Lab, flows: u64, size: u64, sizes: (u64, u64)) -> Result<(), Stri
         base.flows,
         mib(rss0)
     );
-    let b = burst(l, &base, size)?;
+    let b = burst(l, pid, &base, size)?;
     let f = fill(l, pid, &base, rss0, flows)?;
     let idle = idle_cpu(pid, IDLE_SECS);
     let d = dump::dumps(l, pid, f.end.flows)?;
@@ -467,18 +458,16 @@ fn run(l: &mut Lab, flows: u64, size: u64, sizes: (u64, u64)) -> Result<(), Stri
     );
     print_burst(&b);
     print_filled(&f, flows);
-    let busiest: Vec<String> = idle
-        .1
-        .iter()
-        .map(|(n, c)| format!("{n} {:.0}%", c * 100.0))
-        .collect();
     row(
         &format!("CPU holding {} flows, no traffic", f.end.flows),
         format!("{:.0}% of a core", idle.0 * 100.0),
         "-",
         None,
     );
-    println!("  busiest threads: {}", busiest.join(", "));
+    println!(
+        "  busiest threads: {}",
+        busiest(&idle.1, |c| format!("{:.0}%", c * 100.0))
+    );
     dump::print(&d, row);
     Ok(())
 }

@@ -365,10 +365,13 @@ fn the_worker_answers_many_flows_counters_by_their_index() {
         }
     }
     let t0 = Instant::now();
+    // Until a pull saw every injected packet (one may fall between two injections) and
+    // every flow's counters are published (a pull publishes a chunk at a time).
     while hot.iter().any(|i| {
         w.stats(FlowId(u64::from(*i)))
-            .is_none_or(|s| s.packets == 0)
-    }) {
+            .is_none_or(|s| s.packets != u64::from(i % 5) + 1)
+    }) || (0..n).any(|i| w.stats(FlowId(u64::from(i))).is_none())
+    {
         assert!(
             t0.elapsed() < Duration::from_secs(30),
             "counters never pulled"
@@ -648,6 +651,47 @@ fn worker_never_blocks_and_loses_nothing() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(w.backlog(), 0);
+}
+
+#[test]
+fn a_flows_requests_keep_their_order_through_a_full_queue() {
+    // A slow backend and a one-slot queue: most puts wait in the backlog, and each
+    // even flow's removal is offered right after its put. A removal that overtook its
+    // put would leave that flow's filter behind for good.
+    let sim = fabric(1000, SimCaps::default());
+    sim.lock().unwrap().faults.latency = Duration::from_millis(5);
+    let cfg = WorkerConfig {
+        queue: 1,
+        batch: 1,
+        stats_interval: Duration::from_secs(60),
+    };
+    let w = OffloadWorker::spawn(offloader(&sim, Duration::from_secs(5)), cfg);
+    for i in 10..40u64 {
+        assert!(w.offer(put(i, l2_flow(REP0, i as u32, vec![Action::Output(REP1)]))));
+        if i % 2 == 0 {
+            assert!(w.offer(FlowRequest::Remove { flow: FlowId(i) }));
+        }
+    }
+    assert!(w.deferred() > 0, "the queue overflowed into the backlog");
+    let odd = |i: &u64| i % 2 == 1;
+    let t0 = Instant::now();
+    while w.backlog() > 0
+        || !(10..40)
+            .filter(odd)
+            .all(|i| w.placement(FlowId(i)).is_some_and(|p| p.is_offloaded()))
+    {
+        assert!(t0.elapsed() < Duration::from_secs(30), "never settled");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The worker is idle once its queue and backlog are empty and the last put placed.
+    let o = w.shutdown().expect("the worker's offloader");
+    let offloaded: BTreeSet<u64> = o
+        .placements()
+        .filter(|(_, p)| p.is_offloaded())
+        .map(|(f, _)| f.0)
+        .collect();
+    assert_eq!(offloaded, (10..40).filter(odd).collect());
+    assert_eq!(sim.lock().unwrap().len(), 15);
 }
 
 #[test]

@@ -23,7 +23,6 @@ use offload::sim::{SimCaps, SimFabric, SimRep, SimSwitchSpec};
 use offload::worker::PortChange;
 use offload::{FlowRequest, Offloader, Placement, PortTable};
 use proptest::prelude::*;
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 use vocab::{FlowId, TunnelPath, TunnelRole};
@@ -456,7 +455,7 @@ impl World {
             (*LivePorts::new(&cfg.ports, &links).expect("ports").table()).clone()
         };
         for (id, mf, actions, paths) in &self.flows {
-            let fresh: HashMap<LookupKey, vocab::PathFacts> = paths
+            let fresh: datapath::fastmap::FastMap<LookupKey, vocab::PathFacts> = paths
                 .iter()
                 .map(|p| {
                     (

@@ -16,12 +16,13 @@ use arc_swap::ArcSwap;
 use datapath::FlowId;
 use datapath::actions::Action;
 use datapath::cache::FlowEntry;
+use datapath::fastmap::{FastMap, FastSet};
 use datapath::flow::tun_flags;
 use datapath::slowpath::{DeleteReason, FlowObserver};
 use fibwatch::Watcher;
 use offload::FlowRequest;
 use offload::worker::OffloadWorker;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use vocab::{LookupKey, TunnelPath, TunnelRole};
@@ -81,7 +82,7 @@ fn keys_of(paths: &[TunnelPath]) -> Vec<LookupKey> {
 /// it was last swept.
 #[derive(Debug, Default)]
 struct PathLists {
-    lists: HashSet<Arc<[TunnelPath]>>,
+    lists: FastSet<Arc<[TunnelPath]>>,
     sweep_at: usize,
 }
 
@@ -127,10 +128,10 @@ pub struct FlowHooks {
     /// The switch's clock (tc's counters turn into the cache's `used` on it).
     pub clock: Clock,
     /// Each offloaded flow's packet count at the last refresh.
-    last_packets: Mutex<HashMap<FlowId, u64>>,
+    last_packets: Mutex<FastMap<FlowId, u64>>,
     /// The paths each flow holds (their keys are what it acquired): the list shared with
     /// every flow of the same paths, and with the offload worker's copy.
-    held: Mutex<HashMap<FlowId, Arc<[TunnelPath]>>>,
+    held: Mutex<FastMap<FlowId, Arc<[TunnelPath]>>>,
     /// Path lists in use, interned.
     paths: Mutex<PathLists>,
     /// Counters.
@@ -154,8 +155,8 @@ impl FlowHooks {
             tunnel_port,
             marks: ArcSwap::from_pointee(marks),
             clock,
-            last_packets: Mutex::new(HashMap::new()),
-            held: Mutex::new(HashMap::new()),
+            last_packets: Mutex::new(FastMap::default()),
+            held: Mutex::new(FastMap::default()),
             paths: Mutex::new(PathLists::default()),
             counters: HookCounters::default(),
         }
@@ -288,7 +289,7 @@ impl FlowObserver for FlowHooks {
         });
         // Forget flows that are gone.
         if last.len() > flows.len() * 2 + 1024 {
-            let live: std::collections::HashSet<FlowId> = flows.iter().map(|f| f.id()).collect();
+            let live: FastSet<FlowId> = flows.iter().map(|f| f.id()).collect();
             last.retain(|k, _| live.contains(k));
         }
     }

@@ -22,6 +22,7 @@
 
 use super::lock;
 use arc_swap::ArcSwap;
+use datapath::fastmap::FastMap;
 use datapath::port::RxControl;
 use datapath::tunnel::{LookupKey, TunnelResolver, TunnelRoute, Unroutable, Via};
 use datapath::{IfIndex, PortId};
@@ -42,13 +43,13 @@ pub struct KeyState {
     pub users: usize,
 }
 
-type Routes = HashMap<LookupKey, Result<TunnelRoute, Unroutable>>;
+type Routes = FastMap<LookupKey, Result<TunnelRoute, Unroutable>>;
 
 /// Tunnel paths and routes by lookup key.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: ArcSwap<Routes>,
-    keys: Mutex<HashMap<LookupKey, KeyState>>,
+    keys: Mutex<FastMap<LookupKey, KeyState>>,
     uplinks: ArcSwap<HashMap<IfIndex, PortId>>,
     inbound: ArcSwap<Inbound>,
     /// The kernel path's receive sockets (when the tunnel port has one).
@@ -133,7 +134,7 @@ impl RouteTable {
         }
     }
 
-    fn publish(&self, keys: &HashMap<LookupKey, KeyState>) {
+    fn publish(&self, keys: &FastMap<LookupKey, KeyState>) {
         let routes: Routes = keys.iter().map(|(k, st)| (*k, st.route)).collect();
         self.routes.store(Arc::new(routes));
     }

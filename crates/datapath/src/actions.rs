@@ -123,7 +123,7 @@ impl From<Vec<Action>> for Actions {
 /// set has doubled since it was last swept.
 #[derive(Debug, Default)]
 pub(crate) struct SharedActions {
-    lists: std::collections::HashSet<Actions>,
+    lists: crate::fastmap::FastSet<Actions>,
     sweep_at: usize,
 }
 

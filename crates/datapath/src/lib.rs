@@ -16,6 +16,7 @@ pub mod actions;
 pub mod cache;
 pub mod dpif;
 pub mod exec;
+pub mod fastmap;
 pub mod flow;
 pub mod port;
 pub mod slowpath;

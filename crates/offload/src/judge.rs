@@ -42,7 +42,7 @@
 use crate::placement::SoftwareReason;
 use crate::ports::{PortInfo, PortKind, PortTable};
 use crate::rule::{FlowerAction, FlowerRule, TunnelKeySet};
-use std::collections::HashMap;
+use datapath::fastmap::FastMap;
 use vocab::{IfIndex, LookupKey, Path, PathFacts, PathProblem};
 
 /// The facts a judgement reads.
@@ -51,7 +51,7 @@ pub struct Facts<'a> {
     /// The ports, with their live MTU, state and switch id.
     pub ports: &'a PortTable,
     /// Path facts per lookup key.
-    pub paths: &'a HashMap<LookupKey, PathFacts>,
+    pub paths: &'a FastMap<LookupKey, PathFacts>,
     /// Whether the backend's filters may run in hardware (tc: any policy but
     /// `skip_hw`).
     pub hardware: bool,

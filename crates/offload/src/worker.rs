@@ -13,9 +13,10 @@ use crate::backend::RuleStats;
 use crate::offloader::{AdoptionReport, FlowRequest, OffloadCounters, Offloader};
 use crate::placement::{Placement, SoftwareReason};
 use crate::ports::PortInfo;
+use datapath::fastmap::FastMap;
 use datapath::{FlowId, PortId};
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -27,9 +28,9 @@ use vocab::{LookupKey, PathFacts};
 pub struct Published {
     /// Each known flow's placement, shared with the offloader and with every flow of the
     /// same placement (see [`Offloader::placement_shared`]).
-    pub placements: HashMap<FlowId, Arc<Placement>>,
+    pub placements: FastMap<FlowId, Arc<Placement>>,
     /// Each offloaded flow's last counters.
-    pub stats: HashMap<FlowId, RuleStats>,
+    pub stats: FastMap<FlowId, RuleStats>,
     /// The offloader's counters.
     pub counters: OffloadCounters,
 }
@@ -88,10 +89,41 @@ pub struct PortChange {
     pub unplugged: Vec<PortId>,
 }
 
+/// The backlog and its length, readable without the lock: a handler offering a new
+/// flow takes the lock only when something waits there (the order of a flow's requests
+/// is kept through it).
+#[derive(Debug, Default)]
+struct SharedBacklog {
+    queue: Mutex<Backlog>,
+    len: AtomicUsize,
+}
+
+impl SharedBacklog {
+    fn put(&self, req: FlowRequest) {
+        let mut b = lock(&self.queue);
+        b.put(req);
+        self.len.store(b.order.len(), Ordering::Release);
+    }
+
+    fn take(&self, max: usize) -> Vec<FlowRequest> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let mut b = lock(&self.queue);
+        let out = b.take(max);
+        self.len.store(b.order.len(), Ordering::Release);
+        out
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len.load(Ordering::Acquire) == 0
+    }
+}
+
 /// Requests that found the queue full, one per flow, in arrival order.
 #[derive(Debug, Default)]
 struct Backlog {
-    reqs: HashMap<FlowId, FlowRequest>,
+    reqs: FastMap<FlowId, FlowRequest>,
     order: VecDeque<FlowId>,
 }
 
@@ -118,7 +150,7 @@ impl Backlog {
 /// The datapath's handle on the worker.
 pub struct OffloadWorker {
     tx: Option<SyncSender<Msg>>,
-    backlog: Arc<Mutex<Backlog>>,
+    backlog: Arc<SharedBacklog>,
     deferred: Arc<AtomicU64>,
     published: Arc<Mutex<Published>>,
     /// The placement of a flow offered and not decided yet, shared by all of them.
@@ -148,7 +180,7 @@ impl OffloadWorker {
     ) -> Self {
         let (tx, rx) = sync_channel(cfg.queue.max(1));
         let published = Arc::new(Mutex::new(Published::default()));
-        let backlog = Arc::new(Mutex::new(Backlog::default()));
+        let backlog = Arc::new(SharedBacklog::default());
         let worker = Worker {
             rx,
             backlog: backlog.clone(),
@@ -181,17 +213,29 @@ impl OffloadWorker {
     pub fn offer(&self, req: FlowRequest) -> bool {
         let Some(tx) = &self.tx else { return false };
         self.mark_pending(&req);
-        let mut backlog = lock(&self.backlog);
-        if backlog.reqs.contains_key(&req.flow()) {
+        // With an empty backlog no earlier request of this flow waits there: straight
+        // to the queue, without the backlog's lock.
+        let mut backlog = (!self.backlog.is_empty()).then(|| lock(&self.backlog.queue));
+        if let Some(b) = backlog
+            .as_mut()
+            .filter(|b| b.reqs.contains_key(&req.flow()))
+        {
             // Behind an earlier request of the same flow: keep their order.
-            backlog.put(req);
+            b.put(req);
+            self.backlog.len.store(b.order.len(), Ordering::Release);
             self.deferred.fetch_add(1, Ordering::Relaxed);
             return true;
         }
         match tx.try_send(Msg::Req(req)) {
             Ok(()) => true,
             Err(TrySendError::Full(Msg::Req(req))) => {
-                backlog.put(req);
+                match backlog.as_mut() {
+                    Some(b) => {
+                        b.put(req);
+                        self.backlog.len.store(b.order.len(), Ordering::Release);
+                    }
+                    None => self.backlog.put(req),
+                }
                 self.deferred.fetch_add(1, Ordering::Relaxed);
                 true
             }
@@ -263,7 +307,7 @@ impl OffloadWorker {
 
     /// Requests waiting in the backlog now.
     pub fn backlog(&self) -> usize {
-        lock(&self.backlog).order.len()
+        self.backlog.len.load(Ordering::Acquire)
     }
 
     /// The offloader's counters, as of its last round.
@@ -337,7 +381,7 @@ impl Drop for OffloadWorker {
 /// The worker thread's side.
 struct Worker {
     rx: Receiver<Msg>,
-    backlog: Arc<Mutex<Backlog>>,
+    backlog: Arc<SharedBacklog>,
     published: Arc<Mutex<Published>>,
     cfg: WorkerConfig,
     observer: PlacementObserver,
@@ -353,7 +397,7 @@ impl Worker {
             if let Some(r) = off.next_retry() {
                 wake = wake.min(r);
             }
-            if !lock(&self.backlog).order.is_empty() {
+            if !self.backlog.is_empty() {
                 wake = now;
             }
             // Requests up to the first other message, which is handled after them.
@@ -365,7 +409,7 @@ impl Worker {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     // Nothing offered is lost: what waits in the backlog goes first.
-                    let rest = lock(&self.backlog).take(usize::MAX);
+                    let rest = self.backlog.take(usize::MAX);
                     self.apply(&mut off, rest);
                     return off;
                 }
@@ -397,22 +441,24 @@ impl Worker {
             }
             // The backlog after the queue: its requests came after what the queue held
             // when they were offered.
-            let waiting = lock(&self.backlog).take(batch_max);
+            let waiting = self.backlog.take(batch_max);
             self.apply(&mut off, waiting);
             let touched = off.retry_due(Instant::now(), batch_max);
             self.publish(&off, touched, &[]);
             if Instant::now() >= next_stats {
                 let started = Instant::now();
                 let stats = off.sync_stats();
-                let mut p = lock(&self.published);
                 // One insert each: `extend` would reserve room for half as many again
                 // as it is given, and the map holds every offloaded flow (at a million
-                // flows that doubled its table for nothing).
-                for (flow, s) in stats {
-                    p.stats.insert(flow, s);
+                // flows that doubled its table for nothing). A chunk per hold of the
+                // lock: handlers offering new flows take it too.
+                for chunk in stats.chunks(STATS_CHUNK) {
+                    let mut p = lock(&self.published);
+                    for (flow, s) in chunk {
+                        p.stats.insert(*flow, *s);
+                    }
                 }
-                p.counters = off.counters();
-                drop(p);
+                lock(&self.published).counters = off.counters();
                 next_stats =
                     Instant::now() + stats_rest(self.cfg.stats_interval, started.elapsed());
             }

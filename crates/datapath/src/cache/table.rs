@@ -36,10 +36,10 @@
 
 use super::hash::MaskWords;
 use super::{CacheError, FlowEntry, FlowOp};
+use crate::fastmap::FastMap;
 use crate::flow::{FlowKey, FlowMask, KEY_WORDS, Megaflow};
 use crate::{Actions, FlowId, PortId};
 use hashbrown::HashTable;
-use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -87,7 +87,7 @@ struct Inner {
     slab: Vec<Option<Arc<FlowEntry>>>,
     /// The owning port of each slab slot ([`NO_OWNER`] for none).
     owners: Vec<u32>,
-    ports: HashMap<u32, PortFlowStats>,
+    ports: FastMap<u32, PortFlowStats>,
     free: Vec<u32>,
     len: usize,
     limit: usize,

@@ -23,13 +23,13 @@
 //! sequence number bumped by every change detects this, and the handler rechecks its
 //! flow.
 
-use super::hash::FastMap;
 use super::remote::{StationObserver, stations};
 use super::upcall::{Upcall, UpcallCounters, UpcallReceiver, Verdict};
 use super::{Change, ChangeSet, FlowMeta, Revalidation, SlowPath, Xlation};
 use crate::actions::{Actions, SharedActions};
 use crate::cache::key_hash;
 use crate::cache::{FlowEntry, FlowTable};
+use crate::fastmap::FastMap;
 use crate::flow::{FlowKey, FlowMask, Megaflow};
 use crate::{FlowId, PortId};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -24,9 +24,9 @@
 //! atomic), so handlers share the table behind a read lock and only take the write lock
 //! to learn a new or moved station.
 
-use super::hash::FastMap;
 use super::network::{Attachment, NetworkId};
 use crate::PortId;
+use crate::fastmap::FastMap;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

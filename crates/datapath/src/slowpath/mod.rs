@@ -40,7 +40,6 @@
 mod engine;
 pub mod error;
 mod fields;
-mod hash;
 pub mod mac;
 pub mod network;
 mod normal;
@@ -69,8 +68,8 @@ pub use trace::{Trace, TraceStep};
 pub use xlate::{FlowMeta, LearnRef, RuleRef, Xlation};
 
 use crate::actions::Actions;
+use crate::fastmap::FastMap;
 use crate::flow::{FlowKey, Megaflow};
-use hash::FastMap;
 use std::net::IpAddr;
 use std::time::Duration;
 use xlate::{Env, NoTrace};

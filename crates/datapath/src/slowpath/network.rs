@@ -7,8 +7,8 @@
 //! and a port is either a tunnel port or a member port.
 
 use super::error::SlowPathError;
-use super::hash::FastMap;
 use crate::PortId;
+use crate::fastmap::FastMap;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 

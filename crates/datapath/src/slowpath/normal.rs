@@ -118,7 +118,7 @@ impl<T: Tracer> Ctx<'_, T> {
     fn tunnel_ingress(
         &mut self,
         port: PortId,
-        map: &super::hash::FastMap<u32, NetworkId>,
+        map: &crate::fastmap::FastMap<u32, NetworkId>,
     ) -> Option<Ingress> {
         self.wc.tun_flags |= tun_flags::PRESENT | tun_flags::IPV6;
         self.wc.tun_vni = u32::MAX;

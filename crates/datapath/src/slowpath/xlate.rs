@@ -6,12 +6,12 @@
 //! same mask*: megaflows are equivalence classes, hence correct for every packet they
 //! match and pairwise disjoint.
 
-use super::hash::FastMap;
 use super::mac::{Location, Mac, MacTable, is_group};
 use super::network::{Attachment, NetworkId, Networks};
 use super::rules::{RuleAction, RuleId, RuleTable};
 use super::trace::TraceStep;
 use crate::actions::{Action, Actions};
+use crate::fastmap::FastMap;
 use crate::flow::{FlowKey, FlowMask, Megaflow, vlan};
 use std::time::Duration;
 

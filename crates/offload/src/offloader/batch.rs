@@ -20,7 +20,7 @@ impl Offloader {
     pub fn process(&mut self, reqs: Vec<FlowRequest>) -> Vec<(FlowId, Placement)> {
         let mut touched = Vec::with_capacity(reqs.len());
         let mut chunk: Vec<FlowRequest> = Vec::new();
-        let mut seen = HashSet::new();
+        let mut seen = FastSet::default();
         for r in reqs {
             if !seen.insert(r.flow()) {
                 self.process_chunk(std::mem::take(&mut chunk), &mut touched);
@@ -127,7 +127,12 @@ impl Offloader {
             .as_ref()
             .err()
             .map(|reason| self.shared.get(Placement::software(reason.clone())));
-        let prepared_fp = prepared.as_ref().ok().map(|r| self.fingerprint(r));
+        // Compared only with a rule the flow has (a new flow's is taken when installed).
+        let prepared_fp = prepared
+            .as_ref()
+            .ok()
+            .filter(|_| !fresh || adopted.is_some())
+            .map(|r| self.fingerprint(r));
         let entry = self.record(entry, paths);
         if let Some((k, fingerprint)) = adopted {
             entry.installed = Some(InstalledRule {

@@ -23,9 +23,10 @@ use crate::ports::PortTable;
 use crate::rule::{FlowerMatch, FlowerRule};
 use crate::translate::translate;
 use datapath::cache::FlowEntry as CacheEntry;
+use datapath::fastmap::{FastMap, FastSet};
 use datapath::{Action, Actions, FlowId, IfIndex, Megaflow, PortId};
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::hash::BuildHasher;
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -222,24 +223,24 @@ fn backoff(attempts: u32) -> Duration {
 pub struct Offloader {
     backend: Box<dyn OffloadBackend>,
     ports: PortTable,
-    paths: HashMap<LookupKey, PathFacts>,
+    paths: FastMap<LookupKey, PathFacts>,
     deadline: Duration,
-    flows: HashMap<FlowId, Tracked>,
+    flows: FastMap<FlowId, Tracked>,
     /// Placements shared between flows (most flows have one of a few).
     shared: PlacementCache,
     /// The key of the installed rules' fingerprints (random per offloader: no input can
     /// be crafted to make two rules collide).
     fingerprints: RandomState,
-    by_key: HashMap<LookupKey, HashSet<FlowId>>,
-    by_port: HashMap<PortId, HashSet<FlowId>>,
+    by_key: FastMap<LookupKey, FastSet<FlowId>>,
+    by_port: FastMap<PortId, FastSet<FlowId>>,
     /// Flows waiting to be tried again: (when, flow).
     retries: BTreeSet<(Instant, FlowId)>,
-    retry_at: HashMap<FlowId, Instant>,
+    retry_at: FastMap<FlowId, Instant>,
     /// Flows refused for capacity, tried again as soon as filters are removed.
-    capacity_waiting: HashSet<FlowId>,
+    capacity_waiting: FastSet<FlowId>,
     counters: OffloadCounters,
     /// Rules a previous run left, by ingress and match, until the adoption ends.
-    kept: HashMap<(IfIndex, FlowerMatch), Kept>,
+    kept: FastMap<(IfIndex, FlowerMatch), Kept>,
     adoption: AdoptionReport,
 }
 
@@ -291,18 +292,18 @@ impl Offloader {
         Self {
             backend,
             ports,
-            paths: HashMap::new(),
+            paths: FastMap::default(),
             deadline,
-            flows: HashMap::new(),
+            flows: FastMap::default(),
             shared: PlacementCache::default(),
             fingerprints: RandomState::new(),
-            by_key: HashMap::new(),
-            by_port: HashMap::new(),
+            by_key: FastMap::default(),
+            by_port: FastMap::default(),
             retries: BTreeSet::new(),
-            retry_at: HashMap::new(),
-            capacity_waiting: HashSet::new(),
+            retry_at: FastMap::default(),
+            capacity_waiting: FastSet::default(),
             counters: OffloadCounters::default(),
-            kept: HashMap::new(),
+            kept: FastMap::default(),
             adoption: AdoptionReport::default(),
         }
     }
@@ -383,7 +384,7 @@ impl Offloader {
     }
 
     /// The path facts known for each lookup key.
-    pub fn paths(&self) -> &HashMap<LookupKey, PathFacts> {
+    pub fn paths(&self) -> &FastMap<LookupKey, PathFacts> {
         &self.paths
     }
 

@@ -9,7 +9,7 @@
 
 use crate::rule::{FlowerAction, FlowerMatch, FlowerRule, Masked, TunnelMatch, VlanMatch};
 use datapath::IfIndex;
-use std::collections::HashSet;
+use datapath::fastmap::FastSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -192,7 +192,7 @@ impl SimFilter {
 /// set has doubled since it was last swept.
 #[derive(Debug, Default)]
 pub(super) struct ActionLists {
-    lists: HashSet<Arc<[FlowerAction]>>,
+    lists: FastSet<Arc<[FlowerAction]>>,
     sweep_at: usize,
 }
 

@@ -13,6 +13,7 @@ use crate::backend::{
 };
 use crate::ports::{PortInfo, PortKind};
 use crate::rule::{FlowerAction, FlowerMatch, FlowerRule, Masked};
+use datapath::fastmap::FastMap;
 use datapath::flow::{addr_from, tun_flags, vlan};
 use datapath::{FlowId, FlowKey, IfIndex};
 use std::collections::{HashMap, VecDeque};
@@ -133,7 +134,7 @@ struct SimRule {
 #[derive(Debug)]
 struct SimSwitch {
     spec: SimSwitchSpec,
-    rules: HashMap<u32, SimRule>,
+    rules: FastMap<u32, SimRule>,
 }
 
 /// Where an injected packet went.
@@ -184,7 +185,7 @@ impl SimFabric {
             }
             f.switches.push(SimSwitch {
                 spec,
-                rules: HashMap::new(),
+                rules: FastMap::default(),
             });
         }
         f

@@ -215,7 +215,7 @@ fn an_ipsec_protected_path_is_offloaded_only_where_it_stays_encrypted() {
         }
         p
     };
-    let judged = |p: &HashMap<LookupKey, PathFacts>, hw: bool| {
+    let judged = |p: &FastMap<LookupKey, PathFacts>, hw: bool| {
         let enc = judged_on(&ports, p, &mf, &a, &[], hw);
         let dec = judged_on(&ports, p, &dmf, &da, &[key], hw);
         (enc.map(|_| ()), dec.map(|_| ()))

@@ -11,13 +11,13 @@ use crate::ports::{PortInfo, PortKind, PortTable};
 use crate::rule::{FlowerAction, FlowerRule, TcPolicy};
 use crate::translate::translate;
 use crate::{OffloadError, Placement, SoftwareReason, Unsupported};
+use datapath::fastmap::FastMap;
 use datapath::flow::{addr_to, frag, tun_flags, vlan};
 use datapath::{
     Action, Actions, FlowId, FlowKey, FlowMask, IfIndex, Megaflow, PortId, TunnelAttrs,
 };
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::RouteNetlinkMessage;
-use std::collections::HashMap;
 use std::net::IpAddr;
 use vocab::{Ipsec, IpsecSa, LookupKey, Path, PathFacts, PathProblem, SwitchId};
 
@@ -78,13 +78,13 @@ pub(crate) fn path_via_up0(src: &str) -> Path {
 
 /// Path facts: the seed's remote VTEP (IPv4, also with the seed's fixed source, and
 /// IPv6) via up0; 192.168.203.99 via up0 with its next hop unresolved.
-pub(crate) fn paths() -> HashMap<LookupKey, PathFacts> {
+pub(crate) fn paths() -> FastMap<LookupKey, PathFacts> {
     let v4 = path_via_up0("192.168.203.51");
     let fixed = LookupKey {
         src: Some(ip("192.168.203.51")),
         ..LookupKey::to(ip("192.168.203.56"))
     };
-    HashMap::from([
+    FastMap::from_iter([
         (LookupKey::to(ip("192.168.203.56")), Ok(v4)),
         (fixed, Ok(v4)),
         (
@@ -243,7 +243,7 @@ impl KeyMask for Megaflow {
 
 pub(crate) fn judged_with(
     ports: &PortTable,
-    paths: &HashMap<LookupKey, PathFacts>,
+    paths: &FastMap<LookupKey, PathFacts>,
     mf: &Megaflow,
     a: &Actions,
     decap: &[LookupKey],
@@ -253,7 +253,7 @@ pub(crate) fn judged_with(
 
 pub(crate) fn judged_on(
     ports: &PortTable,
-    paths: &HashMap<LookupKey, PathFacts>,
+    paths: &FastMap<LookupKey, PathFacts>,
     mf: &Megaflow,
     a: &Actions,
     decap: &[LookupKey],
