@@ -100,6 +100,16 @@ impl PathLists {
     }
 }
 
+/// What the hooks keep of one flow.
+#[derive(Debug, Default, Clone)]
+struct Held {
+    /// The paths it holds (their keys are what it acquired): the list shared with every
+    /// flow of the same paths, and with the offload worker's copy; `None` for none.
+    paths: Option<Arc<[TunnelPath]>>,
+    /// Its packet count (tc's) at the last refresh.
+    packets: u64,
+}
+
 /// Counters the daemon reports.
 #[derive(Debug, Default)]
 pub struct HookCounters {
@@ -126,11 +136,10 @@ pub struct FlowHooks {
     pub marks: ArcSwap<HashMap<u32, u32>>,
     /// The switch's clock (tc's counters turn into the cache's `used` on it).
     pub clock: Clock,
-    /// Each offloaded flow's packet count at the last refresh.
-    last_packets: Mutex<HashMap<FlowId, u64>>,
-    /// The paths each flow holds (their keys are what it acquired): the list shared with
-    /// every flow of the same paths, and with the offload worker's copy.
-    held: Mutex<HashMap<FlowId, Arc<[TunnelPath]>>>,
+    /// What the hooks keep per flow, in one map (issue 15: one slot per flow, not one
+    /// in a map of paths and another in a map of packet counts). A flow has an entry
+    /// from its install (when it holds paths or offload is on) to its deletion.
+    held: Mutex<HashMap<FlowId, Held>>,
     /// Path lists in use, interned.
     paths: Mutex<PathLists>,
     /// Counters.
@@ -154,7 +163,6 @@ impl FlowHooks {
             tunnel_port,
             marks: ArcSwap::from_pointee(marks),
             clock,
-            last_packets: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
             paths: Mutex::new(PathLists::default()),
             counters: HookCounters::default(),
@@ -164,8 +172,8 @@ impl FlowHooks {
     /// The flows holding each lookup key.
     pub fn flows_by_key(&self) -> HashMap<LookupKey, Vec<FlowId>> {
         let mut out: HashMap<LookupKey, Vec<FlowId>> = HashMap::new();
-        for (flow, paths) in lock(&self.held).iter() {
-            for k in keys_of(paths) {
+        for (flow, h) in lock(&self.held).iter() {
+            for k in h.paths.as_deref().map(keys_of).unwrap_or_default() {
                 out.entry(k).or_default().push(*flow);
             }
         }
@@ -199,15 +207,17 @@ impl FlowHooks {
                 }
             }
         }
-        if !keys.is_empty() {
-            lock(&self.held).insert(entry.id(), paths.clone());
+        if !keys.is_empty() || self.offload.is_some() {
+            let mut held = lock(&self.held);
+            let h = held.entry(entry.id()).or_default();
+            h.paths = Some(paths.clone()).filter(|_| !keys.is_empty());
         }
         paths
     }
 
     /// Releases the keys a flow held: the last user of a key stops its tracking.
     fn release(&self, flow: FlowId) {
-        let Some(paths) = lock(&self.held).remove(&flow) else {
+        let Some(paths) = lock(&self.held).remove(&flow).and_then(|h| h.paths) else {
             return;
         };
         for key in keys_of(&paths) {
@@ -271,26 +281,24 @@ impl FlowObserver for FlowHooks {
     fn refresh_used(&self, flows: &[Arc<FlowEntry>]) {
         let Some(o) = &self.offload else { return };
         let now = self.clock.now_ms();
-        let Ok(mut last) = self.last_packets.lock() else {
-            return;
-        };
         let ids: Vec<FlowId> = flows.iter().map(|f| f.id()).collect();
+        let mut held = lock(&self.held);
         o.stats_each(&ids, |i, st| {
             let Some(f) = flows.get(i) else { return };
+            // A flow without an entry is being installed or deleted right now: its
+            // entry is made at install, forgotten at deletion, never here.
+            let Some(h) = held.get_mut(&f.id()) else {
+                return;
+            };
             // Packets counted since the last refresh: used now (within a stats period),
             // whatever the unit of the kernel's own "last use".
-            let before = last.insert(f.id(), st.packets).unwrap_or(0);
+            let before = std::mem::replace(&mut h.packets, st.packets);
             if st.packets > before {
                 f.touch(now);
             } else if let Some(ago) = st.last_used_ms_ago {
                 f.touch(now.saturating_sub(ago));
             }
         });
-        // Forget flows that are gone.
-        if last.len() > flows.len() * 2 + 1024 {
-            let live: std::collections::HashSet<FlowId> = flows.iter().map(|f| f.id()).collect();
-            last.retain(|k, _| live.contains(k));
-        }
     }
 }
 

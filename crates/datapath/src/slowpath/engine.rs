@@ -29,7 +29,7 @@ use super::upcall::{Upcall, UpcallCounters, UpcallReceiver, Verdict};
 use super::{Change, ChangeSet, FlowMeta, Revalidation, SlowPath, Xlation};
 use crate::actions::{Actions, SharedActions};
 use crate::cache::key_hash;
-use crate::cache::{FlowEntry, FlowTable};
+use crate::cache::{FlowEntry, FlowTable, SNAPSHOT_CHUNK};
 use crate::flow::{FlowKey, FlowMask, Megaflow};
 use crate::{FlowId, PortId};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -168,6 +168,10 @@ fn owner(key: &FlowKey) -> Option<PortId> {
 
 /// Below this many live flows a sweep re-translates on its own thread.
 const PARALLEL_MIN: usize = 16_384;
+
+/// Flows a sweep handles at a time ([`Engine::sweep_chunked`]): enough for its
+/// re-translation to spread over four threads, few enough that its lists stay a few MB.
+const SWEEP_CHUNK: usize = 4 * PARALLEL_MIN;
 
 fn ms(t: Duration) -> u64 {
     u64::try_from(t.as_millis()).unwrap_or(u64::MAX)
@@ -536,65 +540,105 @@ impl Engine {
 
     /// One revalidator pass at `now`. See the module docs.
     pub fn sweep(&self, now: Duration) -> SweepReport {
-        let flows = self.table.snapshot();
-        self.observer.refresh_used(&flows);
-        let mut report = SweepReport {
-            flows: flows.len(),
-            ..SweepReport::default()
-        };
-        let live = self.delete_idle(flows, now, &mut report);
-        let changes = self.age_stations(&live, now, &mut report);
-        self.revalidate(&live, &ChangeSet::new(&changes), now, &mut report);
+        self.sweep_chunked(now, SWEEP_CHUNK)
+    }
+
+    /// [`Self::sweep`], the table walked `chunk` flows at a time: each chunk's `used`
+    /// refreshed by the observer, its idle flows deleted and its stations refreshed,
+    /// then, if changes are pending, the table walked again to re-translate. No list
+    /// of every flow is built (issue 15: at a million flows it was about 80 MB for a
+    /// moment, which glibc then kept); a flow installed for the whole sweep is seen once
+    /// per walk, one installed or deleted meanwhile may or may not be.
+    pub(crate) fn sweep_chunked(&self, now: Duration, chunk: usize) -> SweepReport {
+        let mut report = SweepReport::default();
+        // Only flows used since the last sweep can move a station's age forward.
+        let since = self.refreshed_to.swap(ms(now), Ordering::Relaxed);
+        let mut live = 0;
+        self.walk(chunk, |flows| {
+            self.observer.refresh_used(flows);
+            report.flows += flows.len();
+            let kept = self.delete_idle(flows, now, &mut report);
+            live += kept.len();
+            let used: Vec<(u64, FlowMeta)> = {
+                let metas = lock(&self.metas);
+                kept.iter()
+                    .filter(|e| e.used() > since)
+                    .filter_map(|e| metas.get(&e.id()).map(|m| (e.used(), *m)))
+                    .collect()
+            };
+            let sp = self.read();
+            for (used, m) in &used {
+                sp.refresh(m, Duration::from_millis(*used));
+            }
+        });
+        self.forget_metas(live);
+        let changes = self.take_changes(now, &mut report);
+        let set = ChangeSet::new(&changes);
+        if !set.is_empty() {
+            self.walk(chunk, |flows| {
+                let metas = lock(&self.metas);
+                let live: Vec<(Arc<FlowEntry>, FlowMeta)> = flows
+                    .iter()
+                    .map(|e| (e.clone(), metas.get(&e.id()).copied().unwrap_or_default()))
+                    .collect();
+                drop(metas);
+                self.revalidate(&live, &set, now, &mut report);
+            });
+        }
         self.enforce_limit(&mut report);
         self.account(&report);
         report
     }
 
-    fn delete_idle(
-        &self,
-        flows: Vec<Arc<FlowEntry>>,
-        now: Duration,
-        report: &mut SweepReport,
-    ) -> Vec<(Arc<FlowEntry>, FlowMeta)> {
-        let (now, idle) = (ms(now), self.max_idle_ms.load(Ordering::Relaxed));
-        let (old, live): (Vec<_>, Vec<_>) = flows
-            .into_iter()
-            .partition(|e| now.saturating_sub(e.used()) > idle);
-        for e in &old {
-            self.delete(e, DeleteReason::Idle);
-        }
-        report.idle = old.len();
-        let mut metas = lock(&self.metas);
-        if metas.len() > live.len() {
-            // Flows removed behind our back (e.g. a flush): forget their metadata, but
-            // not that of flows installed since the snapshot.
-            let ids: FastMap<FlowId, ()> = live.iter().map(|e| (e.id(), ())).collect();
-            metas.retain(|id, _| ids.contains_key(id) || self.table.get(*id).is_some());
-        }
-        live.into_iter()
-            .map(|e| {
-                let m = metas.get(&e.id()).copied().unwrap_or_default();
-                (e, m)
-            })
-            .collect()
-    }
-
-    /// Refreshes stations behind live flows, ages out the others, and takes the pending
-    /// changes.
-    fn age_stations(
-        &self,
-        live: &[(Arc<FlowEntry>, FlowMeta)],
-        now: Duration,
-        report: &mut SweepReport,
-    ) -> Vec<Change> {
-        {
-            // Only flows used since the last sweep can move a station's age forward.
-            let since = self.refreshed_to.swap(ms(now), Ordering::Relaxed);
-            let sp = self.read();
-            for (e, m) in live.iter().filter(|(e, _)| e.used() > since) {
-                sp.refresh(m, Duration::from_millis(e.used()));
+    /// Walks the flow table `chunk` (at least 1) flows at a time, its lock held
+    /// [`SNAPSHOT_CHUNK`] slots at a time, never while `f` runs.
+    fn walk(&self, chunk: usize, mut f: impl FnMut(&[Arc<FlowEntry>])) {
+        let chunk = chunk.max(1);
+        let mut flows = Vec::with_capacity(chunk.min(SWEEP_CHUNK));
+        let mut from = Some(0);
+        while let Some(at) = from {
+            from = self
+                .table
+                .snapshot_chunk(at, chunk.min(SNAPSHOT_CHUNK), &mut flows);
+            if flows.len() >= chunk || (from.is_none() && !flows.is_empty()) {
+                f(&flows);
+                flows.clear();
             }
         }
+    }
+
+    /// Deletes the idle flows of `flows`; returns the others.
+    fn delete_idle(
+        &self,
+        flows: &[Arc<FlowEntry>],
+        now: Duration,
+        report: &mut SweepReport,
+    ) -> Vec<Arc<FlowEntry>> {
+        let (now, idle) = (ms(now), self.max_idle_ms.load(Ordering::Relaxed));
+        let mut live = Vec::with_capacity(flows.len());
+        for e in flows {
+            if now.saturating_sub(e.used()) > idle {
+                self.delete(e, DeleteReason::Idle);
+                report.idle += 1;
+            } else {
+                live.push(e.clone());
+            }
+        }
+        live
+    }
+
+    /// Forgets the metadata of flows removed behind the slow path's back (e.g. a
+    /// flush), once the walk found fewer live flows than metadata, but not that of
+    /// flows installed since.
+    fn forget_metas(&self, live: usize) {
+        let mut metas = lock(&self.metas);
+        if metas.len() > live {
+            metas.retain(|id, _| self.table.get(*id).is_some());
+        }
+    }
+
+    /// Ages out stations no live flow refreshed, and takes the pending changes.
+    fn take_changes(&self, now: Duration, report: &mut SweepReport) -> Vec<Change> {
         let expired = self.write().expire(now);
         report.macs_expired = expired.len();
         self.tell_stations(&expired);
@@ -610,11 +654,8 @@ impl Engine {
         now: Duration,
         report: &mut SweepReport,
     ) {
-        if set.is_empty() {
-            return;
-        }
         let decisions = self.decide(live, set, now);
-        report.revalidated = decisions.len();
+        report.revalidated += decisions.len();
         for (i, r) in decisions {
             if let (Some((e, _)), Some(r)) = (live.get(i), r) {
                 self.apply(e, r, report);
