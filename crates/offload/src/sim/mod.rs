@@ -20,7 +20,9 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 mod filter;
+mod rules;
 use filter::{ActionLists, SimFilter};
+use rules::Slab;
 
 /// Match features (bits of [`SimCaps::keys`]).
 pub mod keys {
@@ -133,7 +135,7 @@ struct SimRule {
 #[derive(Debug)]
 struct SimSwitch {
     spec: SimSwitchSpec,
-    rules: HashMap<u32, SimRule>,
+    rules: Slab<SimRule>,
 }
 
 /// Where an injected packet went.
@@ -161,7 +163,6 @@ pub enum SimVerdict {
 pub struct SimFabric {
     switches: Vec<SimSwitch>,
     by_device: HashMap<IfIndex, usize>,
-    next_handle: u32,
     /// The filters' action lists, shared.
     actions: ActionLists,
     /// Fault injection.
@@ -184,7 +185,7 @@ impl SimFabric {
             }
             f.switches.push(SimSwitch {
                 spec,
-                rules: HashMap::new(),
+                rules: Slab::default(),
             });
         }
         f
@@ -204,7 +205,7 @@ impl SimFabric {
     pub fn rules(&self) -> impl Iterator<Item = (FlowId, FlowerRule)> + '_ {
         self.switches
             .iter()
-            .flat_map(|s| s.rules.values().map(|r| (r.owner, r.filter.rule())))
+            .flat_map(|s| s.rules.iter().map(|(_, r)| (r.owner, r.filter.rule())))
     }
 
     /// Injects a packet (its key and length) on a VF port.
@@ -225,7 +226,7 @@ impl SimFabric {
                     device: rep,
                     prio: 1,
                     protocol: r.filter.protocol,
-                    handle: *h,
+                    handle: h,
                 };
                 return SimVerdict::Hit {
                     handle,
@@ -270,20 +271,21 @@ impl SimFabric {
                 extack: Some("sim: eswitch full".into()),
             });
         }
-        self.next_handle = self.next_handle.wrapping_add(1).max(1);
-        let handle = self.next_handle;
         let filter = SimFilter::new(rule, &mut self.actions);
         let sw = &mut self.switches[i];
-        sw.rules.insert(
-            handle,
-            SimRule {
+        let handle = sw
+            .rules
+            .insert(SimRule {
                 filter,
                 owner,
                 packets: 0,
                 bytes: 0,
                 last_used: None,
-            },
-        );
+            })
+            .ok_or(BackendError::Kernel {
+                errno: KernelErrno::NoSpace,
+                extack: Some("sim: out of handles".into()),
+            })?;
         Ok(Installed {
             handle: RuleHandle {
                 device: rule.ingress,
@@ -302,7 +304,7 @@ impl SimFabric {
             .ok_or(BackendError::UnknownDevice(h.device))?;
         self.switches[i]
             .rules
-            .remove(&h.handle)
+            .remove(h.handle)
             .ok_or(BackendError::errno(KernelErrno::NotFound))
     }
 
@@ -483,13 +485,13 @@ impl OffloadBackend for SimFabric {
                     .ok_or(BackendError::UnknownDevice(r.ingress))?;
                 Self::check_caps(&self.switches[i].spec.caps, r)?;
                 if old.device == r.ingress {
-                    if !self.switches[i].rules.contains_key(&old.handle) {
+                    if !self.switches[i].rules.contains(old.handle) {
                         return Err(BackendError::errno(KernelErrno::NotFound));
                     }
                     let filter = SimFilter::new(r, &mut self.actions);
                     let sr = self.switches[i]
                         .rules
-                        .get_mut(&old.handle)
+                        .get_mut(old.handle)
                         .ok_or(BackendError::errno(KernelErrno::NotFound))?;
                     sr.filter = filter;
                     sr.owner = *f;
@@ -526,7 +528,7 @@ impl OffloadBackend for SimFabric {
                     .ok_or(BackendError::UnknownDevice(h.device))?;
                 let r = self.switches[i]
                     .rules
-                    .get(&h.handle)
+                    .get(h.handle)
                     .ok_or(BackendError::errno(KernelErrno::NotFound))?;
                 Ok(RuleStats {
                     packets: r.packets,
@@ -551,7 +553,7 @@ impl OffloadBackend for SimFabric {
                         device: r.filter.ingress,
                         prio: 1,
                         protocol: r.filter.protocol,
-                        handle: *h,
+                        handle: h,
                     },
                     owner: Some(r.owner),
                     rule: Some(r.filter.rule()),
