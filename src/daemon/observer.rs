@@ -337,6 +337,64 @@ mod tests {
         ));
     }
 
+    fn encap_flow(table: &datapath::cache::FlowTable, dst: u8) -> Arc<FlowEntry> {
+        let key = datapath::FlowKey {
+            in_port: 1,
+            eth_dst: [2, 0, 0, 0, 0, dst],
+            ..Default::default()
+        };
+        let mut mask = datapath::FlowMask::default();
+        mask.0.in_port = u32::MAX;
+        mask.0.eth_dst = [0xff; 6];
+        let remote = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let actions = vec![
+            Action::SetTunnel(datapath::actions::TunnelAttrs::vxlan(10, remote)),
+            Action::Output(datapath::PortId(9)),
+        ];
+        table
+            .put(&datapath::Megaflow::new(&key, &mask), actions.into(), 0)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_deleted_or_modified_flow_is_forgotten_and_its_keys_released() {
+        let routes = Arc::new(RouteTable::new());
+        let hooks = FlowHooks::new(
+            None,
+            routes.clone(),
+            None,
+            None,
+            HashMap::new(),
+            Clock::new(),
+        );
+        let table = datapath::cache::FlowTable::new(16);
+        let (a, b) = (encap_flow(&table, 1), encap_flow(&table, 2));
+        hooks.installed(&a);
+        hooks.installed(&b);
+        assert_eq!(lock(&hooks.held).len(), 2);
+        assert_eq!(hooks.flows_by_key().values().next().map(Vec::len), Some(2));
+        assert_eq!(routes.keys().len(), 1);
+        // A modified flow: the new id holds the paths, the old one is gone.
+        let c = encap_flow(&table, 3);
+        hooks.modified(&a, &c);
+        let held: HashSet<FlowId> = lock(&hooks.held).keys().copied().collect();
+        assert_eq!(held, HashSet::from([b.id(), c.id()]));
+        hooks.deleted(&b, DeleteReason::Idle);
+        hooks.deleted(&c, DeleteReason::Idle);
+        assert!(lock(&hooks.held).is_empty(), "every flow forgotten");
+        assert!(routes.keys().is_empty(), "the last user released the key");
+        // Deleting again is harmless.
+        hooks.deleted(&c, DeleteReason::Idle);
+        assert!(lock(&hooks.held).is_empty());
+    }
+
+    /// Memory (issue 15): what the hooks keep per flow is a shared list and a count.
+    #[test]
+    fn what_the_hooks_hold_per_flow_stays_small() {
+        let n = std::mem::size_of::<Held>();
+        assert!(n <= 24, "{n}");
+    }
+
     #[test]
     fn a_flows_keys_are_its_paths_keys_once_each() {
         let both = [path(1, TunnelRole::Encap), path(1, TunnelRole::Decap)];

@@ -496,6 +496,14 @@ impl Worker {
 mod tests {
     use super::*;
 
+    /// Memory (issue 15): one slot per flow holds its placement (shared) and its
+    /// counters; a field by value creeping in fails here.
+    #[test]
+    fn a_published_flow_stays_small() {
+        let n = std::mem::size_of::<PublishedFlow>();
+        assert!(n <= 64, "{n}");
+    }
+
     #[test]
     fn counters_are_pulled_at_most_a_tenth_of_the_time() {
         let ms = Duration::from_millis;
