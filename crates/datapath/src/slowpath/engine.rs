@@ -60,8 +60,10 @@ pub trait FlowObserver: Send + Sync {
     fn modified(&self, _old: &Arc<FlowEntry>, _new: &Arc<FlowEntry>) {}
     /// A flow was deleted.
     fn deleted(&self, _flow: &Arc<FlowEntry>, _reason: DeleteReason) {}
-    /// Before each sweep: move `used` (and stats) of offloaded flows forward from their
-    /// hardware counters, with [`FlowEntry::record`] or [`FlowEntry::touch`].
+    /// In each sweep, before its idle flows are picked, for each chunk of the table it
+    /// walks (every flow once a sweep, a chunk at a time: not a list of every flow): move
+    /// `used` (and stats) of offloaded flows forward from their hardware counters, with
+    /// [`FlowEntry::record`] or [`FlowEntry::touch`].
     fn refresh_used(&self, _flows: &[Arc<FlowEntry>]) {}
 }
 
