@@ -365,12 +365,12 @@ fn the_worker_answers_many_flows_counters_by_their_index() {
         }
     }
     let t0 = Instant::now();
-    // Until a pull saw every injected packet (one may fall between two injections) and
-    // every flow's counters are published (a pull publishes a chunk at a time).
+    // Until a pull after the last packet (one during the injections saw fewer) has
+    // published every flow's counters (a pull publishes a chunk at a time).
     while hot.iter().any(|i| {
         w.stats(FlowId(u64::from(*i)))
             .is_none_or(|s| s.packets != u64::from(i % 5) + 1)
-    }) || (0..n).any(|i| w.stats(FlowId(u64::from(i))).is_none())
+    }) || (0..u64::from(n)).any(|i| w.stats(FlowId(i)).is_none())
     {
         assert!(
             t0.elapsed() < Duration::from_secs(30),
@@ -717,4 +717,93 @@ fn worker_tells_its_observer_each_placement() {
     let mut got = seen.lock().unwrap().clone();
     got.sort();
     assert_eq!(got, vec![(FlowId(1), true), (FlowId(2), false)]);
+}
+
+#[test]
+fn counters_are_pulled_a_chunk_at_a_time_and_every_offloaded_flow_once() {
+    let sim = fabric(100, SimCaps::default());
+    let mut o = offloader(&sim, Duration::from_secs(5));
+    // Ten offloaded flows and one that stays in software (no tc equivalent).
+    for i in 0..10 {
+        o.process(vec![put(
+            i,
+            l2_flow(REP0, i as u32, vec![Action::Output(REP1)]),
+        )]);
+    }
+    o.process(vec![put(99, l2_flow(REP0, 99, vec![Action::Userspace]))]);
+    let key = l2_flow(REP0, 4, Vec::new()).0.key;
+    for _ in 0..3 {
+        assert!(matches!(
+            sim.lock().unwrap().inject(IfIndex(111), &key, 100),
+            SimVerdict::Hit { .. }
+        ));
+    }
+    let mut chunks = Vec::new();
+    o.sync_stats_each(3, |c| chunks.push(c.to_vec()));
+    assert_eq!(
+        chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![3, 3, 3, 1]
+    );
+    let mut seen: Vec<(FlowId, u64)> = chunks
+        .concat()
+        .iter()
+        .map(|(f, s)| (*f, s.packets))
+        .collect();
+    seen.sort();
+    let want: Vec<(FlowId, u64)> = (0..10)
+        .map(|i| (FlowId(i), if i == 4 { 3 } else { 0 }))
+        .collect();
+    assert_eq!(seen, want);
+    // The whole list is the same walk.
+    let mut all: Vec<FlowId> = o.sync_stats().iter().map(|x| x.0).collect();
+    all.sort();
+    assert_eq!(all, (0..10).map(FlowId).collect::<Vec<_>>());
+    // The counters are read from the backend, not kept a second time.
+    assert_eq!(o.stats(FlowId(4)).map(|s| s.packets), Some(3));
+    assert_eq!(o.stats(FlowId(99)), None, "in software: no counters");
+}
+
+#[test]
+fn the_worker_forgets_a_removed_flows_placement_and_counters() {
+    let sim = fabric(100, SimCaps::default());
+    let cfg = WorkerConfig {
+        stats_interval: Duration::from_millis(5),
+        ..WorkerConfig::default()
+    };
+    let w = OffloadWorker::spawn(offloader(&sim, Duration::from_secs(5)), cfg);
+    for i in 1..=2 {
+        assert!(w.offer_wait(put(i, l2_flow(REP0, i as u32, vec![Action::Output(REP1)]))));
+    }
+    let t0 = Instant::now();
+    while !(1..=2).all(|i| w.placement(FlowId(i)).is_some_and(|p| p.is_offloaded())) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "never offloaded");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let key = l2_flow(REP0, 1, Vec::new()).0.key;
+    assert!(matches!(
+        sim.lock().unwrap().inject(IfIndex(111), &key, 100),
+        SimVerdict::Hit { .. }
+    ));
+    let t0 = Instant::now();
+    while w.stats(FlowId(1)).is_none_or(|s| s.packets == 0) || w.stats(FlowId(2)).is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "counters never pulled"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(w.placement(FlowId(1)).is_some_and(|p| p.is_offloaded()));
+    assert!(w.offer_wait(FlowRequest::Remove { flow: FlowId(1) }));
+    let t0 = Instant::now();
+    while w.placement(FlowId(1)).is_some() || w.stats(FlowId(1)).is_some() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "flow 1 never forgotten"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // The other flow keeps both, and the counts see one offloaded flow.
+    assert!(w.placement(FlowId(2)).is_some_and(|p| p.is_offloaded()));
+    assert!(w.stats(FlowId(2)).is_some());
+    assert_eq!(w.placement_counts().0, 1);
 }

@@ -350,6 +350,9 @@ async fn publish_metrics(h: Arc<handler::Handler>, config: Follow) {
 }
 
 fn run(path: PathBuf, keep_offloads: bool) -> ExitCode {
+    // Before any thread: glibc's settings for big flow tables (see the module).
+    let tuned = flowd::daemon::malloc::tune();
+    tracing::debug!(mmap_threshold = ?tuned.mmap_threshold, "malloc settings");
     let cfg = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {

@@ -19,6 +19,7 @@ pub mod handler;
 mod hotplug;
 pub mod kernel;
 pub mod listeners;
+pub mod malloc;
 pub mod metrics;
 pub mod observer;
 pub mod ports;

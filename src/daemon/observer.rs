@@ -101,6 +101,16 @@ impl PathLists {
     }
 }
 
+/// What the hooks keep of one flow.
+#[derive(Debug, Default, Clone)]
+struct Held {
+    /// The paths it holds (their keys are what it acquired): the list shared with every
+    /// flow of the same paths, and with the offload worker's copy; `None` for none.
+    paths: Option<Arc<[TunnelPath]>>,
+    /// Its packet count (tc's) at the last refresh.
+    packets: u64,
+}
+
 /// Counters the daemon reports.
 #[derive(Debug, Default)]
 pub struct HookCounters {
@@ -127,11 +137,10 @@ pub struct FlowHooks {
     pub marks: ArcSwap<HashMap<u32, u32>>,
     /// The switch's clock (tc's counters turn into the cache's `used` on it).
     pub clock: Clock,
-    /// Each offloaded flow's packet count at the last refresh.
-    last_packets: Mutex<FastMap<FlowId, u64>>,
-    /// The paths each flow holds (their keys are what it acquired): the list shared with
-    /// every flow of the same paths, and with the offload worker's copy.
-    held: Mutex<FastMap<FlowId, Arc<[TunnelPath]>>>,
+    /// What the hooks keep per flow, in one map (issue 15: one slot per flow, not one
+    /// in a map of paths and another in a map of packet counts). A flow has an entry
+    /// from its install (when it holds paths or offload is on) to its deletion.
+    held: Mutex<FastMap<FlowId, Held>>,
     /// Path lists in use, interned.
     paths: Mutex<PathLists>,
     /// Counters.
@@ -155,7 +164,6 @@ impl FlowHooks {
             tunnel_port,
             marks: ArcSwap::from_pointee(marks),
             clock,
-            last_packets: Mutex::new(FastMap::default()),
             held: Mutex::new(FastMap::default()),
             paths: Mutex::new(PathLists::default()),
             counters: HookCounters::default(),
@@ -165,8 +173,8 @@ impl FlowHooks {
     /// The flows holding each lookup key.
     pub fn flows_by_key(&self) -> HashMap<LookupKey, Vec<FlowId>> {
         let mut out: HashMap<LookupKey, Vec<FlowId>> = HashMap::new();
-        for (flow, paths) in lock(&self.held).iter() {
-            for k in keys_of(paths) {
+        for (flow, h) in lock(&self.held).iter() {
+            for k in h.paths.as_deref().map(keys_of).unwrap_or_default() {
                 out.entry(k).or_default().push(*flow);
             }
         }
@@ -200,15 +208,17 @@ impl FlowHooks {
                 }
             }
         }
-        if !keys.is_empty() {
-            lock(&self.held).insert(entry.id(), paths.clone());
+        if !keys.is_empty() || self.offload.is_some() {
+            let mut held = lock(&self.held);
+            let h = held.entry(entry.id()).or_default();
+            h.paths = Some(paths.clone()).filter(|_| !keys.is_empty());
         }
         paths
     }
 
     /// Releases the keys a flow held: the last user of a key stops its tracking.
     fn release(&self, flow: FlowId) {
-        let Some(paths) = lock(&self.held).remove(&flow) else {
+        let Some(paths) = lock(&self.held).remove(&flow).and_then(|h| h.paths) else {
             return;
         };
         for key in keys_of(&paths) {
@@ -272,26 +282,24 @@ impl FlowObserver for FlowHooks {
     fn refresh_used(&self, flows: &[Arc<FlowEntry>]) {
         let Some(o) = &self.offload else { return };
         let now = self.clock.now_ms();
-        let Ok(mut last) = self.last_packets.lock() else {
-            return;
-        };
         let ids: Vec<FlowId> = flows.iter().map(|f| f.id()).collect();
+        let mut held = lock(&self.held);
         o.stats_each(&ids, |i, st| {
             let Some(f) = flows.get(i) else { return };
+            // A flow without an entry is being installed or deleted right now: its
+            // entry is made at install, forgotten at deletion, never here.
+            let Some(h) = held.get_mut(&f.id()) else {
+                return;
+            };
             // Packets counted since the last refresh: used now (within a stats period),
             // whatever the unit of the kernel's own "last use".
-            let before = last.insert(f.id(), st.packets).unwrap_or(0);
+            let before = std::mem::replace(&mut h.packets, st.packets);
             if st.packets > before {
                 f.touch(now);
             } else if let Some(ago) = st.last_used_ms_ago {
                 f.touch(now.saturating_sub(ago));
             }
         });
-        // Forget flows that are gone.
-        if last.len() > flows.len() * 2 + 1024 {
-            let live: FastSet<FlowId> = flows.iter().map(|f| f.id()).collect();
-            last.retain(|k, _| live.contains(k));
-        }
     }
 }
 
@@ -328,6 +336,64 @@ mod tests {
             &a,
             &lists.get(vec![path(1, TunnelRole::Encap)])
         ));
+    }
+
+    fn encap_flow(table: &datapath::cache::FlowTable, dst: u8) -> Arc<FlowEntry> {
+        let key = datapath::FlowKey {
+            in_port: 1,
+            eth_dst: [2, 0, 0, 0, 0, dst],
+            ..Default::default()
+        };
+        let mut mask = datapath::FlowMask::default();
+        mask.0.in_port = u32::MAX;
+        mask.0.eth_dst = [0xff; 6];
+        let remote = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let actions = vec![
+            Action::SetTunnel(datapath::actions::TunnelAttrs::vxlan(10, remote)),
+            Action::Output(datapath::PortId(9)),
+        ];
+        table
+            .put(&datapath::Megaflow::new(&key, &mask), actions.into(), 0)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_deleted_or_modified_flow_is_forgotten_and_its_keys_released() {
+        let routes = Arc::new(RouteTable::new());
+        let hooks = FlowHooks::new(
+            None,
+            routes.clone(),
+            None,
+            None,
+            HashMap::new(),
+            Clock::new(),
+        );
+        let table = datapath::cache::FlowTable::new(16);
+        let (a, b) = (encap_flow(&table, 1), encap_flow(&table, 2));
+        hooks.installed(&a);
+        hooks.installed(&b);
+        assert_eq!(lock(&hooks.held).len(), 2);
+        assert_eq!(hooks.flows_by_key().values().next().map(Vec::len), Some(2));
+        assert_eq!(routes.keys().len(), 1);
+        // A modified flow: the new id holds the paths, the old one is gone.
+        let c = encap_flow(&table, 3);
+        hooks.modified(&a, &c);
+        let held: std::collections::HashSet<FlowId> = lock(&hooks.held).keys().copied().collect();
+        assert_eq!(held, std::collections::HashSet::from([b.id(), c.id()]));
+        hooks.deleted(&b, DeleteReason::Idle);
+        hooks.deleted(&c, DeleteReason::Idle);
+        assert!(lock(&hooks.held).is_empty(), "every flow forgotten");
+        assert!(routes.keys().is_empty(), "the last user released the key");
+        // Deleting again is harmless.
+        hooks.deleted(&c, DeleteReason::Idle);
+        assert!(lock(&hooks.held).is_empty());
+    }
+
+    /// Memory (issue 15): what the hooks keep per flow is a shared list and a count.
+    #[test]
+    fn what_the_hooks_hold_per_flow_stays_small() {
+        let n = std::mem::size_of::<Held>();
+        assert!(n <= 24, "{n}");
     }
 
     #[test]

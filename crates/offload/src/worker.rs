@@ -23,16 +23,27 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use vocab::{LookupKey, PathFacts};
 
-/// What the worker publishes: placements, pulled counters and its own counters.
+/// What the worker publishes: each known flow's placement and last pulled counters,
+/// and its own counters.
 #[derive(Debug, Default)]
 pub struct Published {
-    /// Each known flow's placement, shared with the offloader and with every flow of the
-    /// same placement (see [`Offloader::placement_shared`]).
-    pub placements: FastMap<FlowId, Arc<Placement>>,
-    /// Each offloaded flow's last counters.
-    pub stats: FastMap<FlowId, RuleStats>,
+    /// Each known flow, in one map: a slot per flow rather than one in a map of
+    /// placements and another in a map of counters (issue 15's memory per flow: a map
+    /// of a million entries is 8 bytes of key, a control byte and as much again of
+    /// empty room per flow, just past a doubling).
+    pub flows: FastMap<FlowId, PublishedFlow>,
     /// The offloader's counters.
     pub counters: OffloadCounters,
+}
+
+/// What the worker publishes of one flow.
+#[derive(Debug, Clone)]
+pub struct PublishedFlow {
+    /// The flow's placement, shared with the offloader and with every flow of the same
+    /// placement (see [`Offloader::placement_shared`]).
+    pub placement: Arc<Placement>,
+    /// Its last pulled counters (`None` until pulled once: not offloaded, or not yet).
+    pub stats: Option<RuleStats>,
 }
 
 /// How long after pulling every offloaded flow's counters, which took `took`, to pull
@@ -294,9 +305,12 @@ impl OffloadWorker {
     fn mark_pending(&self, req: &FlowRequest) {
         if let FlowRequest::Put { .. } = req {
             lock(&self.published)
-                .placements
+                .flows
                 .entry(req.flow())
-                .or_insert_with(|| self.pending.clone());
+                .or_insert_with(|| PublishedFlow {
+                    placement: self.pending.clone(),
+                    stats: None,
+                });
         }
     }
 
@@ -318,9 +332,9 @@ impl OffloadWorker {
     /// A flow's placement.
     pub fn placement(&self, flow: FlowId) -> Option<Placement> {
         lock(&self.published)
-            .placements
+            .flows
             .get(&flow)
-            .map(|p| Placement::clone(p))
+            .map(|p| Placement::clone(&p.placement))
     }
 
     /// How many flows a filter carries, and how many are in software by reason
@@ -331,8 +345,8 @@ impl OffloadWorker {
         let p = lock(&self.published);
         let mut offloaded = 0;
         let mut software = BTreeMap::new();
-        for pl in p.placements.values() {
-            match &**pl {
+        for pf in p.flows.values() {
+            match &*pf.placement {
                 Placement::Software { reason } => {
                     *software.entry(reason.category()).or_default() += 1;
                 }
@@ -345,7 +359,7 @@ impl OffloadWorker {
 
     /// A flow's last pulled counters.
     pub fn stats(&self, flow: FlowId) -> Option<RuleStats> {
-        lock(&self.published).stats.get(&flow).copied()
+        lock(&self.published).flows.get(&flow).and_then(|p| p.stats)
     }
 
     /// The last pulled counters of each of `flows` that has some, to `f` with its index
@@ -355,8 +369,8 @@ impl OffloadWorker {
         for (c, chunk) in flows.chunks(STATS_CHUNK).enumerate() {
             let p = lock(&self.published);
             for (i, id) in chunk.iter().enumerate() {
-                if let Some(s) = p.stats.get(id) {
-                    f(c * STATS_CHUNK + i, *s);
+                if let Some(s) = p.flows.get(id).and_then(|p| p.stats) {
+                    f(c * STATS_CHUNK + i, s);
                 }
             }
         }
@@ -447,17 +461,16 @@ impl Worker {
             self.publish(&off, touched, &[]);
             if Instant::now() >= next_stats {
                 let started = Instant::now();
-                let stats = off.sync_stats();
-                // One insert each: `extend` would reserve room for half as many again
-                // as it is given, and the map holds every offloaded flow (at a million
-                // flows that doubled its table for nothing). A chunk per hold of the
-                // lock: handlers offering new flows take it too.
-                for chunk in stats.chunks(STATS_CHUNK) {
+                // A chunk at a time: no list of every flow's counters (at a million
+                // flows it was 56 MB for a moment, and glibc kept it).
+                off.sync_stats_each(STATS_CHUNK, |chunk| {
                     let mut p = lock(&self.published);
                     for (flow, s) in chunk {
-                        p.stats.insert(*flow, *s);
+                        if let Some(pf) = p.flows.get_mut(flow) {
+                            pf.stats = Some(*s);
+                        }
                     }
-                }
+                });
                 lock(&self.published).counters = off.counters();
                 next_stats =
                     Instant::now() + stats_rest(self.cfg.stats_interval, started.elapsed());
@@ -488,8 +501,7 @@ impl Worker {
         let mut p = lock(&self.published);
         for f in removed {
             if off.placement(*f).is_none() {
-                p.placements.remove(f);
-                p.stats.remove(f);
+                p.flows.remove(f);
             }
         }
         let touched: Vec<_> = touched
@@ -503,7 +515,18 @@ impl Worker {
                 Some(s) if **s == *pl => s.clone(),
                 _ => Arc::new(pl.clone()),
             };
-            p.placements.insert(*f, shared);
+            match p.flows.get_mut(f) {
+                Some(pf) => pf.placement = shared,
+                None => {
+                    p.flows.insert(
+                        *f,
+                        PublishedFlow {
+                            placement: shared,
+                            stats: None,
+                        },
+                    );
+                }
+            }
         }
         p.counters = off.counters();
         drop(p);
@@ -516,6 +539,14 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Memory (issue 15): one slot per flow holds its placement (shared) and its
+    /// counters; a field by value creeping in fails here.
+    #[test]
+    fn a_published_flow_stays_small() {
+        let n = std::mem::size_of::<PublishedFlow>();
+        assert!(n <= 64, "{n}");
+    }
 
     #[test]
     fn counters_are_pulled_at_most_a_tenth_of_the_time() {

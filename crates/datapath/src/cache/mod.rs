@@ -37,7 +37,7 @@ pub use emc::ExactMatchCache;
 pub use entry::{FlowEntry, FlowStats};
 pub use flow_cache::{CacheConfig, CacheCounters, FlowCache, FlowOp};
 pub use hash::key_hash;
-pub use table::{FlowTable, PortFlowStats, Subscription};
+pub use table::{FlowTable, PortFlowStats, SNAPSHOT_CHUNK, Subscription};
 
 use crate::FlowId;
 

@@ -28,7 +28,7 @@ use super::upcall::{Upcall, UpcallCounters, UpcallReceiver, Verdict};
 use super::{Change, ChangeSet, FlowMeta, Revalidation, SlowPath, Xlation};
 use crate::actions::{Actions, SharedActions};
 use crate::cache::key_hash;
-use crate::cache::{FlowEntry, FlowTable};
+use crate::cache::{FlowEntry, FlowTable, SNAPSHOT_CHUNK};
 use crate::fastmap::FastMap;
 use crate::flow::{FlowKey, FlowMask, Megaflow};
 use crate::{FlowId, PortId};
@@ -39,6 +39,8 @@ use std::sync::{
     RwLockWriteGuard,
 };
 use std::time::{Duration, Instant};
+
+mod sweep;
 
 /// Why a flow was deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,8 +62,10 @@ pub trait FlowObserver: Send + Sync {
     fn modified(&self, _old: &Arc<FlowEntry>, _new: &Arc<FlowEntry>) {}
     /// A flow was deleted.
     fn deleted(&self, _flow: &Arc<FlowEntry>, _reason: DeleteReason) {}
-    /// Before each sweep: move `used` (and stats) of offloaded flows forward from their
-    /// hardware counters, with [`FlowEntry::record`] or [`FlowEntry::touch`].
+    /// In each sweep, before its idle flows are picked, for each chunk of the table it
+    /// walks (every flow once a sweep, a chunk at a time: not a list of every flow): move
+    /// `used` (and stats) of offloaded flows forward from their hardware counters, with
+    /// [`FlowEntry::record`] or [`FlowEntry::touch`].
     fn refresh_used(&self, _flows: &[Arc<FlowEntry>]) {}
 }
 
@@ -168,6 +172,10 @@ fn owner(key: &FlowKey) -> Option<PortId> {
 
 /// Below this many live flows a sweep re-translates on its own thread.
 const PARALLEL_MIN: usize = 16_384;
+
+/// Flows a sweep handles at a time ([`Engine::sweep_chunked`]): enough for its
+/// re-translation to spread over four threads, few enough that its lists stay a few MB.
+const SWEEP_CHUNK: usize = 4 * PARALLEL_MIN;
 
 fn ms(t: Duration) -> u64 {
     u64::try_from(t.as_millis()).unwrap_or(u64::MAX)
@@ -532,164 +540,6 @@ impl Engine {
             lock(&self.metas).remove(&entry.id());
             self.observer.deleted(entry, reason);
         }
-    }
-
-    /// One revalidator pass at `now`. See the module docs.
-    pub fn sweep(&self, now: Duration) -> SweepReport {
-        let flows = self.table.snapshot();
-        self.observer.refresh_used(&flows);
-        let mut report = SweepReport {
-            flows: flows.len(),
-            ..SweepReport::default()
-        };
-        let live = self.delete_idle(flows, now, &mut report);
-        let changes = self.age_stations(&live, now, &mut report);
-        self.revalidate(&live, &ChangeSet::new(&changes), now, &mut report);
-        self.enforce_limit(&mut report);
-        self.account(&report);
-        report
-    }
-
-    fn delete_idle(
-        &self,
-        flows: Vec<Arc<FlowEntry>>,
-        now: Duration,
-        report: &mut SweepReport,
-    ) -> Vec<(Arc<FlowEntry>, FlowMeta)> {
-        let (now, idle) = (ms(now), self.max_idle_ms.load(Ordering::Relaxed));
-        let (old, live): (Vec<_>, Vec<_>) = flows
-            .into_iter()
-            .partition(|e| now.saturating_sub(e.used()) > idle);
-        for e in &old {
-            self.delete(e, DeleteReason::Idle);
-        }
-        report.idle = old.len();
-        let mut metas = lock(&self.metas);
-        if metas.len() > live.len() {
-            // Flows removed behind our back (e.g. a flush): forget their metadata, but
-            // not that of flows installed since the snapshot.
-            let ids: FastMap<FlowId, ()> = live.iter().map(|e| (e.id(), ())).collect();
-            metas.retain(|id, _| ids.contains_key(id) || self.table.get(*id).is_some());
-        }
-        live.into_iter()
-            .map(|e| {
-                let m = metas.get(&e.id()).copied().unwrap_or_default();
-                (e, m)
-            })
-            .collect()
-    }
-
-    /// Refreshes stations behind live flows, ages out the others, and takes the pending
-    /// changes.
-    fn age_stations(
-        &self,
-        live: &[(Arc<FlowEntry>, FlowMeta)],
-        now: Duration,
-        report: &mut SweepReport,
-    ) -> Vec<Change> {
-        {
-            // Only flows used since the last sweep can move a station's age forward.
-            let since = self.refreshed_to.swap(ms(now), Ordering::Relaxed);
-            let sp = self.read();
-            for (e, m) in live.iter().filter(|(e, _)| e.used() > since) {
-                sp.refresh(m, Duration::from_millis(e.used()));
-            }
-        }
-        let expired = self.write().expire(now);
-        report.macs_expired = expired.len();
-        self.tell_stations(&expired);
-        let mut changes = std::mem::take(&mut *lock(&self.pending));
-        changes.extend(expired);
-        changes
-    }
-
-    fn revalidate(
-        &self,
-        live: &[(Arc<FlowEntry>, FlowMeta)],
-        set: &ChangeSet,
-        now: Duration,
-        report: &mut SweepReport,
-    ) {
-        if set.is_empty() {
-            return;
-        }
-        let decisions = self.decide(live, set, now);
-        report.revalidated = decisions.len();
-        for (i, r) in decisions {
-            if let (Some((e, _)), Some(r)) = (live.get(i), r) {
-                self.apply(e, r, report);
-            }
-        }
-    }
-
-    /// The flows the changes may affect, re-translated, on up to `revalidator_threads`
-    /// threads for large tables: (index in `live`, decision, `None` when kept).
-    fn decide(
-        &self,
-        live: &[(Arc<FlowEntry>, FlowMeta)],
-        set: &ChangeSet,
-        now: Duration,
-    ) -> Vec<(usize, Option<Revalidation>)> {
-        let sp = self.read();
-        let sp: &SlowPath = &sp;
-        let threads = if live.len() >= PARALLEL_MIN {
-            self.config.revalidator_threads.max(1)
-        } else {
-            1
-        };
-        let chunk = live.len().div_ceil(threads).max(1);
-        let part = |base: usize, flows: &[(Arc<FlowEntry>, FlowMeta)]| {
-            flows
-                .iter()
-                .enumerate()
-                .filter_map(|(i, (e, m))| {
-                    let mf = e.megaflow();
-                    set.affects(&mf, m).then(|| {
-                        let r = sp.revalidate(&mf, e.actions(), m, now);
-                        (base + i, (r != Revalidation::Keep).then_some(r))
-                    })
-                })
-                .collect::<Vec<_>>()
-        };
-        if threads == 1 {
-            return part(0, live);
-        }
-        std::thread::scope(|s| {
-            let handles: Vec<_> = live
-                .chunks(chunk)
-                .enumerate()
-                .map(|(c, flows)| s.spawn(move || part(c * chunk, flows)))
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        })
-    }
-
-    fn enforce_limit(&self, report: &mut SweepReport) {
-        let (len, limit) = (self.table.len(), self.flow_limit.load(Ordering::Relaxed));
-        if len < limit {
-            return;
-        }
-        let target = limit - limit / 10;
-        for e in self.table.lru_candidates(len - target) {
-            self.delete(&e, DeleteReason::Evicted);
-            report.evicted += 1;
-        }
-    }
-
-    fn account(&self, r: &SweepReport) {
-        let mut s = lock(&self.reval);
-        s.sweeps += 1;
-        let t = &mut s.total;
-        t.flows = r.flows;
-        t.idle += r.idle;
-        t.revalidated += r.revalidated;
-        t.modified += r.modified;
-        t.stale += r.stale;
-        t.evicted += r.evicted;
-        t.macs_expired += r.macs_expired;
     }
 
     /// Runs a handler thread's loop until `stop`: takes up to a batch of upcalls (waiting

@@ -46,13 +46,12 @@ impl Offloader {
             if let Some(old) = &old {
                 self.unindex(flow, old);
             }
-            let (placement, installed, stats, attempts) = match old {
-                Some(o) => (o.placement, o.installed, o.stats, o.attempts),
+            let (placement, installed, attempts) = match old {
+                Some(o) => (o.placement, o.installed, o.attempts),
                 None => (
                     self.shared
                         .get(Placement::software(SoftwareReason::Pending)),
                     None,
-                    RuleStats::default(),
                     0,
                 ),
             };
@@ -61,7 +60,6 @@ impl Offloader {
                 paths,
                 placement,
                 installed,
-                stats,
                 attempts,
             };
             self.index(flow, &e);
@@ -139,7 +137,6 @@ impl Offloader {
                 handle: k.handle,
                 fingerprint,
             });
-            entry.stats = k.stats;
         }
         if let Some((shared, p)) = adopted_placement {
             entry.placement = shared;

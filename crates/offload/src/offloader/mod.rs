@@ -135,7 +135,6 @@ struct Tracked {
     paths: Arc<[TunnelPath]>,
     placement: Arc<Placement>,
     installed: Option<InstalledRule>,
-    stats: RuleStats,
     /// Failed attempts in a row of a retryable failure.
     attempts: u32,
 }
@@ -175,7 +174,6 @@ struct Kept {
     handle: RuleHandle,
     rule: FlowerRule,
     hw: HwState,
-    stats: RuleStats,
 }
 
 /// What an adoption round did (see [`Offloader::load_kept`]).
@@ -332,7 +330,6 @@ impl Offloader {
                     handle: d.handle,
                     rule,
                     hw: d.hw,
-                    stats: d.stats,
                 },
             );
         }
@@ -498,9 +495,12 @@ impl Offloader {
         self.flows.get(&flow).map(|e| &e.placement)
     }
 
-    /// A flow's last pulled counters.
-    pub fn stats(&self, flow: FlowId) -> Option<RuleStats> {
-        self.flows.get(&flow).map(|e| e.stats)
+    /// An offloaded flow's counters, read from the backend now (`None`: not offloaded,
+    /// or the backend could not say). The offloader keeps no copy: the worker publishes
+    /// what it pulls (48 bytes a flow kept twice before, issue 15).
+    pub fn stats(&mut self, flow: FlowId) -> Option<RuleStats> {
+        let handle = self.flows.get(&flow)?.installed?.handle;
+        self.backend.stats(&[handle]).pop()?.ok()
     }
 
     /// Every known flow's placement.
@@ -631,22 +631,43 @@ impl Offloader {
     }
 
     /// Pulls counters of every offloaded flow; returns them for the flows' `used` time.
+    /// Lists every flow: see [`Self::sync_stats_each`] for a walk in chunks.
     pub fn sync_stats(&mut self) -> Vec<(FlowId, RuleStats)> {
-        let list: Vec<(FlowId, RuleHandle)> = self.offloaded().collect();
-        let handles: Vec<RuleHandle> = list.iter().map(|x| x.1).collect();
-        let mut out = Vec::with_capacity(list.len());
-        for ((flow, _), res) in list.into_iter().zip(self.backend.stats(&handles)) {
-            match res {
-                Ok(s) => {
-                    if let Some(e) = self.flows.get_mut(&flow) {
-                        e.stats = s;
-                    }
-                    out.push((flow, s));
-                }
-                Err(e) => tracing::debug!(%flow, error = %e, "offload: stats failed"),
-            }
-        }
+        let mut out = Vec::new();
+        self.sync_stats_each(usize::MAX, |c| out.extend_from_slice(c));
         out
+    }
+
+    /// Pulls counters of every offloaded flow, `chunk` flows (at least 1) per request
+    /// to the backend, and gives each chunk's counters to `f`: no list of every flow
+    /// (issue 15's transient memory at a million flows). Flows whose counters the
+    /// backend could not read are left out.
+    pub fn sync_stats_each(&mut self, chunk: usize, mut f: impl FnMut(&[(FlowId, RuleStats)])) {
+        let chunk = chunk.clamp(1, 1 << 16);
+        let (mut ids, mut handles, mut out) = (Vec::new(), Vec::new(), Vec::new());
+        let mut offloaded = self
+            .flows
+            .iter()
+            .filter_map(|(f, e)| e.installed.map(|i| (*f, i.handle)));
+        loop {
+            ids.clear();
+            handles.clear();
+            out.clear();
+            for (flow, handle) in offloaded.by_ref().take(chunk) {
+                ids.push(flow);
+                handles.push(handle);
+            }
+            if ids.is_empty() {
+                return;
+            }
+            for (flow, res) in ids.iter().zip(self.backend.stats(&handles)) {
+                match res {
+                    Ok(s) => out.push((*flow, s)),
+                    Err(e) => tracing::debug!(%flow, error = %e, "offload: stats failed"),
+                }
+            }
+            f(&out);
+        }
     }
 
     /// Dumps the backend and removes every flowd rule no offloaded flow owns and no
@@ -684,7 +705,7 @@ mod tests {
     #[test]
     fn per_flow_state_stays_small() {
         assert!(
-            std::mem::size_of::<Tracked>() <= 112,
+            std::mem::size_of::<Tracked>() <= 64,
             "{}",
             std::mem::size_of::<Tracked>()
         );

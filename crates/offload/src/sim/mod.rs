@@ -13,7 +13,6 @@ use crate::backend::{
 };
 use crate::ports::{PortInfo, PortKind};
 use crate::rule::{FlowerAction, FlowerMatch, FlowerRule, Masked};
-use datapath::fastmap::FastMap;
 use datapath::flow::{addr_from, tun_flags, vlan};
 use datapath::{FlowId, FlowKey, IfIndex};
 use std::collections::{HashMap, VecDeque};
@@ -21,7 +20,9 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 mod filter;
+mod rules;
 use filter::{ActionLists, SimFilter};
+use rules::Slab;
 
 /// Match features (bits of [`SimCaps::keys`]).
 pub mod keys {
@@ -134,7 +135,7 @@ struct SimRule {
 #[derive(Debug)]
 struct SimSwitch {
     spec: SimSwitchSpec,
-    rules: FastMap<u32, SimRule>,
+    rules: Slab<SimRule>,
 }
 
 /// Where an injected packet went.
@@ -162,7 +163,6 @@ pub enum SimVerdict {
 pub struct SimFabric {
     switches: Vec<SimSwitch>,
     by_device: HashMap<IfIndex, usize>,
-    next_handle: u32,
     /// The filters' action lists, shared.
     actions: ActionLists,
     /// Fault injection.
@@ -185,7 +185,7 @@ impl SimFabric {
             }
             f.switches.push(SimSwitch {
                 spec,
-                rules: FastMap::default(),
+                rules: Slab::default(),
             });
         }
         f
@@ -205,7 +205,7 @@ impl SimFabric {
     pub fn rules(&self) -> impl Iterator<Item = (FlowId, FlowerRule)> + '_ {
         self.switches
             .iter()
-            .flat_map(|s| s.rules.values().map(|r| (r.owner, r.filter.rule())))
+            .flat_map(|s| s.rules.iter().map(|(_, r)| (r.owner, r.filter.rule())))
     }
 
     /// Injects a packet (its key and length) on a VF port.
@@ -226,7 +226,7 @@ impl SimFabric {
                     device: rep,
                     prio: 1,
                     protocol: r.filter.protocol,
-                    handle: *h,
+                    handle: h,
                 };
                 return SimVerdict::Hit {
                     handle,
@@ -271,20 +271,21 @@ impl SimFabric {
                 extack: Some("sim: eswitch full".into()),
             });
         }
-        self.next_handle = self.next_handle.wrapping_add(1).max(1);
-        let handle = self.next_handle;
         let filter = SimFilter::new(rule, &mut self.actions);
         let sw = &mut self.switches[i];
-        sw.rules.insert(
-            handle,
-            SimRule {
+        let handle = sw
+            .rules
+            .insert(SimRule {
                 filter,
                 owner,
                 packets: 0,
                 bytes: 0,
                 last_used: None,
-            },
-        );
+            })
+            .ok_or(BackendError::Kernel {
+                errno: KernelErrno::NoSpace,
+                extack: Some("sim: out of handles".into()),
+            })?;
         Ok(Installed {
             handle: RuleHandle {
                 device: rule.ingress,
@@ -303,7 +304,7 @@ impl SimFabric {
             .ok_or(BackendError::UnknownDevice(h.device))?;
         self.switches[i]
             .rules
-            .remove(&h.handle)
+            .remove(h.handle)
             .ok_or(BackendError::errno(KernelErrno::NotFound))
     }
 
@@ -484,13 +485,13 @@ impl OffloadBackend for SimFabric {
                     .ok_or(BackendError::UnknownDevice(r.ingress))?;
                 Self::check_caps(&self.switches[i].spec.caps, r)?;
                 if old.device == r.ingress {
-                    if !self.switches[i].rules.contains_key(&old.handle) {
+                    if !self.switches[i].rules.contains(old.handle) {
                         return Err(BackendError::errno(KernelErrno::NotFound));
                     }
                     let filter = SimFilter::new(r, &mut self.actions);
                     let sr = self.switches[i]
                         .rules
-                        .get_mut(&old.handle)
+                        .get_mut(old.handle)
                         .ok_or(BackendError::errno(KernelErrno::NotFound))?;
                     sr.filter = filter;
                     sr.owner = *f;
@@ -527,7 +528,7 @@ impl OffloadBackend for SimFabric {
                     .ok_or(BackendError::UnknownDevice(h.device))?;
                 let r = self.switches[i]
                     .rules
-                    .get(&h.handle)
+                    .get(h.handle)
                     .ok_or(BackendError::errno(KernelErrno::NotFound))?;
                 Ok(RuleStats {
                     packets: r.packets,
@@ -552,7 +553,7 @@ impl OffloadBackend for SimFabric {
                         device: r.filter.ingress,
                         prio: 1,
                         protocol: r.filter.protocol,
-                        handle: *h,
+                        handle: h,
                     },
                     owner: Some(r.owner),
                     rule: Some(r.filter.rule()),

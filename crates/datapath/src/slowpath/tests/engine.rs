@@ -3,6 +3,7 @@
 //! changes, idle and limit-driven eviction, the threads, and what observers hear.
 
 use super::*;
+use crate::FlowId;
 use crate::cache::{FlowEntry, FlowTable};
 use crate::slowpath::upcall::{Upcall, UpcallConfig, UpcallCounters, UpcallDrop, upcall_queues};
 use std::sync::{Arc, Mutex};
@@ -11,6 +12,8 @@ use std::sync::{Arc, Mutex};
 struct Recorder {
     events: Mutex<Vec<String>>,
     keep_alive: std::sync::atomic::AtomicU64,
+    /// The flows of each `refresh_used` call.
+    refreshed: Mutex<Vec<Vec<FlowId>>>,
 }
 
 impl FlowObserver for Recorder {
@@ -30,6 +33,10 @@ impl FlowObserver for Recorder {
             .push(format!("del {} {why:?}", f.id()));
     }
     fn refresh_used(&self, flows: &[Arc<FlowEntry>]) {
+        self.refreshed
+            .lock()
+            .unwrap()
+            .push(flows.iter().map(|f| f.id()).collect());
         let now = self.keep_alive.load(std::sync::atomic::Ordering::Relaxed);
         if now > 0 {
             flows.iter().for_each(|f| f.touch(now));
@@ -229,6 +236,64 @@ fn idle_flows_are_deleted_unless_offload_keeps_them_used() {
     assert_eq!(e.sweep(secs(26)).idle, 2);
     assert!(e.table().is_empty());
     assert!(events(&rec).iter().any(|ev| ev.ends_with("Idle")));
+}
+
+#[test]
+fn a_chunked_sweep_sees_every_flow_once_across_chunks_with_holes() {
+    let (e, rec) = engine(100);
+    for i in 0..20 {
+        e.handle(vec![up(frame(1, mac(0xa), mac(0x10 + i)))], secs(0));
+    }
+    // Holes in the table: every third flow removed behind the slow path's back.
+    let mut ids: Vec<FlowId> = e.table().snapshot().iter().map(|f| f.id()).collect();
+    ids.sort();
+    let gone: Vec<FlowId> = ids.iter().copied().step_by(3).collect();
+    for id in &gone {
+        assert!(e.table().remove(*id).is_some());
+    }
+    let live: Vec<FlowId> = ids.iter().copied().filter(|i| !gone.contains(i)).collect();
+    // A rule for every flow, so that the second walk re-translates them all.
+    let mut key = FlowKey::default();
+    key.in_port = 1;
+    let mut mask = FlowMask::default();
+    mask.in_port = u32::MAX;
+    e.configure(|sp| {
+        let (_, c) = sp
+            .add_rule(Rule::new(10, &key, &mask, vec![RuleAction::Drop]))
+            .unwrap();
+        ((), vec![c])
+    });
+    rec.refreshed.lock().unwrap().clear();
+    let r = e.sweep_chunked(secs(1), 3);
+    let chunks = std::mem::take(&mut *rec.refreshed.lock().unwrap());
+    assert!(
+        chunks.iter().all(|c| !c.is_empty() && c.len() <= 3),
+        "{chunks:?}"
+    );
+    let mut seen: Vec<FlowId> = chunks.concat();
+    seen.sort();
+    assert_eq!(seen, live, "each live flow once, the removed ones not");
+    assert_eq!((r.flows, r.idle), (live.len(), 0));
+    assert_eq!((r.revalidated, r.stale), (live.len(), live.len()));
+    assert!(e.table().is_empty());
+    // The removed flows' metadata is forgotten, as is that of the deleted ones.
+    assert!(ids.iter().all(|id| e.flow_meta(*id).is_none()));
+}
+
+#[test]
+fn a_chunked_sweep_deletes_idle_flows_in_every_chunk() {
+    let (e, rec) = engine(100);
+    for i in 0..10 {
+        e.handle(vec![up(frame(1, mac(0xa), mac(0x10 + i)))], secs(0));
+    }
+    let r = e.sweep_chunked(secs(30), 4);
+    assert_eq!((r.flows, r.idle), (10, 10));
+    assert!(e.table().is_empty());
+    let chunks = rec.refreshed.lock().unwrap().clone();
+    assert_eq!(
+        chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![4, 4, 2]
+    );
 }
 
 #[test]
