@@ -128,6 +128,9 @@ mod ring;
 mod sys;
 #[cfg(test)]
 mod tests;
+mod txring;
+#[cfg(test)]
+mod txring_tests;
 
 pub use fanout::MAX_FANOUT;
 pub use poll::{Poller, Waker};
@@ -140,6 +143,8 @@ use ring::RxRing;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use sys::*;
+pub use txring::TxMode;
+use txring::TxRing;
 
 /// How an [`AfPacketPort`] receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +165,10 @@ pub struct AfPacketPort {
     mac: [u8; 6],
     fd: OwnedFd,
     ring: Option<RxRing>,
+    /// The transmit ring and its socket ([`TxMode::Ring`]), None with `sendmmsg`.
+    tx_ring: Option<TxRing>,
+    /// Why the transmit ring asked for could not be set up.
+    tx_ring_error: Option<String>,
     /// The socket carries a vnet header before every frame, both ways.
     vnet: bool,
     /// The kernel takes UDP super-frames on send ([`Port::udp_segmentation`]).
@@ -176,6 +185,8 @@ pub struct AfPacketPort {
     /// Super-frames received.
     rx_gso: u64,
     tx_dropped: u64,
+    /// Frames the kernel took from the transmit ring.
+    tx_ring_sent: u64,
     /// I/O errors seen (transient ones included).
     errors: u64,
     /// `PACKET_STATISTICS` drops, summed.
@@ -244,6 +255,11 @@ pub struct PortOptions {
     /// About how much memory the receive ring takes (default [`DEFAULT_RING_BYTES`]; at
     /// least 256 frames at any MTU).
     pub ring_bytes: usize,
+    /// How frames are sent (default [`TxMode::Ring`]).
+    pub tx: TxMode,
+    /// `PACKET_QDISC_BYPASS` on the sending sockets (default false: the frames flowd
+    /// sends would skip the device's packet taps, so `tcpdump` would not see them).
+    pub qdisc_bypass: bool,
 }
 
 impl Default for PortOptions {
@@ -252,6 +268,8 @@ impl Default for PortOptions {
             batch: 32,
             rx: RxMode::Ring,
             ring_bytes: DEFAULT_RING_BYTES,
+            tx: TxMode::Ring,
+            qdisc_bypass: false,
         }
     }
 }
@@ -352,6 +370,17 @@ impl AfPacketPort {
             None => None,
         };
         let batch = opts.batch.max(1);
+        if opts.qdisc_bypass {
+            setsockopt_int(raw, PACKET_QDISC_BYPASS, 1)
+                .map_err(|e| sys_io("PACKET_QDISC_BYPASS", name, e))?;
+        }
+        let (tx_ring, tx_ring_error) = match opts.tx {
+            TxMode::Ring => match TxRing::setup(name, ifindex, mtu, vnet, opts.qdisc_bypass) {
+                Ok(r) => (Some(r), None),
+                Err(e) => (None, Some(e.to_string())),
+            },
+            TxMode::Sendmmsg => (None, None),
+        };
         Ok(Self {
             name: name.to_string(),
             ifindex: IfIndex(ifindex),
@@ -360,6 +389,8 @@ impl AfPacketPort {
             fd,
             cmsgs: vec![0u8; batch * CMSG_SPACE],
             ring,
+            tx_ring,
+            tx_ring_error,
             vnet,
             uso: vnet && kernel_at_least(6, 2),
             // SAFETY: all-zero mmsghdr/iovec are valid (null pointers, zero lengths).
@@ -370,6 +401,7 @@ impl AfPacketPort {
             rx_large: 0,
             rx_gso: 0,
             tx_dropped: 0,
+            tx_ring_sent: 0,
             errors: 0,
             kernel_drops: 0,
             gone: false,
@@ -394,6 +426,32 @@ impl AfPacketPort {
         } else {
             RxMode::Recvmmsg
         }
+    }
+
+    /// How the port sends: [`TxMode::Ring`] unless it was not asked for or could not be
+    /// set up (then [`Self::tx_ring_error`] says why).
+    pub fn tx_mode(&self) -> TxMode {
+        if self.tx_ring.is_some() {
+            TxMode::Ring
+        } else {
+            TxMode::Sendmmsg
+        }
+    }
+
+    /// Why the transmit ring asked for could not be set up (the port sends with
+    /// `sendmmsg`).
+    pub fn tx_ring_error(&self) -> Option<&str> {
+        self.tx_ring_error.as_deref()
+    }
+
+    /// Frames sent through the transmit ring (the others went through `sendmmsg`).
+    pub fn tx_ring_sent(&self) -> u64 {
+        self.tx_ring_sent
+    }
+
+    /// Frames in the transmit ring (0 without one).
+    pub fn tx_ring_frames(&self) -> usize {
+        self.tx_ring.as_ref().map_or(0, TxRing::frames)
     }
 
     /// Frames received larger than a batch slot or a ring frame (dropped).
@@ -503,7 +561,12 @@ impl Port for AfPacketPort {
     }
 
     fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
-        self.send_mmsg(batch)
+        let Some(mut ring) = self.tx_ring.take() else {
+            return self.send_mmsg_range(batch, 0, batch.len());
+        };
+        let r = self.send_ring(batch, &mut ring);
+        self.tx_ring = Some(ring);
+        r
     }
 
     fn take_error(&mut self) -> Result<(), PortError> {
