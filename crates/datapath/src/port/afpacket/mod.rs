@@ -1,6 +1,7 @@
 //! [`AfPacketPort`]: an AF_PACKET raw socket bound to one netdev. Frames are received
 //! through a `PACKET_MMAP` ring (TPACKET_V2) by default, with `recvmmsg` as the fallback,
-//! and sent with `sendmmsg`.
+//! and sent through a TPACKET_V2 transmit ring by default, with `sendmmsg` for what the
+//! ring does not take and as the fallback.
 //!
 //! - The socket is created with protocol 0 (it receives nothing) and only then bound to
 //!   the interface with `ETH_P_ALL`, so no packet of another interface slips in.
@@ -14,9 +15,10 @@
 //!   (`PACKET_VNET_HDR`, a `struct virtio_net_hdr`: see [`crate::wire::vnet`]): a
 //!   super-frame's GSO type and segment size, a partial checksum's start and offset. The
 //!   metadata received is kept next to each frame in the [`PacketBatch`]; the metadata
-//!   of each frame sent goes before it (a second iovec), so that the kernel or the device
-//!   segments super-frames and completes checksums ([`Port::offloads`]). A kernel
-//!   without the option (before 2.6.38) leaves the port without offloads.
+//!   of each frame sent goes before it (in its transmit ring frame, or a first iovec),
+//!   so that the kernel or the device segments super-frames and completes checksums
+//!   ([`Port::offloads`]). A kernel without the option (before 2.6.38) leaves the port
+//!   without offloads.
 //! - A frame larger than the receive batch's room for one packet is received truncated:
 //!   it is kept as an empty packet (which the datapath drops) and counted in
 //!   [`PortStats::rx_truncated`]. The datapath's batches take 64 KiB super-frames, so
@@ -73,9 +75,52 @@
 //! each frame. If the ring cannot be set up (old kernel, no memory), the port falls back
 //! to `recvmmsg` ([`AfPacketPort::rx_mode`] tells which one is in use).
 //!
-//! Transmission stays on `sendmmsg`: a TPACKET_V2 TX ring still allocates an skb per
-//! frame, and attaches the frame's bytes as page fragments that a veth peer must copy
-//! into a fresh page (`skb_copy_ubufs`) before crossing into another namespace.
+//! # The transmit ring ([`TxMode::Ring`])
+//! With `sendmmsg`, each frame costs the kernel a message header and an iovec copied in
+//! and checked, a user copy (`copy_from_iter`) and an skb. With a TPACKET_V2
+//! `PACKET_TX_RING`, the port fills ring frames (a vnet header, then the frame, at
+//! offset 32 of each frame, its length in `tp_len`, `tp_status` set to
+//! `TP_STATUS_SEND_REQUEST`) and makes one `send` per batch with no data; the kernel's
+//! `tpacket_snd` walks the ring, builds and transmits an skb per frame before it returns,
+//! and hands each frame back (`TP_STATUS_AVAILABLE`) when its skb is freed. Still an skb
+//! per frame, but no per-frame system call work.
+//!
+//! - The ring lives on a second AF_PACKET socket per port, bound to the device with
+//!   protocol 0 (it receives nothing; `PACKET_IGNORE_OUTGOING` on the receiving socket
+//!   keeps what it sends out of the receive ring as before). A socket with a TX ring
+//!   sends *only* through it, so the port's own socket stays free for `sendmmsg`.
+//! - `tpacket_fill_skb` copies `max(hdr_len, hard_header_len)` bytes into the skb and
+//!   attaches the rest as references to the ring's pages, marked zero-copy: a veth must
+//!   then copy them into a fresh page (`skb_copy_ubufs`, a page allocation per frame) and
+//!   the receiver pull the headers out of it. The port sets the vnet header's `hdr_len`
+//!   to the frame's length, so the kernel copies the whole frame into the skb's linear
+//!   part, one copy as with `sendmmsg` (measured: without it the ring was slower than
+//!   `sendmmsg` on the veth harness; with it, faster; docs/operations.md *Sizing*).
+//! - Geometry: frames of a power of two holding offset, vnet header, MTU + 22 bytes
+//!   (2 KiB at MTU 1500, 12 KiB at 9000), 256 of them: 512 KiB per port at MTU 1500.
+//! - What goes through `sendmmsg` instead (the ring flushed first, so order is kept):
+//!   super-frames larger than a ring frame (a 64 KiB TSO frame), UDP super-frames (a
+//!   kernel without UDP segmentation must answer `EINVAL`, which the ring would not
+//!   show), frames without GSO over the MTU + 18 (`EMSGSIZE`: with vnet headers
+//!   `tpacket_snd` checks no MTU), frames shorter than an Ethernet header, and partial
+//!   checksums past the frame. TCP super-frames that fit a ring frame go through it.
+//! - `PACKET_LOSS` is set: a frame the kernel refuses anyway is skipped instead of
+//!   stopping the ring for good (`TP_STATUS_WRONG_FORMAT` blocks the ring's head).
+//!   `send` returns the bytes of the frames sent, so such a frame is still counted
+//!   ([`PortStats::tx_dropped`], a lower bound: missing bytes over the largest frame).
+//! - A full ring (the head frame still the kernel's after a flush: its skb not freed
+//!   yet, e.g. queued in a NIC) drops the frame and counts it (`tx_dropped`). On
+//!   `EAGAIN`/`ENOBUFS` (the 4 MiB send buffer full) the frames not taken are handed
+//!   back and counted; on `ENETDOWN`/`ENXIO` likewise, with the rest of the batch, and
+//!   the error is sorted as for `sendmmsg` (below: down, or gone).
+//! - If the ring cannot be set up, the port sends with `sendmmsg`
+//!   ([`AfPacketPort::tx_mode`], [`AfPacketPort::tx_ring_error`]; the daemon logs it).
+//!   `FLOWD_TX=sendmmsg` (the daemon, `cargo bench --bench afpacket`) or
+//!   [`PortOptions::tx`] chooses `sendmmsg` to compare.
+//! - `PACKET_QDISC_BYPASS` ([`PortOptions::qdisc_bypass`], the daemon's
+//!   `FLOWD_QDISC_BYPASS=1`) is off by default: frames sent with it skip the device's
+//!   packet taps, so `tcpdump` on an uplink or representor would not see what flowd
+//!   sends, for a gain within the noise of the harness.
 //!
 //! # Offloads on transmit
 //! A frame sent with GSO metadata (`VIRTIO_NET_HDR_GSO_TCPV4/TCPV6/UDP_L4`) may exceed
