@@ -110,8 +110,8 @@
 //!   ([`PortStats::tx_dropped`], a lower bound: missing bytes over the largest frame).
 //! - A full ring (the head frame still the kernel's after a flush: its skb not freed
 //!   yet, e.g. queued in a NIC) drops the frame and counts it (`tx_dropped`). On
-//!   `EAGAIN`/`ENOBUFS` (the 4 MiB send buffer full) the frames not taken are handed
-//!   back and counted; on `ENETDOWN`/`ENXIO` likewise, with the rest of the batch, and
+//!   `EAGAIN`/`ENOBUFS` (the 4 MiB send buffer full; also when `send` stops early
+//!   without an error) the frames not taken are handed back and counted; on `ENETDOWN`/`ENXIO` likewise, with the rest of the batch, and
 //!   the error is sorted as for `sendmmsg` (below: down, or gone).
 //! - If the ring cannot be set up, the port sends with `sendmmsg`
 //!   ([`AfPacketPort::tx_mode`], [`AfPacketPort::tx_ring_error`]; the daemon logs it).

@@ -253,8 +253,8 @@ impl TxRing {
         }
     }
 
-    /// Hands back the frames filled and not taken (after a failed [`Self::flush`]):
-    /// returns how many.
+    /// Hands back the frames filled and not taken (after a [`Self::flush`] that failed
+    /// or stopped early): returns how many.
     pub(super) fn reclaim(&mut self) -> usize {
         let n = self.queued;
         while self.queued > 0 {
@@ -377,8 +377,11 @@ impl AfPacketPort {
     fn flush_ring(&mut self, ring: &mut TxRing, rest: usize) -> Result<Flushed, PortError> {
         let (taken, e) = match ring.flush() {
             Ok((taken, lost)) => {
-                self.tx_dropped += lost as u64;
-                self.errors += u64::from(lost > 0);
+                // Frames still queued: the kernel stopped early (no send buffer left
+                // after the first frames); dropped and counted like a refusal.
+                let left = ring.reclaim();
+                self.tx_dropped += (lost + left) as u64;
+                self.errors += u64::from(lost + left > 0);
                 self.tx_ring_sent += taken as u64;
                 return Ok(Flushed { taken, stop: false });
             }
