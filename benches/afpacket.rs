@@ -5,7 +5,8 @@
 //! rate of VXLAN packets arriving in the remote namespace, with 1 and with 10,000
 //! distinct flows (UDP source ports).
 //!
-//! `FLOWD_BENCH_RX=recvmmsg` receives without the ring; `FLOWD_BENCH_SINK=1` gives the
+//! `FLOWD_BENCH_RX=recvmmsg` receives without the ring; `FLOWD_TX=sendmmsg` or `ring`
+//! chooses how the ports send; `FLOWD_BENCH_SINK=1` gives the
 //! remote namespace a UDP socket for the inner packets (no ICMP port-unreachable work).
 //! `FLOWD_BENCH_THREADS=1,2` runs each row with 1 and with 2 datapath threads (default
 //! 1), as `[datapath] threads` does: each thread its own `Datapath` and its own socket
@@ -23,7 +24,7 @@ mod common;
 use common::{Netns, can_netns};
 use datapath::cache::FlowEntry;
 use datapath::dpif::{Datapath, DpConfig, DropMisses, PortRole};
-use datapath::port::{AfPacketPort, Port, PortOptions, RxMode};
+use datapath::port::{AfPacketPort, Port, PortOptions, RxMode, TxMode};
 use datapath::tunnel::{StaticResolver, TunnelRoute};
 use datapath::{FlowId, Megaflow, PortId};
 use std::fmt::Write as _;
@@ -139,6 +140,8 @@ fn datapath_threads(
     let opts = PortOptions {
         batch: 64,
         rx,
+        // FLOWD_TX=sendmmsg / ring (the default) compares the two ways of sending.
+        tx: TxMode::from_env(PortOptions::default().tx),
         ..PortOptions::default()
     };
     let (reps, ups) = std::thread::spawn(move || {

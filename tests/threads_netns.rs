@@ -203,11 +203,21 @@ fn wait_stats(switch: &Switch, f: impl Fn(&DpStats) -> bool) -> DpStats {
 }
 
 /// The packet sockets bound to interface `ifindex` in `hv` (`/proc/net/packet`).
+/// The receiving AF_PACKET sockets on device `ifindex` (`/proc/net/packet`: protocol not
+/// 0; a port's transmit-ring socket is bound with protocol 0 and receives nothing).
 fn sockets_on(hv: &Netns, ifindex: &str) -> usize {
+    packet_sockets(hv, ifindex, true)
+}
+
+/// Every AF_PACKET socket on device `ifindex` (receiving or only sending), or only the
+/// receiving ones.
+fn packet_sockets(hv: &Netns, ifindex: &str, receiving: bool) -> usize {
     hv.exec("cat /proc/net/packet")
         .lines()
         .skip(1)
-        .filter(|l| l.split_whitespace().nth(4) == Some(ifindex))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.get(4) == Some(&ifindex))
+        .filter(|f| !receiving || f.get(3).is_some_and(|p| *p != "0000" && *p != "0"))
         .count()
 }
 
@@ -283,6 +293,11 @@ fn two_threads_deliver_each_frame_once_sum_their_counters_and_hot_plug() {
         io: open(&lab.hv, "rep3"),
     });
     assert_eq!(sockets_on(&lab.hv, &rep3_index), THREADS);
+    assert_eq!(
+        packet_sockets(&lab.hv, &rep3_index, false),
+        2 * THREADS,
+        "and a transmit-ring socket per thread"
+    );
     // Each thread publishes on its own clock: wait for both.
     let st = wait_stats(&switch, |s| {
         s.port(PortId(3)).map(|p| p.ring_frames) == Some(2048)
@@ -296,10 +311,14 @@ fn two_threads_deliver_each_frame_once_sum_their_counters_and_hot_plug() {
     let threads = switch.datapath_thread_stats();
     assert!(threads.iter().all(left), "rep3 left every thread");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while sockets_on(&lab.hv, &rep3_index) > 0 && Instant::now() < deadline {
+    while packet_sockets(&lab.hv, &rep3_index, false) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(sockets_on(&lab.hv, &rep3_index), 0, "rep3's sockets closed");
+    assert_eq!(
+        packet_sockets(&lab.hv, &rep3_index, false),
+        0,
+        "rep3's sockets closed"
+    );
     switch.stop();
 }
 
@@ -307,6 +326,12 @@ fn two_threads_deliver_each_frame_once_sum_their_counters_and_hot_plug() {
 fn sockets_on_dev(hv: &Netns, dev: &str) -> usize {
     let index = hv.exec(&format!("cat /sys/class/net/{dev}/ifindex"));
     sockets_on(hv, index.trim())
+}
+
+/// Every AF_PACKET socket on device `dev`, sending-only ones included.
+fn all_sockets_on_dev(hv: &Netns, dev: &str) -> usize {
+    let index = hv.exec(&format!("cat /sys/class/net/{dev}/ifindex"));
+    packet_sockets(hv, index.trim(), false)
 }
 
 fn reload(l: &flowd::lab::Lab) -> String {
@@ -401,9 +426,13 @@ fn the_daemon_with_two_datapath_threads() {
     let msg = reload(&l);
     assert!(msg.contains("representors unplugged: rep2"), "{msg}");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while sockets_on_dev(&l.hv, "rep2") > 0 && Instant::now() < deadline {
+    while all_sockets_on_dev(&l.hv, "rep2") > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(sockets_on_dev(&l.hv, "rep2"), 0, "rep2's sockets closed");
+    assert_eq!(
+        all_sockets_on_dev(&l.hv, "rep2"),
+        0,
+        "rep2's sockets closed"
+    );
     l.stop_daemon().expect("flowd stops");
 }

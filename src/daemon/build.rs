@@ -18,7 +18,7 @@ use crate::config::{
 use crate::switch::{SwitchConfig, SwitchPort};
 use datapath::dpif::DpConfig;
 use datapath::dpif::PortRole;
-use datapath::port::{AfPacketPort, KernelTunnel, Port, PortError, PortOptions, RxControl};
+use datapath::port::{AfPacketPort, KernelTunnel, Port, PortError, PortOptions, RxControl, TxMode};
 use datapath::slowpath::EngineConfig;
 use datapath::slowpath::upcall::UpcallConfig;
 use datapath::slowpath::{
@@ -316,6 +316,8 @@ pub fn port_options(p: &PortConfig, d: &DatapathConfig) -> PortOptions {
     PortOptions {
         batch: d.batch,
         ring_bytes: p.ring_kib(d) << 10,
+        tx: TxMode::from_env(TxMode::Ring),
+        qdisc_bypass: std::env::var_os("FLOWD_QDISC_BYPASS").is_some_and(|v| v == "1"),
         ..PortOptions::default()
     }
 }
@@ -329,6 +331,18 @@ pub fn open_port(p: &PortConfig, d: &DatapathConfig) -> Result<Vec<Box<dyn Port>
             name: p.name.clone(),
             source,
         })?;
+    if let Some(s) = sockets.first() {
+        match s.tx_ring_error() {
+            Some(e) => tracing::warn!(
+                port = %p.name, error = %e,
+                "no transmit ring (PACKET_TX_RING): sending with sendmmsg"
+            ),
+            None => tracing::info!(
+                port = %p.name, tx = ?s.tx_mode(), tx_ring_frames = s.tx_ring_frames(),
+                "port transmits"
+            ),
+        }
+    }
     Ok(sockets
         .into_iter()
         .map(|s| Box::new(s) as Box<dyn Port>)

@@ -21,7 +21,7 @@ mod kernel;
 mod mem;
 
 pub use afpacket::{
-    AfPacketPort, DEFAULT_RING_BYTES, MAX_FANOUT, Poller, PortOptions, RxMode, Waker,
+    AfPacketPort, DEFAULT_RING_BYTES, MAX_FANOUT, Poller, PortOptions, RxMode, TxMode, Waker,
 };
 pub use batch::PacketBatch;
 pub use kernel::{KernelTunnel, KernelTunnelStats, RxControl, mark_mac};

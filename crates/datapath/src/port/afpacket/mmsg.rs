@@ -124,12 +124,19 @@ impl AfPacketPort {
         Ok(n)
     }
 
-    /// Sends `batch` with `sendmmsg`, as many messages per call as the port has headers.
-    pub(super) fn send_mmsg(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
+    /// Sends frames `from..to` of `batch` with `sendmmsg`, as many messages per call as
+    /// the port has headers.
+    pub(super) fn send_mmsg_range(
+        &mut self,
+        batch: &PacketBatch,
+        from: usize,
+        to: usize,
+    ) -> Result<usize, PortError> {
+        let to = to.min(batch.len());
         let mut sent = 0;
-        let mut next = 0;
-        while next < batch.len() {
-            let count = (batch.len() - next).min(self.hdrs.len());
+        let mut next = from;
+        while next < to {
+            let count = (to - next).min(self.hdrs.len());
             for j in 0..count {
                 let p = batch.get(next + j);
                 self.vnet_hdrs[j] = batch.offload(next + j).to_bytes();
@@ -174,7 +181,7 @@ impl AfPacketPort {
                 Some(libc::EINTR) => {}
                 // The device is down or gone: the rest of the batch would fail alike.
                 Some(libc::ENETDOWN | libc::ENXIO | libc::ENODEV) => {
-                    self.tx_dropped += (batch.len() - next) as u64;
+                    self.tx_dropped += (to - next) as u64;
                     return self.io_error("sendmmsg", e).map(|()| sent);
                 }
                 _ => return self.io_error("sendmmsg", e).map(|()| sent),

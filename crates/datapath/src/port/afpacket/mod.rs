@@ -1,6 +1,7 @@
 //! [`AfPacketPort`]: an AF_PACKET raw socket bound to one netdev. Frames are received
 //! through a `PACKET_MMAP` ring (TPACKET_V2) by default, with `recvmmsg` as the fallback,
-//! and sent with `sendmmsg`.
+//! and sent through a TPACKET_V2 transmit ring by default, with `sendmmsg` for what the
+//! ring does not take and as the fallback.
 //!
 //! - The socket is created with protocol 0 (it receives nothing) and only then bound to
 //!   the interface with `ETH_P_ALL`, so no packet of another interface slips in.
@@ -14,9 +15,10 @@
 //!   (`PACKET_VNET_HDR`, a `struct virtio_net_hdr`: see [`crate::wire::vnet`]): a
 //!   super-frame's GSO type and segment size, a partial checksum's start and offset. The
 //!   metadata received is kept next to each frame in the [`PacketBatch`]; the metadata
-//!   of each frame sent goes before it (a second iovec), so that the kernel or the device
-//!   segments super-frames and completes checksums ([`Port::offloads`]). A kernel
-//!   without the option (before 2.6.38) leaves the port without offloads.
+//!   of each frame sent goes before it (in its transmit ring frame, or a first iovec),
+//!   so that the kernel or the device segments super-frames and completes checksums
+//!   ([`Port::offloads`]). A kernel without the option (before 2.6.38) leaves the port
+//!   without offloads.
 //! - A frame larger than the receive batch's room for one packet is received truncated:
 //!   it is kept as an empty packet (which the datapath drops) and counted in
 //!   [`PortStats::rx_truncated`]. The datapath's batches take 64 KiB super-frames, so
@@ -73,9 +75,52 @@
 //! each frame. If the ring cannot be set up (old kernel, no memory), the port falls back
 //! to `recvmmsg` ([`AfPacketPort::rx_mode`] tells which one is in use).
 //!
-//! Transmission stays on `sendmmsg`: a TPACKET_V2 TX ring still allocates an skb per
-//! frame, and attaches the frame's bytes as page fragments that a veth peer must copy
-//! into a fresh page (`skb_copy_ubufs`) before crossing into another namespace.
+//! # The transmit ring ([`TxMode::Ring`])
+//! With `sendmmsg`, each frame costs the kernel a message header and an iovec copied in
+//! and checked, a user copy (`copy_from_iter`) and an skb. With a TPACKET_V2
+//! `PACKET_TX_RING`, the port fills ring frames (a vnet header, then the frame, at
+//! offset 32 of each frame, its length in `tp_len`, `tp_status` set to
+//! `TP_STATUS_SEND_REQUEST`) and makes one `send` per batch with no data; the kernel's
+//! `tpacket_snd` walks the ring, builds and transmits an skb per frame before it returns,
+//! and hands each frame back (`TP_STATUS_AVAILABLE`) when its skb is freed. Still an skb
+//! per frame, but no per-frame system call work.
+//!
+//! - The ring lives on a second AF_PACKET socket per port, bound to the device with
+//!   protocol 0 (it receives nothing; `PACKET_IGNORE_OUTGOING` on the receiving socket
+//!   keeps what it sends out of the receive ring as before). A socket with a TX ring
+//!   sends *only* through it, so the port's own socket stays free for `sendmmsg`.
+//! - `tpacket_fill_skb` copies `max(hdr_len, hard_header_len)` bytes into the skb and
+//!   attaches the rest as references to the ring's pages, marked zero-copy: a veth must
+//!   then copy them into a fresh page (`skb_copy_ubufs`, a page allocation per frame) and
+//!   the receiver pull the headers out of it. The port sets the vnet header's `hdr_len`
+//!   to the frame's length, so the kernel copies the whole frame into the skb's linear
+//!   part, one copy as with `sendmmsg` (measured: without it the ring was slower than
+//!   `sendmmsg` on the veth harness; with it, faster; docs/operations.md *Sizing*).
+//! - Geometry: frames of a power of two holding offset, vnet header, MTU + 22 bytes
+//!   (2 KiB at MTU 1500, 12 KiB at 9000), 256 of them: 512 KiB per port at MTU 1500.
+//! - What goes through `sendmmsg` instead (the ring flushed first, so order is kept):
+//!   super-frames larger than a ring frame (a 64 KiB TSO frame), UDP super-frames (a
+//!   kernel without UDP segmentation must answer `EINVAL`, which the ring would not
+//!   show), frames without GSO over the MTU + 18 (`EMSGSIZE`: with vnet headers
+//!   `tpacket_snd` checks no MTU), frames shorter than an Ethernet header, and partial
+//!   checksums past the frame. TCP super-frames that fit a ring frame go through it.
+//! - `PACKET_LOSS` is set: a frame the kernel refuses anyway is skipped instead of
+//!   stopping the ring for good (`TP_STATUS_WRONG_FORMAT` blocks the ring's head).
+//!   `send` returns the bytes of the frames sent, so such a frame is still counted
+//!   ([`PortStats::tx_dropped`], a lower bound: missing bytes over the largest frame).
+//! - A full ring (the head frame still the kernel's after a flush: its skb not freed
+//!   yet, e.g. queued in a NIC) drops the frame and counts it (`tx_dropped`). On
+//!   `EAGAIN`/`ENOBUFS` (the 4 MiB send buffer full; also when `send` stops early
+//!   without an error) the frames not taken are handed back and counted; on `ENETDOWN`/`ENXIO` likewise, with the rest of the batch, and
+//!   the error is sorted as for `sendmmsg` (below: down, or gone).
+//! - If the ring cannot be set up, the port sends with `sendmmsg`
+//!   ([`AfPacketPort::tx_mode`], [`AfPacketPort::tx_ring_error`]; the daemon logs it).
+//!   `FLOWD_TX=sendmmsg` (the daemon, `cargo bench --bench afpacket`) or
+//!   [`PortOptions::tx`] chooses `sendmmsg` to compare.
+//! - `PACKET_QDISC_BYPASS` ([`PortOptions::qdisc_bypass`], the daemon's
+//!   `FLOWD_QDISC_BYPASS=1`) is off by default: frames sent with it skip the device's
+//!   packet taps, so `tcpdump` on an uplink or representor would not see what flowd
+//!   sends, for a gain within the noise of the harness.
 //!
 //! # Offloads on transmit
 //! A frame sent with GSO metadata (`VIRTIO_NET_HDR_GSO_TCPV4/TCPV6/UDP_L4`) may exceed
@@ -128,6 +173,9 @@ mod ring;
 mod sys;
 #[cfg(test)]
 mod tests;
+mod txring;
+#[cfg(test)]
+mod txring_tests;
 
 pub use fanout::MAX_FANOUT;
 pub use poll::{Poller, Waker};
@@ -140,6 +188,8 @@ use ring::RxRing;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use sys::*;
+pub use txring::TxMode;
+use txring::TxRing;
 
 /// How an [`AfPacketPort`] receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +210,10 @@ pub struct AfPacketPort {
     mac: [u8; 6],
     fd: OwnedFd,
     ring: Option<RxRing>,
+    /// The transmit ring and its socket ([`TxMode::Ring`]), None with `sendmmsg`.
+    tx_ring: Option<TxRing>,
+    /// Why the transmit ring asked for could not be set up.
+    tx_ring_error: Option<String>,
     /// The socket carries a vnet header before every frame, both ways.
     vnet: bool,
     /// The kernel takes UDP super-frames on send ([`Port::udp_segmentation`]).
@@ -176,6 +230,8 @@ pub struct AfPacketPort {
     /// Super-frames received.
     rx_gso: u64,
     tx_dropped: u64,
+    /// Frames the kernel took from the transmit ring.
+    tx_ring_sent: u64,
     /// I/O errors seen (transient ones included).
     errors: u64,
     /// `PACKET_STATISTICS` drops, summed.
@@ -244,6 +300,11 @@ pub struct PortOptions {
     /// About how much memory the receive ring takes (default [`DEFAULT_RING_BYTES`]; at
     /// least 256 frames at any MTU).
     pub ring_bytes: usize,
+    /// How frames are sent (default [`TxMode::Ring`]).
+    pub tx: TxMode,
+    /// `PACKET_QDISC_BYPASS` on the sending sockets (default false: the frames flowd
+    /// sends would skip the device's packet taps, so `tcpdump` would not see them).
+    pub qdisc_bypass: bool,
 }
 
 impl Default for PortOptions {
@@ -252,6 +313,8 @@ impl Default for PortOptions {
             batch: 32,
             rx: RxMode::Ring,
             ring_bytes: DEFAULT_RING_BYTES,
+            tx: TxMode::Ring,
+            qdisc_bypass: false,
         }
     }
 }
@@ -352,6 +415,17 @@ impl AfPacketPort {
             None => None,
         };
         let batch = opts.batch.max(1);
+        if opts.qdisc_bypass {
+            setsockopt_int(raw, PACKET_QDISC_BYPASS, 1)
+                .map_err(|e| sys_io("PACKET_QDISC_BYPASS", name, e))?;
+        }
+        let (tx_ring, tx_ring_error) = match opts.tx {
+            TxMode::Ring => match TxRing::setup(name, ifindex, mtu, vnet, opts.qdisc_bypass) {
+                Ok(r) => (Some(r), None),
+                Err(e) => (None, Some(e.to_string())),
+            },
+            TxMode::Sendmmsg => (None, None),
+        };
         Ok(Self {
             name: name.to_string(),
             ifindex: IfIndex(ifindex),
@@ -360,6 +434,8 @@ impl AfPacketPort {
             fd,
             cmsgs: vec![0u8; batch * CMSG_SPACE],
             ring,
+            tx_ring,
+            tx_ring_error,
             vnet,
             uso: vnet && kernel_at_least(6, 2),
             // SAFETY: all-zero mmsghdr/iovec are valid (null pointers, zero lengths).
@@ -370,6 +446,7 @@ impl AfPacketPort {
             rx_large: 0,
             rx_gso: 0,
             tx_dropped: 0,
+            tx_ring_sent: 0,
             errors: 0,
             kernel_drops: 0,
             gone: false,
@@ -394,6 +471,32 @@ impl AfPacketPort {
         } else {
             RxMode::Recvmmsg
         }
+    }
+
+    /// How the port sends: [`TxMode::Ring`] unless it was not asked for or could not be
+    /// set up (then [`Self::tx_ring_error`] says why).
+    pub fn tx_mode(&self) -> TxMode {
+        if self.tx_ring.is_some() {
+            TxMode::Ring
+        } else {
+            TxMode::Sendmmsg
+        }
+    }
+
+    /// Why the transmit ring asked for could not be set up (the port sends with
+    /// `sendmmsg`).
+    pub fn tx_ring_error(&self) -> Option<&str> {
+        self.tx_ring_error.as_deref()
+    }
+
+    /// Frames sent through the transmit ring (the others went through `sendmmsg`).
+    pub fn tx_ring_sent(&self) -> u64 {
+        self.tx_ring_sent
+    }
+
+    /// Frames in the transmit ring (0 without one).
+    pub fn tx_ring_frames(&self) -> usize {
+        self.tx_ring.as_ref().map_or(0, TxRing::frames)
     }
 
     /// Frames received larger than a batch slot or a ring frame (dropped).
@@ -503,7 +606,12 @@ impl Port for AfPacketPort {
     }
 
     fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
-        self.send_mmsg(batch)
+        let Some(mut ring) = self.tx_ring.take() else {
+            return self.send_mmsg_range(batch, 0, batch.len());
+        };
+        let r = self.send_ring(batch, &mut ring);
+        self.tx_ring = Some(ring);
+        r
     }
 
     fn take_error(&mut self) -> Result<(), PortError> {

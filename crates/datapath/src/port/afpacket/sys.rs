@@ -20,6 +20,21 @@ pub(super) const PACKET_STATISTICS: libc::c_int = 6;
 pub(super) const PACKET_COPY_THRESH: libc::c_int = 7;
 pub(super) const PACKET_VNET_HDR: libc::c_int = 15;
 pub(super) const TP_STATUS_COPY: u32 = 1 << 1;
+pub(super) const PACKET_TX_RING: libc::c_int = 13;
+pub(super) const PACKET_LOSS: libc::c_int = 14;
+pub(super) const PACKET_QDISC_BYPASS: libc::c_int = 20;
+/// Transmit ring frame states (`tp_status`): free for user space to fill...
+pub(super) const TP_STATUS_AVAILABLE: u32 = 0;
+/// ...filled, for the kernel to send at the next `send`...
+pub(super) const TP_STATUS_SEND_REQUEST: u32 = 1;
+/// ...taken by the kernel (its skb still lives)...
+pub(super) const TP_STATUS_SENDING: u32 = 2;
+/// ...or refused (only without `PACKET_LOSS`, which flowd sets).
+pub(super) const TP_STATUS_WRONG_FORMAT: u32 = 4;
+/// Where a transmit frame's data (the vnet header, then the frame) starts in a
+/// TPACKET_V2 ring frame: `TPACKET2_HDRLEN - sizeof(struct sockaddr_ll)` =
+/// `TPACKET_ALIGN(sizeof(struct tpacket2_hdr))`.
+pub(super) const TX_DATA_OFFSET: usize = 32;
 
 /// Mirrors `struct tpacket_stats` from `<linux/if_packet.h>` (TPACKET_V1 and V2).
 #[repr(C)]

@@ -69,7 +69,7 @@ pub(super) fn in_veth_netns(f: impl FnOnce() + Send + 'static) -> bool {
     .expect("test thread")
 }
 
-fn ip(cmd: &str) {
+pub(super) fn ip(cmd: &str) {
     let ok = std::process::Command::new("ip")
         .args(cmd.split(' '))
         .status()
@@ -77,10 +77,10 @@ fn ip(cmd: &str) {
     assert!(ok, "ip {cmd}");
 }
 
-const SRC: [u8; 6] = [0x02, 0xfd, 0, 0, 0, 1];
+pub(super) const SRC: [u8; 6] = [0x02, 0xfd, 0, 0, 0, 1];
 
 /// A frame from `SRC` of `len` bytes, ethertype 0x88b5, VLAN-tagged if `vid` is set.
-fn frame(len: usize, vid: Option<u16>, fill: u8) -> Vec<u8> {
+pub(super) fn frame(len: usize, vid: Option<u16>, fill: u8) -> Vec<u8> {
     let mut f = vec![0xff; 6];
     f.extend_from_slice(&SRC);
     if let Some(vid) = vid {
@@ -93,7 +93,11 @@ fn frame(len: usize, vid: Option<u16>, fill: u8) -> Vec<u8> {
 }
 
 /// Receives on `port` into `batch` until `want` frames from `SRC` arrived (2 s max).
-fn recv_ours(port: &mut AfPacketPort, batch: &mut PacketBatch, want: usize) -> Vec<Vec<u8>> {
+pub(super) fn recv_ours(
+    port: &mut AfPacketPort,
+    batch: &mut PacketBatch,
+    want: usize,
+) -> Vec<Vec<u8>> {
     let mut got = Vec::new();
     let mut poller = Poller::new(&[port.raw_fd().expect("fd")]);
     let mut ready = Vec::new();
@@ -410,7 +414,7 @@ use crate::wire::{Gso, GsoKind};
 
 /// Receives on `port` until `want` frames from the test frames' source MAC arrived
 /// (2 s at most), with their metadata.
-fn recv_tcp(port: &mut AfPacketPort, want: usize) -> Vec<(Vec<u8>, Offload)> {
+pub(super) fn recv_tcp(port: &mut AfPacketPort, want: usize) -> Vec<(Vec<u8>, Offload)> {
     let mut batch = PacketBatch::new(16, gso::MAX_FRAME);
     let mut got = Vec::new();
     let mut poller = Poller::new(&[port.raw_fd().expect("fd")]);
@@ -432,7 +436,7 @@ fn recv_tcp(port: &mut AfPacketPort, want: usize) -> Vec<(Vec<u8>, Offload)> {
 
 /// A TSO super-frame as a VM hands it over (checksum partial, metadata), and the
 /// frame with its checksum whole.
-fn tso(
+pub(super) fn tso(
     v6: bool,
     tags: &[(u16, u16)],
     payload: usize,
@@ -456,7 +460,7 @@ fn tso(
     (f, whole, o)
 }
 
-fn ethtool(args: &str) {
+pub(super) fn ethtool(args: &str) {
     let ok = std::process::Command::new("ethtool")
         .args(args.split(' '))
         .status()
