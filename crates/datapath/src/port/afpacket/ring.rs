@@ -63,57 +63,11 @@ impl RxRing {
     /// Sets up and maps a ring on `fd` (which must not be bound yet); None if the kernel
     /// refuses (the caller falls back to `recvmmsg`).
     pub(super) fn setup(fd: i32, mtu: u32, vnet: bool, bytes: usize) -> Option<Self> {
-        // SAFETY: plain sysconf query.
-        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-            p if p > 0 => p as usize,
-            _ => 4096,
-        };
-        let req = ring_geometry(mtu, page, vnet, bytes);
+        let req = ring_geometry(mtu, page_size(), vnet, bytes);
         setsockopt_int(fd, PACKET_VERSION, TPACKET_V2).ok()?;
-        // SAFETY: `req` outlives the call and its size is passed.
-        let r = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_PACKET,
-                PACKET_RX_RING,
-                (&req as *const TpacketReq).cast(),
-                std::mem::size_of::<TpacketReq>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return None;
-        }
-        let map_len = req.tp_block_size as usize * req.tp_block_nr as usize;
-        // SAFETY: maps the ring the kernel just allocated for `fd`; the result is checked
-        // and the mapping is released in `Drop`. (The ring's pages are kernel memory, never
-        // swapped: no MAP_LOCKED; MAP_POPULATE spares the first pass its page faults.)
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            // Release the kernel's ring (a zero request) so that recvmmsg works.
-            let zero = TpacketReq::default();
-            // SAFETY: as above, with a zero request.
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_PACKET,
-                    PACKET_RX_RING,
-                    (&zero as *const TpacketReq).cast(),
-                    std::mem::size_of::<TpacketReq>() as libc::socklen_t,
-                );
-            }
-            return None;
-        }
+        let (base, map_len) = map_ring(fd, PACKET_RX_RING, &req).ok()?;
         Some(Self {
-            base: base.cast(),
+            base,
             map_len,
             frame_size: req.tp_frame_size as usize,
             frames_per_block: (req.tp_block_size / req.tp_frame_size) as usize,

@@ -275,10 +275,16 @@ pub(super) fn bind_promisc(fd: i32, name: &str, ifindex: u32) -> Result<(), Port
     if r < 0 {
         return Err(sys_err("PACKET_ADD_MEMBERSHIP", name));
     }
+    bind_ll(fd, name, ifindex, ETH_P_ALL)
+}
+
+/// Binds the socket `fd` to interface `ifindex` for `protocol` (host order): `ETH_P_ALL`
+/// receives every frame of the interface, 0 receives nothing (a socket that only sends).
+pub(super) fn bind_ll(fd: i32, name: &str, ifindex: u32, protocol: u16) -> Result<(), PortError> {
     // SAFETY: all-zero is a valid sockaddr_ll.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = ETH_P_ALL.to_be();
+    sll.sll_protocol = protocol.to_be();
     sll.sll_ifindex = ifindex as i32;
     // SAFETY: `sll` outlives the call and its size is passed.
     let r = unsafe {
@@ -292,4 +298,65 @@ pub(super) fn bind_promisc(fd: i32, name: &str, ifindex: u32) -> Result<(), Port
         return Err(sys_err("bind", name));
     }
     Ok(())
+}
+
+/// The system's page size (4096 if the query fails).
+pub(super) fn page_size() -> usize {
+    // SAFETY: plain sysconf query.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        p if p > 0 => p as usize,
+        _ => 4096,
+    }
+}
+
+/// Asks the kernel for a TPACKET ring of geometry `req` on `fd` (`opt`:
+/// `PACKET_RX_RING` or `PACKET_TX_RING`; the version set first) and maps it: the
+/// mapping's base and length, to unmap in the owner's `Drop`. On failure, the failed
+/// step's name and error; a ring the kernel allocated but that could not be mapped is
+/// released (a zero request), so the socket works without one.
+pub(super) fn map_ring(
+    fd: i32,
+    opt: libc::c_int,
+    req: &TpacketReq,
+) -> Result<(*mut u8, usize), (&'static str, io::Error)> {
+    let request = |req: &TpacketReq| {
+        // SAFETY: `req` outlives the call and its size is passed.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                opt,
+                (req as *const TpacketReq).cast(),
+                std::mem::size_of::<TpacketReq>() as libc::socklen_t,
+            )
+        }
+    };
+    if request(req) < 0 {
+        let op = if opt == PACKET_TX_RING {
+            "PACKET_TX_RING"
+        } else {
+            "PACKET_RX_RING"
+        };
+        return Err((op, io::Error::last_os_error()));
+    }
+    let map_len = req.tp_block_size as usize * req.tp_block_nr as usize;
+    // SAFETY: maps the ring the kernel just allocated for `fd`; the result is checked.
+    // (The ring's pages are kernel memory, never swapped: no MAP_LOCKED; MAP_POPULATE
+    // spares the first pass its page faults.)
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            map_len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_POPULATE,
+            fd,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        let e = io::Error::last_os_error();
+        request(&TpacketReq::default());
+        return Err(("mmap", e));
+    }
+    Ok((base.cast(), map_len))
 }

@@ -103,38 +103,11 @@ impl TxRing {
             setsockopt_int(raw, PACKET_QDISC_BYPASS, 1).map_err(err("PACKET_QDISC_BYPASS"))?;
         }
         let req = tx_ring_geometry(mtu, page_size());
-        // SAFETY: `req` outlives the call and its size is passed.
-        let r = unsafe {
-            libc::setsockopt(
-                raw,
-                libc::SOL_PACKET,
-                PACKET_TX_RING,
-                (&req as *const TpacketReq).cast(),
-                std::mem::size_of::<TpacketReq>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(sys_err("PACKET_TX_RING", name));
-        }
-        let map_len = req.tp_block_size as usize * req.tp_block_nr as usize;
-        // SAFETY: maps the ring the kernel just allocated for `raw`; checked below and
-        // released in `Drop` (closing the socket frees the kernel's side).
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                raw,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(sys_err("mmap", name));
-        }
+        let (base, map_len) =
+            map_ring(raw, PACKET_TX_RING, &req).map_err(|(op, e)| sys_io(op, name, e))?;
         let ring = Self {
             fd,
-            base: base.cast(),
+            base,
             map_len,
             frame_size: req.tp_frame_size as usize,
             frames_per_block: (req.tp_block_size / req.tp_frame_size) as usize,
@@ -145,7 +118,7 @@ impl TxRing {
             queued: 0,
             vnet_len: if vnet { vnet::HEADER_LEN } else { 0 },
         };
-        bind_sender(raw, name, ifindex)?;
+        bind_ll(raw, name, ifindex, 0)?;
         Ok(ring)
     }
 
@@ -278,35 +251,6 @@ impl Drop for TxRing {
             libc::munmap(self.base.cast(), self.map_len);
         }
     }
-}
-
-fn page_size() -> usize {
-    // SAFETY: plain sysconf query.
-    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        p if p > 0 => p as usize,
-        _ => 4096,
-    }
-}
-
-/// Binds a sending socket to `ifindex` with protocol 0: it sends there and receives
-/// nothing.
-fn bind_sender(fd: i32, name: &str, ifindex: u32) -> Result<(), PortError> {
-    // SAFETY: all-zero is a valid sockaddr_ll.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_ifindex = ifindex as i32;
-    // SAFETY: `sll` outlives the call and its size is passed.
-    let r = unsafe {
-        libc::bind(
-            fd,
-            (&sll as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(sys_err("bind", name));
-    }
-    Ok(())
 }
 
 /// Whether the transmit ring may carry a frame of `len` bytes with `o`: one the kernel
