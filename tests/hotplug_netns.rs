@@ -3,6 +3,9 @@
 //! daemon binary, with the simulated eswitch on the host and with real tc flower in the
 //! VM suite (where a plugged representor needs its ingress qdisc before its filters).
 
+mod common;
+
+use common::lab::{REP2, add_vf2, with_rep2};
 use flowd::control::proto::{FlowFilter, FlowRow, PortRow, Request, ResponseBody};
 use flowd::lab::{self, Lab};
 use flowd::netns::{Netns, can_netns};
@@ -52,14 +55,6 @@ fn ping(ns: &Netns, dst: &str) -> bool {
     }
 }
 
-const REP2: &str = r#"
-[[port]]
-name = "rep2"
-role = "representor"
-vf = 2
-switch_id = "0x00aabbccddee"
-"#;
-
 #[test]
 fn representors_plugged_and_unplugged_by_reload() {
     if !can_netns() {
@@ -69,13 +64,7 @@ fn representors_plugged_and_unplugged_by_reload() {
     let mut l = lab::build("hp").expect("lab topology");
     // A third VM's VF, on tenant-a (VNI 16) like vf0.
     let vf2 = Netns::named("hp-vf2").expect("netns");
-    l.hv.ip(&format!(
-        "link add rep2 type veth peer name vf2 netns {}",
-        vf2.name
-    ));
-    vf2.ip("addr add 1.1.1.4/24 dev vf2");
-    vf2.ip("link set vf2 address e4:11:11:11:11:12 mtu 1450 up");
-    l.hv.ip("link set rep2 mtu 1450 up");
+    add_vf2(&l, &vf2);
     let _ = vf2.try_exec("ethtool -K vf2 tx off");
 
     let backend = if flowd::daemon::kernel_has_flower() {
@@ -100,7 +89,7 @@ fn representors_plugged_and_unplugged_by_reload() {
     // Plug rep2: a port and a member of tenant-a.
     let cfg_path = l.dir.join("flowd.toml");
     let base = std::fs::read_to_string(&cfg_path).expect("config");
-    let plugged = base.replace("members = [\"rep0\"]", "members = [\"rep0\", \"rep2\"]") + REP2;
+    let plugged = with_rep2(&base);
     std::fs::write(&cfg_path, &plugged).expect("write config");
     let msg = reload(&l).expect("reload plugs rep2");
     assert!(msg.contains("representors plugged: rep2"), "{msg}");

@@ -19,6 +19,7 @@
 
 mod common;
 
+use common::lab::{add_vf2, with_rep2};
 use common::{Netns, can_netns};
 use datapath::dpif::{DpConfig, DpStats, PortRole};
 use datapath::port::{AfPacketPort, PacketBatch, Port, PortOptions};
@@ -360,14 +361,6 @@ fn ring_frames(l: &flowd::lab::Lab, port: &str, want: u64) -> Option<u64> {
     read()
 }
 
-const REP2: &str = r#"
-[[port]]
-name = "rep2"
-role = "representor"
-vf = 2
-switch_id = "0x00aabbccddee"
-"#;
-
 #[test]
 fn the_daemon_with_two_datapath_threads() {
     if !can_netns() {
@@ -376,13 +369,7 @@ fn the_daemon_with_two_datapath_threads() {
     }
     let mut l = flowd::lab::build("ftd").expect("lab topology");
     let vf2 = Netns::new("ftd-vf2");
-    l.hv.ip(&format!(
-        "link add rep2 type veth peer name vf2 netns {}",
-        vf2.name
-    ));
-    vf2.ip("addr add 1.1.1.4/24 dev vf2");
-    vf2.ip("link set vf2 address e4:11:11:11:11:12 mtu 1450 up");
-    l.hv.ip("link set rep2 mtu 1450 up");
+    add_vf2(&l, &vf2);
     let config = flowd::lab::config_text("sim", &l.socket())
         .replace("max_idle_ms = 10000", "max_idle_ms = 3600000\nthreads = 2");
     let exe = flowd::lab::Lab::flowd_exe(env!("CARGO_BIN_EXE_flowd"));
@@ -407,7 +394,7 @@ fn the_daemon_with_two_datapath_threads() {
     // Plugged by a reload: a socket per thread, forwarding.
     let cfg_path = l.dir.join("flowd.toml");
     let base = std::fs::read_to_string(&cfg_path).expect("config");
-    let plugged = base.replace("members = [\"rep0\"]", "members = [\"rep0\", \"rep2\"]") + REP2;
+    let plugged = with_rep2(&base);
     std::fs::write(&cfg_path, &plugged).expect("write config");
     let msg = reload(&l);
     assert!(msg.contains("representors plugged: rep2"), "{msg}");

@@ -96,6 +96,33 @@ pub mod lab {
     use flowd::netns::Netns;
     use std::time::{Duration, Instant};
 
+    /// `[[port]]` of a third VM's representor, rep2 (VF 2), for a reload to plug.
+    pub const REP2: &str = r#"
+[[port]]
+name = "rep2"
+role = "representor"
+vf = 2
+switch_id = "0x00aabbccddee"
+"#;
+
+    /// A third VM's VF in namespace `vf2`: vf2 1.1.1.4 (on tenant-a, VNI 16, like vf0),
+    /// MTU 1450, its representor rep2 in the hypervisor's namespace; both up.
+    pub fn add_vf2(l: &Lab, vf2: &Netns) {
+        l.hv.ip(&format!(
+            "link add rep2 type veth peer name vf2 netns {}",
+            vf2.name
+        ));
+        vf2.ip("addr add 1.1.1.4/24 dev vf2");
+        vf2.ip("link set vf2 address e4:11:11:11:11:12 mtu 1450 up");
+        l.hv.ip("link set rep2 mtu 1450 up");
+    }
+
+    /// The lab's configuration `base` with rep2 plugged: a port ([`REP2`]) and a member
+    /// of tenant-a beside rep0.
+    pub fn with_rep2(base: &str) -> String {
+        base.replace("members = [\"rep0\"]", "members = [\"rep0\", \"rep2\"]") + REP2
+    }
+
     /// Every flow, as `flowctl dump-flows` lists it.
     pub fn flows(l: &Lab) -> Vec<FlowRow> {
         match l.request(Request::dump_flows(FlowFilter::All)) {
