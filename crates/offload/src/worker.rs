@@ -111,7 +111,11 @@ struct SharedBacklog {
 
 impl SharedBacklog {
     fn put(&self, req: FlowRequest) {
-        let mut b = lock(&self.queue);
+        self.put_locked(&mut lock(&self.queue), req);
+    }
+
+    /// [`Self::put`] through a hold of the lock the caller has already.
+    fn put_locked(&self, b: &mut Backlog, req: FlowRequest) {
         b.put(req);
         self.len.store(b.order.len(), Ordering::Release);
     }
@@ -232,8 +236,7 @@ impl OffloadWorker {
             .filter(|b| b.reqs.contains_key(&req.flow()))
         {
             // Behind an earlier request of the same flow: keep their order.
-            b.put(req);
-            self.backlog.len.store(b.order.len(), Ordering::Release);
+            self.backlog.put_locked(b, req);
             self.deferred.fetch_add(1, Ordering::Relaxed);
             return true;
         }
@@ -241,10 +244,7 @@ impl OffloadWorker {
             Ok(()) => true,
             Err(TrySendError::Full(Msg::Req(req))) => {
                 match backlog.as_mut() {
-                    Some(b) => {
-                        b.put(req);
-                        self.backlog.len.store(b.order.len(), Ordering::Release);
-                    }
+                    Some(b) => self.backlog.put_locked(b, req),
                     None => self.backlog.put(req),
                 }
                 self.deferred.fetch_add(1, Ordering::Relaxed);
