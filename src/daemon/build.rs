@@ -326,11 +326,14 @@ pub fn port_options(p: &PortConfig, d: &DatapathConfig) -> PortOptions {
 /// (`[datapath] threads`), in one `PACKET_FANOUT` group when there are several, each
 /// with its own receive ring.
 pub fn open_port(p: &PortConfig, d: &DatapathConfig) -> Result<Vec<Box<dyn Port>>, BuildError> {
-    let sockets = AfPacketPort::open_fanout(&p.name, port_options(p, d), d.threads.max(1))
+    let mut sockets = AfPacketPort::open_fanout(&p.name, port_options(p, d), d.threads.max(1))
         .map_err(|source| BuildError::Port {
             name: p.name.clone(),
             source,
         })?;
+    if p.role == CfgRole::Uplink {
+        super::tunnel_gso::attach(&p.name, &mut sockets);
+    }
     if let Some(s) = sockets.first() {
         match s.tx_ring_error() {
             Some(e) => tracing::warn!(

@@ -27,6 +27,7 @@ pub mod reload;
 pub mod routes;
 mod start;
 pub mod stats;
+pub mod tunnel_gso;
 
 use crate::config::{Config, PortRole as CfgRole};
 use crate::control::proto::PortRow;

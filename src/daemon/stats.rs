@@ -310,6 +310,7 @@ impl Snapshot {
             ("gso_segmented", x.gso_segmented),
             ("gso_segments", x.gso_segments),
             ("udp_super_frames", x.udp_super_frames),
+            ("tunnel_super_frames", x.tunnel_super_frames),
             ("csum_completed", x.csum_completed),
             ("offload_metadata_invalid", x.offload_invalid),
             ("ipsec_kernel_out", x.kernel_out),

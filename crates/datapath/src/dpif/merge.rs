@@ -129,6 +129,7 @@ impl ExecStats {
             gso_segmented,
             gso_segments,
             udp_super_frames,
+            tunnel_super_frames,
             csum_completed,
             offload_invalid,
         } = *other;
@@ -149,6 +150,7 @@ impl ExecStats {
         self.gso_segmented += gso_segmented;
         self.gso_segments += gso_segments;
         self.udp_super_frames += udp_super_frames;
+        self.tunnel_super_frames += tunnel_super_frames;
         self.csum_completed += csum_completed;
         self.offload_invalid += offload_invalid;
     }

@@ -268,6 +268,7 @@ impl Datapath {
         }
         let offloads = io.as_ref().is_some_and(|p| p.offloads());
         let udp_segmentation = io.as_ref().is_some_and(|p| p.udp_segmentation());
+        let tunnel_segmentation = io.as_ref().is_some_and(|p| p.tunnel_segmentation());
         let frame = self.cfg.max_frame + 128;
         let bytes = self.cfg.batch * PacketBatch::new(1, frame).max_frame() + gso::MAX_FRAME;
         self.ports[idx] = Some(DpPort {
@@ -275,6 +276,7 @@ impl Datapath {
             io,
             offloads,
             udp_segmentation,
+            tunnel_segmentation,
             tx: PacketBatch::with_bytes(self.cfg.batch, gso::MAX_FRAME, bytes),
             down: false,
             down_drops: 0,

@@ -155,6 +155,7 @@ fn a_udp_super_frame_of_vxlan_packets_is_decapsulated_datagram_by_datagram() {
             kind: GsoKind::Udp,
             size: (vxlan::HEADER_LEN + 64) as u16,
             ecn: false,
+            tunnel: None,
         }),
         hdr_len: first as u16,
     };
@@ -324,6 +325,7 @@ fn a_decapsulated_super_frame_goes_whole_to_a_representor_that_takes_it() {
         kind: GsoKind::TcpV4,
         size: 1398,
         ecn: false,
+        tunnel: None,
     });
     let o = Offload {
         csum: Some(c),
@@ -383,6 +385,7 @@ fn a_super_frame_that_misses_goes_up_as_its_segments() {
             kind: GsoKind::TcpV4,
             size: 1398,
             ecn: false,
+            tunnel: None,
         }),
         ..Offload::NONE
     };

@@ -17,6 +17,9 @@ pub(super) struct DpPort {
     /// The port takes UDP super-frames ([`Port::udp_segmentation`]; re-read after each
     /// transmit: the kernel may refuse them).
     pub(super) udp_segmentation: bool,
+    /// The port takes UDP-tunnel super-frames ([`Port::tunnel_segmentation`]; re-read
+    /// after each transmit, like `udp_segmentation`).
+    pub(super) tunnel_segmentation: bool,
     pub(super) tx: PacketBatch,
     /// The port's device is gone: not polled, not transmitted to.
     pub(super) down: bool,
@@ -85,6 +88,10 @@ impl PacketSink for TxSink<'_> {
     fn udp_segmentation(&self, port: PortId) -> bool {
         matches!(self.ports.get(port.0 as usize), Some(Some(p)) if p.udp_segmentation)
     }
+
+    fn tunnel_segmentation(&self, port: PortId) -> bool {
+        matches!(self.ports.get(port.0 as usize), Some(Some(p)) if p.tunnel_segmentation)
+    }
 }
 
 /// Sends the port's pending transmit batch; what the port did not send is counted in
@@ -105,5 +112,6 @@ pub(super) fn flush_port(p: &mut DpPort, dropped: &mut u64) {
     };
     *dropped += (p.tx.len() - sent) as u64;
     p.udp_segmentation = io.udp_segmentation();
+    p.tunnel_segmentation = io.tunnel_segmentation();
     p.tx.clear();
 }

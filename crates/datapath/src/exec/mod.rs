@@ -118,6 +118,12 @@ pub trait PacketSink {
     fn udp_segmentation(&self, _port: PortId) -> bool {
         false
     }
+    /// Whether `port` takes UDP-tunnel super-frames (a VXLAN frame whose inner TCP
+    /// super-frame the kernel cuts, [`crate::wire::TunnelGso`]; its
+    /// [`crate::port::Port::tunnel_segmentation`]); false by default.
+    fn tunnel_segmentation(&self, _port: PortId) -> bool {
+        false
+    }
 }
 
 /// What an execution needs besides the packet.
@@ -197,6 +203,9 @@ pub struct ExecStats {
     /// ([`crate::port::Port::udp_segmentation`]), each carrying up to 64 of those
     /// segments.
     pub udp_super_frames: u64,
+    /// TCP super-frames handed whole to an uplink inside VXLAN, for the kernel's
+    /// UDP-tunnel segmentation to cut ([`crate::port::Port::tunnel_segmentation`]).
+    pub tunnel_super_frames: u64,
     /// Partial checksums flowd completed.
     pub csum_completed: u64,
     /// Frames dropped because their offload metadata does not describe them.

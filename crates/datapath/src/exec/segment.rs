@@ -1,14 +1,17 @@
-//! VXLAN output of super-frames: the inner TCP (or UDP) super-frame is segmented in
-//! software (AF_PACKET has no UDP-tunnel GSO), each segment written behind room for the
-//! outer headers and encapsulated in place, or, where the uplink takes UDP super-frames
-//! (USO), written one after the other as one UDP datagram the kernel cuts.
+//! VXLAN output of super-frames. Where the uplink takes UDP-tunnel super-frames
+//! ([`PacketSink::tunnel_segmentation`]), a TCP super-frame goes out whole behind one set
+//! of outer headers, for the kernel (or the NIC) to cut, as the kernel's own VXLAN device
+//! hands it over. Otherwise the inner TCP (or UDP) super-frame is segmented in software
+//! (AF_PACKET has no UDP-tunnel GSO), each segment written behind room for the outer
+//! headers and encapsulated in place, or, where the uplink takes UDP super-frames (USO),
+//! written one after the other as one UDP datagram the kernel cuts.
 
 use super::tunnel::{Packets, Path, reply_too_big};
 use super::{ExecEnv, ExecStats, PacketSink, Sent};
-use crate::wire::Offload;
-use crate::wire::gso::{Layout, Segmenter};
+use crate::wire::gso::{self, Layout, Segmenter};
 use crate::wire::pmtu::{self, TooBig};
 use crate::wire::vxlan::{self, OuterHeaders};
+use crate::wire::{Gso, Offload, PartialCsum, TunnelGso};
 use std::net::IpAddr;
 
 /// Segments a super-frame and encapsulates each segment, or answers it as too big.
@@ -44,6 +47,16 @@ pub(super) fn encap_super(
             return None;
         }
         size = fits;
+    }
+    if size == usize::from(g.size)
+        && lay.proto == crate::wire::ip_proto::TCP
+        && sink.tunnel_segmentation(path.route.egress)
+        && let Some(sent) = encap_as_tunnel_super(pkts.inner, o, g, &lay, path, sink, ip_id)
+    {
+        if sent == Sent::Yes {
+            stats.tunnel_super_frames += 1;
+        }
+        return Some(sent);
     }
     let mut seg = match Segmenter::with_layout(pkts.inner, lay, size) {
         Ok(s) => s,
@@ -85,6 +98,74 @@ pub(super) fn encap_super(
         }
         stats.gso_segments += 1;
     }
+    Some(Sent::Yes)
+}
+
+/// Hands the TCP super-frame `inner` (its metadata `o`, segmentation `g`, headers `lay`)
+/// to the uplink whole behind one set of outer headers, for the kernel's UDP-tunnel
+/// segmentation to cut (see [`TunnelGso`]): no per-segment work here, one copy. A
+/// super-frame without a partial checksum (GRO's) gets one in the copy. The outer IPv4
+/// identification counts one per segment, as the kernel numbers them. None, with nothing
+/// written, where the outer IP packet would exceed 64 KiB (then it is segmented here).
+#[allow(clippy::too_many_arguments)]
+fn encap_as_tunnel_super(
+    inner: &[u8],
+    o: Offload,
+    g: Gso,
+    lay: &Layout,
+    path: &Path,
+    sink: &mut dyn PacketSink,
+    ip_id: &mut u16,
+) -> Option<Sent> {
+    let overhead = path.overhead;
+    let eth = crate::wire::ethernet::HEADER_LEN;
+    if inner.len() + overhead - eth > 65_535 {
+        return None;
+    }
+    let outer = OuterHeaders {
+        ident: ip_id.wrapping_add(1),
+        ..path.outer
+    };
+    let at = |v: usize| (overhead + v) as u16;
+    let c = lay.partial_csum();
+    let offload = Offload {
+        csum: Some(PartialCsum {
+            start: at(lay.l4),
+            offset: c.offset,
+        }),
+        csum_valid: false,
+        gso: Some(Gso {
+            tunnel: Some(TunnelGso {
+                outer_l4: (overhead - vxlan::HEADER_LEN - crate::wire::udp::HEADER_LEN) as u16,
+                inner_l3: at(lay.l3),
+                outer_v6: matches!(outer.dst_ip, IpAddr::V6(_)),
+                outer_csum: vxlan::tunnel_segmentation_csum(&outer),
+            }),
+            ..g
+        }),
+        hdr_len: at(lay.header_len()),
+    };
+    let mut failed = false;
+    let fill = &mut |slot: &mut [u8]| {
+        let Some(dst) = slot.get_mut(overhead..overhead + inner.len()) else {
+            failed = true;
+            return 0;
+        };
+        dst.copy_from_slice(inner);
+        if o.csum.is_none() && gso::prepare_partial(dst, lay).is_err() {
+            failed = true;
+            return 0;
+        }
+        vxlan::encapsulate_for_tunnel_segmentation(slot, inner.len(), &outer).unwrap_or_else(|_| {
+            failed = true;
+            0
+        })
+    };
+    if !sink.send_with(path.route.egress, overhead + inner.len(), offload, fill) {
+        return Some(if failed { Sent::Invalid } else { Sent::Refused });
+    }
+    let segments = lay.payload_len().div_ceil(usize::from(g.size)).max(1);
+    *ip_id = ip_id.wrapping_add(segments as u16);
     Some(Sent::Yes)
 }
 
@@ -188,6 +269,7 @@ impl UdpPlan {
                 kind: crate::wire::GsoKind::Udp,
                 size: unit as u16,
                 ecn: false,
+                tunnel: None,
             }),
             hdr_len: first as u16,
         };

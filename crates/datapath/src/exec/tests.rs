@@ -126,6 +126,7 @@ fn tso_frame(v6: bool, tags: &[(u16, u16)], payload: usize, size: u16) -> (Vec<u
             kind,
             size,
             ecn: false,
+            tunnel: None,
         }),
         hdr_len: lay.header_len() as u16,
         ..Offload::NONE
@@ -191,6 +192,7 @@ fn a_gro_super_frame_is_handed_over_with_a_partial_checksum() {
             kind: GsoKind::TcpV6,
             size: 1428,
             ecn: false,
+            tunnel: None,
         }),
         ..Offload::NONE
     };
@@ -216,6 +218,7 @@ fn metadata_that_does_not_describe_the_frame_drops_it() {
         kind: GsoKind::TcpV6,
         size: 1448,
         ecn: false,
+        tunnel: None,
     });
     for offloads in [true, false] {
         let (s, st) = run_offload("2", &StaticResolver::new(), &f, o, offloads);
@@ -284,10 +287,11 @@ fn vxlan_output_segments_super_frames_in_software() {
     check_segments(&f, &segs, 1354);
 }
 
-/// A [`Collect`] whose ports also take UDP super-frames.
-struct UsoCollect(Collect);
+/// A [`Collect`] whose ports also take UDP super-frames (`.1`) or UDP-tunnel
+/// super-frames (`.2`).
+struct Cutting(Collect, bool, bool);
 
-impl PacketSink for UsoCollect {
+impl PacketSink for Cutting {
     fn send(&mut self, port: PortId, frame: &[u8], offload: Offload) -> bool {
         self.0.send(port, frame, offload)
     }
@@ -304,7 +308,10 @@ impl PacketSink for UsoCollect {
         true
     }
     fn udp_segmentation(&self, _: PortId) -> bool {
-        true
+        self.1
+    }
+    fn tunnel_segmentation(&self, _: PortId) -> bool {
+        self.2
     }
 }
 
@@ -323,7 +330,7 @@ fn vxlan_output_hands_segments_to_udp_segmentation_as_one_datagram() {
         let (one_by_one, _) = run_offload(tun, &resolver(1500), &f, o, true);
         let a: Actions = tun.parse().unwrap();
         let mut ex = Executor::new();
-        let mut sink = UsoCollect(Collect(Vec::new(), Vec::new(), true));
+        let mut sink = Cutting(Collect(Vec::new(), Vec::new(), true), true, false);
         let env = ExecEnv {
             resolver: &resolver(1500),
             tunnel_port: Some(PortId(9)),
@@ -371,6 +378,122 @@ fn vxlan_output_hands_segments_to_udp_segmentation_as_one_datagram() {
             assert_eq!(*c, w, "segment {i} of {payload}");
         }
     }
+}
+
+/// To an uplink that takes UDP-tunnel super-frames, VXLAN output hands over each TCP
+/// super-frame whole behind one set of outer headers, described for the kernel's cut:
+/// cut as the kernel does (the inner super-frame segmented, each segment behind the
+/// outer headers), it is the very packets written one by one otherwise. A GRO
+/// super-frame (checksum whole) gets its partial checksum in the copy; one whose outer
+/// packet would pass 64 KiB is segmented here instead.
+#[test]
+fn vxlan_output_hands_tcp_super_frames_to_tunnel_segmentation_whole() {
+    for (v6, tun, payload, gro) in [
+        (false, TUN4, 10_000, false),
+        (false, TUN4, 20_000, true),
+        (true, TUN6, 9_000, false),
+    ] {
+        let (f, o) = tso_frame(v6, &[], payload, 1354);
+        let (one_by_one, _) = run_offload(tun, &resolver(1500), &f, o, true);
+        let (one_by_one, ids) = inner_frames(&one_by_one, 1500);
+        let (input, o_in) = if gro {
+            let whole = tcp_frame(
+                v6,
+                &[],
+                payload,
+                crate::wire::tcp::flags::ACK | crate::wire::tcp::flags::PSH,
+            );
+            (
+                whole,
+                Offload {
+                    csum: None,
+                    csum_valid: true,
+                    ..o
+                },
+            )
+        } else {
+            (f.clone(), o)
+        };
+        let a: Actions = tun.parse().unwrap();
+        let mut ex = Executor::new();
+        let mut sink = Cutting(Collect(Vec::new(), Vec::new(), true), true, true);
+        let env = ExecEnv {
+            resolver: &resolver(1500),
+            tunnel_port: Some(PortId(9)),
+            in_port: Some(PortId(1)),
+        };
+        let pkt = Packet {
+            frame: &input,
+            offload: o_in,
+            flow_hash: 42,
+        };
+        ex.execute(pkt, a.as_slice(), &env, &mut sink);
+        assert_eq!(ex.stats.tunnel_super_frames, 1);
+        assert_eq!((ex.stats.gso_segmented, ex.stats.udp_super_frames), (0, 0));
+        let ((port, frame), out) = (&sink.0.0[0], sink.0.1[0]);
+        assert_eq!((*port, sink.0.0.len()), (PortId(2), 1));
+        let over = if v6 { 70 } else { 50 };
+        assert_eq!(
+            &frame[over..],
+            &f[..],
+            "the inner super-frame, its checksum partial"
+        );
+        let g = out.gso.expect("a super-frame");
+        let t = g.tunnel.expect("in a tunnel");
+        assert_eq!((g.kind, g.size), (o.gso.unwrap().kind, 1354));
+        assert_eq!(
+            (t.outer_l4, t.inner_l3, t.outer_v6),
+            (over as u16 - 16, over as u16 + 14, v6)
+        );
+        assert_eq!(t.outer_csum, v6, "IPv6 always, IPv4 as udp_csum says (off)");
+        let c = out.csum.unwrap();
+        assert_eq!(
+            (c.start, c.offset),
+            (o.csum.unwrap().start + over as u16, 16)
+        );
+        assert_eq!(usize::from(out.hdr_len), over + usize::from(o.hdr_len));
+        // The kernel's cut, by the segmenter that matches it byte for byte.
+        let mut seg = Segmenter::new(&frame[over..], g.kind, 1354).unwrap();
+        let mut buf = vec![0u8; 2048];
+        let mut cut = Vec::new();
+        while let Some(n) = seg.write_next(&mut buf).unwrap() {
+            cut.push(buf[..n].to_vec());
+        }
+        assert_eq!(cut, one_by_one, "payload {payload}");
+        let d = vxlan::decapsulate(frame, 4789).unwrap().expect("vxlan");
+        assert_eq!(d.udp_src, vxlan::source_port(42));
+        if let Some(first) = ids.first() {
+            let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+            assert_eq!(ip.ident(), *first, "numbered from where segments would be");
+            assert_eq!(ex.ip_id, ids.last().copied().unwrap(), "one ID per segment");
+        }
+        let udp = crate::wire::UdpPacket::new_checked(&frame[over - 16..]).unwrap();
+        assert_eq!(udp.checksum() != 0, v6, "partial over IPv6, none over IPv4");
+    }
+    // Past 64 KiB with its outer headers: segmented here.
+    let (f, o) = tso_frame(false, &[], 65_440, 1354);
+    let a: Actions = TUN4.parse().unwrap();
+    let mut ex = Executor::new();
+    let mut sink = Cutting(Collect(Vec::new(), Vec::new(), true), false, true);
+    let env = ExecEnv {
+        resolver: &resolver(1500),
+        tunnel_port: Some(PortId(9)),
+        in_port: Some(PortId(1)),
+    };
+    ex.execute(
+        Packet {
+            frame: &f,
+            offload: o,
+            flow_hash: 42,
+        },
+        a.as_slice(),
+        &env,
+        &mut sink,
+    );
+    assert_eq!(
+        (ex.stats.tunnel_super_frames, ex.stats.gso_segmented),
+        (0, 1)
+    );
 }
 
 #[test]

@@ -28,6 +28,7 @@ pub struct MemPort {
     mtu: u32,
     offloads: bool,
     udp_segmentation: bool,
+    tunnel_segmentation: bool,
     q: Arc<Mutex<Queues>>,
 }
 
@@ -47,6 +48,7 @@ impl MemPort {
                 mtu,
                 offloads: false,
                 udp_segmentation: false,
+                tunnel_segmentation: false,
                 q: q.clone(),
             },
             MemPortHandle { q },
@@ -66,6 +68,14 @@ impl MemPort {
     pub fn with_udp_segmentation(name: &str, mtu: u32) -> (Self, MemPortHandle) {
         let (mut p, h) = Self::with_offloads(name, mtu);
         p.udp_segmentation = true;
+        (p, h)
+    }
+
+    /// As [`Self::with_offloads`], for a port that also takes UDP-tunnel super-frames
+    /// ([`Port::tunnel_segmentation`]).
+    pub fn with_tunnel_segmentation(name: &str, mtu: u32) -> (Self, MemPortHandle) {
+        let (mut p, h) = Self::with_offloads(name, mtu);
+        p.tunnel_segmentation = true;
         (p, h)
     }
 }
@@ -180,6 +190,10 @@ impl Port for MemPort {
 
     fn udp_segmentation(&self) -> bool {
         self.udp_segmentation
+    }
+
+    fn tunnel_segmentation(&self) -> bool {
+        self.tunnel_segmentation
     }
 
     fn stats(&mut self) -> PortStats {

@@ -21,7 +21,8 @@ mod kernel;
 mod mem;
 
 pub use afpacket::{
-    AfPacketPort, DEFAULT_RING_BYTES, MAX_FANOUT, Poller, PortOptions, RxMode, TxMode, Waker,
+    AfPacketPort, DEFAULT_RING_BYTES, MAX_FANOUT, Poller, PortOptions, RxMode, TunnelInjector,
+    TxMode, Waker,
 };
 pub use batch::PacketBatch;
 pub use kernel::{KernelTunnel, KernelTunnelStats, RxControl, mark_mac};
@@ -157,6 +158,13 @@ pub trait Port: Send {
     /// writing each. An AF_PACKET port with a vnet header on Linux 6.2 or later (earlier
     /// kernels refuse `VIRTIO_NET_HDR_GSO_UDP_L4` there; a refusal turns it off).
     fn udp_segmentation(&self) -> bool {
+        false
+    }
+    /// Whether [`Self::send`] also takes UDP-tunnel super-frames (a VXLAN frame whose
+    /// inner TCP super-frame is still to be cut, [`crate::wire::TunnelGso`]): VXLAN output
+    /// then hands over each super-frame whole. An AF_PACKET port given a
+    /// [`TunnelInjector`] (Linux 6.17 or later); a refusal turns it off.
+    fn tunnel_segmentation(&self) -> bool {
         false
     }
 }

@@ -50,7 +50,7 @@ pub use pmtu::{TooBig, fragment_ipv4, too_big_action, too_big_reply};
 pub use tcp::{TcpPacket, TcpRepr};
 pub use udp::{UdpPacket, UdpRepr};
 pub use vlan::{L2Info, VlanRepr, VlanTag};
-pub use vnet::{Gso, GsoKind, Offload, PartialCsum, VnetHeader};
+pub use vnet::{Gso, GsoKind, Offload, PartialCsum, TunnelGso, VnetHeader};
 pub use vxlan::{
     Decap, OuterHeaders, VXLAN_OVERHEAD_V4, VXLAN_OVERHEAD_V6, VxlanHeader, VxlanRepr, decapsulate,
     encapsulate,

@@ -35,6 +35,9 @@ mod field {
     pub const GSO_SIZE: usize = 4;
     pub const CSUM_START: usize = 6;
     pub const CSUM_OFFSET: usize = 8;
+    /// In the 24-byte tunnel header: after `num_buffers` and the hash report.
+    pub const OUTER_L4: usize = 20;
+    pub const INNER_L3: usize = 22;
 }
 
 /// Length of `struct virtio_net_hdr`.
@@ -44,6 +47,13 @@ pub const HEADER_LEN: usize = 10;
 pub const F_NEEDS_CSUM: u8 = 1;
 /// `VIRTIO_NET_HDR_F_DATA_VALID`.
 pub const F_DATA_VALID: u8 = 2;
+/// `VIRTIO_NET_HDR_F_UDP_TUNNEL_CSUM`: the outer UDP checksum is to be computed per
+/// segment.
+pub const F_UDP_TUNNEL_CSUM: u8 = 8;
+
+/// Length of `struct virtio_net_hdr_v1_hash_tunnel`, the header a tun device takes for
+/// UDP-tunnel segmentation (`TUNSETVNETHDRSZ`; Linux 6.17).
+pub const TUNNEL_HEADER_LEN: usize = 24;
 
 /// `VIRTIO_NET_HDR_GSO_*` values.
 pub mod gso_type {
@@ -57,6 +67,10 @@ pub mod gso_type {
     pub const TCPV6: u8 = 4;
     /// UDP segmentation offload (USO), IPv4 or IPv6.
     pub const UDP_L4: u8 = 5;
+    /// The segments are inside a UDP tunnel over IPv4 (a flag on top of the type).
+    pub const UDP_TUNNEL_IPV4: u8 = 0x20;
+    /// The segments are inside a UDP tunnel over IPv6.
+    pub const UDP_TUNNEL_IPV6: u8 = 0x40;
     /// The TCP header has CWR set (a flag on top of the type).
     pub const ECN: u8 = 0x80;
 }
@@ -193,6 +207,29 @@ pub struct Gso {
     pub size: u16,
     /// The TCP header has CWR set (`VIRTIO_NET_HDR_GSO_ECN`).
     pub ecn: bool,
+    /// The segments are inside a UDP tunnel (VXLAN): the frame is the outer headers and
+    /// an inner super-frame, cut by the kernel's UDP-tunnel segmentation. Only flowd's
+    /// own VXLAN output makes such a frame, for a port that takes it
+    /// ([`crate::port::Port::tunnel_segmentation`]); the kernel never reports one
+    /// through AF_PACKET, and a 10-byte header cannot carry it ([`Offload::emit`]
+    /// writes the inner type alone).
+    pub tunnel: Option<TunnelGso>,
+}
+
+/// Where a UDP tunnel's headers lie in a frame whose inner super-frame is to be cut
+/// (`VIRTIO_NET_HDR_GSO_UDP_TUNNEL_*`, Linux 6.17's tun): each segment gets the outer
+/// headers again, the outer IPv4 identification and UDP length set per segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TunnelGso {
+    /// Offset of the outer UDP header.
+    pub outer_l4: u16,
+    /// Offset of the inner IP header.
+    pub inner_l3: u16,
+    /// The outer IP header is IPv6.
+    pub outer_v6: bool,
+    /// Each segment's outer UDP checksum is computed (the frame's holds the
+    /// pseudo-header's sum); else it is left 0.
+    pub outer_csum: bool,
 }
 
 /// A frame's offload metadata, checked: what is left to do before it is a frame a wire
@@ -247,6 +284,7 @@ impl Offload {
                 kind,
                 size: h.gso_size(),
                 ecn: t & gso_type::ECN != 0,
+                tunnel: None,
             }),
         };
         // Normalized: "valid" only says something without a checksum to complete, and
@@ -302,6 +340,41 @@ impl Offload {
         b
     }
 
+    /// The 24-byte header a tun device with `TUNSETVNETHDRSZ` 24 takes
+    /// (`struct virtio_net_hdr_v1_hash_tunnel`, little-endian: the tunnel fields are
+    /// little-endian whatever the device's byte order, the rest follows
+    /// `TUNSETVNETLE`): the 10-byte header's fields, with a [`TunnelGso`]'s type bits,
+    /// flag and offsets where the segmentation is in a tunnel.
+    pub fn to_tunnel_bytes(&self) -> [u8; TUNNEL_HEADER_LEN] {
+        let mut b = [0u8; TUNNEL_HEADER_LEN];
+        let base = self.to_bytes();
+        b[0] = base[field::FLAGS];
+        b[1] = base[field::GSO_TYPE];
+        let le = |v: u16| v.to_le_bytes();
+        let ne = |at: usize| u16::from_ne_bytes([base[at], base[at + 1]]);
+        for at in [
+            field::HDR_LEN,
+            field::GSO_SIZE,
+            field::CSUM_START,
+            field::CSUM_OFFSET,
+        ] {
+            b[at..at + 2].copy_from_slice(&le(ne(at)));
+        }
+        if let Some(t) = self.gso.and_then(|g| g.tunnel) {
+            b[1] |= if t.outer_v6 {
+                gso_type::UDP_TUNNEL_IPV6
+            } else {
+                gso_type::UDP_TUNNEL_IPV4
+            };
+            if t.outer_csum {
+                b[0] |= F_UDP_TUNNEL_CSUM;
+            }
+            b[field::OUTER_L4..field::OUTER_L4 + 2].copy_from_slice(&le(t.outer_l4));
+            b[field::INNER_L3..field::INNER_L3 + 2].copy_from_slice(&le(t.inner_l3));
+        }
+        b
+    }
+
     /// Whether nothing is left to do: no checksum to complete, no segmentation.
     pub fn is_complete(&self) -> bool {
         self.csum.is_none() && self.gso.is_none()
@@ -328,8 +401,23 @@ impl Offload {
             }),
             None => None,
         };
+        let gso = match self.gso {
+            Some(g) => Some(Gso {
+                tunnel: match g.tunnel {
+                    Some(t) => Some(TunnelGso {
+                        outer_l4: mv(t.outer_l4)?,
+                        inner_l3: mv(t.inner_l3)?,
+                        ..t
+                    }),
+                    None => None,
+                },
+                ..g
+            }),
+            None => None,
+        };
         Some(Offload {
             csum,
+            gso,
             hdr_len: if self.hdr_len == 0 {
                 0
             } else {
@@ -385,7 +473,8 @@ mod test {
                 gso: Some(Gso {
                     kind: GsoKind::TcpV4,
                     size: 1448,
-                    ecn: false
+                    ecn: false,
+                    tunnel: None,
                 }),
                 hdr_len: 66,
             }
@@ -403,6 +492,66 @@ mod test {
         let p = Offload::parse(&VnetHeader::new_unchecked(&part[..])).unwrap();
         assert!(!p.is_complete() && p.gso.is_none());
         assert_eq!(p.to_bytes(), part);
+    }
+
+    /// The 24-byte tun header: the 10-byte fields little-endian at their places, then
+    /// `num_buffers` and the hash report zero, the tunnel's offsets at 20 and 22, its
+    /// type bits on top of the inner type and its checksum flag beside NEEDS_CSUM.
+    #[test]
+    fn the_tunnel_header_is_laid_out_as_tun_reads_it() {
+        let inner = Offload {
+            csum: Some(PartialCsum {
+                start: 84,
+                offset: 16,
+            }),
+            csum_valid: false,
+            gso: Some(Gso {
+                kind: GsoKind::TcpV4,
+                size: 1398,
+                ecn: true,
+                tunnel: None,
+            }),
+            hdr_len: 116,
+        };
+        let plain = inner.to_tunnel_bytes();
+        assert_eq!(
+            &plain[..2],
+            &[F_NEEDS_CSUM, gso_type::TCPV4 | gso_type::ECN]
+        );
+        assert_eq!(plain[2..4], 116u16.to_le_bytes());
+        assert_eq!(plain[4..6], 1398u16.to_le_bytes());
+        assert_eq!(plain[6..8], 84u16.to_le_bytes());
+        assert_eq!(plain[8..10], 16u16.to_le_bytes());
+        assert_eq!(plain[10..], [0u8; 14]);
+        for (v6, csum) in [(false, false), (true, true)] {
+            let t = TunnelGso {
+                outer_l4: 34,
+                inner_l3: 64,
+                outer_v6: v6,
+                outer_csum: csum,
+            };
+            let mut o = inner;
+            o.gso = o.gso.map(|g| Gso {
+                tunnel: Some(t),
+                ..g
+            });
+            let b = o.to_tunnel_bytes();
+            let bits = if v6 {
+                gso_type::UDP_TUNNEL_IPV6
+            } else {
+                gso_type::UDP_TUNNEL_IPV4
+            };
+            assert_eq!(b[1], gso_type::TCPV4 | gso_type::ECN | bits);
+            assert_eq!(b[0] & F_UDP_TUNNEL_CSUM != 0, csum);
+            assert_eq!(b[20..22], 34u16.to_le_bytes());
+            assert_eq!(b[22..24], 64u16.to_le_bytes());
+            assert_eq!(b[2..20], plain[2..20]);
+            // The 10-byte header cannot say "tunnel": the inner type alone.
+            assert_eq!(o.to_bytes(), inner.to_bytes());
+            // Offsets move with bytes inserted before them.
+            let moved = o.shifted(0, 4).unwrap().gso.unwrap().tunnel.unwrap();
+            assert_eq!((moved.outer_l4, moved.inner_l3), (38, 68));
+        }
     }
 
     #[test]
@@ -431,7 +580,8 @@ mod test {
             Some(Gso {
                 kind: GsoKind::TcpV6,
                 size: 1428,
-                ecn: true
+                ecn: true,
+                tunnel: None,
             })
         );
     }

@@ -5,7 +5,8 @@
 //! - [`actions`]: the action list, with the `gact`, `vlan` and `skbedit` actions
 //!   netlink-packet-route lacks ([`ext`]), cookies and counters;
 //! - [`filter`]: filter messages (position, handle, cookie, `tcm_info`);
-//! - [`qdisc`]: the ingress qdisc.
+//! - [`qdisc`]: the ingress qdisc;
+//! - [`redirect`]: a device's whole ingress sent out of another (u32 + mirred).
 //!
 //! Here: which netlink flags each kind of request carries ([`push_request`]) and the
 //! answers as offload sees them ([`parse_answers`]). Framing, acknowledgements with
@@ -16,6 +17,7 @@ pub mod actions;
 pub mod filter;
 pub mod flower;
 pub mod qdisc;
+pub mod redirect;
 
 pub use actions::{ACT_FLAGS_NO_PERCPU_STATS, decode_actions, encode_actions, ext};
 pub use filter::{
@@ -24,6 +26,7 @@ pub use filter::{
 };
 pub use flower::{DecodedFilter, cls_flags, decode_flower, encode_flower};
 pub use qdisc::new_ingress_qdisc;
+pub use redirect::{redirect_filter, redirect_ingress};
 
 use crate::backend::KernelErrno;
 use netlink_packet_core::{

@@ -136,7 +136,16 @@ impl AfPacketPort {
         let mut sent = 0;
         let mut next = from;
         while next < to {
-            let count = (to - next).min(self.hdrs.len());
+            if is_tunnel(batch, next) {
+                sent += self.send_tunnel(batch, next);
+                next += 1;
+                continue;
+            }
+            // The frames up to the next UDP-tunnel super-frame, which goes to the tap.
+            let count = (next..to)
+                .take(self.hdrs.len())
+                .take_while(|&i| !is_tunnel(batch, i))
+                .count();
             for j in 0..count {
                 let p = batch.get(next + j);
                 self.vnet_hdrs[j] = batch.offload(next + j).to_bytes();
@@ -189,4 +198,31 @@ impl AfPacketPort {
         }
         Ok(sent)
     }
+
+    /// Writes UDP-tunnel super-frame `i` of `batch` to the port's tap
+    /// ([`TunnelInjector`]); 1 if the kernel took it. A refusal of the metadata
+    /// (`EINVAL`) turns tunnel segmentation off for good: VXLAN output segments in flowd
+    /// from the next batch on.
+    fn send_tunnel(&mut self, batch: &PacketBatch, i: usize) -> usize {
+        let r = match &self.tunnel {
+            Some(t) => t.write(batch, i),
+            None => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        };
+        match r {
+            Ok(()) => 1,
+            Err(e) => {
+                if e.raw_os_error() == Some(libc::EINVAL) {
+                    self.tunnel = None;
+                }
+                self.tx_dropped += 1;
+                self.errors += 1;
+                0
+            }
+        }
+    }
+}
+
+/// Whether frame `i` of `batch` is a UDP-tunnel super-frame (for the tap, not the socket).
+fn is_tunnel(batch: &PacketBatch, i: usize) -> bool {
+    batch.offload(i).gso.is_some_and(|g| g.tunnel.is_some())
 }

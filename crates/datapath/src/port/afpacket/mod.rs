@@ -173,6 +173,7 @@ mod ring;
 mod sys;
 #[cfg(test)]
 mod tests;
+mod tungso;
 mod txring;
 #[cfg(test)]
 mod txring_tests;
@@ -188,6 +189,7 @@ use ring::RxRing;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use sys::*;
+pub use tungso::TunnelInjector;
 pub use txring::TxMode;
 use txring::TxRing;
 
@@ -218,6 +220,8 @@ pub struct AfPacketPort {
     vnet: bool,
     /// The kernel takes UDP super-frames on send ([`Port::udp_segmentation`]).
     uso: bool,
+    /// Where UDP-tunnel super-frames go ([`Port::tunnel_segmentation`]), if given.
+    tunnel: Option<TunnelInjector>,
     hdrs: Vec<libc::mmsghdr>,
     /// Two per message: the vnet header, then the frame.
     iovs: Vec<libc::iovec>,
@@ -438,6 +442,7 @@ impl AfPacketPort {
             tx_ring_error,
             vnet,
             uso: vnet && kernel_at_least(6, 2),
+            tunnel: None,
             // SAFETY: all-zero mmsghdr/iovec are valid (null pointers, zero lengths).
             hdrs: vec![unsafe { std::mem::zeroed() }; batch],
             iovs: vec![unsafe { std::mem::zeroed() }; 2 * batch],
@@ -452,6 +457,16 @@ impl AfPacketPort {
             gone: false,
             fanout,
         })
+    }
+
+    /// Sends UDP-tunnel super-frames through `injector` from now on
+    /// ([`Port::tunnel_segmentation`]): the caller has redirected what the tap receives
+    /// to this port's device. Ignored for a socket without vnet headers (it would hand
+    /// VXLAN output no super-frame to begin with).
+    pub fn set_tunnel_injector(&mut self, injector: TunnelInjector) {
+        if self.vnet {
+            self.tunnel = Some(injector);
+        }
     }
 
     /// The `PACKET_FANOUT` group the socket is in, if any.
@@ -603,6 +618,10 @@ impl Port for AfPacketPort {
 
     fn udp_segmentation(&self) -> bool {
         self.uso
+    }
+
+    fn tunnel_segmentation(&self) -> bool {
+        self.tunnel.is_some()
     }
 
     fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {

@@ -453,6 +453,7 @@ pub(super) fn tso(
             kind: if v6 { GsoKind::TcpV6 } else { GsoKind::TcpV4 },
             size,
             ecn: fl & crate::wire::tcp::flags::CWR != 0,
+            tunnel: None,
         }),
         hdr_len: lay.header_len() as u16,
         ..Offload::NONE
@@ -651,6 +652,7 @@ fn a_udp_super_frame_reaches_the_peer_as_its_vxlan_datagrams() {
                 kind: GsoKind::Udp,
                 size: unit as u16,
                 ecn: false,
+                tunnel: None,
             }),
             hdr_len: first as u16,
         };

@@ -264,7 +264,7 @@ pub(super) fn ring_takes(len: usize, o: &Offload, mtu: u32) -> bool {
         return false;
     }
     match o.gso {
-        Some(g) if g.kind == GsoKind::Udp => return false,
+        Some(g) if g.kind == GsoKind::Udp || g.tunnel.is_some() => return false,
         Some(_) => {}
         None if len > mtu as usize + 14 + 4 => return false,
         None => {}

@@ -39,6 +39,7 @@ fn the_ring_leaves_udp_super_frames_oversized_and_odd_frames_to_sendmmsg() {
             kind,
             size: 500,
             ecn: false,
+            tunnel: None,
         }),
         ..Offload::NONE
     };

@@ -268,6 +268,31 @@ pub fn encapsulate_for_segmentation(
     Ok((n, PartialCsum { start, offset: 6 }))
 }
 
+/// Writes `outer` headers in front of an inner super-frame of `inner_len` bytes already
+/// in place at `out[overhead(outer)..]`, for the kernel's UDP-tunnel segmentation to cut
+/// (see [`super::vnet::TunnelGso`]): the lengths cover the whole frame (each segment's
+/// are set after the cut), and the outer UDP checksum is the pseudo-header's sum where
+/// one is to be computed per segment (`outer.udp_csum`, and always over IPv6), else 0.
+/// Returns the frame's length. Errors as [`encapsulate`]'s.
+pub fn encapsulate_for_tunnel_segmentation(
+    out: &mut [u8],
+    inner_len: usize,
+    outer: &OuterHeaders,
+) -> Result<usize> {
+    let how = if tunnel_segmentation_csum(outer) {
+        OuterCsum::Partial
+    } else {
+        OuterCsum::Zero
+    };
+    write_outer(out, inner_len, outer, how)
+}
+
+/// Whether the segments [`encapsulate_for_tunnel_segmentation`] prepares carry an outer
+/// UDP checksum: where `outer.udp_csum` asks for one, and always over IPv6.
+pub fn tunnel_segmentation_csum(outer: &OuterHeaders) -> bool {
+    outer.udp_csum || matches!(outer.dst_ip, IpAddr::V6(_))
+}
+
 /// Writes a VXLAN header for `vni` at the start of `out` (a unit of a datagram built
 /// for [`encapsulate_for_segmentation`]). Errors: `out` shorter than a header, a VNI
 /// of more than 24 bits.
