@@ -269,6 +269,7 @@ impl Datapath {
         let offloads = io.as_ref().is_some_and(|p| p.offloads());
         let udp_segmentation = io.as_ref().is_some_and(|p| p.udp_segmentation());
         let tunnel_segmentation = io.as_ref().is_some_and(|p| p.tunnel_segmentation());
+        let direct = io.as_ref().is_some_and(|p| p.sends_direct());
         let frame = self.cfg.max_frame + 128;
         let bytes = self.cfg.batch * PacketBatch::new(1, frame).max_frame() + gso::MAX_FRAME;
         self.ports[idx] = Some(DpPort {
@@ -277,6 +278,7 @@ impl Datapath {
             offloads,
             udp_segmentation,
             tunnel_segmentation,
+            direct,
             tx: PacketBatch::with_bytes(self.cfg.batch, gso::MAX_FRAME, bytes),
             down: false,
             down_drops: 0,

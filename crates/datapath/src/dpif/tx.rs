@@ -3,7 +3,7 @@
 //! down is dropped and counted), and flushing a batch to the port's I/O.
 
 use crate::PortId;
-use crate::exec::PacketSink;
+use crate::exec::{PacketSink, send_parts_copied};
 use crate::port::{PacketBatch, Port};
 use crate::wire::Offload;
 use vocab::PortRole;
@@ -20,6 +20,9 @@ pub(super) struct DpPort {
     /// The port takes UDP-tunnel super-frames ([`Port::tunnel_segmentation`]; re-read
     /// after each transmit, like `udp_segmentation`).
     pub(super) tunnel_segmentation: bool,
+    /// The port sends single frames at once from the caller's buffers
+    /// ([`Port::sends_direct`]).
+    pub(super) direct: bool,
     pub(super) tx: PacketBatch,
     /// The port's device is gone: not polled, not transmitted to.
     pub(super) down: bool,
@@ -79,6 +82,38 @@ impl PacketSink for TxSink<'_> {
     ) -> bool {
         self.batch(port, len)
             .is_some_and(|b| b.push_with_offload(offload, fill))
+    }
+
+    fn send_direct(&mut self, port: PortId, parts: &[&[u8]], offload: Offload) -> bool {
+        let direct = matches!(self.ports.get(port.0 as usize), Some(Some(p)) if p.direct);
+        if !direct {
+            return send_parts_copied(self, port, parts, offload);
+        }
+        let Some(p) = self.ports.get_mut(port.0 as usize).and_then(Option::as_mut) else {
+            return false;
+        };
+        // What is queued goes first: frames keep their order.
+        flush_port(p, self.tx_dropped);
+        if p.down {
+            p.down_drops += 1;
+            return false;
+        }
+        let Some(io) = p.io.as_mut() else {
+            return false;
+        };
+        let sent = match io.send_direct(parts, offload) {
+            Ok(sent) => sent,
+            Err(e) => {
+                if e.is_device_gone() {
+                    p.down = true;
+                }
+                false
+            }
+        };
+        *self.tx_dropped += u64::from(!sent);
+        p.udp_segmentation = io.udp_segmentation();
+        p.tunnel_segmentation = io.tunnel_segmentation();
+        sent
     }
 
     fn offloads(&self, port: PortId) -> bool {

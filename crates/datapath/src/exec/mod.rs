@@ -22,7 +22,12 @@
 //!   partial checksum the kernel expects ([`gso::prepare_partial`]). To a port that does
 //!   not take metadata, flowd segments and completes in software (`gso_segmented`,
 //!   `csum_completed`).
-//! - **VXLAN output**: the kernel offers no UDP-tunnel segmentation through AF_PACKET
+//! - **VXLAN output** to an uplink that takes UDP-tunnel super-frames
+//!   ([`PacketSink::tunnel_segmentation`]: an AF_PACKET port with a
+//!   [`TunnelInjector`](crate::port::TunnelInjector), Linux 6.17): a TCP super-frame goes
+//!   out whole behind one set of outer headers, described by a [`crate::wire::TunnelGso`]
+//!   for the kernel (or the NIC) to cut (`tunnel_super_frames`): no per-segment work.
+//! - **VXLAN output** otherwise: the kernel offers no UDP-tunnel segmentation through AF_PACKET
 //!   (checked on Linux 6.18: a vnet header with `VIRTIO_NET_HDR_GSO_UDP_TUNNEL_*` is
 //!   refused with `EINVAL`, and `PACKET_VNET_HDR_SZ` only takes 10 or 12 bytes; see
 //!   [`crate::port`]), so flowd segments the inner TCP (or UDP) super-frame itself
@@ -124,6 +129,35 @@ pub trait PacketSink {
     fn tunnel_segmentation(&self, _port: PortId) -> bool {
         false
     }
+    /// Sends one frame made of `parts` (at most two: outer headers and a frame) on
+    /// `port` now, from the caller's buffers where the port can ([`crate::port::Port::
+    /// send_direct`]: no copy into a transmit batch, for super-frames), else queued like
+    /// [`Self::send_with`]; false if it was dropped.
+    fn send_direct(&mut self, port: PortId, parts: &[&[u8]], offload: Offload) -> bool {
+        send_parts_copied(self, port, parts, offload)
+    }
+}
+
+/// Queues the frame made of `parts` on `port` through [`PacketSink::send_with`] (a copy):
+/// [`PacketSink::send_direct`] for a port that cannot send directly.
+pub fn send_parts_copied<S: PacketSink + ?Sized>(
+    sink: &mut S,
+    port: PortId,
+    parts: &[&[u8]],
+    offload: Offload,
+) -> bool {
+    let len = parts.iter().map(|p| p.len()).sum();
+    sink.send_with(port, len, offload, &mut |slot: &mut [u8]| {
+        let mut at = 0;
+        for p in parts {
+            match slot.get_mut(at..at + p.len()) {
+                Some(d) => d.copy_from_slice(p),
+                None => return 0,
+            }
+            at += p.len();
+        }
+        at
+    })
 }
 
 /// What an execution needs besides the packet.

@@ -34,7 +34,8 @@ pub(super) fn pass_through(
     };
     let hdr_len = lay.header_len() as u16;
     let sent = if o.csum.is_some() {
-        sink.send(port, pkt, Offload { hdr_len, ..o })
+        // Sent from where it lies where the port can: no copy of up to 64 KiB.
+        sink.send_direct(port, &[pkt], Offload { hdr_len, ..o })
     } else {
         // GRO's super-frame: its checksum is whole (or stale); the kernel wants the
         // pseudo-header's sum there, as TSO's sender leaves it.

@@ -103,8 +103,9 @@ pub(super) fn encap_super(
 
 /// Hands the TCP super-frame `inner` (its metadata `o`, segmentation `g`, headers `lay`)
 /// to the uplink whole behind one set of outer headers, for the kernel's UDP-tunnel
-/// segmentation to cut (see [`TunnelGso`]): no per-segment work here, one copy. A
-/// super-frame without a partial checksum (GRO's) gets one in the copy. The outer IPv4
+/// segmentation to cut (see [`TunnelGso`]): no per-segment work here, and no copy (sent
+/// from where it lies, [`PacketSink::send_direct`]) but for a super-frame without a
+/// partial checksum (GRO's), which gets one in a copy. The outer IPv4
 /// identification counts one per segment, as the kernel numbers them. None, with nothing
 /// written, where the outer IP packet would exceed 64 KiB (then it is segmented here).
 #[allow(clippy::too_many_arguments)]
@@ -145,6 +146,19 @@ fn encap_as_tunnel_super(
         }),
         hdr_len: at(lay.header_len()),
     };
+    let segments = lay.payload_len().div_ceil(usize::from(g.size)).max(1);
+    if o.csum.is_some() {
+        // Sent from where it lies: no copy here.
+        let mut hdr = [0u8; vxlan::VXLAN_OVERHEAD_V6];
+        let Ok(n) = vxlan::tunnel_segmentation_headers(&mut hdr, inner.len(), &outer) else {
+            return Some(Sent::Invalid);
+        };
+        if !sink.send_direct(path.route.egress, &[&hdr[..n], inner], offload) {
+            return Some(Sent::Refused);
+        }
+        *ip_id = ip_id.wrapping_add(segments as u16);
+        return Some(Sent::Yes);
+    }
     let mut failed = false;
     let fill = &mut |slot: &mut [u8]| {
         let Some(dst) = slot.get_mut(overhead..overhead + inner.len()) else {
@@ -164,7 +178,6 @@ fn encap_as_tunnel_super(
     if !sink.send_with(path.route.egress, overhead + inner.len(), offload, fill) {
         return Some(if failed { Sent::Invalid } else { Sent::Refused });
     }
-    let segments = lay.payload_len().div_ceil(usize::from(g.size)).max(1);
     *ip_id = ip_id.wrapping_add(segments as u16);
     Some(Sent::Yes)
 }

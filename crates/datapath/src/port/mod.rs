@@ -7,7 +7,8 @@
 //! the frame, and the datapath gives other ports complete frames only.
 //! Implementations: [`MemPort`] (in-memory queues, for tests and benchmarks),
 //! [`AfPacketPort`] (an AF_PACKET raw socket bound to a Linux netdev, receiving through a
-//! `PACKET_MMAP` ring or `recvmmsg`, sending with `sendmmsg`), and [`KernelTunnel`] (the
+//! `PACKET_MMAP` ring or `recvmmsg`, sending through a `PACKET_TX_RING` or `sendmmsg`, and
+//! UDP-tunnel super-frames through an uplink's [`TunnelInjector`]), and [`KernelTunnel`] (the
 //! tunnel port's I/O through the kernel's IP stack, for IPsec-protected paths).
 //!
 //! A port whose device is gone (deleted, or re-created under the same name with a new
@@ -166,5 +167,22 @@ pub trait Port: Send {
     /// [`TunnelInjector`] (Linux 6.17 or later); a refusal turns it off.
     fn tunnel_segmentation(&self) -> bool {
         false
+    }
+    /// Whether [`Self::send_direct`] sends at once, from the caller's buffers (an
+    /// AF_PACKET port): the datapath then hands super-frames over without copying them
+    /// into a transmit batch first.
+    fn sends_direct(&self) -> bool {
+        false
+    }
+    /// Sends one frame made of `parts` (read in place, one after the other) with its
+    /// metadata, now; whether the kernel took it. Only for a port that
+    /// [`Self::sends_direct`]; the caller has sent the port's pending batch first, so
+    /// frames keep their order. Errors as [`Self::send`]'s.
+    fn send_direct(
+        &mut self,
+        _parts: &[&[u8]],
+        _offload: crate::wire::Offload,
+    ) -> Result<bool, PortError> {
+        Ok(false)
     }
 }

@@ -1,10 +1,13 @@
 //! Batched socket I/O: the `mmsghdr`/`iovec` scratch messages (a vnet header, then the
 //! frame), receiving with `recvmmsg` (the fallback without a ring; the VLAN tag read back
 //! from `PACKET_AUXDATA`), and sending with `sendmmsg`, dropping and counting the one frame
-//! the kernel refuses.
+//! the kernel refuses; one frame made of parts with `sendmsg` ([`Port::send_direct`]), and
+//! UDP-tunnel super-frames to the uplink's tap.
+//!
+//! [`Port::send_direct`]: crate::port::Port::send_direct
 
-use super::AfPacketPort;
 use super::sys::*;
+use super::{AfPacketPort, tungso};
 use crate::port::batch::HEADROOM;
 use crate::port::{PacketBatch, PortError};
 use crate::wire::vnet::{self, GsoKind, Offload};
@@ -200,23 +203,89 @@ impl AfPacketPort {
     }
 
     /// Writes UDP-tunnel super-frame `i` of `batch` to the port's tap
-    /// ([`TunnelInjector`]); 1 if the kernel took it. A refusal of the metadata
-    /// (`EINVAL`) turns tunnel segmentation off for good: VXLAN output segments in flowd
-    /// from the next batch on.
+    /// ([`TunnelInjector`]); 1 if the kernel took it.
     fn send_tunnel(&mut self, batch: &PacketBatch, i: usize) -> usize {
         let r = match &self.tunnel {
             Some(t) => t.write(batch, i),
             None => Err(io::Error::from_raw_os_error(libc::EINVAL)),
         };
+        usize::from(self.tunnel_sent(r))
+    }
+}
+
+impl AfPacketPort {
+    /// Sends one frame made of `parts` (at most [`tungso::MAX_PARTS`]) with its metadata
+    /// now, with `sendmsg` (or to the tap, for a UDP-tunnel super-frame): whether the
+    /// kernel took it. What it refused is counted as `send` counts it.
+    pub(super) fn send_parts(
+        &mut self,
+        parts: &[&[u8]],
+        offload: Offload,
+    ) -> Result<bool, PortError> {
+        if offload.gso.is_some_and(|g| g.tunnel.is_some()) {
+            let r = match &self.tunnel {
+                Some(t) => t.write_parts(parts, &offload),
+                None => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+            };
+            return Ok(self.tunnel_sent(r));
+        }
+        let hdr = offload.to_bytes();
+        let none = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut iov = [none; tungso::MAX_PARTS + 1];
+        iov[0] = libc::iovec {
+            iov_base: hdr.as_ptr().cast_mut().cast(),
+            iov_len: hdr.len(),
+        };
+        let n = parts.len().min(tungso::MAX_PARTS);
+        for (v, p) in iov[1..].iter_mut().zip(&parts[..n]) {
+            *v = libc::iovec {
+                iov_base: p.as_ptr().cast_mut().cast(),
+                iov_len: p.len(),
+            };
+        }
+        let first = usize::from(!self.vnet);
+        // SAFETY: all-zero is a valid msghdr (no name, no control).
+        let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+        h.msg_iov = iov[first..].as_mut_ptr();
+        h.msg_iovlen = n + 1 - first;
+        loop {
+            // SAFETY: the header points at iovecs on this stack frame that point at live
+            // buffers the kernel only reads.
+            let r = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &h, libc::MSG_DONTWAIT) };
+            if r >= 0 {
+                return Ok(true);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EMSGSIZE | libc::EAGAIN | libc::ENOBUFS | libc::EINVAL) => {
+                    self.tx_dropped += 1;
+                    return Ok(false);
+                }
+                _ => {
+                    self.tx_dropped += 1;
+                    return self.io_error("sendmsg", e).map(|()| false);
+                }
+            }
+        }
+    }
+
+    /// Counts the outcome of a write to the tap; true if the kernel took the frame. A
+    /// refusal of the metadata (`EINVAL`) turns tunnel segmentation off for good: VXLAN
+    /// output segments in flowd from the next frame on.
+    fn tunnel_sent(&mut self, r: io::Result<()>) -> bool {
         match r {
-            Ok(()) => 1,
+            Ok(()) => true,
             Err(e) => {
                 if e.raw_os_error() == Some(libc::EINVAL) {
                     self.tunnel = None;
                 }
                 self.tx_dropped += 1;
                 self.errors += 1;
-                0
+                false
             }
         }
     }

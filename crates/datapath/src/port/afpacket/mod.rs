@@ -624,6 +624,14 @@ impl Port for AfPacketPort {
         self.tunnel.is_some()
     }
 
+    fn sends_direct(&self) -> bool {
+        true
+    }
+
+    fn send_direct(&mut self, parts: &[&[u8]], offload: Offload) -> Result<bool, PortError> {
+        self.send_parts(parts, offload)
+    }
+
     fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
         let Some(mut ring) = self.tx_ring.take() else {
             return self.send_mmsg_range(batch, 0, batch.len());

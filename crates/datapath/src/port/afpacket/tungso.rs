@@ -18,7 +18,7 @@
 
 use super::sys::{if_ioctl, ifreq, sys_io};
 use super::{PacketBatch, PortError};
-use crate::wire::vnet::TUNNEL_HEADER_LEN;
+use crate::wire::vnet::{Offload, TUNNEL_HEADER_LEN};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -146,23 +146,36 @@ impl TunnelInjector {
     /// Writes frame `i` of `batch` with its metadata as a 24-byte header. Errors are the
     /// kernel's: `EINVAL` for metadata it refused, `EIO` with the device down, ...
     pub(super) fn write(&self, batch: &PacketBatch, i: usize) -> io::Result<()> {
-        let hdr = batch.offload(i).to_tunnel_bytes();
-        let frame = batch.get(i);
-        let iov = [
-            libc::iovec {
-                iov_base: hdr.as_ptr().cast_mut().cast(),
-                iov_len: hdr.len(),
-            },
-            libc::iovec {
-                iov_base: frame.as_ptr().cast_mut().cast(),
-                iov_len: frame.len(),
-            },
-        ];
-        // SAFETY: both iovecs point at live buffers the kernel only reads.
-        let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
-        if n < 0 {
+        self.write_parts(&[batch.get(i)], &batch.offload(i))
+    }
+
+    /// Writes one frame made of `parts` (at most [`MAX_PARTS`]) with the metadata
+    /// `offload` as a 24-byte header. Errors as [`Self::write`]'s.
+    pub(super) fn write_parts(&self, parts: &[&[u8]], offload: &Offload) -> io::Result<()> {
+        let hdr = offload.to_tunnel_bytes();
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_PARTS + 1];
+        iov[0] = libc::iovec {
+            iov_base: hdr.as_ptr().cast_mut().cast(),
+            iov_len: hdr.len(),
+        };
+        let n = parts.len().min(MAX_PARTS);
+        for (v, p) in iov[1..].iter_mut().zip(&parts[..n]) {
+            *v = libc::iovec {
+                iov_base: p.as_ptr().cast_mut().cast(),
+                iov_len: p.len(),
+            };
+        }
+        // SAFETY: the iovecs point at live buffers the kernel only reads.
+        let r = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), (n + 1) as i32) };
+        if r < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
     }
 }
+
+/// Most parts a frame sent directly is made of (outer headers, inner frame).
+pub(super) const MAX_PARTS: usize = 2;

@@ -287,6 +287,23 @@ pub fn encapsulate_for_tunnel_segmentation(
     write_outer(out, inner_len, outer, how)
 }
 
+/// As [`encapsulate_for_tunnel_segmentation`], writing only the outer headers, into
+/// `headers` (at least [`overhead`] bytes), for an inner super-frame of `inner_len`
+/// bytes sent from where it lies; the headers' length.
+pub fn tunnel_segmentation_headers(
+    headers: &mut [u8],
+    inner_len: usize,
+    outer: &OuterHeaders,
+) -> Result<usize> {
+    let overhead = overhead(outer)?;
+    let h = headers.get_mut(..overhead).ok_or(Error::BufferTooSmall)?;
+    let (udp_start, udp_len) = emit_outer(h, inner_len, outer)?;
+    if tunnel_segmentation_csum(outer) {
+        set_outer_csum(&mut h[udp_start..], udp_len, outer, OuterCsum::Partial);
+    }
+    Ok(overhead)
+}
+
 /// Whether the segments [`encapsulate_for_tunnel_segmentation`] prepares carry an outer
 /// UDP checksum: where `outer.udp_csum` asks for one, and always over IPv6.
 pub fn tunnel_segmentation_csum(outer: &OuterHeaders) -> bool {
@@ -323,15 +340,28 @@ fn write_outer(
     csum: OuterCsum,
 ) -> Result<usize> {
     let overhead = overhead(outer)?;
+    let total = overhead + inner_len;
+    let out = out.get_mut(..total).ok_or(Error::BufferTooSmall)?;
+    let (udp_start, udp_len) = emit_outer(&mut out[..overhead], inner_len, outer)?;
+    set_outer_csum(&mut out[udp_start..], udp_len, outer, csum);
+    Ok(total)
+}
+
+/// Writes the outer headers of `outer` for `inner_len` bytes of inner frame into
+/// `headers` (exactly [`overhead`] bytes), the UDP checksum 0; where the UDP header
+/// starts and the UDP length.
+fn emit_outer(
+    headers: &mut [u8],
+    inner_len: usize,
+    outer: &OuterHeaders,
+) -> Result<(usize, usize)> {
+    let overhead = headers.len();
     let v6 = overhead == VXLAN_OVERHEAD_V6;
     let l3_len = overhead - ethernet::HEADER_LEN;
     let udp_len = inner_len + UDP_VXLAN;
     // The IPv4 total length covers the IP header too; IPv6's payload length does not.
     let limit = if v6 { udp_len } else { l3_len + inner_len };
     let ip_len = u16::try_from(limit).map_err(|_| Error::TooLarge)?;
-    let total = overhead + inner_len;
-    let out = out.get_mut(..total).ok_or(Error::BufferTooSmall)?;
-    let headers = &mut out[..overhead];
 
     let (eth_buf, l3_buf) = headers.split_at_mut(ethernet::HEADER_LEN);
     EthernetRepr {
@@ -360,9 +390,7 @@ fn write_outer(
         udp_len - udp::HEADER_LEN,
         None,
     )?;
-    let udp_start = ethernet::HEADER_LEN + ip_hdr_len;
-    set_outer_csum(&mut out[udp_start..], udp_len, outer, csum);
-    Ok(total)
+    Ok((ethernet::HEADER_LEN + ip_hdr_len, udp_len))
 }
 
 /// Writes the outer IPv4 or IPv6 header of `outer` into `ip_buf` (exactly the header),
