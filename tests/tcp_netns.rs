@@ -66,7 +66,9 @@ impl Capture {
                 "-Q",
                 "in",
             ])
-            .args(["-s", "0", "-U", "-w"])
+            // A 64 MiB buffer: at veth speed a smaller one drops whole bursts (and with
+            // them, at times, every packet of a short connection).
+            .args(["-s", "0", "-B", "65536", "-U", "-w"])
             .arg(&file)
             .arg("udp dst port 4789")
             .stdout(Stdio::null())
