@@ -40,7 +40,10 @@ use std::sync::{
 };
 use std::time::{Duration, Instant};
 
+mod metas;
 mod sweep;
+
+use metas::Metas;
 
 /// Why a flow was deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,7 +138,8 @@ pub struct RevalStats {
 pub struct Engine {
     sp: RwLock<SlowPath>,
     table: Arc<FlowTable>,
-    metas: Mutex<FastMap<FlowId, FlowMeta>>,
+    /// Per-flow metadata, 8 bytes a flow ([`Metas`]).
+    metas: Mutex<Metas>,
     /// The installed flows' action lists, shared between flows that do the same.
     actions: Mutex<SharedActions>,
     pending: Mutex<Vec<Change>>,
@@ -235,7 +239,7 @@ impl Engine {
         Self {
             sp: RwLock::new(sp),
             table,
-            metas: Mutex::new(FastMap::default()),
+            metas: Mutex::new(Metas::default()),
             actions: Mutex::new(SharedActions::default()),
             pending: Mutex::new(Vec::new()),
             wake: Condvar::new(),
@@ -332,7 +336,14 @@ impl Engine {
 
     /// The metadata kept for an installed flow.
     pub fn flow_meta(&self, id: FlowId) -> Option<FlowMeta> {
-        lock(&self.metas).get(&id).copied()
+        lock(&self.metas).get(id)
+    }
+
+    /// Flows with metadata, and the distinct values they share.
+    #[cfg(test)]
+    pub(crate) fn meta_counts(&self) -> (usize, usize) {
+        let m = lock(&self.metas);
+        (m.len(), m.distinct())
     }
 
     /// Handles a batch of upcalls: one verdict per upcall, in order.
@@ -476,7 +487,7 @@ impl Engine {
             self.table.remove(entry.id());
             return None;
         }
-        let new = lock(&self.metas).insert(entry.id(), x.meta).is_none();
+        let new = lock(&self.metas).insert(entry.id(), &x.meta);
         if new {
             self.counters.installed.fetch_add(1, Relaxed);
         }
@@ -515,7 +526,7 @@ impl Engine {
     fn replace(&self, old: &Arc<FlowEntry>, x: &Xlation) -> Option<FlowId> {
         let owner = self.table.owner(old.id());
         self.table.remove(old.id())?;
-        lock(&self.metas).remove(&old.id());
+        lock(&self.metas).remove(old.id());
         let actions = lock(&self.actions).get(&x.actions);
         let (mf, used) = (old.megaflow(), old.used());
         let put = match owner {
@@ -524,7 +535,7 @@ impl Engine {
         };
         match put {
             Ok(new) => {
-                lock(&self.metas).insert(new.id(), x.meta);
+                lock(&self.metas).insert(new.id(), &x.meta);
                 self.observer.modified(old, &new);
                 Some(new.id())
             }
@@ -537,7 +548,7 @@ impl Engine {
 
     fn delete(&self, entry: &Arc<FlowEntry>, reason: DeleteReason) {
         if self.table.remove(entry.id()).is_some() {
-            lock(&self.metas).remove(&entry.id());
+            lock(&self.metas).remove(entry.id());
             self.observer.deleted(entry, reason);
         }
     }

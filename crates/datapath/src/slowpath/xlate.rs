@@ -26,7 +26,7 @@ pub struct RuleRef {
 
 /// The station a flow's packets show (their source MAC at their ingress), which NORMAL
 /// learns on the upcall and refreshes while the flow is used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LearnRef {
     /// The ingress network.
     pub network: NetworkId,
@@ -36,8 +36,9 @@ pub struct LearnRef {
     pub location: Location,
 }
 
-/// What the slow path keeps about an installed flow to revalidate it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What the slow path keeps about an installed flow to revalidate it. Flows with the
+/// same value share it (the engine keeps each distinct value once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct FlowMeta {
     /// The winning rule; `None` when no rule matched (dropped).
     pub rule: Option<RuleRef>,

@@ -60,7 +60,7 @@ fn bad(field: &str, value: &str) -> ParseError {
 }
 
 /// A MAC address in the usual colon form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Mac(pub [u8; 6]);
 
 impl Display for Mac {

@@ -26,13 +26,7 @@ impl Engine {
             report.flows += flows.len();
             let kept = self.delete_idle(flows, now, &mut report);
             live += kept.len();
-            let used: Vec<(u64, FlowMeta)> = {
-                let metas = lock(&self.metas);
-                kept.iter()
-                    .filter(|e| e.used() > since)
-                    .filter_map(|e| metas.get(&e.id()).map(|m| (e.used(), *m)))
-                    .collect()
-            };
+            let used = self.used_metas(&kept, since);
             let sp = self.read();
             for (used, m) in &used {
                 sp.refresh(m, Duration::from_millis(*used));
@@ -46,7 +40,7 @@ impl Engine {
                 let metas = lock(&self.metas);
                 let live: Vec<(Arc<FlowEntry>, FlowMeta)> = flows
                     .iter()
-                    .map(|e| (e.clone(), metas.get(&e.id()).copied().unwrap_or_default()))
+                    .map(|e| (e.clone(), metas.get(e.id()).unwrap_or_default()))
                     .collect();
                 drop(metas);
                 self.revalidate(&live, &set, now, &mut report);
@@ -94,13 +88,32 @@ impl Engine {
         live
     }
 
+    /// The metadata of the flows used after `since`, once per distinct value (flows
+    /// share it: see [`Metas`]) with the latest `used` of its flows: refreshing a
+    /// station moves its age to the latest of the times it is given, so once with the
+    /// latest is the same as once per flow.
+    fn used_metas(&self, flows: &[Arc<FlowEntry>], since: u64) -> Vec<(u64, FlowMeta)> {
+        let metas = lock(&self.metas);
+        let mut latest: FastMap<u32, u64> = FastMap::default();
+        for e in flows.iter().filter(|e| e.used() > since) {
+            if let Some(i) = metas.index_of(e.id()) {
+                let t = latest.entry(i).or_default();
+                *t = (*t).max(e.used());
+            }
+        }
+        latest
+            .into_iter()
+            .filter_map(|(i, used)| Some((used, metas.value(i)?)))
+            .collect()
+    }
+
     /// Forgets the metadata of flows removed behind the slow path's back (e.g. a
     /// flush), once the walk found fewer live flows than metadata, but not that of
     /// flows installed since.
     fn forget_metas(&self, live: usize) {
         let mut metas = lock(&self.metas);
         if metas.len() > live {
-            metas.retain(|id, _| self.table.get(*id).is_some());
+            metas.retain(|id| self.table.get(id).is_some());
         }
     }
 

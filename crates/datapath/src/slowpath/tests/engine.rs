@@ -222,6 +222,48 @@ fn rule_changes_fix_or_delete_flows() {
     );
 }
 
+/// The engine's metadata agrees with the table: one per flow, its distinct values those
+/// of the flows (each kept once).
+fn assert_metas_match_the_table(e: &Engine) -> (usize, usize) {
+    let mut distinct: Vec<FlowMeta> = Vec::new();
+    let flows = e.table().snapshot();
+    for f in &flows {
+        let m = e.flow_meta(f.id()).expect("every flow has metadata");
+        if !distinct.contains(&m) {
+            distinct.push(m);
+        }
+    }
+    assert_eq!(e.meta_counts(), (flows.len(), distinct.len()));
+    (flows.len(), distinct.len())
+}
+
+#[test]
+fn flows_share_their_stations_metadata_until_the_last_goes() {
+    let (e, _rec) = engine(100);
+    // Station a on port 1 to 10 destinations, station b on port 2 to 5: unknown
+    // unicast, flooded; each station's flows carry the same metadata.
+    for i in 0..10 {
+        e.handle(vec![up(frame(1, mac(0xa), mac(0x10 + i)))], secs(0));
+    }
+    for i in 0..5 {
+        e.handle(vec![up(frame(2, mac(0xb), mac(0x30 + i)))], secs(0));
+    }
+    assert_eq!(assert_metas_match_the_table(&e), (15, 2));
+    // Station a moves to port 2: its port-1 flows must be learned again (deleted), the
+    // new one carries the moved station (another value).
+    e.handle(vec![up(frame(2, mac(0xa), mac(0x40)))], secs(1));
+    let r = e.sweep(secs(1));
+    assert_eq!(r.stale, 10, "{r:?}");
+    assert_eq!(assert_metas_match_the_table(&e), (6, 2));
+    let moved = e.table().lookup(&frame(2, mac(0xa), mac(0x40))).unwrap();
+    let learn = e.flow_meta(moved.id()).unwrap().learn.unwrap();
+    let port2 = Location::Local(Attachment::untagged(PortId(2)));
+    assert_eq!((learn.mac, learn.location), (mac(0xa), port2));
+    // Idle: every flow goes, and with the last of each station's flows its value.
+    assert_eq!(e.sweep(secs(30)).idle, 6);
+    assert_eq!(assert_metas_match_the_table(&e), (0, 0));
+}
+
 #[test]
 fn idle_flows_are_deleted_unless_offload_keeps_them_used() {
     let (e, rec) = engine(100);
