@@ -524,6 +524,7 @@ mod tests {
         for name in [
             "rx_packets",
             "cache_hits",
+            "tunnel_super_frames",
             "tx_dropped",
             "flows_evicted",
             "offload_backlog",
@@ -537,10 +538,10 @@ mod tests {
         ] {
             assert!(b.other.contains_key(name), "{name}");
         }
-        assert_eq!(b.other.len(), 26 + 7 + 6 + 8 + 6 + 1);
+        assert_eq!(b.other.len(), 27 + 7 + 6 + 8 + 6 + 1);
         // Without offload nor EVPN: none of theirs.
         let bare = Snapshot::default().body();
         assert!(bare.migrations_by_kind.is_empty());
-        assert_eq!(bare.other.len(), 26 + 6 + 6);
+        assert_eq!(bare.other.len(), 27 + 6 + 6);
     }
 }
