@@ -140,7 +140,7 @@ fn encap_as_tunnel_super(
                 outer_l4: (overhead - vxlan::HEADER_LEN - crate::wire::udp::HEADER_LEN) as u16,
                 inner_l3: at(lay.l3),
                 outer_v6: matches!(outer.dst_ip, IpAddr::V6(_)),
-                outer_csum: vxlan::tunnel_segmentation_csum(&outer),
+                outer_csum: vxlan::outer_udp_csum(&outer),
             }),
             ..g
         }),
@@ -170,10 +170,13 @@ fn encap_as_tunnel_super(
             failed = true;
             return 0;
         }
-        vxlan::encapsulate_for_tunnel_segmentation(slot, inner.len(), &outer).unwrap_or_else(|_| {
-            failed = true;
-            0
-        })
+        match vxlan::tunnel_segmentation_headers(slot, inner.len(), &outer) {
+            Ok(n) => n + inner.len(),
+            Err(_) => {
+                failed = true;
+                0
+            }
+        }
     };
     if !sink.send_with(path.route.egress, overhead + inner.len(), offload, fill) {
         return Some(if failed { Sent::Invalid } else { Sent::Refused });

@@ -86,18 +86,17 @@ fn run_frame(
     (sink, ex.stats)
 }
 
-/// Runs `actions` on `frame` with `offload` from port 1, into ports that take
-/// offload metadata if `offloads`.
-fn run_offload(
+/// Runs `actions` on `frame` with `offload` from port 1 (flow hash 42) into `sink`;
+/// the executor after.
+fn run_into(
     actions: &str,
     resolver: &StaticResolver,
     frame: &[u8],
     offload: Offload,
-    offloads: bool,
-) -> (Collect, ExecStats) {
+    sink: &mut dyn PacketSink,
+) -> Executor {
     let a: Actions = actions.parse().unwrap();
     let mut ex = Executor::new();
-    let mut sink = Collect(Vec::new(), Vec::new(), offloads);
     let env = ExecEnv {
         resolver,
         tunnel_port: Some(PortId(9)),
@@ -108,7 +107,21 @@ fn run_offload(
         offload,
         flow_hash: 42,
     };
-    ex.execute(pkt, a.as_slice(), &env, &mut sink);
+    ex.execute(pkt, a.as_slice(), &env, sink);
+    ex
+}
+
+/// Runs `actions` on `frame` with `offload` from port 1, into ports that take
+/// offload metadata if `offloads`.
+fn run_offload(
+    actions: &str,
+    resolver: &StaticResolver,
+    frame: &[u8],
+    offload: Offload,
+    offloads: bool,
+) -> (Collect, ExecStats) {
+    let mut sink = Collect(Vec::new(), Vec::new(), offloads);
+    let ex = run_into(actions, resolver, frame, offload, &mut sink);
     (sink, ex.stats)
 }
 
@@ -315,6 +328,21 @@ impl PacketSink for Cutting {
     }
 }
 
+/// Runs `actions` on `frame` with `offload` from port 1 (flow hash 42) into ports that
+/// take metadata, UDP super-frames if `udp`, UDP-tunnel super-frames if `tunnel`; what
+/// they got, and the executor after.
+fn run_cutting(
+    actions: &str,
+    frame: &[u8],
+    offload: Offload,
+    udp: bool,
+    tunnel: bool,
+) -> (Collect, Executor) {
+    let mut sink = Cutting(Collect(Vec::new(), Vec::new(), true), udp, tunnel);
+    let ex = run_into(actions, &resolver(1500), frame, offload, &mut sink);
+    (sink.0, ex)
+}
+
 /// To an uplink that takes UDP super-frames, VXLAN output hands over the VXLAN
 /// packets of a super-frame as few datagrams for the kernel to cut: cut as the
 /// kernel would ([`Segmenter`] on UDP), they are the very packets written one by one
@@ -328,21 +356,8 @@ fn vxlan_output_hands_segments_to_udp_segmentation_as_one_datagram() {
     ] {
         let (f, o) = tso_frame(v6, &[], payload, 1354);
         let (one_by_one, _) = run_offload(tun, &resolver(1500), &f, o, true);
-        let a: Actions = tun.parse().unwrap();
-        let mut ex = Executor::new();
-        let mut sink = Cutting(Collect(Vec::new(), Vec::new(), true), true, false);
-        let env = ExecEnv {
-            resolver: &resolver(1500),
-            tunnel_port: Some(PortId(9)),
-            in_port: Some(PortId(1)),
-        };
-        let pkt = Packet {
-            frame: &f,
-            offload: o,
-            flow_hash: 42,
-        };
-        ex.execute(pkt, a.as_slice(), &env, &mut sink);
-        let (sent, offloads) = (&sink.0.0, &sink.0.1);
+        let (sink, ex) = run_cutting(tun, &f, o, true, false);
+        let (sent, offloads) = (&sink.0, &sink.1);
         assert_eq!(sent.len(), frames, "payload {payload}");
         assert_eq!(ex.stats.udp_super_frames, frames as u64);
         assert_eq!(ex.stats.gso_segments, one_by_one.0.len() as u64);
@@ -414,24 +429,11 @@ fn vxlan_output_hands_tcp_super_frames_to_tunnel_segmentation_whole() {
         } else {
             (f.clone(), o)
         };
-        let a: Actions = tun.parse().unwrap();
-        let mut ex = Executor::new();
-        let mut sink = Cutting(Collect(Vec::new(), Vec::new(), true), true, true);
-        let env = ExecEnv {
-            resolver: &resolver(1500),
-            tunnel_port: Some(PortId(9)),
-            in_port: Some(PortId(1)),
-        };
-        let pkt = Packet {
-            frame: &input,
-            offload: o_in,
-            flow_hash: 42,
-        };
-        ex.execute(pkt, a.as_slice(), &env, &mut sink);
+        let (sink, ex) = run_cutting(tun, &input, o_in, true, true);
         assert_eq!(ex.stats.tunnel_super_frames, 1);
         assert_eq!((ex.stats.gso_segmented, ex.stats.udp_super_frames), (0, 0));
-        let ((port, frame), out) = (&sink.0.0[0], sink.0.1[0]);
-        assert_eq!((*port, sink.0.0.len()), (PortId(2), 1));
+        let ((port, frame), out) = (&sink.0[0], sink.1[0]);
+        assert_eq!((*port, sink.0.len()), (PortId(2), 1));
         let over = if v6 { 70 } else { 50 };
         assert_eq!(
             &frame[over..],
@@ -472,24 +474,7 @@ fn vxlan_output_hands_tcp_super_frames_to_tunnel_segmentation_whole() {
     }
     // Past 64 KiB with its outer headers: segmented here.
     let (f, o) = tso_frame(false, &[], 65_440, 1354);
-    let a: Actions = TUN4.parse().unwrap();
-    let mut ex = Executor::new();
-    let mut sink = Cutting(Collect(Vec::new(), Vec::new(), true), false, true);
-    let env = ExecEnv {
-        resolver: &resolver(1500),
-        tunnel_port: Some(PortId(9)),
-        in_port: Some(PortId(1)),
-    };
-    ex.execute(
-        Packet {
-            frame: &f,
-            offload: o,
-            flow_hash: 42,
-        },
-        a.as_slice(),
-        &env,
-        &mut sink,
-    );
+    let (_, ex) = run_cutting(TUN4, &f, o, false, true);
     assert_eq!(
         (ex.stats.tunnel_super_frames, ex.stats.gso_segmented),
         (0, 1)

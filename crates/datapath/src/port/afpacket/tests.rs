@@ -611,7 +611,7 @@ fn kernel_releases_compare_by_major_and_minor() {
 /// valid checksum (the socket would drop a bad one) and its own VXLAN header.
 #[test]
 fn a_udp_super_frame_reaches_the_peer_as_its_vxlan_datagrams() {
-    use crate::wire::vxlan::{self, OuterHeaders};
+    use crate::wire::vxlan;
     use crate::wire::{Gso, GsoKind};
     let ran = in_veth_netns(|| {
         ip("addr add 10.99.0.1/24 dev fdr0");
@@ -624,20 +624,7 @@ fn a_udp_super_frame_reaches_the_peer_as_its_vxlan_datagrams() {
             tx.udp_segmentation(),
             "this kernel takes UDP_L4 through AF_PACKET"
         );
-        let outer = OuterHeaders {
-            src_mac: tx.mac(),
-            dst_mac: rx.mac(),
-            src_ip: "10.99.0.2".parse().unwrap(),
-            dst_ip: "10.99.0.1".parse().unwrap(),
-            tos: 0,
-            ttl: 64,
-            df: true,
-            ident: 7,
-            udp_src: 50000,
-            udp_dst: 4789,
-            vni: 42,
-            udp_csum: false,
-        };
+        let outer = outer_v4(tx.mac(), rx.mac());
         // Three units of 1000 bytes and a last one of 300: VXLAN header + payload.
         let unit = 1000;
         let lens = [unit, unit, unit, 300];
@@ -738,20 +725,7 @@ fn a_udp_tunnel_super_frame_enters_the_tap_whole() {
         assert!(inj.name().starts_with("flowdgso"), "{}", inj.name());
         let mut rx = AfPacketPort::open_with(inj.name(), 16, RxMode::Recvmmsg).expect("tap");
         let (inner, _, o) = tso(false, &[], 20_000, crate::wire::tcp::flags::ACK, 1448);
-        let outer = crate::wire::vxlan::OuterHeaders {
-            src_mac: SRC_MAC,
-            dst_mac: [2, 0, 0, 0, 0, 9],
-            src_ip: "10.0.0.1".parse().unwrap(),
-            dst_ip: "10.0.0.2".parse().unwrap(),
-            tos: 0,
-            ttl: 64,
-            df: true,
-            ident: 1,
-            udp_src: 50_000,
-            udp_dst: 4789,
-            vni: 16,
-            udp_csum: false,
-        };
+        let outer = outer_v4(SRC_MAC, [2, 0, 0, 0, 0, 9]);
         let mut hdr = [0u8; 70];
         let n = crate::wire::vxlan::tunnel_segmentation_headers(&mut hdr, inner.len(), &outer)
             .expect("headers");
@@ -792,5 +766,24 @@ fn a_udp_tunnel_super_frame_enters_the_tap_whole() {
     });
     if !ran {
         eprintln!("skipped: needs root and iproute2");
+    }
+}
+
+/// VXLAN over IPv4 from `src` to `dst` (10.99.0.2 -> 10.99.0.1, VNI 42, DF, no outer
+/// UDP checksum).
+fn outer_v4(src: [u8; 6], dst: [u8; 6]) -> crate::wire::vxlan::OuterHeaders {
+    crate::wire::vxlan::OuterHeaders {
+        src_mac: src,
+        dst_mac: dst,
+        src_ip: "10.99.0.2".parse().unwrap(),
+        dst_ip: "10.99.0.1".parse().unwrap(),
+        tos: 0,
+        ttl: 64,
+        df: true,
+        ident: 7,
+        udp_src: 50000,
+        udp_dst: 4789,
+        vni: 42,
+        udp_csum: false,
     }
 }

@@ -241,7 +241,7 @@ pub fn encapsulate_in_place(
     inner_len: usize,
     outer: &OuterHeaders,
 ) -> Result<usize> {
-    let csum = if outer.udp_csum || matches!(outer.dst_ip, IpAddr::V6(_)) {
+    let csum = if outer_udp_csum(outer) {
         OuterCsum::Full
     } else {
         OuterCsum::Zero
@@ -268,28 +268,13 @@ pub fn encapsulate_for_segmentation(
     Ok((n, PartialCsum { start, offset: 6 }))
 }
 
-/// Writes `outer` headers in front of an inner super-frame of `inner_len` bytes already
-/// in place at `out[overhead(outer)..]`, for the kernel's UDP-tunnel segmentation to cut
-/// (see [`super::vnet::TunnelGso`]): the lengths cover the whole frame (each segment's
-/// are set after the cut), and the outer UDP checksum is the pseudo-header's sum where
-/// one is to be computed per segment (`outer.udp_csum`, and always over IPv6), else 0.
-/// Returns the frame's length. Errors as [`encapsulate`]'s.
-pub fn encapsulate_for_tunnel_segmentation(
-    out: &mut [u8],
-    inner_len: usize,
-    outer: &OuterHeaders,
-) -> Result<usize> {
-    let how = if tunnel_segmentation_csum(outer) {
-        OuterCsum::Partial
-    } else {
-        OuterCsum::Zero
-    };
-    write_outer(out, inner_len, outer, how)
-}
-
-/// As [`encapsulate_for_tunnel_segmentation`], writing only the outer headers, into
-/// `headers` (at least [`overhead`] bytes), for an inner super-frame of `inner_len`
-/// bytes sent from where it lies; the headers' length.
+/// Writes the outer headers of `outer` into `headers` (at least [`overhead`] bytes; the
+/// inner super-frame of `inner_len` bytes follows them, there or in a buffer of its own)
+/// for the kernel's UDP-tunnel segmentation to cut (see [`super::vnet::TunnelGso`]): the
+/// lengths cover the whole frame (each segment's are set after the cut), and the outer
+/// UDP checksum is the pseudo-header's sum where one is to be computed per segment
+/// ([`outer_udp_csum`]), else 0. Returns the headers' length. Errors as
+/// [`encapsulate`]'s.
 pub fn tunnel_segmentation_headers(
     headers: &mut [u8],
     inner_len: usize,
@@ -298,15 +283,15 @@ pub fn tunnel_segmentation_headers(
     let overhead = overhead(outer)?;
     let h = headers.get_mut(..overhead).ok_or(Error::BufferTooSmall)?;
     let (udp_start, udp_len) = emit_outer(h, inner_len, outer)?;
-    if tunnel_segmentation_csum(outer) {
+    if outer_udp_csum(outer) {
         set_outer_csum(&mut h[udp_start..], udp_len, outer, OuterCsum::Partial);
     }
     Ok(overhead)
 }
 
-/// Whether the segments [`encapsulate_for_tunnel_segmentation`] prepares carry an outer
-/// UDP checksum: where `outer.udp_csum` asks for one, and always over IPv6.
-pub fn tunnel_segmentation_csum(outer: &OuterHeaders) -> bool {
+/// Whether packets on `outer`'s path carry an outer UDP checksum: where `outer.udp_csum`
+/// asks for one, and always over IPv6.
+pub fn outer_udp_csum(outer: &OuterHeaders) -> bool {
     outer.udp_csum || matches!(outer.dst_ip, IpAddr::V6(_))
 }
 
