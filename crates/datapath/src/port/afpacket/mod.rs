@@ -693,8 +693,8 @@ impl Port for AfPacketPort {
             tx_dropped: self.tx_dropped,
             errors: self.errors,
             down: self.gone,
-            ring_frames: self.ring.as_ref().map_or(0, |r| r.frames as u32),
-            ring_frame_size: self.ring.as_ref().map_or(0, |r| r.frame_size as u32),
+            ring_frames: self.ring.as_ref().map_or(0, |r| r.map.frames() as u32),
+            ring_frame_size: self.ring.as_ref().map_or(0, |r| r.map.frame_size() as u32),
             ring_mtu: self.ring_mtu().unwrap_or(0),
             // Counted by the datapath.
             rx_malformed: 0,

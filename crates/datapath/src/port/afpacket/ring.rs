@@ -8,7 +8,7 @@ use super::sys::*;
 use crate::port::PacketBatch;
 use crate::wire::vnet;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 /// Bytes the kernel puts before the MAC header in a TPACKET_V2 frame of a raw socket:
 /// `TPACKET_ALIGN(TPACKET2_HDRLEN + 16)` = 80, minus the 14-byte Ethernet header; the
@@ -27,11 +27,7 @@ pub(super) const RING_BLOCK: usize = 64 << 10;
 pub(super) fn ring_geometry(mtu: u32, page: usize, vnet: bool, bytes: usize) -> TpacketReq {
     let vnet = if vnet { vnet::HEADER_LEN } else { 0 };
     let need = RING_MAC_OFFSET + vnet + mtu as usize + 14 + 8;
-    let frame = if need <= page {
-        need.next_power_of_two()
-    } else {
-        need.next_multiple_of(page)
-    };
+    let frame = ring_frame_size(need, page);
     let per_block = RING_BLOCK.div_ceil(frame).max(1);
     let block = frame * per_block;
     let blocks = (bytes / block)
@@ -47,12 +43,7 @@ pub(super) fn ring_geometry(mtu: u32, page: usize, vnet: bool, bytes: usize) -> 
 
 /// A TPACKET_V2 receive ring mapped from the socket.
 pub(super) struct RxRing {
-    pub(super) base: *mut u8,
-    pub(super) map_len: usize,
-    pub(super) frame_size: usize,
-    pub(super) frames_per_block: usize,
-    pub(super) block_size: usize,
-    pub(super) frames: usize,
+    pub(super) map: RingMap,
     /// The MTU the frames were sized for.
     pub(super) mtu: u32,
     /// The next frame to read.
@@ -65,44 +56,18 @@ impl RxRing {
     pub(super) fn setup(fd: i32, mtu: u32, vnet: bool, bytes: usize) -> Option<Self> {
         let req = ring_geometry(mtu, page_size(), vnet, bytes);
         setsockopt_int(fd, PACKET_VERSION, TPACKET_V2).ok()?;
-        let (base, map_len) = map_ring(fd, PACKET_RX_RING, &req).ok()?;
-        Some(Self {
-            base,
-            map_len,
-            frame_size: req.tp_frame_size as usize,
-            frames_per_block: (req.tp_block_size / req.tp_frame_size) as usize,
-            block_size: req.tp_block_size as usize,
-            frames: req.tp_frame_nr as usize,
-            mtu,
-            head: 0,
-        })
-    }
-
-    /// The first byte of frame `i` (< `frames`): frames never straddle blocks.
-    fn frame(&self, i: usize) -> *mut u8 {
-        let off = (i / self.frames_per_block) * self.block_size
-            + (i % self.frames_per_block) * self.frame_size;
-        // SAFETY: `off + frame_size <= map_len` by construction of the geometry, so the
-        // pointer stays inside the mapping.
-        unsafe { self.base.add(off) }
-    }
-
-    /// The status word of the frame at `f` (from [`Self::frame`]), shared with the kernel.
-    fn status(&self, f: *mut u8) -> &AtomicU32 {
-        // SAFETY: `f` is a frame start inside the mapping (16-byte aligned: the mapping is
-        // page aligned and frame and block sizes are multiples of 16), which lives as long
-        // as `self`; the kernel accesses the word with word-sized accesses and barriers.
-        unsafe { AtomicU32::from_ptr(f.cast()) }
+        let map = map_ring(fd, PACKET_RX_RING, &req).ok()?;
+        Some(Self { map, mtu, head: 0 })
     }
 
     /// The frame at the head of the ring, if the kernel handed it over: its start and
     /// its header (read once: the frame is ours until [`Self::release`]).
     fn peek(&self) -> Option<(*mut u8, u32, Tpacket2Hdr)> {
-        let f = self.frame(self.head);
-        let status = self.status(f).load(Ordering::Acquire);
+        let status = self.map.status(self.head).load(Ordering::Acquire);
         if status & TP_STATUS_USER == 0 {
             return None;
         }
+        let f = self.map.frame(self.head);
         // SAFETY: the frame is ours until we store TP_STATUS_KERNEL (the kernel does not
         // write it meanwhile; the Acquire load orders its writes before our reads); the
         // header lies at the aligned start of the frame.
@@ -112,25 +77,13 @@ impl RxRing {
 
     /// Hands the head frame back to the kernel and moves to the next.
     fn release(&mut self) {
-        let f = self.frame(self.head);
-        self.status(f).store(TP_STATUS_KERNEL, Ordering::Release);
-        self.head = if self.head + 1 == self.frames {
-            0
-        } else {
-            self.head + 1
-        };
+        self.map
+            .status(self.head)
+            .store(TP_STATUS_KERNEL, Ordering::Release);
+        self.head = self.map.next(self.head);
     }
 }
 
-impl Drop for RxRing {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `setup`; no reference into it
-        // outlives the ring.
-        unsafe {
-            libc::munmap(self.base.cast(), self.map_len);
-        }
-    }
-}
 impl AfPacketPort {
     /// Receives through the ring: copies the frames the kernel handed over into `batch`
     /// (as many as it has room for), handing each back at once. A frame too large for a
@@ -158,7 +111,9 @@ impl AfPacketPort {
             }
             // Lengths come from the kernel but are bounded against the frame anyway.
             let in_frame = mac >= std::mem::size_of::<Tpacket2Hdr>() + vnet_len
-                && mac.checked_add(snap).is_some_and(|e| e <= ring.frame_size);
+                && mac
+                    .checked_add(snap)
+                    .is_some_and(|e| e <= ring.map.frame_size());
             if in_frame && len == snap && !batch.fits(snap) && snap <= batch.max_frame() {
                 break; // the next batch takes it
             }

@@ -5,6 +5,7 @@
 use super::PortError;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::AtomicU32;
 
 pub(super) const PACKET_AUXDATA: libc::c_int = 8;
 pub(super) const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
@@ -309,16 +310,86 @@ pub(super) fn page_size() -> usize {
     }
 }
 
+/// The size of a ring frame that holds `need` bytes with pages of `page` bytes: a power
+/// of two up to a page, whole pages past it (frames never straddle blocks, and the
+/// kernel wants 16-byte-aligned frames).
+pub(super) fn ring_frame_size(need: usize, page: usize) -> usize {
+    if need <= page {
+        need.next_power_of_two()
+    } else {
+        need.next_multiple_of(page)
+    }
+}
+
+/// A TPACKET ring mapped from its socket ([`map_ring`]): its frames by index, unmapped
+/// on drop. The receive and the transmit ring each hold one.
+pub(super) struct RingMap {
+    base: *mut u8,
+    len: usize,
+    frame_size: usize,
+    frames_per_block: usize,
+    block_size: usize,
+    frames: usize,
+}
+
+impl RingMap {
+    /// Bytes per frame.
+    pub(super) fn frame_size(&self) -> usize {
+        self.frame_size
+    }
+
+    /// Frames in the ring.
+    pub(super) fn frames(&self) -> usize {
+        self.frames
+    }
+
+    /// The first byte of frame `i` (< `frames`): frames never straddle blocks.
+    pub(super) fn frame(&self, i: usize) -> *mut u8 {
+        let off = (i / self.frames_per_block) * self.block_size
+            + (i % self.frames_per_block) * self.frame_size;
+        // SAFETY: `off + frame_size <= len` by construction of the geometry, so the
+        // pointer stays inside the mapping.
+        unsafe { self.base.add(off) }
+    }
+
+    /// The status word of frame `i`, shared with the kernel.
+    pub(super) fn status(&self, i: usize) -> &AtomicU32 {
+        // SAFETY: a frame start inside the mapping (16-byte aligned: the mapping is page
+        // aligned and frame and block sizes are multiples of 16), which lives as long as
+        // `self`; the kernel accesses the word with word-sized accesses and barriers.
+        unsafe { AtomicU32::from_ptr(self.frame(i).cast()) }
+    }
+
+    /// The frame after `i`, wrapping.
+    pub(super) fn next(&self, i: usize) -> usize {
+        if i + 1 == self.frames { 0 } else { i + 1 }
+    }
+
+    /// The frame before `i`, wrapping.
+    pub(super) fn prev(&self, i: usize) -> usize {
+        if i == 0 { self.frames - 1 } else { i - 1 }
+    }
+}
+
+impl Drop for RingMap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `map_ring` made; no reference into it
+        // outlives the ring that owns it.
+        unsafe {
+            libc::munmap(self.base.cast(), self.len);
+        }
+    }
+}
+
 /// Asks the kernel for a TPACKET ring of geometry `req` on `fd` (`opt`:
-/// `PACKET_RX_RING` or `PACKET_TX_RING`; the version set first) and maps it: the
-/// mapping's base and length, to unmap in the owner's `Drop`. On failure, the failed
-/// step's name and error; a ring the kernel allocated but that could not be mapped is
-/// released (a zero request), so the socket works without one.
+/// `PACKET_RX_RING` or `PACKET_TX_RING`; the version set first) and maps it. On failure,
+/// the failed step's name and error; a ring the kernel allocated but that could not be
+/// mapped is released (a zero request), so the socket works without one.
 pub(super) fn map_ring(
     fd: i32,
     opt: libc::c_int,
     req: &TpacketReq,
-) -> Result<(*mut u8, usize), (&'static str, io::Error)> {
+) -> Result<RingMap, (&'static str, io::Error)> {
     let request = |req: &TpacketReq| {
         // SAFETY: `req` outlives the call and its size is passed.
         unsafe {
@@ -358,5 +429,12 @@ pub(super) fn map_ring(
         request(&TpacketReq::default());
         return Err(("mmap", e));
     }
-    Ok((base.cast(), map_len))
+    Ok(RingMap {
+        base: base.cast(),
+        len: map_len,
+        frame_size: req.tp_frame_size as usize,
+        frames_per_block: (req.tp_block_size / req.tp_frame_size) as usize,
+        block_size: req.tp_block_size as usize,
+        frames: req.tp_frame_nr as usize,
+    })
 }

@@ -9,7 +9,7 @@ use crate::port::{PacketBatch, PortError};
 use crate::wire::{GsoKind, Offload, vnet};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 /// Frames in a transmit ring: 8 batches of 32 (512 KiB at MTU 1500).
 pub(super) const TX_RING_FRAMES: usize = 256;
@@ -44,11 +44,7 @@ impl TxMode {
 /// VLAN tags, rounded as the receive ring's are; blocks of about 64 KiB.
 pub(super) fn tx_ring_geometry(mtu: u32, page: usize) -> TpacketReq {
     let need = TX_DATA_OFFSET + vnet::HEADER_LEN + mtu as usize + 14 + 8;
-    let frame = if need <= page {
-        need.next_power_of_two()
-    } else {
-        need.next_multiple_of(page)
-    };
+    let frame = ring_frame_size(need, page);
     let per_block = (super::ring::RING_BLOCK / frame).max(1);
     let blocks = TX_RING_FRAMES.div_ceil(per_block);
     TpacketReq {
@@ -61,13 +57,9 @@ pub(super) fn tx_ring_geometry(mtu: u32, page: usize) -> TpacketReq {
 
 /// A transmit ring on its own socket, bound to the port's device.
 pub(super) struct TxRing {
+    /// Declared before the socket: unmapped before it is closed.
+    map: RingMap,
     fd: OwnedFd,
-    base: *mut u8,
-    map_len: usize,
-    frame_size: usize,
-    frames_per_block: usize,
-    block_size: usize,
-    frames: usize,
     /// The next frame to fill.
     head: usize,
     /// The first frame filled and not yet taken by the kernel.
@@ -103,16 +95,10 @@ impl TxRing {
             setsockopt_int(raw, PACKET_QDISC_BYPASS, 1).map_err(err("PACKET_QDISC_BYPASS"))?;
         }
         let req = tx_ring_geometry(mtu, page_size());
-        let (base, map_len) =
-            map_ring(raw, PACKET_TX_RING, &req).map_err(|(op, e)| sys_io(op, name, e))?;
+        let map = map_ring(raw, PACKET_TX_RING, &req).map_err(|(op, e)| sys_io(op, name, e))?;
         let ring = Self {
+            map,
             fd,
-            base,
-            map_len,
-            frame_size: req.tp_frame_size as usize,
-            frames_per_block: (req.tp_block_size / req.tp_frame_size) as usize,
-            block_size: req.tp_block_size as usize,
-            frames: req.tp_frame_nr as usize,
             head: 0,
             khead: 0,
             queued: 0,
@@ -124,43 +110,24 @@ impl TxRing {
 
     /// Frames in the ring.
     pub(super) fn frames(&self) -> usize {
-        self.frames
+        self.map.frames()
     }
 
     /// The largest frame a ring frame holds.
     pub(super) fn max_frame(&self) -> usize {
-        self.frame_size - TX_DATA_OFFSET - self.vnet_len
-    }
-
-    /// The first byte of frame `i` (< `frames`).
-    fn frame(&self, i: usize) -> *mut u8 {
-        let off = (i / self.frames_per_block) * self.block_size
-            + (i % self.frames_per_block) * self.frame_size;
-        // SAFETY: `off + frame_size <= map_len` by the geometry.
-        unsafe { self.base.add(off) }
-    }
-
-    /// The status word of frame `i`, shared with the kernel.
-    fn status(&self, i: usize) -> &AtomicU32 {
-        // SAFETY: a frame start inside the mapping (16-byte aligned: page-aligned
-        // mapping, frame and block sizes multiples of 16), alive as long as `self`.
-        unsafe { AtomicU32::from_ptr(self.frame(i).cast()) }
-    }
-
-    fn next(&self, i: usize) -> usize {
-        if i + 1 == self.frames { 0 } else { i + 1 }
+        self.map.frame_size() - TX_DATA_OFFSET - self.vnet_len
     }
 
     /// Fills the head frame with `hdr` (a vnet header, used if the socket has them) and
     /// `frame` (at most [`Self::max_frame`] bytes); false if the head frame is still
     /// the kernel's (the ring is full).
     pub(super) fn push(&mut self, hdr: &[u8; vnet::HEADER_LEN], frame: &[u8]) -> bool {
-        let st = self.status(self.head).load(Ordering::Acquire);
+        let st = self.map.status(self.head).load(Ordering::Acquire);
         let busy = TP_STATUS_SEND_REQUEST | TP_STATUS_SENDING | TP_STATUS_WRONG_FORMAT;
         if st & busy != 0 || frame.len() > self.max_frame() {
             return false;
         }
-        let f = self.frame(self.head);
+        let f = self.map.frame(self.head);
         let total = self.vnet_len + frame.len();
         // The header length says how much of the frame the kernel copies into the skb
         // (`tpacket_fill_skb`); it attaches the rest as references to the ring's pages,
@@ -179,9 +146,10 @@ impl TxRing {
             std::ptr::copy_nonoverlapping(frame.as_ptr(), data.add(self.vnet_len), frame.len());
             std::ptr::write(f.add(4).cast::<u32>(), total as u32);
         }
-        self.status(self.head)
+        self.map
+            .status(self.head)
             .store(TP_STATUS_SEND_REQUEST, Ordering::Release);
-        self.head = self.next(self.head);
+        self.head = self.map.next(self.head);
         self.queued += 1;
         true
     }
@@ -200,17 +168,17 @@ impl TxRing {
         // The kernel took the frames from `khead` on that are no longer SEND_REQUEST.
         let (mut taken, mut bytes, mut largest) = (0usize, 0usize, 0usize);
         while self.queued > 0
-            && self.status(self.khead).load(Ordering::Acquire) != TP_STATUS_SEND_REQUEST
+            && self.map.status(self.khead).load(Ordering::Acquire) != TP_STATUS_SEND_REQUEST
         {
             // SAFETY: `tp_len` (written by us, read-only for the kernel) of a frame
             // inside the mapping.
-            let len = unsafe { std::ptr::read(self.frame(self.khead).add(4).cast::<u32>()) };
+            let len = unsafe { std::ptr::read(self.map.frame(self.khead).add(4).cast::<u32>()) };
             let len = (len as usize).saturating_sub(self.vnet_len);
             bytes += len;
             largest = largest.max(len);
             taken += 1;
             self.queued -= 1;
-            self.khead = self.next(self.khead);
+            self.khead = self.map.next(self.khead);
         }
         match err {
             None => {
@@ -231,25 +199,13 @@ impl TxRing {
     pub(super) fn reclaim(&mut self) -> usize {
         let n = self.queued;
         while self.queued > 0 {
-            self.head = if self.head == 0 {
-                self.frames - 1
-            } else {
-                self.head - 1
-            };
-            self.status(self.head)
+            self.head = self.map.prev(self.head);
+            self.map
+                .status(self.head)
                 .store(TP_STATUS_AVAILABLE, Ordering::Release);
             self.queued -= 1;
         }
         n
-    }
-}
-
-impl Drop for TxRing {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `setup`; nothing points into it.
-        unsafe {
-            libc::munmap(self.base.cast(), self.map_len);
-        }
     }
 }
 
