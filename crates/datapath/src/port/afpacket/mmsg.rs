@@ -230,27 +230,12 @@ impl AfPacketPort {
             return Ok(self.tunnel_sent(r));
         }
         let hdr = offload.to_bytes();
-        let none = libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        };
-        let mut iov = [none; tungso::MAX_PARTS + 1];
-        iov[0] = libc::iovec {
-            iov_base: hdr.as_ptr().cast_mut().cast(),
-            iov_len: hdr.len(),
-        };
-        let n = parts.len().min(tungso::MAX_PARTS);
-        for (v, p) in iov[1..].iter_mut().zip(&parts[..n]) {
-            *v = libc::iovec {
-                iov_base: p.as_ptr().cast_mut().cast(),
-                iov_len: p.len(),
-            };
-        }
+        let (mut iov, n) = tungso::iovecs(&hdr, parts);
         let first = usize::from(!self.vnet);
         // SAFETY: all-zero is a valid msghdr (no name, no control).
         let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
         h.msg_iov = iov[first..].as_mut_ptr();
-        h.msg_iovlen = n + 1 - first;
+        h.msg_iovlen = n - first;
         loop {
             // SAFETY: the header points at iovecs on this stack frame that point at live
             // buffers the kernel only reads.

@@ -153,23 +153,9 @@ impl TunnelInjector {
     /// `offload` as a 24-byte header. Errors as [`Self::write`]'s.
     pub(super) fn write_parts(&self, parts: &[&[u8]], offload: &Offload) -> io::Result<()> {
         let hdr = offload.to_tunnel_bytes();
-        let mut iov = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; MAX_PARTS + 1];
-        iov[0] = libc::iovec {
-            iov_base: hdr.as_ptr().cast_mut().cast(),
-            iov_len: hdr.len(),
-        };
-        let n = parts.len().min(MAX_PARTS);
-        for (v, p) in iov[1..].iter_mut().zip(&parts[..n]) {
-            *v = libc::iovec {
-                iov_base: p.as_ptr().cast_mut().cast(),
-                iov_len: p.len(),
-            };
-        }
+        let (iov, n) = iovecs(&hdr, parts);
         // SAFETY: the iovecs point at live buffers the kernel only reads.
-        let r = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), (n + 1) as i32) };
+        let r = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), n as i32) };
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -179,3 +165,19 @@ impl TunnelInjector {
 
 /// Most parts a frame sent directly is made of (outer headers, inner frame).
 pub(super) const MAX_PARTS: usize = 2;
+
+/// The iovecs of `hdr` followed by `parts` (at most [`MAX_PARTS`] of them), and how many
+/// are used. They point into the buffers given: use them while those live.
+pub(super) fn iovecs(hdr: &[u8], parts: &[&[u8]]) -> ([libc::iovec; MAX_PARTS + 1], usize) {
+    let iovec = |b: &[u8]| libc::iovec {
+        iov_base: b.as_ptr().cast_mut().cast(),
+        iov_len: b.len(),
+    };
+    let mut iov = [iovec(&[]); MAX_PARTS + 1];
+    iov[0] = iovec(hdr);
+    let n = parts.len().min(MAX_PARTS);
+    for (v, p) in iov[1..].iter_mut().zip(&parts[..n]) {
+        *v = iovec(p);
+    }
+    (iov, n + 1)
+}
