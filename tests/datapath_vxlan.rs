@@ -32,18 +32,104 @@ struct Lab {
 
 fn build_lab() -> Lab {
     let (hv, vf, remote) = (Netns::new("fdhv"), Netns::new("fdvf"), Netns::new("fdrm"));
+    plug_vf(&hv, &vf, 1450);
+    // VMs' checksum offload leaves UDP/TCP checksums partial on a veth; ping computes
+    // its own, but keep the VF honest for any traffic.
+    vf.exec("ethtool -K vf0 tx off");
+    common::seed_underlay(&hv, &remote);
+    Lab { hv, vf, remote }
+}
+
+/// The VF (1.1.1.2 in `vf`) and its representor rep0 (in `hv`), both at `mtu`.
+fn plug_vf(hv: &Netns, vf: &Netns, mtu: u32) {
     hv.ip(&format!(
         "link add rep0 type veth peer name vf0 netns {}",
         vf.name
     ));
     vf.ip("addr add 1.1.1.2/24 dev vf0");
-    vf.ip("link set vf0 address e4:11:11:11:11:10 mtu 1450 up");
-    // VMs' checksum offload leaves UDP/TCP checksums partial on a veth; ping computes
-    // its own, but keep the VF honest for any traffic.
-    vf.exec("ethtool -K vf0 tx off");
-    hv.ip("link set rep0 mtu 1450 up");
-    common::seed_underlay(&hv, &remote);
-    Lab { hv, vf, remote }
+    vf.ip(&format!(
+        "link set vf0 address e4:11:11:11:11:10 mtu {mtu} up"
+    ));
+    hv.ip(&format!("link set rep0 mtu {mtu} up"));
+}
+
+/// The underlay the datapath encapsulates over: the local and remote VTEP addresses
+/// (the uplink up0 owns the local one), and whether up0 gets a UDP-tunnel tap.
+struct Underlay {
+    local: &'static str,
+    remote: &'static str,
+    tap: bool,
+}
+
+/// Runs flowd's datapath in `hv` on rep0 and up0 with static flows (rep0 into the VXLAN
+/// tunnel, VNI 16, to `u.remote`; the tunnel back out of rep0) until `stop` is set or
+/// `limit` passes; its statistics at the end.
+fn spawn_datapath(
+    hv: &Netns,
+    u: Underlay,
+    remote_mac: [u8; 6],
+    stop: Arc<AtomicBool>,
+    limit: Duration,
+) -> std::thread::JoinHandle<datapath::dpif::DpStats> {
+    let hv = Netns::borrowed(&hv.name);
+    std::thread::spawn(move || {
+        common::enter(&hv);
+        let rep = AfPacketPort::open("rep0", 32).expect("open rep0");
+        let mut up = AfPacketPort::open("up0", 32).expect("open up0");
+        if u.tap {
+            let tap = datapath::port::TunnelInjector::open().expect("tap");
+            offload::netlink::redirect_ingress(
+                datapath::IfIndex(tap.ifindex()),
+                up.ifindex().expect("ifindex"),
+            )
+            .expect("redirect");
+            up.set_tunnel_injector(tap);
+        }
+        let mut resolver = StaticResolver::new();
+        resolver.insert(
+            u.remote.parse().unwrap(),
+            TunnelRoute {
+                egress: UPLINK,
+                src_ip: u.local.parse().unwrap(),
+                src_mac: up.mac(),
+                dst_mac: remote_mac,
+                mtu: up.mtu() as u16,
+                via: datapath::tunnel::Via::Uplink,
+            },
+        );
+        let cfg = DpConfig {
+            local_vteps: vec![u.local.parse().unwrap()],
+            ..DpConfig::default()
+        };
+        let mut dp = Datapath::new(cfg, Arc::new(resolver), Box::new(DropMisses));
+        dp.add_port(REP, PortRole::Representor, Some(Box::new(rep)));
+        dp.add_port(UPLINK, PortRole::Uplink, Some(Box::new(up)));
+        dp.add_port(TUNNEL, PortRole::Tunnel, None);
+        let (src, dst) = if u.remote.contains(':') {
+            ("ipv6_src", "ipv6_dst")
+        } else {
+            ("src", "dst")
+        };
+        let (local, remote) = (u.local, u.remote);
+        install(
+            &mut dp,
+            1,
+            "in_port(1)",
+            &format!("set(tunnel(tun_id=0x10,{dst}={remote},ttl=64,tp_dst=4789)),3"),
+        );
+        install(
+            &mut dp,
+            2,
+            &format!("tunnel(tun_id=0x10,{src}={remote},{dst}={local}),in_port(3)"),
+            "1",
+        );
+        let start = Instant::now();
+        while !stop.load(Ordering::Relaxed) && start.elapsed() < limit {
+            let now = start.elapsed().as_millis() as u64;
+            dp.run_once(20, now).expect("datapath loop");
+        }
+        dp.stats()
+    })
 }
 
 fn install(dp: &mut Datapath, id: u64, flow: &str, actions: &str) {
@@ -67,51 +153,18 @@ fn ping_through_software_vxlan_against_kernel_vxlan() {
     let lab = build_lab();
     let remote_mac = lab.remote.mac("eth0");
     let stop = Arc::new(AtomicBool::new(false));
-    let (hv_name, stop2) = (lab.hv.name.clone(), stop.clone());
-    let hv = Netns::borrowed(&hv_name.clone());
-    let worker = std::thread::spawn(move || {
-        common::enter(&hv);
-        let rep = AfPacketPort::open("rep0", 32).expect("open rep0");
-        let up = AfPacketPort::open("up0", 32).expect("open up0");
-        let mut resolver = StaticResolver::new();
-        resolver.insert(
-            "192.168.203.56".parse().unwrap(),
-            TunnelRoute {
-                egress: UPLINK,
-                src_ip: "192.168.203.51".parse().unwrap(),
-                src_mac: up.mac(),
-                dst_mac: remote_mac,
-                mtu: up.mtu() as u16,
-                via: datapath::tunnel::Via::Uplink,
-            },
-        );
-        let cfg = DpConfig {
-            local_vteps: vec!["192.168.203.51".parse().unwrap()],
-            ..DpConfig::default()
-        };
-        let mut dp = Datapath::new(cfg, Arc::new(resolver), Box::new(DropMisses));
-        dp.add_port(REP, PortRole::Representor, Some(Box::new(rep)));
-        dp.add_port(UPLINK, PortRole::Uplink, Some(Box::new(up)));
-        dp.add_port(TUNNEL, PortRole::Tunnel, None);
-        install(
-            &mut dp,
-            1,
-            "in_port(1)",
-            "set(tunnel(tun_id=0x10,dst=192.168.203.56,ttl=64,tp_dst=4789)),3",
-        );
-        install(
-            &mut dp,
-            2,
-            "tunnel(tun_id=0x10,src=192.168.203.56,dst=192.168.203.51),in_port(3)",
-            "1",
-        );
-        let start = Instant::now();
-        while !stop2.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(30) {
-            let now = start.elapsed().as_millis() as u64;
-            dp.run_once(20, now).expect("datapath loop");
-        }
-        dp.stats()
-    });
+    let v4 = Underlay {
+        local: "192.168.203.51",
+        remote: "192.168.203.56",
+        tap: false,
+    };
+    let worker = spawn_datapath(
+        &lab.hv,
+        v4,
+        remote_mac,
+        stop.clone(),
+        Duration::from_secs(30),
+    );
     // The underlay neighbour resolves through the kernel (the uplink owns .51).
     let (ok, out) = lab.vf.try_exec("ping -c 3 -i 0.2 -W 2 1.1.1.3");
     stop.store(true, Ordering::Relaxed);
@@ -164,13 +217,7 @@ fn tcp_over_an_ipv6_underlay_through_the_uplinks_tunnel_tap() {
         Netns::new("fd6vf"),
         Netns::new("fd6rm"),
     );
-    hv.ip(&format!(
-        "link add rep0 type veth peer name vf0 netns {}",
-        vf.name
-    ));
-    vf.ip("addr add 1.1.1.2/24 dev vf0");
-    vf.ip("link set vf0 address e4:11:11:11:11:10 mtu 1430 up");
-    hv.ip("link set rep0 mtu 1430 up");
+    plug_vf(&hv, &vf, 1430);
     hv.ip(&format!(
         "link add up0 type veth peer name eth0 netns {}",
         remote.name
@@ -185,57 +232,12 @@ fn tcp_over_an_ipv6_underlay_through_the_uplinks_tunnel_tap() {
     remote.ip("link set vxlan16 address 82:8a:29:ad:4e:ef mtu 1430 up");
     let remote_mac = remote.mac("eth0");
     let stop = Arc::new(AtomicBool::new(false));
-    let (hv_name, stop2) = (hv.name.clone(), stop.clone());
-    let worker = std::thread::spawn(move || {
-        common::enter(&Netns::borrowed(&hv_name));
-        let rep = AfPacketPort::open("rep0", 32).expect("open rep0");
-        let mut up = AfPacketPort::open("up0", 32).expect("open up0");
-        let tap = TunnelInjector::open().expect("tap");
-        offload::netlink::redirect_ingress(
-            datapath::IfIndex(tap.ifindex()),
-            up.ifindex().expect("ifindex"),
-        )
-        .expect("redirect");
-        up.set_tunnel_injector(tap);
-        let mut resolver = StaticResolver::new();
-        resolver.insert(
-            "fd00:203::56".parse().unwrap(),
-            TunnelRoute {
-                egress: UPLINK,
-                src_ip: "fd00:203::51".parse().unwrap(),
-                src_mac: up.mac(),
-                dst_mac: remote_mac,
-                mtu: up.mtu() as u16,
-                via: datapath::tunnel::Via::Uplink,
-            },
-        );
-        let cfg = DpConfig {
-            local_vteps: vec!["fd00:203::51".parse().unwrap()],
-            ..DpConfig::default()
-        };
-        let mut dp = Datapath::new(cfg, Arc::new(resolver), Box::new(DropMisses));
-        dp.add_port(REP, PortRole::Representor, Some(Box::new(rep)));
-        dp.add_port(UPLINK, PortRole::Uplink, Some(Box::new(up)));
-        dp.add_port(TUNNEL, PortRole::Tunnel, None);
-        install(
-            &mut dp,
-            1,
-            "in_port(1)",
-            "set(tunnel(tun_id=0x10,ipv6_dst=fd00:203::56,ttl=64,tp_dst=4789)),3",
-        );
-        install(
-            &mut dp,
-            2,
-            "tunnel(tun_id=0x10,ipv6_src=fd00:203::56,ipv6_dst=fd00:203::51),in_port(3)",
-            "1",
-        );
-        let start = Instant::now();
-        while !stop2.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(60) {
-            let now = start.elapsed().as_millis() as u64;
-            dp.run_once(20, now).expect("datapath loop");
-        }
-        dp.stats()
-    });
+    let v6 = Underlay {
+        local: "fd00:203::51",
+        remote: "fd00:203::56",
+        tap: true,
+    };
+    let worker = spawn_datapath(&hv, v6, remote_mac, stop.clone(), Duration::from_secs(60));
     let (ok, out) = vf.try_exec("ping -c 2 -i 0.2 -W 2 1.1.1.3");
     let before = remote.exec("nstat -az Udp6InCsumErrors TcpInCsumErrors");
     if ok {
