@@ -49,6 +49,11 @@ pub(super) fn in_veth_netns(f: impl FnOnce() + Send + 'static) -> bool {
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
             return false;
         }
+        // No IPv6 on the pair: the kernel's own router solicitations and MLD reports,
+        // sent at random delays after a link comes up, would otherwise reach the ports
+        // at any time (a test that expects nothing more to arrive would race them).
+        // The sysctl is this namespace's: the thread just moved into it.
+        let _ = std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
         for cmd in [
             "link add fdr0 type veth peer name fdr1",
             "link set fdr0 up",
