@@ -23,7 +23,8 @@
 //! underlay's less 50. Each figure is the median of `FLOWD_BENCH_REPS` (default 3) runs of
 //! `iperf3 -t 4 -J` (`end.sum_received`). `FLOWD_BENCH_COLUMNS=flowd,kernel,ovs` picks
 //! columns. The daemon is the `flowd` cargo builds next to this bench (`FLOWD_EXE`
-//! overrides it).
+//! overrides it); `FLOWD_BENCH_THREADS=N` runs it with `[datapath] threads = N`, and
+//! `FLOWD_TUNNEL_GSO` (`off`, `inline`) reaches it as it is.
 //!
 //! Needs root, iproute2, iperf3 and ping. Bounded: every command runs under `timeout`,
 //! every wait has a deadline. Namespaces, daemons and iperf3 servers go away on every exit
@@ -171,6 +172,10 @@ fn start_flowd(lab: &mut Lab, exe: &std::path::Path) -> Result<(), String> {
         "policy = \"skip_hw\"",
         "policy = \"off\"\n# the software path only (benches/tcp.rs)",
     );
+    let text = match std::env::var("FLOWD_BENCH_THREADS") {
+        Ok(n) => text.replace("[datapath]\n", &format!("[datapath]\nthreads = {n}\n")),
+        Err(_) => text,
+    };
     if !text.contains("policy = \"off\"") {
         return Err("the lab's configuration has no `policy = \"skip_hw\"` to replace".into());
     }

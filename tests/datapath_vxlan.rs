@@ -11,7 +11,7 @@ mod common;
 use common::{Netns, can_netns};
 use datapath::cache::FlowEntry;
 use datapath::dpif::{Datapath, DpConfig, DropMisses, PortRole};
-use datapath::port::{AfPacketPort, Port};
+use datapath::port::{AfPacketPort, Port, TapMode};
 use datapath::tunnel::{StaticResolver, TunnelRoute};
 use datapath::{FlowId, Megaflow, PortId};
 use std::sync::Arc;
@@ -77,7 +77,7 @@ fn spawn_datapath(
         let rep = AfPacketPort::open("rep0", 32).expect("open rep0");
         let mut up = AfPacketPort::open("up0", 32).expect("open up0");
         if u.tap {
-            let tap = datapath::port::TunnelInjector::open().expect("tap");
+            let tap = datapath::port::TunnelInjector::open(TapMode::Inline).expect("tap");
             offload::netlink::redirect_ingress(
                 datapath::IfIndex(tap.ifindex()),
                 up.ifindex().expect("ifindex"),
@@ -205,7 +205,7 @@ fn tcp_over_an_ipv6_underlay_through_the_uplinks_tunnel_tap() {
         eprintln!("skipped: needs root and iproute2");
         return;
     }
-    match TunnelInjector::open() {
+    match TunnelInjector::open(TapMode::Inline) {
         Err(e) if TunnelInjector::is_unsupported(&e) => {
             eprintln!("skipped: no UDP-tunnel segmentation for tun here ({e})");
             return;

@@ -211,9 +211,16 @@ fn tcp_both_ways(prefix: &str, mtu: u32, uplinks: Uplinks) {
     let (cut, whole) = (after.0 - before.0, after.1 - before.1);
     // Where the kernel cuts UDP-tunnel super-frames written to a tap (Linux 6.17),
     // flowd hands each TCP super-frame over whole; else as UDP super-frames.
-    let tunnel = datapath::port::TunnelInjector::open().is_ok();
+    let tunnel = datapath::port::TunnelInjector::open(datapath::port::TapMode::Inline).is_ok();
     if tunnel {
         assert!(whole > 0, "no UDP-tunnel super-frame\n{}", l.log());
+        // The daemon's default: each tap's receive in a kernel thread of its own.
+        let threaded = l.hv.exec("sh -c \"cat /sys/class/net/flowdgso*/threaded\"");
+        assert!(
+            !threaded.trim().is_empty() && threaded.lines().all(|v| v.trim() == "1"),
+            "threaded: {threaded}\n{}",
+            l.log()
+        );
     } else {
         assert!(cut > 0, "flowd handed over no UDP super-frame\n{}", l.log());
     }

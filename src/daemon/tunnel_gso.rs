@@ -5,14 +5,21 @@
 //! segmentation for tun (before Linux 6.17), or the redirect cannot be set up, the
 //! uplink goes without and VXLAN output segments in flowd, as before.
 //!
-//! `FLOWD_TUNNEL_GSO=off` in the environment turns it off (to compare, or to rule it out).
+//! The tap's receive runs in a kernel thread of its own ([`TapMode::Threaded`]).
+//! `FLOWD_TUNNEL_GSO` in the environment: `off` leaves the taps out, `inline` has
+//! each write carry its frame to the uplink in flowd's own thread (to compare, or to
+//! rule either out).
 
 use datapath::IfIndex;
-use datapath::port::{AfPacketPort, Port, TunnelInjector};
+use datapath::port::{AfPacketPort, Port, TapMode, TunnelInjector};
 
-/// Whether the environment turned UDP-tunnel segmentation off.
-fn disabled() -> bool {
-    std::env::var_os("FLOWD_TUNNEL_GSO").is_some_and(|v| v == "off")
+/// What the environment asked for: no tap (None), or the tap's mode.
+fn wanted() -> Option<TapMode> {
+    match std::env::var_os("FLOWD_TUNNEL_GSO") {
+        Some(v) if v == "off" => None,
+        Some(v) if v == "inline" => Some(TapMode::Inline),
+        _ => Some(TapMode::Threaded),
+    }
 }
 
 /// Gives the sockets of uplink `name` (one per datapath thread) a tap whose frames go
@@ -21,11 +28,11 @@ pub fn attach(name: &str, sockets: &mut [AfPacketPort]) {
     let Some(uplink) = sockets.first().and_then(|s| s.ifindex()) else {
         return;
     };
-    if disabled() {
+    let Some(mode) = wanted() else {
         tracing::info!(port = %name, "UDP-tunnel segmentation off (FLOWD_TUNNEL_GSO=off)");
         return;
-    }
-    let inj = match TunnelInjector::open() {
+    };
+    let inj = match TunnelInjector::open(mode) {
         Ok(i) => i,
         Err(e) if TunnelInjector::is_unsupported(&e) => {
             tracing::info!(
@@ -55,8 +62,14 @@ pub fn attach(name: &str, sockets: &mut [AfPacketPort]) {
             }
         }
     }
+    if mode != inj.mode() {
+        tracing::info!(
+            port = %name, tap = %inj.name(),
+            "the tap's receive cannot run in a thread of its own (/sys/class/net/<tap>/threaded, Linux 5.12): frames go through it inline"
+        );
+    }
     tracing::info!(
-        port = %name, tap = %inj.name(),
+        port = %name, tap = %inj.name(), mode = ?inj.mode(),
         "VXLAN super-frames leave whole, cut by the kernel (UDP-tunnel segmentation)"
     );
 }

@@ -22,8 +22,8 @@ mod kernel;
 mod mem;
 
 pub use afpacket::{
-    AfPacketPort, DEFAULT_RING_BYTES, MAX_FANOUT, Poller, PortOptions, RxMode, TunnelInjector,
-    TxMode, Waker,
+    AfPacketPort, DEFAULT_RING_BYTES, MAX_FANOUT, Poller, PortOptions, RxMode, TapMode,
+    TunnelInjector, TxMode, Waker,
 };
 pub use batch::PacketBatch;
 pub use kernel::{KernelTunnel, KernelTunnelStats, RxControl, mark_mac};

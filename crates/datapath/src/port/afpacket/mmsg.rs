@@ -139,15 +139,15 @@ impl AfPacketPort {
         let mut sent = 0;
         let mut next = from;
         while next < to {
-            if is_tunnel(batch, next) {
+            if self.for_tap(batch.get(next), &batch.offload(next)) {
                 sent += self.send_tunnel(batch, next);
                 next += 1;
                 continue;
             }
-            // The frames up to the next UDP-tunnel super-frame, which goes to the tap.
+            // The frames up to the next one for the tap.
             let count = (next..to)
                 .take(self.hdrs.len())
-                .take_while(|&i| !is_tunnel(batch, i))
+                .take_while(|&i| !self.for_tap(batch.get(i), &batch.offload(i)))
                 .count();
             for j in 0..count {
                 let p = batch.get(next + j);
@@ -202,10 +202,10 @@ impl AfPacketPort {
         Ok(sent)
     }
 
-    /// Writes UDP-tunnel super-frame `i` of `batch` to the port's tap
-    /// ([`TunnelInjector`]); 1 if the kernel took it.
+    /// Writes frame `i` of `batch` to the port's tap ([`TunnelInjector`]); 1 if the
+    /// kernel took it.
     fn send_tunnel(&mut self, batch: &PacketBatch, i: usize) -> usize {
-        let r = match &self.tunnel {
+        let r = match &mut self.tunnel {
             Some(t) => t.write(batch, i),
             None => Err(io::Error::from_raw_os_error(libc::EINVAL)),
         };
@@ -214,16 +214,24 @@ impl AfPacketPort {
 }
 
 impl AfPacketPort {
+    /// Whether a frame goes to the port's tap rather than its socket: a UDP-tunnel
+    /// super-frame, or a frame of a connection the tap may still hold frames of
+    /// ([`TunnelInjector::carries`]).
+    pub(super) fn for_tap(&self, frame: &[u8], o: &Offload) -> bool {
+        o.gso.is_some_and(|g| g.tunnel.is_some())
+            || (o.gso.is_none() && self.tunnel.as_ref().is_some_and(|t| t.carries(frame)))
+    }
+
     /// Sends one frame made of `parts` (at most [`tungso::MAX_PARTS`]) with its metadata
-    /// now, with `sendmsg` (or to the tap, for a UDP-tunnel super-frame): whether the
-    /// kernel took it. What it refused is counted as `send` counts it.
+    /// now, with `sendmsg` (or to the tap: [`Self::for_tap`]): whether the kernel took
+    /// it. What it refused is counted as `send` counts it.
     pub(super) fn send_parts(
         &mut self,
         parts: &[&[u8]],
         offload: Offload,
     ) -> Result<bool, PortError> {
-        if offload.gso.is_some_and(|g| g.tunnel.is_some()) {
-            let r = match &self.tunnel {
+        if self.for_tap(parts.first().copied().unwrap_or_default(), &offload) {
+            let r = match &mut self.tunnel {
                 Some(t) => t.write_parts(parts, &offload),
                 None => Err(io::Error::from_raw_os_error(libc::EINVAL)),
             };
@@ -274,9 +282,4 @@ impl AfPacketPort {
             }
         }
     }
-}
-
-/// Whether frame `i` of `batch` is a UDP-tunnel super-frame (for the tap, not the socket).
-fn is_tunnel(batch: &PacketBatch, i: usize) -> bool {
-    batch.offload(i).gso.is_some_and(|g| g.tunnel.is_some())
 }

@@ -189,7 +189,7 @@ use ring::RxRing;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use sys::*;
-pub use tungso::TunnelInjector;
+pub use tungso::{TapMode, TunnelInjector};
 pub use txring::TxMode;
 use txring::TxRing;
 

@@ -719,7 +719,7 @@ fn the_kernel_offers_no_udp_tunnel_gso_through_af_packet() {
 #[test]
 fn a_udp_tunnel_super_frame_enters_the_tap_whole() {
     let ran = in_veth_netns(|| {
-        let inj = match TunnelInjector::open() {
+        let mut inj = match TunnelInjector::open(TapMode::Inline) {
             Ok(i) => i,
             Err(e) if TunnelInjector::is_unsupported(&e) => {
                 eprintln!("skipped: no UDP-tunnel segmentation for tun here ({e})");
@@ -768,6 +768,158 @@ fn a_udp_tunnel_super_frame_enters_the_tap_whole() {
             .write_parts(&[&hdr[..n], &inner], &bad)
             .expect_err("refused");
         assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    });
+    if !ran {
+        eprintln!("skipped: needs root and iproute2");
+    }
+}
+
+/// Mounts a sysfs of the calling thread's network namespace on /sys, in a mount
+/// namespace of the thread's own, as `ip netns exec` does: /sys/class/net then shows
+/// this namespace's devices. False where it cannot.
+fn own_sysfs() -> bool {
+    // SAFETY: unshare moves only the calling thread (a test's own) into a new mount
+    // namespace; the mounts change only that namespace's view, with valid C strings.
+    unsafe {
+        libc::unshare(libc::CLONE_NEWNS) == 0
+            && libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) == 0
+            && libc::mount(
+                c"sysfs".as_ptr(),
+                c"/sys".as_ptr(),
+                c"sysfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            ) == 0
+    }
+}
+
+/// A threaded tap ([`TapMode::Threaded`]) carries its frames in a kernel thread, later
+/// than frames sent on the socket after them: a connection's small frame sent after its
+/// super-frame must go through the tap too, and arrive after it; another connection's
+/// does not. Where sysfs shows another namespace's devices, the tap falls back to
+/// inline instead of touching a device of the same name there.
+#[test]
+fn a_threaded_tap_keeps_each_connections_frames_in_order() {
+    let ran = in_veth_netns(|| {
+        let host_sysfs = TunnelInjector::open(TapMode::Threaded);
+        if let Ok(i) = &host_sysfs {
+            assert_eq!(
+                i.mode(),
+                TapMode::Inline,
+                "the host's sysfs is not this netns'"
+            );
+        }
+        drop(host_sysfs);
+        assert!(own_sysfs(), "a mount namespace with this netns' sysfs");
+        let inj = match TunnelInjector::open(TapMode::Threaded) {
+            Ok(i) => i,
+            Err(e) if TunnelInjector::is_unsupported(&e) => {
+                eprintln!("skipped: no UDP-tunnel segmentation for tun here ({e})");
+                return;
+            }
+            Err(e) => panic!("tap: {e}"),
+        };
+        assert_eq!(inj.mode(), TapMode::Threaded);
+        let tap = inj.name().to_string();
+        let sys = |f: &str| {
+            std::fs::read_to_string(format!("/sys/class/net/{tap}/{f}"))
+                .expect("sysfs")
+                .trim()
+                .to_string()
+        };
+        assert_eq!(sys("threaded"), "1");
+        assert_eq!(sys("mtu"), "65521", "any frame the uplink takes");
+        for cmd in [
+            format!("qdisc add dev {tap} ingress"),
+            format!(
+                "filter add dev {tap} ingress protocol all u32 match u32 0 0 action mirred egress redirect dev fdr1"
+            ),
+        ] {
+            let ok = std::process::Command::new("tc")
+                .args(cmd.split(' '))
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "tc {cmd}");
+        }
+        let mut rx = AfPacketPort::open_with("fdr0", 16, RxMode::Recvmmsg).expect("fdr0");
+        let mut tx = AfPacketPort::open_with("fdr1", 16, RxMode::Recvmmsg).expect("fdr1");
+        tx.set_tunnel_injector(inj);
+        let outer = |udp_src| crate::wire::vxlan::OuterHeaders {
+            udp_src,
+            ..outer_v4(SRC_MAC, [2, 0, 0, 0, 0, 9])
+        };
+        let vxlan = |inner: &[u8], udp_src| {
+            let mut f = vec![0u8; 50];
+            let n = crate::wire::vxlan::tunnel_segmentation_headers(
+                &mut f,
+                inner.len(),
+                &outer(udp_src),
+            )
+            .expect("headers");
+            f.truncate(n);
+            f.extend_from_slice(inner);
+            f
+        };
+        let (inner, _, o) = tso(false, &[], 20_000, crate::wire::tcp::flags::ACK, 1448);
+        let c = o.csum.unwrap();
+        let sup = Offload {
+            csum: Some(crate::wire::PartialCsum {
+                start: c.start + 50,
+                offset: c.offset,
+            }),
+            gso: Some(Gso {
+                tunnel: Some(crate::wire::TunnelGso {
+                    outer_l4: 34,
+                    inner_l3: 64,
+                    outer_v6: false,
+                    outer_csum: false,
+                }),
+                ..o.gso.unwrap()
+            }),
+            hdr_len: o.hdr_len + 50,
+            ..o
+        };
+        let small = tcp_frame(false, &[], 100, crate::wire::tcp::flags::ACK);
+        let (a_super, a_small, b_small) = (
+            vxlan(&inner, 50000),
+            vxlan(&small, 50000),
+            vxlan(&small, 50001),
+        );
+        assert!(!tx.for_tap(&a_small, &Offload::NONE), "nothing carried yet");
+        let mut out = PacketBatch::new(4, gso::MAX_FRAME);
+        assert!(out.push_offload(&a_super, sup));
+        assert!(out.push(&a_small) && out.push(&b_small));
+        assert_eq!(tx.send(&out).expect("send"), 3);
+        assert!(
+            tx.for_tap(&a_small, &Offload::NONE),
+            "the connection's frames follow"
+        );
+        assert!(
+            !tx.for_tap(&b_small, &Offload::NONE),
+            "another connection's do not"
+        );
+        let got: Vec<Vec<u8>> = recv_tcp(&mut rx, 3).into_iter().map(|(f, _)| f).collect();
+        let at = |f: &[u8]| got.iter().position(|g| g == f);
+        let (sup_at, small_at) = (at(&a_super), at(&a_small));
+        assert!(
+            sup_at.is_some() && small_at.is_some() && at(&b_small).is_some(),
+            "all arrive"
+        );
+        assert!(
+            sup_at < small_at,
+            "the connection's small frame after its super-frame"
+        );
+        assert_eq!(
+            sys("statistics/rx_packets"),
+            "2",
+            "both of its frames through the tap"
+        );
     });
     if !ran {
         eprintln!("skipped: needs root and iproute2");

@@ -249,7 +249,9 @@ impl AfPacketPort {
         let mut sent = 0;
         for i in 0..batch.len() {
             let (p, o) = (batch.get(i), batch.offload(i));
-            let fits = ring_takes(p.len(), &o, self.mtu) && p.len() <= ring.max_frame();
+            let fits = ring_takes(p.len(), &o, self.mtu)
+                && p.len() <= ring.max_frame()
+                && !self.for_tap(p, &o);
             let hdr = o.to_bytes();
             if fits && ring.push(&hdr, p) {
                 continue;
