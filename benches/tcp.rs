@@ -23,8 +23,9 @@
 //! underlay's less 50. Each figure is the median of `FLOWD_BENCH_REPS` (default 3) runs of
 //! `iperf3 -t 4 -J` (`end.sum_received`). `FLOWD_BENCH_COLUMNS=flowd,kernel,ovs` picks
 //! columns. The daemon is the `flowd` cargo builds next to this bench (`FLOWD_EXE`
-//! overrides it); `FLOWD_BENCH_THREADS=N` runs it with `[datapath] threads = N`, and
-//! `FLOWD_TUNNEL_GSO` (`off`, `inline`) reaches it as it is.
+//! overrides it), with one datapath thread per CPU (`[datapath] threads`, as an operator
+//! sizes them to the host; `FLOWD_BENCH_THREADS=N` sets N), and `FLOWD_TUNNEL_GSO`
+//! (`off`, `inline`) reaches it as it is.
 //!
 //! Needs root, iproute2, iperf3 and ping. Bounded: every command runs under `timeout`,
 //! every wait has a deadline. Namespaces, daemons and iperf3 servers go away on every exit
@@ -172,14 +173,28 @@ fn start_flowd(lab: &mut Lab, exe: &std::path::Path) -> Result<(), String> {
         "policy = \"skip_hw\"",
         "policy = \"off\"\n# the software path only (benches/tcp.rs)",
     );
-    let text = match std::env::var("FLOWD_BENCH_THREADS") {
-        Ok(n) => text.replace("[datapath]\n", &format!("[datapath]\nthreads = {n}\n")),
-        Err(_) => text,
-    };
+    let text = text.replace(
+        "[datapath]\n",
+        &format!("[datapath]\nthreads = {}\n", datapath_threads()),
+    );
     if !text.contains("policy = \"off\"") {
         return Err("the lab's configuration has no `policy = \"skip_hw\"` to replace".into());
     }
     lab.start_daemon_config(exe, &text, &[])
+}
+
+/// flowd's `[datapath] threads`: one per CPU (at most 64), as an operator sizes them to
+/// the host (docs/operations.md, *Threads*), or `FLOWD_BENCH_THREADS`.
+fn datapath_threads() -> usize {
+    std::env::var("FLOWD_BENCH_THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| (1..=64).contains(n))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(64)
+        })
 }
 
 /// The kernel's own path: bridge `brk` with `rep0` and vxlan device `vxk` (VNI 16).
@@ -627,7 +642,10 @@ fn print_table(cols: &[Column], reps: usize, load_start: &str) {
         "\ntcp: VF -> remote over VXLAN, default offloads everywhere; iperf3 -t {IPERF_SECS} -J, \
          median of {reps}, Gbit/s; ping -fc {PINGS} in ms"
     );
-    println!("load average at start: {load_start}");
+    println!(
+        "flowd: [datapath] threads = {}; load average at start: {load_start}",
+        datapath_threads()
+    );
     print!("{:<30}", "row");
     for c in cols {
         let star = if c.notes.iter().any(|n| n.contains("tx off")) {
