@@ -140,7 +140,7 @@ impl AfPacketPort {
         let mut next = from;
         while next < to {
             if self.for_tap(batch.get(next), &batch.offload(next)) {
-                sent += self.send_tunnel(batch, next);
+                sent += usize::from(self.send_tunnel(&[batch.get(next)], &batch.offload(next)));
                 next += 1;
                 continue;
             }
@@ -202,14 +202,15 @@ impl AfPacketPort {
         Ok(sent)
     }
 
-    /// Writes frame `i` of `batch` to the port's tap ([`TunnelInjector`]); 1 if the
-    /// kernel took it.
-    fn send_tunnel(&mut self, batch: &PacketBatch, i: usize) -> usize {
+    /// Writes one frame made of `parts` with its metadata to the port's tap
+    /// ([`TunnelInjector`]): whether the kernel took it (counted by
+    /// [`Self::tunnel_sent`]).
+    fn send_tunnel(&mut self, parts: &[&[u8]], offload: &Offload) -> bool {
         let r = match &mut self.tunnel {
-            Some(t) => t.write(batch, i),
+            Some(t) => t.write_parts(parts, offload),
             None => Err(io::Error::from_raw_os_error(libc::EINVAL)),
         };
-        usize::from(self.tunnel_sent(r))
+        self.tunnel_sent(r)
     }
 }
 
@@ -231,11 +232,7 @@ impl AfPacketPort {
         offload: Offload,
     ) -> Result<bool, PortError> {
         if self.for_tap(parts.first().copied().unwrap_or_default(), &offload) {
-            let r = match &mut self.tunnel {
-                Some(t) => t.write_parts(parts, &offload),
-                None => Err(io::Error::from_raw_os_error(libc::EINVAL)),
-            };
-            return Ok(self.tunnel_sent(r));
+            return Ok(self.send_tunnel(parts, &offload));
         }
         let hdr = offload.to_bytes();
         let (mut iov, n) = tungso::iovecs(&hdr, parts);

@@ -29,8 +29,8 @@
 //! **Inline** ([`TapMode::Inline`]): the write carries the frame to the uplink before
 //! it returns, so order holds by itself.
 
+use super::PortError;
 use super::sys::{if_ioctl, ifreq, sys_io};
-use super::{PacketBatch, PortError};
 use crate::wire::vnet::{Offload, TUNNEL_HEADER_LEN};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -237,14 +237,9 @@ impl TunnelInjector {
         })
     }
 
-    /// Writes frame `i` of `batch` with its metadata as a 24-byte header. Errors are the
-    /// kernel's: `EINVAL` for metadata it refused, `EIO` with the device down, ...
-    pub(super) fn write(&mut self, batch: &PacketBatch, i: usize) -> io::Result<()> {
-        self.write_parts(&[batch.get(i)], &batch.offload(i))
-    }
-
     /// Writes one frame made of `parts` (at most [`MAX_PARTS`]) with the metadata
-    /// `offload` as a 24-byte header. Errors as [`Self::write`]'s.
+    /// `offload` as a 24-byte header. Errors are the kernel's: `EINVAL` for
+    /// metadata it refused, `EIO` with the device down, ...
     pub(super) fn write_parts(&mut self, parts: &[&[u8]], offload: &Offload) -> io::Result<()> {
         if let Some(first) = parts.first() {
             self.wrote(first);
